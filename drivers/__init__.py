@@ -1,0 +1,14 @@
+"""Talking to test boards: one ``Board`` API over VISA, serial and in-process transports."""
+
+from __future__ import annotations
+
+from drivers.board import AdcSample, Board, Identity, Line, PulseBatch, PulseKind, Region
+from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkTimeout
+from drivers.limits import Range, SafetyLimits
+from drivers.resources import open_board, open_transport
+
+__all__ = [
+    "AdcSample", "Board", "BoardError", "FirmwareError", "Identity", "InvalidRequest", "LimitError",
+    "Line", "LinkError", "LinkTimeout", "PulseBatch", "PulseKind", "Range", "Region", "SafetyLimits",
+    "open_board", "open_transport",
+]  # fmt: skip

@@ -1,0 +1,475 @@
+"""The Board driver: typed methods for every protocol operation, with safety checks first.
+
+Every request is checked element by element against :class:`SafetyLimits` before a byte is
+sent; a violation raises :class:`LimitError` naming the parameter, value and limit. The board is
+put in its idle state on close, on any exception inside ``with``, on Ctrl-C and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers import codec
+from drivers.errors import BoardError, FirmwareError, InvalidRequest, LinkError
+from drivers.limits import Range, SafetyLimits, check_array, check_index, check_value
+from drivers.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+ArrayLikeFloat = float | npt.ArrayLike
+
+
+class Line(StrEnum):
+    """A kind of line, as the protocol names it."""
+
+    ROW = "ROW"
+    COL = "COL"
+    GATE = "GATE"
+
+
+class PulseKind(StrEnum):
+    SET = "SET"
+    RESET = "RES"
+    FORM = "FORM"
+
+
+@dataclass(frozen=True)
+class Identity:
+    maker: str
+    model: str
+    serial: str
+    firmware: str
+
+    def __str__(self) -> str:
+        return f"{self.maker} {self.model} (serial {self.serial}, firmware {self.firmware})"
+
+
+@dataclass(frozen=True)
+class Region:
+    """Rows ``row0 .. row0+nrows-1`` by columns ``col0 .. col0+ncols-1``."""
+
+    row0: int
+    col0: int
+    nrows: int
+    ncols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.nrows, self.ncols)
+
+    def args(self) -> tuple[int, int, int, int]:
+        return (self.row0, self.col0, self.nrows, self.ncols)
+
+
+@dataclass(frozen=True)
+class AdcSample:
+    current: float
+    """column current computed from the code, A"""
+    code: int
+    """raw ADC code"""
+    saturated: bool
+    """whether the TIA or the ADC was at its rail"""
+
+
+@dataclass(frozen=True)
+class PulseBatch:
+    """A checked batch: what :meth:`Board.apply_pulses` sends. Build it with :meth:`Board.check_pulses`."""
+
+    kind: PulseKind
+    region: Region
+    planes: npt.NDArray[np.float32]  # (4, nrows, ncols): amplitude, v_gate, width, mask
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.planes[3]))
+
+
+_LIMIT_NAMES = {"v_row": "VROW", "v_col": "VCOL", "v_gate": "VGATE", "v_read": "VREAD",
+                "pulse_width": "WIDTH", "i_col": "ICOL"}  # fmt: skip
+_OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
+
+
+@atexit.register
+def _idle_open_boards() -> None:
+    """At interpreter exit, idle every board a script forgot to close."""
+    for board in list(_OPEN_BOARDS):
+        board.close()
+
+
+class Board:
+    """One test board, over any transport.
+
+    Args:
+        transport: the open byte stream to the board.
+        limits: the host's safety limits; default: the firmware's own absolute limits. Limits
+            beyond the firmware's are refused at connect.
+    """
+
+    def __init__(self, transport: Transport, limits: SafetyLimits | None = None) -> None:
+        self._transport = transport
+        self.resource = transport.resource
+        self._closed = False
+        self._desynced = False  # a reply may be in flight from an interrupted exchange
+        try:
+            self.identity = self._identify()
+            rows, cols = (int(f) for f in self._ask("SYST:ARR?").fields)
+            self.shape: tuple[int, int] = (rows, cols)
+            self.firmware_limits = self._query_limits()
+            self.read_gate_voltage = float(self._ask("SYST:VGRE?").text)
+            self.tia_gains: tuple[float, ...] = tuple(float(f) for f in self._ask("TIA:GAIN?").fields)
+        except (ValueError, IndexError) as exc:
+            transport.close()
+            raise LinkError(self.resource, f"the board's description is malformed: {exc}") from exc
+        except BaseException:
+            transport.close()
+            raise
+        self.limits = limits if limits is not None else self.firmware_limits
+        beyond = self.limits.within(self.firmware_limits)
+        if beyond:
+            transport.close()
+            raise InvalidRequest(
+                f"{self.resource}: configured limits {', '.join(beyond)} reach beyond the firmware's "
+                f"absolute limits {self.firmware_limits.model_dump(include=set(beyond))}"
+            )
+        _OPEN_BOARDS.add(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Put the board in its idle state (best effort) and close the link."""
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN_BOARDS.discard(self)
+        try:
+            self.idle()
+        except BoardError as exc:
+            log.error("%s: could not idle the board on close: %s", self.resource, exc)
+        finally:
+            self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def idle(self) -> None:
+        """All lines to 0 V, gates off, multiplexers open (``*RST``)."""
+        if self._desynced:
+            dropped = self._transport.discard_input(quiet=0.2)
+            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
+            self._desynced = False
+        self._ask("*RST")
+
+    # ------------------------------------------------------------------ exchange
+
+    def _exchange(
+        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | None = None
+    ) -> codec.Reply:
+        if self._closed and header != "*RST":
+            raise LinkError(self.resource, "board is closed", header)
+        data = codec.encode_command(header, args, block)
+        command = data[:80].decode("ascii", "replace").rstrip()
+        log.debug("%s -> %s (%d bytes)", self.resource, command, len(data))
+        self._desynced = True
+        try:
+            self._transport.write(data)
+            reply = codec.read_reply(self._transport.read_exact, self._transport.read_line)
+        except LinkError as exc:
+            exc.command = command
+            exc.args = (f"{exc} during {command!r}",)
+            raise
+        except ValueError as exc:
+            raise LinkError(self.resource, f"garbled reply: {exc}", command) from exc
+        self._desynced = False
+        log.debug("%s <- %s", self.resource, reply.kind if reply.kind == "block" else reply.text or reply.kind)
+        if reply.kind == "error":
+            raise FirmwareError(reply.code, reply.text, command, self.resource)
+        return reply
+
+    def _ask(self, header: str, *args: str | int | float) -> codec.Reply:
+        return self._exchange(header, args)
+
+    def _ask_block(
+        self, header: str, args: Sequence[str | int | float], block: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float32]:
+        reply = self._exchange(header, args, block)
+        if reply.kind != "block":
+            raise LinkError(self.resource, f"expected a binary block, got {reply.kind} {reply.text!r}", header)
+        return codec.decode_block(reply.payload)
+
+    def query(self, command: str) -> str:
+        """Send one raw command line and return its reply text (for debugging by hand)."""
+        header, _, rest = command.strip().partition(" ")
+        reply = self._exchange(header, (rest,) if rest else ())
+        return "OK" if reply.kind == "ok" else reply.text
+
+    # ------------------------------------------------------------------ description
+
+    def _identify(self) -> Identity:
+        fields = self._ask("*IDN?").fields
+        if len(fields) != 4:
+            raise ValueError(f"*IDN? gave {len(fields)} fields, expected 4")
+        return Identity(*(f.strip() for f in fields))
+
+    def _query_limits(self) -> SafetyLimits:
+        ranges = {}
+        for name, wire in _LIMIT_NAMES.items():
+            low, high = (float(f) for f in self._ask("SYST:LIM?", wire).fields)
+            ranges[name] = Range(min=low, max=high)
+        return SafetyLimits.model_validate(ranges)
+
+    def describe(self) -> dict[str, object]:
+        """Identity, size, electronics and limits, for ``hil info``."""
+        dac_range = {line.value: self._ask("DAC:RANG?", line.value).text for line in Line}
+        return {
+            "resource": self.resource,
+            "identity": str(self.identity),
+            "protocol": self._ask("SYST:VERS?").text,
+            "rows": self.shape[0],
+            "cols": self.shape[1],
+            "dac_bits": int(self._ask("DAC:RES?").text),
+            "dac_range_V": dac_range,
+            "adc_bits": int(self._ask("ADC:RES?").text),
+            "adc_range_V": self._ask("ADC:RANG?").text,
+            "tia_gains_ohm": list(self.tia_gains),
+            "read_gate_voltage_V": self.read_gate_voltage,
+            "limits": self.limits.model_dump(),
+            "firmware_limits": self.firmware_limits.model_dump(),
+        }
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_cell(self, row: int, col: int) -> None:
+        check_index("row", row, self.shape[0])
+        check_index("col", col, self.shape[1])
+
+    def _region(self, region: Region | None) -> Region:
+        if region is None:
+            return Region(0, 0, *self.shape)
+        rows, cols = self.shape
+        check_index("region.row0", region.row0, rows)
+        check_index("region.col0", region.col0, cols)
+        check_value("region.nrows", region.nrows, Range(min=1, max=rows - region.row0), "")
+        check_value("region.ncols", region.ncols, Range(min=1, max=cols - region.col0), "")
+        return region
+
+    def _check_read_voltage(self, v_read: float) -> float:
+        v = float(np.float32(v_read))
+        check_value("v_read", v, self.limits.v_read, "V")
+        if v == 0:
+            raise InvalidRequest("v_read = 0 V: a read needs a non-zero voltage")
+        self._check_column_current("predicted column current", abs(v) * self.limits.g_cell_max)
+        return v
+
+    def _check_column_current(self, parameter: str, current: float) -> None:
+        check_value(parameter, current, self.limits.i_col, "A")
+
+    def _amplitude_limit(self, kind: PulseKind) -> tuple[str, Range]:
+        line = self.limits.v_col if kind is PulseKind.RESET else self.limits.v_row
+        return ("v_col" if kind is PulseKind.RESET else "v_row"), Range(min=0.0, max=line.max)
+
+    def _check_pulse_values(
+        self, kind: PulseKind, amplitude: FloatArray, v_gate: FloatArray, width: FloatArray,
+        where: npt.NDArray[np.bool_] | None = None, origin: tuple[int, int] = (0, 0),
+    ) -> None:  # fmt: skip
+        line_name, amplitude_range = self._amplitude_limit(kind)
+        check_array(f"{kind.name} amplitude ({line_name})", amplitude, amplitude_range, "V", where, origin)
+        check_array(f"{kind.name} v_gate", v_gate, self.limits.v_gate, "V", where, origin)
+        check_array(f"{kind.name} width", width, self.limits.pulse_width, "s", where, origin)
+
+    # ------------------------------------------------------------------ low-level primitives
+
+    def set_dac(self, line: Line | str, channel: int, voltage: float) -> None:
+        """Set one DAC channel; the channel is a row (ROW, GATE) or column (COL) index."""
+        line = Line(line)
+        check_index(f"{line.value} channel", channel, self.shape[1] if line is Line.COL else self.shape[0])
+        limit = {Line.ROW: self.limits.v_row, Line.COL: self.limits.v_col, Line.GATE: self.limits.v_gate}[line]
+        v = float(np.float32(voltage))
+        check_value(f"{line.value} voltage", v, limit, "V")
+        self._ask("DAC:VOLT", line.value, channel, v)
+
+    def dac_voltage(self, line: Line | str, channel: int) -> float:
+        line = Line(line)
+        check_index(f"{line.value} channel", channel, self.shape[1] if line is Line.COL else self.shape[0])
+        return float(self._ask("DAC:VOLT?", line.value, channel).text)
+
+    def select_row(self, row: int, connected: bool = True) -> None:
+        """Connect (or disconnect) a row line and its gate line to their DACs."""
+        check_index("row", row, self.shape[0])
+        self._ask("MUX:ROW", row, int(connected))
+
+    def select_column(self, col: int, connected: bool = True) -> None:
+        """Connect (or disconnect) a column line to its TIA."""
+        check_index("col", col, self.shape[1])
+        self._ask("MUX:COL", col, int(connected))
+
+    def open_muxes(self) -> None:
+        self._ask("MUX:OPEN")
+
+    def sample_adc(self, col: int, tia_gain: float) -> AdcSample:
+        """One ADC sample of a selected column's TIA at ``tia_gain`` ohm."""
+        check_index("col", col, self.shape[1])
+        if not any(np.isclose(tia_gain, g, rtol=1e-9) for g in self.tia_gains):
+            raise InvalidRequest(f"tia_gain = {tia_gain:g} ohm is not one of the board's gains {self.tia_gains}")
+        current, code, saturated = self._ask("ADC:SAMP?", col, tia_gain).fields
+        return AdcSample(float(current), int(code), saturated.strip() == "1")
+
+    # ------------------------------------------------------------------ time
+
+    def idle_for(self, seconds: float) -> None:
+        """Hold the idle state for ``seconds`` (an emulator with a simulated clock skips ahead)."""
+        check_value("seconds", seconds, Range(min=0, max=1e7), "s")
+        saved = self._transport.timeout
+        self._transport.timeout = saved + seconds
+        try:
+            self._ask("SYST:WAIT", float(seconds))
+        finally:
+            self._transport.timeout = saved
+
+    def clock(self) -> float:
+        """Seconds on the board's clock since power-up."""
+        return float(self._ask("SYST:TIME?").text)
+
+    # ------------------------------------------------------------------ cell operations
+
+    def read_cell(self, row: int, col: int, v_read: float = 0.2) -> float:
+        """Conductance of one cell, S."""
+        self._check_cell(row, col)
+        v = self._check_read_voltage(v_read)
+        return float(self._ask("READ?", row, col, v).text)
+
+    def pulse(self, kind: PulseKind | str, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
+        """One SET, RESET or FORM pulse on one cell."""
+        kind = _pulse_kind(kind)
+        self._check_cell(row, col)
+        values = np.array([amplitude, v_gate, width], dtype=np.float32).astype(np.float64)
+        self._check_pulse_values(kind, *values)
+        self._ask(f"PULS:{kind.value}", row, col, *(float(v) for v in values))
+
+    def set_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
+        self.pulse(PulseKind.SET, row, col, amplitude, v_gate, width)
+
+    def reset_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
+        self.pulse(PulseKind.RESET, row, col, amplitude, v_gate, width)
+
+    def form_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
+        self.pulse(PulseKind.FORM, row, col, amplitude, v_gate, width)
+
+    # ------------------------------------------------------------------ bulk operations
+
+    def read_map(
+        self, v_read: float = 0.2, region: Region | None = None,
+        quantity: Literal["conductance", "current"] = "conductance",
+    ) -> FloatArray:  # fmt: skip
+        """Every cell of ``region`` (default: the whole array) read at ``v_read``: S or A, (nrows, ncols)."""
+        region = self._region(region)
+        v = self._check_read_voltage(v_read)
+        what = {"conductance": "COND", "current": "CURR"}[quantity]
+        parts = []
+        for row0, nrows in _chunks(region.nrows, region.ncols * codec.BLOCK_DTYPE.itemsize):
+            sub = Region(region.row0 + row0, region.col0, nrows, region.ncols)
+            parts.append(self._ask_block("MAP?", (*sub.args(), v, what)).reshape(sub.shape))
+        return np.concatenate(parts).astype(np.float64)
+
+    def vmm(self, v_rows: npt.ArrayLike, region: Region | None = None) -> FloatArray:
+        """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out."""
+        region = self._region(region)
+        inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32))
+        if inputs.ndim != 2 or inputs.shape[1] != region.nrows:
+            raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {region.nrows}) for this region")
+        check_array("v_rows", inputs.astype(np.float64), self.limits.v_read, "V")
+        worst = np.abs(inputs.astype(np.float64)).sum(axis=1) * self.limits.g_cell_max
+        check_array("predicted column current of vector", worst, self.limits.i_col, "A")
+        per_vector = max(region.nrows, region.ncols) * codec.BLOCK_DTYPE.itemsize
+        parts = []
+        for start, count in _chunks(len(inputs), per_vector):
+            batch = inputs[start : start + count]
+            out = self._ask_block("VMM?", (*region.args(), count), batch)
+            parts.append(out.reshape(count, region.ncols))
+        if not parts:
+            return np.zeros((0, region.ncols))
+        return np.concatenate(parts).astype(np.float64)
+
+    def check_pulses(
+        self, kind: PulseKind | str, amplitude: ArrayLikeFloat, v_gate: ArrayLikeFloat, width: ArrayLikeFloat,
+        mask: npt.ArrayLike | None = None, origin: tuple[int, int] = (0, 0),
+    ) -> PulseBatch:  # fmt: skip
+        """Dry run: check every pulse of a batch against the limits and return it ready to send.
+
+        ``amplitude``, ``v_gate``, ``width`` and ``mask`` broadcast to one ``(nrows, ncols)``
+        shape placed at ``origin`` (default: the whole array). Only masked cells are checked and
+        pulsed. Raises :class:`LimitError` naming the first offending cell; nothing is sent.
+        """
+        kind = _pulse_kind(kind)
+        arrays = [np.asarray(a, dtype=np.float64) for a in (amplitude, v_gate, width)]
+        mask_array = np.ones((), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        shape = np.broadcast_shapes(*(a.shape for a in arrays), mask_array.shape)
+        if shape == ():
+            shape = (self.shape[0] - origin[0], self.shape[1] - origin[1])
+        if len(shape) != 2:
+            raise InvalidRequest(f"pulse parameters broadcast to shape {shape}; expected (rows, cols)")
+        region = self._region(Region(origin[0], origin[1], *shape))
+        planes = np.empty((4, *shape), dtype=np.float32)
+        for plane, values in zip(planes, [*arrays, mask_array], strict=True):
+            plane[...] = values
+        selected = planes[3] != 0
+        amplitude_sent, v_gate_sent, width_sent = (p.astype(np.float64) for p in planes[:3])
+        self._check_pulse_values(kind, amplitude_sent, v_gate_sent, width_sent, where=selected, origin=origin)
+        planes[:3][:, ~selected] = 0  # unmasked cells carry nothing
+        return PulseBatch(kind, region, planes)
+
+    def apply_pulses(
+        self, kind: PulseKind | str | PulseBatch, amplitude: ArrayLikeFloat = 0.0, v_gate: ArrayLikeFloat = 0.0,
+        width: ArrayLikeFloat = 0.0, mask: npt.ArrayLike | None = None, origin: tuple[int, int] = (0, 0),
+    ) -> int:  # fmt: skip
+        """One pulse on every masked cell, checked whole before any is sent; returns pulses applied.
+
+        Pass either the pulse parameters (as for :meth:`check_pulses`) or a checked batch.
+        """
+        batch = kind if isinstance(kind, PulseBatch) else self.check_pulses(
+            kind, amplitude, v_gate, width, mask, origin)  # fmt: skip
+        applied = 0
+        per_row = 4 * batch.region.ncols * codec.BLOCK_DTYPE.itemsize
+        for start, nrows in _chunks(batch.region.nrows, per_row):
+            part = batch.planes[:, start : start + nrows]
+            if not part[3].any():
+                continue
+            sub = Region(batch.region.row0 + start, batch.region.col0, nrows, batch.region.ncols)
+            applied += int(self._exchange("PULS:BATC", (batch.kind.value, *sub.args()), part).text)
+        return applied
+
+
+def _pulse_kind(kind: PulseKind | str) -> PulseKind:
+    if isinstance(kind, PulseKind):
+        return kind
+    names = {k.name: k for k in PulseKind} | {k.value: k for k in PulseKind}
+    try:
+        return names[str(kind).upper()]
+    except KeyError:
+        raise InvalidRequest(f"unknown pulse kind {kind!r}; expected SET, RESET or FORM") from None
+
+
+def _chunks(count: int, bytes_per_item: int) -> Iterator[tuple[int, int]]:
+    """Split ``count`` items into runs whose blocks fit the protocol's block limit."""
+    per_chunk = max(1, codec.MAX_BLOCK_BYTES // max(1, bytes_per_item))
+    for start in range(0, count, per_chunk):
+        yield start, min(per_chunk, count - start)

@@ -1,0 +1,325 @@
+"""The wire codec: one definition of the framing shared by the host and the firmware.
+
+See docs/wire-protocol.md. Commands and replies are ``\\n``-terminated ASCII lines; arrays
+travel as IEEE 488.2 definite-length blocks of little-endian float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+
+PROTOCOL_VERSION = "1.0"
+BLOCK_DTYPE = np.dtype("<f4")
+MAX_LINE_BYTES = 4096
+MAX_BLOCK_BYTES = 16 * 1024 * 1024
+TERMINATOR = b"\n"
+
+
+class ErrorCode(IntEnum):
+    """SCPI-style error codes carried by ``ERR`` replies."""
+
+    SYNTAX = -102
+    DATA_TYPE = -104
+    TOO_MANY_PARAMETERS = -108
+    MISSING_PARAMETER = -109
+    UNDEFINED_HEADER = -113
+    BLOCK_DATA = -160
+    SETTINGS_CONFLICT = -221
+    OUT_OF_RANGE = -222
+    TOO_MUCH_DATA = -223
+    ILLEGAL_VALUE = -224
+    HARDWARE = -240
+    INPUT_OVERRUN = -363
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def block_header(payload_length: int) -> bytes:
+    """``#<n><length>`` for a payload of ``payload_length`` bytes."""
+    digits = str(payload_length)
+    if len(digits) > 9:
+        raise ValueError(f"block of {payload_length} bytes is too long for a definite block")
+    return f"#{len(digits)}{digits}".encode("ascii")
+
+
+def encode_block(values: npt.ArrayLike) -> bytes:
+    """A definite-length block of ``values`` as little-endian float32, row-major."""
+    payload = np.ascontiguousarray(values, dtype=BLOCK_DTYPE).tobytes()
+    return block_header(len(payload)) + payload
+
+
+def decode_block(payload: bytes, shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
+    """The float32 array carried by a block payload, optionally reshaped."""
+    if len(payload) % BLOCK_DTYPE.itemsize:
+        raise ValueError(f"block payload of {len(payload)} bytes is not a whole number of float32")
+    values = np.frombuffer(payload, dtype=BLOCK_DTYPE)
+    return values.reshape(shape) if shape is not None else values
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def format_number(value: float | int) -> str:
+    """A number as the protocol writes it: integers plain, floats in their shortest exact form.
+
+    The exact form matters for safety: the value the board receives is the value the limits
+    were checked against, never one rounded past a limit.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{number} cannot be sent: the protocol carries finite numbers only")
+    return repr(number)
+
+
+def encode_command(
+    header: str,
+    args: Sequence[str | int | float] = (),
+    block: npt.ArrayLike | None = None,
+) -> bytes:
+    """One command line: ``HEADER a,b,c[,<block>]\\n``."""
+    fields = [a if isinstance(a, str) else format_number(a) for a in args]
+    text = header if not fields else f"{header} {','.join(fields)}"
+    if block is None:
+        return text.encode("ascii") + TERMINATOR
+    separator = "," if fields else " "
+    return (text + separator).encode("ascii") + encode_block(block) + TERMINATOR
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as the firmware received it."""
+
+    header: str
+    args: tuple[str, ...]
+    block: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ParseError:
+    """Input the firmware could not frame into a command; answered with an ``ERR`` reply."""
+
+    code: ErrorCode
+    message: str
+
+
+class CommandParser:
+    """Incremental framing of a byte stream into commands, for the firmware side.
+
+    It never raises on input and never waits on a malformed header: every problem becomes a
+    :class:`ParseError` and the parser resynchronises at the next line end.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skipping = False  # discarding input up to the next line end
+        self._block_prefix: bytes | None = None  # command text before an embedded block
+        self._block_length = 0
+
+    @property
+    def has_partial(self) -> bool:
+        """Whether part of a command has arrived without its end."""
+        return bool(self._buffer) or self._skipping or self._block_prefix is not None
+
+    def discard_partial(self) -> ParseError | None:
+        """Drop an incomplete command (the link went quiet); its error, if there was one."""
+        was_partial = self.has_partial
+        self._buffer.clear()
+        self._skipping = False
+        self._block_prefix = None
+        if not was_partial:
+            return None
+        return ParseError(ErrorCode.BLOCK_DATA, "incomplete command discarded after the link went quiet")
+
+    def feed(self, data: bytes) -> list[Command | ParseError]:
+        """Add received bytes; return every command (or framing error) they complete."""
+        self._buffer += data
+        out: list[Command | ParseError] = []
+        while True:
+            item = self._next()
+            if item is None:
+                return out
+            out.append(item)
+
+    def _next(self) -> Command | ParseError | None:
+        buf = self._buffer
+        if self._skipping:
+            end = buf.find(TERMINATOR)
+            if end < 0:
+                buf.clear()
+                return None
+            del buf[: end + 1]
+            self._skipping = False
+        if self._block_prefix is not None:
+            return self._take_block_payload()
+        end = buf.find(TERMINATOR)
+        hash_at = buf.find(b"#", 0, end if end >= 0 else len(buf))
+        if hash_at >= 0:
+            if hash_at > MAX_LINE_BYTES:
+                return self._overrun()
+            return self._take_block_header(hash_at)
+        if end < 0:
+            return self._overrun() if len(buf) > MAX_LINE_BYTES else None
+        if end > MAX_LINE_BYTES:
+            del buf[: end + 1]
+            return ParseError(ErrorCode.INPUT_OVERRUN, f"command line longer than {MAX_LINE_BYTES} bytes")
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        return _split_line(line, None)
+
+    def _overrun(self) -> ParseError:
+        self._buffer.clear()
+        self._skipping = True
+        return ParseError(ErrorCode.INPUT_OVERRUN, f"command line longer than {MAX_LINE_BYTES} bytes")
+
+    def _take_block_header(self, hash_at: int) -> Command | ParseError | None:
+        buf = self._buffer
+        if len(buf) < hash_at + 2:
+            return None
+        n_char = buf[hash_at + 1 : hash_at + 2]
+        if not n_char.isdigit() or n_char == b"0":
+            return self._bad_block(hash_at, "block header '#' must be followed by a digit 1-9")
+        n_digits = int(n_char)
+        if len(buf) < hash_at + 2 + n_digits:
+            return None
+        digits = bytes(buf[hash_at + 2 : hash_at + 2 + n_digits])
+        if not digits.isdigit():
+            return self._bad_block(hash_at, f"block length {digits!r} is not {n_digits} decimal digits")
+        length = int(digits)
+        if length > MAX_BLOCK_BYTES:
+            del buf[: hash_at + 1]
+            self._skipping = True
+            return ParseError(
+                ErrorCode.TOO_MUCH_DATA, f"block of {length} bytes exceeds the {MAX_BLOCK_BYTES}-byte limit"
+            )
+        self._block_prefix = bytes(buf[:hash_at])
+        self._block_length = length
+        del buf[: hash_at + 2 + n_digits]
+        return self._take_block_payload()
+
+    def _bad_block(self, hash_at: int, message: str) -> ParseError:
+        del self._buffer[: hash_at + 1]
+        self._skipping = True
+        return ParseError(ErrorCode.BLOCK_DATA, message)
+
+    def _take_block_payload(self) -> Command | ParseError | None:
+        buf = self._buffer
+        need = self._block_length
+        if len(buf) < need + 1:
+            return None
+        payload = bytes(buf[:need])
+        prefix = self._block_prefix or b""
+        self._block_prefix = None
+        tail = 1
+        if buf[need : need + 1] == b"\r" and len(buf) >= need + 2:
+            tail = 2
+        if buf[need + tail - 1 : need + tail] != TERMINATOR:
+            del buf[:need]
+            self._skipping = True
+            return ParseError(ErrorCode.BLOCK_DATA, "block payload is not followed by the line end")
+        del buf[: need + tail]
+        return _split_line(prefix, payload)
+
+
+def _split_line(line: bytes, block: bytes | None) -> Command | ParseError:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        return ParseError(ErrorCode.SYNTAX, "command contains non-ASCII bytes")
+    if not text.isprintable():
+        return ParseError(ErrorCode.SYNTAX, "command contains control characters")
+    header, _, rest = text.strip().partition(" ")
+    if not header:
+        return ParseError(ErrorCode.SYNTAX, "empty command")
+    if block is not None:
+        if rest and not rest.endswith(","):
+            return ParseError(ErrorCode.SYNTAX, "a block must follow a comma or the header's space")
+        rest = rest[:-1] if rest else rest
+    args = tuple(a.strip() for a in rest.split(",")) if rest.strip() else ()
+    if any(not a for a in args):
+        return ParseError(ErrorCode.SYNTAX, "empty parameter between commas")
+    return Command(header.upper(), args, block)
+
+
+# ----------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply as the host received it: exactly one of value, block or error is meaningful."""
+
+    kind: str  # "ok", "value", "block" or "error"
+    text: str = ""
+    payload: bytes = b""
+    code: int = 0
+
+    @property
+    def fields(self) -> list[str]:
+        return self.text.split(",")
+
+
+def encode_ok() -> bytes:
+    return b"OK" + TERMINATOR
+
+
+def encode_value(*fields: str | int | float) -> bytes:
+    text = ",".join(f if isinstance(f, str) else format_number(f) for f in fields)
+    return text.encode("ascii") + TERMINATOR
+
+
+def encode_error(code: int, message: str) -> bytes:
+    clean = message.replace('"', "'").replace("\n", " ").encode("ascii", "replace").decode("ascii")
+    return f'ERR {int(code)},"{clean}"'.encode("ascii") + TERMINATOR
+
+
+def encode_block_reply(values: npt.ArrayLike) -> bytes:
+    return encode_block(values) + TERMINATOR
+
+
+def parse_line_reply(line: bytes) -> Reply:
+    """A non-block reply line (terminator optional) as a :class:`Reply`."""
+    text = line.decode("ascii", "replace").rstrip("\r\n")
+    if text == "OK":
+        return Reply("ok")
+    if text.startswith("ERR "):
+        code_text, _, message = text[4:].partition(",")
+        try:
+            code = int(code_text)
+        except ValueError:
+            code = 0
+        return Reply("error", text=message.strip().strip('"'), code=code)
+    return Reply("value", text=text)
+
+
+def read_reply(read_exact: Callable[[int], bytes], read_line: Callable[[], bytes]) -> Reply:
+    """Read one reply from a stream, given its exact-count and read-to-line-end functions."""
+    first = read_exact(1)
+    if first != b"#":
+        if first == TERMINATOR:
+            return Reply("value", text="")
+        return parse_line_reply(first + read_line())
+    n_char = read_exact(1)
+    if not n_char.isdigit() or n_char == b"0":
+        raise ValueError(f"malformed block header: '#' followed by {n_char!r}")
+    digits = read_exact(int(n_char))
+    if not digits.isdigit():
+        raise ValueError(f"malformed block length {digits!r}")
+    payload = read_exact(int(digits)) if int(digits) else b""
+    end = read_exact(1)
+    if end == b"\r":
+        end = read_exact(1)
+    if end != TERMINATOR:
+        raise ValueError(f"block not followed by the line end (got {end!r})")
+    return Reply("block", payload=payload)

@@ -1,0 +1,60 @@
+"""Resource strings pick the transport, as in pyvisa.
+
+=====================================  ==============================================
+``TCPIP::HOST::PORT::SOCKET``           LAN board or emulator server, through pyvisa
+``ASRL/dev/ttyACM0::INSTR``             serial board through pyvisa
+``serial:///dev/ttyUSB0?baudrate=N``    serial board through pyserial directly
+``emulator://?preset=NAME&seed=N``      an endpoint in this process (a plugin scheme)
+=====================================  ==============================================
+"""
+
+from __future__ import annotations
+
+from drivers.board import Board
+from drivers.limits import SafetyLimits
+from drivers.transports.base import Transport
+
+DEFAULT_TIMEOUT = 10.0
+VISA_PREFIXES = ("TCPIP", "ASRL", "USB", "GPIB", "VXI", "PXI")
+
+
+def open_transport(
+    resource: str, timeout: float = DEFAULT_TIMEOUT, visa_backend: str = "@py", baud_rate: int | None = None
+) -> Transport:
+    """The transport a resource string names."""
+    if resource.upper().startswith(VISA_PREFIXES):
+        from drivers.transports.visa import VisaTransport
+
+        return VisaTransport(resource, timeout, backend=visa_backend, baud_rate=baud_rate)
+    if resource.startswith("serial://"):
+        from drivers.transports.serial_port import SerialTransport
+
+        return SerialTransport(resource, timeout)
+    if "://" in resource:
+        from drivers.transports.inprocess import InProcessTransport
+
+        return InProcessTransport(resource, timeout)
+    raise ValueError(
+        f"cannot tell which transport {resource!r} needs; expected TCPIP::HOST::PORT::SOCKET, "
+        "ASRL<port>::INSTR, serial://<port>?baudrate=N or emulator://?preset=NAME"
+    )
+
+
+def open_board(
+    resource: str,
+    limits: SafetyLimits | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    visa_backend: str = "@py",
+    baud_rate: int | None = None,
+) -> Board:
+    """Open the board a resource string names; use it as a context manager.
+
+    Args:
+        resource: see the module docstring.
+        limits: the host's safety limits (default: the firmware's absolute limits).
+        timeout: longest silence tolerated while waiting for a reply, s.
+        visa_backend: pyvisa backend for VISA resources (``@py``; ``@ivi`` for NI-VISA).
+        baud_rate: for ``ASRL`` resources through pyvisa.
+    """
+    transport = open_transport(resource, timeout, visa_backend, baud_rate)
+    return Board(transport, limits)

@@ -1,0 +1,84 @@
+"""A board endpoint in this process: bytes go straight to its firmware, no socket in between.
+
+Endpoints are plugins found by the resource's URL scheme in the ``memristor_hil.endpoints``
+entry-point group (the emulator registers ``emulator``). drivers/ never imports an endpoint's
+package itself.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from drivers.errors import LinkError, LinkTimeout
+from drivers.transports.base import Transport
+
+ENDPOINT_GROUP = "memristor_hil.endpoints"
+
+
+class Endpoint(Protocol):
+    """The far side of an in-process link: takes command bytes, gives back reply bytes."""
+
+    def exchange(self, data: bytes) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def endpoint_schemes() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENDPOINT_GROUP))
+
+
+def open_endpoint(resource: str) -> Endpoint:
+    scheme = urlsplit(resource).scheme
+    found = [ep for ep in entry_points(group=ENDPOINT_GROUP) if ep.name == scheme]
+    if not found:
+        known = ", ".join(endpoint_schemes()) or "none installed"
+        raise LinkError(resource, f"no in-process endpoint for scheme {scheme!r} (known: {known})")
+    factory = found[0].load()
+    endpoint: Endpoint = factory(resource)
+    return endpoint
+
+
+class InProcessTransport(Transport):
+    def __init__(self, resource: str, timeout: float) -> None:
+        self.resource = resource
+        self.timeout = timeout
+        try:
+            self._endpoint = open_endpoint(resource)
+        except ValueError as exc:
+            raise LinkError(resource, f"cannot open: {exc}") from exc
+        self._received = bytearray()
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise LinkError(self.resource, "link is closed")
+        self._received += self._endpoint.exchange(data)
+
+    def _nothing_more(self, what: str) -> LinkTimeout:
+        # In process the reply is complete the moment write returns, so waiting cannot help.
+        return LinkTimeout(self.resource, f"the board sent no more bytes while waiting for {what}")
+
+    def read_exact(self, count: int) -> bytes:
+        if len(self._received) < count:
+            raise self._nothing_more(f"{count} bytes")
+        data = bytes(self._received[:count])
+        del self._received[:count]
+        return data
+
+    def read_line(self) -> bytes:
+        end = self._received.find(b"\n")
+        if end < 0:
+            raise self._nothing_more("a line end")
+        return self.read_exact(end + 1)
+
+    def discard_input(self, quiet: float) -> int:
+        dropped = len(self._received)
+        self._received.clear()
+        return dropped
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._endpoint.close()

@@ -1,0 +1,98 @@
+"""A serial board through pyserial directly: bulk reads in large chunks, not byte by byte."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import serial
+
+from drivers.errors import LinkError, LinkTimeout
+from drivers.transports.base import Transport
+
+DEFAULT_BAUD_RATE = 115200
+
+
+def parse_serial_url(resource: str) -> tuple[str, int]:
+    """``serial:///dev/ttyUSB0?baudrate=921600`` -> (``/dev/ttyUSB0``, 921600)."""
+    parts = urlsplit(resource)
+    port = (parts.netloc + parts.path) if parts.netloc else parts.path
+    if not port:
+        raise ValueError(f"{resource!r} names no serial port; expected serial:///dev/ttyUSB0?baudrate=115200")
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"baudrate"}
+    if unknown:
+        raise ValueError(f"{resource!r}: unknown option(s) {', '.join(sorted(unknown))}; known: baudrate")
+    try:
+        baud_rate = int(query.get("baudrate", [str(DEFAULT_BAUD_RATE)])[0])
+    except ValueError:
+        raise ValueError(f"{resource!r}: baudrate must be a whole number") from None
+    return port, baud_rate
+
+
+class SerialTransport(Transport):
+    def __init__(self, resource: str, timeout: float) -> None:
+        self.resource = resource
+        port, baud_rate = parse_serial_url(resource)
+        try:
+            self._port = serial.Serial(port, baudrate=baud_rate, timeout=timeout, write_timeout=timeout)
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(resource, f"cannot open serial port {port}: {exc}") from exc
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = seconds
+        self._port.timeout = seconds
+        self._port.write_timeout = seconds
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._port.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise LinkTimeout(self.resource, f"write of {len(data)} bytes timed out") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(self.resource, f"write failed: {exc}") from exc
+
+    def read_exact(self, count: int) -> bytes:
+        chunks: list[bytes] = []
+        remaining = count
+        try:
+            while remaining:
+                # Each read waits at most `timeout` for progress, so a long block keeps going
+                # as long as bytes keep arriving.
+                chunk = self._port.read(remaining)
+                if not chunk:
+                    raise LinkTimeout(
+                        self.resource, f"timed out after {self._timeout:g} s waiting for {remaining} of {count} bytes"
+                    )
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except serial.SerialException as exc:
+            raise LinkError(self.resource, f"read failed: {exc}") from exc
+        return b"".join(chunks)
+
+    def read_line(self) -> bytes:
+        try:
+            line: bytes = self._port.read_until(b"\n")
+        except serial.SerialException as exc:
+            raise LinkError(self.resource, f"read failed: {exc}") from exc
+        if not line.endswith(b"\n"):
+            raise LinkTimeout(self.resource, f"timed out after {self._timeout:g} s waiting for a line end")
+        return line
+
+    def discard_input(self, quiet: float) -> int:
+        dropped = 0
+        while True:
+            time.sleep(quiet)
+            waiting = self._port.in_waiting
+            if not waiting:
+                return dropped
+            dropped += len(self._port.read(waiting))
+
+    def close(self) -> None:
+        self._port.close()

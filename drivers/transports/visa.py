@@ -1,0 +1,82 @@
+"""A board through pyvisa: LAN sockets (``TCPIP::...::SOCKET``) and serial (``ASRL...::INSTR``).
+
+The pyvisa-py backend (``@py``) is the default so no vendor VISA is needed; a lab with NI-VISA
+passes ``visa_backend="@ivi"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyvisa
+from pyvisa import constants
+
+from drivers.errors import LinkError, LinkTimeout
+from drivers.transports.base import Transport
+
+
+class VisaTransport(Transport):
+    def __init__(self, resource: str, timeout: float, backend: str = "@py", baud_rate: int | None = None) -> None:
+        self.resource = resource
+        try:
+            self._manager = pyvisa.ResourceManager(backend)
+            self._inst: Any = self._manager.open_resource(
+                resource, read_termination="\n", write_termination="", timeout=int(timeout * 1000)
+            )
+            if baud_rate is not None and resource.upper().startswith("ASRL"):
+                self._inst.baud_rate = baud_rate
+        except (pyvisa.Error, OSError, ValueError) as exc:
+            raise LinkError(resource, f"cannot open through pyvisa ({backend}): {exc}") from exc
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = seconds
+        self._inst.timeout = int(seconds * 1000)
+
+    def _failure(self, exc: Exception, what: str) -> LinkError:
+        if isinstance(exc, pyvisa.VisaIOError) and exc.error_code == constants.StatusCode.error_timeout:
+            return LinkTimeout(self.resource, f"timed out after {self._timeout:g} s {what}")
+        return LinkError(self.resource, f"{what} failed: {exc}")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._inst.write_raw(data)
+        except (pyvisa.Error, OSError) as exc:
+            raise self._failure(exc, f"writing {len(data)} bytes") from exc
+
+    def read_exact(self, count: int) -> bytes:
+        try:
+            data: bytes = self._inst.read_bytes(count, break_on_termchar=False)
+        except (pyvisa.Error, OSError) as exc:
+            raise self._failure(exc, f"waiting for {count} bytes") from exc
+        return data
+
+    def read_line(self) -> bytes:
+        try:
+            data: bytes = self._inst.read_raw()
+        except (pyvisa.Error, OSError) as exc:
+            raise self._failure(exc, "waiting for a line end") from exc
+        return data
+
+    def discard_input(self, quiet: float) -> int:
+        saved = self._timeout
+        self.timeout = quiet
+        dropped = 0
+        try:
+            while True:
+                dropped += len(self._inst.read_raw())
+        except (pyvisa.Error, OSError):
+            return dropped
+        finally:
+            self.timeout = saved
+
+    def close(self) -> None:
+        try:
+            self._inst.close()
+        finally:
+            self._manager.close()

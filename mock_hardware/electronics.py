@@ -1,0 +1,56 @@
+"""The board's electronics: DAC quantization, TIA gain and saturation, ADC quantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Electronics(BaseModel):
+    """Converter resolutions and ranges of the emulated board. SI units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dac_bits: int = Field(16, ge=4, le=24)
+    dac_row_range: tuple[float, float] = (-5.0, 5.0)
+    dac_col_range: tuple[float, float] = (-5.0, 5.0)
+    dac_gate_range: tuple[float, float] = (0.0, 6.0)
+    adc_bits: int = Field(14, ge=4, le=24)
+    adc_range: tuple[float, float] = (-2.5, 2.5)
+    tia_gains: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6)
+    tia_rail: float = Field(3.0, gt=0, description="TIA output saturation, V")
+    autorange_headroom: float = Field(0.8, gt=0, le=1, description="fraction of ADC full scale autorange aims below")
+
+    def quantize_dac(self, voltage: float, dac_range: tuple[float, float]) -> float:
+        """The voltage a DAC actually outputs for a requested ``voltage`` inside its range."""
+        low, high = dac_range
+        step = (high - low) / (2**self.dac_bits - 1)
+        return float(low + round((voltage - low) / step) * step)
+
+    @property
+    def adc_lsb(self) -> float:
+        return float(self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits
+
+    def digitize(self, current: FloatArray, gain: FloatArray | float) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Currents through a TIA of ``gain`` ohm into the ADC: (measured current, code, saturated)."""
+        volts = current * gain
+        tia_saturated = np.abs(volts) > self.tia_rail
+        volts = np.clip(volts, -self.tia_rail, self.tia_rail)
+        lowest, highest = -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1
+        raw = np.round(volts / self.adc_lsb)
+        code = np.clip(raw, lowest, highest)
+        saturated = tia_saturated | (raw != code)
+        return code * self.adc_lsb / gain, code, saturated
+
+    def measure_autoranged(self, current: FloatArray) -> FloatArray:
+        """Currents measured with the TIA gain chosen per sample: the highest gain that keeps the
+        signal below the headroom of ADC full scale (the lowest gain when none does)."""
+        gains = np.asarray(self.tia_gains)
+        full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
+        fits = (np.abs(current)[..., None] * gains) <= full_scale
+        index = np.maximum(fits.sum(axis=-1) - 1, 0)
+        measured, _, _ = self.digitize(current, gains[index])
+        return measured

@@ -1,0 +1,44 @@
+"""Building an emulated board from a preset, a seed and overrides."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import ValidationError
+
+from mock_hardware.array_model import CrossbarArray
+from mock_hardware.device_params import preset
+from mock_hardware.firmware import Firmware, FirmwareSpec
+
+DEFAULT_PRESET = "umass-ta-hfo2"
+
+
+def build_firmware(
+    preset_name: str = DEFAULT_PRESET, seed: int = 0, overrides: dict[str, str] | None = None
+) -> Firmware:
+    """An emulated board: the named device preset with ``overrides`` (field -> value), seeded.
+
+    ``latency`` among the overrides sets the firmware's simulated per-command latency.
+    """
+    fields = dict(overrides or {})
+    spec = FirmwareSpec()
+    if "latency" in fields:
+        spec = FirmwareSpec(command_latency=float(fields.pop("latency")))
+    try:
+        params = preset(preset_name, **fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"bad emulator parameters: {problems}") from None
+    return Firmware(CrossbarArray(params, seed=seed), spec)
+
+
+def parse_emulator_url(resource: str) -> tuple[str, int, dict[str, str]]:
+    """``emulator://?preset=NAME&seed=N&field=value`` -> (preset, seed, overrides)."""
+    query = dict(parse_qsl(urlsplit(resource).query, keep_blank_values=True))
+    name = query.pop("preset", DEFAULT_PRESET)
+    seed_text = query.pop("seed", "0")
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise ValueError(f"seed {seed_text!r} in {resource!r} is not a whole number") from None
+    return name, seed, query

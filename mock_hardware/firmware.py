@@ -1,0 +1,411 @@
+"""The emulated board's firmware: interprets the wire protocol over the board and array models.
+
+It enforces its own absolute limits (refusing, never clamping), answers every command with
+exactly one reply, and survives any byte sequence: malformed input gets an ``ERR`` reply and the
+next command is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from drivers import codec
+from drivers.codec import Command, ErrorCode, ParseError
+from mock_hardware.array_model import CrossbarArray, PulseKind
+from mock_hardware.electronics import Electronics
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+
+
+class FirmwareLimits(BaseModel):
+    """The firmware's absolute maxima, reported by ``SYST:LIM?``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    VROW: tuple[float, float] = (-4.0, 4.0)
+    VCOL: tuple[float, float] = (-4.0, 4.0)
+    VGATE: tuple[float, float] = (0.0, 5.5)
+    VREAD: tuple[float, float] = (-0.5, 0.5)
+    WIDTH: tuple[float, float] = (1e-8, 1e-3)
+    ICOL: tuple[float, float] = (-0.05, 0.05)
+
+
+class FirmwareSpec(BaseModel):
+    """What the firmware knows about its board beyond the array."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maker: str = "MEMHIL"
+    model: str = "EMU-1T1R"
+    serial: str = "SN-0001"
+    version: str = "0.1.0"
+    read_gate_voltage: float = 5.0
+    transistor_threshold: float = Field(0.5, description="gate voltage above which a cell conducts, V")
+    command_latency: float = Field(50e-6, ge=0, description="simulated time each command takes, s")
+    electronics: Electronics = Electronics()
+    limits: FirmwareLimits = FirmwareLimits()
+
+
+class CommandFailure(Exception):
+    """A refused command; becomes an ``ERR`` reply."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class _Syntax:
+    handler: Callable[[Command], bytes]
+    nargs: int
+    block: bool = False
+
+
+_PULSE_WORDS = {"SET": PulseKind.SET, "RES": PulseKind.RESET, "FORM": PulseKind.FORM}
+_LINE_WORDS = ("ROW", "COL", "GATE")
+
+
+class Firmware:
+    """A byte-in, byte-out command interpreter for one emulated board."""
+
+    def __init__(self, array: CrossbarArray, spec: FirmwareSpec | None = None) -> None:
+        self.array = array
+        self.spec = spec or FirmwareSpec()
+        self.parser = codec.CommandParser()
+        rows, cols = array.rows, array.cols
+        self.dac = {"ROW": np.zeros(rows), "COL": np.zeros(cols), "GATE": np.zeros(rows)}
+        self.row_selected = np.zeros(rows, dtype=bool)
+        self.col_selected = np.zeros(cols, dtype=bool)
+        self.commands_served = 0
+        self._table: dict[str, _Syntax] = {
+            "*IDN?": _Syntax(self._idn, 0),
+            "*RST": _Syntax(self._rst, 0),
+            "*OPC?": _Syntax(lambda c: codec.encode_value(1), 0),
+            "SYST:VERS?": _Syntax(lambda c: codec.encode_value(codec.PROTOCOL_VERSION), 0),
+            "SYST:ARR?": _Syntax(lambda c: codec.encode_value(rows, cols), 0),
+            "SYST:LIM?": _Syntax(self._limit, 1),
+            "SYST:VGRE?": _Syntax(lambda c: codec.encode_value(self.spec.read_gate_voltage), 0),
+            "SYST:WAIT": _Syntax(self._wait, 1),
+            "SYST:TIME?": _Syntax(lambda c: codec.encode_value(self._clock()), 0),
+            "DAC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.dac_bits), 0),
+            "DAC:RANG?": _Syntax(self._dac_range, 1),
+            "ADC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.adc_bits), 0),
+            "ADC:RANG?": _Syntax(lambda c: codec.encode_value(*self.spec.electronics.adc_range), 0),
+            "TIA:GAIN?": _Syntax(lambda c: codec.encode_value(*self.spec.electronics.tia_gains), 0),
+            "DAC:VOLT": _Syntax(self._set_dac, 3),
+            "DAC:VOLT?": _Syntax(self._get_dac, 2),
+            "MUX:ROW": _Syntax(self._mux_row, 2),
+            "MUX:COL": _Syntax(self._mux_col, 2),
+            "MUX:OPEN": _Syntax(self._mux_open, 0),
+            "ADC:SAMP?": _Syntax(self._sample, 2),
+            "READ?": _Syntax(self._read, 3),
+            "PULS:SET": _Syntax(self._pulse, 5),
+            "PULS:RES": _Syntax(self._pulse, 5),
+            "PULS:FORM": _Syntax(self._pulse, 5),
+            "MAP?": _Syntax(self._map, 6),
+            "VMM?": _Syntax(self._vmm, 5, block=True),
+            "PULS:BATC": _Syntax(self._pulse_batch, 5, block=True),
+        }
+
+    # ------------------------------------------------------------------ byte interface
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes in from the link; the replies to every command they complete."""
+        replies = [self.execute(item) for item in self.parser.feed(data)]
+        return b"".join(replies)
+
+    def link_quiet(self) -> bytes:
+        """The link went quiet mid-command: discard it and answer with an error."""
+        error = self.parser.discard_partial()
+        return codec.encode_error(error.code, error.message) if error else b""
+
+    def disconnected(self) -> None:
+        """The client went away: forget its partial input and go idle."""
+        self.parser.discard_partial()
+        self._go_idle()
+
+    def execute(self, item: Command | ParseError) -> bytes:
+        """One reply for one framed command (or framing error)."""
+        self.commands_served += 1
+        if isinstance(item, ParseError):
+            return codec.encode_error(item.code, item.message)
+        syntax = self._table.get(item.header)
+        try:
+            if syntax is None:
+                raise CommandFailure(ErrorCode.UNDEFINED_HEADER, f"undefined header {item.header[:40]!r}")
+            if syntax.block != (item.block is not None):
+                needs = "needs a binary block as its last parameter" if syntax.block else "takes no binary block"
+                raise CommandFailure(ErrorCode.SYNTAX, f"{item.header} {needs}")
+            if len(item.args) < syntax.nargs:
+                raise CommandFailure(
+                    ErrorCode.MISSING_PARAMETER, f"{item.header} takes {syntax.nargs} parameters, got {len(item.args)}"
+                )
+            if len(item.args) > syntax.nargs:
+                raise CommandFailure(
+                    ErrorCode.TOO_MANY_PARAMETERS,
+                    f"{item.header} takes {syntax.nargs} parameters, got {len(item.args)}",
+                )
+            self._advance(self.spec.command_latency)
+            return syntax.handler(item)
+        except CommandFailure as failure:
+            return codec.encode_error(failure.code, str(failure))
+        except Exception as exc:  # a firmware bug must not kill the board: report it
+            log.exception("firmware fault on %s", item.header)
+            return codec.encode_error(ErrorCode.HARDWARE, f"internal fault: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ argument parsing
+
+    @staticmethod
+    def _number(text: str, name: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"{name} {text[:40]!r} is not finite")
+        return value
+
+    @staticmethod
+    def _index(text: str, name: str, size: int) -> int:
+        if not text.isdigit():
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a whole number")
+        value = int(text)
+        if value >= size:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"{name} {value} outside 0..{size - 1}")
+        return value
+
+    @staticmethod
+    def _word(text: str, name: str, choices: tuple[str, ...]) -> str:
+        word = text.upper()
+        if word not in choices:
+            raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"{name} {text[:40]!r} is not one of {', '.join(choices)}")
+        return word
+
+    def _within(self, name: str, value: float, limit: str, unit: str) -> None:
+        low, high = getattr(self.spec.limits, limit)
+        if not low <= value <= high:
+            raise CommandFailure(
+                ErrorCode.OUT_OF_RANGE, f"{name} {value:g} {unit} outside {limit} [{low:g}, {high:g}] {unit}"
+            )
+
+    def _within_array(self, name: str, values: FloatArray, limit: str, unit: str, origin: tuple[int, int]) -> None:
+        low, high = getattr(self.spec.limits, limit)
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            r, c = (int(i) for i in np.argwhere(bad)[0])
+            raise CommandFailure(
+                ErrorCode.OUT_OF_RANGE,
+                f"{name}[{r + origin[0]}, {c + origin[1]}] = {values[r, c]:g} {unit} "
+                f"outside {limit} [{low:g}, {high:g}] {unit}",
+            )
+
+    def _region(self, args: tuple[str, ...]) -> tuple[int, int, int, int]:
+        row0 = self._index(args[0], "row0", self.array.rows)
+        col0 = self._index(args[1], "col0", self.array.cols)
+        nrows = self._index(args[2], "nrows", self.array.rows - row0 + 1)
+        ncols = self._index(args[3], "ncols", self.array.cols - col0 + 1)
+        if nrows == 0 or ncols == 0:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, "region must have at least one row and one column")
+        return row0, col0, nrows, ncols
+
+    def _block(self, command: Command, shape: tuple[int, ...]) -> FloatArray:
+        payload = command.block or b""
+        expected = int(np.prod(shape)) * codec.BLOCK_DTYPE.itemsize
+        if len(payload) != expected:
+            raise CommandFailure(
+                ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; {shape} float32 needs {expected}"
+            )
+        return codec.decode_block(payload, shape).astype(np.float64)
+
+    def _read_voltage(self, text: str) -> float:
+        v_read = self._number(text, "v_read")
+        self._within("v_read", v_read, "VREAD", "V")
+        if v_read == 0:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, "v_read must be non-zero")
+        return v_read
+
+    def _check_column_currents(self, currents: FloatArray) -> None:
+        low, high = self.spec.limits.ICOL
+        if currents.size and (currents.min() < low or currents.max() > high):
+            worst = float(currents.flat[np.argmax(np.abs(currents))])
+            raise CommandFailure(
+                ErrorCode.HARDWARE,
+                f"column current {worst:g} A outside ICOL [{low:g}, {high:g}] A: TIA protection tripped",
+            )
+
+    # ------------------------------------------------------------------ state
+
+    def _go_idle(self) -> None:
+        for levels in self.dac.values():
+            levels[:] = 0.0
+        self.row_selected[:] = False
+        self.col_selected[:] = False
+
+    def _advance(self, seconds: float) -> None:
+        advance = getattr(self.array, "advance_time", None)
+        if advance is not None:
+            advance(seconds)
+
+    def _clock(self) -> float:
+        return float(getattr(self.array, "time", 0.0))
+
+    # ------------------------------------------------------------------ handlers
+
+    def _idn(self, command: Command) -> bytes:
+        s = self.spec
+        return codec.encode_value(s.maker, s.model, s.serial, s.version)
+
+    def _rst(self, command: Command) -> bytes:
+        self._go_idle()
+        return codec.encode_ok()
+
+    def _limit(self, command: Command) -> bytes:
+        name = self._word(command.args[0], "limit name", tuple(FirmwareLimits.model_fields))
+        return codec.encode_value(*getattr(self.spec.limits, name))
+
+    def _wait(self, command: Command) -> bytes:
+        seconds = self._number(command.args[0], "seconds")
+        if not 0 <= seconds <= 1e7:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"seconds {seconds:g} outside [0, 1e7]")
+        self._go_idle()
+        self._advance(seconds)
+        return codec.encode_ok()
+
+    def _dac_range(self, command: Command) -> bytes:
+        line = self._word(command.args[0], "line", _LINE_WORDS)
+        return codec.encode_value(*self._dac_range_of(line))
+
+    def _dac_range_of(self, line: str) -> tuple[float, float]:
+        e = self.spec.electronics
+        return {"ROW": e.dac_row_range, "COL": e.dac_col_range, "GATE": e.dac_gate_range}[line]
+
+    def _line_channel(self, args: tuple[str, ...]) -> tuple[str, int]:
+        line = self._word(args[0], "line", _LINE_WORDS)
+        return line, self._index(args[1], f"{line} channel", len(self.dac[line]))
+
+    def _set_dac(self, command: Command) -> bytes:
+        line, channel = self._line_channel(command.args)
+        voltage = self._number(command.args[2], "voltage")
+        self._within(f"{line} voltage", voltage, {"ROW": "VROW", "COL": "VCOL", "GATE": "VGATE"}[line], "V")
+        self.dac[line][channel] = self.spec.electronics.quantize_dac(voltage, self._dac_range_of(line))
+        return codec.encode_ok()
+
+    def _get_dac(self, command: Command) -> bytes:
+        line, channel = self._line_channel(command.args)
+        return codec.encode_value(float(self.dac[line][channel]))
+
+    def _mux(self, selected: npt.NDArray[np.bool_], name: str, command: Command) -> bytes:
+        channel = self._index(command.args[0], name, len(selected))
+        state = self._word(command.args[1], "state", ("0", "1"))
+        selected[channel] = state == "1"
+        return codec.encode_ok()
+
+    def _mux_row(self, command: Command) -> bytes:
+        return self._mux(self.row_selected, "row", command)
+
+    def _mux_col(self, command: Command) -> bytes:
+        return self._mux(self.col_selected, "col", command)
+
+    def _mux_open(self, command: Command) -> bytes:
+        self.row_selected[:] = False
+        self.col_selected[:] = False
+        return codec.encode_ok()
+
+    def _sample(self, command: Command) -> bytes:
+        col = self._index(command.args[0], "col", self.array.cols)
+        gain = self._number(command.args[1], "gain")
+        gains = self.spec.electronics.tia_gains
+        if not any(math.isclose(gain, g, rel_tol=1e-6) for g in gains):
+            raise CommandFailure(
+                ErrorCode.ILLEGAL_VALUE, f"gain {gain:g} ohm is not one of {', '.join(f'{g:g}' for g in gains)}"
+            )
+        if not self.col_selected[col]:
+            raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"column {col} is not selected (MUX:COL {col},1)")
+        v_rows = np.where(self.row_selected, self.dac["ROW"], 0.0)
+        gate_on = self.row_selected & (self.dac["GATE"] > self.spec.transistor_threshold)
+        currents = self.array.column_currents(v_rows, self.dac["COL"], gate_on)
+        current, code, saturated = self.spec.electronics.digitize(np.array([currents[col]]), gain)
+        return codec.encode_value(float(current[0]), int(code[0]), int(saturated[0]))
+
+    def _read(self, command: Command) -> bytes:
+        row = self._index(command.args[0], "row", self.array.rows)
+        col = self._index(command.args[1], "col", self.array.cols)
+        v_read = self._read_voltage(command.args[2])
+        conductance = self.array.read_conductance(row, col, 1, 1, v_read)
+        current = self.spec.electronics.measure_autoranged(conductance * v_read)
+        self._go_idle()
+        return codec.encode_value(float(current[0, 0] / v_read))
+
+    def _pulse(self, command: Command) -> bytes:
+        kind = _PULSE_WORDS[command.header.split(":")[1]]
+        row = self._index(command.args[0], "row", self.array.rows)
+        col = self._index(command.args[1], "col", self.array.cols)
+        amplitude, v_gate, width = (
+            self._number(a, n) for a, n in zip(command.args[2:], ("amplitude", "v_gate", "width"), strict=True)
+        )
+        self._check_pulse(kind, np.array([[amplitude]]), np.array([[v_gate]]), np.array([[width]]), (row, col))
+        self.array.apply_pulses(
+            kind, row, col, np.array([[amplitude]]), np.array([[v_gate]]), np.array([[width]]), np.ones((1, 1), bool)
+        )
+        self._go_idle()
+        return codec.encode_ok()
+
+    def _check_pulse(
+        self, kind: PulseKind, amplitude: FloatArray, v_gate: FloatArray, width: FloatArray, origin: tuple[int, int]
+    ) -> None:
+        if (amplitude < 0).any():
+            r, c = (int(i) for i in np.argwhere(amplitude < 0)[0])
+            raise CommandFailure(
+                ErrorCode.OUT_OF_RANGE,
+                f"amplitude[{r + origin[0]}, {c + origin[1]}] is negative: amplitudes are magnitudes",
+            )
+        self._within_array("amplitude", amplitude, "VCOL" if kind is PulseKind.RESET else "VROW", "V", origin)
+        self._within_array("v_gate", v_gate, "VGATE", "V", origin)
+        self._within_array("width", width, "WIDTH", "s", origin)
+
+    def _map(self, command: Command) -> bytes:
+        row0, col0, nrows, ncols = self._region(command.args[:4])
+        v_read = self._read_voltage(command.args[4])
+        quantity = self._word(command.args[5], "quantity", ("COND", "CURR"))
+        conductance = self.array.read_conductance(row0, col0, nrows, ncols, v_read)
+        current = self.spec.electronics.measure_autoranged(conductance * v_read)
+        self._go_idle()
+        return codec.encode_block_reply(current / v_read if quantity == "COND" else current)
+
+    def _vmm(self, command: Command) -> bytes:
+        row0, col0, nrows, ncols = self._region(command.args[:4])
+        if not command.args[4].isdigit():
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"nvec {command.args[4][:40]!r} is not a whole number")
+        nvec = int(command.args[4])
+        v_rows = self._block(command, (nvec, nrows))
+        low, high = self.spec.limits.VREAD
+        if v_rows.size and not (np.isfinite(v_rows).all() and low <= v_rows.min() and v_rows.max() <= high):
+            k, i = (int(x) for x in np.argwhere(~np.isfinite(v_rows) | (v_rows < low) | (v_rows > high))[0])
+            raise CommandFailure(
+                ErrorCode.OUT_OF_RANGE, f"v_rows[{k}, {i}] = {v_rows[k, i]:g} V outside VREAD [{low:g}, {high:g}] V"
+            )
+        currents = self.array.vmm(v_rows, row0, col0, ncols)
+        self._check_column_currents(currents)
+        self._go_idle()
+        return codec.encode_block_reply(self.spec.electronics.measure_autoranged(currents))
+
+    def _pulse_batch(self, command: Command) -> bytes:
+        kind = _PULSE_WORDS[self._word(command.args[0], "pulse kind", tuple(_PULSE_WORDS))]
+        row0, col0, nrows, ncols = self._region(command.args[1:5])
+        amplitude, v_gate, width, mask_plane = self._block(command, (4, nrows, ncols))
+        mask = mask_plane != 0
+        self._check_pulse(
+            kind, np.where(mask, amplitude, 0), np.where(mask, v_gate, self.spec.limits.VGATE[0]),
+            np.where(mask, width, self.spec.limits.WIDTH[0]), (row0, col0),
+        )  # fmt: skip
+        applied = self.array.apply_pulses(kind, row0, col0, amplitude, v_gate, width, mask)
+        self._go_idle()
+        return codec.encode_value(applied)

@@ -1,0 +1,26 @@
+"""The emulator as an in-process endpoint: ``emulator://?preset=NAME&seed=N&field=value``.
+
+Registered under the ``memristor_hil.endpoints`` entry point, so ``drivers.open_board`` finds it
+by scheme. Bytes still pass through the wire codec and the firmware interpreter.
+"""
+
+from __future__ import annotations
+
+from mock_hardware.emulator import build_firmware, parse_emulator_url
+from mock_hardware.firmware import Firmware
+
+
+class EmulatorEndpoint:
+    def __init__(self, firmware: Firmware) -> None:
+        self.firmware = firmware
+
+    def exchange(self, data: bytes) -> bytes:
+        return self.firmware.feed(data)
+
+    def close(self) -> None:
+        self.firmware.disconnected()
+
+
+def open_endpoint(resource: str) -> EmulatorEndpoint:
+    name, seed, overrides = parse_emulator_url(resource)
+    return EmulatorEndpoint(build_firmware(name, seed, overrides))
