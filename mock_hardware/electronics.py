@@ -32,7 +32,7 @@ class Electronics(BaseModel):
 
     @property
     def adc_lsb(self) -> float:
-        return float(self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits
+        return float((self.adc_range[1] - self.adc_range[0]) / 2.0**self.adc_bits)
 
     def digitize(self, current: FloatArray, gain: FloatArray | float) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Currents through a TIA of ``gain`` ohm into the ADC: (measured current, code, saturated)."""

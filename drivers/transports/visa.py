@@ -20,11 +20,12 @@ class VisaTransport(Transport):
         self.resource = resource
         try:
             self._manager = pyvisa.ResourceManager(backend)
-            self._inst: Any = self._manager.open_resource(
+            inst: Any = self._manager.open_resource(
                 resource, read_termination="\n", write_termination="", timeout=int(timeout * 1000)
             )
             if baud_rate is not None and resource.upper().startswith("ASRL"):
-                self._inst.baud_rate = baud_rate
+                inst.baud_rate = baud_rate
+            self._inst = inst
         except (pyvisa.Error, OSError, ValueError) as exc:
             raise LinkError(resource, f"cannot open through pyvisa ({backend}): {exc}") from exc
         self._timeout = timeout
