@@ -35,7 +35,8 @@ class MapSummary:
         return (
             f"{self.rows} x {self.cols} map: min {self.g_min * us:.1f} uS, median {self.g_median * us:.1f} uS, "
             f"max {self.g_max * us:.1f} uS; {self.outside_window} of {cells} cells "
-            f"({100 * self.outside_window / cells:.1f} %) outside {self.window[0] * us:.0f}-{self.window[1] * us:.0f} uS "
+            f"({100 * self.outside_window / cells:.1f} %) "
+            f"outside {self.window[0] * us:.0f}-{self.window[1] * us:.0f} uS "
             f"({self.below_window} below, {self.above_window} above)"
         )
 
