@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import codec
-from drivers.errors import BoardError, FirmwareError, InvalidRequest, LinkError
+from drivers.codec import block_bounds
+from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError
 from drivers.limits import Range, SafetyLimits, check_array, check_index, check_value
 from drivers.transports.base import Transport
 
@@ -273,7 +274,7 @@ class Board:
         return region
 
     def _check_read_voltage(self, v_read: float) -> float:
-        v = float(np.float32(v_read))
+        v = float(v_read)
         check_value("v_read", v, self.limits.v_read, "V")
         if v == 0:
             raise InvalidRequest("v_read = 0 V: a read needs a non-zero voltage")
@@ -303,7 +304,7 @@ class Board:
         line = Line(line)
         check_index(f"{line.value} channel", channel, self.shape[1] if line is Line.COL else self.shape[0])
         limit = {Line.ROW: self.limits.v_row, Line.COL: self.limits.v_col, Line.GATE: self.limits.v_gate}[line]
-        v = float(np.float32(voltage))
+        v = float(voltage)
         check_value(f"{line.value} voltage", v, limit, "V")
         self._ask("DAC:VOLT", line.value, channel, v)
 
@@ -361,7 +362,7 @@ class Board:
         """One SET, RESET or FORM pulse on one cell."""
         kind = _pulse_kind(kind)
         self._check_cell(row, col)
-        values = np.array([amplitude, v_gate, width], dtype=np.float32).astype(np.float64)
+        values = np.array([amplitude, v_gate, width], dtype=np.float64)
         self._check_pulse_values(kind, *values)
         self._ask(f"PULS:{kind.value}", row, col, *(float(v) for v in values))
 
@@ -396,7 +397,7 @@ class Board:
         inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32))
         if inputs.ndim != 2 or inputs.shape[1] != region.nrows:
             raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {region.nrows}) for this region")
-        check_array("v_rows", inputs.astype(np.float64), self.limits.v_read, "V")
+        check_array("v_rows", inputs, self.limits.v_read, "V")
         worst = np.abs(inputs.astype(np.float64)).sum(axis=1) * self.limits.g_cell_max
         check_array("predicted column current of vector", worst, self.limits.i_col, "A")
         per_vector = max(region.nrows, region.ncols) * codec.BLOCK_DTYPE.itemsize
@@ -408,6 +409,30 @@ class Board:
         if not parts:
             return np.zeros((0, region.ncols))
         return np.concatenate(parts).astype(np.float64)
+
+    def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
+        """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.
+
+        Positive voltages go on the row (SET polarity), negative ones on the column (RESET
+        polarity); ``v_gate`` sets the transistor's compliance current. One round trip.
+        """
+        self._check_cell(row, col)
+        steps = np.asarray(voltages, dtype=np.float32).ravel()
+        v_row_max, v_col_max = block_bounds(self.limits.v_row.max, self.limits.v_col.max)
+        line_max = np.where(steps >= 0, v_row_max, v_col_max)
+        over = ~np.isfinite(steps) | (np.abs(steps) > line_max)
+        if over.any():
+            i = int(np.argmax(over))
+            line = "v_row" if steps[i] >= 0 else "v_col"
+            raise LimitError(
+                f"sweep voltage[{i}] ({line})", float(steps[i]), -float(line_max[i]), float(line_max[i]), "V"
+            )
+        gate, step_width = float(v_gate), float(width)
+        check_value("v_gate", gate, self.limits.v_gate, "V")
+        check_value("width", step_width, self.limits.pulse_width, "s")
+        if not len(steps):
+            return np.zeros(0)
+        return self._ask_block("SWEEP?", (row, col, gate, step_width, len(steps)), steps).astype(np.float64)
 
     def check_pulses(
         self, kind: PulseKind | str, amplitude: ArrayLikeFloat, v_gate: ArrayLikeFloat, width: ArrayLikeFloat,
@@ -432,8 +457,7 @@ class Board:
         for plane, values in zip(planes, [*arrays, mask_array], strict=True):
             plane[...] = values
         selected = planes[3] != 0
-        amplitude_sent, v_gate_sent, width_sent = (p.astype(np.float64) for p in planes[:3])
-        self._check_pulse_values(kind, amplitude_sent, v_gate_sent, width_sent, where=selected, origin=origin)
+        self._check_pulse_values(kind, planes[0], planes[1], planes[2], where=selected, origin=origin)
         planes[:3][:, ~selected] = 0  # unmasked cells carry nothing
         return PulseBatch(kind, region, planes)
 

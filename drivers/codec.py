@@ -63,6 +63,16 @@ def decode_block(payload: bytes, shape: tuple[int, ...] | None = None) -> npt.ND
     return values.reshape(shape) if shape is not None else values
 
 
+def block_bounds(low: float, high: float) -> tuple[float, float]:
+    """Limits as float32 block values can meet them.
+
+    A limit such as 1e-3 s has no exact float32; the nearest float32 lies a fraction of an ulp
+    beyond it. Both ends compare block values with the limits rounded the same way, so a value
+    sent at a limit is accepted on both sides, and nothing beyond it by more than that fraction.
+    """
+    return float(np.float32(low)), float(np.float32(high))
+
+
 # ----------------------------------------------------------------------------- commands
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.codec import block_bounds
 from drivers.errors import LimitError
 
 
@@ -69,8 +70,10 @@ def check_array(
     """Refuse the first element of ``values`` (among ``where``) that is not finite or outside ``limit``.
 
     The error names the element's index, offset by ``origin`` so it reads as array coordinates.
+    float32 values are on their way into a block and meet the limits as float32 can express them.
     """
-    bad = ~np.isfinite(values) | (values < limit.min) | (values > limit.max)
+    low, high = block_bounds(limit.min, limit.max) if values.dtype == np.float32 else (limit.min, limit.max)
+    bad = ~np.isfinite(values) | (values < low) | (values > high)
     if where is not None:
         bad &= where
     if bad.any():

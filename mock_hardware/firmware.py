@@ -49,6 +49,9 @@ class FirmwareSpec(BaseModel):
     version: str = "0.1.0"
     read_gate_voltage: float = 5.0
     transistor_threshold: float = Field(0.5, description="gate voltage above which a cell conducts, V")
+    transistor_beta: float = Field(
+        1e-3, gt=0, description="saturation current per squared gate overdrive, A/V^2: the SWEEP compliance"
+    )
     command_latency: float = Field(50e-6, ge=0, description="simulated time each command takes, s")
     electronics: Electronics = Electronics()
     limits: FirmwareLimits = FirmwareLimits()
@@ -113,6 +116,7 @@ class Firmware:
             "MAP?": _Syntax(self._map, 6),
             "VMM?": _Syntax(self._vmm, 5, block=True),
             "PULS:BATC": _Syntax(self._pulse_batch, 5, block=True),
+            "SWEEP?": _Syntax(self._sweep, 5, block=True),
         }
 
     # ------------------------------------------------------------------ byte interface
@@ -196,8 +200,12 @@ class Firmware:
                 ErrorCode.OUT_OF_RANGE, f"{name} {value:g} {unit} outside {limit} [{low:g}, {high:g}] {unit}"
             )
 
-    def _within_array(self, name: str, values: FloatArray, limit: str, unit: str, origin: tuple[int, int]) -> None:
+    def _within_array(
+        self, name: str, values: npt.NDArray[np.floating], limit: str, unit: str, origin: tuple[int, int]
+    ) -> None:
         low, high = getattr(self.spec.limits, limit)
+        if values.dtype == np.float32:  # block values meet the limits as float32 expresses them
+            low, high = codec.block_bounds(low, high)
         bad = ~np.isfinite(values) | (values < low) | (values > high)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
@@ -216,14 +224,14 @@ class Firmware:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, "region must have at least one row and one column")
         return row0, col0, nrows, ncols
 
-    def _block(self, command: Command, shape: tuple[int, ...]) -> FloatArray:
+    def _block(self, command: Command, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
         payload = command.block or b""
         expected = int(np.prod(shape)) * codec.BLOCK_DTYPE.itemsize
         if len(payload) != expected:
             raise CommandFailure(
                 ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; {shape} float32 needs {expected}"
             )
-        return codec.decode_block(payload, shape).astype(np.float64)
+        return codec.decode_block(payload, shape)
 
     def _read_voltage(self, text: str) -> float:
         v_read = self._number(text, "v_read")
@@ -386,13 +394,8 @@ class Firmware:
             raise CommandFailure(ErrorCode.DATA_TYPE, f"nvec {command.args[4][:40]!r} is not a whole number")
         nvec = int(command.args[4])
         v_rows = self._block(command, (nvec, nrows))
-        low, high = self.spec.limits.VREAD
-        if v_rows.size and not (np.isfinite(v_rows).all() and low <= v_rows.min() and v_rows.max() <= high):
-            k, i = (int(x) for x in np.argwhere(~np.isfinite(v_rows) | (v_rows < low) | (v_rows > high))[0])
-            raise CommandFailure(
-                ErrorCode.OUT_OF_RANGE, f"v_rows[{k}, {i}] = {v_rows[k, i]:g} V outside VREAD [{low:g}, {high:g}] V"
-            )
-        currents = self.array.vmm(v_rows, row0, col0, ncols)
+        self._within_array("v_rows", v_rows, "VREAD", "V", (0, 0))
+        currents = self.array.vmm(v_rows.astype(np.float64), row0, col0, ncols)
         self._check_column_currents(currents)
         self._go_idle()
         return codec.encode_block_reply(self.spec.electronics.measure_autoranged(currents))
@@ -406,6 +409,34 @@ class Firmware:
             kind, np.where(mask, amplitude, 0), np.where(mask, v_gate, self.spec.limits.VGATE[0]),
             np.where(mask, width, self.spec.limits.WIDTH[0]), (row0, col0),
         )  # fmt: skip
+        amplitude, v_gate, width = (plane.astype(np.float64) for plane in (amplitude, v_gate, width))
         applied = self.array.apply_pulses(kind, row0, col0, amplitude, v_gate, width, mask)
         self._go_idle()
         return codec.encode_value(applied)
+
+    def _sweep(self, command: Command) -> bytes:
+        row = self._index(command.args[0], "row", self.array.rows)
+        col = self._index(command.args[1], "col", self.array.cols)
+        v_gate = self._number(command.args[2], "v_gate")
+        width = self._number(command.args[3], "width")
+        if not command.args[4].isdigit():
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"npts {command.args[4][:40]!r} is not a whole number")
+        voltages = self._block(command, (int(command.args[4]),))
+        self._within("v_gate", v_gate, "VGATE", "V")
+        self._within("width", width, "WIDTH", "s")
+        positive, negative = np.where(voltages >= 0, voltages, 0.0), np.where(voltages < 0, -voltages, 0.0)
+        self._within_array("sweep voltage", positive[None, :], "VROW", "V", (0, 0))
+        self._within_array("sweep voltage magnitude", negative[None, :], "VCOL", "V", (0, 0))
+        overdrive = max(v_gate - self.spec.transistor_threshold, 0.0)
+        compliance = self.spec.transistor_beta * overdrive**2
+        one = np.ones((1, 1), dtype=bool)
+        currents = np.empty(len(voltages))
+        # Steps are sequential in time: each one's switching sets the state the next one sees.
+        for i, v in enumerate(voltages.astype(np.float64)):
+            kind = PulseKind.SET if v >= 0 else PulseKind.RESET
+            self.array.apply_pulses(kind, row, col, np.full((1, 1), abs(v)), np.full((1, 1), v_gate),
+                                    np.full((1, 1), width), one)  # fmt: skip
+            g = self.array.read_conductance(row, col, 1, 1, abs(v)) if v != 0 else np.zeros((1, 1))
+            currents[i] = np.clip(v * g[0, 0], -compliance, compliance)
+        self._go_idle()
+        return codec.encode_block_reply(self.spec.electronics.measure_autoranged(currents))
