@@ -39,6 +39,7 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError) as exc:
             raise LinkError(resource, f"cannot open serial port {port}: {exc}") from exc
         self._timeout = timeout
+        self._buffer = bytearray()
 
     @property
     def timeout(self) -> float:
@@ -58,35 +59,34 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError) as exc:
             raise LinkError(self.resource, f"write failed: {exc}") from exc
 
-    def read_exact(self, count: int) -> bytes:
-        chunks: list[bytes] = []
-        remaining = count
+    def _fill(self, waiting_for: str) -> None:
+        """Read whatever has arrived (at least one byte) into the buffer, in one call."""
         try:
-            while remaining:
-                # Each read waits at most `timeout` for progress, so a long block keeps going
-                # as long as bytes keep arriving.
-                chunk = self._port.read(remaining)
-                if not chunk:
-                    raise LinkTimeout(
-                        self.resource, f"timed out after {self._timeout:g} s waiting for {remaining} of {count} bytes"
-                    )
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        except serial.SerialException as exc:
+            chunk = self._port.read(max(1, self._port.in_waiting))
+        except (serial.SerialException, OSError) as exc:
             raise LinkError(self.resource, f"read failed: {exc}") from exc
-        return b"".join(chunks)
+        if not chunk:
+            raise LinkTimeout(self.resource, f"timed out after {self._timeout:g} s waiting for {waiting_for}")
+        self._buffer += chunk
+
+    def read_exact(self, count: int) -> bytes:
+        # Each read waits at most `timeout` for progress, so a long block keeps going as long
+        # as bytes keep arriving.
+        while len(self._buffer) < count:
+            self._fill(f"{count - len(self._buffer)} of {count} bytes")
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
 
     def read_line(self) -> bytes:
-        try:
-            line: bytes = self._port.read_until(b"\n")
-        except serial.SerialException as exc:
-            raise LinkError(self.resource, f"read failed: {exc}") from exc
-        if not line.endswith(b"\n"):
-            raise LinkTimeout(self.resource, f"timed out after {self._timeout:g} s waiting for a line end")
-        return line
+        # pyserial's read_until reads byte by byte; buffering what has arrived is several times faster.
+        while (end := self._buffer.find(b"\n")) < 0:
+            self._fill("a line end")
+        return self.read_exact(end + 1)
 
     def discard_input(self, quiet: float) -> int:
-        dropped = 0
+        dropped = len(self._buffer)
+        self._buffer.clear()
         while True:
             time.sleep(quiet)
             waiting = self._port.in_waiting

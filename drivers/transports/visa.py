@@ -51,10 +51,16 @@ class VisaTransport(Transport):
             raise self._failure(exc, f"writing {len(data)} bytes") from exc
 
     def read_exact(self, count: int) -> bytes:
+        # Binary payloads contain 0x0A bytes; with the termination character enabled pyvisa-py
+        # would end a low-level read at each of them (hundreds of reads per map), so switch it
+        # off for exact-count reads.
+        self._inst.set_visa_attribute(constants.ResourceAttribute.termchar_enabled, False)
         try:
             data: bytes = self._inst.read_bytes(count, break_on_termchar=False)
         except (pyvisa.Error, OSError) as exc:
             raise self._failure(exc, f"waiting for {count} bytes") from exc
+        finally:
+            self._inst.set_visa_attribute(constants.ResourceAttribute.termchar_enabled, True)
         return data
 
     def read_line(self) -> bytes:

@@ -1,0 +1,437 @@
+"""Link benchmark: how fast each transport moves the protocol's traffic.
+
+Starts the emulated board as separate processes (a TCP server and a pty) and measures, per
+transport (pyvisa over TCP, pyvisa over the pty, pyserial over the pty, in-process):
+
+- the round trip of a one-cell read (``Board.read_cell``): median and p99,
+- a full-array conductance map (``Board.read_map``, one ``MAP?`` block), median of ``--repeats``,
+- a batch of 1,000 VMM input vectors (``Board.vmm``, one ``VMM?`` block each way), median,
+- the same map read cell by cell (what the protocol's bulk commands exist to avoid),
+- the bytes each operation moves, counted at the transport.
+
+It also works out the payload of a per-cell ASCII map against the one block, and what each
+would take on a 115200-baud 8N1 serial link. Human-readable lines go to stdout as it goes; the
+last line of stdout is one JSON object with every figure. A benchmark, never a timed test.
+
+    .venv/bin/python benchmarks/link.py            # default: about 20 s on a 2-core machine
+    .venv/bin/python benchmarks/link.py --quick    # smoke run, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from drivers import Board, open_board
+from drivers.transports.base import Transport
+
+PRESET = "umass-ta-hfo2"
+SEED = 1
+VMM_VECTORS = 1000
+VMM_AMPLITUDE = 0.2  # V: inputs drawn uniformly from [-0.2, 0.2]
+V_READ = 0.2  # V
+SERIAL_BAUD = 115200
+BITS_PER_SERIAL_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
+READY_TIMEOUT = 30.0  # s for an emulator to print its READY line
+STOP_TIMEOUT = 5.0  # s for an emulator to exit once its stdin closes
+LINK_TIMEOUT = 20.0  # s the drivers tolerate without a reply
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    cell_reads: int
+    """one-cell reads timed per transport"""
+    repeats: int
+    """map reads and VMM batches timed per transport (the median is reported)"""
+    per_cell_map_everywhere: bool
+    """time the cell-by-cell map on every transport, not only in process"""
+
+
+# ----------------------------------------------------------------------------- emulator processes
+
+
+@contextmanager
+def emulator_process(*where: str) -> Iterator[str]:
+    """Run ``python -m mock_hardware serve <where>``; yield the resource from its READY line.
+
+    The process is stopped on the way out however the block ends: stdin closed and waited on,
+    then terminated, then killed.
+    """
+    command = [sys.executable, "-m", "mock_hardware", "serve", *where, "--seed", str(SEED), "--preset", PRESET]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        yield _read_ready(process, " ".join(where))
+    finally:
+        _stop(process)
+
+
+def _read_ready(process: subprocess.Popen[bytes], label: str) -> str:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + READY_TIMEOUT
+    received = b""
+    while b"\n" not in received:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"emulator ({label}) printed no READY line within {READY_TIMEOUT:g} s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if not readable:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError(f"emulator ({label}) exited with status {process.wait()} before it was ready")
+        received += chunk
+    line = received.partition(b"\n")[0].decode("ascii", "replace").strip()
+    if not line.startswith("READY "):
+        raise RuntimeError(f"emulator ({label}) printed {line!r} instead of 'READY <resource>'")
+    return line.removeprefix("READY ")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Close stdin (the emulator's signal to exit) and wait; terminate, then kill, if it lingers."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()  # only now, so a late READY line never meets a broken pipe
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup above
+
+
+# ----------------------------------------------------------------------------- counting bytes
+
+
+@dataclass
+class Traffic:
+    """What one operation moved over the link."""
+
+    sent: int = 0
+    """bytes written to the board"""
+    received: int = 0
+    """bytes read back"""
+    round_trips: int = 0
+    """commands written"""
+
+    def per_operation(self, operations: int) -> dict[str, float]:
+        """The mean over ``operations`` operations that moved this much between them."""
+        return {name: value / operations for name, value in asdict(self).items()}
+
+
+class CountingTransport(Transport):
+    """Passes everything to ``inner`` and counts the bytes each way."""
+
+    def __init__(self, inner: Transport, traffic: Traffic) -> None:
+        self.inner = inner
+        self.traffic = traffic
+        self.resource = inner.resource
+
+    @property
+    def timeout(self) -> float:
+        return self.inner.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.inner.timeout = seconds
+
+    def write(self, data: bytes) -> None:
+        self.traffic.sent += len(data)
+        self.traffic.round_trips += 1
+        self.inner.write(data)
+
+    def read_exact(self, count: int) -> bytes:
+        data = self.inner.read_exact(count)
+        self.traffic.received += len(data)
+        return data
+
+    def read_line(self) -> bytes:
+        data = self.inner.read_line()
+        self.traffic.received += len(data)
+        return data
+
+    def discard_input(self, quiet: float) -> int:
+        return self.inner.discard_input(quiet)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def count_traffic(board: Board, operation: Callable[[], object]) -> Traffic:
+    """Run ``operation`` once with the board's transport wrapped in a byte counter."""
+    traffic = Traffic()
+    inner = board._transport
+    board._transport = CountingTransport(inner, traffic)
+    try:
+        operation()
+    finally:
+        board._transport = inner
+    return traffic
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def timed(operation: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    operation()
+    return time.perf_counter() - start
+
+
+def read_map_cell_by_cell(board: Board) -> None:
+    rows, cols = board.shape
+    for row in range(rows):
+        for col in range(cols):
+            board.read_cell(row, col, V_READ)
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} us"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.2f} ms"
+
+
+def _bytes(traffic: Traffic) -> str:
+    trips = "1 round trip" if traffic.round_trips == 1 else f"{traffic.round_trips:,} round trips"
+    return f"{traffic.sent:,} B out, {traffic.received:,} B back, {trips}"
+
+
+def measure_transport(name: str, resource: str, settings: Settings, per_cell_map: bool) -> Json:
+    """Every figure for one transport."""
+    print(f"{name}: {resource}", flush=True)
+    start = time.perf_counter()
+    board = open_board(resource, timeout=LINK_TIMEOUT)
+    open_s = time.perf_counter() - start
+    with board:
+        rows, cols = board.shape
+        rng = np.random.default_rng(SEED)
+        cells = rng.integers((0, 0), (rows, cols), size=(settings.cell_reads, 2)).tolist()
+        v_rows = rng.uniform(-VMM_AMPLITUDE, VMM_AMPLITUDE, size=(VMM_VECTORS, rows))
+        print(f"  open + describe     {_ms(open_s)}", flush=True)
+
+        # The counted run of each operation doubles as its warm-up, so timed runs count nothing.
+        # Reply lengths vary with the value read, so the bytes are averaged over the same cells.
+        bytes_cell = count_traffic(board, lambda: [board.read_cell(row, col, V_READ) for row, col in cells])
+        per_read = bytes_cell.per_operation(len(cells))
+        cell_s = []
+        for row, col in cells:
+            start = time.perf_counter()
+            board.read_cell(row, col, V_READ)
+            cell_s.append(time.perf_counter() - start)
+        cell_median = statistics.median(cell_s)
+        cell_p99 = float(np.percentile(cell_s, 99))
+        print(
+            f"  read_cell           median {_us(cell_median)}, p99 {_us(cell_p99)} "
+            f"({len(cell_s)} reads; {per_read['sent']:.1f} B out, {per_read['received']:.1f} B back per read)",
+            flush=True,
+        )
+
+        bytes_map = count_traffic(board, lambda: board.read_map(V_READ))
+        map_s = statistics.median(timed(lambda: board.read_map(V_READ)) for _ in range(settings.repeats))
+        print(
+            f"  read_map {rows}x{cols}     {_ms(map_s)} (median of {settings.repeats}; {_bytes(bytes_map)})", flush=True
+        )
+
+        bytes_vmm = count_traffic(board, lambda: board.vmm(v_rows))
+        vmm_s = statistics.median(timed(lambda: board.vmm(v_rows)) for _ in range(settings.repeats))
+        print(
+            f"  vmm {VMM_VECTORS} vectors    {_ms(vmm_s)} (median of {settings.repeats}; {_bytes(bytes_vmm)})",
+            flush=True,
+        )
+
+        per_cell_s: float | None = None
+        if per_cell_map:
+            per_cell_s = timed(lambda: read_map_cell_by_cell(board))
+            print(
+                f"  map cell by cell    {_ms(per_cell_s)} ({rows * cols:,} read_cell round trips; "
+                f"{per_cell_s / map_s:,.0f}x the block)",
+                flush=True,
+            )
+
+    return {
+        "resource": resource,
+        "open_s": open_s,
+        "read_cell_median_s": cell_median,
+        "read_cell_p99_s": cell_p99,
+        "read_cell_reads": len(cell_s),
+        "map_s": map_s,
+        "vmm_1000_s": vmm_s,
+        "map_cell_by_cell_s": per_cell_s,
+        "bytes": {"read_cell": per_read, "map": asdict(bytes_map), "vmm_1000": asdict(bytes_vmm)},
+    }
+
+
+def map_payload(resource: str) -> Json:
+    """Bytes of a full map as one block vs read cell by cell in ASCII, counted on the link."""
+    with open_board(resource, timeout=LINK_TIMEOUT) as board:
+        rows, cols = board.shape
+        block = count_traffic(board, lambda: board.read_map(V_READ))
+        per_cell = count_traffic(board, lambda: read_map_cell_by_cell(board))
+    block_total = block.sent + block.received
+    per_cell_total = per_cell.sent + per_cell.received
+    serial_s = BITS_PER_SERIAL_BYTE / SERIAL_BAUD
+    result = {
+        "cells": rows * cols,
+        "block": asdict(block),
+        "per_cell_ascii": asdict(per_cell),
+        "per_cell_ascii_bytes_per_cell": per_cell_total / (rows * cols),
+        "per_cell_over_block": per_cell_total / block_total,
+        "at_115200_baud_s": {"block": block_total * serial_s, "per_cell_ascii": per_cell_total * serial_s},
+    }
+    print(
+        f"map payload ({rows}x{cols}): one block {block_total:,} B; cell by cell in ASCII {per_cell_total:,} B "
+        f"({result['per_cell_ascii_bytes_per_cell']:.1f} B per cell, {result['per_cell_over_block']:.1f}x); "
+        f"at {SERIAL_BAUD} baud 8N1: {block_total * serial_s:.2f} s vs {per_cell_total * serial_s:.1f} s",
+        flush=True,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def machine_info() -> Json:
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    packages: dict[str, str | None] = {}
+    for package in ("numpy", "PyVISA", "PyVISA-py", "pyserial"):
+        try:
+            packages[package] = version(package)
+        except PackageNotFoundError:
+            packages[package] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "packages": packages,
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+TRANSPORTS = ("pyvisa-tcp", "pyvisa-pty", "pyserial-pty", "in-process")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: fewer repeats, cell-by-cell map only in process"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="map reads and VMM batches timed per transport (default 7; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--cell-reads", type=int, metavar="N", help="one-cell reads timed per transport (default 500; 100 with --quick)"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        action="append",
+        help="measure only this transport; repeatable (default: all)",
+    )
+    args = parser.parse_args(argv)
+    for option in ("repeats", "cell_reads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings(
+        cell_reads=args.cell_reads or (100 if args.quick else 500),
+        repeats=args.repeats or (1 if args.quick else 7),
+        per_cell_map_everywhere=not args.quick,
+    )
+    chosen = args.transport or list(TRANSPORTS)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.perf_counter()
+    machine = machine_info()
+    print(
+        f"link benchmark: Python {machine['python']} on {machine['cpu_model']} ({machine['cpu_count']} CPUs); "
+        f"{settings.cell_reads} cell reads, {settings.repeats} map/VMM repeats",
+        flush=True,
+    )
+
+    results: Json = {}
+    with ExitStack() as emulators:
+        resources: dict[str, str] = {"in-process": f"emulator://?preset={PRESET}&seed={SEED}"}
+        if "pyvisa-tcp" in chosen:
+            resources["pyvisa-tcp"] = emulators.enter_context(emulator_process("--tcp", "127.0.0.1:0"))
+        if {"pyvisa-pty", "pyserial-pty"} & set(chosen):
+            asrl = emulators.enter_context(emulator_process("--pty"))  # ASRL/dev/pts/N::INSTR
+            resources["pyvisa-pty"] = asrl
+            resources["pyserial-pty"] = "serial://" + asrl.removeprefix("ASRL").removesuffix("::INSTR")
+        for name in TRANSPORTS:
+            if name in chosen:
+                per_cell = settings.per_cell_map_everywhere or name == "in-process"
+                results[name] = measure_transport(name, resources[name], settings, per_cell)
+
+    payload = map_payload(resources["in-process"])
+    elapsed = time.perf_counter() - started
+    print(f"done in {elapsed:.1f} s", flush=True)
+    summary = {
+        "benchmark": "link",
+        "machine": machine,
+        "settings": {
+            **asdict(settings),
+            "preset": PRESET,
+            "seed": SEED,
+            "vmm_vectors": VMM_VECTORS,
+            "vmm_amplitude_V": VMM_AMPLITUDE,
+            "v_read_V": V_READ,
+        },
+        "transports": results,
+        "map_payload": payload,
+        "elapsed_s": elapsed,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; emulators stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,224 @@
+"""One HDF5 file per run (docs/data-format.md): a versioned layout written as the work proceeds.
+
+:class:`RunFile` is a :class:`~protocols.recording.Recorder`: procedures write into it directly.
+Datasets are flushed to disk at least every ``flush_interval`` seconds, so a killed process
+leaves a readable file with everything up to the last flush.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from protocols.recording import Attr
+
+FORMAT_NAME = "memristor-hil run"
+FORMAT_VERSION = "1.0"
+DATA_GROUP = "data"
+FLUSH_INTERVAL = 2.0
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be read or written; the message names the file and the problem."""
+
+
+def _software_version() -> str:
+    try:
+        return version("memristor-hil")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class RunFile:
+    """A run's HDF5 file, open for writing; also the procedure's :class:`Recorder`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        procedure: str,
+        config: Mapping[str, Any],
+        resource: str = "",
+        board_identity: str = "",
+        overwrite: bool = False,
+        flush_interval: float = FLUSH_INTERVAL,
+        show_progress: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise RunFileError(f"{self.path} exists; choose another name or pass overwrite (nothing was measured)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._file = h5py.File(self.path, "w")
+        except OSError as exc:
+            raise RunFileError(f"cannot create {self.path}: {exc}") from None
+        root = self._file.attrs
+        root.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "procedure": procedure,
+                "status": "running",
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "resource": resource,
+                "board_identity": board_identity,
+                "config": json.dumps(config, default=str, sort_keys=True),
+                "software_version": _software_version(),
+                "host": platform.node(),
+            }
+        )
+        self._data = self._file.create_group(DATA_GROUP)
+        self._pending_attrs: dict[str, dict[str, Attr]] = {}
+        self._flush_interval = flush_interval
+        self._last_flush = time.monotonic()
+        self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        self._file.flush()
+
+    # ------------------------------------------------------------------ Recorder
+
+    def write(self, name: str, data: npt.ArrayLike, **attrs: Attr) -> None:
+        if name in self._data:
+            del self._data[name]
+        self._data.create_dataset(name, data=np.asarray(data))
+        self.set_attrs(name, **self._pending_attrs.pop(name, {}), **attrs)
+        self._flush_if_due()
+
+    def append(self, name: str, row: npt.ArrayLike) -> None:
+        values = np.asarray(row)
+        dataset = self._data.get(name)
+        if dataset is None:
+            dataset = self._data.create_dataset(
+                name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=values.dtype, chunks=True
+            )
+            self.set_attrs(name, **self._pending_attrs.pop(name, {}))
+        elif dataset.shape[1:] != values.shape:
+            raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
+        dataset.resize(dataset.shape[0] + 1, axis=0)
+        dataset[-1] = values
+        self._flush_if_due()
+
+    def set_attrs(self, name: str, **attrs: Attr) -> None:
+        if not name:
+            self._data.attrs.update(attrs)
+        elif name in self._data:
+            self._data[name].attrs.update(attrs)
+        else:  # the dataset comes later: its first write or append applies these
+            self._pending_attrs.setdefault(name, {}).update(attrs)
+
+    def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
+        if self._bar is None:
+            return
+        if total is not None and total != self._bar.total:
+            self._bar.total = total
+            self._bar.refresh()
+        if status:
+            self._bar.set_postfix(status, refresh=False)
+        self._bar.update(advance)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self, status: str = "completed") -> None:
+        """Record how the run ended and close the file."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._file:
+            self._file.attrs["status"] = status
+            self._file.attrs["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+            self._file.close()
+
+    def __enter__(self) -> RunFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close("completed")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close(f"failed: {exc_type.__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------- reading
+
+
+@dataclass
+class RunData:
+    """Everything a run file holds, read into memory."""
+
+    path: Path
+    root: dict[str, Any]
+    datasets: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def procedure(self) -> str:
+        return str(self.root.get("procedure", ""))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.root.get("config", "{}"))
+        return loaded
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def read_run(path: str | Path) -> RunData:
+    """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            root = {k: _plain(v) for k, v in f.attrs.items()}
+            if root.get("format") != FORMAT_NAME:
+                raise RunFileError(f"{path} is an HDF5 file but not a {FORMAT_NAME} file")
+            major = str(root.get("format_version", "0")).split(".")[0]
+            if major != FORMAT_VERSION.split(".")[0]:
+                raise RunFileError(
+                    f"{path} has layout version {root.get('format_version')}; this software reads {FORMAT_VERSION}"
+                )
+            run = RunData(path, root)
+            group = f.get(DATA_GROUP)
+            if isinstance(group, h5py.Group):
+                group.visititems(lambda name, obj: _collect(run, name, obj))
+                run.attrs[""] = {k: _plain(v) for k, v in group.attrs.items()}
+            return run
+    except OSError as exc:
+        raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
+
+
+def _collect(run: RunData, name: str, obj: h5py.Dataset | h5py.Group) -> None:
+    if obj.attrs:
+        run.attrs[name] = {k: _plain(v) for k, v in obj.attrs.items()}
+    if isinstance(obj, h5py.Dataset):
+        run.datasets[name] = obj[()]

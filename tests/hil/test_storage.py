@@ -1,0 +1,121 @@
+"""The HDF5 run file: layout, appends, attributes, and surviving a killed writer."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hil.storage import FORMAT_NAME, FORMAT_VERSION, RunFile, RunFileError, read_run
+
+
+def _run_file(path: Path, **kwargs: object) -> RunFile:
+    return RunFile(path, procedure="test", config={"answer": 42}, show_progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+def test_layout_is_versioned_and_carries_config(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    with _run_file(path, resource="emulator://", board_identity="EMU") as run:
+        run.write("map/g", np.ones((3, 2)), unit="S")
+    with h5py.File(path) as f:
+        assert f.attrs["format"] == FORMAT_NAME
+        assert f.attrs["format_version"] == FORMAT_VERSION
+        assert f.attrs["status"] == "completed"
+        assert f["data/map/g"].attrs["unit"] == "S"
+    data = read_run(path)
+    assert data.config == {"answer": 42}
+    assert data.root["board_identity"] == "EMU"
+    np.testing.assert_array_equal(data.datasets["map/g"], np.ones((3, 2)))
+
+
+def test_append_grows_along_first_axis_and_keeps_pending_attrs(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    with _run_file(path) as run:
+        run.set_attrs("series/g", unit="S")  # before the dataset exists
+        for k in range(5):
+            run.append("series/g", np.full(4, float(k)))
+        run.set_attrs("", cells=4)
+    data = read_run(path)
+    assert data.datasets["series/g"].shape == (5, 4)
+    np.testing.assert_array_equal(data.datasets["series/g"][:, 0], np.arange(5.0))
+    assert data.attrs["series/g"]["unit"] == "S"
+    assert data.attrs[""]["cells"] == 4
+
+
+def test_append_of_a_different_shape_is_refused(tmp_path: Path) -> None:
+    with _run_file(tmp_path / "run.h5") as run:
+        run.append("x", np.zeros(3))
+        with pytest.raises(RunFileError, match="shape"):
+            run.append("x", np.zeros(4))
+
+
+def test_interrupted_and_failed_runs_say_so(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), _run_file(tmp_path / "a.h5") as run:
+        run.append("x", [1.0])
+        raise KeyboardInterrupt
+    with pytest.raises(RuntimeError), _run_file(tmp_path / "b.h5") as run:
+        raise RuntimeError("link lost")
+    assert read_run(tmp_path / "a.h5").root["status"] == "interrupted"
+    assert read_run(tmp_path / "a.h5").datasets["x"].shape == (1, 1)
+    assert read_run(tmp_path / "b.h5").root["status"] == "failed: RuntimeError: link lost"
+
+
+def test_existing_file_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    path.write_bytes(b"precious")
+    with pytest.raises(RunFileError, match="exists"):
+        _run_file(path)
+    assert path.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"not hdf5 at all", "not a readable HDF5 file"), ("foreign", "not a memristor-hil")],
+)
+def test_unreadable_files_are_clear_errors(tmp_path: Path, content: bytes | str | None, message: str) -> None:
+    path = tmp_path / "x.h5"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "foreign":
+        with h5py.File(path, "w") as f:
+            f["x"] = 1
+    with pytest.raises(RunFileError, match=message):
+        read_run(path)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from hil.storage import RunFile
+    run = RunFile(sys.argv[1], procedure="killed", config={}, show_progress=False, flush_interval=0.0)
+    k = 0
+    while True:
+        run.append("series/g", np.full(64, float(k)))
+        k += 1
+        if k % 50 == 0:
+            print(k, flush=True)
+    """
+)
+
+
+def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
+    """SIGKILL mid-run: the file opens and holds every row flushed before the kill."""
+    path = tmp_path / "killed.h5"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    reported = 0
+    while reported < 500:
+        reported = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    data = read_run(path)
+    assert data.root["status"] == "running"  # it never got to say otherwise
+    rows = data.datasets["series/g"]
+    assert rows.shape[0] >= reported
+    np.testing.assert_array_equal(rows[:, 0], np.arange(rows.shape[0], dtype=float))
