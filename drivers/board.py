@@ -99,13 +99,21 @@ class PulseBatch:
 _LIMIT_NAMES = {"v_row": "VROW", "v_col": "VCOL", "v_gate": "VGATE", "v_read": "VREAD",
                 "pulse_width": "WIDTH", "i_col": "ICOL"}  # fmt: skip
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
+MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
 
 
-@atexit.register
 def _idle_open_boards() -> None:
     """At interpreter exit, idle every board a script forgot to close."""
     for board in list(_OPEN_BOARDS):
         board.close()
+
+
+def _track_open_board(board: Board) -> None:
+    # atexit runs the newest hook first. pyvisa registers a hook that closes its sessions when a
+    # ResourceManager is made, so ours is re-registered after each open to run before it.
+    _OPEN_BOARDS.add(board)
+    atexit.unregister(_idle_open_boards)
+    atexit.register(_idle_open_boards)
 
 
 class Board:
@@ -143,7 +151,7 @@ class Board:
                 f"{self.resource}: configured limits {', '.join(beyond)} reach beyond the firmware's "
                 f"absolute limits {self.firmware_limits.model_dump(include=set(beyond))}"
             )
-        _OPEN_BOARDS.add(self)
+        _track_open_board(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -188,7 +196,7 @@ class Board:
         if self._closed and header != "*RST":
             raise LinkError(self.resource, "board is closed", header)
         data = codec.encode_command(header, args, block)
-        command = data[:80].decode("ascii", "replace").rstrip()
+        command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
         log.debug("%s -> %s (%d bytes)", self.resource, command, len(data))
         self._desynced = True
         try:
@@ -273,7 +281,8 @@ class Board:
         check_value("region.ncols", region.ncols, Range(min=1, max=cols - region.col0), "")
         return region
 
-    def _check_read_voltage(self, v_read: float) -> float:
+    def check_read_voltage(self, v_read: float) -> float:
+        """Refuse a read voltage outside the limits, zero, or able to overload a column; return it."""
         v = float(v_read)
         check_value("v_read", v, self.limits.v_read, "V")
         if v == 0:
@@ -338,7 +347,7 @@ class Board:
 
     def idle_for(self, seconds: float) -> None:
         """Hold the idle state for ``seconds`` (an emulator with a simulated clock skips ahead)."""
-        check_value("seconds", seconds, Range(min=0, max=1e7), "s")
+        check_value("seconds", seconds, MAX_IDLE, "s")
         saved = self._transport.timeout
         self._transport.timeout = saved + seconds
         try:
@@ -355,7 +364,7 @@ class Board:
     def read_cell(self, row: int, col: int, v_read: float = 0.2) -> float:
         """Conductance of one cell, S."""
         self._check_cell(row, col)
-        v = self._check_read_voltage(v_read)
+        v = self.check_read_voltage(v_read)
         return float(self._ask("READ?", row, col, v).text)
 
     def pulse(self, kind: PulseKind | str, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
@@ -383,7 +392,7 @@ class Board:
     ) -> FloatArray:  # fmt: skip
         """Every cell of ``region`` (default: the whole array) read at ``v_read``: S or A, (nrows, ncols)."""
         region = self._region(region)
-        v = self._check_read_voltage(v_read)
+        v = self.check_read_voltage(v_read)
         what = {"conductance": "COND", "current": "CURR"}[quantity]
         parts = []
         for row0, nrows in _chunks(region.nrows, region.ncols * codec.BLOCK_DTYPE.itemsize):

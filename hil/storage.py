@@ -89,14 +89,14 @@ class RunFile:
 
     # ------------------------------------------------------------------ Recorder
 
-    def write(self, name: str, data: npt.ArrayLike, **attrs: Attr) -> None:
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         if name in self._data:
             del self._data[name]
         self._data.create_dataset(name, data=np.asarray(data))
         self.set_attrs(name, **self._pending_attrs.pop(name, {}), **attrs)
         self._flush_if_due()
 
-    def append(self, name: str, row: npt.ArrayLike) -> None:
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
         values = np.asarray(row)
         dataset = self._data.get(name)
         if dataset is None:
@@ -110,7 +110,7 @@ class RunFile:
         dataset[-1] = values
         self._flush_if_due()
 
-    def set_attrs(self, name: str, **attrs: Attr) -> None:
+    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
         if not name:
             self._data.attrs.update(attrs)
         elif name in self._data:

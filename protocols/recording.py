@@ -19,13 +19,13 @@ Attr = str | int | float | bool
 class Recorder(Protocol):
     """The sink of a procedure's data. Dataset names are paths such as ``"sweep/current"``."""
 
-    def write(self, name: str, data: npt.ArrayLike, **attrs: Attr) -> None:
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         """Store a whole dataset (replacing one of the same name), e.g. a final map."""
 
-    def append(self, name: str, row: npt.ArrayLike) -> None:
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
         """Grow a dataset by one row along its first axis, e.g. one read of a time series."""
 
-    def set_attrs(self, name: str, **attrs: Attr) -> None:
+    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
         """Attach metadata to a dataset or group (``""`` for the run itself)."""
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
@@ -42,17 +42,17 @@ class MemoryRecorder:
         self.total: int | None = None
         self.status: dict[str, Attr] = {}
 
-    def write(self, name: str, data: npt.ArrayLike, **attrs: Attr) -> None:
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         self.datasets[name] = np.array(data)
         if attrs:
             self.set_attrs(name, **attrs)
 
-    def append(self, name: str, row: npt.ArrayLike) -> None:
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
         new = np.asarray(row)[None, ...]
         old = self.datasets.get(name)
         self.datasets[name] = new if old is None else np.concatenate([old, new])
 
-    def set_attrs(self, name: str, **attrs: Attr) -> None:
+    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
         self.attrs.setdefault(name, {}).update(attrs)
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:

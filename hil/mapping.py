@@ -1,0 +1,272 @@
+"""Where each layer's weights live: differential conductance pairs placed on arrays.
+
+A weight is a pair of devices, ``w = (G+ - G-) / g_unit``. A layer's weight matrix
+``W (fan_in, fan_out)`` is cut into tiles; each tile holds a block of inputs x outputs on one
+board, its G+ and G- devices on pairs of rows driven with +v and -v so one column sums the
+difference (Wang 2019). Two layouts: ``paired-rows`` puts input i's G+ and G- on adjacent rows;
+``row-blocks`` puts all G+ rows first, then all G- rows.
+
+The placement is data (:class:`PlacementSpec`, from config or :func:`auto_place`); resolving
+it against the boards' sizes and bad lines checks bounds, overlap and masked lines, and fails
+with an error naming the layer and tile before any pulse is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+IntArray = npt.NDArray[np.int64]
+Layout = Literal["paired-rows", "row-blocks"]
+
+
+class PlacementError(ValueError):
+    """A placement that cannot be used; the message names the layer, tile and problem."""
+
+
+class TileSpec(BaseModel):
+    """One block of a layer's weights on one board, starting at a corner.
+
+    Its devices take the first good rows at or after ``row0`` and the first good columns at or
+    after ``col0`` (bad lines are skipped, not used).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    board: str = "board0"
+    row0: int = Field(0, ge=0)
+    col0: int = Field(0, ge=0)
+    inputs: tuple[int, int] | None = Field(None, description="[start, stop) of the layer's inputs; default all")
+    outputs: tuple[int, int] | None = Field(None, description="[start, stop) of the layer's outputs; default all")
+
+
+class LayerPlacementSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str
+    layout: Layout = "paired-rows"
+    tiles: list[TileSpec] = Field(min_length=1)
+
+
+class BadLines(BaseModel):
+    """Lines of a board that must not be used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[int] = Field(default_factory=list)
+    cols: list[int] = Field(default_factory=list)
+
+
+class PlacementSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[LayerPlacementSpec]
+    bad_lines: dict[str, BadLines] = Field(default_factory=dict, description="per board")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A resolved tile: physical rows and columns of every device it uses."""
+
+    layer: str
+    board: str
+    inputs: slice
+    outputs: slice
+    plus_rows: IntArray  # (n_inputs,) row of each input's G+ device
+    minus_rows: IntArray  # (n_inputs,) row of each input's G- device
+    cols: IntArray  # (n_outputs,) column of each output
+
+    @property
+    def row_span(self) -> tuple[int, int]:
+        """First row and number of rows of the rectangle a VMM on this tile drives."""
+        rows = np.concatenate([self.plus_rows, self.minus_rows])
+        return int(rows.min()), int(rows.max() - rows.min() + 1)
+
+    @property
+    def col_span(self) -> tuple[int, int]:
+        return int(self.cols.min()), int(self.cols.max() - self.cols.min() + 1)
+
+    def cell_mask(self, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
+        """Every device of the tile, as a mask over its board."""
+        mask = np.zeros(shape, dtype=bool)
+        rows = np.concatenate([self.plus_rows, self.minus_rows])
+        mask[np.ix_(rows, self.cols)] = True
+        return mask
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Every layer's tiles, resolved and checked."""
+
+    tiles: dict[str, list[Tile]]
+    board_shapes: dict[str, tuple[int, int]]
+
+    def boards(self) -> list[str]:
+        return sorted({t.board for tiles in self.tiles.values() for t in tiles})
+
+    def used_mask(self, board: str) -> npt.NDArray[np.bool_]:
+        mask = np.zeros(self.board_shapes[board], dtype=bool)
+        for tiles in self.tiles.values():
+            for tile in tiles:
+                if tile.board == board:
+                    mask |= tile.cell_mask(mask.shape)
+        return mask
+
+    @property
+    def device_count(self) -> int:
+        return sum(2 * len(t.plus_rows) * len(t.cols) for tiles in self.tiles.values() for t in tiles)
+
+
+def _good(size: int, bad: list[int]) -> IntArray:
+    keep = np.ones(size, dtype=bool)
+    keep[[b for b in bad if 0 <= b < size]] = False
+    return np.flatnonzero(keep).astype(np.int64)
+
+
+def _span(value: tuple[int, int] | None, size: int, what: str, where: str) -> slice:
+    start, stop = value if value is not None else (0, size)
+    if not 0 <= start < stop <= size:
+        raise PlacementError(f"{where}: {what} [{start}, {stop}) is not inside [0, {size})")
+    return slice(start, stop)
+
+
+def resolve_placement(
+    spec: PlacementSpec,
+    weight_shapes: Mapping[str, tuple[int, int]],
+    board_shapes: Mapping[str, tuple[int, int]],
+) -> Placement:
+    """Physical devices of every tile, checked: bounds, bad lines, overlap, full coverage."""
+    placed = {p.layer for p in spec.layers}
+    missing, unknown = sorted(set(weight_shapes) - placed), sorted(placed - set(weight_shapes))
+    if missing or unknown:
+        raise PlacementError(f"placement lists layers {unknown or 'as expected'}; missing layers {missing or 'none'}")
+    for board in spec.bad_lines:
+        if board not in board_shapes:
+            raise PlacementError(f"bad_lines names board {board!r}, which is not one of {sorted(board_shapes)}")
+    occupied = {board: np.full(shape, "", dtype=object) for board, shape in board_shapes.items()}
+    resolved: dict[str, list[Tile]] = {}
+    for layer_spec in spec.layers:
+        fan_in, fan_out = weight_shapes[layer_spec.layer]
+        coverage = np.zeros((fan_in, fan_out), dtype=np.int64)
+        tiles = []
+        for index, tile_spec in enumerate(layer_spec.tiles):
+            where = f"layer {layer_spec.layer!r} tile {index}"
+            tile = _resolve_tile(layer_spec, tile_spec, fan_in, fan_out, board_shapes, spec.bad_lines, where)
+            coverage[tile.inputs, tile.outputs] += 1
+            _claim(occupied[tile.board], tile, where)
+            tiles.append(tile)
+        if (coverage != 1).any():
+            i, o = (int(v) for v in np.argwhere(coverage != 1)[0])
+            times = int(coverage[i, o])
+            raise PlacementError(
+                f"layer {layer_spec.layer!r}: weight [{i}, {o}] is placed {times} times; tiles must cover each once"
+            )
+        resolved[layer_spec.layer] = tiles
+    return Placement(resolved, dict(board_shapes))
+
+
+def _resolve_tile(
+    layer_spec: LayerPlacementSpec,
+    tile_spec: TileSpec,
+    fan_in: int,
+    fan_out: int,
+    board_shapes: Mapping[str, tuple[int, int]],
+    bad_lines: Mapping[str, BadLines],
+    where: str,
+) -> Tile:
+    if tile_spec.board not in board_shapes:
+        raise PlacementError(f"{where}: board {tile_spec.board!r} is not one of {sorted(board_shapes)}")
+    rows, cols = board_shapes[tile_spec.board]
+    inputs = _span(tile_spec.inputs, fan_in, "inputs", where)
+    outputs = _span(tile_spec.outputs, fan_out, "outputs", where)
+    n_in, n_out = inputs.stop - inputs.start, outputs.stop - outputs.start
+    bad = bad_lines.get(tile_spec.board, BadLines())
+    good_rows = _good(rows, bad.rows)
+    good_cols = _good(cols, bad.cols)
+    good_rows = good_rows[good_rows >= tile_spec.row0]
+    good_cols = good_cols[good_cols >= tile_spec.col0]
+    if len(good_rows) < 2 * n_in:
+        raise PlacementError(
+            f"{where}: needs {2 * n_in} good rows from row {tile_spec.row0} on board {tile_spec.board!r}, "
+            f"which has {len(good_rows)}"
+        )
+    if len(good_cols) < n_out:
+        raise PlacementError(
+            f"{where}: needs {n_out} good columns from column {tile_spec.col0} on board {tile_spec.board!r}, "
+            f"which has {len(good_cols)}"
+        )
+    used_rows = good_rows[: 2 * n_in]
+    if layer_spec.layout == "paired-rows":
+        plus, minus = used_rows[0::2], used_rows[1::2]
+    else:
+        plus, minus = used_rows[:n_in], used_rows[n_in:]
+    return Tile(layer_spec.layer, tile_spec.board, inputs, outputs, plus, minus, good_cols[:n_out])
+
+
+def _claim(owners: npt.NDArray[np.object_], tile: Tile, where: str) -> None:
+    rows = np.concatenate([tile.plus_rows, tile.minus_rows])
+    block = owners[np.ix_(rows, tile.cols)]
+    taken = block != ""
+    if taken.any():
+        r, c = (int(v) for v in np.argwhere(taken)[0])
+        raise PlacementError(
+            f"{where} overlaps {block[r, c]} at board {tile.board!r} cell ({int(rows[r])}, {int(tile.cols[c])})"
+        )
+    owners[np.ix_(rows, tile.cols)] = where
+
+
+def auto_place(
+    weight_shapes: Mapping[str, tuple[int, int]],
+    board_shapes: Mapping[str, tuple[int, int]],
+    bad_lines: Mapping[str, BadLines] | None = None,
+    layout: Layout = "paired-rows",
+) -> PlacementSpec:
+    """Pack layers side by side in columns, cutting any layer whose inputs need more rows than a
+    board has into several tiles (their partial sums are added on the host)."""
+    bad_lines = dict(bad_lines or {})
+    cursors = {board: 0 for board in board_shapes}
+    layers = []
+    for layer, (fan_in, fan_out) in weight_shapes.items():
+        tiles = []
+        start = 0
+        while start < fan_in:
+            board, col0, inputs_here = _next_slot(board_shapes, bad_lines, cursors, fan_in - start, fan_out)
+            if board is None:
+                used = {name: f"{cursors[name]} of {shape[1]} columns used" for name, shape in board_shapes.items()}
+                raise PlacementError(
+                    f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has {fan_out} free "
+                    f"good columns left ({used}); add a board or free some lines"
+                )
+            tiles.append(
+                TileSpec(board=board, col0=col0, inputs=(start, start + inputs_here), outputs=(0, fan_out))
+            )
+            start += inputs_here
+        layers.append(LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles))
+    return PlacementSpec(layers=layers, bad_lines=bad_lines)
+
+
+def _next_slot(
+    board_shapes: Mapping[str, tuple[int, int]],
+    bad_lines: Mapping[str, BadLines],
+    cursors: dict[str, int],
+    inputs_left: int,
+    fan_out: int,
+) -> tuple[str | None, int, int]:
+    """The first board with ``fan_out`` free good columns: (board, first column, inputs it can take)."""
+    for board, (rows, cols) in board_shapes.items():
+        bad = bad_lines.get(board, BadLines())
+        good_cols = _good(cols, bad.cols)
+        free = good_cols[good_cols >= cursors[board]]
+        if len(free) < fan_out:
+            continue
+        inputs_here = min(inputs_left, len(_good(rows, bad.rows)) // 2)
+        if inputs_here == 0:
+            continue
+        cursors[board] = int(free[fan_out - 1]) + 1
+        return board, int(free[0]), inputs_here
+    return None, 0, 0
