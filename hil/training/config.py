@@ -1,0 +1,107 @@
+"""What a training run is: the network, data, boards, placement, update rule and optimizer.
+
+A run's config is stored whole in its HDF5 file, so ``hil train --resume FILE`` needs nothing
+else. Every field has a default that reproduces the paper the model name refers to.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.config import EMBEDDED_EMULATOR, ConfigError, validation_problems
+from hil.mapping import BadLines, PlacementSpec
+from hil.optimizers import OptimizerConfig
+from hil.updates import GateCodedConfig
+
+ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
+
+# The dataset each paper's network was trained on, as the embedded default.
+DEFAULT_DATASET: dict[str, str] = {
+    "mlp": "mnist8",
+    "cnn": "mnist8",
+    "convlstm": "mnist-sequences",
+    "yao-hybrid": "mnist28",
+}
+
+
+class WriteVerifyUpdateConfig(BaseModel):
+    """Yao 2020: write only where the change exceeds a threshold, by closed-loop write-verify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(1.5e-6, ge=0, description="smallest conductance change worth writing, S")
+    tolerance: float = Field(2e-6, gt=0, description="write-verify tolerance, S")
+    max_iterations: int = Field(8, ge=1, description="write-verify iterations per update")
+
+
+class HybridConfig(BaseModel):
+    """Yao 2020 hybrid training: software pre-training, transfer, then in-situ retraining of some layers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretrain_epochs: int = Field(3, ge=0, description="software training epochs before transfer")
+    pretrain_lr: float = Field(0.05, gt=0, description="learning rate of the software pre-training (Adam)")
+    retrain_layers: list[str] = Field(default_factory=lambda: ["dense1"], description="layers trained in situ")
+    transfer_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the transfer, S")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName = "cnn"
+    network: dict[str, Any] | None = Field(None, description="a custom network spec; replaces the model's")
+    dataset: str | None = Field(None, description="dataset name; default: the model's paper's")
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    boards: dict[str, str] = Field(default_factory=lambda: {"board0": EMBEDDED_EMULATOR})
+    placement: PlacementSpec | None = Field(None, description="where each layer goes; default: packed automatically")
+    bad_lines: dict[str, BadLines] = Field(default_factory=dict, description="lines never to use, per board")
+    layout: Literal["paired-rows", "row-blocks"] = "paired-rows"
+    update: Literal["gate-coded", "write-verify", "exact"] = Field(
+        "gate-coded", description="how weight changes reach the array ('exact': software baseline, no array)"
+    )
+    gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
+    write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="rmsprop", lr=0.01))
+    batch_size: int = Field(100, ge=1)
+    updates: int = Field(1200, ge=1, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
+    eval_every: int = Field(100, ge=1, description="updates between test-set evaluations")
+    init_scale: float = Field(1.0, gt=0, description="multiplies the network's default initial weights")
+    g_unit: float = Field(100e-6, gt=0, description="conductance per unit weight, S")
+    v_input: float = Field(0.2, gt=0, description="largest row voltage of an input vector, V")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_board_names(self) -> TrainConfig:
+        for board in self.bad_lines:
+            if board not in self.boards:
+                raise ValueError(f"bad_lines names board {board!r}, not one of {sorted(self.boards)}")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or DEFAULT_DATASET[self.model]
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A config file (TOML or JSON) with command-line overrides on top; errors name every field."""
+    data: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc.strerror or exc}") from None
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"training config {path} is not valid: {exc}") from None
+    data.update(overrides or {})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"training config has errors:\n{validation_problems(exc)}") from None

@@ -1,0 +1,152 @@
+"""The training loop, the same for the array and for exact arithmetic.
+
+Forward on the learner's backend (the array's VMMs, or float products), softmax cross-entropy,
+backward in numpy with the backend's effective weights, an optimizer step, and the learner turns
+the weight changes into pulses (or float additions). Every completed update is journaled through
+the recorder with the optimizer's state, so a killed run resumes from its last completed update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from hil.nn.backend import ExactBackend, MatmulBackend
+from hil.nn.loss import accuracy, softmax_cross_entropy
+from hil.nn.network import Network
+from hil.optimizers import Optimizer
+from hil.updates import UpdateStats
+from protocols.recording import Recorder
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+JOURNAL = "train/journal"
+JOURNAL_COLUMNS = "update,epoch,loss,batch_accuracy,pulses,devices_changed,seconds"
+EVALUATIONS = "train/eval"
+EVAL_COLUMNS = "update,test_accuracy,test_loss"
+OPTIMIZER_STATE = "state/optimizer"
+EVAL_CHUNK = 500
+
+
+class Learner(Protocol):
+    """Where the weights live and how a change reaches them."""
+
+    @property
+    def backend(self) -> MatmulBackend: ...
+
+    def apply(self, delta: dict[str, FloatArray]) -> UpdateStats: ...
+
+
+class ExactLearner:
+    """Float weights changed exactly: the software baseline (the array replaced by arithmetic)."""
+
+    def __init__(self, weights: dict[str, FloatArray]) -> None:
+        self.weights = weights
+        self._backend = ExactBackend(weights)
+
+    @property
+    def backend(self) -> MatmulBackend:
+        return self._backend
+
+    def apply(self, delta: dict[str, FloatArray]) -> UpdateStats:
+        for layer, change in delta.items():
+            self.weights[layer] += change
+        return UpdateStats()
+
+
+@dataclass
+class Schedule:
+    """Which samples each update uses: a fresh seeded permutation per epoch, so any update's
+    batch can be recomputed on resume without stored state."""
+
+    n_samples: int
+    batch_size: int
+    seed: int
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, self.n_samples // self.batch_size)
+
+    def batch(self, update: int) -> tuple[int, IntArray]:
+        epoch, index = divmod(update, self.batches_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+        size = min(self.batch_size, self.n_samples)
+        return epoch, order[index * size : (index + 1) * size].astype(np.int64)
+
+
+@dataclass
+class TrainResult:
+    updates_done: int = 0
+    final_test_accuracy: float = float("nan")
+    best_test_accuracy: float = float("nan")
+    pulses: int = 0
+    seconds: float = 0.0
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def evaluate(network: Network, backend: MatmulBackend, x: FloatArray, y: IntArray) -> tuple[float, float]:
+    """Test accuracy and loss, forward passes in large chunks (one VMM batch per layer per chunk)."""
+    logits = np.concatenate(
+        [network.forward(x[i : i + EVAL_CHUNK], backend, train=False) for i in range(0, len(x), EVAL_CHUNK)]
+    )
+    loss, _ = softmax_cross_entropy(logits, y)
+    return accuracy(logits, y), float(loss)
+
+
+def train(
+    network: Network,
+    learner: Learner,
+    optimizer: Optimizer,
+    data: tuple[FloatArray, IntArray, FloatArray, IntArray],
+    *,
+    updates: int,
+    batch_size: int,
+    eval_every: int,
+    seed: int,
+    recorder: Recorder,
+    start_update: int = 0,
+    trainable: Iterable[str] | None = None,
+) -> TrainResult:
+    """Run updates ``start_update .. updates-1``; journal each one as it completes."""
+    x_train, y_train, x_test, y_test = data
+    schedule = Schedule(len(x_train), batch_size, seed)
+    keep = set(trainable) if trainable is not None else None
+    result = TrainResult(updates_done=start_update)
+    recorder.set_attrs(JOURNAL, columns=JOURNAL_COLUMNS)
+    recorder.set_attrs(EVALUATIONS, columns=EVAL_COLUMNS)
+    recorder.progress(0, total=updates)
+    started = time.perf_counter()
+    for update in range(start_update, updates):
+        epoch, batch = schedule.batch(update)
+        t0 = time.perf_counter()
+        logits = network.forward(x_train[batch], learner.backend, train=True)
+        loss, dlogits = softmax_cross_entropy(logits, y_train[batch])
+        grads = network.backward(dlogits, learner.backend)
+        if keep is not None:
+            grads = {layer: g for layer, g in grads.items() if layer in keep}
+        stats = learner.apply(optimizer.step(grads))
+        batch_accuracy = accuracy(logits, y_train[batch])
+        result.pulses += stats.pulses
+        result.updates_done = update + 1
+        recorder.append(JOURNAL, np.array([update, epoch, loss, batch_accuracy, stats.pulses,
+                                           stats.devices_changed, time.perf_counter() - t0]))  # fmt: skip
+        for name, array in optimizer.state_arrays().items():
+            recorder.write(f"{OPTIMIZER_STATE}/{name}", array)
+        recorder.set_attrs("train", completed_updates=update + 1)
+        if (update + 1) % eval_every == 0 or update + 1 == updates:
+            test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
+            result.evaluations.append((update + 1, test_accuracy, test_loss))
+            recorder.append(EVALUATIONS, np.array([update + 1, test_accuracy, test_loss]))
+            recorder.progress(0, test=f"{100 * test_accuracy:.1f}%")
+        recorder.progress(1, loss=f"{loss:.3f}", acc=f"{100 * batch_accuracy:.0f}%", pulses=result.pulses)
+    result.seconds = time.perf_counter() - started
+    if result.evaluations:
+        result.final_test_accuracy = result.evaluations[-1][1]
+        result.best_test_accuracy = max(e[1] for e in result.evaluations)
+    return result
