@@ -182,11 +182,13 @@ class Board:
 
     def idle(self) -> None:
         """All lines to 0 V, gates off, multiplexers open (``*RST``)."""
-        if self._desynced:
-            dropped = self._transport.discard_input(quiet=0.2)
-            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
-            self._desynced = False
         self._ask("*RST")
+
+    def _resync(self) -> None:
+        """Drop the reply of an interrupted exchange so the next reply is the next command's."""
+        dropped = self._transport.discard_input(quiet=0.2)
+        log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
+        self._desynced = False
 
     # ------------------------------------------------------------------ exchange
 
@@ -195,6 +197,8 @@ class Board:
     ) -> codec.Reply:
         if self._closed and header != "*RST":
             raise LinkError(self.resource, "board is closed", header)
+        if self._desynced:
+            self._resync()
         data = codec.encode_command(header, args, block)
         command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
         log.debug("%s -> %s (%d bytes)", self.resource, command, len(data))

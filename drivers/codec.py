@@ -143,11 +143,12 @@ class CommandParser:
 
     def discard_partial(self) -> ParseError | None:
         """Drop an incomplete command (the link went quiet); its error, if there was one."""
-        was_partial = self.has_partial
+        # A line being skipped has had its error reply already: one command, one reply.
+        unanswered = bool(self._buffer) or self._block_prefix is not None
         self._buffer.clear()
         self._skipping = False
         self._block_prefix = None
-        if not was_partial:
+        if not unanswered:
             return None
         return ParseError(ErrorCode.BLOCK_DATA, "incomplete command discarded after the link went quiet")
 
@@ -188,8 +189,12 @@ class CommandParser:
         return _split_line(line, None)
 
     def _overrun(self) -> ParseError:
-        self._buffer.clear()
-        self._skipping = True
+        end = self._buffer.find(TERMINATOR)
+        if end >= 0:  # the overlong line is complete: drop it, keep what follows
+            del self._buffer[: end + 1]
+        else:
+            self._buffer.clear()
+            self._skipping = True
         return ParseError(ErrorCode.INPUT_OVERRUN, f"command line longer than {MAX_LINE_BYTES} bytes")
 
     def _take_block_header(self, hash_at: int) -> Command | ParseError | None:
@@ -227,12 +232,14 @@ class CommandParser:
         need = self._block_length
         if len(buf) < need + 1:
             return None
+        tail = 1
+        if buf[need : need + 1] == b"\r":
+            if len(buf) < need + 2:
+                return None  # the \n of a \r\n has not arrived yet
+            tail = 2
         payload = bytes(buf[:need])
         prefix = self._block_prefix or b""
         self._block_prefix = None
-        tail = 1
-        if buf[need : need + 1] == b"\r" and len(buf) >= need + 2:
-            tail = 2
         if buf[need + tail - 1 : need + tail] != TERMINATOR:
             del buf[:need]
             self._skipping = True

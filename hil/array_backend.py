@@ -49,7 +49,8 @@ class ArrayBackend:
         out = np.zeros((len(x), fan_out))
         for tile in tiles:
             out[:, tile.outputs] += self._tile_currents(tile, volts[:, tile.inputs])
-        return out * (scale / (self.v_input * self.g_unit))
+        result: FloatArray = out * (scale / (self.v_input * self.g_unit))
+        return result
 
     def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
         row0, nrows = tile.row_span

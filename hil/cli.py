@@ -2,6 +2,9 @@
 
     hil info [RESOURCE]              identity, array size, electronics and limits
     hil map [RESOURCE] [--out FILE]  full conductance map and its summary
+    hil characterize NAME [RESOURCE] --out FILE.h5 [options]
+                                     a characterization procedure, saved as HDF5 + PNG
+    hil show FILE.h5                 what a run file holds; re-draws its plot
     hil demo                         the main job on the embedded emulator
 
 RESOURCE defaults to the embedded emulator (``emulator://?preset=umass-ta-hfo2&seed=1``) or to the
@@ -16,11 +19,17 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from drivers import Board, BoardError, open_board
+from hil import procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
+from hil.options import add_option_flags, parse_options
+from hil.run_report import describe_run, draw_run_plot
+from hil.storage import RunFile, read_run
 
 EXIT_ERROR = 2
 
@@ -68,17 +77,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_map(args)
 
 
+def cmd_characterize(args: argparse.Namespace) -> int:
+    spec = procedure_registry.REGISTRY[args.procedure]
+    options = parse_options(spec.options, args)
+    config = load_board_config(args.config) if args.config else BoardConfig()
+    board = _open(args)
+    try:
+        run = RunFile(
+            args.out,
+            procedure=spec.name,
+            config={"options": options.model_dump(mode="json"), "board": config.model_dump(mode="json")},
+            resource=board.resource,
+            board_identity=str(board.identity),
+            overwrite=args.overwrite,
+        )
+    except BaseException:
+        board.close()
+        raise
+    print(f"{spec.name} on {board.identity} -> {run.path}")
+    try:
+        # The board is the inner context: it goes idle before the file is closed.
+        with run, board:
+            spec.run(board, run, **dict(options))
+    finally:
+        _report_run(run.path)
+    return 0
+
+
+def _report_run(path: Path) -> None:
+    """Say how a run ended and draw its plot; a plot that fails must not hide the run's own error."""
+    saved = read_run(path)
+    try:
+        plot: str = str(draw_run_plot(saved))
+    except Exception as exc:
+        plot = f"no plot ({type(exc).__name__}: {exc})"
+    print(f"status {saved.root['status']}; data in {path}; {plot}", file=sys.stderr)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = read_run(args.file)
+    print(describe_run(run))
+    if not args.no_plot:
+        print(f"plot: {draw_run_plot(run, args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Memristor crossbar hardware-in-the-loop platform")
     parser.add_argument("--verbose", "-v", action="count", default=0, help="-v: info, -vv: wire traffic")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def board_command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("resource", nargs="?", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
-        sub.add_argument("--config", metavar="FILE", help="board config (TOML or JSON): resource, timeout, limits")
-        sub.set_defaults(handler=handler)
-        return sub
+        return board_command_on(commands, name, handler, text)
 
     info = board_command("info", cmd_info, "identity, array size, electronics and safety limits")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -91,7 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], help="usable window low end, S")
         sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], help="usable window high end, S")
         sub.add_argument("--out", metavar="FILE", help="write the map to FILE (.npy or .csv)")
+    characterize = commands.add_parser(
+        "characterize", help="run a characterization procedure", description="Run a characterization procedure."
+    )
+    procedures = characterize.add_subparsers(dest="procedure", required=True, metavar="PROCEDURE")
+    for spec in procedure_registry.REGISTRY.values():
+        sub = board_command_on(procedures, spec.name, cmd_characterize, spec.summary)
+        sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+        add_option_flags(sub, spec.options)
+
+    show = commands.add_parser("show", help="what a run file holds; re-draws its plot")
+    show.add_argument("file", metavar="FILE.h5")
+    show.add_argument("--plot", metavar="FILE.png", help="where to draw the plot (default: beside the file)")
+    show.add_argument("--no-plot", action="store_true", help="only print")
+    show.set_defaults(handler=cmd_show)
     return parser
+
+
+def board_command_on(
+    commands: Any, name: str, handler: Callable[[argparse.Namespace], int], text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to a board: a RESOURCE argument and ``--config``."""
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    sub.add_argument("resource", nargs="?", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
+    sub.add_argument("--config", metavar="FILE", help="board config (TOML or JSON): resource, timeout, limits")
+    sub.set_defaults(handler=handler)
+    return sub
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -2,30 +2,73 @@
 
 Interface (all the firmware may call):
 
-- ``rows``, ``cols``
+- ``rows``, ``cols``, ``params``
 - ``column_currents(v_rows, v_cols, gate_on)``: DC currents into every column's TIA
 - ``vmm(v_rows, row0, col0, ncols)``: column currents for a batch of row-voltage vectors
 - ``read_conductance(row0, col0, nrows, ncols, v_read)``: a map of one-at-a-time reads
 - ``apply_pulses(kind, row0, col0, amplitude, v_gate, width, mask)``: program cells
+- ``advance_time(seconds)``: account for per-command latency; ``wait(seconds)``: idle time
+- ``time``: seconds elapsed on the array's clock
 - ``conductance``: the true state (for tests and debugging; a chip has no such thing)
+
+The physics lives in ``mock_hardware.physics``; docs/emulator-physics.md describes it. Board
+electronics (DAC and ADC quantization, TIA gain and saturation, voltage limits) belong to the
+firmware, not here.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
 from mock_hardware.device_params import DeviceParameters
+from mock_hardware.physics.cells import CellPopulation
+from mock_hardware.physics.clock import Clock
+from mock_hardware.physics.iv import IVCurve
+from mock_hardware.physics.line_resistance import effective_conductance, series_read, series_segments, solve_dc
+from mock_hardware.physics.noise import fast_normal, fast_normal_into
+from mock_hardware.physics.retention import DriftState
+from mock_hardware.physics.switching import apply_reset, apply_set
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# Line-network solutions kept per row band of VMM regions (a training run uses a few bands).
+_LINE_CACHE_SIZE = 8
+# Scratch space kept for this many VMM batch shapes (layers of a network use a few).
+_WORKSPACE_CACHE_SIZE = 4
 
 
-class PulseKind(str, Enum):
+class PulseKind(StrEnum):
     SET = "SET"
     RESET = "RES"
     FORM = "FORM"
+
+
+@dataclass
+class _LineSolution:
+    """``G_eff`` of one row band, the conductances it was solved for, and the series resistance
+    each cell effectively saw (``1 / G_eff - 1 / G``)."""
+
+    g_eff: FloatArray
+    g_snapshot: FloatArray
+    r_cell: FloatArray
+
+
+class _VmmWorkspace:
+    """Scratch arrays of one VMM batch shape, reused: fresh large arrays cost page faults."""
+
+    def __init__(self, nvec: int, nrows: int, ncols: int) -> None:
+        self.inputs32 = np.empty((nvec, nrows), dtype=np.float32)
+        self.factor32 = np.empty((nvec, nrows), dtype=np.float32)
+        self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
+        self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
+        self.spread = np.empty((nvec, ncols), dtype=np.float32)
+        self.normal = np.empty((nvec, ncols), dtype=np.float32)
+        self.indices = np.empty(nvec * ncols, dtype=np.intp)
 
 
 class CrossbarArray:
@@ -34,52 +77,230 @@ class CrossbarArray:
     def __init__(self, params: DeviceParameters, seed: int = 0) -> None:
         self.params = params
         self.rows, self.cols = params.rows, params.cols
-        self._rng = np.random.default_rng(seed)
         shape = (self.rows, self.cols)
-        p = params
-        self.set_slope = p.set_slope * (1 + p.set_slope_spread * self._rng.standard_normal(shape))
-        self.set_intercept = np.full(shape, p.set_intercept)
-        g0 = p.g_initial_mean + p.g_initial_spread * self._rng.standard_normal(shape)
-        self._g = np.clip(g0, p.g_min, p.g_max)
-        draw = self._rng.random(shape)
-        self.stuck_low = draw < p.stuck_low_fraction
-        self.stuck_high = (draw >= p.stuck_low_fraction) & (draw < p.stuck_low_fraction + p.stuck_high_fraction)
-        self._g[self.stuck_low] = p.g_stuck_low
-        self._g[self.stuck_high] = p.g_stuck_high
+        # Independent streams: what a technician reads never changes what a pulse does, and
+        # the device population does not depend on how the array is later used.
+        cell_seed, state_seed, drift_seed, write_seed, read_seed = np.random.SeedSequence(seed).spawn(5)
+        self.cells = CellPopulation.draw(params, cell_seed)
+        state_rng = np.random.default_rng(state_seed)
+        stuck = self.cells.stuck
+        if params.start_formed:
+            g0 = params.g_initial_mean + params.g_initial_spread * state_rng.standard_normal(shape)
+            g0 = np.clip(g0, self.cells.g_min, self.cells.g_max)
+            self._formed = np.ones(shape, dtype=bool)
+        else:
+            g0 = params.g_virgin * np.exp(params.d2d_spread * state_rng.standard_normal(shape))
+            self._formed = stuck.copy()
+        g0 = np.where(stuck, self.cells.g_stuck, g0)
+        self._clock = Clock(params.clock)
+        self._drift = DriftState(g0, self._formed & ~stuck, params, np.random.default_rng(drift_seed))
+        self._write_rng = np.random.default_rng(write_seed)
+        self._read_rng = np.random.default_rng(read_seed)
+        self._iv = IVCurve(params.iv_nonlinearity, params.v_iv_reference)
+        # Bumped whenever a pulse changes a cell: keys every cache of derived state.
+        self._version = 0
+        self._g_now_key: tuple[float, int] | None = None
+        self._g_now = g0.copy()
+        self._line_solutions: dict[tuple[int, int], _LineSolution] = {}
+        self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
+        self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
+        self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
+
+    # --- state ---------------------------------------------------------------------------------
 
     @property
     def conductance(self) -> FloatArray:
-        return self._g.copy()
+        """Every cell's true conductance now (S, ``(rows, cols)``), drift included."""
+        return self._conductance_now().copy()
 
-    def _noisy(self, g: FloatArray) -> FloatArray:
+    @property
+    def formed(self) -> BoolArray:
+        """Which cells are formed."""
+        return self._formed.copy()
+
+    @property
+    def stuck_low(self) -> BoolArray:
+        return self.cells.stuck_low.copy()
+
+    @property
+    def stuck_high(self) -> BoolArray:
+        return self.cells.stuck_high.copy()
+
+    @property
+    def time(self) -> float:
+        """Seconds elapsed on the array's clock (simulated or wall, per ``params.clock``)."""
+        return self._clock.now
+
+    def advance_time(self, seconds: float) -> None:
+        """Account for ``seconds`` of per-command latency (a no-op on the wall clock)."""
+        self._clock.advance(seconds)
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass idle: advances the simulated clock, or sleeps on the wall clock."""
+        self._clock.wait(seconds)
+
+    def _conductance_now(self) -> FloatArray:
+        """The drifted state now; an internal buffer, refreshed in place (callers copy if they keep it)."""
+        key = (self._clock.now, self._version)
+        if key != self._g_now_key:
+            self._drift.conductance_at(key[0], out=self._g_now)
+            self._g_now_key = key
+        return self._g_now
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def column_currents(self, v_rows: FloatArray, v_cols: FloatArray, gate_on: BoolArray) -> FloatArray:
+        """Current into each column for DC line voltages; rows with the gate off carry nothing.
+
+        With line resistance every column line is held at its ``v_cols`` level at its TIA end.
+        """
+        v_rows = np.asarray(v_rows, dtype=np.float64)
+        v_cols = np.asarray(v_cols, dtype=np.float64)
+        gate_on = np.asarray(gate_on, dtype=bool)
+        g = self._conductance_now()
+        if self.params.line_resistance > 0:
+            columns, cells = self._solve_dc_cached(g, v_rows, v_cols, gate_on)
+        else:
+            drop = v_rows[:, None] - v_cols[None, :]
+            cells = g * gate_on[:, None] * drop * self._iv.factor(drop)
+            columns = cells.sum(axis=0)
         sigma = self.params.read_noise
-        if sigma == 0:
-            return g.copy()
-        return g * (1 + sigma * self._rng.standard_normal(g.shape))
+        if sigma:
+            # Independent per-cell read noise summed over the column: Gaussian with the summed variance.
+            spread = sigma * np.sqrt((cells**2).sum(axis=0))
+            columns = columns + spread * fast_normal(self._read_rng, columns.shape)
+        self._clock.advance(self.params.read_duration)
+        return np.asarray(columns)
 
-    def column_currents(self, v_rows: FloatArray, v_cols: FloatArray, gate_on: npt.NDArray[np.bool_]) -> FloatArray:
-        """Current into each column for DC line voltages; rows with the gate off carry nothing."""
-        g = self._noisy(self._g) * gate_on[:, None]
-        drop = v_rows[:, None] - v_cols[None, :]
-        return np.asarray((g * drop).sum(axis=0))
+    def _solve_dc_cached(
+        self, g: FloatArray, v_rows: FloatArray, v_cols: FloatArray, gate_on: BoolArray
+    ) -> tuple[FloatArray, FloatArray]:
+        # A technician samples one column after another with the same DC levels: solve once.
+        key = v_rows.tobytes() + v_cols.tobytes() + gate_on.tobytes()
+        now = self._clock.now
+        if self._dc_cache is not None:
+            cached_key, version, t, columns, cells = self._dc_cache
+            if cached_key == key and version == self._version and (t == now or not self._drift.enabled):
+                return columns, cells
+        columns, cells = solve_dc(g, gate_on, v_rows, v_cols, self.params.line_resistance, self._iv)
+        self._dc_cache = (key, self._version, now, columns, cells)
+        return columns, cells
 
     def vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
         """Column currents ``(n, ncols)`` for row-voltage vectors ``(n, nrows)`` on a region.
 
-        Read noise is per cell and per vector; its sum over a column is Gaussian with variance
-        ``sum_r v_r^2 G_rc^2 sigma^2``, drawn directly so a batch costs two matrix products.
+        All rows of the region are driven at once with their gates on; every column is at virtual
+        ground. Read noise is per cell and per vector; its sum over a column is Gaussian with
+        variance ``sum_r (v_r G_rc)^2 sigma^2``, drawn directly so a batch costs two matrix
+        products. With read noise on, both run in float32, the wire format's precision: their
+        rounding (about 1e-7 of the largest term) is five orders below the noise. Without read
+        noise the product is float64.
         """
-        g = self._g[row0 : row0 + v_rows.shape[1], col0 : col0 + ncols]
-        ideal = v_rows @ g
+        v = np.asarray(v_rows, dtype=np.float64)
+        nvec, nrows = v.shape
+        transfer = self._transfer_matrix(row0, nrows)[:, col0 : col0 + ncols]
         sigma = self.params.read_noise
-        if sigma == 0:
-            return ideal
-        spread = np.sqrt((v_rows**2) @ (g**2)) * sigma
-        return ideal + spread * self._rng.standard_normal(ideal.shape)
+        nonlinear = not self._iv.is_ohmic
+        self._clock.advance(nvec * self.params.read_duration)
+        if not sigma:
+            if nonlinear:
+                v = v * self._iv.factor(v)
+            return np.asarray(v @ transfer)
+        work = self._vmm_workspace(nvec, nrows, ncols)
+        inputs = work.inputs32
+        np.copyto(inputs, v, casting="same_kind")
+        if nonlinear:
+            # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
+            # per-element factor on the inputs.
+            self._iv.factor32_into(inputs, out=work.factor32, scratch=work.scratch32)
+            inputs *= work.factor32
+        transfer32 = transfer.astype(np.float32)
+        np.matmul(inputs, transfer32, out=work.currents32)
+        np.square(inputs, out=inputs)
+        np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
+        np.sqrt(work.spread, out=work.spread)
+        fast_normal_into(self._read_rng, work.normal, work.indices)
+        work.spread *= work.normal
+        work.spread *= np.float32(sigma)
+        work.currents32 += work.spread
+        return work.currents32.astype(np.float64)
+
+    def _vmm_workspace(self, nvec: int, nrows: int, ncols: int) -> _VmmWorkspace:
+        key = (nvec, nrows, ncols)
+        work = self._vmm_workspaces.get(key)
+        if work is None:
+            if len(self._vmm_workspaces) >= _WORKSPACE_CACHE_SIZE:
+                self._vmm_workspaces.clear()
+            work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols)
+        return work
+
+    def _transfer_matrix(self, row0: int, nrows: int) -> FloatArray:
+        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together."""
+        g = self._conductance_now()[row0 : row0 + nrows, :]
+        r_segment = self.params.line_resistance
+        if r_segment == 0:
+            return g
+        key = (row0, nrows)
+        solution = self._line_solutions.get(key)
+        if solution is not None:
+            change = np.abs(g - solution.g_snapshot)
+            if not change.any():
+                return solution.g_eff
+            # A cell whose conductance moves by dG shifts the line voltages of its row and column
+            # by about dG * r * (segments) of the drive: the error of ignoring that, summed over
+            # the worst row and the worst column, bounds what a per-cell update misses.
+            coupling = r_segment * max(
+                self.rows * float(change.sum(axis=0).max()), self.cols * float(change.sum(axis=1).max())
+            )
+            if coupling <= self.params.line_refactor_tolerance:
+                # Each cell keeps the series resistance the last solve gave it (exact for that
+                # cell's own path, first order in its neighbours' changes).
+                return np.asarray(g / (1.0 + g * solution.r_cell))
+        # The TIA sits below the array's last row; rows below the band have their gates off.
+        end_segments = self.rows - (row0 + nrows - 1)
+        g_eff = effective_conductance(g, r_segment, end_segments)
+        if len(self._line_solutions) >= _LINE_CACHE_SIZE:
+            self._line_solutions.clear()
+        # The series resistance each cell effectively sees; G_eff >= G cannot happen on a passive
+        # network with driven rows, but keep it well defined.
+        r_cell = np.maximum(1.0 / g_eff - 1.0 / g, 0.0)
+        self._line_solutions[key] = _LineSolution(g_eff, g.copy(), r_cell)
+        return g_eff
 
     def read_conductance(self, row0: int, col0: int, nrows: int, ncols: int, v_read: float) -> FloatArray:
-        """Conductances of a region, each cell read alone at ``v_read``."""
-        return self._noisy(self._g[row0 : row0 + nrows, col0 : col0 + ncols])
+        """Conductances ``I / v_read`` of a region, each cell read alone at ``v_read``.
+
+        A cell read alone (only its row's gate on, other columns floating) sees one series path
+        through the lines: ``col + 1`` row segments and ``rows - row`` column segments.
+        """
+        g = self._conductance_now()[row0 : row0 + nrows, col0 : col0 + ncols]
+        r_segment = self.params.line_resistance
+        if r_segment > 0:
+            rows = np.arange(row0, row0 + nrows)[:, None]
+            cols = np.arange(col0, col0 + ncols)[None, :]
+            r_series = r_segment * series_segments(rows, cols, self.rows)
+            g_read = series_read(g, r_series, v_read, self._iv) / v_read
+        else:
+            g_read = g * float(self._iv.factor(np.array(v_read)))
+        sigma = self.params.read_noise
+        if sigma:
+            # Scratch reused between maps: on large arrays fresh temporaries cost more (page
+            # faults) than the arithmetic.
+            relative, indices = self._map_scratch(nrows, ncols)
+            fast_normal_into(self._read_rng, relative, indices)
+            relative *= np.float32(sigma)
+            relative += np.float32(1.0)
+            g_read *= relative
+        self._clock.advance(nrows * ncols * self.params.read_duration)
+        return np.asarray(g_read, dtype=np.float64)
+
+    def _map_scratch(self, nrows: int, ncols: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """Noise scratch for one map shape (the last one asked for)."""
+        if self._map_buffers is None or self._map_buffers[0].shape != (nrows, ncols):
+            self._map_buffers = (np.empty((nrows, ncols), dtype=np.float32), np.empty(nrows * ncols, dtype=np.intp))
+        return self._map_buffers
+
+    # --- programming ---------------------------------------------------------------------------
 
     def apply_pulses(
         self,
@@ -89,21 +310,43 @@ class CrossbarArray:
         amplitude: FloatArray,
         v_gate: FloatArray,
         width: FloatArray,
-        mask: npt.NDArray[np.bool_],
+        mask: BoolArray,
     ) -> int:
-        """Apply one pulse to each masked cell of the region; return the number applied."""
+        """Apply one pulse to each masked cell of the region; return the number applied.
+
+        The cells are pulsed one after another in row-major order (each at its own time on the
+        clock, which advances by the sum of the widths). Stuck cells take the pulse and ignore it.
+        """
+        kind = PulseKind(kind)
+        mask = np.asarray(mask, dtype=bool)
+        shape = mask.shape
+        region = (slice(row0, row0 + shape[0]), slice(col0, col0 + shape[1]))
+        # Unmasked cells' values are unchecked by the firmware and may be anything (even nan):
+        # give them a harmless sub-threshold pulse so no arithmetic sees them.
+        amplitude, v_gate, width = (
+            np.where(mask, np.broadcast_to(np.asarray(a, dtype=np.float64), shape), idle)
+            for a, idle in ((amplitude, 0.0), (v_gate, 0.0), (width, self.params.width_reference))
+        )
         p = self.params
-        region = (slice(row0, row0 + mask.shape[0]), slice(col0, col0 + mask.shape[1]))
-        g = self._g[region]
-        stuck = self.stuck_low[region] | self.stuck_high[region]
-        noise = p.write_noise * self._rng.standard_normal(g.shape)
-        if kind in (PulseKind.SET, PulseKind.FORM):
-            active = mask & ~stuck & (amplitude >= p.v_set_threshold)
-            target = self.set_slope[region] * v_gate + self.set_intercept[region] + noise
-            new = np.maximum(target, g)
+        t_start = self._clock.now
+        g_start = self._conductance_now()[region].copy()
+        formed = self._formed[region]
+        cells = self.cells.region(*region)
+        noise = p.write_noise * self._write_rng.standard_normal(shape) if p.write_noise else np.zeros(shape)
+        if kind is PulseKind.RESET:
+            g_new = apply_reset(g_start, formed, cells, amplitude, v_gate, width, noise, p)
+            formed_new = formed
         else:
-            active = mask & ~stuck & (amplitude >= p.v_reset_threshold)
-            depth = 1 - np.exp(-np.maximum(amplitude - p.v_reset_threshold, 0) / p.reset_voltage_scale)
-            new = g - (g - p.g_reset) * depth + noise
-        self._g[region] = np.where(active, np.clip(new, p.g_min, p.g_max), g)
+            # FORM and SET have the same polarity; what a pulse does depends on the cell (virgin
+            # or formed) and the amplitude, not on the name the host gave it.
+            g_new, formed_new = apply_set(g_start, formed, cells, amplitude, v_gate, width, noise, p)
+        pulsed = mask & ~cells.stuck
+        changed = pulsed & (g_new != g_start)
+        masked_widths = np.where(mask, width, 0.0)
+        if changed.any():
+            t_end = t_start + np.cumsum(masked_widths.ravel()).reshape(shape)
+            self._formed[region] = np.where(pulsed, formed_new, formed)
+            self._drift.reprogram(region, changed, g_new, t_end)
+            self._version += 1
+        self._clock.advance(float(masked_widths.sum()))
         return int(mask.sum())

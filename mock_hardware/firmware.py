@@ -179,10 +179,10 @@ class Firmware:
 
     @staticmethod
     def _index(text: str, name: str, size: int) -> int:
-        if not text.isdigit():
+        if not text.lstrip("+-").isdigit():
             raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a whole number")
         value = int(text)
-        if value >= size:
+        if not 0 <= value < size:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"{name} {value} outside 0..{size - 1}")
         return value
 

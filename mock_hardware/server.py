@@ -64,9 +64,11 @@ class EmulatorServer:
         bound_host, bound_port = listener.getsockname()[:2]
         self._listener = listener
         self.selector.register(listener, selectors.EVENT_READ, "listen")
-        announce(f"TCPIP::{bound_host}::{bound_port}::SOCKET")
         try:
-            self._loop(on_listen=lambda: self._accept(listener))
+            self._loop(
+                on_listen=lambda: self._accept(listener),
+                ready=lambda: announce(f"TCPIP::{bound_host}::{bound_port}::SOCKET"),
+            )
         finally:
             self._listener = None
             if listener.fileno() in self.selector.get_map():
@@ -80,9 +82,8 @@ class EmulatorServer:
         os.set_blocking(master, False)
         # Keeping the slave open ourselves means a client closing it does not error the master.
         self._open(_Connection(master, lambda: None))
-        announce(f"ASRL{os.ttyname(slave)}::INSTR")
         try:
-            self._loop(on_listen=lambda: None)
+            self._loop(on_listen=lambda: None, ready=lambda: announce(f"ASRL{os.ttyname(slave)}::INSTR"))
         finally:
             os.close(master)
             os.close(slave)
@@ -112,12 +113,13 @@ class EmulatorServer:
         if self._listener is not None:
             self.selector.register(self._listener, selectors.EVENT_READ, "listen")
 
-    def _loop(self, on_listen: Callable[[], None]) -> None:
+    def _loop(self, on_listen: Callable[[], None], ready: Callable[[], None]) -> None:
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         stdin_fd = sys.stdin.fileno() if self.watch_stdin else None
         if stdin_fd is not None:
             self.selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
         try:
+            ready()  # only now: a signal from here on stops the loop cleanly
             while not self.stop.requested:
                 for key, events in self.selector.select(POLL_INTERVAL):
                     if key.data == "stdin":

@@ -187,11 +187,6 @@ def test_ctrl_c_inside_with_between_write_and_read_idles() -> None:
     assert not transport.script
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Board._exchange does not resynchronise after an interrupted exchange (only idle() checks "
-    "_desynced), so the next command reads the previous command's stale reply",
-)
 def test_ctrl_c_between_write_and_read_leaves_the_next_exchange_in_step() -> None:
     board, transport = interrupted_board()
     transport.expect(b"READ? 1,1,0.25\n", b"0.000222\n")

@@ -293,11 +293,6 @@ def test_server_exits_on_sigterm(emulator_process: EmulatorFactory, link: str) -
     assert emulator.process.wait(timeout=10) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EmulatorServer.serve_tcp/serve_pty print READY before _loop installs the SIGTERM/SIGINT "
-    "handlers, so a signal sent right after READY kills the server uncleanly (exit -15, no cleanup)",
-)
 @pytest.mark.parametrize("link", ["tcp", "pty"])
 def test_server_handles_sigterm_from_the_moment_it_is_ready(link: str) -> None:
     server = EmulatorServer(build_firmware("ideal", 0, {"rows": "2", "cols": "2"}), watch_stdin=False)
@@ -356,11 +351,6 @@ def test_a_truncated_command_is_discarded_after_a_quiet_second(emulator_process:
         assert replies.readline() == b"1\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after answering a malformed block header with -160, the server sends a second -160 when the "
-    "link goes quiet (CommandParser.discard_partial while skipping), which the host takes as its next reply",
-)
 def test_a_malformed_command_gets_exactly_one_reply_even_after_a_quiet_second(
     emulator_process: EmulatorFactory,
 ) -> None:

@@ -245,11 +245,6 @@ def test_error_codes(fw: Firmware, line: bytes, code: int) -> None:
     assert ask(fw, "*OPC?").text == "1"  # and the next command is served
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Firmware._index answers a negative index with -104 ('is not a whole number') instead of "
-    "-222 (an index outside the array), because it tests str.isdigit() before range-checking",
-)
 def test_a_negative_index_is_out_of_range(fw: Firmware) -> None:
     assert error_code(fw, "READ? -1,0,0.2") == -222
 
@@ -513,12 +508,6 @@ def test_disconnect_idles_and_forgets_partial_input(fw: Firmware) -> None:
     assert ask(fw, "*OPC?").text == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CommandParser.discard_partial reports -160 while it is only skipping the rest of a line it "
-    "has already answered (-160 bad block header, -223, -363), so one command gets two replies and the host "
-    "reads the second as the reply to its next command",
-)
 @pytest.mark.parametrize(
     "garbled",
     [b"VMM? 0,0,1,1,1,#x", b"VMM? 0,0,1,1,1,#9999999999", b"A" * 5000],

@@ -1,0 +1,49 @@
+"""Command-line flags generated from a procedure's pydantic options model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from hil.config import ConfigError, validation_problems
+
+_PREFIX = "option_"
+_SCALARS: dict[object, type[int] | type[float] | type[str]] = {int: int, float: float, str: str}
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON (e.g. [[0, 0], [3, 5]])") from None
+
+
+def add_option_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One ``--flag`` per field; values the user gives are validated by the model itself."""
+    group = parser.add_argument_group("procedure options")
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description or name} (default: {field.default})"
+        common: dict[str, Any] = {"dest": _PREFIX + name, "default": argparse.SUPPRESS, "help": help_text}
+        annotation = field.annotation
+        scalar = _SCALARS.get(annotation)
+        if annotation is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif scalar is not None:
+            group.add_argument(flag, type=scalar, **common)
+        elif get_origin(annotation) is Literal:
+            group.add_argument(flag, choices=[str(a) for a in get_args(annotation)], **common)
+        else:
+            group.add_argument(flag, type=_json_value, metavar="JSON", **common)
+
+
+def parse_options(model: type[BaseModel], args: argparse.Namespace) -> BaseModel:
+    """The model built from the flags given; every bad value is named in one error."""
+    given = {name: getattr(args, _PREFIX + name) for name in model.model_fields if hasattr(args, _PREFIX + name)}
+    try:
+        return model.model_validate(given)
+    except ValidationError as exc:
+        raise ConfigError(f"bad procedure options:\n{validation_problems(exc)}") from None

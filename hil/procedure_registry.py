@@ -1,0 +1,47 @@
+"""Every characterization procedure, registered for ``hil characterize NAME`` and ``hil show``.
+
+Importing this module fills :data:`hil.procedures.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from hil import plots
+from hil.procedures import REGISTRY, ProcedureSpec, register
+from protocols import characterization as ch
+from protocols.characterization.gate_calibration import GateCalibrationOptions, measure_gate_calibration
+
+SPECS = (
+    ProcedureSpec(
+        "yield-map", "conductance map and yield map (normal, stuck low, stuck high, unformed)",
+        ch.measure_yield_map, ch.YieldMapOptions, plots.plot_yield_map,
+    ),
+    ProcedureSpec(
+        "iv-sweep", "quasi-static bipolar I-V sweep of one or a few cells, gate-set compliance",
+        ch.measure_iv_sweep, ch.IVSweepOptions, plots.plot_iv_sweep,
+    ),
+    ProcedureSpec(
+        "gate-calibration", "SET conductance vs gate voltage: per-cell fit of G = k * v_gate + c",
+        measure_gate_calibration, GateCalibrationOptions, plots.plot_gate_calibration,
+    ),
+    ProcedureSpec(
+        "pulse-response", "conductance after each of N identical SET pulses, then N RESET pulses",
+        ch.measure_pulse_response, ch.PulseResponseOptions, plots.plot_pulse_response,
+    ),
+    ProcedureSpec(
+        "endurance", "SET/RESET cycling with periodic reads until each cell's window closes",
+        ch.measure_endurance, ch.EnduranceOptions, plots.plot_endurance,
+    ),
+    ProcedureSpec(
+        "retention", "conductance read at log-spaced times after programming; drift per ln(t)",
+        ch.measure_retention, ch.RetentionOptions, plots.plot_retention,
+    ),
+    ProcedureSpec(
+        "read-disturb", "many reads of the same cells; the largest drift they cause",
+        ch.measure_read_disturb, ch.ReadDisturbOptions, plots.plot_read_disturb,
+    ),
+)  # fmt: skip
+
+for _spec in SPECS:
+    register(_spec)
+
+__all__ = ["REGISTRY", "SPECS"]

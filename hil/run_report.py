@@ -1,0 +1,49 @@
+"""Describing a run file in text, and re-drawing its plot from the stored data alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from hil.procedure_registry import REGISTRY
+from hil.storage import RunData, RunFileError
+
+_HEADER_KEYS = ("procedure", "status", "created_utc", "finished_utc", "resource", "board_identity",
+                "format_version", "software_version")  # fmt: skip
+
+
+def describe_run(run: RunData) -> str:
+    lines = [f"{run.path}"]
+    lines += [f"  {key:>16}: {run.root[key]}" for key in _HEADER_KEYS if key in run.root]
+    options = run.config.get("options")
+    if options:
+        lines.append(f"  {'options':>16}: {options}")
+    lines.append(f"  {len(run.datasets)} datasets:")
+    for name, data in sorted(run.datasets.items()):
+        attrs = run.attrs.get(name, {})
+        unit = attrs.get("unit", "")
+        text = f"    {name}  {data.dtype} {data.shape}"
+        if data.size and np.issubdtype(data.dtype, np.number):
+            finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data
+            if finite.size:
+                text += f"  min {finite.min():.4g} median {np.median(finite):.4g} max {finite.max():.4g} {unit}"
+        lines.append(text.rstrip())
+        extra = {k: v for k, v in attrs.items() if k != "unit"}
+        if extra:
+            lines.append(f"      {extra}")
+    return "\n".join(lines)
+
+
+def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
+    """Draw the run's plot with its procedure's plot function; PNG beside the file by default."""
+    spec = REGISTRY.get(run.procedure)
+    if spec is None:
+        raise RunFileError(f"{run.path}: no plot is known for procedure {run.procedure!r}")
+    out = Path(path) if path else run.path.with_suffix(".png")
+    figure = Figure(figsize=(9, 6), layout="constrained")
+    spec.plot(run.datasets, run.attrs, figure)
+    figure.suptitle(f"{run.procedure}: {run.path.name} ({run.root.get('status', '?')})")
+    figure.savefig(out, dpi=110)
+    return out

@@ -1,0 +1,64 @@
+"""Retention: conductance drift after programming, logarithmic in time (the HfOx fit).
+
+A cell programmed to ``G0`` at time ``t_p`` reads, at time ``t``,
+``G(t) = G0 + nu * ln(1 + (t - t_p) / t0)``. Each programming event draws the cell's own
+``nu ~ N(drift_mean, drift_spread)``, so across cells the mean shift is ``drift_mean * ln(...)``
+(about -0.09 uS per e-fold of time) and the spread grows in proportion, to about 1 uS after a
+day. Virgin and stuck cells do not drift.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from mock_hardware.device_params import DeviceParameters
+from mock_hardware.physics.switching import G_FLOOR_ABSOLUTE
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class DriftState:
+    """Each cell's conductance as last programmed, when, and its drift rate since."""
+
+    def __init__(self, g_programmed: FloatArray, drifts: BoolArray, params: DeviceParameters, rng: np.random.Generator):
+        self._params = params
+        self._rng = rng
+        self.g_programmed = g_programmed.copy()
+        self.t_programmed = np.zeros_like(g_programmed)
+        self.rate = np.where(drifts, self._draw_rates(g_programmed.shape), 0.0)
+        self.enabled = bool(params.drift_mean or params.drift_spread)
+
+    def _draw_rates(self, shape: tuple[int, ...]) -> FloatArray:
+        p = self._params
+        return np.asarray(p.drift_mean + p.drift_spread * self._rng.standard_normal(shape))
+
+    def conductance_at(self, t: float, out: FloatArray | None = None) -> FloatArray:
+        """Every cell's conductance at time ``t`` (s on the array's clock), into ``out`` if given."""
+        if out is None:
+            out = np.empty_like(self.g_programmed)
+        if not self.enabled:
+            np.copyto(out, self.g_programmed)
+            return out
+        # In place: this runs once per command, and fresh arrays cost page faults.
+        np.subtract(t, self.t_programmed, out=out)
+        np.maximum(out, 0.0, out=out)
+        out *= 1.0 / self._params.drift_time_constant
+        np.log1p(out, out=out)
+        out *= self.rate
+        out += self.g_programmed
+        np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
+        return out
+
+    def reprogram(
+        self, region: tuple[slice, slice], changed: BoolArray, g_new: FloatArray, t_new: FloatArray
+    ) -> None:
+        """Restart the drift of the ``changed`` cells of ``region`` from ``g_new`` at ``t_new``."""
+        g_prog, t_prog, rate = (a[region] for a in (self.g_programmed, self.t_programmed, self.rate))
+        g_prog[changed] = g_new[changed]
+        t_prog[changed] = t_new[changed]
+        if self.enabled:
+            # Draw for the whole region (not just the changed cells) so the stream's use does not
+            # depend on which cells happened to change.
+            rate[changed] = self._draw_rates(changed.shape)[changed]

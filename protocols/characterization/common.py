@@ -1,0 +1,183 @@
+"""What the characterization procedures share: option bases, cell selection, checks, series.
+
+A procedure works on a *selection*: a rectangular region of the array and a mask of the cells it
+measures inside it. A map read of the region is one round trip; the masked cells are taken from
+it in row-major order, which is the order of every per-cell series (``<group>/cells``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from drivers import Board, LimitError, PulseKind, Region
+from protocols.recording import Attr, Recorder
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+class ProcedureOptions(BaseModel):
+    """Base of every procedure's options: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionOptions(ProcedureOptions):
+    """A rectangular region of the array (default: all of it), read at ``v_read``."""
+
+    v_read: float = Field(0.2, description="read voltage, V")
+    row0: int = Field(0, ge=0, description="first row of the region")
+    col0: int = Field(0, ge=0, description="first column of the region")
+    nrows: int = Field(0, ge=0, description="rows in the region; 0: through the last row")
+    ncols: int = Field(0, ge=0, description="columns in the region; 0: through the last column")
+
+
+class CellOptions(RegionOptions):
+    """Some cells by address, or (when ``cells`` is empty) every cell of the region."""
+
+    cells: list[tuple[int, int]] = Field(
+        default=[], description="cells (row, col) to measure; empty: every cell of the region"
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The cells a procedure works on."""
+
+    region: Region
+    """the smallest region holding every selected cell: what one map read covers"""
+    mask: BoolArray
+    """``(nrows, ncols)`` of the region: which cells are selected"""
+    cells: IntArray = field(repr=False)
+    """``(n, 2)`` array addresses (row, col) of the selected cells, row-major"""
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return (self.region.row0, self.region.col0)
+
+    @property
+    def count(self) -> int:
+        return len(self.cells)
+
+    def scatter(self, per_cell: npt.ArrayLike) -> BoolArray:
+        """A region mask that is ``per_cell`` (one bool per selected cell) on the selected cells."""
+        mask = np.zeros(self.region.shape, dtype=bool)
+        mask[self.mask] = np.asarray(per_cell, dtype=bool)
+        return mask
+
+
+def select_region(board: Board, options: RegionOptions) -> Selection:
+    """The region of ``options`` as a selection of all its cells; refused if it leaves the array."""
+    rows, cols = board.shape
+    for name, start, size in (("row0", options.row0, rows), ("col0", options.col0, cols)):
+        if start >= size:
+            raise LimitError(name, start, 0, size - 1)
+    nrows = options.nrows or rows - options.row0
+    ncols = options.ncols or cols - options.col0
+    for name, count, room in (("nrows", nrows, rows - options.row0), ("ncols", ncols, cols - options.col0)):
+        if count > room:
+            raise LimitError(name, count, 1, room)
+    region = Region(options.row0, options.col0, nrows, ncols)
+    mask = np.ones(region.shape, dtype=bool)
+    return Selection(region, mask, _addresses(region, mask))
+
+
+def select_cells(board: Board, options: CellOptions) -> Selection:
+    """The listed cells (inside their bounding box), or the whole region when none are listed."""
+    if not options.cells:
+        return select_region(board, options)
+    cells = check_cells(board, options.cells)
+    low, high = cells.min(axis=0), cells.max(axis=0)
+    region = Region(int(low[0]), int(low[1]), *(int(n) for n in high - low + 1))
+    mask = np.zeros(region.shape, dtype=bool)
+    mask[cells[:, 0] - low[0], cells[:, 1] - low[1]] = True
+    return Selection(region, mask, _addresses(region, mask))
+
+
+def check_cells(board: Board, cells: list[tuple[int, int]]) -> IntArray:
+    """``cells`` as an ``(n, 2)`` array; refused (naming the first bad one) if any is outside the array."""
+    addresses = np.array(cells, dtype=np.int64).reshape(-1, 2)
+    limits = np.array(board.shape)
+    bad = (addresses < 0) | (addresses >= limits)
+    if bad.any():
+        i, axis = (int(k) for k in np.argwhere(bad)[0])
+        raise LimitError(f"cells[{i}] {('row', 'col')[axis]}", int(addresses[i, axis]), 0, int(limits[axis]) - 1)
+    return addresses
+
+
+def _addresses(region: Region, mask: BoolArray) -> IntArray:
+    return np.argwhere(mask).astype(np.int64) + np.array([region.row0, region.col0], dtype=np.int64)
+
+
+def check_read_voltage(board: Board, v_read: float) -> None:
+    """Refuse a read voltage the board would refuse, before anything else is sent."""
+    board.check_read_voltage(v_read)
+
+
+def check_pulse(
+    board: Board, selection: Selection, kind: PulseKind, amplitude: float, v_gate: float, width: float
+) -> None:
+    """Dry run of one batch of ``kind`` over the selection (raises on any limit; sends nothing)."""
+    board.check_pulses(kind, amplitude, v_gate, width, mask=selection.mask, origin=selection.origin)
+
+
+def pulse(
+    board: Board, selection: Selection, kind: PulseKind, amplitude: float, v_gate: float, width: float,
+    active: npt.ArrayLike | None = None,
+) -> int:  # fmt: skip
+    """One batch of identical pulses on the selected cells (or the ``active`` ones among them).
+
+    The batch covers only the rectangle around the cells it pulses: the same one round trip,
+    but a smaller block on a slow link once most cells have stopped.
+    """
+    mask = selection.mask if active is None else selection.scatter(active)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return 0
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    origin = (selection.region.row0 + int(rows[0]), selection.region.col0 + int(cols[0]))
+    return board.apply_pulses(kind, amplitude, v_gate, width, mask=box, origin=origin)
+
+
+def read(board: Board, selection: Selection, v_read: float) -> FloatArray:
+    """Conductances of the selected cells, S, in row-major order: one map read of the region."""
+    return board.read_map(v_read, selection.region)[selection.mask]
+
+
+def start_group(recorder: Recorder, group: str, procedure: str, options: ProcedureOptions, **attrs: Attr) -> None:
+    """Describe the run's group: which procedure, with which options (as JSON).
+
+    Call it once a dataset inside the group exists: a file-backed recorder may only know where
+    to put a group's attributes once the group is there.
+    """
+    recorder.set_attrs(group, procedure=procedure, options=options.model_dump_json(), **attrs)
+
+
+def write_cells(recorder: Recorder, group: str, selection: Selection) -> None:
+    recorder.write(f"{group}/cells", selection.cells, columns="row,col")
+
+
+class Series:
+    """A dataset grown one row at a time; its attributes are attached once it exists.
+
+    (Attaching them before the first row could make a file-backed recorder create a group of
+    that name, and the first append would then fail.)
+    """
+
+    def __init__(self, recorder: Recorder, name: str, **attrs: Attr) -> None:
+        self._recorder = recorder
+        self.name = name
+        self._pending: dict[str, Attr] | None = attrs
+        self.rows = 0
+
+    def append(self, row: npt.ArrayLike) -> None:
+        self._recorder.append(self.name, row)
+        self.rows += 1
+        if self._pending:
+            self._recorder.set_attrs(self.name, **self._pending)
+        self._pending = None

@@ -1,0 +1,110 @@
+"""Endurance: SET/RESET cycling of many cells at once until each one's window closes.
+
+Every cycle is one SET batch and one RESET batch over the cells still cycling. On cycle 1, every
+``read_every``-th cycle and the last one, the ON state is read after the SET and the OFF state
+after the RESET (one map read each). A cell whose window ``g_on - g_off`` is below
+``window_min`` stops cycling (its failure cycle is that read's cycle); the run ends when no cell
+is left or after ``max_cycles``.
+
+Datasets: ``endurance/cells`` (n, 2); ``endurance/cycle`` (m,) the cycle of each read;
+``endurance/g_on``, ``endurance/g_off`` (m, n) S, NaN for cells that had already stopped;
+``endurance/failed_cycle`` (n,) the cycle each cell stopped at, -1 if it never did (written at
+the end, with ``n_failed`` and ``cycles_done`` on the group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from drivers import Board, PulseKind
+from protocols.characterization.common import (
+    CellOptions,
+    FloatArray,
+    IntArray,
+    Series,
+    check_pulse,
+    check_read_voltage,
+    pulse,
+    read,
+    select_cells,
+    start_group,
+    write_cells,
+)
+from protocols.recording import Recorder
+
+GROUP = "endurance"
+
+
+class EnduranceOptions(CellOptions):
+    """Options of ``endurance``."""
+
+    max_cycles: int = Field(1000, ge=1, description="SET/RESET cycles at most")
+    read_every: int = Field(10, ge=1, description="read the ON and OFF states every this many cycles")
+    window_min: float = Field(20e-6, ge=0, description="a cell whose window (G_on - G_off) falls below this stops, S")
+    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
+    set_gate: float = Field(1.6, description="SET gate voltage, V")
+    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
+    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
+    width: float = Field(1e-6, gt=0, description="pulse width, s")
+
+
+@dataclass(frozen=True)
+class Endurance:
+    cycle: IntArray
+    g_on: FloatArray
+    g_off: FloatArray
+    failed_cycle: IntArray
+    """per cell: the cycle its window closed, -1 if it did not"""
+    cells: IntArray
+
+
+def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endurance:
+    """Cycle every selected cell, reading the window periodically and stopping cells that fail."""
+    opts = EnduranceOptions.model_validate(options)
+    selection = select_cells(board, opts)
+    check_read_voltage(board, opts.v_read)
+    check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+    check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    write_cells(recorder, GROUP, selection)
+    start_group(recorder, GROUP, "endurance", opts)
+    cycles = Series(recorder, f"{GROUP}/cycle")
+    on_series = Series(recorder, f"{GROUP}/g_on", unit="S")
+    off_series = Series(recorder, f"{GROUP}/g_off", unit="S")
+    active = np.ones(selection.count, dtype=bool)
+    failed = np.full(selection.count, -1, dtype=np.int64)
+    reads: list[tuple[int, FloatArray, FloatArray]] = []
+    cycle = 0
+    for cycle in range(1, opts.max_cycles + 1):
+        read_now = cycle == 1 or cycle % opts.read_every == 0 or cycle == opts.max_cycles
+        pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width, active)
+        g_on = read(board, selection, opts.v_read) if read_now else None
+        pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width, active)
+        if g_on is not None:
+            g_off = read(board, selection, opts.v_read)
+            # Cells that stopped earlier were not cycled: their reads are no measurement of the window.
+            g_on[~active] = np.nan
+            g_off[~active] = np.nan
+            cycles.append(np.int64(cycle))
+            on_series.append(g_on)
+            off_series.append(g_off)
+            reads.append((cycle, g_on, g_off))
+            closed = active & (g_on - g_off < opts.window_min)
+            failed[closed] = cycle
+            active &= ~closed
+        recorder.progress(1, opts.max_cycles, cycle=cycle, cycling=int(active.sum()))
+        if not active.any():
+            break
+    recorder.write(f"{GROUP}/failed_cycle", failed, unit="cycles")
+    recorder.set_attrs(GROUP, n_failed=int((failed >= 0).sum()), cycles_done=cycle)
+    n = selection.count
+    return Endurance(
+        np.array([r[0] for r in reads], dtype=np.int64),
+        np.array([r[1] for r in reads]).reshape(-1, n),
+        np.array([r[2] for r in reads]).reshape(-1, n),
+        failed,
+        selection.cells,
+    )

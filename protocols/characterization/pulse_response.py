@@ -1,0 +1,96 @@
+"""Pulse response: conductance after each of N identical SET pulses, then N identical RESET pulses.
+
+Optionally RESET first (``prepare_amplitude``) so every cell starts from its high-resistance
+state. Each step is one batch pulse over all selected cells plus one map read.
+
+Datasets: ``pulse_response/cells`` (n, 2); ``pulse_response/g`` (1 + 2N, n) S, row 0 before the
+first pulse; ``pulse_response/pulse`` (1 + 2N,) the pulse count of each row (1..N SET,
+N+1..2N RESET).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from drivers import Board, PulseKind
+from protocols.characterization.common import (
+    CellOptions,
+    FloatArray,
+    IntArray,
+    Series,
+    check_pulse,
+    check_read_voltage,
+    pulse,
+    read,
+    select_cells,
+    start_group,
+    write_cells,
+)
+from protocols.recording import Recorder
+
+GROUP = "pulse_response"
+
+
+class PulseResponseOptions(CellOptions):
+    """Options of ``pulse-response``."""
+
+    n_pulses: int = Field(20, ge=1, description="number of SET pulses, and then of RESET pulses")
+    # Defaults: short pulses just above threshold, so each identical pulse moves a cell part of
+    # the way (the identical-pulse regime); strong pulses would switch fully at the first one.
+    set_amplitude: float = Field(1.2, ge=0, description="SET pulse amplitude, V")
+    set_gate: float = Field(1.5, description="SET gate voltage (the compliance level), V")
+    reset_amplitude: float = Field(1.35, ge=0, description="RESET pulse amplitude, V")
+    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
+    width: float = Field(50e-9, gt=0, description="pulse width, s")
+    prepare_amplitude: float = Field(
+        1.8, ge=0, description="amplitude of one RESET at reset_gate before the sequence, V; 0: none"
+    )
+
+
+@dataclass(frozen=True)
+class PulseResponse:
+    pulse: IntArray
+    """(1 + 2N,) pulses applied before each read"""
+    g: FloatArray
+    """(1 + 2N, ncells) S"""
+    cells: IntArray
+
+
+def measure_pulse_response(board: Board, recorder: Recorder, **options: Any) -> PulseResponse:
+    """Read, then N x (SET, read), then N x (RESET, read) over all selected cells at once."""
+    opts = PulseResponseOptions.model_validate(options)
+    selection = select_cells(board, opts)
+    check_read_voltage(board, opts.v_read)
+    check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+    check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    prepare = opts.prepare_amplitude > 0
+    if prepare:
+        check_pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
+    write_cells(recorder, GROUP, selection)
+    start_group(recorder, GROUP, "pulse-response", opts, n_set=opts.n_pulses, n_reset=opts.n_pulses)
+    g_series = Series(recorder, f"{GROUP}/g", unit="S")
+    pulse_series = Series(recorder, f"{GROUP}/pulse")
+    total = 1 + 2 * opts.n_pulses
+    reads: list[FloatArray] = []
+
+    def record(count: int, kind: str) -> None:
+        g = read(board, selection, opts.v_read)
+        g_series.append(g)
+        pulse_series.append(np.int64(count))
+        reads.append(g)
+        recorder.progress(1, total, pulse=kind, g_mean_uS=round(float(g.mean()) * 1e6, 1))
+
+    if prepare:
+        pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
+    record(0, "start")
+    for count in range(1, total):
+        if count <= opts.n_pulses:
+            pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+        else:
+            pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+        record(count, "SET" if count <= opts.n_pulses else "RESET")
+    return PulseResponse(np.arange(total), np.array(reads), selection.cells)

@@ -1,0 +1,136 @@
+"""Retention: (optionally program, then) read the cells at log-spaced times.
+
+Between reads the board holds its idle state (``board.idle_for``: an emulator skips ahead on its
+simulated clock, so 1e4 s take moments). Times come from the board's own clock, measured from
+the end of programming (or from the start when nothing is programmed); each read is stamped
+with the midpoint of the clock before and after it (``reads_per_point`` map reads, averaged).
+
+Datasets: ``retention/cells`` (n, 2); ``retention/time`` (m,) s; ``retention/g`` (m, n) S. At the
+end the group gets ``drift_slope`` (S per ln s): the slope of the mean conductance against
+ln(t), the usual log-time drift law ``G(t) = G(t1) + slope * ln(t / t1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from drivers import Board, PulseKind
+from protocols.characterization.common import (
+    CellOptions,
+    FloatArray,
+    IntArray,
+    Series,
+    check_pulse,
+    check_read_voltage,
+    pulse,
+    read,
+    select_cells,
+    start_group,
+    write_cells,
+)
+from protocols.recording import Recorder
+
+GROUP = "retention"
+MAX_WAIT = 1e7  # s, the longest SYST:WAIT the protocol allows
+
+
+class RetentionOptions(CellOptions):
+    """Options of ``retention``."""
+
+    program: Literal["none", "set", "reset"] = Field(
+        "none", description="program the cells first: none, set (SET at set_gate) or reset"
+    )
+    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
+    set_gate: float = Field(1.2, description="SET gate voltage, V")
+    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
+    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
+    width: float = Field(1e-6, gt=0, description="pulse width, s")
+    t_first: float = Field(1.0, gt=0, description="time of the first read after programming, s")
+    t_last: float = Field(1e4, gt=0, le=MAX_WAIT, description="time of the last read, s")
+    points_per_decade: int = Field(4, ge=1, description="read times per decade")
+    reads_per_point: int = Field(
+        1, ge=1, description="map reads averaged at each time (the read noise shrinks by its square root)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.t_last < self.t_first:
+            raise ValueError(f"t_last {self.t_last:g} s is before t_first {self.t_first:g} s")
+        return self
+
+
+@dataclass(frozen=True)
+class Retention:
+    time: FloatArray
+    g: FloatArray
+    cells: IntArray
+    drift_slope: float
+    """S per ln(s), of the mean conductance"""
+
+
+def read_times(t_first: float, t_last: float, points_per_decade: int) -> FloatArray:
+    """Log-spaced times from ``t_first`` to ``t_last`` (both included)."""
+    decades = math.log10(t_last / t_first)
+    count = max(1, math.ceil(decades * points_per_decade - 1e-9)) + 1
+    return np.unique(np.geomspace(t_first, t_last, count))
+
+
+def fit_log_drift(time: npt.ArrayLike, g: npt.ArrayLike) -> tuple[float, float]:
+    """``(slope, intercept)`` of the mean conductance (over cells) against ln(t), t > 0 only.
+
+    NaN when fewer than two distinct positive times are available.
+    """
+    t = np.asarray(time, dtype=np.float64).ravel()
+    mean = np.nanmean(np.asarray(g, dtype=np.float64).reshape(len(t), -1), axis=1)
+    usable = (t > 0) & np.isfinite(mean)
+    if np.unique(t[usable]).size < 2:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(np.log(t[usable]), mean[usable], 1)
+    return float(slope), float(intercept)
+
+
+def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Retention:
+    """Program (optionally), then read every selected cell at log-spaced board-clock times."""
+    opts = RetentionOptions.model_validate(options)
+    selection = select_cells(board, opts)
+    check_read_voltage(board, opts.v_read)
+    programming = {
+        "set": (PulseKind.SET, opts.set_amplitude, opts.set_gate),
+        "reset": (PulseKind.RESET, opts.reset_amplitude, opts.reset_gate),
+    }.get(opts.program)
+    if programming is not None:
+        check_pulse(board, selection, *programming, opts.width)
+    times = read_times(opts.t_first, opts.t_last, opts.points_per_decade)
+    write_cells(recorder, GROUP, selection)
+    start_group(recorder, GROUP, "retention", opts)
+    time_series = Series(recorder, f"{GROUP}/time", unit="s")
+    g_series = Series(recorder, f"{GROUP}/g", unit="S")
+    if programming is not None:
+        pulse(board, selection, *programming, opts.width)
+    t0 = board.clock()
+    recorder.set_attrs(GROUP, t0=t0)
+    now = 0.0
+    stamps: list[float] = []
+    reads: list[FloatArray] = []
+    for target in times:
+        if target > now:
+            board.idle_for(min(float(target - now), MAX_WAIT))
+        before = board.clock()
+        g = np.mean([read(board, selection, opts.v_read) for _ in range(opts.reads_per_point)], axis=0)
+        after = board.clock()
+        now = after - t0
+        stamp = (before + after) / 2 - t0
+        time_series.append(np.float64(stamp))
+        g_series.append(g)
+        stamps.append(stamp)
+        reads.append(g)
+        recorder.progress(1, len(times), t=f"{stamp:.3g} s", g_mean_uS=round(float(g.mean()) * 1e6, 2))
+    slope, intercept = fit_log_drift(stamps, np.array(reads))
+    recorder.set_attrs(GROUP, drift_slope=slope, drift_intercept=intercept, drift_unit="S per ln(s)")
+    return Retention(np.array(stamps), np.array(reads), selection.cells, slope)

@@ -1,0 +1,160 @@
+"""Conductance map and yield map: every cell classified normal, stuck low, stuck high or unformed.
+
+Destructive (default): read; SET every cell at a high gate (one batch); read; RESET every cell
+(one batch); read. Five round trips for any array size. Cells are left RESET.
+
+- normal: the switching window ``g_set - g_reset`` is at least ``min_window``;
+- unformed: not switching, and no read reached ``g_unformed_max`` (a virgin cell is an insulator;
+  SET pulses do not form it);
+- stuck high: not switching, and ``g_set`` at or above ``g_stuck_high_min`` (a shorted cell);
+- stuck low: any other cell that does not switch.
+
+Non-destructive (``destructive=False``): one read, classified by level alone: below
+``g_unformed_max`` unformed, below ``g_stuck_low_max`` stuck low, at or above
+``g_stuck_high_min`` stuck high, otherwise normal. A read cannot tell a stuck cell from a working
+one that happens to hold the same conductance, so this is a screen, not a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from drivers import Board, PulseKind
+from protocols.characterization.common import (
+    FloatArray,
+    RegionOptions,
+    check_pulse,
+    check_read_voltage,
+    pulse,
+    select_region,
+    start_group,
+)
+from protocols.recording import Attr, Recorder
+
+GROUP = "yield"
+
+
+class CellClass(IntEnum):
+    """Codes of ``yield/class``; its ``class_names`` attribute lists the names in code order."""
+
+    NORMAL = 0
+    STUCK_LOW = 1
+    STUCK_HIGH = 2
+    UNFORMED = 3
+
+
+CLASS_NAMES = tuple(c.name.lower() for c in CellClass)
+
+
+class YieldMapOptions(RegionOptions):
+    """Options of ``yield-map``."""
+
+    destructive: bool = Field(
+        True, description="SET then RESET every cell to measure its window (leaves cells RESET); false: one read"
+    )
+    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
+    set_gate: float = Field(2.0, description="SET gate voltage (high: a large compliance), V")
+    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
+    reset_gate: float = Field(5.0, description="RESET gate voltage (transistor fully on), V")
+    width: float = Field(1e-6, gt=0, description="pulse width, s")
+    min_window: float = Field(50e-6, gt=0, description="smallest SET-RESET window of a normal cell, S")
+    g_unformed_max: float = Field(2e-6, gt=0, description="a cell never reading above this is unformed, S")
+    g_stuck_low_max: float = Field(10e-6, gt=0, description="read-only: a cell below this is stuck low, S")
+    g_stuck_high_min: float = Field(
+        800e-6, gt=0, description="a (non-switching) cell at or above this is stuck high, S"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.g_unformed_max <= self.g_stuck_low_max < self.g_stuck_high_min:
+            raise ValueError("thresholds must satisfy g_unformed_max <= g_stuck_low_max < g_stuck_high_min")
+        return self
+
+
+@dataclass(frozen=True)
+class YieldMap:
+    classes: npt.NDArray[np.int8]
+    """``(nrows, ncols)`` :class:`CellClass` codes"""
+    g_initial: FloatArray
+    g_set: FloatArray | None
+    g_reset: FloatArray | None
+    counts: dict[str, int]
+
+    @property
+    def yield_fraction(self) -> float:
+        return self.counts["normal"] / self.classes.size
+
+
+def classify_levels(g: FloatArray, options: YieldMapOptions) -> npt.NDArray[np.int8]:
+    """Classes by one read's level alone (the non-destructive rule)."""
+    classes = np.full(g.shape, CellClass.NORMAL, dtype=np.int8)
+    classes[g >= options.g_stuck_high_min] = CellClass.STUCK_HIGH
+    classes[g < options.g_stuck_low_max] = CellClass.STUCK_LOW
+    classes[g < options.g_unformed_max] = CellClass.UNFORMED
+    return classes
+
+
+def classify_switching(
+    g_initial: FloatArray, g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions
+) -> npt.NDArray[np.int8]:
+    """Classes by the SET/RESET window and levels (the destructive rule)."""
+    switching = g_set - g_reset >= options.min_window
+    never_conducts = np.maximum(np.maximum(g_initial, g_set), g_reset) < options.g_unformed_max
+    classes = np.full(g_set.shape, CellClass.STUCK_LOW, dtype=np.int8)
+    classes[g_set >= options.g_stuck_high_min] = CellClass.STUCK_HIGH
+    classes[never_conducts] = CellClass.UNFORMED
+    classes[switching] = CellClass.NORMAL
+    return classes
+
+
+def summarize(classes: npt.NDArray[np.int8]) -> dict[str, Attr]:
+    """Counts and fractions of each class, as attributes."""
+    counts = np.bincount(classes.ravel(), minlength=len(CellClass))
+    attrs: dict[str, Attr] = {"n_cells": int(classes.size), "yield_fraction": float(counts[0] / classes.size)}
+    for name, count in zip(CLASS_NAMES, counts, strict=True):
+        attrs[f"count_{name}"] = int(count)
+        attrs[f"fraction_{name}"] = float(count / classes.size)
+    return attrs
+
+
+def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> YieldMap:
+    """Conductance maps and a per-cell class map of a region (see the module's rule)."""
+    opts = YieldMapOptions.model_validate(options)
+    selection = select_region(board, opts)
+    check_read_voltage(board, opts.v_read)
+    if opts.destructive:
+        check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+        check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    region = selection.region
+    total = 5 if opts.destructive else 1
+
+    g_initial = board.read_map(opts.v_read, region)
+    recorder.write(f"{GROUP}/g_initial", g_initial, unit="S")
+    start_group(recorder, GROUP, "yield-map", opts, row0=region.row0, col0=region.col0)
+    recorder.progress(1, total, step="read")
+    g_set = g_reset = None
+    if opts.destructive:
+        pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+        recorder.progress(1, total, step="SET")
+        g_set = board.read_map(opts.v_read, region)
+        recorder.write(f"{GROUP}/g_set", g_set, unit="S")
+        recorder.progress(1, total, step="read")
+        pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+        recorder.progress(1, total, step="RESET")
+        g_reset = board.read_map(opts.v_read, region)
+        recorder.write(f"{GROUP}/g_reset", g_reset, unit="S")
+        classes = classify_switching(g_initial, g_set, g_reset, opts)
+        recorder.progress(1, total, step="read")
+    else:
+        classes = classify_levels(g_initial, opts)
+    summary = summarize(classes)
+    recorder.write(f"{GROUP}/class", classes, class_names=",".join(CLASS_NAMES))
+    recorder.set_attrs(GROUP, **summary)
+    counts = {name: int(summary[f"count_{name}"]) for name in CLASS_NAMES}
+    return YieldMap(classes, g_initial, g_set, g_reset, counts)
