@@ -93,7 +93,8 @@ class RunFile:
         if name in self._data:
             del self._data[name]
         self._data.create_dataset(name, data=np.asarray(data))
-        self.set_attrs(name, **self._pending_attrs.pop(name, {}), **attrs)
+        self._apply_pending()
+        self.set_attrs(name, **attrs)
         self._flush_if_due()
 
     def append(self, name: str, row: npt.ArrayLike, /) -> None:
@@ -103,7 +104,7 @@ class RunFile:
             dataset = self._data.create_dataset(
                 name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=values.dtype, chunks=True
             )
-            self.set_attrs(name, **self._pending_attrs.pop(name, {}))
+            self._apply_pending()
         elif dataset.shape[1:] != values.shape:
             raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
         dataset.resize(dataset.shape[0] + 1, axis=0)
@@ -115,8 +116,12 @@ class RunFile:
             self._data.attrs.update(attrs)
         elif name in self._data:
             self._data[name].attrs.update(attrs)
-        else:  # the dataset comes later: its first write or append applies these
+        else:  # a dataset or group still to come: applied once it exists (or as a group at close)
             self._pending_attrs.setdefault(name, {}).update(attrs)
+
+    def _apply_pending(self) -> None:
+        for name in [n for n in self._pending_attrs if n in self._data]:
+            self._data[name].attrs.update(self._pending_attrs.pop(name))
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
         if self._bar is None:
@@ -144,6 +149,9 @@ class RunFile:
             self._bar.close()
             self._bar = None
         if self._file:
+            for name, attrs in self._pending_attrs.items():
+                self._data.require_group(name).attrs.update(attrs)
+            self._pending_attrs.clear()
             self._file.attrs["status"] = status
             self._file.attrs["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             self._file.close()

@@ -48,7 +48,6 @@ class FirmwareSpec(BaseModel):
     serial: str = "SN-0001"
     version: str = "0.1.0"
     read_gate_voltage: float = 5.0
-    transistor_threshold: float = Field(0.5, description="gate voltage above which a cell conducts, V")
     transistor_beta: float = Field(
         1e-3, gt=0, description="saturation current per squared gate overdrive, A/V^2: the SWEEP compliance"
     )
@@ -258,12 +257,15 @@ class Firmware:
         self.col_selected[:] = False
 
     def _advance(self, seconds: float) -> None:
-        advance = getattr(self.array, "advance_time", None)
-        if advance is not None:
-            advance(seconds)
+        self.array.advance_time(seconds)
 
     def _clock(self) -> float:
-        return float(getattr(self.array, "time", 0.0))
+        return float(self.array.time)
+
+    @property
+    def _transistor_threshold(self) -> float:
+        # One transistor: the array's physics and the firmware's current limit use one threshold.
+        return float(self.array.params.v_gate_threshold)
 
     # ------------------------------------------------------------------ handlers
 
@@ -284,7 +286,7 @@ class Firmware:
         if not 0 <= seconds <= 1e7:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"seconds {seconds:g} outside [0, 1e7]")
         self._go_idle()
-        self._advance(seconds)
+        self.array.wait(seconds)  # simulated clock: jumps ahead; wall clock: really waits
         return codec.encode_ok()
 
     def _dac_range(self, command: Command) -> bytes:
@@ -338,7 +340,7 @@ class Firmware:
         if not self.col_selected[col]:
             raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"column {col} is not selected (MUX:COL {col},1)")
         v_rows = np.where(self.row_selected, self.dac["ROW"], 0.0)
-        gate_on = self.row_selected & (self.dac["GATE"] > self.spec.transistor_threshold)
+        gate_on = self.row_selected & (self.dac["GATE"] > self._transistor_threshold)
         currents = self.array.column_currents(v_rows, self.dac["COL"], gate_on)
         current, code, saturated = self.spec.electronics.digitize(np.array([currents[col]]), gain)
         return codec.encode_value(float(current[0]), int(code[0]), int(saturated[0]))
@@ -427,7 +429,7 @@ class Firmware:
         positive, negative = np.where(voltages >= 0, voltages, 0.0), np.where(voltages < 0, -voltages, 0.0)
         self._within_array("sweep voltage", positive[None, :], "VROW", "V", (0, 0))
         self._within_array("sweep voltage magnitude", negative[None, :], "VCOL", "V", (0, 0))
-        overdrive = max(v_gate - self.spec.transistor_threshold, 0.0)
+        overdrive = max(v_gate - self._transistor_threshold, 0.0)
         compliance = self.spec.transistor_beta * overdrive**2
         one = np.ones((1, 1), dtype=bool)
         currents = np.empty(len(voltages))

@@ -119,3 +119,15 @@ def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
     rows = data.datasets["series/g"]
     assert rows.shape[0] >= reported
     np.testing.assert_array_equal(rows[:, 0], np.arange(rows.shape[0], dtype=float))
+
+
+def test_group_attributes_set_before_the_group_exists_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "run.h5"
+    with _run_file(path) as run:
+        run.set_attrs("calibration", v_gate_window="0.7-1.6")  # a group, before any of its datasets
+        run.set_attrs("summary", cells=8)  # a group that never gets a dataset
+        run.write("calibration/k", np.ones(3), unit="S/V")
+    data = read_run(path)
+    assert data.attrs["calibration"]["v_gate_window"] == "0.7-1.6"
+    assert data.attrs["calibration/k"]["unit"] == "S/V"
+    assert data.attrs["summary"]["cells"] == 8
