@@ -5,6 +5,8 @@
     hil characterize NAME [RESOURCE] --out FILE.h5 [options]
                                      a characterization procedure, saved as HDF5 + PNG
     hil show FILE.h5                 what a run file holds; re-draws its plot
+    hil train [--model M] [--board RESOURCE] [--config FILE] [--out FILE.h5]
+                                     in-situ training; --resume FILE.h5 continues a killed run
     hil demo                         the main job on the embedded emulator
 
 RESOURCE defaults to the embedded emulator (``emulator://?preset=umass-ta-hfo2&seed=1``) or to the
@@ -18,6 +20,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -29,7 +32,9 @@ from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_c
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.options import add_option_flags, parse_options
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, read_run
+from hil.storage import RunFile, RunFileError, read_run
+from hil.training.config import load_train_config
+from hil.training.run import PROCEDURE, run_training
 
 EXIT_ERROR = 2
 
@@ -114,6 +119,58 @@ def _report_run(path: Path) -> None:
     print(f"status {saved.root['status']}; data in {path}; {plot}", file=sys.stderr)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        previous = read_run(args.resume)
+        if previous.procedure != PROCEDURE:
+            raise RunFileError(f"{args.resume} is a {previous.procedure!r} run, not a training run")
+        config = load_train_config("", previous.config)
+        if any("://" in r and not r.startswith("serial://") for r in config.boards.values()):
+            print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
+                  "a fresh emulated array", file=sys.stderr)  # fmt: skip
+        run = RunFile.reopen(args.resume)
+        done = previous.attrs.get("train", {}).get("completed_updates", 0)
+        print(f"resuming {args.resume} after update {done} of {config.updates}")
+    else:
+        config = load_train_config(args.config or "", _train_overrides(args))
+        out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}.h5")
+        resource = ", ".join(config.boards.values()) if config.update_rule != "exact" else "exact arithmetic"
+        run = RunFile(out, procedure=PROCEDURE, config=config.model_dump(mode="json"), resource=resource,
+                      overwrite=args.overwrite)  # fmt: skip
+        previous = None
+        print(f"training {config.model} ({config.update_rule}) on {resource} -> {out}")
+    try:
+        with run:
+            result = run_training(config, run, previous)
+    finally:
+        _report_run(run.path)
+    print(
+        f"{config.model}: test accuracy {100 * result.final_test_accuracy:.2f} % "
+        f"(best {100 * result.best_test_accuracy:.2f} %) after {result.updates_done} updates, "
+        f"{result.pulses:,} pulses, {result.seconds:.0f} s ({config.update_rule}); data in {run.path}"
+    )
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields given on the command line."""
+    overrides: dict[str, Any] = {}
+    for name in ("model", "updates", "batch_size", "eval_every", "seed", "dataset", "update"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.baseline:
+        overrides["update"] = "exact"
+    if args.board:
+        overrides["boards"] = {"board0": args.board}
+    if args.mnist_dir:
+        overrides["dataset"] = "mnist-idx"
+        overrides["dataset_options"] = {"directory": args.mnist_dir}
+    if args.optimizer or args.lr:
+        optimizer = {"name": args.optimizer} if args.optimizer else {}
+        overrides["optimizer"] = optimizer | ({"lr": args.lr} if args.lr else {})
+    return overrides
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     run = read_run(args.file)
     print(describe_run(run))
@@ -150,6 +207,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+
+    train_cmd = commands.add_parser("train", help="in-situ training on the array",
+                                    description="Train a network with its forward pass on the array.")  # fmt: skip
+    train_cmd.add_argument("--model", choices=["mlp", "cnn", "convlstm", "yao-hybrid"], help="default: cnn")
+    train_cmd.add_argument("--board", metavar="RESOURCE", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
+    train_cmd.add_argument("--config", metavar="FILE", help="training config (TOML or JSON); flags override it")
+    train_cmd.add_argument("--out", metavar="FILE.h5", help="run file (default: runs/<model>-<time>.h5)")
+    train_cmd.add_argument("--resume", metavar="FILE.h5", help="continue a run from its last completed update")
+    train_cmd.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    train_cmd.add_argument("--updates", type=int, help="weight updates (default 1200)")
+    train_cmd.add_argument("--batch-size", type=int, help="samples per update (default 100)")
+    train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default 100)")
+    train_cmd.add_argument("--optimizer", choices=["sgd", "momentum", "rmsprop", "adam", "manhattan"])
+    train_cmd.add_argument("--lr", type=float, help="learning rate")
+    train_cmd.add_argument("--seed", type=int)
+    train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
+    train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
+    train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
+    train_cmd.add_argument("--baseline", action="store_true", help="the float software baseline (no array)")
+    train_cmd.set_defaults(handler=cmd_train)
 
     show = commands.add_parser("show", help="what a run file holds; re-draws its plot")
     show.add_argument("file", metavar="FILE.h5")

@@ -242,9 +242,7 @@ def auto_place(
                     f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has {fan_out} free "
                     f"good columns left ({used}); add a board or free some lines"
                 )
-            tiles.append(
-                TileSpec(board=board, col0=col0, inputs=(start, start + inputs_here), outputs=(0, fan_out))
-            )
+            tiles.append(TileSpec(board=board, col0=col0, inputs=(start, start + inputs_here), outputs=(0, fan_out)))
             start += inputs_here
         layers.append(LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles))
     return PlacementSpec(layers=layers, bad_lines=bad_lines)

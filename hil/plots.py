@@ -315,3 +315,31 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
         image = ax.imshow(values * US, interpolation="nearest")
         fig.colorbar(image, ax=ax)
         ax.set_title(title)
+
+
+def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
+    """Learning curves (loss, batch and test accuracy) and the conductance histograms per evaluation."""
+    journal = datasets.get("train/journal")
+    evaluations = datasets.get("train/eval")
+    curves, accuracy, histogram = fig.subplots(1, 3)
+    if journal is not None and len(journal):
+        curves.plot(journal[:, 0], journal[:, 2], lw=0.6, color="tab:gray", label="batch loss")
+        window = max(1, len(journal) // 50)
+        smooth = np.convolve(journal[:, 2], np.ones(window) / window, mode="valid")
+        curves.plot(journal[window - 1 :, 0], smooth, color="tab:blue", label=f"mean of {window}")
+        curves.set(xlabel="update", ylabel="cross-entropy loss", yscale="log", title="loss")
+        curves.legend(fontsize="small")
+        accuracy.plot(journal[:, 0], 100 * journal[:, 3], lw=0.5, color="tab:gray", alpha=0.6, label="batch")
+    if evaluations is not None and len(evaluations):
+        accuracy.plot(evaluations[:, 0], 100 * evaluations[:, 1], "o-", color="tab:red", label="test")
+    accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
+    accuracy.legend(fontsize="small")
+    snapshots = sorted(name for name in datasets if name.startswith("snapshots/"))
+    for name in snapshots:
+        maps = datasets[name]
+        for index in sorted({0, len(maps) - 1}):
+            label = f"{name.split('/', 1)[1]} eval {index + 1}"
+            histogram.hist(1e6 * maps[index].ravel(), bins=80, histtype="step", label=label)
+    histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance")
+    if snapshots:
+        histogram.legend(fontsize="small")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from hil.plots import plot_training
 from hil.procedure_registry import REGISTRY
+from hil.procedures import Attrs, Datasets
+
+PlotFunction = Callable[[Datasets, Attrs, Figure], None]
+# Every kind of run file and the function that draws it.
+PLOTS: dict[str, PlotFunction] = {name: spec.plot for name, spec in REGISTRY.items()} | {"train": plot_training}
 from hil.storage import RunData, RunFileError
 
 _HEADER_KEYS = ("procedure", "status", "created_utc", "finished_utc", "resource", "board_identity",
@@ -38,12 +45,12 @@ def describe_run(run: RunData) -> str:
 
 def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
     """Draw the run's plot with its procedure's plot function; PNG beside the file by default."""
-    spec = REGISTRY.get(run.procedure)
-    if spec is None:
+    plot = PLOTS.get(run.procedure)
+    if plot is None:
         raise RunFileError(f"{run.path}: no plot is known for procedure {run.procedure!r}")
     out = Path(path) if path else run.path.with_suffix(".png")
     figure = Figure(figsize=(9, 6), layout="constrained")
-    spec.plot(run.datasets, run.attrs, figure)
+    plot(run.datasets, run.attrs, figure)
     figure.suptitle(f"{run.procedure}: {run.path.name} ({run.root.get('status', '?')})")
     figure.savefig(out, dpi=110)
     return out

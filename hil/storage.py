@@ -87,12 +87,45 @@ class RunFile:
         self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
         self._file.flush()
 
+    @classmethod
+    def reopen(cls, path: str | Path, show_progress: bool = True, flush_interval: float = FLUSH_INTERVAL) -> RunFile:
+        """Open an existing run file to continue it (``hil train --resume``)."""
+        data = read_run(path)  # validates the format and version first
+        run = cls.__new__(cls)
+        run.path = Path(path)
+        try:
+            run._file = h5py.File(run.path, "r+")
+        except OSError as exc:
+            raise RunFileError(f"cannot open {run.path} for writing: {exc}") from None
+        run._data = run._file.require_group(DATA_GROUP)
+        run._pending_attrs = {}
+        run._flush_interval = flush_interval
+        run._last_flush = time.monotonic()
+        run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        run._file.attrs["status"] = "running"
+        run._file.attrs["resumed"] = int(data.root.get("resumed", 0)) + 1
+        run._file.flush()
+        return run
+
+    def truncate(self, name: str, rows: int) -> None:
+        """Keep only the first ``rows`` rows of an appended dataset (drop steps not journaled)."""
+        dataset = self._data.get(name)
+        if isinstance(dataset, h5py.Dataset) and dataset.shape[0] > rows:
+            dataset.resize(rows, axis=0)
+
     # ------------------------------------------------------------------ Recorder
 
     def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
+        values = np.asarray(data)
+        existing = self._data.get(name)
+        if isinstance(existing, h5py.Dataset) and existing.shape == values.shape and existing.dtype == values.dtype:
+            existing[...] = values  # in place: rewriting a checkpoint every update must not grow the file
+            self.set_attrs(name, **attrs)
+            self._flush_if_due()
+            return
         if name in self._data:
             del self._data[name]
-        self._data.create_dataset(name, data=np.asarray(data))
+        self._data.create_dataset(name, data=values)
         self._apply_pending()
         self.set_attrs(name, **attrs)
         self._flush_if_due()

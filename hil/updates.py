@@ -1,11 +1,22 @@
-"""Turning weight changes into pulses: the gate-coded two-pulse scheme of Li 2018 / Wang 2019.
+"""Turning weight changes into pulses.
 
-The host remembers each device's last SET gate voltage. A weight change ``dW`` becomes a gate
-change ``dVg = dW * g_unit / k`` (``k`` the SET slope, S/V), ``+dVg`` on G+ and ``-dVg`` on G-.
-Where the new gate is lower the device is RESET first (SET only raises G); every changed device
-is then SET at its clipped new gate. Each update is at most one RESET batch and one SET batch
-per board. Changes of gate below ``dvg_min`` are skipped: re-programming a device for a change
-smaller than its write noise mostly adds noise.
+**Gate-coded two-pulse scheme** (Li 2018, Wang 2019). The host remembers each device's SET gate
+voltage. A weight change ``dW`` becomes a gate change ``dVg = dW * g_unit / k`` (``k`` the
+device's SET slope, S/V), ``+dVg`` on G+ and ``-dVg`` on G-. Where the new gate is lower the
+device is RESET first (SET only raises G); every changed device is then SET at its clipped new
+gate. An update is at most one RESET batch and one SET batch per board.
+
+Two refinements a platform that knows its chip can afford (both can be switched off):
+
+- the gate a device *should* have accumulates every change, but a device is pulsed only once its
+  pending change exceeds ``dvg_min``: re-programming for a change smaller than the write noise
+  mostly adds noise, so small changes wait until they add up;
+- ``k`` and ``c`` come per device from a gate calibration, and devices found defective are never
+  pulsed.
+
+**Threshold write-verify** (Yao 2020): the target conductance of each device moves by
+``±dW * g_unit / 2``; only devices whose pending change exceeds a threshold are written, by
+closed-loop write-verify.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers import PulseKind
 from hil.array_backend import ArrayBackend
 from hil.mapping import Tile
+from protocols.calibration import GateCalibration
+from protocols.programming import write_verify
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -27,16 +40,49 @@ BoolArray = npt.NDArray[np.bool_]
 class GateCodedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    set_slope: float = Field(98e-6, gt=0, description="k: SET conductance per gate volt the host assumes, S/V")
-    set_intercept: float = Field(120e-6, description="c: SET conductance at 0 V gate the host assumes, S")
-    v_gate_min: float = Field(0.7, ge=0, description="lowest SET gate voltage, V")
-    v_gate_max: float = Field(1.6, gt=0, description="highest SET gate voltage, V")
+    set_slope: float = Field(98e-6, gt=0, description="k the host assumes without a calibration, S/V")
+    set_intercept: float = Field(120e-6, description="c the host assumes without a calibration, S")
+    v_gate_min: float = Field(0.6, ge=0, description="lowest SET gate voltage, V")
+    v_gate_max: float = Field(2.5, gt=0, description="highest SET gate voltage, V")
     v_set: float = Field(2.5, gt=0, description="SET amplitude, V")
-    v_reset: float = Field(1.7, gt=0, description="RESET amplitude, V")
+    v_reset: float = Field(1.8, gt=0, description="RESET amplitude, V")
     v_gate_reset: float = Field(5.0, gt=0, description="gate voltage during RESET (transistor fully on), V")
     width: float = Field(1e-6, gt=0, description="pulse width, s")
-    dvg_min: float = Field(0.0, ge=0, description="smallest gate change worth a pulse, V (0: every change)")
-    skip_bad: bool = Field(True, description="send no pulses to devices known to be stuck")
+    dvg_min: float = Field(0.03, ge=0, description="pending gate change that earns a pulse, V (0: every change)")
+
+
+@dataclass
+class DeviceMemory:
+    """What the host knows of each device of one board."""
+
+    k: FloatArray  # SET slope, S/V
+    c: FloatArray  # SET intercept, S
+    v_gate_target: FloatArray  # the gate every change so far asks for, V
+    v_gate_applied: FloatArray  # the gate of the last SET, V
+    defective: BoolArray
+    pulses: npt.NDArray[np.int64]
+
+    @classmethod
+    def nominal(cls, shape: tuple[int, int], config: GateCodedConfig) -> DeviceMemory:
+        return cls(
+            k=np.full(shape, config.set_slope),
+            c=np.full(shape, config.set_intercept),
+            v_gate_target=np.full(shape, config.v_gate_min),
+            v_gate_applied=np.full(shape, config.v_gate_min),
+            defective=np.zeros(shape, dtype=bool),
+            pulses=np.zeros(shape, dtype=np.int64),
+        )
+
+    def calibrate(self, calibration: GateCalibration) -> None:
+        """Per-device k and c from a calibration; devices that did not follow the gate are defective."""
+        r0, c0 = calibration.origin
+        rows, cols = calibration.shape
+        k, c = calibration.effective_fit()
+        region = (slice(r0, r0 + rows), slice(c0, c0 + cols))
+        calibrated = calibration.mask
+        self.k[region] = np.where(calibrated, k, self.k[region])
+        self.c[region] = np.where(calibrated, c, self.c[region])
+        self.defective[region] |= calibrated & ~calibration.responsive
 
 
 @dataclass
@@ -48,77 +94,48 @@ class UpdateStats:
 
 @dataclass
 class GateCodedUpdate:
-    """The update rule and its memory: every device's last SET gate voltage, per board."""
+    """The gate-coded update rule and the host's memory of every device."""
 
     config: GateCodedConfig
-    v_gate: dict[str, FloatArray] = field(default_factory=dict)
-    pulse_count: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
-    bad_devices: dict[str, BoolArray] = field(default_factory=dict)
+    memory: dict[str, DeviceMemory] = field(default_factory=dict)
 
-    def gate_for(self, conductance: FloatArray) -> FloatArray:
-        """The SET gate voltage that gives ``conductance``, clipped to the gate window."""
+    def memory_for(self, backend: ArrayBackend, board: str) -> DeviceMemory:
+        if board not in self.memory:
+            self.memory[board] = DeviceMemory.nominal(backend.placement.board_shapes[board], self.config)
+        return self.memory[board]
+
+    def gate_for(self, memory: DeviceMemory, conductance: FloatArray) -> FloatArray:
+        """The SET gate that gives ``conductance`` on each device, clipped to the gate window."""
         c = self.config
-        return np.clip((conductance - c.set_intercept) / c.set_slope, c.v_gate_min, c.v_gate_max)
+        return np.clip((conductance - memory.c) / memory.k, c.v_gate_min, c.v_gate_max)
 
-    @property
-    def g_window(self) -> tuple[float, float]:
-        c = self.config
-        return c.set_slope * c.v_gate_min + c.set_intercept, c.set_slope * c.v_gate_max + c.set_intercept
-
-    def recall_from(self, backend: ArrayBackend) -> None:
-        """Re-derive the gate memory from the conductances read back (after a resume)."""
+    def recall(self, backend: ArrayBackend) -> None:
+        """Gate memory from the conductances read back (at the start, and after a resume)."""
         for board, g in backend.conductance.items():
-            self.v_gate[board] = self.gate_for(g)
-            self.pulse_count.setdefault(board, np.zeros(g.shape, dtype=np.int64))
-
-    def program(self, backend: ArrayBackend, weights: dict[str, FloatArray]) -> UpdateStats:
-        """Program initial weights: every device RESET, then SET at the gate for its target,
-        ``G± = g_mid ± w * g_unit / 2`` around the middle of the window."""
-        g_low, g_high = self.g_window
-        g_mid = (g_low + g_high) / 2
-        targets: dict[str, FloatArray] = {}
-        masks: dict[str, BoolArray] = {}
-        for board in backend.placement.boards():
-            shape = backend.placement.board_shapes[board]
-            targets[board] = np.full(shape, g_mid)
-            masks[board] = np.zeros(shape, dtype=bool)
-            self.v_gate.setdefault(board, np.full(shape, self.config.v_gate_min))
-            self.pulse_count.setdefault(board, np.zeros(shape, dtype=np.int64))
-        for layer, w in weights.items():
-            for tile in backend.placement.tiles[layer]:
-                half = w[tile.inputs, tile.outputs] * backend.g_unit / 2
-                _put(targets[tile.board], tile, g_mid + half, g_mid - half)
-                masks[tile.board] |= tile.cell_mask(masks[tile.board].shape)
-        stats = UpdateStats()
-        for board, mask in masks.items():
-            gate = self.gate_for(targets[board])
-            self._pulse(backend, board, mask, mask, gate, stats)
-        return stats
+            memory = self.memory_for(backend, board)
+            memory.v_gate_applied = self.gate_for(memory, g)
+            memory.v_gate_target = memory.v_gate_applied.copy()
 
     def apply(self, backend: ArrayBackend, delta: dict[str, FloatArray]) -> UpdateStats:
         """One update: weight changes ``delta[layer] (fan_in, fan_out)`` as pulses."""
         c = self.config
-        new_gate = {board: v.copy() for board, v in self.v_gate.items()}
         for layer, dw in delta.items():
             for tile in backend.placement.tiles[layer]:
-                dvg = dw[tile.inputs, tile.outputs] * backend.g_unit / c.set_slope
-                gates = new_gate[tile.board]
-                plus = gates[np.ix_(tile.plus_rows, tile.cols)] + dvg
-                minus = gates[np.ix_(tile.minus_rows, tile.cols)] - dvg
-                _put(gates, tile, plus, minus)
+                memory = self.memory_for(backend, tile.board)
+                k_plus, k_minus = _pair(memory.k, tile)
+                dg = dw[tile.inputs, tile.outputs] * backend.g_unit / 2
+                target_plus, target_minus = _pair(memory.v_gate_target, tile)
+                _put(memory.v_gate_target, tile, target_plus + dg / k_plus, target_minus - dg / k_minus)
         stats = UpdateStats()
-        for board, gates in new_gate.items():
-            gates = np.clip(gates, c.v_gate_min, c.v_gate_max)
-            old = self.v_gate[board]
-            changed = np.abs(gates - old) > max(c.dvg_min, 1e-9)
-            if c.skip_bad and board in self.bad_devices:
-                changed &= ~self.bad_devices[board]
-            reset = changed & (gates < old)
-            self._pulse(backend, board, reset, changed, gates, stats)
+        for board, memory in self.memory.items():
+            memory.v_gate_target = np.clip(memory.v_gate_target, c.v_gate_min, c.v_gate_max)
+            pending = memory.v_gate_target - memory.v_gate_applied
+            due = (np.abs(pending) > max(c.dvg_min, 1e-9)) & ~memory.defective
+            self._pulse(backend, board, memory, reset=due & (pending < 0), set_mask=due, stats=stats)
         return stats
 
     def _pulse(
-        self, backend: ArrayBackend, board: str, reset: BoolArray, set_mask: BoolArray, gates: FloatArray,
+        self, backend: ArrayBackend, board: str, memory: DeviceMemory, reset: BoolArray, set_mask: BoolArray,
         stats: UpdateStats,
     ) -> None:  # fmt: skip
         c = self.config
@@ -127,12 +144,67 @@ class GateCodedUpdate:
             stats.pulses += device.apply_pulses(PulseKind.RESET, c.v_reset, c.v_gate_reset, c.width, mask=reset)
             stats.batches += 1
         if set_mask.any():
-            stats.pulses += device.apply_pulses(PulseKind.SET, c.v_set, np.where(set_mask, gates, c.v_gate_min),
-                                                c.width, mask=set_mask)  # fmt: skip
+            gates = np.where(set_mask, memory.v_gate_target, c.v_gate_min)
+            stats.pulses += device.apply_pulses(PulseKind.SET, c.v_set, gates, c.width, mask=set_mask)
             stats.batches += 1
         stats.devices_changed += int(set_mask.sum())
-        self.v_gate[board] = np.where(set_mask, gates, self.v_gate[board])
-        self.pulse_count[board] += reset.astype(np.int64) + set_mask.astype(np.int64)
+        memory.v_gate_applied = np.where(set_mask, memory.v_gate_target, memory.v_gate_applied)
+        memory.pulses += reset.astype(np.int64) + set_mask.astype(np.int64)
+
+
+class WriteVerifyUpdateConfig(BaseModel):
+    """Yao 2020: write only where the change exceeds a threshold, by closed-loop write-verify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(1.5e-6, ge=0, description="pending conductance change worth writing, S")
+    tolerance: float = Field(2e-6, gt=0, description="write-verify tolerance, S")
+    max_iterations: int = Field(8, ge=1, description="write-verify iterations per update")
+
+
+@dataclass
+class WriteVerifyUpdate:
+    """Conductance targets per device; the due ones are written by closed-loop write-verify."""
+
+    config: WriteVerifyUpdateConfig
+    calibration: dict[str, GateCalibration] = field(default_factory=dict)
+    defective: dict[str, BoolArray] = field(default_factory=dict)
+    g_target: dict[str, FloatArray] = field(default_factory=dict)
+    pulses: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+    def recall(self, backend: ArrayBackend) -> None:
+        for board, g in backend.conductance.items():
+            self.g_target[board] = g.copy()
+            self.pulses.setdefault(board, np.zeros(g.shape, dtype=np.int64))
+
+    def apply(self, backend: ArrayBackend, delta: dict[str, FloatArray]) -> UpdateStats:
+        for layer, dw in delta.items():
+            for tile in backend.placement.tiles[layer]:
+                target = self.g_target[tile.board]
+                plus, minus = _pair(target, tile)
+                dg = dw[tile.inputs, tile.outputs] * backend.g_unit / 2
+                _put(target, tile, plus + dg, minus - dg)
+        stats = UpdateStats()
+        for board, target in self.g_target.items():
+            g = backend.conductance[board]
+            due = np.abs(target - g) > self.config.threshold
+            if board in self.defective:
+                due &= ~self.defective[board]
+            if not due.any():
+                continue
+            result = write_verify(
+                backend.boards[board], np.where(due, target, g), tolerance=self.config.tolerance,
+                max_iterations=self.config.max_iterations, mask=due, calibration=self.calibration.get(board),
+            )  # fmt: skip
+            stats.pulses += int(result.pulses.sum())
+            stats.devices_changed += int(due.sum())
+            stats.batches += result.round_trips
+            self.pulses[board] += result.pulses
+        return stats
+
+
+def _pair(board_map: FloatArray, tile: Tile) -> tuple[FloatArray, FloatArray]:
+    return board_map[np.ix_(tile.plus_rows, tile.cols)], board_map[np.ix_(tile.minus_rows, tile.cols)]
 
 
 def _put(board_map: FloatArray, tile: Tile, plus: FloatArray, minus: FloatArray) -> None:

@@ -37,7 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 # Line-network solutions kept per row band of VMM regions (a training run uses a few bands).
-_LINE_CACHE_SIZE = 8
 # Scratch space kept for this many VMM batch shapes (layers of a network use a few).
 _WORKSPACE_CACHE_SIZE = 4
 
@@ -101,7 +100,7 @@ class CrossbarArray:
         self._version = 0
         self._g_now_key: tuple[float, int] | None = None
         self._g_now = g0.copy()
-        self._line_solutions: dict[tuple[int, int], _LineSolution] = {}
+        self._line_solution: _LineSolution | None = None
         self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
@@ -235,13 +234,19 @@ class CrossbarArray:
         return work
 
     def _transfer_matrix(self, row0: int, nrows: int) -> FloatArray:
-        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together."""
-        g = self._conductance_now()[row0 : row0 + nrows, :]
+        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together.
+
+        Rows outside the region are held at 0 V with their gates on, so one solve of the whole
+        array serves every region: a VMM on any rows is the matching rows of one ``G_eff``.
+        """
+        if self.params.line_resistance == 0:
+            return self._conductance_now()[row0 : row0 + nrows, :]
+        return self._whole_array_transfer()[row0 : row0 + nrows, :]
+
+    def _whole_array_transfer(self) -> FloatArray:
+        g = self._conductance_now()
         r_segment = self.params.line_resistance
-        if r_segment == 0:
-            return g
-        key = (row0, nrows)
-        solution = self._line_solutions.get(key)
+        solution = self._line_solution
         if solution is not None:
             change = np.abs(g - solution.g_snapshot)
             if not change.any():
@@ -256,15 +261,11 @@ class CrossbarArray:
                 # Each cell keeps the series resistance the last solve gave it (exact for that
                 # cell's own path, first order in its neighbours' changes).
                 return np.asarray(g / (1.0 + g * solution.r_cell))
-        # The TIA sits below the array's last row; rows below the band have their gates off.
-        end_segments = self.rows - (row0 + nrows - 1)
-        g_eff = effective_conductance(g, r_segment, end_segments)
-        if len(self._line_solutions) >= _LINE_CACHE_SIZE:
-            self._line_solutions.clear()
+        g_eff = effective_conductance(g, r_segment, end_segments=1)
         # The series resistance each cell effectively sees; G_eff >= G cannot happen on a passive
         # network with driven rows, but keep it well defined.
         r_cell = np.maximum(1.0 / g_eff - 1.0 / g, 0.0)
-        self._line_solutions[key] = _LineSolution(g_eff, g.copy(), r_cell)
+        self._line_solution = _LineSolution(g_eff, g.copy(), r_cell)
         return g_eff
 
     def read_conductance(self, row0: int, col0: int, nrows: int, ncols: int, v_read: float) -> FloatArray:

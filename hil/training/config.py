@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hil.config import EMBEDDED_EMULATOR, ConfigError, validation_problems
 from hil.mapping import BadLines, PlacementSpec
 from hil.optimizers import OptimizerConfig
-from hil.updates import GateCodedConfig
+from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
 
 ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
 
@@ -27,16 +27,6 @@ DEFAULT_DATASET: dict[str, str] = {
     "convlstm": "mnist-sequences",
     "yao-hybrid": "mnist28",
 }
-
-
-class WriteVerifyUpdateConfig(BaseModel):
-    """Yao 2020: write only where the change exceeds a threshold, by closed-loop write-verify."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float = Field(1.5e-6, ge=0, description="smallest conductance change worth writing, S")
-    tolerance: float = Field(2e-6, gt=0, description="write-verify tolerance, S")
-    max_iterations: int = Field(8, ge=1, description="write-verify iterations per update")
 
 
 class HybridConfig(BaseModel):
@@ -61,9 +51,17 @@ class TrainConfig(BaseModel):
     placement: PlacementSpec | None = Field(None, description="where each layer goes; default: packed automatically")
     bad_lines: dict[str, BadLines] = Field(default_factory=dict, description="lines never to use, per board")
     layout: Literal["paired-rows", "row-blocks"] = "paired-rows"
-    update: Literal["gate-coded", "write-verify", "exact"] = Field(
-        "gate-coded", description="how weight changes reach the array ('exact': software baseline, no array)"
+    update: Literal["gate-coded", "write-verify", "exact"] | None = Field(
+        None,
+        description="how weight changes reach the array ('exact': the software baseline, no array); "
+        "default: write-verify for yao-hybrid, gate-coded otherwise",
     )
+    calibrate: bool = Field(
+        True, description="characterize the used devices first (per-device SET fit; finds defective devices)"
+    )
+    calibration_gates: int = Field(6, ge=2, description="gate voltages measured by the calibration")
+    prune_defective: bool = Field(True, description="cancel defective pairs' currents on the host (weight 0)")
+    initial_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the initial weights, S")
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
@@ -86,6 +84,10 @@ class TrainConfig(BaseModel):
     @property
     def dataset_name(self) -> str:
         return self.dataset or DEFAULT_DATASET[self.model]
+
+    @property
+    def update_rule(self) -> str:
+        return self.update or ("write-verify" if self.model == "yao-hybrid" else "gate-coded")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

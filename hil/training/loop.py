@@ -31,6 +31,7 @@ JOURNAL_COLUMNS = "update,epoch,loss,batch_accuracy,pulses,devices_changed,secon
 EVALUATIONS = "train/eval"
 EVAL_COLUMNS = "update,test_accuracy,test_loss"
 OPTIMIZER_STATE = "state/optimizer"
+WEIGHTS_STATE = "state/weights"
 EVAL_CHUNK = 500
 
 
@@ -41,6 +42,12 @@ class Learner(Protocol):
     def backend(self) -> MatmulBackend: ...
 
     def apply(self, delta: dict[str, FloatArray]) -> UpdateStats: ...
+
+    def checkpoint(self, recorder: Recorder) -> None:
+        """Store what a resume needs besides the optimizer (after every update)."""
+
+    def snapshot(self, recorder: Recorder) -> None:
+        """Store a picture of the weights (at every evaluation)."""
 
 
 class ExactLearner:
@@ -58,6 +65,13 @@ class ExactLearner:
         for layer, change in delta.items():
             self.weights[layer] += change
         return UpdateStats()
+
+    def checkpoint(self, recorder: Recorder) -> None:
+        for layer, w in self.weights.items():
+            recorder.write(f"{WEIGHTS_STATE}/{layer}", w)
+
+    def snapshot(self, recorder: Recorder) -> None:
+        pass  # the float weights are in the checkpoint
 
 
 @dataclass
@@ -138,11 +152,13 @@ def train(
                                            stats.devices_changed, time.perf_counter() - t0]))  # fmt: skip
         for name, array in optimizer.state_arrays().items():
             recorder.write(f"{OPTIMIZER_STATE}/{name}", array)
+        learner.checkpoint(recorder)
         recorder.set_attrs("train", completed_updates=update + 1)
         if (update + 1) % eval_every == 0 or update + 1 == updates:
             test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
             result.evaluations.append((update + 1, test_accuracy, test_loss))
             recorder.append(EVALUATIONS, np.array([update + 1, test_accuracy, test_loss]))
+            learner.snapshot(recorder)
             recorder.progress(0, test=f"{100 * test_accuracy:.1f}%")
         recorder.progress(1, loss=f"{loss:.3f}", acc=f"{100 * batch_accuracy:.0f}%", pulses=result.pulses)
     result.seconds = time.perf_counter() - started

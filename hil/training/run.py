@@ -1,0 +1,335 @@
+"""A training run from its config: data, network, boards, characterization, training, resume.
+
+On hardware a run goes: open the boards; place the layers; characterize the devices it will use
+(a per-device SET calibration that also finds the defective ones); program the initial weights by
+write-verify; then train with the forward pass on the arrays. Everything is journaled in the run
+file, so ``resume`` continues from the last completed update with the conductances read back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers import Board, open_board
+from hil.array_backend import ArrayBackend
+from hil.datasets import load_dataset
+from hil.mapping import auto_place, resolve_placement
+from hil.nn import Network, get_architecture, load_network_spec
+from hil.nn.backend import MatmulBackend
+from hil.optimizers import Optimizer, OptimizerConfig
+from hil.storage import RunData, RunFile
+from hil.training.config import TrainConfig
+from hil.training.loop import (
+    EVALUATIONS,
+    JOURNAL,
+    OPTIMIZER_STATE,
+    WEIGHTS_STATE,
+    ExactLearner,
+    Learner,
+    TrainResult,
+    evaluate,
+    train,
+)
+from hil.updates import GateCodedUpdate, UpdateStats, WriteVerifyUpdate
+from protocols.calibration import GateCalibration, calibrate_gate
+from protocols.programming import write_verify
+from protocols.recording import Recorder
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
+
+PROCEDURE = "train"
+DEVICE_STATE = "state/devices"
+CALIBRATION = "prepare/calibration"
+
+
+def build_network(config: TrainConfig) -> Network:
+    spec = load_network_spec(config.network, "config.network") if config.network else get_architecture(config.model)
+    return Network(spec)
+
+
+def load_data(config: TrainConfig) -> Data:
+    dataset = load_dataset(config.dataset_name, **config.dataset_options)
+    return (
+        dataset.x_train.astype(np.float64),
+        dataset.y_train.astype(np.int64),
+        dataset.x_test.astype(np.float64),
+        dataset.y_test.astype(np.int64),
+    )
+
+
+class ArrayLearner:
+    """Weights on the arrays: updates become pulses, then every board's map is read back."""
+
+    def __init__(self, backend: ArrayBackend, rule: GateCodedUpdate | WriteVerifyUpdate) -> None:
+        self.array_backend = backend
+        self.rule = rule
+
+    @property
+    def backend(self) -> MatmulBackend:
+        return self.array_backend
+
+    def apply(self, delta: dict[str, FloatArray]) -> UpdateStats:
+        stats = self.rule.apply(self.array_backend, delta)
+        self.array_backend.read_back()
+        return stats
+
+    def checkpoint(self, recorder: Recorder) -> None:
+        if isinstance(self.rule, GateCodedUpdate):
+            for board, memory in self.rule.memory.items():
+                recorder.write(f"{DEVICE_STATE}/{board}/v_gate_target", memory.v_gate_target)
+                recorder.write(f"pulses/{board}", memory.pulses)
+        else:
+            for board, target in self.rule.g_target.items():
+                recorder.write(f"{DEVICE_STATE}/{board}/g_target", target)
+                recorder.write(f"pulses/{board}", self.rule.pulses[board])
+
+    def snapshot(self, recorder: Recorder) -> None:
+        for board, g in self.array_backend.conductance.items():
+            recorder.append(f"snapshots/{board}", g.astype(np.float32))
+
+
+@dataclass
+class Hardware:
+    """The boards of a run, with its placement and update rule."""
+
+    backend: ArrayBackend
+    rule: GateCodedUpdate | WriteVerifyUpdate
+    calibrations: dict[str, GateCalibration]
+
+
+def _place(config: TrainConfig, network: Network, boards: Mapping[str, Board]) -> ArrayBackend:
+    shapes = {name: board.shape for name, board in boards.items()}
+    weight_shapes = network.spec.weight_shapes()
+    spec = config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
+    placement = resolve_placement(spec, weight_shapes, shapes)
+    return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input)
+
+
+def _rule(config: TrainConfig) -> GateCodedUpdate | WriteVerifyUpdate:
+    if config.update_rule == "write-verify":
+        return WriteVerifyUpdate(config.write_verify)
+    return GateCodedUpdate(config.gate_coded)
+
+
+def _window(config: TrainConfig) -> tuple[float, float]:
+    g = config.gate_coded
+    return g.v_gate_min, g.v_gate_max
+
+
+def characterize(config: TrainConfig, backend: ArrayBackend, recorder: Recorder) -> dict[str, GateCalibration]:
+    """Per-device SET calibration of every used device (three round trips per gate voltage)."""
+    calibrations = {}
+    low, high = _window(config)
+    for name in backend.placement.boards():
+        used = backend.placement.used_mask(name)
+        calibration = calibrate_gate(
+            backend.boards[name], np.linspace(low, high, config.calibration_gates),
+            amplitude=config.gate_coded.v_set, width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
+            v_gate_reset=config.gate_coded.v_gate_reset, mask=used,
+        )  # fmt: skip
+        calibrations[name] = calibration
+        defective = used & ~calibration.responsive
+        recorder.write(f"{CALIBRATION}/{name}/k", calibration.k, unit="S/V")
+        recorder.write(f"{CALIBRATION}/{name}/c", calibration.c, unit="S")
+        recorder.write(f"{CALIBRATION}/{name}/defective", defective)
+        log.info("%s: %d of %d used devices defective", name, int(defective.sum()), int(used.sum()))
+    return calibrations
+
+
+def _install(hardware: Hardware, config: TrainConfig) -> None:
+    """Give the backend and the rule what the calibration found."""
+    for name, calibration in hardware.calibrations.items():
+        defective = calibration.mask & ~calibration.responsive
+        if config.prune_defective:
+            hardware.backend.defective[name] = defective
+        rule = hardware.rule
+        if isinstance(rule, GateCodedUpdate):
+            rule.memory_for(hardware.backend, name).calibrate(calibration)
+        else:
+            rule.calibration[name] = calibration
+            rule.defective[name] = defective
+
+
+def conductance_targets(
+    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray]
+) -> dict[str, tuple[FloatArray, npt.NDArray[np.bool_]]]:
+    """Per board, the conductance every used device should hold for ``weights``, and the mask of
+    devices to write: ``G± = g_mid ± w g_unit / 2`` around the middle of the usable window."""
+    backend = hardware.backend
+    low, high = _window(config)
+    out = {}
+    for name in backend.placement.boards():
+        calibration = hardware.calibrations.get(name)
+        if calibration is not None:
+            k, c = calibration.effective_fit()
+            g_low, g_high = float(np.median(k * low + c)), float(np.median(k * high + c))
+        else:
+            g = config.gate_coded
+            g_low, g_high = g.set_slope * low + g.set_intercept, g.set_slope * high + g.set_intercept
+        shape = backend.placement.board_shapes[name]
+        target = np.full(shape, (g_low + g_high) / 2)
+        out[name] = (target, backend.placement.used_mask(name) & ~backend.defective.get(name, np.zeros(shape, bool)))
+    for layer, w in weights.items():
+        for tile in backend.placement.tiles[layer]:
+            target = out[tile.board][0]
+            half = w[tile.inputs, tile.outputs] * backend.g_unit / 2
+            target[np.ix_(tile.plus_rows, tile.cols)] += half
+            target[np.ix_(tile.minus_rows, tile.cols)] -= half
+    return out
+
+
+def program_weights(
+    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float
+) -> int:
+    """Write every device to its target by closed-loop write-verify; then read everything back."""
+    pulses = 0
+    low, high = _window(config)
+    for name, (target, mask) in conductance_targets(config, hardware, weights).items():
+        calibration = hardware.calibrations.get(name)
+        if calibration is not None:
+            reach_low, reach_high = calibration.reach()
+            full = np.zeros(mask.shape)
+            r0, c0 = calibration.origin
+            full_low, full_high = full.copy(), full.copy()
+            full_low[r0 : r0 + reach_low.shape[0], c0 : c0 + reach_low.shape[1]] = reach_low
+            full_high[r0 : r0 + reach_high.shape[0], c0 : c0 + reach_high.shape[1]] = reach_high
+            target = np.where(mask, np.clip(target, full_low, full_high), target)
+        result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
+                              mask=mask, calibration=calibration)  # fmt: skip
+        pulses += int(result.pulses.sum())
+        log.info("%s: weights written, %.1f %% of devices within %.1f uS", name,
+                 100 * result.converged_fraction, tolerance * 1e6)  # fmt: skip
+    hardware.backend.read_back()
+    hardware.rule.recall(hardware.backend)
+    return pulses
+
+
+@contextmanager
+def opened_boards(config: TrainConfig) -> Iterator[dict[str, Board]]:
+    """Every board of the run, idled and closed however the run ends."""
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(open_board(resource)) for name, resource in config.boards.items()}
+
+
+def _optimizer(config: OptimizerConfig, run: RunData | None) -> Optimizer:
+    optimizer = Optimizer(config)
+    if run is not None:
+        prefix = OPTIMIZER_STATE + "/"
+        optimizer.load_state_arrays({k[len(prefix) :]: v for k, v in run.datasets.items() if k.startswith(prefix)})
+    return optimizer
+
+
+def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = None) -> TrainResult:
+    """Train as ``config`` says, recording into ``run``; with ``previous``, resume that run."""
+    network = build_network(config)
+    data = load_data(config)
+    train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,
+                         eval_every=config.eval_every, seed=config.seed, recorder=run)  # fmt: skip
+    start = int(previous.attrs.get("train", {}).get("completed_updates", 0)) if previous else 0
+    for name in (JOURNAL, EVALUATIONS):
+        run.truncate(name, start if name == JOURNAL else _evaluations_before(previous, start))
+    weights = _initial_weights(config, network, data, run, previous)
+    if config.update_rule == "exact":
+        if previous is not None:
+            weights = {layer: previous.datasets[f"{WEIGHTS_STATE}/{layer}"].copy() for layer in weights}
+        learner: Learner = ExactLearner(weights)
+        return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
+    with opened_boards(config) as boards:
+        hardware = Hardware(_place(config, network, boards), _rule(config), {})
+        if previous is not None and previous.attrs.get("prepare", {}).get("done"):
+            _restore(config, hardware, previous)
+        else:
+            start = 0
+            if config.calibrate:
+                hardware.calibrations = characterize(config, hardware.backend, run)
+            _install(hardware, config)
+            pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+            accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
+            run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
+            log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
+        trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
+        learner = ArrayLearner(hardware.backend, hardware.rule)
+        return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
+                          trainable=trainable)  # fmt: skip
+
+
+def _evaluations_before(previous: RunData | None, update: int) -> int:
+    if previous is None or EVALUATIONS not in previous.datasets:
+        return 0
+    return int((previous.datasets[EVALUATIONS][:, 0] <= update).sum())
+
+
+def _initial_weights(
+    config: TrainConfig, network: Network, data: Data, run: RunFile, previous: RunData | None
+) -> dict[str, FloatArray]:
+    """Random initial weights, or for the hybrid scheme weights trained in software first."""
+    weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
+    if config.model != "yao-hybrid" or config.update_rule == "exact":
+        return weights
+    if previous is not None and "pretrain/eval" in previous.datasets:
+        return {layer: previous.datasets[f"pretrain/weights/{layer}"].copy() for layer in weights}
+    hybrid = config.hybrid
+    learner = ExactLearner(weights)
+    updates = hybrid.pretrain_epochs * max(1, len(data[0]) // config.batch_size)
+    result = train(network, learner, Optimizer(OptimizerConfig(name="adam", lr=hybrid.pretrain_lr)), data,
+                   updates=updates, batch_size=config.batch_size, eval_every=max(1, updates),
+                   seed=config.seed + 1, recorder=_Prefixed(run, "pretrain"))  # fmt: skip
+    for layer, w in weights.items():
+        run.write(f"pretrain/weights/{layer}", w)
+    run.append("pretrain/eval", np.array([updates, result.final_test_accuracy]))
+    return weights
+
+
+def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None:
+    """Calibration and device memory from the file; conductances read back from the boards."""
+    for name in hardware.backend.placement.boards():
+        k = previous.datasets.get(f"{CALIBRATION}/{name}/k")
+        if k is not None:
+            hardware.calibrations[name] = GateCalibration(
+                k=k, c=previous.datasets[f"{CALIBRATION}/{name}/c"], residual=np.zeros_like(k),
+                v_gate_window=_window(config), mask=hardware.backend.placement.used_mask(name),
+            )  # fmt: skip
+    _install(hardware, config)
+    hardware.backend.read_back()
+    hardware.rule.recall(hardware.backend)
+    rule = hardware.rule
+    for name in hardware.backend.placement.boards():
+        if isinstance(rule, GateCodedUpdate):
+            memory = rule.memory_for(hardware.backend, name)
+            target = previous.datasets.get(f"{DEVICE_STATE}/{name}/v_gate_target")
+            if target is not None:
+                memory.v_gate_target = target.copy()
+            memory.pulses = previous.datasets.get(f"pulses/{name}", memory.pulses).astype(np.int64)
+        else:
+            target = previous.datasets.get(f"{DEVICE_STATE}/{name}/g_target")
+            if target is not None:
+                rule.g_target[name] = target.copy()
+
+
+class _Prefixed:
+    """A recorder that files everything under a prefix (the hybrid scheme's software phase)."""
+
+    def __init__(self, inner: Recorder, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: object) -> None:
+        self.inner.write(f"{self.prefix}/{name}", data, **attrs)  # type: ignore[arg-type]
+
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
+        self.inner.append(f"{self.prefix}/{name}", row)
+
+    def set_attrs(self, name: str, /, **attrs: object) -> None:
+        self.inner.set_attrs(f"{self.prefix}/{name}", **attrs)  # type: ignore[arg-type]
+
+    def progress(self, advance: int = 0, total: int | None = None, **status: object) -> None:
+        pass  # the software phase is quick; the run's own bar starts with the in-situ phase
