@@ -11,11 +11,11 @@ from matplotlib.figure import Figure
 from hil.plots import plot_training
 from hil.procedure_registry import REGISTRY
 from hil.procedures import Attrs, Datasets
+from hil.storage import RunData, RunFileError
 
 PlotFunction = Callable[[Datasets, Attrs, Figure], None]
 # Every kind of run file and the function that draws it.
 PLOTS: dict[str, PlotFunction] = {name: spec.plot for name, spec in REGISTRY.items()} | {"train": plot_training}
-from hil.storage import RunData, RunFileError
 
 _HEADER_KEYS = ("procedure", "status", "created_utc", "finished_utc", "resource", "board_identity",
                 "format_version", "software_version")  # fmt: skip

@@ -193,7 +193,6 @@ def program_weights(
 ) -> int:
     """Write every device to its target by closed-loop write-verify; then read everything back."""
     pulses = 0
-    low, high = _window(config)
     for name, (target, mask) in conductance_targets(config, hardware, weights).items():
         calibration = hardware.calibrations.get(name)
         if calibration is not None:
