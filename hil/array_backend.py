@@ -5,15 +5,21 @@ scale is digital and undone on the output, so it costs no precision beyond the A
 get +v and G- rows -v, so each column's current is ``sum_i v_i (G+ - G-)``. The backward pass
 uses the conductances read back after the last update, never the intended ones.
 
-Pairs with a device known to be defective (stuck low, stuck high, unformed) cannot hold a weight,
-and a shorted device would swamp its column. The host knows them and their read-back
-conductance, so it subtracts their contribution from each VMM output: such a weight is pruned
-to zero, and the backward pass sees it as zero.
+The host knows which devices are defective and what they read, and corrects each VMM output
+for them digitally (no extra round trip):
+
+- a pair with a shorted (stuck-high) device, or with both devices dead, cannot hold a weight: its
+  contribution is subtracted, the weight is pruned to 0 and the backward pass sees 0;
+- a pair with one dead low device (stuck low or unformed) keeps its working device as a
+  single-device weight against a digital reference: the dead device's current is replaced on the
+  host by that of a device at ``g_reference``, so ``w = ±(G_working - g_reference) / g_unit``.
+  The update rules then give the working device the pair's whole change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -22,9 +28,22 @@ from drivers import Board, Region
 from hil.mapping import Placement, Tile
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 G_UNIT = 100e-6  # S per unit weight (Li 2018, Wang 2019)
 GAIN_SMOOTHING = 0.8  # weight of the running column gain against one batch's fit
+
+
+@dataclass(frozen=True)
+class PairRoles:
+    """Per pair of a tile (inputs x outputs): dead, or only one device working."""
+
+    dead: BoolArray
+    plus_only: BoolArray
+    minus_only: BoolArray
+
+    def any(self) -> bool:
+        return bool(self.dead.any() or self.plus_only.any() or self.minus_only.any())
 
 
 class ArrayBackend:
@@ -43,7 +62,9 @@ class ArrayBackend:
         self.g_unit = g_unit
         self.v_input = v_input
         self.conductance: dict[str, FloatArray] = {}
-        self.defective: dict[str, npt.NDArray[np.bool_]] = {}
+        self.stuck_low: dict[str, BoolArray] = {}  # dead low devices (stuck low, unformed), per board
+        self.stuck_high: dict[str, BoolArray] = {}  # shorted devices, per board
+        self.g_reference: dict[str, float] = {}  # what a dead low device's partner is weighed against
         self.column_gain = column_gain
         self.gains: dict[tuple[str, int], FloatArray] = {}
         self.vmm_calls = 0
@@ -66,9 +87,9 @@ class ArrayBackend:
             w_read = self._read_weights(tile)
             if self.column_gain:
                 measured /= self._column_gain((layer, index), x_tile @ w_read, measured)
-            bad = self._bad_pairs(tile)
-            if bad is not None:
-                measured -= x_tile @ np.where(bad, w_read, 0.0)
+            roles = self.pair_roles(tile)
+            if roles is not None:
+                measured -= x_tile @ (w_read - self._wanted_weights(tile, w_read, roles))
             out[:, tile.outputs] += measured
         return out
 
@@ -97,12 +118,37 @@ class ArrayBackend:
         w: FloatArray = (g[np.ix_(tile.plus_rows, tile.cols)] - g[np.ix_(tile.minus_rows, tile.cols)]) / self.g_unit
         return w
 
-    def _bad_pairs(self, tile: Tile) -> npt.NDArray[np.bool_] | None:
-        defective = self.defective.get(tile.board)
-        if defective is None:
+    def pair_roles(self, tile: Tile) -> PairRoles | None:
+        """Which pairs of the tile are dead, or single-device; ``None`` when every pair works."""
+        low, high = self.stuck_low.get(tile.board), self.stuck_high.get(tile.board)
+        if low is None and high is None:
             return None
-        bad = defective[np.ix_(tile.plus_rows, tile.cols)] | defective[np.ix_(tile.minus_rows, tile.cols)]
-        return bad if bad.any() else None
+        shape = self.placement.board_shapes[tile.board]
+        low = low if low is not None else np.zeros(shape, dtype=bool)
+        high = high if high is not None else np.zeros(shape, dtype=bool)
+        plus, minus = np.ix_(tile.plus_rows, tile.cols), np.ix_(tile.minus_rows, tile.cols)
+        dead = high[plus] | high[minus] | (low[plus] & low[minus])
+        roles = PairRoles(dead=dead, plus_only=low[minus] & ~dead, minus_only=low[plus] & ~dead)
+        return roles if roles.any() else None
+
+    def _wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
+        g = self.conductance[tile.board]
+        reference = self.g_reference.get(tile.board, 0.0)
+        plus_alone = (g[np.ix_(tile.plus_rows, tile.cols)] - reference) / self.g_unit
+        minus_alone = (reference - g[np.ix_(tile.minus_rows, tile.cols)]) / self.g_unit
+        wanted = np.where(roles.plus_only, plus_alone, np.where(roles.minus_only, minus_alone, w_read))
+        return np.where(roles.dead, 0.0, wanted)
+
+    def device_changes(self, tile: Tile, dw: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Conductance changes of the G+ and G- devices (S) that change the tile's weights by ``dw``:
+        half each, or all of it on the working device of a single-device pair."""
+        dg = dw * self.g_unit
+        roles = self.pair_roles(tile)
+        if roles is None:
+            return dg / 2, -dg / 2
+        plus = np.where(roles.plus_only, dg, np.where(roles.minus_only, 0.0, dg / 2))
+        minus = np.where(roles.minus_only, -dg, np.where(roles.plus_only, 0.0, -dg / 2))
+        return np.where(roles.dead, 0.0, plus), np.where(roles.dead, 0.0, minus)
 
     def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
         row0, nrows = tile.row_span
@@ -115,11 +161,11 @@ class ArrayBackend:
         return currents[:, tile.cols - col0]
 
     def weights(self, layer: str) -> FloatArray:
-        """Effective weights ``(G+ - G-) / g_unit`` from the last read-back; pruned pairs are 0."""
+        """Effective weights ``(G+ - G-) / g_unit`` from the last read-back, as the host corrects them."""
         tiles = self.placement.tiles[layer]
         w = np.zeros((max(t.inputs.stop for t in tiles), max(t.outputs.stop for t in tiles)))
         for tile in tiles:
             block = self._read_weights(tile)
-            bad = self._bad_pairs(tile)
-            w[tile.inputs, tile.outputs] = block if bad is None else np.where(bad, 0.0, block)
+            roles = self.pair_roles(tile)
+            w[tile.inputs, tile.outputs] = block if roles is None else self._wanted_weights(tile, block, roles)
         return w

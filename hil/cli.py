@@ -74,12 +74,14 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded emulator: for now, describe the board and map it."""
-    args.resource = args.resource or EMBEDDED_EMULATOR
-    args.json = False
-    cmd_info(args)
-    print()
-    return cmd_map(args)
+    """The main job on the embedded emulator and data: in-situ training of the Wang 2019 CNN."""
+    with open_board(EMBEDDED_EMULATOR) as board:
+        print(f"{board.identity}: a {board.shape[0]} x {board.shape[1]} 1T1R array ({EMBEDDED_EMULATOR})")
+        print(summarize(board.read_map()))
+    argv = ["train", "--model", "cnn", "--out", args.out, "--overwrite"]
+    if args.updates:
+        argv += ["--updates", str(args.updates)]
+    return cmd_train(build_parser().parse_args(argv))
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:
@@ -189,10 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = board_command("info", cmd_info, "identity, array size, electronics and safety limits")
     info.add_argument("--json", action="store_true", help="print JSON")
-    for name, handler, text in (
-        ("map", cmd_map, "read the full conductance map and summarize it"),
-        ("demo", cmd_demo, "the main job on the embedded emulator"),
-    ):
+    for name, handler, text in (("map", cmd_map, "read the full conductance map and summarize it"),):
         sub = board_command(name, handler, text)
         sub.add_argument("--v-read", type=float, default=0.2, help="read voltage, V (default 0.2)")
         sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], help="usable window low end, S")
@@ -207,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+
+    demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "
+                               "embedded emulator and data")  # fmt: skip
+    demo.add_argument("--out", default="runs/demo-cnn.h5", metavar="FILE.h5", help="run file (default: %(default)s)")
+    demo.add_argument("--updates", type=int, help="weight updates (default: the paper's 1,200)")
+    demo.set_defaults(handler=cmd_demo)
 
     train_cmd = commands.add_parser("train", help="in-situ training on the array",
                                     description="Train a network with its forward pass on the array.")  # fmt: skip

@@ -41,6 +41,8 @@ class TileSpec(BaseModel):
     board: str = "board0"
     row0: int = Field(0, ge=0)
     col0: int = Field(0, ge=0)
+    rows: list[int] | None = Field(None, description="explicit rows of the devices (2 per input); replaces row0")
+    cols: list[int] | None = Field(None, description="explicit columns (1 per output); replaces col0")
     inputs: tuple[int, int] | None = Field(None, description="[start, stop) of the layer's inputs; default all")
     outputs: tuple[int, int] | None = Field(None, description="[start, stop) of the layer's outputs; default all")
 
@@ -105,6 +107,7 @@ class Placement:
 
     tiles: dict[str, list[Tile]]
     board_shapes: dict[str, tuple[int, int]]
+    spec: PlacementSpec
 
     def boards(self) -> list[str]:
         return sorted({t.board for tiles in self.tiles.values() for t in tiles})
@@ -126,6 +129,25 @@ def _good(size: int, bad: list[int]) -> IntArray:
     keep = np.ones(size, dtype=bool)
     keep[[b for b in bad if 0 <= b < size]] = False
     return np.flatnonzero(keep).astype(np.int64)
+
+
+def _lines(explicit: list[int] | None, start: int, size: int, bad: list[int], needed: int, what: str,
+           where: str) -> IntArray:  # fmt: skip
+    """The physical lines a tile uses: the explicit ones, or the first good ones from ``start``."""
+    if explicit is not None:
+        lines = np.asarray(explicit, dtype=np.int64)
+        if len(lines) != needed or len(set(explicit)) != len(explicit):
+            raise PlacementError(f"{where}: needs {needed} distinct {what}, the placement lists {len(explicit)}")
+        outside = [int(v) for v in lines if not 0 <= v < size]
+        on_bad = sorted(set(explicit) & set(bad))
+        if outside or on_bad:
+            raise PlacementError(f"{where}: {what} {outside or on_bad} are {'outside the board' if outside else 'bad'}")
+        return lines
+    good = _good(size, bad)
+    good = good[good >= start]
+    if len(good) < needed:
+        raise PlacementError(f"{where}: needs {needed} good {what} from {start} on, which has {len(good)}")
+    return good[:needed]
 
 
 def _span(value: tuple[int, int] | None, size: int, what: str, where: str) -> slice:
@@ -167,7 +189,7 @@ def resolve_placement(
                 f"layer {layer_spec.layer!r}: weight [{i}, {o}] is placed {times} times; tiles must cover each once"
             )
         resolved[layer_spec.layer] = tiles
-    return Placement(resolved, dict(board_shapes))
+    return Placement(resolved, dict(board_shapes), spec)
 
 
 def _resolve_tile(
@@ -186,20 +208,8 @@ def _resolve_tile(
     outputs = _span(tile_spec.outputs, fan_out, "outputs", where)
     n_in, n_out = inputs.stop - inputs.start, outputs.stop - outputs.start
     bad = bad_lines.get(tile_spec.board, BadLines())
-    good_rows = _good(rows, bad.rows)
-    good_cols = _good(cols, bad.cols)
-    good_rows = good_rows[good_rows >= tile_spec.row0]
-    good_cols = good_cols[good_cols >= tile_spec.col0]
-    if len(good_rows) < 2 * n_in:
-        raise PlacementError(
-            f"{where}: needs {2 * n_in} good rows from row {tile_spec.row0} on board {tile_spec.board!r}, "
-            f"which has {len(good_rows)}"
-        )
-    if len(good_cols) < n_out:
-        raise PlacementError(
-            f"{where}: needs {n_out} good columns from column {tile_spec.col0} on board {tile_spec.board!r}, "
-            f"which has {len(good_cols)}"
-        )
+    good_rows = _lines(tile_spec.rows, tile_spec.row0, rows, bad.rows, 2 * n_in, "rows", where)
+    good_cols = _lines(tile_spec.cols, tile_spec.col0, cols, bad.cols, n_out, "columns", where)
     used_rows = good_rows[: 2 * n_in]
     if layer_spec.layout == "paired-rows":
         plus, minus = used_rows[0::2], used_rows[1::2]
@@ -268,3 +278,49 @@ def _next_slot(
         cursors[board] = int(free[fan_out - 1]) + 1
         return board, int(free[0]), inputs_here
     return None, 0, 0
+
+
+def place_avoiding_defects(
+    weight_shapes: Mapping[str, tuple[int, int]],
+    board_shapes: Mapping[str, tuple[int, int]],
+    defective: Mapping[str, npt.NDArray[np.bool_]],
+    bad_lines: Mapping[str, BadLines] | None = None,
+    layout: Layout = "paired-rows",
+) -> PlacementSpec:
+    """Like :func:`auto_place`, but choosing lines by a map of defective devices: each tile takes
+    the free columns with the fewest defects, then the rows with the fewest defects in those
+    columns. A network that uses a fraction of the array then sits mostly on working devices."""
+    bad_lines = dict(bad_lines or {})
+    free_cols = {
+        b: set(_good(shape[1], bad_lines.get(b, BadLines()).cols).tolist()) for b, shape in board_shapes.items()
+    }
+    layers = []
+    # Largest layers first, so they get the cleanest columns; the placement lists them in network order.
+    order = sorted(weight_shapes, key=lambda name: -weight_shapes[name][0] * weight_shapes[name][1])
+    placed: dict[str, LayerPlacementSpec] = {}
+    for layer in order:
+        fan_in, fan_out = weight_shapes[layer]
+        tiles = []
+        start = 0
+        while start < fan_in:
+            board = next((b for b in board_shapes if len(free_cols[b]) >= fan_out), None)
+            if board is None:
+                raise PlacementError(
+                    f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has {fan_out} free "
+                    f"good columns left; add a board or free some lines"
+                )
+            good_rows = _good(board_shapes[board][0], bad_lines.get(board, BadLines()).rows)
+            inputs_here = min(fan_in - start, len(good_rows) // 2)
+            broken = defective.get(board, np.zeros(board_shapes[board], dtype=bool))
+            candidates = np.array(sorted(free_cols[board]))
+            col_scores = broken[np.ix_(good_rows, candidates)].sum(axis=0)
+            cols = np.sort(candidates[np.argsort(col_scores, kind="stable")[:fan_out]])
+            row_scores = broken[np.ix_(good_rows, cols)].sum(axis=1)
+            rows = np.sort(good_rows[np.argsort(row_scores, kind="stable")[: 2 * inputs_here]])
+            free_cols[board] -= set(cols.tolist())
+            tiles.append(TileSpec(board=board, rows=rows.tolist(), cols=cols.tolist(),
+                                  inputs=(start, start + inputs_here), outputs=(0, fan_out)))  # fmt: skip
+            start += inputs_here
+        placed[layer] = LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles)
+    layers = [placed[layer] for layer in weight_shapes]
+    return PlacementSpec(layers=layers, bad_lines=bad_lines)

@@ -73,16 +73,12 @@ class DeviceMemory:
             pulses=np.zeros(shape, dtype=np.int64),
         )
 
-    def calibrate(self, calibration: GateCalibration) -> None:
-        """Per-device k and c from a calibration; devices that did not follow the gate are defective."""
-        r0, c0 = calibration.origin
-        rows, cols = calibration.shape
+    def calibrate(self, calibration: GateCalibration, defective: BoolArray) -> None:
+        """Per-device k and c from a calibration (whole-board maps); defective devices are never pulsed."""
         k, c = calibration.effective_fit()
-        region = (slice(r0, r0 + rows), slice(c0, c0 + cols))
-        calibrated = calibration.mask
-        self.k[region] = np.where(calibrated, k, self.k[region])
-        self.c[region] = np.where(calibrated, c, self.c[region])
-        self.defective[region] |= calibrated & ~calibration.responsive
+        self.k = np.where(calibration.mask, k, self.k)
+        self.c = np.where(calibration.mask, c, self.c)
+        self.defective = defective.copy()
 
 
 @dataclass
@@ -123,9 +119,9 @@ class GateCodedUpdate:
             for tile in backend.placement.tiles[layer]:
                 memory = self.memory_for(backend, tile.board)
                 k_plus, k_minus = _pair(memory.k, tile)
-                dg = dw[tile.inputs, tile.outputs] * backend.g_unit / 2
+                dg_plus, dg_minus = backend.device_changes(tile, dw[tile.inputs, tile.outputs])
                 target_plus, target_minus = _pair(memory.v_gate_target, tile)
-                _put(memory.v_gate_target, tile, target_plus + dg / k_plus, target_minus - dg / k_minus)
+                _put(memory.v_gate_target, tile, target_plus + dg_plus / k_plus, target_minus + dg_minus / k_minus)
         stats = UpdateStats()
         for board, memory in self.memory.items():
             memory.v_gate_target = np.clip(memory.v_gate_target, c.v_gate_min, c.v_gate_max)
@@ -182,8 +178,8 @@ class WriteVerifyUpdate:
             for tile in backend.placement.tiles[layer]:
                 target = self.g_target[tile.board]
                 plus, minus = _pair(target, tile)
-                dg = dw[tile.inputs, tile.outputs] * backend.g_unit / 2
-                _put(target, tile, plus + dg, minus - dg)
+                dg_plus, dg_minus = backend.device_changes(tile, dw[tile.inputs, tile.outputs])
+                _put(target, tile, plus + dg_plus, minus + dg_minus)
         stats = UpdateStats()
         for board, target in self.g_target.items():
             g = backend.conductance[board]

@@ -101,6 +101,8 @@ class TrainResult:
     best_test_accuracy: float = float("nan")
     pulses: int = 0
     seconds: float = 0.0
+    vmm_round_trips: int = 0
+    devices: int = 0
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
 
 

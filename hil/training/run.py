@@ -20,7 +20,7 @@ import numpy.typing as npt
 from drivers import Board, open_board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
-from hil.mapping import auto_place, resolve_placement
+from hil.mapping import PlacementSpec, auto_place, place_avoiding_defects, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
@@ -45,6 +45,7 @@ from protocols.recording import Recorder
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
 
 PROCEDURE = "train"
@@ -107,12 +108,25 @@ class Hardware:
     calibrations: dict[str, GateCalibration]
 
 
-def _place(config: TrainConfig, network: Network, boards: Mapping[str, Board]) -> ArrayBackend:
+def _place(
+    config: TrainConfig, network: Network, boards: Mapping[str, Board], spec: PlacementSpec | None
+) -> ArrayBackend:
     shapes = {name: board.shape for name, board in boards.items()}
     weight_shapes = network.spec.weight_shapes()
-    spec = config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
+    spec = spec or config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
     placement = resolve_placement(spec, weight_shapes, shapes)
     return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input)
+
+
+def _placement_spec(
+    config: TrainConfig, network: Network, boards: Mapping[str, Board], calibrations: Mapping[str, GateCalibration]
+) -> PlacementSpec | None:
+    """The configured placement; else, with a calibration, one that avoids the defective devices."""
+    if config.placement is not None or not calibrations:
+        return config.placement
+    defective = {name: calibration.mask & ~calibration.responsive for name, calibration in calibrations.items()}
+    shapes = {name: board.shape for name, board in boards.items()}
+    return place_avoiding_defects(network.spec.weight_shapes(), shapes, defective, config.bad_lines, config.layout)
 
 
 def _rule(config: TrainConfig) -> GateCodedUpdate | WriteVerifyUpdate:
@@ -126,65 +140,77 @@ def _window(config: TrainConfig) -> tuple[float, float]:
     return g.v_gate_min, g.v_gate_max
 
 
-def characterize(config: TrainConfig, backend: ArrayBackend, recorder: Recorder) -> dict[str, GateCalibration]:
-    """Per-device SET calibration of every used device (three round trips per gate voltage)."""
+def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Recorder) -> dict[str, GateCalibration]:
+    """Per-device SET calibration of every device of every board (three round trips per gate voltage)."""
     calibrations = {}
     low, high = _window(config)
-    for name in backend.placement.boards():
-        used = backend.placement.used_mask(name)
+    for name, board in boards.items():
         calibration = calibrate_gate(
-            backend.boards[name], np.linspace(low, high, config.calibration_gates),
-            amplitude=config.gate_coded.v_set, width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
-            v_gate_reset=config.gate_coded.v_gate_reset, mask=used,
+            board, np.linspace(low, high, config.calibration_gates), amplitude=config.gate_coded.v_set,
+            width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
+            v_gate_reset=config.gate_coded.v_gate_reset,
         )  # fmt: skip
         calibrations[name] = calibration
-        defective = used & ~calibration.responsive
+        stuck_low, stuck_high = split_defects(calibration)
         recorder.write(f"{CALIBRATION}/{name}/k", calibration.k, unit="S/V")
         recorder.write(f"{CALIBRATION}/{name}/c", calibration.c, unit="S")
-        recorder.write(f"{CALIBRATION}/{name}/defective", defective)
-        log.info("%s: %d of %d used devices defective", name, int(defective.sum()), int(used.sum()))
+        recorder.write(f"{CALIBRATION}/{name}/stuck_low", stuck_low)
+        recorder.write(f"{CALIBRATION}/{name}/stuck_high", stuck_high)
+        log.info("%s: of %d devices, %d dead low and %d shorted", name, calibration.mask.size,
+                 int(stuck_low.sum()), int(stuck_high.sum()))  # fmt: skip
     return calibrations
 
 
-def _install(hardware: Hardware, config: TrainConfig) -> None:
+def split_defects(calibration: GateCalibration) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Devices that did not follow the gate, split into dead low ones and shorted ones (which read
+    above anything a working device reaches in the window)."""
+    defective = calibration.mask & ~calibration.responsive
+    level = calibration.g_measured.max(axis=0) if calibration.g_measured.size else calibration.c
+    k, c = calibration.effective_fit()
+    top = np.median((k * calibration.v_gate_window[1] + c)[calibration.responsive])
+    stuck_high = defective & (level > top)
+    return defective & ~stuck_high, stuck_high
+
+
+def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tuple[BoolArray, BoolArray]]) -> None:
     """Give the backend and the rule what the calibration found."""
+    low, high = _window(config)
     for name, calibration in hardware.calibrations.items():
-        defective = calibration.mask & ~calibration.responsive
+        stuck_low, stuck_high = defects[name]
+        k, c = calibration.effective_fit()
+        responsive = calibration.responsive
+        hardware.backend.g_reference[name] = float(np.median(((k * low + c) + (k * high + c))[responsive] / 2))
         if config.prune_defective:
-            hardware.backend.defective[name] = defective
+            hardware.backend.stuck_low[name] = stuck_low
+            hardware.backend.stuck_high[name] = stuck_high
         rule = hardware.rule
         if isinstance(rule, GateCodedUpdate):
-            rule.memory_for(hardware.backend, name).calibrate(calibration)
+            rule.memory_for(hardware.backend, name).calibrate(calibration, stuck_low | stuck_high)
         else:
             rule.calibration[name] = calibration
-            rule.defective[name] = defective
+            rule.defective[name] = stuck_low | stuck_high
 
 
 def conductance_targets(
     config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray]
-) -> dict[str, tuple[FloatArray, npt.NDArray[np.bool_]]]:
-    """Per board, the conductance every used device should hold for ``weights``, and the mask of
-    devices to write: ``G± = g_mid ± w g_unit / 2`` around the middle of the usable window."""
+) -> dict[str, tuple[FloatArray, BoolArray]]:
+    """Per board, the conductance every used device should hold for ``weights`` around the middle of
+    the usable window, and the mask of devices to write (every used device that works)."""
     backend = hardware.backend
     low, high = _window(config)
     out = {}
     for name in backend.placement.boards():
-        calibration = hardware.calibrations.get(name)
-        if calibration is not None:
-            k, c = calibration.effective_fit()
-            g_low, g_high = float(np.median(k * low + c)), float(np.median(k * high + c))
-        else:
-            g = config.gate_coded
-            g_low, g_high = g.set_slope * low + g.set_intercept, g.set_slope * high + g.set_intercept
+        g = config.gate_coded
+        middle = backend.g_reference.get(name, g.set_slope * (low + high) / 2 + g.set_intercept)
         shape = backend.placement.board_shapes[name]
-        target = np.full(shape, (g_low + g_high) / 2)
-        out[name] = (target, backend.placement.used_mask(name) & ~backend.defective.get(name, np.zeros(shape, bool)))
+        dead = backend.stuck_low.get(name, np.zeros(shape, bool)) | backend.stuck_high.get(name, np.zeros(shape, bool))
+        out[name] = (np.full(shape, middle), backend.placement.used_mask(name) & ~dead)
     for layer, w in weights.items():
         for tile in backend.placement.tiles[layer]:
             target = out[tile.board][0]
-            half = w[tile.inputs, tile.outputs] * backend.g_unit / 2
-            target[np.ix_(tile.plus_rows, tile.cols)] += half
-            target[np.ix_(tile.minus_rows, tile.cols)] -= half
+            dg_plus, dg_minus = backend.device_changes(tile, w[tile.inputs, tile.outputs])
+            target[np.ix_(tile.plus_rows, tile.cols)] += dg_plus
+            target[np.ix_(tile.minus_rows, tile.cols)] += dg_minus
     return out
 
 
@@ -244,22 +270,29 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
         learner: Learner = ExactLearner(weights)
         return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
     with opened_boards(config) as boards:
-        hardware = Hardware(_place(config, network, boards), _rule(config), {})
-        if previous is not None and previous.attrs.get("prepare", {}).get("done"):
+        prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
+        if previous is not None and prepared.get("done"):
+            saved = PlacementSpec.model_validate_json(prepared["placement"])
+            hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
             _restore(config, hardware, previous)
         else:
             start = 0
-            if config.calibrate:
-                hardware.calibrations = characterize(config, hardware.backend, run)
-            _install(hardware, config)
+            calibrations = characterize(config, boards, run) if config.calibrate else {}
+            spec = _placement_spec(config, network, boards, calibrations)
+            hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
+            run.set_attrs("prepare", placement=hardware.backend.placement.spec.model_dump_json())
+            _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
             pulses = program_weights(config, hardware, weights, config.initial_tolerance)
             accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
             run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
             log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
         trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
         learner = ArrayLearner(hardware.backend, hardware.rule)
-        return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
-                          trainable=trainable)  # fmt: skip
+        result = train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
+                            trainable=trainable)  # fmt: skip
+        result.vmm_round_trips = hardware.backend.vmm_calls
+        result.devices = hardware.backend.placement.device_count
+        return result
 
 
 def _evaluations_before(previous: RunData | None, update: int) -> int:
@@ -291,14 +324,19 @@ def _initial_weights(
 
 def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None:
     """Calibration and device memory from the file; conductances read back from the boards."""
+    defects = {}
     for name in hardware.backend.placement.boards():
         k = previous.datasets.get(f"{CALIBRATION}/{name}/k")
         if k is not None:
             hardware.calibrations[name] = GateCalibration(
                 k=k, c=previous.datasets[f"{CALIBRATION}/{name}/c"], residual=np.zeros_like(k),
-                v_gate_window=_window(config), mask=hardware.backend.placement.used_mask(name),
+                v_gate_window=_window(config), mask=np.ones(k.shape, dtype=bool),
             )  # fmt: skip
-    _install(hardware, config)
+            defects[name] = (
+                previous.datasets[f"{CALIBRATION}/{name}/stuck_low"].astype(bool),
+                previous.datasets[f"{CALIBRATION}/{name}/stuck_high"].astype(bool),
+            )
+    _install(hardware, config, defects)
     hardware.backend.read_back()
     hardware.rule.recall(hardware.backend)
     rule = hardware.rule
