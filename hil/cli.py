@@ -146,8 +146,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = run_training(config, run, previous)
     finally:
         _report_run(run.path)
+    name = "custom network" if config.network else config.model
     print(
-        f"{config.model}: test accuracy {100 * result.final_test_accuracy:.2f} % "
+        f"{name}: test accuracy {100 * result.final_test_accuracy:.2f} % "
         f"(best {100 * result.best_test_accuracy:.2f} %) after {result.updates_done} updates, "
         f"{result.pulses:,} pulses, {result.seconds:.0f} s ({config.update_rule}); data in {run.path}"
     )

@@ -184,9 +184,12 @@ def resolve_placement(
             tiles.append(tile)
         if (coverage != 1).any():
             i, o = (int(v) for v in np.argwhere(coverage != 1)[0])
-            times = int(coverage[i, o])
+            covering = [n for n, t in enumerate(tiles) if t.inputs.start <= i < t.inputs.stop
+                        and t.outputs.start <= o < t.outputs.stop]  # fmt: skip
+            which = "by " + " and ".join(f"tile {n}" for n in covering) if covering else "by no tile"
             raise PlacementError(
-                f"layer {layer_spec.layer!r}: weight [{i}, {o}] is placed {times} times; tiles must cover each once"
+                f"layer {layer_spec.layer!r}: weight [{i}, {o}] is placed {int(coverage[i, o])} times ({which}); "
+                "tiles must cover each weight once"
             )
         resolved[layer_spec.layer] = tiles
     return Placement(resolved, dict(board_shapes), spec)

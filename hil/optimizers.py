@@ -69,7 +69,7 @@ class Optimizer:
         return delta
 
     def state_arrays(self) -> dict[str, FloatArray]:
-        return {"steps": np.array(self.steps, dtype=np.float64), **self.state}
+        return {"steps": np.array(self.steps, dtype=np.float64), **{k: v.copy() for k, v in self.state.items()}}
 
     def load_state_arrays(self, arrays: dict[str, FloatArray]) -> None:
         self.steps = int(arrays.get("steps", np.array(0.0)))

@@ -333,7 +333,8 @@ def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     if evaluations is not None and len(evaluations):
         accuracy.plot(evaluations[:, 0], 100 * evaluations[:, 1], "o-", color="tab:red", label="test")
     accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
-    accuracy.legend(fontsize="small")
+    if accuracy.lines:
+        accuracy.legend(fontsize="small")
     snapshots = sorted(name for name in datasets if name.startswith("snapshots/"))
     for name in snapshots:
         maps = datasets[name]

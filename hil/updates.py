@@ -130,6 +130,17 @@ class GateCodedUpdate:
             self._pulse(backend, board, memory, reset=due & (pending < 0), set_mask=due, stats=stats)
         return stats
 
+    def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:
+        """Per board, what a resume needs: the gate each device should have, and pulse counts."""
+        return {b: {"v_gate_target": m.v_gate_target, "pulses": m.pulses} for b, m in self.memory.items()}
+
+    def load_state_arrays(self, board: str, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
+        memory = self.memory[board]
+        if "v_gate_target" in arrays:
+            memory.v_gate_target = np.asarray(arrays["v_gate_target"], dtype=np.float64).copy()
+        if "pulses" in arrays:
+            memory.pulses = np.asarray(arrays["pulses"], dtype=np.int64).copy()
+
     def _pulse(
         self, backend: ArrayBackend, board: str, memory: DeviceMemory, reset: BoolArray, set_mask: BoolArray,
         stats: UpdateStats,
@@ -160,43 +171,62 @@ class WriteVerifyUpdateConfig(BaseModel):
 
 @dataclass
 class WriteVerifyUpdate:
-    """Conductance targets per device; the due ones are written by closed-loop write-verify."""
+    """Conductance targets per device; the due ones are written by closed-loop write-verify.
+
+    A device is due once the change asked of it since its last write exceeds the threshold
+    (comparing targets with a fresh read instead would chase read noise).
+    """
 
     config: WriteVerifyUpdateConfig
     calibration: dict[str, GateCalibration] = field(default_factory=dict)
     defective: dict[str, BoolArray] = field(default_factory=dict)
     g_target: dict[str, FloatArray] = field(default_factory=dict)
+    pending: dict[str, FloatArray] = field(default_factory=dict)
     pulses: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
     def recall(self, backend: ArrayBackend) -> None:
         for board, g in backend.conductance.items():
             self.g_target[board] = g.copy()
+            self.pending[board] = np.zeros(g.shape)
             self.pulses.setdefault(board, np.zeros(g.shape, dtype=np.int64))
 
     def apply(self, backend: ArrayBackend, delta: dict[str, FloatArray]) -> UpdateStats:
         for layer, dw in delta.items():
             for tile in backend.placement.tiles[layer]:
-                target = self.g_target[tile.board]
-                plus, minus = _pair(target, tile)
                 dg_plus, dg_minus = backend.device_changes(tile, dw[tile.inputs, tile.outputs])
-                _put(target, tile, plus + dg_plus, minus + dg_minus)
+                for board_map in (self.g_target[tile.board], self.pending[tile.board]):
+                    plus, minus = _pair(board_map, tile)
+                    _put(board_map, tile, plus + dg_plus, minus + dg_minus)
         stats = UpdateStats()
         for board, target in self.g_target.items():
-            g = backend.conductance[board]
-            due = np.abs(target - g) > self.config.threshold
+            due = (np.abs(self.pending[board]) > self.config.threshold) & backend.placement.used_mask(board)
             if board in self.defective:
                 due &= ~self.defective[board]
             if not due.any():
                 continue
+            g = backend.conductance[board]
             result = write_verify(
                 backend.boards[board], np.where(due, target, g), tolerance=self.config.tolerance,
                 max_iterations=self.config.max_iterations, mask=due, calibration=self.calibration.get(board),
             )  # fmt: skip
+            self.pending[board][due] = 0.0
             stats.pulses += int(result.pulses.sum())
             stats.devices_changed += int(due.sum())
             stats.batches += result.round_trips
             self.pulses[board] += result.pulses
         return stats
+
+    def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:
+        return {
+            b: {"g_target": t, "pending": self.pending[b], "pulses": self.pulses[b]} for b, t in self.g_target.items()
+        }
+
+    def load_state_arrays(self, board: str, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
+        for name, store in (("g_target", self.g_target), ("pending", self.pending)):
+            if name in arrays:
+                store[board] = np.asarray(arrays[name], dtype=np.float64).copy()
+        if "pulses" in arrays:
+            self.pulses[board] = np.asarray(arrays["pulses"], dtype=np.int64).copy()
 
 
 def _pair(board_map: FloatArray, tile: Tile) -> tuple[FloatArray, FloatArray]:

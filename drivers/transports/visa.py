@@ -6,6 +6,7 @@ passes ``visa_backend="@ivi"``.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pyvisa
@@ -13,6 +14,22 @@ from pyvisa import constants
 
 from drivers.errors import LinkError, LinkTimeout
 from drivers.transports.base import Transport
+
+
+def _disable_nagle(inst: Any) -> None:
+    """Send every write at once on a LAN socket.
+
+    Each command waits for its reply, so Nagle's algorithm holds the tail of every multi-packet
+    block back until the board's delayed ACK (about 40 ms a command). pyvisa-py does not accept
+    VI_ATTR_TCPIP_NODELAY for SOCKET resources, so set it on its socket when it exposes one.
+    """
+    try:
+        session = inst.visalib.sessions[inst.session]
+        sock = getattr(session, "interface", None)
+    except (AttributeError, KeyError, TypeError):
+        return
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class VisaTransport(Transport):
@@ -25,6 +42,8 @@ class VisaTransport(Transport):
             )
             if baud_rate is not None and resource.upper().startswith("ASRL"):
                 inst.baud_rate = baud_rate
+            if resource.upper().endswith("::SOCKET"):
+                _disable_nagle(inst)
             self._inst = inst
         except (pyvisa.Error, OSError, ValueError) as exc:
             raise LinkError(resource, f"cannot open through pyvisa ({backend}): {exc}") from exc

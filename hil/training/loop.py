@@ -30,8 +30,7 @@ JOURNAL = "train/journal"
 JOURNAL_COLUMNS = "update,epoch,loss,batch_accuracy,pulses,devices_changed,seconds"
 EVALUATIONS = "train/eval"
 EVAL_COLUMNS = "update,test_accuracy,test_loss"
-OPTIMIZER_STATE = "state/optimizer"
-WEIGHTS_STATE = "state/weights"
+STATE_SLOTS = ("state/a", "state/b")  # checkpoints alternate, so a torn one never replaces a whole one
 EVAL_CHUNK = 500
 
 
@@ -43,8 +42,8 @@ class Learner(Protocol):
 
     def apply(self, delta: dict[str, FloatArray]) -> UpdateStats: ...
 
-    def checkpoint(self, recorder: Recorder) -> None:
-        """Store what a resume needs besides the optimizer (after every update)."""
+    def checkpoint(self, recorder: Recorder, slot: str) -> None:
+        """Store under ``slot`` what a resume needs besides the optimizer (after every update)."""
 
     def snapshot(self, recorder: Recorder) -> None:
         """Store a picture of the weights (at every evaluation)."""
@@ -66,9 +65,9 @@ class ExactLearner:
             self.weights[layer] += change
         return UpdateStats()
 
-    def checkpoint(self, recorder: Recorder) -> None:
+    def checkpoint(self, recorder: Recorder, slot: str) -> None:
         for layer, w in self.weights.items():
-            recorder.write(f"{WEIGHTS_STATE}/{layer}", w)
+            recorder.write(f"{slot}/weights/{layer}", w)
 
     def snapshot(self, recorder: Recorder) -> None:
         pass  # the float weights are in the checkpoint
@@ -136,7 +135,7 @@ def train(
     result = TrainResult(updates_done=start_update)
     recorder.set_attrs(JOURNAL, columns=JOURNAL_COLUMNS)
     recorder.set_attrs(EVALUATIONS, columns=EVAL_COLUMNS)
-    recorder.progress(0, total=updates)
+    recorder.progress(start_update, total=updates)
     started = time.perf_counter()
     for update in range(start_update, updates):
         epoch, batch = schedule.batch(update)
@@ -152,10 +151,13 @@ def train(
         result.updates_done = update + 1
         recorder.append(JOURNAL, np.array([update, epoch, loss, batch_accuracy, stats.pulses,
                                            stats.devices_changed, time.perf_counter() - t0]))  # fmt: skip
+        # The update's state goes to the slot the last checkpoint did not use; naming it in the
+        # journal's attributes last makes it the one a resume reads.
+        slot = STATE_SLOTS[(update + 1) % 2]
         for name, array in optimizer.state_arrays().items():
-            recorder.write(f"{OPTIMIZER_STATE}/{name}", array)
-        learner.checkpoint(recorder)
-        recorder.set_attrs("train", completed_updates=update + 1)
+            recorder.write(f"{slot}/optimizer/{name}", array)
+        learner.checkpoint(recorder, slot)
+        recorder.set_attrs("train", completed_updates=update + 1, state=slot)
         if (update + 1) % eval_every == 0 or update + 1 == updates:
             test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
             result.evaluations.append((update + 1, test_accuracy, test_loss))

@@ -29,8 +29,7 @@ from hil.training.config import TrainConfig
 from hil.training.loop import (
     EVALUATIONS,
     JOURNAL,
-    OPTIMIZER_STATE,
-    WEIGHTS_STATE,
+    STATE_SLOTS,
     ExactLearner,
     Learner,
     TrainResult,
@@ -49,7 +48,6 @@ BoolArray = npt.NDArray[np.bool_]
 Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
 
 PROCEDURE = "train"
-DEVICE_STATE = "state/devices"
 CALIBRATION = "prepare/calibration"
 
 
@@ -84,15 +82,11 @@ class ArrayLearner:
         self.array_backend.read_back()
         return stats
 
-    def checkpoint(self, recorder: Recorder) -> None:
-        if isinstance(self.rule, GateCodedUpdate):
-            for board, memory in self.rule.memory.items():
-                recorder.write(f"{DEVICE_STATE}/{board}/v_gate_target", memory.v_gate_target)
-                recorder.write(f"pulses/{board}", memory.pulses)
-        else:
-            for board, target in self.rule.g_target.items():
-                recorder.write(f"{DEVICE_STATE}/{board}/g_target", target)
-                recorder.write(f"pulses/{board}", self.rule.pulses[board])
+    def checkpoint(self, recorder: Recorder, slot: str) -> None:
+        for board, state in self.rule.state_arrays().items():
+            for name, array in state.items():
+                recorder.write(f"{slot}/devices/{board}/{name}", array)
+            recorder.write(f"pulses/{board}", state["pulses"])
 
     def snapshot(self, recorder: Recorder) -> None:
         for board, g in self.array_backend.conductance.items():
@@ -145,10 +139,15 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
     calibrations = {}
     low, high = _window(config)
     for name, board in boards.items():
+        usable = np.ones(board.shape, dtype=bool)  # never a pulse on a line declared bad
+        bad = config.bad_lines.get(name)
+        if bad is not None:
+            usable[[r for r in bad.rows if 0 <= r < board.shape[0]], :] = False
+            usable[:, [c for c in bad.cols if 0 <= c < board.shape[1]]] = False
         calibration = calibrate_gate(
             board, np.linspace(low, high, config.calibration_gates), amplitude=config.gate_coded.v_set,
             width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
-            v_gate_reset=config.gate_coded.v_gate_reset,
+            v_gate_reset=config.gate_coded.v_gate_reset, mask=usable,
         )  # fmt: skip
         calibrations[name] = calibration
         stuck_low, stuck_high = split_defects(calibration)
@@ -156,7 +155,7 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         recorder.write(f"{CALIBRATION}/{name}/c", calibration.c, unit="S")
         recorder.write(f"{CALIBRATION}/{name}/stuck_low", stuck_low)
         recorder.write(f"{CALIBRATION}/{name}/stuck_high", stuck_high)
-        log.info("%s: of %d devices, %d dead low and %d shorted", name, calibration.mask.size,
+        log.info("%s: of %d devices, %d dead low and %d shorted", name, int(calibration.mask.sum()),
                  int(stuck_low.sum()), int(stuck_high.sum()))  # fmt: skip
     return calibrations
 
@@ -246,11 +245,18 @@ def opened_boards(config: TrainConfig) -> Iterator[dict[str, Board]]:
         yield {name: stack.enter_context(open_board(resource)) for name, resource in config.boards.items()}
 
 
-def _optimizer(config: OptimizerConfig, run: RunData | None) -> Optimizer:
+def _saved(previous: RunData | None, group: str) -> dict[str, FloatArray]:
+    """The datasets under ``group`` of the last complete checkpoint, by their names in the group."""
+    if previous is None:
+        return {}
+    prefix = f"{previous.attrs.get('train', {}).get('state', STATE_SLOTS[0])}/{group}/"
+    return {k[len(prefix) :]: v for k, v in previous.datasets.items() if k.startswith(prefix)}
+
+
+def _optimizer(config: OptimizerConfig, previous: RunData | None) -> Optimizer:
     optimizer = Optimizer(config)
-    if run is not None:
-        prefix = OPTIMIZER_STATE + "/"
-        optimizer.load_state_arrays({k[len(prefix) :]: v for k, v in run.datasets.items() if k.startswith(prefix)})
+    if previous is not None:
+        optimizer.load_state_arrays(_saved(previous, "optimizer"))
     return optimizer
 
 
@@ -266,7 +272,7 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
     weights = _initial_weights(config, network, data, run, previous)
     if config.update_rule == "exact":
         if previous is not None:
-            weights = {layer: previous.datasets[f"{WEIGHTS_STATE}/{layer}"].copy() for layer in weights}
+            weights = {layer: w.copy() for layer, w in _saved(previous, "weights").items()}
         learner: Learner = ExactLearner(weights)
         return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
     with opened_boards(config) as boards:
@@ -277,6 +283,7 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
             _restore(config, hardware, previous)
         else:
             start = 0
+            _place(config, network, boards, None)  # a placement that cannot work fails before any pulse
             calibrations = characterize(config, boards, run) if config.calibrate else {}
             spec = _placement_spec(config, network, boards, calibrations)
             hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
@@ -339,18 +346,10 @@ def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None
     _install(hardware, config, defects)
     hardware.backend.read_back()
     hardware.rule.recall(hardware.backend)
-    rule = hardware.rule
+    saved = _saved(previous, "devices")
     for name in hardware.backend.placement.boards():
-        if isinstance(rule, GateCodedUpdate):
-            memory = rule.memory_for(hardware.backend, name)
-            target = previous.datasets.get(f"{DEVICE_STATE}/{name}/v_gate_target")
-            if target is not None:
-                memory.v_gate_target = target.copy()
-            memory.pulses = previous.datasets.get(f"pulses/{name}", memory.pulses).astype(np.int64)
-        else:
-            target = previous.datasets.get(f"{DEVICE_STATE}/{name}/g_target")
-            if target is not None:
-                rule.g_target[name] = target.copy()
+        prefix = f"{name}/"
+        hardware.rule.load_state_arrays(name, {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)})
 
 
 class _Prefixed:

@@ -1,0 +1,282 @@
+"""Weight changes as pulses: the gate-coded two-pulse scheme and threshold write-verify."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from drivers import Board, PulseBatch, PulseKind, open_board
+from hil.array_backend import ArrayBackend
+from hil.mapping import BadLines, auto_place, resolve_placement
+from hil.updates import GateCodedConfig, GateCodedUpdate, UpdateStats, WriteVerifyUpdate, WriteVerifyUpdateConfig
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IDEAL = "emulator://?preset=ideal&seed=1&rows=32&cols=16"
+SHAPE = (4, 3)
+G_MID_GATE = 1.5  # V: every used device starts SET here, mid-window, so weights can move both ways
+
+
+@dataclass
+class Batch:
+    """One pulse batch the rule sent."""
+
+    kind: PulseKind
+    v_gate: FloatArray
+    mask: BoolArray
+
+
+def spy_pulses(board: Board, monkeypatch: pytest.MonkeyPatch) -> list[Batch]:
+    """Record every pulse batch sent to ``board`` (and still send it), as whole-board maps."""
+    batches: list[Batch] = []
+    apply = board.apply_pulses
+
+    def recording(kind: Any, amplitude: Any = 0.0, v_gate: Any = 0.0, width: Any = 0.0, mask: Any = None,
+                  origin: tuple[int, int] = (0, 0)) -> int:  # fmt: skip
+        if isinstance(kind, PulseBatch):
+            batch = kind
+        else:
+            batch = board.check_pulses(kind, amplitude, v_gate, width, mask, origin)
+        where = (slice(batch.region.row0, batch.region.row0 + batch.region.nrows),
+                 slice(batch.region.col0, batch.region.col0 + batch.region.ncols))  # fmt: skip
+        full_mask, gates = np.zeros(board.shape, dtype=bool), np.zeros(board.shape)
+        full_mask[where] = batch.planes[3] != 0
+        gates[where] = batch.planes[1]
+        batches.append(Batch(batch.kind, gates, full_mask))
+        return apply(batch)
+
+    monkeypatch.setattr(board, "apply_pulses", recording)
+    return batches
+
+
+@pytest.fixture
+def board() -> Iterator[Board]:
+    with open_board(IDEAL) as opened:
+        yield opened
+
+
+def mid_window_backend(board: Board, bad_lines: dict[str, BadLines] | None = None) -> ArrayBackend:
+    """A 4 x 3 layer whose devices all sit at the conductance of a SET at ``G_MID_GATE``; read back."""
+    shapes = {"w": SHAPE}
+    boards = {"board0": board.shape}
+    placement = resolve_placement(auto_place(shapes, boards, bad_lines), shapes, boards)
+    board.apply_pulses(PulseKind.SET, 2.5, G_MID_GATE, 1e-6, mask=placement.used_mask("board0"))
+    backend = ArrayBackend({"board0": board}, placement)
+    backend.read_back()
+    return backend
+
+
+def gate_coded(backend: ArrayBackend, **config: Any) -> GateCodedUpdate:
+    rule = GateCodedUpdate(GateCodedConfig(**config))
+    rule.recall(backend)
+    return rule
+
+
+def step(
+    rule: GateCodedUpdate | WriteVerifyUpdate, backend: ArrayBackend, dw: FloatArray
+) -> tuple[FloatArray, UpdateStats]:
+    """Apply one change to layer "w"; the read-back weight change and the stats."""
+    before = backend.weights("w")
+    stats = rule.apply(backend, {"w": dw})
+    backend.read_back()
+    return backend.weights("w") - before, stats
+
+
+def signed_changes(seed: int, low: float = 0.2, high: float = 0.6) -> FloatArray:
+    rng = np.random.default_rng(seed)
+    return np.asarray(rng.choice([-1.0, 1.0], SHAPE) * rng.uniform(low, high, SHAPE))
+
+
+# ---------------------------------------------------------------------------- gate-coded
+
+
+def test_recall_takes_the_gate_memory_from_the_read_back(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    memory = rule.memory["board0"]
+    used = backend.placement.used_mask("board0")
+    assert np.allclose(memory.v_gate_applied[used], G_MID_GATE, atol=1e-3)
+    assert np.array_equal(memory.v_gate_target, memory.v_gate_applied)
+    assert np.allclose(memory.v_gate_applied[~used], 0.6)  # fresh devices: below the window, clipped
+
+
+def test_the_read_weight_moves_by_the_requested_change(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    for seed in range(3):
+        dw = signed_changes(seed)
+        moved, stats = step(rule, backend, dw)
+        assert (np.sign(moved) == np.sign(dw)).all()
+        assert np.abs(moved - dw).max() < 0.02  # ideal devices follow the nominal SET line
+        assert stats.devices_changed == 2 * dw.size
+
+
+def test_a_change_below_dvg_min_waits_until_changes_add_up(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend, dvg_min=0.03)
+    batches = spy_pulses(board, monkeypatch)
+    # dW = 0.02 is dG = 1 uS per device, dVg = 1e-6 / 98e-6 = 0.0102 V: under dvg_min twice, over it thrice.
+    small = np.full(SHAPE, 0.02)
+    for _ in range(2):
+        moved, stats = step(rule, backend, small)
+        assert stats.pulses == 0 and stats.devices_changed == 0
+        assert not moved.any()
+    assert batches == []
+    moved, stats = step(rule, backend, small)
+    assert stats.devices_changed == 2 * small.size
+    assert np.allclose(moved, 3 * small, atol=0.01)
+
+
+def test_dvg_min_zero_pulses_every_change(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend, dvg_min=0.0)
+    moved, stats = step(rule, backend, np.full(SHAPE, 0.02))
+    assert stats.devices_changed == 2 * np.prod(SHAPE)
+    assert np.allclose(moved, 0.02, atol=0.01)
+
+
+def test_reset_precedes_set_where_the_gate_falls(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    batches = spy_pulses(board, monkeypatch)
+    dw = signed_changes(4)
+    step(rule, backend, dw)
+
+    assert [b.kind for b in batches] == [PulseKind.RESET, PulseKind.SET]  # one batch of each, in that order
+    (tile,) = backend.placement.tiles["w"]
+    falls = np.zeros(board.shape, dtype=bool)  # G+ of a falling weight, G- of a rising one
+    falls[np.ix_(tile.plus_rows, tile.cols)] = dw < 0
+    falls[np.ix_(tile.minus_rows, tile.cols)] = dw > 0
+    assert np.array_equal(batches[0].mask, falls)
+    assert np.array_equal(batches[1].mask, backend.placement.used_mask("board0"))
+    memory = rule.memory["board0"]
+    assert np.allclose(batches[1].v_gate[batches[1].mask], memory.v_gate_target[batches[1].mask], atol=1e-6)
+
+
+def test_the_gate_is_clipped_to_its_window(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    batches = spy_pulses(board, monkeypatch)
+    step(rule, backend, np.full(SHAPE, 50.0))  # asks G+ for +2.5 mS: far beyond the window
+
+    (set_batch,) = [b for b in batches if b.kind is PulseKind.SET]
+    (tile,) = backend.placement.tiles["w"]
+    assert np.allclose(set_batch.v_gate[np.ix_(tile.plus_rows, tile.cols)], 2.5)
+    assert np.allclose(set_batch.v_gate[np.ix_(tile.minus_rows, tile.cols)], 0.6)
+    memory = rule.memory["board0"]
+    assert memory.v_gate_target.max() <= 2.5 and memory.v_gate_target.min() >= 0.6
+
+
+def test_defective_devices_are_never_pulsed(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    (tile,) = backend.placement.tiles["w"]
+    defective = np.zeros(board.shape, dtype=bool)
+    defective[tile.plus_rows[0], tile.cols[0]] = True
+    defective[tile.minus_rows[2], tile.cols[1]] = True
+    rule.memory["board0"].defective = defective
+    batches = spy_pulses(board, monkeypatch)
+    g_before = backend.conductance["board0"].copy()
+    for seed in range(3):
+        step(rule, backend, signed_changes(seed))
+
+    assert batches and not any((b.mask & defective).any() for b in batches)
+    assert (rule.memory["board0"].pulses[defective] == 0).all()
+    assert np.array_equal(backend.conductance["board0"][defective], g_before[defective])
+
+
+def test_pulse_counts_per_device_add_up(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend)
+    batches = spy_pulses(board, monkeypatch)
+    total = 0
+    for seed in range(4):
+        _, stats = step(rule, backend, signed_changes(seed, low=0.0, high=0.3))
+        total += stats.pulses
+    pulses = rule.memory["board0"].pulses
+    assert total > 0
+    assert pulses.sum() == total
+    assert np.array_equal(pulses, sum(b.mask.astype(np.int64) for b in batches))
+    assert (pulses[~backend.placement.used_mask("board0")] == 0).all()
+
+
+def test_unused_and_bad_line_devices_are_never_pulsed(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = mid_window_backend(board, {"board0": BadLines(rows=[1, 2], cols=[0])})
+    rule = gate_coded(backend)
+    batches = spy_pulses(board, monkeypatch)
+    for seed in range(3):
+        step(rule, backend, signed_changes(seed))
+    used = backend.placement.used_mask("board0")
+    assert not used[[1, 2], :].any() and not used[:, 0].any()
+    assert not any((b.mask & ~used).any() for b in batches)
+
+
+# ---------------------------------------------------------------------------- write-verify
+
+
+def write_verifying(backend: ArrayBackend, threshold: float = 1.5e-6) -> WriteVerifyUpdate:
+    rule = WriteVerifyUpdate(WriteVerifyUpdateConfig(threshold=threshold, tolerance=1e-6, max_iterations=10))
+    rule.recall(backend)
+    return rule
+
+
+def test_write_verify_writes_only_changes_beyond_the_threshold(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = write_verifying(backend, threshold=1.5e-6)
+    dw = np.full(SHAPE, 0.02)  # 1 uS per device: under the threshold
+    dw[0, :] = [0.4, -0.4, 0.2]  # 20 uS, -20 uS, 10 uS
+    moved, stats = step(rule, backend, dw)
+
+    (tile,) = backend.placement.tiles["w"]
+    pulses = rule.pulses["board0"]
+    written = np.zeros(board.shape, dtype=bool)
+    written[tile.plus_rows[0], tile.cols] = True
+    written[tile.minus_rows[0], tile.cols] = True
+    assert stats.devices_changed == 6
+    assert (pulses[written] > 0).all() and (pulses[~written] == 0).all()
+    assert stats.pulses == pulses.sum()
+    assert np.abs(moved[0] - dw[0]).max() < 0.04  # two devices within 1 uS each
+    assert not moved[1:].any()
+
+
+def test_write_verify_accumulates_small_changes(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = write_verifying(backend, threshold=1.5e-6)
+    small = np.full(SHAPE, 0.02)  # 1 uS per device per update
+    first, first_stats = step(rule, backend, small)
+    assert first_stats.devices_changed == 0 and not first.any()
+    second, second_stats = step(rule, backend, small)
+    assert second_stats.devices_changed == 2 * small.size  # 2 uS pending now exceeds 1.5 uS
+    assert np.allclose(second, 0.04, atol=0.03)
+
+
+def test_write_verify_skips_defective_devices(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = write_verifying(backend)
+    (tile,) = backend.placement.tiles["w"]
+    defective = np.zeros(board.shape, dtype=bool)
+    defective[tile.plus_rows[1], tile.cols[2]] = True
+    rule.defective["board0"] = defective
+    step(rule, backend, np.full(SHAPE, 0.3))
+    assert rule.pulses["board0"][defective].sum() == 0
+    assert (rule.pulses["board0"][backend.placement.used_mask("board0") & ~defective] > 0).all()
+
+
+def test_write_verify_never_pulses_devices_outside_the_placement(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The realistic preset's read noise (1 %, ~1.2 uS on a fresh device) against a 1.5 uS threshold.
+    resource = "emulator://?preset=umass-ta-hfo2&seed=1&rows=32&cols=16&stuck_low_fraction=0&stuck_high_fraction=0"
+    with open_board(resource) as noisy:
+        backend = mid_window_backend(noisy, {"board0": BadLines(rows=[0], cols=[3])})
+        rule = write_verifying(backend)
+        batches = spy_pulses(noisy, monkeypatch)
+        for _ in range(2):
+            backend.read_back()
+            rule.apply(backend, {"w": np.zeros(SHAPE)})
+    used = backend.placement.used_mask("board0")
+    assert (rule.pulses["board0"][~used] == 0).all()
+    assert not any((b.mask & ~used).any() for b in batches)
