@@ -48,7 +48,7 @@ class GateCodedConfig(BaseModel):
     v_reset: float = Field(1.8, gt=0, description="RESET amplitude, V")
     v_gate_reset: float = Field(5.0, gt=0, description="gate voltage during RESET (transistor fully on), V")
     width: float = Field(1e-6, gt=0, description="pulse width, s")
-    dvg_min: float = Field(0.03, ge=0, description="pending gate change that earns a pulse, V (0: every change)")
+    dvg_min: float = Field(0.015, ge=0, description="pending gate change that earns a pulse, V (0: every change)")
 
 
 @dataclass
