@@ -38,7 +38,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "mlp": {"updates": 1600, "batch_size": 50, "eval_every": 400, "optimizer": {"name": "sgd", "lr": 0.1}},
     "cnn": {"updates": 1200, "batch_size": 100, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
     "convlstm": {"updates": 1200, "batch_size": 50, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
-    "yao-hybrid": {"updates": 400, "batch_size": 100, "eval_every": 100, "optimizer": {"name": "sgd", "lr": 0.05},
+    "yao-hybrid": {"updates": 400, "batch_size": 100, "eval_every": 100, "optimizer": {"name": "adam", "lr": 0.01},
                    "hybrid": {"pretrain_epochs": 5}},
 }  # fmt: skip
 PRESET = "umass-ta-hfo2"

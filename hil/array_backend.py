@@ -65,9 +65,6 @@ class ArrayBackend:
         self.stuck_low: dict[str, BoolArray] = {}  # dead low devices (stuck low, unformed), per board
         self.stuck_high: dict[str, BoolArray] = {}  # shorted devices, per board
         self.g_reference: dict[str, float] = {}  # what a dead low device's partner is weighed against
-        # Weights a layer needs beyond what the window holds are stored divided by its scale and
-        # the outputs multiplied back on the host (a digital gain per layer).
-        self.layer_scale: dict[str, float] = {}
         self.column_gain = column_gain
         self.gains: dict[tuple[str, int], FloatArray] = {}
         self.vmm_calls = 0
@@ -94,7 +91,7 @@ class ArrayBackend:
             if roles is not None:
                 measured -= x_tile @ (w_read - self._wanted_weights(tile, w_read, roles))
             out[:, tile.outputs] += measured
-        return out * self.layer_scale.get(layer, 1.0)
+        return out
 
     def _column_gain(self, key: tuple[str, int], expected: FloatArray, measured: FloatArray) -> FloatArray:
         """Per-column gain of the VMM against the read-back map (Hu 2018's linear column calibration).
@@ -145,7 +142,7 @@ class ArrayBackend:
     def device_changes(self, tile: Tile, dw: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Conductance changes of the G+ and G- devices (S) that change the tile's weights by ``dw``:
         half each, or all of it on the working device of a single-device pair."""
-        dg = dw * self.g_unit / self.layer_scale.get(tile.layer, 1.0)
+        dg = dw * self.g_unit
         roles = self.pair_roles(tile)
         if roles is None:
             return dg / 2, -dg / 2
@@ -171,4 +168,4 @@ class ArrayBackend:
             block = self._read_weights(tile)
             roles = self.pair_roles(tile)
             w[tile.inputs, tile.outputs] = block if roles is None else self._wanted_weights(tile, block, roles)
-        return w * self.layer_scale.get(layer, 1.0)
+        return w

@@ -36,6 +36,7 @@ class HybridConfig(BaseModel):
 
     pretrain_epochs: int = Field(3, ge=0, description="software training epochs before transfer")
     pretrain_lr: float = Field(0.05, gt=0, description="learning rate of the software pre-training (Adam)")
+    weight_clip: float = Field(0.8, gt=0, description="largest |weight| the software pre-training allows")
     retrain_layers: list[str] = Field(default_factory=lambda: ["dense1"], description="layers trained in situ")
     transfer_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the transfer, S")
 

@@ -52,8 +52,9 @@ class Learner(Protocol):
 class ExactLearner:
     """Float weights changed exactly: the software baseline (the array replaced by arithmetic)."""
 
-    def __init__(self, weights: dict[str, FloatArray]) -> None:
+    def __init__(self, weights: dict[str, FloatArray], clip: float | None = None) -> None:
         self.weights = weights
+        self.clip = clip  # keep |w| at most this (hardware-aware software training)
         self._backend = ExactBackend(weights)
 
     @property
@@ -63,6 +64,8 @@ class ExactLearner:
     def apply(self, delta: dict[str, FloatArray]) -> UpdateStats:
         for layer, change in delta.items():
             self.weights[layer] += change
+            if self.clip is not None:
+                np.clip(self.weights[layer], -self.clip, self.clip, out=self.weights[layer])
         return UpdateStats()
 
     def checkpoint(self, recorder: Recorder, slot: str) -> None:

@@ -8,7 +8,6 @@ file, so ``resume`` continues from the last completed update with the conductanc
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -214,20 +213,6 @@ def conductance_targets(
     return out
 
 
-def fit_layer_scales(config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray]) -> dict[str, float]:
-    """A digital gain per layer whose weights would not fit the window: weights up to 90 % of what a
-    single device can hold around the middle of the window (a pair holds twice that)."""
-    low, high = _window(config)
-    spans = []
-    for calibration in hardware.calibrations.values():
-        k, _ = calibration.effective_fit()
-        spans.append(float(np.median((k * (high - low))[calibration.responsive])))
-    g = config.gate_coded
-    span = min(spans) if spans else g.set_slope * (high - low)
-    w_max = 0.9 * span / (2 * config.g_unit)
-    return {layer: max(1.0, float(np.abs(w).max()) / w_max) for layer, w in weights.items()}
-
-
 def program_weights(
     config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float
 ) -> int:
@@ -295,7 +280,6 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
         if previous is not None and prepared.get("done"):
             saved = PlacementSpec.model_validate_json(prepared["placement"])
             hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
-            hardware.backend.layer_scale = json.loads(prepared.get("layer_scale", "{}"))
             _restore(config, hardware, previous)
         else:
             start = 0
@@ -305,8 +289,6 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
             hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
             run.set_attrs("prepare", placement=hardware.backend.placement.spec.model_dump_json())
             _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-            hardware.backend.layer_scale = fit_layer_scales(config, hardware, weights)
-            run.set_attrs("prepare", layer_scale=json.dumps(hardware.backend.layer_scale))
             pulses = program_weights(config, hardware, weights, config.initial_tolerance)
             accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
             run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
@@ -336,7 +318,9 @@ def _initial_weights(
     if previous is not None and "pretrain/eval" in previous.datasets:
         return {layer: previous.datasets[f"pretrain/weights/{layer}"].copy() for layer in weights}
     hybrid = config.hybrid
-    learner = ExactLearner(weights)
+    # Hardware-aware pre-training: weights kept inside what a device pair holds transfer better
+    # than weights clipped (or scaled, which scales their write errors too) at transfer.
+    learner = ExactLearner(weights, clip=hybrid.weight_clip)
     updates = hybrid.pretrain_epochs * max(1, len(data[0]) // config.batch_size)
     result = train(network, learner, Optimizer(OptimizerConfig(name="adam", lr=hybrid.pretrain_lr)), data,
                    updates=updates, batch_size=config.batch_size, eval_every=max(1, updates),
