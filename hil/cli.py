@@ -39,8 +39,12 @@ from hil.training.run import PROCEDURE, run_training
 EXIT_ERROR = 2
 
 
-def _open(args: argparse.Namespace) -> Board:
-    config = load_board_config(args.config) if args.config else BoardConfig()
+def _board_config(args: argparse.Namespace) -> BoardConfig:
+    return load_board_config(args.config) if args.config else BoardConfig()
+
+
+def _open(args: argparse.Namespace, config: BoardConfig | None = None) -> Board:
+    config = config or _board_config(args)
     resource = args.resource or config.resource
     return open_board(resource, limits=config.limits, timeout=config.timeout, visa_backend=config.visa_backend)
 
@@ -87,8 +91,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_characterize(args: argparse.Namespace) -> int:
     spec = procedure_registry.REGISTRY[args.procedure]
     options = parse_options(spec.options, args)
-    config = load_board_config(args.config) if args.config else BoardConfig()
-    board = _open(args)
+    config = _board_config(args)
+    board = _open(args, config)
     try:
         run = RunFile(
             args.out,

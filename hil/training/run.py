@@ -220,14 +220,9 @@ def program_weights(
     pulses = 0
     for name, (target, mask) in conductance_targets(config, hardware, weights).items():
         calibration = hardware.calibrations.get(name)
-        if calibration is not None:
+        if calibration is not None:  # whole-board maps: ask no device for more than it reaches
             reach_low, reach_high = calibration.reach()
-            full = np.zeros(mask.shape)
-            r0, c0 = calibration.origin
-            full_low, full_high = full.copy(), full.copy()
-            full_low[r0 : r0 + reach_low.shape[0], c0 : c0 + reach_low.shape[1]] = reach_low
-            full_high[r0 : r0 + reach_high.shape[0], c0 : c0 + reach_high.shape[1]] = reach_high
-            target = np.where(mask, np.clip(target, full_low, full_high), target)
+            target = np.where(mask, np.clip(target, reach_low, reach_high), target)
         result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
                               mask=mask, calibration=calibration)  # fmt: skip
         pulses += int(result.pulses.sum())
