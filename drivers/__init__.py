@@ -5,10 +5,11 @@ from __future__ import annotations
 from drivers.board import AdcSample, Board, Identity, Line, PulseBatch, PulseKind, Region
 from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkTimeout
 from drivers.limits import Range, SafetyLimits
+from drivers.lock import BoardBusy
 from drivers.resources import open_board, open_transport
 
 __all__ = [
-    "AdcSample", "Board", "BoardError", "FirmwareError", "Identity", "InvalidRequest", "LimitError",
+    "AdcSample", "Board", "BoardBusy", "BoardError", "FirmwareError", "Identity", "InvalidRequest", "LimitError",
     "Line", "LinkError", "LinkTimeout", "PulseBatch", "PulseKind", "Range", "Region", "SafetyLimits",
     "open_board", "open_transport",
 ]  # fmt: skip

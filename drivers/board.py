@@ -23,6 +23,7 @@ from drivers import codec
 from drivers.codec import block_bounds
 from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError
 from drivers.limits import Range, SafetyLimits, check_array, check_index, check_value
+from drivers.lock import ResourceLock
 from drivers.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,11 @@ class Board:
             beyond the firmware's are refused at connect.
     """
 
-    def __init__(self, transport: Transport, limits: SafetyLimits | None = None) -> None:
+    def __init__(
+        self, transport: Transport, limits: SafetyLimits | None = None, lock: ResourceLock | None = None
+    ) -> None:
         self._transport = transport
+        self._lock = lock
         self.resource = transport.resource
         self._closed = False
         self._desynced = False  # a reply may be in flight from an interrupted exchange
@@ -175,6 +179,8 @@ class Board:
             log.error("%s: could not idle the board on close: %s", self.resource, exc)
         finally:
             self._transport.close()
+            if self._lock is not None:
+                self._lock.release()
 
     @property
     def closed(self) -> bool:

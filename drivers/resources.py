@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from drivers.board import Board
 from drivers.limits import SafetyLimits
+from drivers.lock import ResourceLock
 from drivers.transports.base import Transport
 
 DEFAULT_TIMEOUT = 10.0
@@ -49,6 +50,9 @@ def open_board(
 ) -> Board:
     """Open the board a resource string names; use it as a context manager.
 
+    A LAN or serial board is locked for this process while it is open: a second opener, here or in
+    another process, gets :class:`~drivers.lock.BoardBusy` naming the owner.
+
     Args:
         resource: see the module docstring.
         limits: the host's safety limits (default: the firmware's absolute limits).
@@ -56,5 +60,18 @@ def open_board(
         visa_backend: pyvisa backend for VISA resources (``@py``; ``@ivi`` for NI-VISA).
         baud_rate: for ``ASRL`` resources through pyvisa.
     """
-    transport = open_transport(resource, timeout, visa_backend, baud_rate)
-    return Board(transport, limits)
+    # One board, one owner. An in-process emulator is private to this process: nothing to share.
+    lock = (
+        ResourceLock(resource)
+        if resource.upper().startswith(VISA_PREFIXES) or resource.startswith("serial://")
+        else None
+    )
+    if lock is not None:
+        lock.acquire()
+    try:
+        transport = open_transport(resource, timeout, visa_backend, baud_rate)
+        return Board(transport, limits, lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise

@@ -1,0 +1,84 @@
+"""One board, one owner: the resource lock taken by open_board."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from drivers import BoardBusy, open_board
+from drivers.lock import LOCK_DIR_ENV, ResourceLock, lock_path
+from tests.conftest import EmulatorFactory
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    import drivers
+    board = drivers.open_board(sys.argv[1], timeout=5)
+    print("open", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "locks"
+    monkeypatch.setenv(LOCK_DIR_ENV, str(directory))
+    return directory
+
+
+def test_a_second_opener_is_refused_naming_the_owner(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(seed=1)
+    with open_board(emulator.resource, timeout=5), pytest.raises(BoardBusy, match=rf"in use by PID {os.getpid()} on "):
+        open_board(emulator.resource, timeout=5)
+    with open_board(emulator.resource, timeout=5) as board:  # released on close
+        assert board.shape[0] > 0
+
+
+def test_a_board_in_another_process_is_busy_until_that_process_dies(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(seed=1)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, emulator.resource], stdout=subprocess.PIPE,
+                              env=os.environ.copy())  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(BoardBusy, match=rf"PID {holder.pid} "):
+            open_board(emulator.resource, timeout=5)
+        holder.send_signal(signal.SIGKILL)  # dies holding the board: its lock file stays behind
+        holder.wait(10)
+        assert lock_path(emulator.resource).exists()
+        with open_board(emulator.resource, timeout=5) as board:  # the stale lock is taken over
+            assert board.identity.model
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_refused_open_sends_nothing(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(seed=1)
+    lock = ResourceLock(emulator.resource)
+    lock.acquire()
+    try:
+        with pytest.raises(BoardBusy):
+            open_board(emulator.resource, timeout=5)
+    finally:
+        lock.release()
+    # The emulator served nobody in between: the first client after the refusal gets it cleanly.
+    with open_board(emulator.resource, timeout=5) as board:
+        assert board.query("*OPC?") == "1"
+
+
+def test_resource_names_are_keyed_case_insensitively_for_visa() -> None:
+    assert lock_path("TCPIP::127.0.0.1::5025::SOCKET") == lock_path("tcpip::127.0.0.1::5025::socket")
+    assert lock_path("serial:///dev/ttyUSB0") != lock_path("serial:///dev/ttyUSB1")
+
+
+def test_in_process_emulators_are_not_locked() -> None:
+    resource = "emulator://?preset=ideal&rows=4&cols=4"
+    with open_board(resource), open_board(resource) as second:
+        assert second.shape == (4, 4)
