@@ -1,8 +1,9 @@
 """A training run from its config: data, network, boards, characterization, training, resume.
 
-On hardware a run goes: open the boards; place the layers; characterize the devices it will use
-(a per-device SET calibration that also finds the defective ones); program the initial weights by
-write-verify; then train with the forward pass on the arrays. Everything is journaled in the run
+On hardware a run goes: open the boards; check that the network fits (before any pulse);
+characterize every device (a per-device SET calibration that also finds the defective ones);
+place the layers on the cleanest lines; program the initial weights by write-verify; then train
+with the forward pass on the arrays. Everything is journaled in the run
 file, so ``resume`` continues from the last completed update with the conductances read back.
 """
 
