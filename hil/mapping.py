@@ -238,92 +238,51 @@ def auto_place(
     board_shapes: Mapping[str, tuple[int, int]],
     bad_lines: Mapping[str, BadLines] | None = None,
     layout: Layout = "paired-rows",
+    defective: Mapping[str, npt.NDArray[np.bool_]] | None = None,
 ) -> PlacementSpec:
-    """Pack layers side by side in columns, cutting any layer whose inputs need more rows than a
-    board has into several tiles (their partial sums are added on the host)."""
-    bad_lines = dict(bad_lines or {})
-    cursors = {board: 0 for board in board_shapes}
-    layers = []
-    for layer, (fan_in, fan_out) in weight_shapes.items():
-        tiles = []
-        start = 0
-        while start < fan_in:
-            board, col0, inputs_here = _next_slot(board_shapes, bad_lines, cursors, fan_in - start, fan_out)
-            if board is None:
-                used = {name: f"{cursors[name]} of {shape[1]} columns used" for name, shape in board_shapes.items()}
-                raise PlacementError(
-                    f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has {fan_out} free "
-                    f"good columns left ({used}); add a board or free some lines"
-                )
-            tiles.append(TileSpec(board=board, col0=col0, inputs=(start, start + inputs_here), outputs=(0, fan_out)))
-            start += inputs_here
-        layers.append(LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles))
-    return PlacementSpec(layers=layers, bad_lines=bad_lines)
+    """Pack layers into the boards' free columns, largest layer first.
 
-
-def _next_slot(
-    board_shapes: Mapping[str, tuple[int, int]],
-    bad_lines: Mapping[str, BadLines],
-    cursors: dict[str, int],
-    inputs_left: int,
-    fan_out: int,
-) -> tuple[str | None, int, int]:
-    """The first board with ``fan_out`` free good columns: (board, first column, inputs it can take)."""
-    for board, (rows, cols) in board_shapes.items():
-        bad = bad_lines.get(board, BadLines())
-        good_cols = _good(cols, bad.cols)
-        free = good_cols[good_cols >= cursors[board]]
-        if len(free) < fan_out:
-            continue
-        inputs_here = min(inputs_left, len(_good(rows, bad.rows)) // 2)
-        if inputs_here == 0:
-            continue
-        cursors[board] = int(free[fan_out - 1]) + 1
-        return board, int(free[0]), inputs_here
-    return None, 0, 0
-
-
-def place_avoiding_defects(
-    weight_shapes: Mapping[str, tuple[int, int]],
-    board_shapes: Mapping[str, tuple[int, int]],
-    defective: Mapping[str, npt.NDArray[np.bool_]],
-    bad_lines: Mapping[str, BadLines] | None = None,
-    layout: Layout = "paired-rows",
-) -> PlacementSpec:
-    """Like :func:`auto_place`, but choosing lines by a map of defective devices: each tile takes
+    A layer whose inputs need more rows than a board has is cut into tiles of inputs, and one whose
+    outputs need more free columns than a board has left into tiles of outputs, on this board or
+    the next; the host adds the partial sums. Given a map of ``defective`` devices, each tile takes
     the free columns with the fewest defects, then the rows with the fewest defects in those
-    columns. A network that uses a fraction of the array then sits mostly on working devices."""
+    columns, so a network that uses part of the array sits mostly on working devices. Without
+    one, tiles take the first free lines.
+    """
     bad_lines = dict(bad_lines or {})
-    free_cols = {
-        b: set(_good(shape[1], bad_lines.get(b, BadLines()).cols).tolist()) for b, shape in board_shapes.items()
-    }
-    layers = []
-    # Largest layers first, so they get the cleanest columns; the placement lists them in network order.
-    order = sorted(weight_shapes, key=lambda name: -weight_shapes[name][0] * weight_shapes[name][1])
+    good_rows = {b: _good(shape[0], bad_lines.get(b, BadLines()).rows) for b, shape in board_shapes.items()}
+    free_cols = {b: _good(shape[1], bad_lines.get(b, BadLines()).cols) for b, shape in board_shapes.items()}
+    broken = {b: (defective or {}).get(b, np.zeros(shape, dtype=bool)) for b, shape in board_shapes.items()}
     placed: dict[str, LayerPlacementSpec] = {}
-    for layer in order:
+    for layer in sorted(weight_shapes, key=lambda name: -weight_shapes[name][0] * weight_shapes[name][1]):
         fan_in, fan_out = weight_shapes[layer]
         tiles = []
-        start = 0
-        while start < fan_in:
-            board = next((b for b in board_shapes if len(free_cols[b]) >= fan_out), None)
-            if board is None:
+        out_start = 0
+        while out_start < fan_out:
+            # The first board with room for some outputs: all of the layer's inputs for them, cut
+            # into as many tiles (each on its own columns) as the board's rows require.
+            for board in board_shapes:
+                max_inputs = len(good_rows[board]) // 2
+                chunks = -(-fan_in // max_inputs) if max_inputs else 0
+                n_out = min(fan_out - out_start, len(free_cols[board]) // chunks) if chunks else 0
+                if n_out:
+                    break
+            else:
+                free = {name: len(cols) for name, cols in free_cols.items()}
                 raise PlacementError(
-                    f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has {fan_out} free "
-                    f"good columns left; add a board or free some lines"
+                    f"layer {layer!r} ({fan_in} x {fan_out} weights) does not fit: no board has room for its "
+                    f"remaining {fan_out - out_start} outputs (free good columns: {free}); add a board or free lines"
                 )
-            good_rows = _good(board_shapes[board][0], bad_lines.get(board, BadLines()).rows)
-            inputs_here = min(fan_in - start, len(good_rows) // 2)
-            broken = defective.get(board, np.zeros(board_shapes[board], dtype=bool))
-            candidates = np.array(sorted(free_cols[board]))
-            col_scores = broken[np.ix_(good_rows, candidates)].sum(axis=0)
-            cols = np.sort(candidates[np.argsort(col_scores, kind="stable")[:fan_out]])
-            row_scores = broken[np.ix_(good_rows, cols)].sum(axis=1)
-            rows = np.sort(good_rows[np.argsort(row_scores, kind="stable")[: 2 * inputs_here]])
-            free_cols[board] -= set(cols.tolist())
-            tiles.append(TileSpec(board=board, rows=rows.tolist(), cols=cols.tolist(),
-                                  inputs=(start, start + inputs_here), outputs=(0, fan_out)))  # fmt: skip
-            start += inputs_here
+            for in_start in range(0, fan_in, max_inputs):
+                inputs = (in_start, min(fan_in, in_start + max_inputs))
+                col_scores = broken[board][np.ix_(good_rows[board], free_cols[board])].sum(axis=0)
+                cols = np.sort(free_cols[board][np.argsort(col_scores, kind="stable")[:n_out]])
+                row_scores = broken[board][np.ix_(good_rows[board], cols)].sum(axis=1)
+                n_rows = 2 * (inputs[1] - inputs[0])
+                rows = np.sort(good_rows[board][np.argsort(row_scores, kind="stable")[:n_rows]])
+                free_cols[board] = np.setdiff1d(free_cols[board], cols)
+                tiles.append(TileSpec(board=board, rows=rows.tolist(), cols=cols.tolist(), inputs=inputs,
+                                      outputs=(out_start, out_start + n_out)))  # fmt: skip
+            out_start += n_out
         placed[layer] = LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles)
-    layers = [placed[layer] for layer in weight_shapes]
-    return PlacementSpec(layers=layers, bad_lines=bad_lines)
+    return PlacementSpec(layers=[placed[layer] for layer in weight_shapes], bad_lines=bad_lines)

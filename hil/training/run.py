@@ -21,7 +21,7 @@ import numpy.typing as npt
 from drivers import Board, open_board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
-from hil.mapping import PlacementSpec, auto_place, place_avoiding_defects, resolve_placement
+from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
@@ -121,7 +121,7 @@ def _placement_spec(
         return config.placement
     defective = {name: calibration.mask & ~calibration.responsive for name, calibration in calibrations.items()}
     shapes = {name: board.shape for name, board in boards.items()}
-    return place_avoiding_defects(network.spec.weight_shapes(), shapes, defective, config.bad_lines, config.layout)
+    return auto_place(network.spec.weight_shapes(), shapes, config.bad_lines, config.layout, defective)
 
 
 def _rule(config: TrainConfig) -> GateCodedUpdate | WriteVerifyUpdate:

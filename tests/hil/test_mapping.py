@@ -19,7 +19,6 @@ from hil.mapping import (
     PlacementError,
     PlacementSpec,
     auto_place,
-    place_avoiding_defects,
     resolve_placement,
 )
 from hil.nn import ARCHITECTURES, get_architecture
@@ -125,10 +124,14 @@ def test_auto_place_spreads_layers_over_several_boards() -> None:
     boards = {"a": (128, 60), "b": (32, 40)}
     placement = resolve_placement(auto_place(shapes, boards), shapes, boards)
 
-    assert {t.board for t in placement.tiles["dense1"]} == {"a"}
-    assert {t.board for t in placement.tiles["dense2"]} == {"b"}
-    assert len(placement.tiles["dense2"]) == 4  # 54 inputs on 16-pair boards: 16 + 16 + 16 + 6
-    assert (coverage(placement, "dense2", (54, 10)) == 1).all()
+    assert {t.board for t in placement.tiles["dense1"]} == {"a"}  # 64 inputs: only board a has the rows
+    (on_a,) = [t for t in placement.tiles["dense2"] if t.board == "a"]  # the 6 columns a has left
+    assert (on_a.outputs.start, on_a.outputs.stop) == (0, 6)
+    on_b = [t for t in placement.tiles["dense2"] if t.board == "b"]  # the other 4 outputs
+    assert [(t.inputs.start, t.inputs.stop) for t in on_b] == [(0, 16), (16, 32), (32, 48), (48, 54)]
+    for layer, shape in shapes.items():
+        assert (coverage(placement, layer, shape) == 1).all()
+    assert device_use(placement, "a").max() == 1 and device_use(placement, "b").max() == 1
 
 
 # ---------------------------------------------------------------------------- explicit placements
@@ -178,7 +181,7 @@ def test_defect_aware_placement_avoids_defective_devices() -> None:
     defective = np.zeros((32, 16), dtype=bool)
     defective[:, [0, 2, 5]] = True  # three columns full of dead devices
     defective[[4, 17], :] = True  # two rows full of them
-    placement = resolve_placement(place_avoiding_defects(shapes, boards, {"board0": defective}), shapes, boards)
+    placement = resolve_placement(auto_place(shapes, boards, defective={"board0": defective}), shapes, boards)
 
     assert [layer.layer for layer in placement.spec.layers] == ["dense1", "dense2"]
     for layer, shape in shapes.items():
@@ -190,7 +193,7 @@ def test_defect_aware_placement_avoids_defective_devices() -> None:
 
 def test_defect_aware_placement_refuses_a_network_that_does_not_fit() -> None:
     with pytest.raises(PlacementError, match=r"layer 'dense1' \(8 x 20 weights\) does not fit"):
-        place_avoiding_defects({"dense1": (8, 20)}, {"board0": (32, 16)}, {})
+        auto_place({"dense1": (8, 20)}, {"board0": (32, 16)}, defective={})
 
 
 @pytest.mark.parametrize(
