@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,27 +11,11 @@ import pytest
 from drivers import Board, InvalidRequest, LimitError, Region, open_board
 from protocols.calibration import GateCalibration, calibrate_gate, conductance_to_gate, fit_lines
 from protocols.recording import MemoryRecorder
+from tests.protocols.counting import CountingBoard
 
 # Preset means (mock_hardware/device_params.py, from the Li 2018 code): G = k * v_gate + c.
 K_MEAN, C_MEAN = 98e-6, 120e-6
 GATES = np.linspace(0.7, 4.5, 8)
-
-
-class CountingBoard:
-    """Counts the Board calls a protocol makes; per-cell calls are counted apart."""
-
-    def __init__(self, board: Board) -> None:
-        self.calls: dict[str, int] = {"read_map": 0, "apply_pulses": 0, "read_cell": 0, "pulse": 0}
-        for name in self.calls:
-            original = getattr(board, name)
-            setattr(board, name, self._counted(name, original))
-
-    def _counted(self, name: str, original: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return original(*args, **kwargs)
-
-        return call
 
 
 def _board(query: str) -> Iterator[Board]:

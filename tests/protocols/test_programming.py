@@ -13,6 +13,7 @@ from protocols.calibration import calibrate_gate
 from protocols.forming import form_cells
 from protocols.programming import CellOutcome, WriteVerifySettings, program_gate_coded, write_verify
 from protocols.recording import MemoryRecorder
+from tests.protocols.counting import CountingBoard
 
 TOLERANCE = 4e-6
 # Targets every working cell of the umass-ta-hfo2 preset reaches: above its RESET floor
@@ -20,27 +21,6 @@ TOLERANCE = 4e-6
 WINDOW = (120e-6, 400e-6)
 GATES = np.linspace(0.7, 4.5, 8)
 REALISTIC = "emulator://?preset=umass-ta-hfo2&seed={seed}&rows={rows}&cols={cols}"
-
-
-class CountingBoard:
-    """Counts the Board calls a protocol makes; per-cell calls are counted apart."""
-
-    def __init__(self, board: Board) -> None:
-        self.calls: dict[str, int] = {"read_map": 0, "apply_pulses": 0, "read_cell": 0, "pulse": 0}
-        for name in self.calls:
-            original = getattr(board, name)
-            setattr(board, name, self._counted(name, original))
-
-    def _counted(self, name: str, original: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return original(*args, **kwargs)
-
-        return call
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
 
 
 def targets(shape: tuple[int, int], seed: int = 0, window: tuple[float, float] = WINDOW) -> np.ndarray:
