@@ -46,7 +46,7 @@ class Learner(Protocol):
         """Store under ``slot`` what a resume needs besides the optimizer (after every update)."""
 
     def snapshot(self, recorder: Recorder) -> None:
-        """Store a picture of the weights (at every evaluation)."""
+        """Store a picture of the weights (at the end of every epoch)."""
 
 
 class ExactLearner:
@@ -165,8 +165,9 @@ def train(
             test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
             result.evaluations.append((update + 1, test_accuracy, test_loss))
             recorder.append(EVALUATIONS, np.array([update + 1, test_accuracy, test_loss]))
-            learner.snapshot(recorder)
             recorder.progress(0, test=f"{100 * test_accuracy:.1f}%")
+        if (update + 1) % schedule.batches_per_epoch == 0:
+            learner.snapshot(recorder)
         recorder.progress(1, loss=f"{loss:.3f}", acc=f"{100 * batch_accuracy:.0f}%", pulses=result.pulses)
     result.seconds = time.perf_counter() - started
     if result.evaluations:

@@ -32,6 +32,7 @@ from hil.training.loop import (
     JOURNAL,
     STATE_SLOTS,
     ExactLearner,
+    Schedule,
     Learner,
     TrainResult,
     evaluate,
@@ -263,8 +264,11 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
     train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,
                          eval_every=config.eval_every, seed=config.seed, recorder=run)  # fmt: skip
     start = int(previous.attrs.get("train", {}).get("completed_updates", 0)) if previous else 0
-    for name in (JOURNAL, EVALUATIONS):
-        run.truncate(name, start if name == JOURNAL else _evaluations_before(previous, start))
+    run.truncate(JOURNAL, start)
+    run.truncate(EVALUATIONS, _evaluations_before(previous, start))
+    epochs_done = start // Schedule(len(data[0]), config.batch_size, config.seed).batches_per_epoch
+    for board in config.boards:
+        run.truncate(f"snapshots/{board}", epochs_done)
     weights = _initial_weights(config, network, data, run, previous)
     if config.update_rule == "exact":
         if previous is not None:

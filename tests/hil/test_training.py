@@ -133,9 +133,10 @@ def test_the_journal_has_one_row_per_update(insitu: RunData) -> None:
     assert insitu.root["status"] == "completed"
 
 
-def test_evaluations_and_snapshots_at_eval_every(insitu: RunData) -> None:
+def test_evaluations_at_eval_every_and_snapshots_per_epoch(insitu: RunData) -> None:
     assert eval_updates(insitu) == [20, 40, 60, 80]
-    assert insitu.datasets["snapshots/board0"].shape == (4, 32, 10)
+    per_epoch = Schedule(1438, BATCH, 0).batches_per_epoch  # digits: 1,438 training samples
+    assert insitu.datasets["snapshots/board0"].shape == (UPDATES // per_epoch, 32, 10)
     snapshots = insitu.datasets["snapshots/board0"]
     assert not np.array_equal(snapshots[0], snapshots[-1])  # the conductances moved in between
     assert (snapshots > 0).all()
