@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="override any device parameter; repeatable",
     )
+    serve.add_argument(
+        "--fault",
+        dest="faults",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="inject link faults, e.g. drop_reply=0.01 close_after=500 (see mock_hardware/faults.py); repeatable",
+    )
     serve.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
     serve.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser  # fmt: skip
@@ -63,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
-    overrides = dict(args.overrides)
+    overrides = dict(args.overrides) | {f"fault_{name}": value for name, value in args.faults}
     for name in ("rows", "cols"):
         if getattr(args, name) is not None:
             overrides[name] = str(getattr(args, name))

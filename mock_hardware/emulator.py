@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from mock_hardware.array_model import CrossbarArray
 from mock_hardware.device_params import preset
+from mock_hardware.faults import FaultInjector, FaultPlan
 from mock_hardware.firmware import Firmware, FirmwareSpec
 
 DEFAULT_PRESET = "umass-ta-hfo2"
@@ -18,18 +19,21 @@ def build_firmware(
 ) -> Firmware:
     """An emulated board: the named device preset with ``overrides`` (field -> value), seeded.
 
-    ``latency`` among the overrides sets the firmware's simulated per-command latency.
+    ``latency`` among the overrides sets the firmware's simulated per-command latency, and
+    ``fault_<name>`` fields a :class:`~mock_hardware.faults.FaultPlan`.
     """
     fields = dict(overrides or {})
     spec = FirmwareSpec()
     if "latency" in fields:
         spec = FirmwareSpec(command_latency=float(fields.pop("latency")))
+    fault_fields = {name[len("fault_") :]: fields.pop(name) for name in list(fields) if name.startswith("fault_")}
     try:
         params = preset(preset_name, **fields)
+        plan = FaultPlan.model_validate(fault_fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"bad emulator parameters: {problems}") from None
-    return Firmware(CrossbarArray(params, seed=seed), spec)
+    return Firmware(CrossbarArray(params, seed=seed), spec, FaultInjector(plan) if plan.any else None)
 
 
 def parse_emulator_url(resource: str) -> tuple[str, int, dict[str, str]]:

@@ -20,6 +20,7 @@ from drivers import codec
 from drivers.codec import Command, ErrorCode, ParseError
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
+from mock_hardware.faults import FaultInjector
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -78,9 +79,12 @@ _LINE_WORDS = ("ROW", "COL", "GATE")
 class Firmware:
     """A byte-in, byte-out command interpreter for one emulated board."""
 
-    def __init__(self, array: CrossbarArray, spec: FirmwareSpec | None = None) -> None:
+    def __init__(
+        self, array: CrossbarArray, spec: FirmwareSpec | None = None, faults: FaultInjector | None = None
+    ) -> None:
         self.array = array
         self.spec = spec or FirmwareSpec()
+        self.faults = faults
         self.parser = codec.CommandParser()
         rows, cols = array.rows, array.cols
         self.dac = {"ROW": np.zeros(rows), "COL": np.zeros(cols), "GATE": np.zeros(rows)}
@@ -123,6 +127,8 @@ class Firmware:
     def feed(self, data: bytes) -> bytes:
         """Bytes in from the link; the replies to every command they complete."""
         replies = [self.execute(item) for item in self.parser.feed(data)]
+        if self.faults is not None:
+            replies = [self.faults.reply(reply) for reply in replies]
         return b"".join(replies)
 
     def link_quiet(self) -> bytes:
@@ -157,6 +163,8 @@ class Firmware:
                     f"{item.header} takes {syntax.nargs} parameters, got {len(item.args)}",
                 )
             self._advance(self.spec.command_latency)
+            if self.faults is not None and self.faults.refuse_command():
+                raise CommandFailure(ErrorCode.HARDWARE, "injected fault: the command was not executed")
             return syntax.handler(item)
         except CommandFailure as failure:
             return codec.encode_error(failure.code, str(failure))

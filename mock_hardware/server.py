@@ -18,6 +18,7 @@ import tty
 from collections.abc import Callable
 from types import FrameType
 
+from mock_hardware.faults import FaultPlan
 from mock_hardware.firmware import Firmware
 
 QUIET_TIMEOUT = 1.0
@@ -38,11 +39,12 @@ class _Stop:
 class _Connection:
     """One open link: a fd to read from and write to, with its pending output."""
 
-    def __init__(self, fd: int, close: Callable[[], None]) -> None:
+    def __init__(self, fd: int, close: Callable[[], None], commands_before: int) -> None:
         self.fd = fd
         self.close = close
         self.pending = bytearray()
         self.last_input = time.monotonic()
+        self.commands_before = commands_before  # the firmware's count when this link opened
 
 
 class EmulatorServer:
@@ -54,6 +56,8 @@ class EmulatorServer:
         self.selector = selectors.DefaultSelector()
         self.connection: _Connection | None = None
         self._listener: socket.socket | None = None
+        self.faults = firmware.faults.plan if firmware.faults is not None else FaultPlan()
+        self.refused = 0
 
     # ------------------------------------------------------------------ transports
 
@@ -81,7 +85,7 @@ class EmulatorServer:
         tty.setraw(slave)
         os.set_blocking(master, False)
         # Keeping the slave open ourselves means a client closing it does not error the master.
-        self._open(_Connection(master, lambda: None))
+        self._open(_Connection(master, lambda: None, self.firmware.commands_served))
         try:
             self._loop(on_listen=lambda: None, ready=lambda: announce(f"ASRL{os.ttyname(slave)}::INSTR"))
         finally:
@@ -96,9 +100,13 @@ class EmulatorServer:
 
     def _accept(self, listener: socket.socket) -> None:
         client, _ = listener.accept()
+        if self.refused < self.faults.refuse_connections:  # an injected fault
+            self.refused += 1
+            client.close()
+            return
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._open(_Connection(client.fileno(), client.close))
+        self._open(_Connection(client.fileno(), client.close, self.firmware.commands_served))
         # One client at a time: the next waits in the listen backlog until this one leaves.
         self.selector.unregister(listener)
 
@@ -155,16 +163,22 @@ class EmulatorServer:
             return
         connection.last_input = time.monotonic()
         self._queue(connection, self.firmware.feed(data))
+        served = self.firmware.commands_served - connection.commands_before
+        if self.faults.close_after and served >= self.faults.close_after and self.connection is connection:
+            self._drop()  # an injected fault: the link goes down mid-session
 
     def _queue(self, connection: _Connection, reply: bytes) -> None:
         if not reply:
             return
+        if self.firmware.faults is not None and (pause := self.firmware.faults.delay()):
+            time.sleep(pause)  # an injected fault: a reply late past the host's timeout
         connection.pending += reply
         self._send(connection)
 
     def _send(self, connection: _Connection) -> None:
+        piece = connection.pending[: self.faults.chunk_size] if self.faults.chunk_size else connection.pending
         try:
-            written = os.write(connection.fd, connection.pending)
+            written = os.write(connection.fd, piece)
         except BlockingIOError:
             written = 0
         except OSError:

@@ -34,9 +34,7 @@ def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray
     return out
 
 
-def fast_normal_into(
-    rng: np.random.Generator, out: npt.NDArray[np.float32], indices: npt.NDArray[np.intp]
-) -> None:
+def fast_normal_into(rng: np.random.Generator, out: npt.NDArray[np.float32], indices: npt.NDArray[np.intp]) -> None:
     """Fill the C-contiguous float32 array ``out`` with standard normal draws.
 
     ``indices`` is scratch of ``out.size`` intp: handing ``take`` native indices saves it a

@@ -51,9 +51,7 @@ class DriftState:
         np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
         return out
 
-    def reprogram(
-        self, region: tuple[slice, slice], changed: BoolArray, g_new: FloatArray, t_new: FloatArray
-    ) -> None:
+    def reprogram(self, region: tuple[slice, slice], changed: BoolArray, g_new: FloatArray, t_new: FloatArray) -> None:
         """Restart the drift of the ``changed`` cells of ``region`` from ``g_new`` at ``t_new``."""
         g_prog, t_prog, rate = (a[region] for a in (self.g_programmed, self.t_programmed, self.rate))
         g_prog[changed] = g_new[changed]

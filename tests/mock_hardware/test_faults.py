@@ -1,0 +1,101 @@
+"""The fault plan: the emulated board drops, corrupts, delays and refuses on purpose, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers import FirmwareError, LinkError, LinkTimeout, open_board
+from mock_hardware.emulator import build_firmware
+from tests.conftest import EmulatorFactory
+
+SMALL = {"rows": "4", "cols": "4"}
+
+
+def test_a_dropped_reply_still_executed_its_command() -> None:
+    firmware = build_firmware("ideal", 0, SMALL | {"fault_drop_reply": "1"})
+    before = firmware.array.conductance[1, 1]
+    assert firmware.feed(b"PULS:SET 1,1,2.5,2.0,1e-6\n") == b""  # the reply is lost on the way back
+    assert firmware.array.conductance[1, 1] > before  # but the pulse was applied: retrying would double it
+
+
+def test_an_injected_firmware_error_executes_nothing() -> None:
+    firmware = build_firmware("ideal", 0, SMALL | {"fault_firmware_error": "1"})
+    before = firmware.array.conductance
+    assert firmware.feed(b"PULS:SET 1,1,2.5,2.0,1e-6\n").startswith(b"ERR -240,")
+    assert np.array_equal(firmware.array.conductance, before)
+
+
+def test_a_corrupted_reply_differs_in_one_byte() -> None:
+    clean = build_firmware("ideal", 0, SMALL).feed(b"MAP? 0,0,4,4,0.2,COND\n")
+    corrupted = build_firmware("ideal", 0, SMALL | {"fault_corrupt_reply": "1"}).feed(b"MAP? 0,0,4,4,0.2,COND\n")
+    assert len(clean) == len(corrupted)
+    assert sum(a != b for a, b in zip(clean, corrupted, strict=True)) == 1
+
+
+def test_fault_rates_are_seeded_and_near_their_probability() -> None:
+    def dropped(seed: str) -> list[bool]:
+        firmware = build_firmware("ideal", 0, SMALL | {"fault_drop_reply": "0.3", "fault_seed": seed})
+        return [firmware.feed(b"*OPC?\n") == b"" for _ in range(2000)]
+
+    first = dropped("5")
+    assert first == dropped("5")  # the same seed drops the same replies
+    assert first != dropped("6")
+    assert 0.25 < np.mean(first) < 0.35
+
+
+def test_bad_fault_fields_are_named() -> None:
+    with pytest.raises(ValueError, match="drop_reply"):
+        build_firmware("ideal", 0, SMALL | {"fault_drop_reply": "2"})
+    with pytest.raises(ValueError, match="nonsense"):
+        build_firmware("ideal", 0, SMALL | {"fault_nonsense": "1"})
+
+
+def test_in_process_faults_reach_the_driver() -> None:
+    with pytest.raises(LinkTimeout, match=r"emulator://.*\*IDN\?"):
+        open_board("emulator://?preset=ideal&rows=4&cols=4&fault_drop_reply=1")
+    with open_board("emulator://?preset=ideal&rows=4&cols=4") as board:
+        board._transport._endpoint.firmware.faults = build_firmware(  # type: ignore[attr-defined]
+            "ideal", 0, SMALL | {"fault_firmware_error": "1"}
+        ).faults
+        with pytest.raises(FirmwareError, match="injected fault") as error:
+            board.read_cell(0, 0)
+        assert error.value.code == -240
+
+
+def test_the_server_closes_the_link_after_n_commands(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "close_after=12"))
+    board = open_board(emulator.resource, timeout=2)  # the handshake is 10 commands
+    try:
+        board.read_cell(0, 0)
+        with pytest.raises(LinkError, match=emulator.resource):
+            for _ in range(3):
+                board.read_cell(0, 0)
+    finally:
+        board.close()
+
+
+def test_the_server_refuses_the_first_connections(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "refuse_connections=1"))
+    with pytest.raises(LinkError, match=emulator.resource):
+        open_board(emulator.resource, timeout=2)
+    with open_board(emulator.resource, timeout=2) as board:
+        assert board.shape == (4, 4)
+
+
+def test_chunked_replies_are_reassembled(emulator_process: EmulatorFactory) -> None:
+    plain = emulator_process(preset="ideal", seed=2, extra=("--rows", "16", "--cols", "8"))
+    chunked = emulator_process(preset="ideal", seed=2, extra=("--rows", "16", "--cols", "8", "--fault", "chunk_size=7"))
+    with open_board(plain.resource) as a, open_board(chunked.resource) as b:
+        np.testing.assert_array_equal(a.read_map(), b.read_map())
+
+
+def test_a_late_reply_is_a_timeout_naming_the_command(emulator_process: EmulatorFactory) -> None:
+    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4"))
+    with open_board(emulator.resource, timeout=0.3) as board:
+        pass  # the handshake works without faults; now one that delays every reply
+    slow = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "delay_reply=1",
+                                                   "--fault", "delay_seconds=1"))  # fmt: skip
+    with pytest.raises(LinkTimeout, match=r"\*IDN\?"):
+        open_board(slow.resource, timeout=0.3)
+    assert board.closed
