@@ -101,6 +101,13 @@ _LIMIT_NAMES = {"v_row": "VROW", "v_col": "VCOL", "v_gate": "VGATE", "v_read": "
                 "pulse_width": "WIDTH", "i_col": "ICOL"}  # fmt: skip
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
 MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
+# Commands that change nothing, or set a level to a value: sending one twice is the same as once.
+# Pulses (PULS:*, SWEEP?) and waits (SYST:WAIT) are not among them.
+IDEMPOTENT = frozenset({
+    "*IDN?", "*OPC?", "*RST", "SYST:VERS?", "SYST:ARR?", "SYST:LIM?", "SYST:VGRE?", "SYST:TIME?",
+    "DAC:RES?", "DAC:RANG?", "ADC:RES?", "ADC:RANG?", "TIA:GAIN?", "DAC:VOLT", "DAC:VOLT?",
+    "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "MAP?", "VMM?",
+})  # fmt: skip
 
 
 def _idle_open_boards() -> None:
@@ -124,13 +131,21 @@ class Board:
         transport: the open byte stream to the board.
         limits: the host's safety limits; default: the firmware's own absolute limits. Limits
             beyond the firmware's are refused at connect.
+        lock: the resource lock to release on close (``open_board`` takes it).
+        retries: how many times a command that is safe to repeat is sent again after a link failure.
     """
 
     def __init__(
-        self, transport: Transport, limits: SafetyLimits | None = None, lock: ResourceLock | None = None
+        self,
+        transport: Transport,
+        limits: SafetyLimits | None = None,
+        lock: ResourceLock | None = None,
+        retries: int = 2,
     ) -> None:
         self._transport = transport
         self._lock = lock
+        self.retries = retries
+        self.link_retries = 0  # how many times a command was sent again after a link failure
         self.resource = transport.resource
         self._closed = False
         self._desynced = False  # a reply may be in flight from an interrupted exchange
@@ -193,13 +208,31 @@ class Board:
     def _resync(self) -> None:
         """Drop the reply of an interrupted exchange so the next reply is the next command's."""
         dropped = self._transport.discard_input(quiet=0.2)
-        log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
+        if dropped:
+            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
         self._desynced = False
 
     # ------------------------------------------------------------------ exchange
 
     def _exchange(
         self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | None = None
+    ) -> codec.Reply:
+        """One command, one reply. A command that is safe to repeat is retried after a link
+        failure, at most ``retries`` times; a pulse never is: its reply may have been lost after
+        the pulse was applied, and resending it would pulse the cell twice."""
+        attempts = 1 + (self.retries if header in IDEMPOTENT else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._exchange_once(header, args, block)
+            except LinkError as exc:
+                if attempt == attempts or self._closed:
+                    raise
+                self.link_retries += 1
+                log.warning("retrying (%d of %d): %s", attempt, self.retries, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange_once(
+        self, header: str, args: Sequence[str | int | float], block: npt.ArrayLike | None
     ) -> codec.Reply:
         if self._closed and header != "*RST":
             raise LinkError(self.resource, "board is closed", header)

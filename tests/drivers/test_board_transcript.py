@@ -29,7 +29,7 @@ _OPENED: list[tuple[Board, ScriptedTransport]] = []
 
 def connect(rows: int = 4, cols: int = 3, limits: SafetyLimits | None = None) -> tuple[Board, ScriptedTransport]:
     transport = ScriptedTransport(handshake(rows, cols))
-    board = Board(transport, limits)
+    board = Board(transport, limits, retries=0)  # exact transcripts: no resending
     assert not transport.script, "the handshake left scripted exchanges unused"
     _OPENED.append((board, transport))
     return board, transport
