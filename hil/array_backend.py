@@ -114,8 +114,8 @@ class ArrayBackend:
 
     def _read_weights(self, tile: Tile) -> FloatArray:
         """``(G+ - G-) / g_unit`` of every pair of the tile, from the last read-back."""
-        g = self.conductance[tile.board]
-        w: FloatArray = (g[np.ix_(tile.plus_rows, tile.cols)] - g[np.ix_(tile.minus_rows, tile.cols)]) / self.g_unit
+        g_plus, g_minus = tile.pair(self.conductance[tile.board])
+        w: FloatArray = (g_plus - g_minus) / self.g_unit
         return w
 
     def pair_roles(self, tile: Tile) -> PairRoles | None:
@@ -126,16 +126,16 @@ class ArrayBackend:
         shape = self.placement.board_shapes[tile.board]
         low = low if low is not None else np.zeros(shape, dtype=bool)
         high = high if high is not None else np.zeros(shape, dtype=bool)
-        plus, minus = np.ix_(tile.plus_rows, tile.cols), np.ix_(tile.minus_rows, tile.cols)
-        dead = high[plus] | high[minus] | (low[plus] & low[minus])
-        roles = PairRoles(dead=dead, plus_only=low[minus] & ~dead, minus_only=low[plus] & ~dead)
+        (low_plus, low_minus), (high_plus, high_minus) = tile.pair(low), tile.pair(high)
+        dead = high_plus | high_minus | (low_plus & low_minus)
+        roles = PairRoles(dead=dead, plus_only=low_minus & ~dead, minus_only=low_plus & ~dead)
         return roles if roles.any() else None
 
     def _wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
-        g = self.conductance[tile.board]
+        g_plus, g_minus = tile.pair(self.conductance[tile.board])
         reference = self.g_reference.get(tile.board, 0.0)
-        plus_alone = (g[np.ix_(tile.plus_rows, tile.cols)] - reference) / self.g_unit
-        minus_alone = (reference - g[np.ix_(tile.minus_rows, tile.cols)]) / self.g_unit
+        plus_alone = (g_plus - reference) / self.g_unit
+        minus_alone = (reference - g_minus) / self.g_unit
         wanted = np.where(roles.plus_only, plus_alone, np.where(roles.minus_only, minus_alone, w_read))
         return np.where(roles.dead, 0.0, wanted)
 

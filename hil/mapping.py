@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -92,6 +92,15 @@ class Tile:
     @property
     def col_span(self) -> tuple[int, int]:
         return int(self.cols.min()), int(self.cols.max() - self.cols.min() + 1)
+
+    def pair(self, board_map: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """The tile's G+ and G- blocks (inputs x outputs) of a board-sized map."""
+        return board_map[np.ix_(self.plus_rows, self.cols)], board_map[np.ix_(self.minus_rows, self.cols)]
+
+    def put(self, board_map: npt.NDArray[Any], plus: npt.ArrayLike, minus: npt.ArrayLike) -> None:
+        """Write the tile's G+ and G- blocks into a board-sized map."""
+        board_map[np.ix_(self.plus_rows, self.cols)] = plus
+        board_map[np.ix_(self.minus_rows, self.cols)] = minus
 
     def cell_mask(self, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
         """Every device of the tile, as a mask over its board."""

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from drivers import PulseKind
 from hil.array_backend import ArrayBackend
-from hil.mapping import Tile
 from protocols.calibration import GateCalibration
 from protocols.programming import write_verify
 
@@ -118,10 +117,10 @@ class GateCodedUpdate:
         for layer, dw in delta.items():
             for tile in backend.placement.tiles[layer]:
                 memory = self.memory_for(backend, tile.board)
-                k_plus, k_minus = _pair(memory.k, tile)
+                k_plus, k_minus = tile.pair(memory.k)
                 dg_plus, dg_minus = backend.device_changes(tile, dw[tile.inputs, tile.outputs])
-                target_plus, target_minus = _pair(memory.v_gate_target, tile)
-                _put(memory.v_gate_target, tile, target_plus + dg_plus / k_plus, target_minus + dg_minus / k_minus)
+                target_plus, target_minus = tile.pair(memory.v_gate_target)
+                tile.put(memory.v_gate_target, target_plus + dg_plus / k_plus, target_minus + dg_minus / k_minus)
         stats = UpdateStats()
         for board, memory in self.memory.items():
             memory.v_gate_target = np.clip(memory.v_gate_target, c.v_gate_min, c.v_gate_max)
@@ -195,8 +194,8 @@ class WriteVerifyUpdate:
             for tile in backend.placement.tiles[layer]:
                 dg_plus, dg_minus = backend.device_changes(tile, dw[tile.inputs, tile.outputs])
                 for board_map in (self.g_target[tile.board], self.pending[tile.board]):
-                    plus, minus = _pair(board_map, tile)
-                    _put(board_map, tile, plus + dg_plus, minus + dg_minus)
+                    plus, minus = tile.pair(board_map)
+                    tile.put(board_map, plus + dg_plus, minus + dg_minus)
         stats = UpdateStats()
         for board, target in self.g_target.items():
             due = (np.abs(self.pending[board]) > self.config.threshold) & backend.placement.used_mask(board)
@@ -227,12 +226,3 @@ class WriteVerifyUpdate:
                 store[board] = np.asarray(arrays[name], dtype=np.float64).copy()
         if "pulses" in arrays:
             self.pulses[board] = np.asarray(arrays["pulses"], dtype=np.int64).copy()
-
-
-def _pair(board_map: FloatArray, tile: Tile) -> tuple[FloatArray, FloatArray]:
-    return board_map[np.ix_(tile.plus_rows, tile.cols)], board_map[np.ix_(tile.minus_rows, tile.cols)]
-
-
-def _put(board_map: FloatArray, tile: Tile, plus: FloatArray, minus: FloatArray) -> None:
-    board_map[np.ix_(tile.plus_rows, tile.cols)] = plus
-    board_map[np.ix_(tile.minus_rows, tile.cols)] = minus

@@ -194,6 +194,12 @@ class Firmware:
         return value
 
     @staticmethod
+    def _count(text: str, name: str) -> int:
+        if not text.isdigit():
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a whole number")
+        return int(text)
+
+    @staticmethod
     def _word(text: str, name: str, choices: tuple[str, ...]) -> str:
         word = text.upper()
         if word not in choices:
@@ -400,9 +406,7 @@ class Firmware:
 
     def _vmm(self, command: Command) -> bytes:
         row0, col0, nrows, ncols = self._region(command.args[:4])
-        if not command.args[4].isdigit():
-            raise CommandFailure(ErrorCode.DATA_TYPE, f"nvec {command.args[4][:40]!r} is not a whole number")
-        nvec = int(command.args[4])
+        nvec = self._count(command.args[4], "nvec")
         v_rows = self._block(command, (nvec, nrows))
         self._within_array("v_rows", v_rows, "VREAD", "V", (0, 0))
         currents = self.array.vmm(v_rows.astype(np.float64), row0, col0, ncols)
@@ -429,9 +433,7 @@ class Firmware:
         col = self._index(command.args[1], "col", self.array.cols)
         v_gate = self._number(command.args[2], "v_gate")
         width = self._number(command.args[3], "width")
-        if not command.args[4].isdigit():
-            raise CommandFailure(ErrorCode.DATA_TYPE, f"npts {command.args[4][:40]!r} is not a whole number")
-        voltages = self._block(command, (int(command.args[4]),))
+        voltages = self._block(command, (self._count(command.args[4], "npts"),))
         self._within("v_gate", v_gate, "VGATE", "V")
         self._within("width", width, "WIDTH", "s")
         positive, negative = np.where(voltages >= 0, voltages, 0.0), np.where(voltages < 0, -voltages, 0.0)

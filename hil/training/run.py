@@ -210,8 +210,8 @@ def conductance_targets(
         for tile in backend.placement.tiles[layer]:
             target = out[tile.board][0]
             dg_plus, dg_minus = backend.device_changes(tile, w[tile.inputs, tile.outputs])
-            target[np.ix_(tile.plus_rows, tile.cols)] += dg_plus
-            target[np.ix_(tile.minus_rows, tile.cols)] += dg_minus
+            plus, minus = tile.pair(target)
+            tile.put(target, plus + dg_plus, minus + dg_minus)
     return out
 
 
