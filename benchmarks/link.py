@@ -37,9 +37,9 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from traffic import Traffic, count_traffic
 
 from drivers import Board, open_board
-from drivers.transports.base import Transport
 
 PRESET = "umass-ta-hfo2"
 SEED = 1
@@ -124,75 +124,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanup above
-
-
-# ----------------------------------------------------------------------------- counting bytes
-
-
-@dataclass
-class Traffic:
-    """What one operation moved over the link."""
-
-    sent: int = 0
-    """bytes written to the board"""
-    received: int = 0
-    """bytes read back"""
-    round_trips: int = 0
-    """commands written"""
-
-    def per_operation(self, operations: int) -> dict[str, float]:
-        """The mean over ``operations`` operations that moved this much between them."""
-        return {name: value / operations for name, value in asdict(self).items()}
-
-
-class CountingTransport(Transport):
-    """Passes everything to ``inner`` and counts the bytes each way."""
-
-    def __init__(self, inner: Transport, traffic: Traffic) -> None:
-        self.inner = inner
-        self.traffic = traffic
-        self.resource = inner.resource
-
-    @property
-    def timeout(self) -> float:
-        return self.inner.timeout
-
-    @timeout.setter
-    def timeout(self, seconds: float) -> None:
-        self.inner.timeout = seconds
-
-    def write(self, data: bytes) -> None:
-        self.traffic.sent += len(data)
-        self.traffic.round_trips += 1
-        self.inner.write(data)
-
-    def read_exact(self, count: int) -> bytes:
-        data = self.inner.read_exact(count)
-        self.traffic.received += len(data)
-        return data
-
-    def read_line(self) -> bytes:
-        data = self.inner.read_line()
-        self.traffic.received += len(data)
-        return data
-
-    def discard_input(self, quiet: float) -> int:
-        return self.inner.discard_input(quiet)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def count_traffic(board: Board, operation: Callable[[], object]) -> Traffic:
-    """Run ``operation`` once with the board's transport wrapped in a byte counter."""
-    traffic = Traffic()
-    inner = board._transport
-    board._transport = CountingTransport(inner, traffic)
-    try:
-        operation()
-    finally:
-        board._transport = inner
-    return traffic
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from traffic import count_traffic
 
 from drivers import Board, PulseKind, Region, open_board
-from drivers.transports.base import Transport
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import CellOutcome, WriteVerifyResult, WriteVerifySettings, write_verify
 from protocols.recording import Attr
@@ -122,43 +122,6 @@ def summarize(result: WriteVerifyResult) -> Json:
     }
 
 
-class CountingTransport(Transport):
-    """Wraps a board's transport to count the bytes and commands that pass (as link.py does)."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.resource, self.timeout = inner.resource, inner.timeout
-        self.sent = self.received = self.commands = 0
-
-    def write(self, data: bytes) -> None:
-        self.sent += len(data)
-        self.commands += 1
-        self.inner.write(data)
-
-    def read_exact(self, count: int) -> bytes:
-        data = self.inner.read_exact(count)
-        self.received += len(data)
-        return data
-
-    def read_line(self) -> bytes:
-        data = self.inner.read_line()
-        self.received += len(data)
-        return data
-
-    def discard_input(self, quiet: float) -> int:
-        return self.inner.discard_input(quiet)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def counted(board: Board) -> CountingTransport:
-    """Put a byte counter between the board and its transport (a private attribute, as in link.py)."""
-    counter = CountingTransport(board._transport)
-    board._transport = counter
-    return counter
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resource", help=f"board to use (default: emulator://?preset={PRESET}&seed=SEED)")
@@ -202,14 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usable window {window[0] * 1e6:.1f} to {window[1] * 1e6:.1f} uS ({json.dumps(window_figures)})")
 
         target = rng.uniform(*window, board.shape)
-        counter = counted(board)
-        result = write_verify(
+        outcome: list[WriteVerifyResult] = []
+        counter = count_traffic(board, lambda: outcome.append(write_verify(
             board, target, args.tolerance, args.max_iterations, calibration=calibration,
             recorder=PrintRecorder("write-verify"), settings=settings,
-        )  # fmt: skip
-        board._transport = counter.inner
+        )))  # fmt: skip
+        result = outcome[0]
         summary.update(summarize(result))
-        summary["commands_counted_at_transport"] = counter.commands
+        summary["commands_counted_at_transport"] = counter.round_trips
         summary["bytes_sent"] = counter.sent
         summary["bytes_received"] = counter.received
         # What the same traffic would take on a 115200-baud 8N1 serial link, bytes only.

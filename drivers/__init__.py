@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from drivers.board import AdcSample, Board, Identity, Line, PulseBatch, PulseKind, Region
-from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkTimeout
+from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkLost, LinkTimeout
 from drivers.limits import Range, SafetyLimits
+from drivers.link import Link, LinkStats
 from drivers.lock import BoardBusy
 from drivers.resources import open_board, open_transport
 
 __all__ = [
     "AdcSample", "Board", "BoardBusy", "BoardError", "FirmwareError", "Identity", "InvalidRequest", "LimitError",
-    "Line", "LinkError", "LinkTimeout", "PulseBatch", "PulseKind", "Range", "Region", "SafetyLimits",
-    "open_board", "open_transport",
+    "Line", "Link", "LinkError", "LinkLost", "LinkStats", "LinkTimeout", "PulseBatch", "PulseKind", "Range", "Region",
+    "SafetyLimits", "open_board", "open_transport",
 ]  # fmt: skip

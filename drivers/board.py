@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -21,8 +21,9 @@ import numpy.typing as npt
 
 from drivers import codec
 from drivers.codec import block_bounds
-from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError
+from drivers.errors import BoardError, InvalidRequest, LimitError, LinkError
 from drivers.limits import Range, SafetyLimits, check_array, check_index, check_value
+from drivers.link import Link
 from drivers.lock import ResourceLock
 from drivers.transports.base import Transport
 
@@ -101,15 +102,6 @@ _LIMIT_NAMES = {"v_row": "VROW", "v_col": "VCOL", "v_gate": "VGATE", "v_read": "
                 "pulse_width": "WIDTH", "i_col": "ICOL"}  # fmt: skip
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
 MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
-# Commands that change nothing, or set a level to a value: sending one twice is the same as once.
-# Pulses (PULS:*, SWEEP?) and waits (SYST:WAIT) are not among them.
-IDEMPOTENT = frozenset({
-    "*IDN?", "*OPC?", "*RST", "SYST:VERS?", "SYST:ARR?", "SYST:LIM?", "SYST:VGRE?", "SYST:TIME?",
-    "DAC:RES?", "DAC:RANG?", "ADC:RES?", "ADC:RANG?", "TIA:GAIN?", "DAC:VOLT", "DAC:VOLT?",
-    "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "MAP?", "VMM?",
-})  # fmt: skip
-
-
 def _idle_open_boards() -> None:
     """At interpreter exit, idle every board a script forgot to close."""
     for board in list(_OPEN_BOARDS):
@@ -132,7 +124,12 @@ class Board:
         limits: the host's safety limits; default: the firmware's own absolute limits. Limits
             beyond the firmware's are refused at connect.
         lock: the resource lock to release on close (``open_board`` takes it).
-        retries: how many times a command that is safe to repeat is sent again after a link failure.
+        retries: how many times a command is sent again after a link failure (in plain mode, only
+            a command that is safe to repeat).
+        framing: numbered, checksummed frames (``True``), plain lines (``False``), or frames when the
+            firmware offers them (``None``). See docs/wire-protocol.md, "Framed mode".
+        reopen: opens the link again after it drops (``open_board`` passes one for LAN and serial).
+        reconnect_attempts: how many times ``reopen`` is tried, with growing pauses, before giving up.
     """
 
     def __init__(
@@ -141,16 +138,20 @@ class Board:
         limits: SafetyLimits | None = None,
         lock: ResourceLock | None = None,
         retries: int = 2,
+        framing: bool | None = None,
+        reopen: Callable[[], Transport] | None = None,
+        reconnect_attempts: int = 5,
     ) -> None:
-        self._transport = transport
+        self.link = Link(transport, retries, reconnect_attempts)
+        """the exchanges with the board: framing, retries, reconnects, and what they cost (``link.stats``)"""
         self._lock = lock
-        self.retries = retries
-        self.link_retries = 0  # how many times a command was sent again after a link failure
+        self.pulses_applied = 0  # pulses the board confirmed applying (cells of batches, sweep steps)
         self.resource = transport.resource
         self._closed = False
-        self._desynced = False  # a reply may be in flight from an interrupted exchange
         try:
             self.identity = self._identify()
+            if framing is not False:
+                self.link.start_framing()
             rows, cols = (int(f) for f in self._ask("SYST:ARR?").fields)
             self.shape: tuple[int, int] = (rows, cols)
             self.firmware_limits = self._query_limits()
@@ -162,6 +163,10 @@ class Board:
         except BaseException:
             transport.close()
             raise
+        if framing is True and not self.link.framed:
+            transport.close()
+            raise InvalidRequest(f"{self.resource}: framing was required, but the firmware has no framed mode "
+                                 "(it does not know SYST:FRAM)")  # fmt: skip
         self.limits = limits if limits is not None else self.firmware_limits
         beyond = self.limits.within(self.firmware_limits)
         if beyond:
@@ -170,7 +175,12 @@ class Board:
                 f"{self.resource}: configured limits {', '.join(beyond)} reach beyond the firmware's "
                 f"absolute limits {self.firmware_limits.model_dump(include=set(beyond))}"
             )
+        self.link.reopen = reopen  # only now: a failed open is reported at once, not retried
         _track_open_board(self)
+
+    @property
+    def _transport(self) -> Transport:
+        return self.link.transport
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,11 +199,16 @@ class Board:
         self._closed = True
         _OPEN_BOARDS.discard(self)
         try:
-            self.idle()
+            if self.link.unreachable:
+                log.error("%s: the board is unreachable and could not be idled; a LAN board idles itself when "
+                          "its client goes, a serial board needs *RST or a power cycle", self.resource)  # fmt: skip
+            else:
+                self.idle()
+                self.link.end_framing()
         except BoardError as exc:
             log.error("%s: could not idle the board on close: %s", self.resource, exc)
         finally:
-            self._transport.close()
+            self.link.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -205,79 +220,33 @@ class Board:
         """All lines to 0 V, gates off, multiplexers open (``*RST``)."""
         self._ask("*RST")
 
-    def _resync(self) -> None:
-        """Drop the reply of an interrupted exchange so the next reply is the next command's."""
-        dropped = self._transport.discard_input(quiet=0.2)
-        if dropped:
-            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
-        self._desynced = False
-
-    # ------------------------------------------------------------------ exchange
-
-    def _exchange(
-        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | None = None
-    ) -> codec.Reply:
-        """One command, one reply. A command that is safe to repeat is retried after a link
-        failure, at most ``retries`` times; a pulse never is: its reply may have been lost after
-        the pulse was applied, and resending it would pulse the cell twice."""
-        attempts = 1 + (self.retries if header in IDEMPOTENT else 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._exchange_once(header, args, block)
-            except LinkError as exc:
-                if attempt == attempts or self._closed:
-                    raise
-                self.link_retries += 1
-                log.warning("retrying (%d of %d): %s", attempt, self.retries, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _exchange_once(
-        self, header: str, args: Sequence[str | int | float], block: npt.ArrayLike | None
-    ) -> codec.Reply:
-        if self._closed and header != "*RST":
-            raise LinkError(self.resource, "board is closed", header)
-        if self._desynced:
-            self._resync()
-        data = codec.encode_command(header, args, block)
-        command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
-        log.debug("%s -> %s (%d bytes)", self.resource, command, len(data))
-        self._desynced = True
-        try:
-            self._transport.write(data)
-            reply = codec.read_reply(self._transport.read_exact, self._transport.read_line)
-        except LinkError as exc:
-            exc.command = command
-            exc.args = (f"{exc} during {command!r}",)
-            raise
-        except ValueError as exc:
-            raise LinkError(self.resource, f"garbled reply: {exc}", command) from exc
-        self._desynced = False
-        log.debug("%s <- %s", self.resource, reply.kind if reply.kind == "block" else reply.text or reply.kind)
-        if reply.kind == "error":
-            raise FirmwareError(reply.code, reply.text, command, self.resource)
-        return reply
-
     def _ask(self, header: str, *args: str | int | float) -> codec.Reply:
-        return self._exchange(header, args)
+        self._check_open(header)
+        return self.link.exchange(header, args)
 
     def _ask_block(
-        self, header: str, args: Sequence[str | int | float], block: npt.ArrayLike | None = None
+        self, header: str, args: Sequence[str | int | float], values: int, block: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.float32]:
-        reply = self._exchange(header, args, block)
-        if reply.kind != "block":
-            raise LinkError(self.resource, f"expected a binary block, got {reply.kind} {reply.text!r}", header)
-        return codec.decode_block(reply.payload)
+        """A command whose reply is a block of ``values`` float32."""
+        self._check_open(header)
+        return codec.decode_block(self.link.exchange(header, args, block, values=values).payload)
+
+    def _check_open(self, header: str) -> None:
+        if self._closed and header not in ("*RST", "SYST:FRAM"):  # what close() itself sends
+            raise LinkError(self.resource, "board is closed", header)
 
     def query(self, command: str) -> str:
         """Send one raw command line and return its reply text (for debugging by hand)."""
         header, _, rest = command.strip().partition(" ")
-        reply = self._exchange(header, (rest,) if rest else ())
+        reply = self._ask(header, *((rest,) if rest else ()))
         return "OK" if reply.kind == "ok" else reply.text
 
     # ------------------------------------------------------------------ description
 
     def _identify(self) -> Identity:
-        fields = self._ask("*IDN?").fields
+        reply = self._ask("*IDN?")
+        self.link.identity = reply.text
+        fields = reply.fields
         if len(fields) != 4:
             raise ValueError(f"*IDN? gave {len(fields)} fields, expected 4")
         return Identity(*(f.strip() for f in fields))
@@ -417,6 +386,7 @@ class Board:
         values = np.array([amplitude, v_gate, width], dtype=np.float64)
         self._check_pulse_values(kind, *values)
         self._ask(f"PULS:{kind.value}", row, col, *(float(v) for v in values))
+        self.pulses_applied += 1
 
     def set_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
         self.pulse(PulseKind.SET, row, col, amplitude, v_gate, width)
@@ -440,7 +410,7 @@ class Board:
         parts = []
         for row0, nrows in _chunks(region.nrows, region.ncols * codec.BLOCK_DTYPE.itemsize):
             sub = Region(region.row0 + row0, region.col0, nrows, region.ncols)
-            parts.append(self._ask_block("MAP?", (*sub.args(), v, what)).reshape(sub.shape))
+            parts.append(self._ask_block("MAP?", (*sub.args(), v, what), nrows * region.ncols).reshape(sub.shape))
         return np.concatenate(parts).astype(np.float64)
 
     def vmm(self, v_rows: npt.ArrayLike, region: Region | None = None) -> FloatArray:
@@ -456,7 +426,7 @@ class Board:
         parts = []
         for start, count in _chunks(len(inputs), per_vector):
             batch = inputs[start : start + count]
-            out = self._ask_block("VMM?", (*region.args(), count), batch)
+            out = self._ask_block("VMM?", (*region.args(), count), count * region.ncols, batch)
             parts.append(out.reshape(count, region.ncols))
         if not parts:
             return np.zeros((0, region.ncols))
@@ -484,7 +454,9 @@ class Board:
         check_value("width", step_width, self.limits.pulse_width, "s")
         if not len(steps):
             return np.zeros(0)
-        return self._ask_block("SWEEP?", (row, col, gate, step_width, len(steps)), steps).astype(np.float64)
+        currents = self._ask_block("SWEEP?", (row, col, gate, step_width, len(steps)), len(steps), steps)
+        self.pulses_applied += len(steps)
+        return currents.astype(np.float64)
 
     def check_pulses(
         self, kind: PulseKind | str, amplitude: ArrayLikeFloat, v_gate: ArrayLikeFloat, width: ArrayLikeFloat,
@@ -530,7 +502,9 @@ class Board:
             if not part[3].any():
                 continue
             sub = Region(batch.region.row0 + start, batch.region.col0, nrows, batch.region.ncols)
-            applied += int(self._exchange("PULS:BATC", (batch.kind.value, *sub.args()), part).text)
+            self._check_open("PULS:BATC")
+            applied += int(self.link.exchange("PULS:BATC", (batch.kind.value, *sub.args()), part).text)
+        self.pulses_applied += applied
         return applied
 
 

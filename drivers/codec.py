@@ -7,6 +7,8 @@ travel as IEEE 488.2 definite-length blocks of little-endian float32.
 from __future__ import annotations
 
 import math
+import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -14,11 +16,14 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 BLOCK_DTYPE = np.dtype("<f4")
 MAX_LINE_BYTES = 4096
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
 TERMINATOR = b"\n"
+FRAME_MARK = b"!"
+MAX_FRAME_HEADER_BYTES = 64
+MAX_FRAME_BYTES = MAX_BLOCK_BYTES + MAX_LINE_BYTES + 64  # one command or reply, with its block
 
 
 class ErrorCode(IntEnum):
@@ -73,6 +78,53 @@ def block_bounds(low: float, high: float) -> tuple[float, float]:
     return float(np.float32(low)), float(np.float32(high))
 
 
+# ----------------------------------------------------------------------------- frames
+
+MAX_SEQ = 10**18 - 1  # sequence numbers are 1 to 18 decimal digits
+_FRAME_HEADER = re.compile(rb"!(\d{1,18}),(\d{1,10}),([0-9a-f]{8})\r?\n")
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """``!<seq>,<length>,<crc32>``: the envelope of one command or reply in framed mode."""
+
+    seq: int
+    length: int
+    crc: int
+
+    def checks(self, body: bytes) -> bool:
+        """Whether ``body`` is what this header's checksum says was sent."""
+        return self.length == len(body) and frame_checksum(self.seq, body) == self.crc
+
+
+def frame_checksum(seq: int, body: bytes) -> int:
+    """CRC-32 over the sequence number, the length and the body, so no field can change unseen."""
+    return zlib.crc32(body, zlib.crc32(b"%d,%d," % (seq, len(body))))
+
+
+def encode_frame(seq: int, body: bytes) -> bytes:
+    """A command or reply (``body``, with its line end) in framed mode."""
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"sequence number {seq} outside 0..{MAX_SEQ}")
+    return b"!%d,%d,%08x\n" % (seq, len(body), frame_checksum(seq, body)) + body
+
+
+def unframe(data: bytes) -> bytes:
+    """What a frame carries (the command or reply inside); plain-mode bytes as they are."""
+    return data.split(TERMINATOR, 1)[1] if data[:1] == FRAME_MARK else data
+
+
+def parse_frame_header(line: bytes) -> FrameHeader:
+    """The header line of a frame; ``ValueError`` if it is not one."""
+    match = _FRAME_HEADER.fullmatch(line)
+    if match is None:
+        raise ValueError(f"not a frame header: {line[:MAX_FRAME_HEADER_BYTES]!r}")
+    seq, length, crc = int(match[1]), int(match[2]), int(match[3], 16)
+    if length > MAX_FRAME_BYTES:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    return FrameHeader(seq, length, crc)
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -123,11 +175,22 @@ class ParseError:
     message: str
 
 
+@dataclass(frozen=True)
+class Framed:
+    """A command that arrived in a frame (framed mode): its sequence number and what it held."""
+
+    seq: int
+    item: Command | ParseError
+    intact: bool = True
+    """False when the checksum failed: ``item`` is then the error to answer, and nothing runs"""
+
+
 class CommandParser:
     """Incremental framing of a byte stream into commands, for the firmware side.
 
     It never raises on input and never waits on a malformed header: every problem becomes a
-    :class:`ParseError` and the parser resynchronises at the next line end.
+    :class:`ParseError` and the parser resynchronises at the next line end. A command in a
+    frame (``!seq,length,crc``, see :func:`encode_frame`) comes out as :class:`Framed`.
     """
 
     def __init__(self) -> None:
@@ -135,34 +198,36 @@ class CommandParser:
         self._skipping = False  # discarding input up to the next line end
         self._block_prefix: bytes | None = None  # command text before an embedded block
         self._block_length = 0
+        self._frame: FrameHeader | None = None  # a frame whose body has not all arrived
 
     @property
     def has_partial(self) -> bool:
         """Whether part of a command has arrived without its end."""
-        return bool(self._buffer) or self._skipping or self._block_prefix is not None
+        return bool(self._buffer) or self._skipping or self._block_prefix is not None or self._frame is not None
 
     def discard_partial(self) -> ParseError | None:
         """Drop an incomplete command (the link went quiet); its error, if there was one."""
         # A line being skipped has had its error reply already: one command, one reply.
-        unanswered = bool(self._buffer) or self._block_prefix is not None
+        unanswered = bool(self._buffer) or self._block_prefix is not None or self._frame is not None
         self._buffer.clear()
         self._skipping = False
         self._block_prefix = None
+        self._frame = None
         if not unanswered:
             return None
         return ParseError(ErrorCode.BLOCK_DATA, "incomplete command discarded after the link went quiet")
 
-    def feed(self, data: bytes) -> list[Command | ParseError]:
+    def feed(self, data: bytes) -> list[Command | ParseError | Framed]:
         """Add received bytes; return every command (or framing error) they complete."""
         self._buffer += data
-        out: list[Command | ParseError] = []
+        out: list[Command | ParseError | Framed] = []
         while True:
             item = self._next()
             if item is None:
                 return out
             out.append(item)
 
-    def _next(self) -> Command | ParseError | None:
+    def _next(self) -> Command | ParseError | Framed | None:
         buf = self._buffer
         if self._skipping:
             end = buf.find(TERMINATOR)
@@ -173,6 +238,8 @@ class CommandParser:
             self._skipping = False
         if self._block_prefix is not None:
             return self._take_block_payload()
+        if self._frame is not None or buf[:1] == FRAME_MARK:
+            return self._take_frame()
         end = buf.find(TERMINATOR)
         hash_at = buf.find(b"#", 0, end if end >= 0 else len(buf))
         if hash_at >= 0:
@@ -187,6 +254,36 @@ class CommandParser:
         line = bytes(buf[:end])
         del buf[: end + 1]
         return _split_line(line, None)
+
+    def _take_frame(self) -> Framed | ParseError | None:
+        buf = self._buffer
+        if self._frame is None:
+            end = buf.find(TERMINATOR, 0, MAX_FRAME_HEADER_BYTES)
+            if end < 0:
+                if len(buf) < MAX_FRAME_HEADER_BYTES:
+                    return None
+                self._skipping = True
+                return ParseError(ErrorCode.BLOCK_DATA, "malformed frame header: no line end")
+            line = bytes(buf[: end + 1])
+            del buf[: end + 1]
+            try:
+                self._frame = parse_frame_header(line)
+            except ValueError as exc:
+                return ParseError(ErrorCode.BLOCK_DATA, f"malformed frame header: {exc}")
+        header = self._frame
+        if len(buf) < header.length:
+            return None
+        body = bytes(buf[: header.length])
+        del buf[: header.length]
+        self._frame = None
+        if not header.checks(body):
+            damaged = "frame checksum mismatch: the command was damaged on the link and was not executed"
+            return Framed(header.seq, ParseError(ErrorCode.BLOCK_DATA, damaged), intact=False)
+        inner = CommandParser()
+        items = inner.feed(body)
+        if len(items) != 1 or inner.has_partial or isinstance(items[0], Framed):
+            return Framed(header.seq, ParseError(ErrorCode.SYNTAX, "a frame must hold exactly one whole command"))
+        return Framed(header.seq, items[0])
 
     def _overrun(self) -> ParseError:
         end = self._buffer.find(TERMINATOR)
@@ -318,6 +415,27 @@ def parse_line_reply(line: bytes) -> Reply:
             code = 0
         return Reply("error", text=message.strip().strip('"'), code=code)
     return Reply("value", text=text)
+
+
+def parse_reply(data: bytes) -> Reply:
+    """One whole reply (with its line end) as a :class:`Reply`; ``ValueError`` if malformed."""
+    at = 0
+
+    def read_exact(count: int) -> bytes:
+        nonlocal at
+        if at + count > len(data):
+            raise ValueError(f"reply of {len(data)} bytes ends early")
+        at += count
+        return data[at - count : at]
+
+    def read_line() -> bytes:
+        end = data.find(TERMINATOR, at)
+        return read_exact((end if end >= 0 else len(data)) + 1 - at)
+
+    reply = read_reply(read_exact, read_line)
+    if at != len(data):
+        raise ValueError(f"{len(data) - at} bytes follow the reply")
+    return reply
 
 
 def read_reply(read_exact: Callable[[int], bytes], read_line: Callable[[], bytes]) -> Reply:

@@ -39,5 +39,9 @@ class LinkError(BoardError):
         super().__init__(f"{resource}: {detail}{during}")
 
 
+class LinkLost(LinkError):
+    """The link itself failed (closed by the other end, reset, unplugged), not just one reply."""
+
+
 class LinkTimeout(LinkError, TimeoutError):
     """No (complete) reply within the timeout."""

@@ -17,7 +17,7 @@ from drivers.errors import LimitError
 class Range(BaseModel):
     """A closed interval ``[min, max]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min: float
     max: float
@@ -35,7 +35,7 @@ class Range(BaseModel):
 class SafetyLimits(BaseModel):
     """What the host lets reach the board's lines. SI units."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     v_row: Range = Field(description="row (bit) line voltage, V")
     v_col: Range = Field(description="column (source) line voltage, V")

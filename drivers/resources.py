@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from drivers.board import Board
 from drivers.limits import SafetyLimits
 from drivers.lock import ResourceLock
@@ -47,6 +49,7 @@ def open_board(
     timeout: float = DEFAULT_TIMEOUT,
     visa_backend: str = "@py",
     baud_rate: int | None = None,
+    framing: bool | None = None,
 ) -> Board:
     """Open the board a resource string names; use it as a context manager.
 
@@ -59,18 +62,19 @@ def open_board(
         timeout: longest silence tolerated while waiting for a reply, s.
         visa_backend: pyvisa backend for VISA resources (``@py``; ``@ivi`` for NI-VISA).
         baud_rate: for ``ASRL`` resources through pyvisa.
+        framing: numbered, checksummed frames (``True``), plain lines (``False``), or frames when
+            the firmware offers them (``None``).
     """
-    # One board, one owner. An in-process emulator is private to this process: nothing to share.
-    lock = (
-        ResourceLock(resource)
-        if resource.upper().startswith(VISA_PREFIXES) or resource.startswith("serial://")
-        else None
-    )
+    # One board, one owner. An in-process emulator is private to this process: nothing to share
+    # and nothing to reconnect to (opening it again would make a new board).
+    external = resource.upper().startswith(VISA_PREFIXES) or resource.startswith("serial://")
+    lock = ResourceLock(resource) if external else None
     if lock is not None:
         lock.acquire()
     try:
         transport = open_transport(resource, timeout, visa_backend, baud_rate)
-        return Board(transport, limits, lock=lock)
+        reopen = functools.partial(open_transport, resource, timeout, visa_backend, baud_rate) if external else None
+        return Board(transport, limits, lock=lock, framing=framing, reopen=reopen)
     except BaseException:
         if lock is not None:
             lock.release()

@@ -3,7 +3,8 @@
     hil info [RESOURCE]              identity, array size, electronics and limits
     hil map [RESOURCE] [--out FILE]  full conductance map and its summary
     hil characterize NAME [RESOURCE] --out FILE.h5 [options]
-                                     a characterization procedure, saved as HDF5 + PNG
+                                     a characterization procedure, saved as HDF5 + PNG;
+                                     hil characterize --resume FILE.h5 continues a killed one
     hil show FILE.h5                 what a run file holds; re-draws its plot
     hil train [--model M] [--board RESOURCE] [--config FILE] [--out FILE.h5]
                                      in-situ training; --resume FILE.h5 continues a killed run
@@ -21,20 +22,24 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from pydantic import BaseModel
 
 from drivers import Board, BoardError, open_board
 from hil import procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.options import add_option_flags, parse_options
+from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run
 from hil.training.config import load_train_config
 from hil.training.run import PROCEDURE, run_training
+from protocols.recording import JOURNAL, completed_steps
 
 EXIT_ERROR = 2
 
@@ -45,8 +50,7 @@ def _board_config(args: argparse.Namespace) -> BoardConfig:
 
 def _open(args: argparse.Namespace, config: BoardConfig | None = None) -> Board:
     config = config or _board_config(args)
-    resource = args.resource or config.resource
-    return open_board(resource, limits=config.limits, timeout=config.timeout, visa_backend=config.visa_backend)
+    return config.open(args.resource)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -89,6 +93,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.procedure:
+            raise ConfigError("--resume takes the procedure, its options and the board from the file: no PROCEDURE")
+        return _resume_characterization(args.resume, args.board)
+    if args.board:
+        raise ConfigError("--board is for --resume; a new run names its board as PROCEDURE RESOURCE")
+    if not args.procedure:
+        raise ConfigError("name a PROCEDURE to run (hil characterize --help lists them), or --resume FILE.h5")
     spec = procedure_registry.REGISTRY[args.procedure]
     options = parse_options(spec.options, args)
     config = _board_config(args)
@@ -106,6 +118,44 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         board.close()
         raise
     print(f"{spec.name} on {board.identity} -> {run.path}")
+    return _measure(spec, board, run, options)
+
+
+def _resume_characterization(path: str, resource: str | None) -> int:
+    """Continue a killed characterization run in its own file, after its last journaled step."""
+    previous = read_run(path)
+    spec = procedure_registry.REGISTRY.get(previous.procedure)
+    if spec is None:
+        raise RunFileError(f"{path} is a {previous.procedure!r} run, not a characterization run")
+    if previous.root.get("status") == "completed":
+        raise RunFileError(f"{path}: the {spec.name} run is already completed; there is nothing to resume")
+    if "options" not in previous.config:
+        raise RunFileError(f"{path} does not record the options of its {spec.name} run; it cannot be resumed")
+    options = spec.options.model_validate(previous.config["options"])
+    config = BoardConfig.model_validate(previous.config.get("board", {}))
+    resource = resource or str(previous.root.get("resource") or config.resource)
+    _warn_if_in_process([resource])
+    done = max((completed_steps(rows) for name, rows in previous.datasets.items()
+                if name.rsplit("/", 1)[-1] == JOURNAL), default=0)  # fmt: skip
+    board = config.open(resource)
+    try:
+        if str(board.identity) != previous.root.get("board_identity", str(board.identity)):
+            print(f"warning: {resource} is {board.identity}; the run began on {previous.root['board_identity']}",
+                  file=sys.stderr)  # fmt: skip
+        run = RunFile.reopen(path)
+        if not done:  # a short procedure (no journal), or a long one killed before its first step
+            run.clear()
+    except BaseException:
+        board.close()
+        raise
+    if done:
+        print(f"resuming {path}: {spec.name} after step {done}")
+    else:
+        print(f"restarting {path}: {spec.name} from the beginning (no completed step was journaled)")
+    return _measure(spec, board, run, options)
+
+
+def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel) -> int:
     try:
         # The board is the inner context: it goes idle before the file is closed.
         with run, board:
@@ -113,6 +163,12 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     finally:
         _report_run(run.path)
     return 0
+
+
+def _warn_if_in_process(resources: Iterable[str]) -> None:
+    if any("://" in r and not r.startswith("serial://") for r in resources):
+        print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
+              "a fresh emulated array", file=sys.stderr)  # fmt: skip
 
 
 def _report_run(path: Path) -> None:
@@ -131,16 +187,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if previous.procedure != PROCEDURE:
             raise RunFileError(f"{args.resume} is a {previous.procedure!r} run, not a training run")
         config = load_train_config("", previous.config)
-        if any("://" in r and not r.startswith("serial://") for r in config.boards.values()):
-            print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
-                  "a fresh emulated array", file=sys.stderr)  # fmt: skip
+        _warn_if_in_process(b.resource for b in config.board_configs.values())
         run = RunFile.reopen(args.resume)
         done = previous.attrs.get("train", {}).get("completed_updates", 0)
         print(f"resuming {args.resume} after update {done} of {config.updates}")
     else:
         config = load_train_config(args.config or "", _train_overrides(args))
         out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}.h5")
-        resource = ", ".join(config.boards.values()) if config.update_rule != "exact" else "exact arithmetic"
+        resources = (b.resource for b in config.board_configs.values())
+        resource = ", ".join(resources) if config.update_rule != "exact" else "exact arithmetic"
         run = RunFile(out, procedure=PROCEDURE, config=config.model_dump(mode="json"), resource=resource,
                       overwrite=args.overwrite)  # fmt: skip
         previous = None
@@ -203,9 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], help="usable window high end, S")
         sub.add_argument("--out", metavar="FILE", help="write the map to FILE (.npy or .csv)")
     characterize = commands.add_parser(
-        "characterize", help="run a characterization procedure", description="Run a characterization procedure."
-    )
-    procedures = characterize.add_subparsers(dest="procedure", required=True, metavar="PROCEDURE")
+        "characterize", help="run a characterization procedure",
+        description="Run a characterization procedure, or continue a killed one (--resume).",
+    )  # fmt: skip
+    characterize.add_argument("--resume", metavar="FILE.h5", help="continue a killed run in its file, after its "
+                              "last journaled step (procedure, options and board from the file)")  # fmt: skip
+    characterize.add_argument("--board", metavar="RESOURCE", help="with --resume: the board's resource, when "
+                              "not the one the run used")  # fmt: skip
+    characterize.set_defaults(handler=cmd_characterize, procedure=None)
+    procedures = characterize.add_subparsers(dest="procedure", metavar="PROCEDURE")
     for spec in procedure_registry.REGISTRY.values():
         sub = board_command_on(procedures, spec.name, cmd_characterize, spec.summary)
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")

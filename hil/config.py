@@ -4,6 +4,7 @@ A TOML or JSON file::
 
     resource = "TCPIP::192.168.1.20::5025::SOCKET"
     timeout = 10.0
+    framing = true                # optional; default: frames whenever the firmware offers them
 
     [limits]                      # optional; default: the firmware's absolute limits
     v_row = { min = -3.0, max = 3.0 }
@@ -23,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers import SafetyLimits
+from drivers import Board, SafetyLimits, open_board
 
 EMBEDDED_EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
 
@@ -33,12 +34,20 @@ class ConfigError(ValueError):
 
 
 class BoardConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     resource: str = Field(EMBEDDED_EMULATOR, description="resource string of the board")
     timeout: float = Field(10.0, gt=0, le=3600, description="longest silence tolerated on the link, s")
     visa_backend: str = Field("@py", description="pyvisa backend for VISA resources")
+    framing: bool | None = Field(
+        None, description="numbered, checksummed frames: true, false, or (default) whenever the firmware offers them"
+    )
     limits: SafetyLimits | None = Field(None, description="host safety limits; default: the firmware's")
+
+    def open(self, resource: str | None = None) -> Board:
+        """Open this board (or ``resource`` with these settings); use it as a context manager."""
+        return open_board(resource or self.resource, limits=self.limits, timeout=self.timeout,
+                          visa_backend=self.visa_backend, framing=self.framing)  # fmt: skip
 
 
 def validation_problems(error: ValidationError) -> str:

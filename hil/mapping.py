@@ -36,7 +36,7 @@ class TileSpec(BaseModel):
     after ``col0`` (bad lines are skipped, not used).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     board: str = "board0"
     row0: int = Field(0, ge=0)
@@ -48,7 +48,7 @@ class TileSpec(BaseModel):
 
 
 class LayerPlacementSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layer: str
     layout: Layout = "paired-rows"
@@ -58,14 +58,14 @@ class LayerPlacementSpec(BaseModel):
 class BadLines(BaseModel):
     """Lines of a board that must not be used."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rows: list[int] = Field(default_factory=list)
     cols: list[int] = Field(default_factory=list)
 
 
 class PlacementSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layers: list[LayerPlacementSpec]
     bad_lines: dict[str, BadLines] = Field(default_factory=dict, description="per board")

@@ -14,7 +14,7 @@ OptimizerName = Literal["sgd", "momentum", "rmsprop", "adam", "manhattan"]
 
 
 class OptimizerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: OptimizerName = "sgd"
     lr: float = Field(0.1, gt=0, description="learning rate")

@@ -17,7 +17,7 @@ PlotFunction = Callable[[Datasets, Attrs, Figure], None]
 # Every kind of run file and the function that draws it.
 PLOTS: dict[str, PlotFunction] = {name: spec.plot for name, spec in REGISTRY.items()} | {"train": plot_training}
 
-_HEADER_KEYS = ("procedure", "status", "created_utc", "finished_utc", "resource", "board_identity",
+_HEADER_KEYS = ("procedure", "status", "resumed", "created_utc", "finished_utc", "resource", "board_identity",
                 "format_version", "software_version")  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from protocols.recording import Attr
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 DATA_GROUP = "data"
 FLUSH_INTERVAL = 2.0
 
@@ -89,7 +89,7 @@ class RunFile:
 
     @classmethod
     def reopen(cls, path: str | Path, show_progress: bool = True, flush_interval: float = FLUSH_INTERVAL) -> RunFile:
-        """Open an existing run file to continue it (``hil train --resume``)."""
+        """Open an existing run file to continue it (``hil train --resume``, ``hil characterize --resume``)."""
         data = read_run(path)  # validates the format and version first
         run = cls.__new__(cls)
         run.path = Path(path)
@@ -112,6 +112,23 @@ class RunFile:
         dataset = self._data.get(name)
         if isinstance(dataset, h5py.Dataset) and dataset.shape[0] > rows:
             dataset.resize(rows, axis=0)
+
+    def clear(self) -> None:
+        """Drop everything measured: a resumed run that starts over."""
+        del self._file[DATA_GROUP]
+        self._data = self._file.create_group(DATA_GROUP)
+        self._pending_attrs.clear()
+        self.flush()
+
+    def read(self, name: str, /) -> np.ndarray[Any, Any] | None:
+        """A dataset as stored so far (None if there is none): what a resumed run continues from."""
+        dataset = self._data.get(name)
+        return dataset[()] if isinstance(dataset, h5py.Dataset) else None
+
+    def read_attrs(self, name: str, /) -> dict[str, Attr]:
+        """The stored attributes of a dataset or group (``""`` for ``/data``); none if it does not exist."""
+        node = self._data if not name else self._data.get(name)
+        return {k: _plain(v) for k, v in node.attrs.items()} if node is not None else {}
 
     # ------------------------------------------------------------------ Recorder
 

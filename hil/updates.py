@@ -37,7 +37,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 
 class GateCodedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     set_slope: float = Field(98e-6, gt=0, description="k the host assumes without a calibration, S/V")
     set_intercept: float = Field(120e-6, description="c the host assumes without a calibration, S")
@@ -161,7 +161,7 @@ class GateCodedUpdate:
 class WriteVerifyUpdateConfig(BaseModel):
     """Yao 2020: write only where the change exceeds a threshold, by closed-loop write-verify."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     threshold: float = Field(1.5e-6, ge=0, description="pending conductance change worth writing, S")
     tolerance: float = Field(2e-6, gt=0, description="write-verify tolerance, S")

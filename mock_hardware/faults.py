@@ -24,6 +24,7 @@ class FaultPlan(BaseModel):
     delay_seconds: float = Field(2.0, ge=0, le=60, description="how long a delayed reply is held back, s")
     chunk_size: int = Field(0, ge=0, description="servers send replies in pieces of this many bytes (0: whole)")
     close_after: int = Field(0, ge=0, description="servers close the connection after this many commands")
+    close_times: int = Field(0, ge=0, description="how many times close_after strikes (0: on every link)")
     refuse_connections: int = Field(0, ge=0, description="the TCP server refuses this many connections first")
 
     @property

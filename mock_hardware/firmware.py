@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers import codec
-from drivers.codec import Command, ErrorCode, ParseError
+from drivers.codec import Command, ErrorCode, Framed, ParseError
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
 from mock_hardware.faults import FaultInjector
@@ -72,6 +74,9 @@ class _Syntax:
     block: bool = False
 
 
+_SESSION_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+AT_MOST_ONCE = frozenset({"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "SWEEP?", "SYST:WAIT"})
+REPLIES_KEPT = 8  # framed replies kept for replay: the host has one command in flight, and asks about it
 _PULSE_WORDS = {"SET": PulseKind.SET, "RES": PulseKind.RESET, "FORM": PulseKind.FORM}
 _LINE_WORDS = ("ROW", "COL", "GATE")
 
@@ -91,6 +96,15 @@ class Firmware:
         self.row_selected = np.zeros(rows, dtype=bool)
         self.col_selected = np.zeros(cols, dtype=bool)
         self.commands_served = 0
+        self.pulses_applied = 0  # since power-up: what SYST:PCNT? reports
+        # Framed mode (docs/wire-protocol.md): the host's session, the highest sequence number
+        # executed in it, and the latest replies, so a resent command is answered, not re-run.
+        self.session: str | None = None
+        self.framed_link = False  # SYST:FRAM was sent on this link: commands in AT_MOST_ONCE need a frame
+        self.last_seq = 0
+        self._replies: OrderedDict[int, bytes] = OrderedDict()
+        self._dropped_through = 0  # the highest number whose reply is no longer kept
+        self.replayed = 0
         self._table: dict[str, _Syntax] = {
             "*IDN?": _Syntax(self._idn, 0),
             "*RST": _Syntax(self._rst, 0),
@@ -101,6 +115,9 @@ class Firmware:
             "SYST:VGRE?": _Syntax(lambda c: codec.encode_value(self.spec.read_gate_voltage), 0),
             "SYST:WAIT": _Syntax(self._wait, 1),
             "SYST:TIME?": _Syntax(lambda c: codec.encode_value(self._clock()), 0),
+            "SYST:FRAM": _Syntax(self._open_session, 1),
+            "SYST:DONE?": _Syntax(self._done, 1),
+            "SYST:PCNT?": _Syntax(lambda c: codec.encode_value(self.pulses_applied), 0),
             "DAC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.dac_bits), 0),
             "DAC:RANG?": _Syntax(self._dac_range, 1),
             "ADC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.adc_bits), 0),
@@ -126,7 +143,10 @@ class Firmware:
 
     def feed(self, data: bytes) -> bytes:
         """Bytes in from the link; the replies to every command they complete."""
-        replies = [self.execute(item) for item in self.parser.feed(data)]
+        replies = [
+            self._execute_framed(item) if isinstance(item, Framed) else self._execute_plain(item)
+            for item in self.parser.feed(data)
+        ]
         if self.faults is not None:
             replies = [self.faults.reply(reply) for reply in replies]
         return b"".join(replies)
@@ -137,9 +157,58 @@ class Firmware:
         return codec.encode_error(error.code, error.message) if error else b""
 
     def disconnected(self) -> None:
-        """The client went away: forget its partial input and go idle."""
+        """The client went away: forget its partial input, go idle; the next client starts plain."""
         self.parser.discard_partial()
+        self.framed_link = False
         self._go_idle()
+
+    def _execute_plain(self, item: Command | ParseError) -> bytes:
+        # On a framed link, a plain command that must not run twice may be the body of a frame
+        # whose header was damaged: it runs only inside a frame whose checksum holds.
+        if self.framed_link and isinstance(item, Command) and item.header in AT_MOST_ONCE:
+            self.commands_served += 1
+            return codec.encode_error(
+                ErrorCode.SETTINGS_CONFLICT,
+                f"{item.header} runs only in a frame on a framed link (SYST:FRAM OFF returns to plain commands)",
+            )
+        return self.execute(item)
+
+    def _execute_framed(self, frame: Framed) -> bytes:
+        """A framed command runs at most once: a sequence number seen before gets its kept reply."""
+        if not frame.intact:  # its sequence number cannot be trusted either: answer as number 0
+            return codec.encode_frame(0, self.execute(frame.item))
+        if self.session is None:
+            refusal = "a framed command needs a session: send SYST:FRAM <session> first"
+            return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
+        if (kept := self._replies.get(frame.seq)) is not None:
+            self.replayed += 1
+            return codec.encode_frame(frame.seq, kept)
+        if self._forgotten(frame.seq):
+            refusal = f"command {frame.seq} is older than the commands this board remembers; not run"
+            return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
+        reply = self.execute(frame.item)
+        self.last_seq = max(self.last_seq, frame.seq)
+        self._replies[frame.seq] = reply
+        while len(self._replies) > REPLIES_KEPT:
+            dropped, _ = self._replies.popitem(last=False)
+            self._dropped_through = max(self._dropped_through, dropped)
+        return codec.encode_frame(frame.seq, reply)
+
+    def _forgotten(self, seq: int) -> bool:
+        """Whether ``seq`` may have run but its reply is gone: every number executed above the
+        highest one whose reply was dropped is kept, so only a number at or below it is unknown."""
+        return seq <= self._dropped_through
+
+    def _done(self, command: Command) -> bytes:
+        """``SYST:DONE? <seq>``: 1 if framed command ``seq`` ran in this session, 0 if it did not."""
+        seq = self._count(command.args[0], "sequence number")
+        if seq in self._replies:
+            return codec.encode_value(1)
+        if self._forgotten(seq):
+            raise CommandFailure(
+                ErrorCode.SETTINGS_CONFLICT, f"command {seq} is older than the commands this board remembers"
+            )
+        return codec.encode_value(0)
 
     def execute(self, item: Command | ParseError) -> bytes:
         """One reply for one framed command (or framing error)."""
@@ -291,6 +360,20 @@ class Firmware:
         self._go_idle()
         return codec.encode_ok()
 
+    def _open_session(self, command: Command) -> bytes:
+        """``SYST:FRAM <session>``: framed mode for this host; the same session continues its numbering."""
+        token = command.args[0]
+        if token.upper() == "OFF":
+            self.framed_link = False
+            return codec.encode_ok()
+        if not _SESSION_TOKEN.fullmatch(token):
+            raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"session {token[:40]!r} is not 1-32 letters, digits, _ or -")
+        if token != self.session:
+            self.session, self.last_seq, self._dropped_through = token, 0, 0
+            self._replies.clear()
+        self.framed_link = True
+        return codec.encode_value(self.last_seq)
+
     def _limit(self, command: Command) -> bytes:
         name = self._word(command.args[0], "limit name", tuple(FirmwareLimits.model_fields))
         return codec.encode_value(*getattr(self.spec.limits, name))
@@ -379,6 +462,7 @@ class Firmware:
         self.array.apply_pulses(
             kind, row, col, np.array([[amplitude]]), np.array([[v_gate]]), np.array([[width]]), np.ones((1, 1), bool)
         )
+        self.pulses_applied += 1
         self._go_idle()
         return codec.encode_ok()
 
@@ -425,6 +509,7 @@ class Firmware:
         )  # fmt: skip
         amplitude, v_gate, width = (plane.astype(np.float64) for plane in (amplitude, v_gate, width))
         applied = self.array.apply_pulses(kind, row0, col0, amplitude, v_gate, width, mask)
+        self.pulses_applied += applied
         self._go_idle()
         return codec.encode_value(applied)
 
@@ -450,5 +535,6 @@ class Firmware:
                                     np.full((1, 1), width), one)  # fmt: skip
             g = self.array.read_conductance(row, col, 1, 1, abs(v)) if v != 0 else np.zeros((1, 1))
             currents[i] = np.clip(v * g[0, 0], -compliance, compliance)
+        self.pulses_applied += len(voltages)
         self._go_idle()
         return codec.encode_block_reply(self.spec.electronics.measure_autoranged(currents))

@@ -58,6 +58,7 @@ class EmulatorServer:
         self._listener: socket.socket | None = None
         self.faults = firmware.faults.plan if firmware.faults is not None else FaultPlan()
         self.refused = 0
+        self.links_failed = 0
 
     # ------------------------------------------------------------------ transports
 
@@ -162,10 +163,26 @@ class EmulatorServer:
             self._drop()
             return
         connection.last_input = time.monotonic()
-        self._queue(connection, self.firmware.feed(data))
+        replies = self.firmware.feed(data)
+        if self._link_fails_now(connection):
+            return
+        self._queue(connection, replies)
+
+    def _link_fails_now(self, connection: _Connection) -> bool:
+        """An injected fault: the link goes down mid-session, losing the replies in flight."""
         served = self.firmware.commands_served - connection.commands_before
-        if self.faults.close_after and served >= self.faults.close_after and self.connection is connection:
-            self._drop()  # an injected fault: the link goes down mid-session
+        if not self.faults.close_after or served < self.faults.close_after:
+            return False
+        if self.faults.close_times and self.links_failed >= self.faults.close_times:
+            return False
+        self.links_failed += 1
+        if self._listener is not None:
+            self._drop()
+        else:  # a serial port stays open: a glitch loses what was in flight and the board idles
+            connection.pending.clear()
+            connection.commands_before = self.firmware.commands_served
+            self.firmware.disconnected()
+        return True
 
     def _queue(self, connection: _Connection, reply: bytes) -> None:
         if not reply:

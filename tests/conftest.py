@@ -145,3 +145,14 @@ def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emula
     launcher = EmulatorLauncher(tmp_path_factory.mktemp("emulator-logs"))
     yield launcher
     launcher.stop_all()
+
+
+@pytest.fixture
+def killable() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; any still running at teardown are killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -33,3 +33,35 @@ class Transport(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class PassThrough(Transport):
+    """Another transport with every call passed on: subclasses watch (count, log) or spoil
+    (drop, damage) what goes by, for measurements and tests."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.resource = inner.resource
+
+    @property
+    def timeout(self) -> float:
+        return self.inner.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.inner.timeout = seconds
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+
+    def read_exact(self, count: int) -> bytes:
+        return self.inner.read_exact(count)
+
+    def read_line(self) -> bytes:
+        return self.inner.read_line()
+
+    def discard_input(self, quiet: float) -> int:
+        return self.inner.discard_input(quiet)
+
+    def close(self) -> None:
+        self.inner.close()

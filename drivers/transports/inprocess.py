@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from drivers.errors import LinkError, LinkTimeout
+from drivers.errors import LinkError, LinkLost, LinkTimeout
 from drivers.transports.base import Transport
 
 ENDPOINT_GROUP = "memristor_hil.endpoints"
@@ -53,7 +53,7 @@ class InProcessTransport(Transport):
 
     def write(self, data: bytes) -> None:
         if self._closed:
-            raise LinkError(self.resource, "link is closed")
+            raise LinkLost(self.resource, "link is closed")
         self._received += self._endpoint.exchange(data)
 
     def _nothing_more(self, what: str) -> LinkTimeout:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import serial
 
-from drivers.errors import LinkError, LinkTimeout
+from drivers.errors import LinkError, LinkLost, LinkTimeout
 from drivers.transports.base import Transport
 
 DEFAULT_BAUD_RATE = 115200
@@ -57,14 +57,14 @@ class SerialTransport(Transport):
         except serial.SerialTimeoutException as exc:
             raise LinkTimeout(self.resource, f"write of {len(data)} bytes timed out") from exc
         except (serial.SerialException, OSError) as exc:
-            raise LinkError(self.resource, f"write failed: {exc}") from exc
+            raise LinkLost(self.resource, f"write failed: {exc}") from exc
 
     def _fill(self, waiting_for: str) -> None:
         """Read whatever has arrived (at least one byte) into the buffer, in one call."""
         try:
             chunk = self._port.read(max(1, self._port.in_waiting))
         except (serial.SerialException, OSError) as exc:
-            raise LinkError(self.resource, f"read failed: {exc}") from exc
+            raise LinkLost(self.resource, f"read failed: {exc}") from exc
         if not chunk:
             raise LinkTimeout(self.resource, f"timed out after {self._timeout:g} s waiting for {waiting_for}")
         self._buffer += chunk

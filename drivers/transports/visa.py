@@ -12,24 +12,18 @@ from typing import Any
 import pyvisa
 from pyvisa import constants
 
-from drivers.errors import LinkError, LinkTimeout
+from drivers.errors import LinkError, LinkLost, LinkTimeout
 from drivers.transports.base import Transport
 
 
-def _disable_nagle(inst: Any) -> None:
-    """Send every write at once on a LAN socket.
-
-    Each command waits for its reply, so Nagle's algorithm holds the tail of every multi-packet
-    block back until the board's delayed ACK (about 40 ms a command). pyvisa-py does not accept
-    VI_ATTR_TCPIP_NODELAY for SOCKET resources, so set it on its socket when it exposes one.
-    """
+def _socket_of(inst: Any) -> socket.socket | None:
+    """The socket under a pyvisa-py LAN session, when it exposes one."""
     try:
         session = inst.visalib.sessions[inst.session]
         sock = getattr(session, "interface", None)
     except (AttributeError, KeyError, TypeError):
-        return
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return None
+    return sock if isinstance(sock, socket.socket) else None
 
 
 class VisaTransport(Transport):
@@ -42,8 +36,12 @@ class VisaTransport(Transport):
             )
             if baud_rate is not None and resource.upper().startswith("ASRL"):
                 inst.baud_rate = baud_rate
-            if resource.upper().endswith("::SOCKET"):
-                _disable_nagle(inst)
+            self._socket = _socket_of(inst) if resource.upper().endswith("::SOCKET") else None
+            if self._socket is not None:
+                # Each command waits for its reply, so Nagle's algorithm would hold the tail of every
+                # multi-packet block back until the board's delayed ACK (about 40 ms a command).
+                # pyvisa-py does not accept VI_ATTR_TCPIP_NODELAY for SOCKET resources.
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._inst = inst
         except (pyvisa.Error, OSError, ValueError) as exc:
             raise LinkError(resource, f"cannot open through pyvisa ({backend}): {exc}") from exc
@@ -60,8 +58,20 @@ class VisaTransport(Transport):
 
     def _failure(self, exc: Exception, what: str) -> LinkError:
         if isinstance(exc, pyvisa.VisaIOError) and exc.error_code == constants.StatusCode.error_timeout:
+            if self._peer_closed():  # pyvisa-py waits out the timeout on a socket the board closed
+                return LinkLost(self.resource, f"the board closed the connection while {what}")
             return LinkTimeout(self.resource, f"timed out after {self._timeout:g} s {what}")
-        return LinkError(self.resource, f"{what} failed: {exc}")
+        return LinkLost(self.resource, f"{what} failed: {exc}")
+
+    def _peer_closed(self) -> bool:
+        if self._socket is None:
+            return False
+        try:
+            return self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def write(self, data: bytes) -> None:
         try:

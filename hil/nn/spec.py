@@ -42,7 +42,7 @@ LayerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DenseSpec(_Spec):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hil.config import EMBEDDED_EMULATOR, ConfigError, validation_problems
+from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, validation_problems
 from hil.mapping import BadLines, PlacementSpec
 from hil.optimizers import OptimizerConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
@@ -32,7 +32,7 @@ DEFAULT_DATASET: dict[str, str] = {
 class HybridConfig(BaseModel):
     """Yao 2020 hybrid training: software pre-training, transfer, then in-situ retraining of some layers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pretrain_epochs: int = Field(3, ge=0, description="software training epochs before transfer")
     pretrain_lr: float = Field(0.05, gt=0, description="learning rate of the software pre-training (Adam)")
@@ -42,13 +42,17 @@ class HybridConfig(BaseModel):
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: ModelName = "cnn"
     network: dict[str, Any] | None = Field(None, description="a custom network spec; replaces the model's")
     dataset: str | None = Field(None, description="dataset name; default: the model's paper's")
     dataset_options: dict[str, Any] = Field(default_factory=dict)
-    boards: dict[str, str] = Field(default_factory=lambda: {"board0": EMBEDDED_EMULATOR})
+    boards: dict[str, str | BoardConfig] = Field(
+        default_factory=lambda: dict[str, str | BoardConfig](board0=EMBEDDED_EMULATOR),
+        description="the boards by name: a resource string, or a table as in a board config "
+        "(resource, timeout, framing, limits)",
+    )
     placement: PlacementSpec | None = Field(None, description="where each layer goes; default: packed automatically")
     bad_lines: dict[str, BadLines] = Field(default_factory=dict, description="lines never to use, per board")
     layout: Literal["paired-rows", "row-blocks"] = "paired-rows"
@@ -60,20 +64,20 @@ class TrainConfig(BaseModel):
     calibrate: bool = Field(
         True, description="characterize the used devices first (per-device SET fit; finds defective devices)"
     )
-    calibration_gates: int = Field(6, ge=2, description="gate voltages measured by the calibration")
+    calibration_gates: int = Field(6, ge=2, le=64, description="gate voltages measured by the calibration")
     prune_defective: bool = Field(True, description="cancel defective pairs' currents on the host (weight 0)")
     initial_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the initial weights, S")
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="rmsprop", lr=0.01))
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
     updates: int = Field(1200, ge=1, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
     eval_every: int = Field(100, ge=1, description="updates between test-set evaluations")
     init_scale: float = Field(1.0, gt=0, description="multiplies the network's default initial weights")
     g_unit: float = Field(100e-6, gt=0, description="conductance per unit weight, S")
     v_input: float = Field(0.2, gt=0, description="largest row voltage of an input vector, V")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="the training order and the initial weights")
 
     @model_validator(mode="after")
     def _known_board_names(self) -> TrainConfig:
@@ -81,6 +85,10 @@ class TrainConfig(BaseModel):
             if board not in self.boards:
                 raise ValueError(f"bad_lines names board {board!r}, not one of {sorted(self.boards)}")
         return self
+
+    @property
+    def board_configs(self) -> dict[str, BoardConfig]:
+        return {name: b if isinstance(b, BoardConfig) else BoardConfig(resource=b) for name, b in self.boards.items()}
 
     @property
     def dataset_name(self) -> str:

@@ -21,7 +21,7 @@ from hil.nn.loss import accuracy, softmax_cross_entropy
 from hil.nn.network import Network
 from hil.optimizers import Optimizer
 from hil.updates import UpdateStats
-from protocols.recording import Recorder
+from protocols.recording import Recorder, flush
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -155,12 +155,12 @@ def train(
         recorder.append(JOURNAL, np.array([update, epoch, loss, batch_accuracy, stats.pulses,
                                            stats.devices_changed, time.perf_counter() - t0]))  # fmt: skip
         # The update's state goes to the slot the last checkpoint did not use; naming it in the
-        # journal's attributes last makes it the one a resume reads.
+        # journal's attributes last (once its evaluation and snapshot are recorded, and all of it
+        # is on disk) makes it the one a resume reads: a kill loses at most the update in flight.
         slot = STATE_SLOTS[(update + 1) % 2]
         for name, array in optimizer.state_arrays().items():
             recorder.write(f"{slot}/optimizer/{name}", array)
         learner.checkpoint(recorder, slot)
-        recorder.set_attrs("train", completed_updates=update + 1, state=slot)
         if (update + 1) % eval_every == 0 or update + 1 == updates:
             test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
             result.evaluations.append((update + 1, test_accuracy, test_loss))
@@ -168,6 +168,9 @@ def train(
             recorder.progress(0, test=f"{100 * test_accuracy:.1f}%")
         if (update + 1) % schedule.batches_per_epoch == 0:
             learner.snapshot(recorder)
+        flush(recorder)
+        recorder.set_attrs("train", completed_updates=update + 1, state=slot)
+        flush(recorder)
         recorder.progress(1, loss=f"{loss:.3f}", acc=f"{100 * batch_accuracy:.0f}%", pulses=result.pulses)
     result.seconds = time.perf_counter() - started
     if result.evaluations:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
-from drivers import Board, open_board
+from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
 from hil.mapping import PlacementSpec, auto_place, resolve_placement
@@ -239,7 +239,18 @@ def program_weights(
 def opened_boards(config: TrainConfig) -> Iterator[dict[str, Board]]:
     """Every board of the run, idled and closed however the run ends."""
     with ExitStack() as stack:
-        yield {name: stack.enter_context(open_board(resource)) for name, resource in config.boards.items()}
+        yield {name: stack.enter_context(board.open()) for name, board in config.board_configs.items()}
+
+
+@contextmanager
+def _link_health(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
+    """Record what each board's link cost (retries, reconnects, ...) however the run ends."""
+    try:
+        yield
+    finally:
+        for name, board in boards.items():
+            run.set_attrs(f"link/{name}", framed=board.link.framed, pulses_applied=board.pulses_applied,
+                          **asdict(board.link.stats))  # fmt: skip
 
 
 def _saved(previous: RunData | None, group: str) -> dict[str, FloatArray]:
@@ -275,7 +286,7 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
             weights = {layer: w.copy() for layer, w in _saved(previous, "weights").items()}
         learner: Learner = ExactLearner(weights)
         return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
-    with opened_boards(config) as boards:
+    with opened_boards(config) as boards, _link_health(boards, run):
         prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
         if previous is not None and prepared.get("done"):
             saved = PlacementSpec.model_validate_json(prepared["placement"])

@@ -1,4 +1,4 @@
-"""What the characterization procedures share: option bases, cell selection, checks, series.
+"""What the characterization procedures share: option bases, cell selection, checks.
 
 A procedure works on a *selection*: a rectangular region of the array and a mask of the cells it
 measures inside it. A map read of the region is one round trip; the masked cells are taken from
@@ -160,24 +160,3 @@ def start_group(recorder: Recorder, group: str, procedure: str, options: Procedu
 
 def write_cells(recorder: Recorder, group: str, selection: Selection) -> None:
     recorder.write(f"{group}/cells", selection.cells, columns="row,col")
-
-
-class Series:
-    """A dataset grown one row at a time; its attributes are attached once it exists.
-
-    (Attaching them before the first row could make a file-backed recorder create a group of
-    that name, and the first append would then fail.)
-    """
-
-    def __init__(self, recorder: Recorder, name: str, **attrs: Attr) -> None:
-        self._recorder = recorder
-        self.name = name
-        self._pending: dict[str, Attr] | None = attrs
-        self.rows = 0
-
-    def append(self, row: npt.ArrayLike) -> None:
-        self._recorder.append(self.name, row)
-        self.rows += 1
-        if self._pending:
-            self._recorder.set_attrs(self.name, **self._pending)
-        self._pending = None

@@ -9,7 +9,8 @@ is left or after ``max_cycles``.
 Datasets: ``endurance/cells`` (n, 2); ``endurance/cycle`` (m,) the cycle of each read;
 ``endurance/g_on``, ``endurance/g_off`` (m, n) S, NaN for cells that had already stopped;
 ``endurance/failed_cycle`` (n,) the cycle each cell stopped at, -1 if it never did (written at
-the end, with ``n_failed`` and ``cycles_done`` on the group).
+the end, with ``n_failed`` and ``cycles_done`` on the group); ``endurance/journal`` the cycles
+done (a killed run resumes after the last one, :class:`~protocols.recording.Journal`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
-    Series,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -34,7 +34,7 @@ from protocols.characterization.common import (
     start_group,
     write_cells,
 )
-from protocols.recording import Recorder
+from protocols.recording import Journal, Recorder
 
 GROUP = "endurance"
 
@@ -71,14 +71,27 @@ def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endur
     check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "endurance", opts)
-    cycles = Series(recorder, f"{GROUP}/cycle")
-    on_series = Series(recorder, f"{GROUP}/g_on", unit="S")
-    off_series = Series(recorder, f"{GROUP}/g_off", unit="S")
+    journal = Journal(recorder, GROUP)  # a step is a cycle
+    cycles = journal.series("cycle")
+    on_series = journal.series("g_on", unit="S")
+    off_series = journal.series("g_off", unit="S")
     active = np.ones(selection.count, dtype=bool)
     failed = np.full(selection.count, -1, dtype=np.int64)
     reads: list[tuple[int, FloatArray, FloatArray]] = []
-    cycle = 0
-    for cycle in range(1, opts.max_cycles + 1):
+
+    def judge(cycle: int, g_on: FloatArray, g_off: FloatArray) -> None:
+        reads.append((cycle, g_on, g_off))
+        closed = active & (g_on - g_off < opts.window_min)
+        failed[closed] = cycle
+        active[closed] = False
+
+    for row in zip(cycles.earlier, on_series.earlier, off_series.earlier, strict=True):
+        judge(int(row[0]), row[1], row[2])  # the cycles of a killed run, resumed
+    cycle = journal.done
+    if cycle:
+        recorder.progress(cycle, opts.max_cycles)
+    while cycle < opts.max_cycles and active.any():
+        cycle += 1
         read_now = cycle == 1 or cycle % opts.read_every == 0 or cycle == opts.max_cycles
         pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width, active)
         g_on = read(board, selection, opts.v_read) if read_now else None
@@ -91,13 +104,9 @@ def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endur
             cycles.append(np.int64(cycle))
             on_series.append(g_on)
             off_series.append(g_off)
-            reads.append((cycle, g_on, g_off))
-            closed = active & (g_on - g_off < opts.window_min)
-            failed[closed] = cycle
-            active &= ~closed
+            judge(cycle, g_on, g_off)
+        journal.step_done()
         recorder.progress(1, opts.max_cycles, cycle=cycle, cycling=int(active.sum()))
-        if not active.any():
-            break
     recorder.write(f"{GROUP}/failed_cycle", failed, unit="cycles")
     recorder.set_attrs(GROUP, n_failed=int((failed >= 0).sum()), cycles_done=cycle)
     n = selection.count

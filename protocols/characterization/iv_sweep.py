@@ -24,11 +24,10 @@ from protocols.characterization.common import (
     FloatArray,
     IntArray,
     ProcedureOptions,
-    Series,
     check_cells,
     start_group,
 )
-from protocols.recording import Recorder
+from protocols.recording import Recorder, Series
 
 GROUP = "iv"
 

@@ -5,7 +5,8 @@ state. Each step is one batch pulse over all selected cells plus one map read.
 
 Datasets: ``pulse_response/cells`` (n, 2); ``pulse_response/g`` (1 + 2N, n) S, row 0 before the
 first pulse; ``pulse_response/pulse`` (1 + 2N,) the pulse count of each row (1..N SET,
-N+1..2N RESET).
+N+1..2N RESET); ``pulse_response/journal`` the rows done (a killed run resumes after the last
+one, :class:`~protocols.recording.Journal`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
-    Series,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -30,7 +30,7 @@ from protocols.characterization.common import (
     start_group,
     write_cells,
 )
-from protocols.recording import Recorder
+from protocols.recording import Journal, Recorder
 
 GROUP = "pulse_response"
 
@@ -72,25 +72,26 @@ def measure_pulse_response(board: Board, recorder: Recorder, **options: Any) -> 
         check_pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "pulse-response", opts, n_set=opts.n_pulses, n_reset=opts.n_pulses)
-    g_series = Series(recorder, f"{GROUP}/g", unit="S")
-    pulse_series = Series(recorder, f"{GROUP}/pulse")
+    journal = Journal(recorder, GROUP)  # a step is a pulse and its read (the first: the read before any)
+    g_series = journal.series("g", unit="S")
+    pulse_series = journal.series("pulse")
     total = 1 + 2 * opts.n_pulses
-    reads: list[FloatArray] = []
-
-    def record(count: int, kind: str) -> None:
+    reads: list[FloatArray] = list(g_series.earlier)
+    if journal.done:
+        recorder.progress(journal.done, total)
+    for count in range(journal.done, total):
+        if count == 0:
+            if prepare:
+                pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
+        elif count <= opts.n_pulses:
+            pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+        else:
+            pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
         g = read(board, selection, opts.v_read)
         g_series.append(g)
         pulse_series.append(np.int64(count))
         reads.append(g)
+        journal.step_done()
+        kind = "start" if count == 0 else "SET" if count <= opts.n_pulses else "RESET"
         recorder.progress(1, total, pulse=kind, g_mean_uS=round(float(g.mean()) * 1e6, 1))
-
-    if prepare:
-        pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
-    record(0, "start")
-    for count in range(1, total):
-        if count <= opts.n_pulses:
-            pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
-        else:
-            pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
-        record(count, "SET" if count <= opts.n_pulses else "RESET")
     return PulseResponse(np.arange(total), np.array(reads), selection.cells)

@@ -5,9 +5,11 @@ simulated clock, so 1e4 s take moments). Times come from the board's own clock, 
 the end of programming (or from the start when nothing is programmed); each read is stamped
 with the midpoint of the clock before and after it (``reads_per_point`` map reads, averaged).
 
-Datasets: ``retention/cells`` (n, 2); ``retention/time`` (m,) s; ``retention/g`` (m, n) S. At the
-end the group gets ``drift_slope`` (S per ln s): the slope of the mean conductance against
-ln(t), the usual log-time drift law ``G(t) = G(t1) + slope * ln(t / t1)``.
+Datasets: ``retention/cells`` (n, 2); ``retention/time`` (m,) s; ``retention/g`` (m, n) S;
+``retention/journal`` the reads done (a killed run resumes after the last one, on the board's
+clock, :class:`~protocols.recording.Journal`). At the end the group gets ``drift_slope`` (S per
+ln s): the slope of the mean conductance against ln(t), the usual log-time drift law
+``G(t) = G(t1) + slope * ln(t / t1)``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
-    Series,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -34,7 +35,7 @@ from protocols.characterization.common import (
     start_group,
     write_cells,
 )
-from protocols.recording import Recorder
+from protocols.recording import Journal, Recorder
 
 GROUP = "retention"
 MAX_WAIT = 1e7  # s, the longest SYST:WAIT the protocol allows
@@ -109,16 +110,25 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
     times = read_times(opts.t_first, opts.t_last, opts.points_per_decade)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "retention", opts)
-    time_series = Series(recorder, f"{GROUP}/time", unit="s")
-    g_series = Series(recorder, f"{GROUP}/g", unit="S")
-    if programming is not None:
-        pulse(board, selection, *programming, opts.width)
-    t0 = board.clock()
-    recorder.set_attrs(GROUP, t0=t0)
-    now = 0.0
-    stamps: list[float] = []
-    reads: list[FloatArray] = []
-    for target in times:
+    journal = Journal(recorder, GROUP)  # a step is the read at one time
+    time_series = journal.series("time", unit="s")
+    g_series = journal.series("g", unit="S")
+    stamps: list[float] = [float(t) for t in time_series.earlier]
+    reads: list[FloatArray] = list(g_series.earlier)
+    if journal.done:  # a killed run, resumed: its clock runs on from the same start
+        t0 = float(journal.attrs["t0"])
+        now = board.clock() - t0
+        if now < stamps[-1]:
+            raise ValueError(f"the board's clock ({now:g} s after the start) is behind the last read "
+                             f"({stamps[-1]:g} s): it was restarted, and the read times cannot go on")  # fmt: skip
+        recorder.progress(journal.done, len(times))
+    else:
+        if programming is not None:
+            pulse(board, selection, *programming, opts.width)
+        t0 = board.clock()
+        recorder.set_attrs(GROUP, t0=t0)
+        now = 0.0
+    for target in times[journal.done :]:
         if target > now:
             board.idle_for(min(float(target - now), MAX_WAIT))
         before = board.clock()
@@ -130,6 +140,7 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
         g_series.append(g)
         stamps.append(stamp)
         reads.append(g)
+        journal.step_done()
         recorder.progress(1, len(times), t=f"{stamp:.3g} s", g_mean_uS=round(float(g.mean()) * 1e6, 2))
     slope, intercept = fit_log_drift(stamps, np.array(reads))
     recorder.set_attrs(GROUP, drift_slope=slope, drift_intercept=intercept, drift_unit="S per ln(s)")

@@ -93,3 +93,4 @@ class ScriptedTransport(Transport):
 
     def close(self) -> None:
         self.closed = True
+

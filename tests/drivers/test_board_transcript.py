@@ -6,15 +6,30 @@ proves that every request the driver refuses sent nothing at all.
 
 from __future__ import annotations
 
+import contextlib
+import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
-from drivers import Board, FirmwareError, InvalidRequest, LimitError, LinkError, PulseKind, Range, Region, SafetyLimits
+from drivers import (
+    Board,
+    BoardError,
+    FirmwareError,
+    InvalidRequest,
+    LimitError,
+    LinkError,
+    PulseKind,
+    Range,
+    Region,
+    SafetyLimits,
+    codec,
+)
 from tests.drivers.fake_transport import (
     ANY_COMMAND,
     FIRMWARE_LIMITS,
+    IDENTITY,
     TIA_GAINS,
     ScriptedTransport,
     block_reply,
@@ -29,7 +44,7 @@ _OPENED: list[tuple[Board, ScriptedTransport]] = []
 
 def connect(rows: int = 4, cols: int = 3, limits: SafetyLimits | None = None) -> tuple[Board, ScriptedTransport]:
     transport = ScriptedTransport(handshake(rows, cols))
-    board = Board(transport, limits, retries=0)  # exact transcripts: no resending
+    board = Board(transport, limits, retries=0, framing=False)  # exact plain transcripts: no resending
     assert not transport.script, "the handshake left scripted exchanges unused"
     _OPENED.append((board, transport))
     return board, transport
@@ -41,10 +56,17 @@ def _close_boards_left_open() -> Iterator[None]:
     yield
     while _OPENED:
         board, transport = _OPENED.pop()
-        if not board.closed:
-            transport.script.clear()
+        if board.closed:
+            continue
+        transport.script.clear()
+        if board.link.framed:  # close() sends *RST and SYST:FRAM OFF, numbered after the last frame
+            last = max(codec.parse_frame_header(w.split(b"\n", 1)[0] + b"\n").seq
+                       for w in transport.written if w.startswith(b"!"))  # fmt: skip
+            expect_framed(transport, last + 1, b"*RST\n", b"OK\n")
+            expect_framed(transport, last + 2, b"SYST:FRAM OFF\n", b"OK\n")
+        else:
             transport.expect(b"*RST\n", b"OK\n")
-            board.close()
+        board.close()
 
 
 def firmware_limits(**changes: tuple[float, float]) -> SafetyLimits:
@@ -89,7 +111,7 @@ def test_connect_keeps_tighter_configured_limits() -> None:
 def test_connect_refuses_configured_limits_beyond_the_firmware() -> None:
     transport = ScriptedTransport(handshake())
     with pytest.raises(InvalidRequest, match="v_row, v_gate") as caught:
-        Board(transport, firmware_limits(v_row=(-5.0, 4.0), v_gate=(0.0, 6.0)))
+        Board(transport, firmware_limits(v_row=(-5.0, 4.0), v_gate=(0.0, 6.0)), framing=False)
     assert "FAKE::BOARD" in str(caught.value)
     assert transport.written == [command for command, _ in handshake()]  # the handshake only
     assert transport.closed
@@ -105,14 +127,14 @@ def test_connect_refuses_a_malformed_description(step: int, reply: bytes) -> Non
     script[step] = (script[step][0], reply)
     transport = ScriptedTransport(script[: step + 1])
     with pytest.raises(LinkError, match="malformed"):
-        Board(transport)
+        Board(transport, framing=False)
     assert transport.closed
 
 
 def test_connect_reports_a_firmware_error_during_the_handshake() -> None:
     transport = ScriptedTransport([(b"*IDN?\n", b'ERR -240,"board not powered"\n')])
     with pytest.raises(FirmwareError, match="board not powered"):
-        Board(transport)
+        Board(transport, framing=False)
     assert transport.closed
 
 
@@ -171,7 +193,7 @@ def test_read_map_of_a_region_as_current(small: tuple[Board, ScriptedTransport])
 def test_read_map_refuses_a_value_reply(small: tuple[Board, ScriptedTransport]) -> None:
     board, transport = small
     transport.expect(b"MAP? 0,0,4,3,0.25,COND\n", b"0.5\n")
-    with pytest.raises(LinkError, match="expected a binary block"):
+    with pytest.raises(LinkError, match=r"expected a (binary )?block"):
         board.read_map(v_read=0.25)
 
 
@@ -306,7 +328,7 @@ def test_close_sends_reset_once(small: tuple[Board, ScriptedTransport]) -> None:
 
 def test_context_manager_sends_reset_on_exit() -> None:
     transport = ScriptedTransport([*handshake(), (b"READ? 0,0,0.25\n", b"1e-4\n"), (b"*RST\n", b"OK\n")])
-    with Board(transport) as board:
+    with Board(transport, framing=False) as board:
         board.read_cell(0, 0, 0.25)
     assert transport.written[-1] == b"*RST\n"
     assert transport.closed
@@ -484,3 +506,271 @@ def test_a_value_exactly_at_a_limit_is_sent(at_limit: str) -> None:
         board.read_cell(0, 0, 0.3)
         sent_value, limit = float(transport.written[-1].split(b",")[-1]), 0.3
     assert sent_value <= limit
+
+
+# ----------------------------------------------------------------------------- framed mode
+
+TOKEN = "5eed0f1e2a3b4c5d"  # what secrets.token_hex(8) gives in these tests
+FRAM = f"SYST:FRAM {TOKEN}\n".encode()
+NO_FRAMED_MODE = b"ERR -113,\"undefined header 'SYST:FRAM'\"\n"
+
+
+@pytest.fixture(autouse=True)
+def fixed_token(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session token a Board draws at connect, made predictable."""
+    monkeypatch.setattr("drivers.link.secrets.token_hex", lambda nbytes=None: TOKEN)
+    return TOKEN
+
+
+def framed_handshake(rows: int = 4, cols: int = 3, session_reply: bytes = b"0\n") -> list[tuple[bytes, bytes]]:
+    """What a Board sends on connect to a firmware that offers framed mode, and the firmware's answers."""
+    plain = handshake(rows, cols)
+    script = [plain[0], (FRAM, session_reply)]
+    for seq, (command, reply) in enumerate(plain[1:], start=1):
+        script.append((codec.encode_frame(seq, command), codec.encode_frame(seq, reply)))
+    return script
+
+
+def expect_framed(transport: ScriptedTransport, seq: int, command: bytes, reply: bytes) -> None:
+    transport.expect(codec.encode_frame(seq, command), codec.encode_frame(seq, reply))
+
+
+def connect_framed(rows: int = 4, cols: int = 3) -> tuple[Board, ScriptedTransport]:
+    transport = ScriptedTransport(framed_handshake(rows, cols))
+    board = Board(transport, retries=0)
+    assert not transport.script, "the handshake left scripted exchanges unused"
+    assert board.link.framed
+    _OPENED.append((board, transport))
+    return board, transport
+
+
+def test_framed_handshake_transcript() -> None:
+    board, transport = connect_framed()
+    assert transport.written == [command for command, _ in framed_handshake()]
+    assert transport.written[:2] == [b"*IDN?\n", b"SYST:FRAM 5eed0f1e2a3b4c5d\n"]  # both plain
+    crc = zlib.crc32(b"1,10,SYST:ARR?\n")
+    assert transport.written[2] == b"!1,10,%08x\nSYST:ARR?\n" % crc  # then numbered from 1, one frame each
+    assert board.shape == (4, 3)
+    assert board.firmware_limits.pulse_width == Range(min=1e-8, max=1e-3)
+    assert board.tia_gains == TIA_GAINS
+    expect_framed(transport, 10, b"READ? 3,2,0.25\n", b"0.000412\n")
+    assert board.read_cell(3, 2, 0.25) == 0.000412
+    expect_framed(transport, 11, b"*RST\n", b"OK\n")
+    expect_framed(transport, 12, b"SYST:FRAM OFF\n", b"OK\n")  # plain lines for whoever comes next
+    board.close()
+    assert transport.closed and not transport.script
+    assert not board.link.framed
+
+
+def test_framed_bulk_operations_carry_their_blocks_in_frames() -> None:
+    board, transport = connect_framed()
+    v_rows = np.array([[0.25, -0.125, 0.0, 0.5]])
+    currents = np.array([[1e-5, 2e-5, -3e-5]], dtype=np.float32)
+    expect_framed(transport, 10, b"VMM? 0,0,4,3,1," + block_reply(v_rows), block_reply(currents))
+    np.testing.assert_array_equal(board.vmm(v_rows), currents)
+    planes = np.zeros((4, 4, 3))
+    planes[0], planes[1], planes[2], planes[3] = 1.5, 2.0, WIDTH, 1
+    expect_framed(transport, 11, b"PULS:BATC SET,0,0,4,3," + block_reply(planes), b"12\n")
+    assert board.apply_pulses("SET", 1.5, 2.0, WIDTH) == 12
+    conductance = np.arange(12, dtype=np.float32).reshape(4, 3)
+    expect_framed(transport, 12, b"MAP? 0,0,4,3,0.25,COND\n", block_reply(conductance))
+    np.testing.assert_array_equal(board.read_map(0.25), conductance)
+
+
+@pytest.mark.parametrize("session_reply", [b"0\n", b"41\n", b"\x16\n"], ids=["new", "other-number", "damaged"])
+def test_a_new_session_is_numbered_from_1_whatever_the_board_replies(session_reply: bytes) -> None:
+    """A new token has no history: the number in the plain reply (which may be damaged) is not used."""
+    transport = ScriptedTransport(framed_handshake(session_reply=session_reply))
+    board = Board(transport, retries=0)
+    _OPENED.append((board, transport))
+    assert transport.written[2].startswith(b"!1,")
+    expect_framed(transport, 10, b"*OPC?\n", b"1\n")
+    assert board.query("*OPC?") == "1"
+
+
+def test_a_firmware_without_framed_mode_gives_plain_mode() -> None:
+    transport = ScriptedTransport([handshake()[0], (FRAM, NO_FRAMED_MODE), *handshake()[1:]])
+    board = Board(transport, retries=0)
+    _OPENED.append((board, transport))
+    assert board.link.framed is False
+    assert transport.written == [b"*IDN?\n", FRAM, *(command for command, _ in handshake()[1:])]
+    assert board.shape == (4, 3)
+    transport.expect(b"PULS:SET 3,2,2.5,1.25,0.0009765625\n", b"OK\n")  # plain from here on
+    board.set_pulse(3, 2, 2.5, 1.25, WIDTH)
+    transport.expect(b"*RST\n", b"OK\n")
+    board.close()
+    assert transport.written[-1] == b"*RST\n"
+
+
+def test_framing_off_never_offers_frames() -> None:
+    transport = ScriptedTransport(handshake())
+    board = Board(transport, retries=0, framing=False)
+    _OPENED.append((board, transport))
+    assert board.link.framed is False
+    assert FRAM not in transport.written
+
+
+def test_framing_required_from_a_firmware_without_it_is_refused() -> None:
+    transport = ScriptedTransport([handshake()[0], (FRAM, NO_FRAMED_MODE), *handshake()[1:]])
+    with pytest.raises(InvalidRequest, match="SYST:FRAM") as caught:
+        Board(transport, framing=True)
+    assert "FAKE::BOARD" in str(caught.value)
+    assert transport.written[:2] == [b"*IDN?\n", FRAM]
+    assert not any(w.startswith(b"!") for w in transport.written)  # not a frame sent
+    assert transport.closed
+
+
+@pytest.mark.parametrize("framing", [None, True])
+def test_another_refusal_of_framed_mode_is_an_error(framing: bool | None) -> None:
+    transport = ScriptedTransport([handshake()[0], (FRAM, b'ERR -224,"session refused"\n')])
+    with pytest.raises(FirmwareError, match="session refused") as caught:
+        Board(transport, framing=framing)
+    assert caught.value.code == -224 and caught.value.resource == "FAKE::BOARD"
+    assert transport.closed
+
+
+def test_a_late_reply_to_an_earlier_number_is_dropped() -> None:
+    board, transport = connect_framed()
+    transport.expect(codec.encode_frame(10, b"READ? 0,0,0.25\n"),
+                     codec.encode_frame(9, b"5.0\n") + codec.encode_frame(10, b"1.5e-05\n"))  # fmt: skip
+    assert board.read_cell(0, 0, 0.25) == 1.5e-5
+    assert board.link.stats.stale_replies == 1
+    assert not transport.inbox
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [(codec.encode_frame(0, b'ERR -160,"damaged"\n'), "damaged"),
+     (codec.encode_frame(10, b"1.5e-05\n")[:-2] + b"6\n", "checksum"), (b"1.5e-05\n", "not a frame header")],
+    ids=["number-0", "bad-checksum", "plain-reply"],
+)  # fmt: skip
+def test_a_framed_reply_that_is_not_the_answer_is_a_link_error(reply: bytes, message: str) -> None:
+    board, transport = connect_framed()
+    transport.expect(codec.encode_frame(10, b"READ? 0,0,0.25\n"), reply)
+    with pytest.raises(LinkError, match=message) as caught:
+        board.read_cell(0, 0, 0.25)
+    assert caught.value.resource == "FAKE::BOARD"
+    assert caught.value.command == "READ? 0,0,0.25"
+
+
+@pytest.mark.parametrize(("request_", "error", "message"), REFUSED.values(), ids=REFUSED.keys())
+def test_refused_request_in_framed_mode_sends_nothing_and_uses_no_number(
+    request_: Request, error: type[Exception], message: str
+) -> None:
+    board, transport = connect_framed(128, 64)
+    sent = list(transport.written)
+    with pytest.raises(error, match=message):
+        request_(board)
+    assert transport.written == sent
+    assert not transport.inbox
+    expect_framed(transport, 10, b"*OPC?\n", b"1\n")  # the next command takes the next number
+    assert board.query("*OPC?") == "1"
+
+
+class Reopen:
+    """``reopen`` for a Board: hands out scripted links one after the other."""
+
+    def __init__(self, *links: ScriptedTransport) -> None:
+        self.links = list(links)
+        self.opened: list[ScriptedTransport] = []
+
+    def __call__(self) -> ScriptedTransport:
+        self.opened.append(self.links.pop(0))
+        return self.opened[-1]
+
+
+@contextlib.contextmanager
+def closed_at_the_end(board: Board, links: list[ScriptedTransport]) -> Iterator[None]:
+    """Whatever the test did, close the board without a scripted reply (its link may be any of ``links``)."""
+    try:
+        yield
+    finally:
+        board.link.retries, board.link.reconnect_attempts = 0, 0
+        for link in links:
+            link.script.clear()
+            if not link.closed:
+                link.expect(ANY_COMMAND, b"")
+        board.close()
+
+
+def greeting(
+    first_seq: int, answered: int = 9, session_reply: bytes = b"9\n", identity: bytes = IDENTITY
+) -> list[tuple[bytes, bytes]]:
+    """What a Board sends after reopening a link (numbering from ``first_seq``), and the board's answers:
+    the session again (plain), whether the board still knows the last command answered, and who it is."""
+    done = b"SYST:DONE? %d\n" % answered
+    return [(FRAM, session_reply),
+            (codec.encode_frame(first_seq, done), codec.encode_frame(first_seq, b"1\n")),
+            (codec.encode_frame(first_seq + 1, b"*IDN?\n"), codec.encode_frame(first_seq + 1, identity))]  # fmt: skip
+
+
+def lose_a_read_twice(link: ScriptedTransport) -> None:
+    """A read whose reply is lost, then lost again when resent: the third attempt reconnects."""
+    link.expect(codec.encode_frame(10, b"READ? 0,0,0.25\n"), b"")
+    link.expect(codec.encode_frame(11, b"READ? 0,0,0.25\n"), b"")
+
+
+def test_a_reconnect_reopens_the_session_and_checks_the_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
+    link = ScriptedTransport(framed_handshake())
+    again = ScriptedTransport(greeting(12, session_reply=b"1\xb2\n"))  # the plain reply is damaged: not used
+    expect_framed(again, 14, b"READ? 0,0,0.25\n", b"1.5e-05\n")
+    board = Board(link, retries=2, reopen=Reopen(again))
+    with closed_at_the_end(board, [link, again]):
+        lose_a_read_twice(link)
+        assert board.read_cell(0, 0, 0.25) == 1.5e-5
+        assert board.link.stats.reconnects == 1 and link.closed
+
+
+def test_a_lost_session_reply_at_connect_is_asked_again() -> None:
+    script = framed_handshake()
+    script[1:1] = [(FRAM, b"")]
+    transport = ScriptedTransport(script)
+    board = Board(transport)
+    _OPENED.append((board, transport))
+    assert board.link.framed and board.shape == (4, 3)
+    assert transport.written[:3] == [b"*IDN?\n", FRAM, FRAM]
+
+
+def test_a_damaged_identity_while_reconnecting_fails_that_attempt_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
+    link = ScriptedTransport(framed_handshake())
+    damaged_frame = codec.encode_frame(13, IDENTITY).replace(b"MEMHIL", b"ME\xcdHIL")  # fails its checksum
+    damaged = ScriptedTransport([*greeting(12)[:2], (codec.encode_frame(13, b"*IDN?\n"), damaged_frame)])
+    good = ScriptedTransport(greeting(14, answered=12))  # the damaged link answered command 12
+    expect_framed(good, 16, b"READ? 0,0,0.25\n", b"1.5e-05\n")
+    board = Board(link, retries=2, reopen=Reopen(damaged, good))
+    with closed_at_the_end(board, [link, damaged, good]):
+        lose_a_read_twice(link)
+        assert board.read_cell(0, 0, 0.25) == 1.5e-5
+        assert board.link.stats.reconnects == 1 and damaged.closed
+
+
+def test_another_board_answering_after_a_reconnect_is_sent_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
+    link = ScriptedTransport(framed_handshake())
+    other = b"MEMHIL,EMU-1T1R,SN-0002,0.1.0\n"
+    stranger = ScriptedTransport([*greeting(12, identity=other),
+                                  (codec.encode_frame(14, b"*IDN?\n"), codec.encode_frame(14, other))])  # fmt: skip
+    board = Board(link, retries=2, reopen=Reopen(stranger))
+    with closed_at_the_end(board, [link, stranger]):
+        lose_a_read_twice(link)
+        with pytest.raises(BoardError, match=r"a different board answers: .*SN-0002"):
+            board.read_cell(0, 0, 0.25)
+        assert not stranger.script  # asked twice, then sent nothing more
+
+
+def test_a_pulse_in_flight_when_the_board_restarted_is_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
+    link = ScriptedTransport(framed_handshake())
+    pulse = b"PULS:SET 0,0,2.5,1.2,0.0009765625\n"
+    link.expect(codec.encode_frame(10, pulse), b"")  # the pulse's reply is lost
+    link.expect(codec.encode_frame(11, b"SYST:DONE? 10\n"), b"")  # and so is the answer to "did it run?"
+    restarted = ScriptedTransport([(FRAM, b"0\n"),  # a new session on the board: it forgot command 9
+                                   (codec.encode_frame(12, b"SYST:DONE? 9\n"), codec.encode_frame(12, b"0\n")),
+                                   (codec.encode_frame(13, b"*IDN?\n"), codec.encode_frame(13, IDENTITY))])  # fmt: skip
+    board = Board(link, retries=2, reopen=Reopen(restarted))
+    with closed_at_the_end(board, [link, restarted]):
+        with pytest.raises(BoardError, match=r"restarted .*whether PULS:SET \(command 10\) was applied is unknown"):
+            board.set_pulse(0, 0, 2.5, 1.2, WIDTH)
+        assert not restarted.script and not link.script  # and it was not sent again

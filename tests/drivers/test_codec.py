@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers import codec
-from drivers.codec import Command, CommandParser, ErrorCode, ParseError
+from drivers.codec import Command, CommandParser, ErrorCode, Framed, ParseError
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -466,3 +468,348 @@ def test_discard_partial_with_nothing_pending_is_silent() -> None:
     assert parser.discard_partial() is None
     parser.feed(b"*RST\n")
     assert parser.discard_partial() is None
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def frame_by_hand(seq: int, body: bytes) -> bytes:
+    """A frame as docs/wire-protocol.md spells it, built without the codec under test."""
+    crc = zlib.crc32(b"%d,%d," % (seq, len(body)) + body)
+    return b"!%d,%d,%08x\n" % (seq, len(body), crc) + body
+
+
+def split_frame(frame: bytes) -> tuple[bytes, bytes]:
+    """A frame's header line (with its line end) and what follows it, as a receiver sees them."""
+    end = frame.find(b"\n")
+    return (frame, b"") if end < 0 else (frame[: end + 1], frame[end + 1 :])
+
+
+# The example of docs/wire-protocol.md, byte for byte.
+DOCUMENTED_FRAMES = [
+    (1, b"PULS:SET 0,0,2.5,1.2,1e-06\n", b"!1,27,c4c0d9c8\n"),
+    (2, b"SYST:DONE? 1\n", b"!2,13,3cdc3502\n"),
+    (2, b"1\n", b"!2,2,b1bca402\n"),
+    (1, b"OK\n", b"!1,3,67edd328\n"),
+]
+BLOCK_PUNCTUATION = b"\n!\n!" + b"!\r\n#"  # two float32 values made of framing punctuation
+FRAMED_VMM = b"VMM? 0,0,1,1,2,#18" + BLOCK_PUNCTUATION + b"\n"
+FRAME_BODIES = [
+    b"OK\n", b"0.000412\n", b"MEMHIL,EMU-1T1R,SN-0001,0.1.0\n", b'ERR -160,"frame checksum mismatch"\n',
+    codec.encode_block_reply(np.arange(6.0)), codec.encode_block_reply(np.zeros(0)), FRAMED_VMM, b"", b"!",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("seq", "body", "header"), DOCUMENTED_FRAMES)
+def test_encode_frame_gives_the_documented_bytes(seq: int, body: bytes, header: bytes) -> None:
+    assert codec.encode_frame(seq, body) == header + body == frame_by_hand(seq, body)
+
+
+@pytest.mark.parametrize("body", FRAME_BODIES, ids=range(len(FRAME_BODIES)))
+@pytest.mark.parametrize("seq", [0, 1, 9, 10, 4_294_967_296, 9_999_999_999, 10**10, codec.MAX_SEQ])
+def test_frame_round_trip(seq: int, body: bytes) -> None:
+    frame = codec.encode_frame(seq, body)
+    assert frame == frame_by_hand(seq, body)
+    line, rest = split_frame(frame)
+    header = codec.parse_frame_header(line)
+    assert header == codec.FrameHeader(seq, len(body), zlib.crc32(b"%d,%d," % (seq, len(body)) + body))
+    assert rest == body
+    assert header.checks(body)
+    assert codec.unframe(frame) == body
+
+
+@given(st.integers(0, codec.MAX_SEQ), st.binary(max_size=300))
+@settings(max_examples=200)
+def test_any_body_survives_the_frame_intact(seq: int, body: bytes) -> None:
+    line, rest = split_frame(codec.encode_frame(seq, body))
+    header = codec.parse_frame_header(line)
+    assert (header.seq, header.length, rest) == (seq, len(body), body)
+    assert header.checks(rest)
+
+
+@pytest.mark.parametrize("seq", [10**10, codec.MAX_SEQ + 1, 10**30, -1])
+def test_encode_frame_makes_only_frames_parse_frame_header_reads(seq: int) -> None:
+    """A number the header cannot carry is refused when the frame is made, not when it arrives."""
+    try:
+        frame = codec.encode_frame(seq, b"OK\n")
+    except ValueError:
+        assert not 0 <= seq <= codec.MAX_SEQ
+        return
+    assert codec.parse_frame_header(split_frame(frame)[0]).seq == seq
+
+
+def test_parse_frame_header_accepts_crlf() -> None:
+    header = codec.parse_frame_header(b"!1,27,c4c0d9c8\r\n")
+    assert header == codec.FrameHeader(1, 27, 0xC4C0D9C8)
+    assert header.checks(b"PULS:SET 0,0,2.5,1.2,1e-06\n")
+
+
+def test_the_checksum_covers_sequence_number_length_and_body() -> None:
+    body = b"READ? 1,2,0.2\n"
+    header = codec.parse_frame_header(split_frame(codec.encode_frame(12, body))[0])
+    assert header.checks(body)
+    assert not codec.FrameHeader(13, header.length, header.crc).checks(body)  # another number
+    assert not header.checks(body[:-1])  # another length (and body)
+    assert not header.checks(body.replace(b"1,2", b"2,1"))  # the same bytes in another order
+    assert codec.frame_checksum(12, body) != zlib.crc32(body)  # not the body's CRC alone
+
+
+def damaged_copies(frame: bytes) -> Iterator[tuple[int, bytes]]:
+    """Every copy of ``frame`` with exactly one byte changed, to each of the 255 other values."""
+    for at in range(len(frame)):
+        for value in range(256):
+            if value != frame[at]:
+                yield at, frame[:at] + bytes([value]) + frame[at + 1 :]
+
+
+SMALL_FRAME = codec.encode_frame(12, b"READ? 1,2,0.2\n")
+
+
+def test_a_frame_damaged_in_any_one_byte_fails_its_header_or_its_checksum() -> None:
+    """Exhaustive: every byte position of a small frame, header and body, every other value.
+
+    The receiver reads the header line, then the number of bytes the header declares (a longer
+    declared length would make it wait for bytes that are not part of this frame).
+    """
+    accepted = []
+    for at, damaged in damaged_copies(SMALL_FRAME):
+        line, rest = split_frame(damaged)
+        try:
+            header = codec.parse_frame_header(line)
+        except ValueError:
+            continue
+        if header.length <= len(rest) and header.checks(rest[: header.length]):
+            accepted.append((at, damaged))
+    assert accepted == []
+
+
+def test_a_frame_whose_length_field_is_damaged_fails_its_check() -> None:
+    body = b"READ? 1,2,0.2\n"
+    line, _ = split_frame(codec.encode_frame(12, body))
+    for digit in b"0123456789":
+        damaged = line.replace(b",14,", b",1" + bytes([digit]) + b",")
+        if damaged == line:
+            continue
+        header = codec.parse_frame_header(damaged)
+        assert header.length != len(body)
+        assert not header.checks(body), f"{damaged!r} passes its check with the {len(body)}-byte body"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"!a,5,0123abcd\n", b"!1,b,0123abcd\n", b"!1,5,0123ABCD\n", b"!1,5,0123abcg\n", b"!1,5,0123abc\n",
+     b"!1,5,0123abcde\n", b"!1,5\n", b"!1,,0123abcd\n", b"!,5,0123abcd\n", b"!1,5,\n", b"!\n", b"!1,5,0123abcd",
+     b"1,5,0123abcd\n", b"!-1,5,0123abcd\n", b"!+1,5,0123abcd\n", b"! 1,5,0123abcd\n", b"!1, 5,0123abcd\n",
+     b"!1,5,0123abcd,\n", b"!1,5,0123abcd \n", b"!%d,5,0123abcd\n" % (codec.MAX_SEQ + 1), b"!1,12345678901,0123abcd\n",
+     b"!1,5,0123abcd\nX", b"!1\xb9,5,0123abcd\n", b"!1,5,0123abcd\r\r\n"],
+    ids=["seq-letter", "length-letter", "uppercase-hex", "non-hex", "seven-hex", "nine-hex", "no-crc",
+         "empty-length", "empty-seq", "empty-crc", "bare-mark", "no-line-end", "no-mark", "negative-seq",
+         "plus-sign", "space-after-mark", "space-in-fields", "trailing-comma", "trailing-space", "seq-over-the-limit",
+         "eleven-digit-length", "bytes-after-line-end", "superscript-digit", "two-cr"],
+)  # fmt: skip
+def test_parse_frame_header_refuses_malformed_headers(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        codec.parse_frame_header(line)
+
+
+def test_parse_frame_header_refuses_a_length_over_the_frame_limit() -> None:
+    assert codec.MAX_FRAME_BYTES == 16 * 1024 * 1024 + 4096 + 64  # a 16 MiB block, a command line and 64 bytes
+    assert codec.parse_frame_header(b"!1,%d,0123abcd\n" % codec.MAX_FRAME_BYTES).length == codec.MAX_FRAME_BYTES
+    with pytest.raises(ValueError, match="limit"):
+        codec.parse_frame_header(b"!1,%d,0123abcd\n" % (codec.MAX_FRAME_BYTES + 1))
+    with pytest.raises(ValueError, match="limit"):
+        codec.parse_frame_header(b"!1,9999999999,0123abcd\n")
+
+
+def test_unframe() -> None:
+    assert codec.unframe(codec.encode_frame(3, b"OK\n")) == b"OK\n"
+    block = codec.encode_block_reply(np.frombuffer(BLOCK_PUNCTUATION, "<f4"))
+    assert codec.unframe(codec.encode_frame(4, block)) == block  # line ends inside the body stay
+    assert codec.unframe(codec.encode_frame(5, b"")) == b""
+    for plain in (b"OK\n", b"0.5\n", b'ERR -113,"x"\n', block, b""):
+        assert codec.unframe(plain) == plain  # plain-mode bytes as they are
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"OK\n", codec.Reply("ok")), (b"OK\r\n", codec.Reply("ok")), (b"0.000412\n", codec.Reply("value", "0.000412")),
+     (b"128,64\n", codec.Reply("value", "128,64")), (b"\n", codec.Reply("value", "")),
+     (b'ERR -221,"command 3 is older"\n', codec.Reply("error", "command 3 is older", code=-221)),
+     (b"#18" + BLOCK_PUNCTUATION + b"\n", codec.Reply("block", payload=BLOCK_PUNCTUATION)),
+     (b"#14abcd\r\n", codec.Reply("block", payload=b"abcd")), (b"#10\n", codec.Reply("block"))],
+    ids=["ok", "ok-crlf", "value", "fields", "empty-value", "error", "block", "block-crlf", "empty-block"],
+)  # fmt: skip
+def test_parse_reply_of_each_kind(data: bytes, expected: codec.Reply) -> None:
+    assert codec.parse_reply(data) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"OK", b"0.5", b"OK\nOK\n", b"1\n2\n", b"OK\nX", b"#14abcd\nOK\n", b"#14abcd\n\n", b"#18abcd\n",
+     b"#14abc", b"#14abcd", b"#14abcdX", b"#3", b"#0\n", b"#x4abcd\n", b"#2a4abcd\n"],
+    ids=["empty", "ok-no-line-end", "value-no-line-end", "two-replies", "two-values", "trailing-byte",
+         "block-then-reply", "block-then-empty-line", "truncated-block", "short-payload", "no-line-end-after-block",
+         "junk-after-block", "truncated-header", "zero-digit-count", "letter-digit-count", "letter-in-length"],
+)  # fmt: skip
+def test_parse_reply_refuses_trailing_bytes_and_truncated_replies(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        codec.parse_reply(data)
+
+
+# ----------------------------------------------------------------------------- the parser, framed
+
+PULSE_LINE = b"PULS:SET 0,0,2.5,1.2,1e-06\n"
+PULSE = Command("PULS:SET", ("0", "0", "2.5", "1.2", "1e-06"))
+VMM_IN_FRAME = Command("VMM?", ("0", "0", "1", "1", "2"), BLOCK_PUNCTUATION)
+
+
+def feed_every_split(data: bytes) -> list[list[Command | ParseError | Framed]]:
+    """What the parser makes of ``data`` fed whole, byte by byte, and cut in two at every boundary."""
+    return [feed_whole(data), feed_bytewise(data), *(feed_in_pieces(data, [cut]) for cut in range(1, len(data)))]
+
+
+def framed_codes(items: list[Command | ParseError | Framed]) -> list[object]:
+    """Like :func:`codes`, with a framed item as (seq, its header or error code, intact)."""
+    out: list[object] = []
+    for item in items:
+        if isinstance(item, Framed):
+            inner = item.item.header if isinstance(item.item, Command) else int(item.item.code)
+            out.append((item.seq, inner, item.intact))
+        else:
+            out.append(item.header if isinstance(item, Command) else int(item.code))
+    return out
+
+
+def test_parser_yields_one_framed_command_whatever_the_split() -> None:
+    frame = codec.encode_frame(7, PULSE_LINE)
+    for split, items in enumerate(feed_every_split(frame)):
+        assert items == [Framed(7, PULSE)], f"split {split}"
+
+
+def test_parser_keeps_a_partial_frame_until_its_body_is_complete() -> None:
+    frame = codec.encode_frame(7, PULSE_LINE)
+    parser = CommandParser()
+    assert parser.feed(frame[:-1]) == []
+    assert parser.has_partial
+    assert parser.feed(frame[-1:]) == [Framed(7, PULSE)]
+    assert not parser.has_partial
+
+
+def test_parser_takes_a_frame_with_a_binary_block_holding_line_ends_and_marks() -> None:
+    frame = codec.encode_frame(3, FRAMED_VMM)
+    assert frame.count(b"\n") == 5 and frame.count(b"!") == 4  # the body holds the framing punctuation
+    for split, items in enumerate(feed_every_split(frame + b"*OPC?\n")):
+        assert items == [Framed(3, VMM_IN_FRAME), Command("*OPC?", ())], f"split {split}"
+
+
+INTERLEAVED = (
+    b"*IDN?\n" + codec.encode_frame(1, b"READ? 3,7,0.2\n") + b"*OPC?\n" + codec.encode_frame(2, FRAMED_VMM)
+    + codec.encode_frame(3, PULSE_LINE) + b"SYST:ARR?\r\n" + codec.encode_frame(4, b"*RST\r\n")
+)  # fmt: skip
+INTERLEAVED_ITEMS = [
+    Command("*IDN?", ()), Framed(1, Command("READ?", ("3", "7", "0.2"))), Command("*OPC?", ()),
+    Framed(2, VMM_IN_FRAME), Framed(3, PULSE), Command("SYST:ARR?", ()), Framed(4, Command("*RST", ())),
+]  # fmt: skip
+
+
+def test_parser_takes_plain_and_framed_commands_interleaved() -> None:
+    for split, items in enumerate(feed_every_split(INTERLEAVED)):
+        assert items == INTERLEAVED_ITEMS, f"split {split}"
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(INTERLEAVED) - 1), max_size=16))
+@settings(max_examples=100)
+def test_parser_takes_interleaved_commands_for_random_chunking(cuts: list[int]) -> None:
+    assert feed_in_pieces(INTERLEAVED, cuts) == INTERLEAVED_ITEMS
+
+
+def damage(frame: bytes, at: int) -> bytes:
+    return frame[:at] + bytes([frame[at] ^ 0x01]) + frame[at + 1 :]
+
+
+def test_a_damaged_frame_is_refused_as_damaged_and_the_next_command_is_served() -> None:
+    frame = codec.encode_frame(5, PULSE_LINE)
+    damaged = damage(frame, len(frame) - 3)  # a digit of the width
+    for split, items in enumerate(feed_every_split(damaged + b"*OPC?\n")):
+        assert framed_codes(items) == [(5, -160, False), "*OPC?"], f"split {split}"
+        assert "checksum" in items[0].item.message  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"*RST\n*OPC?\n", b"*RST\n*", b"*RST", b"", b"VMM? 0,0,1,1,1,#18abc\n", b"PULS:SET 0,0", b"#14abcd\n\n",
+     codec.encode_frame(9, b"*RST\n"), codec.encode_frame(9, b"*RST\n")[:-1]],
+    ids=["two-commands", "command-and-a-half", "no-line-end", "empty", "short-block", "partial-line",
+         "block-and-empty-line", "nested-frame", "partial-nested-frame"],
+)  # fmt: skip
+def test_a_frame_must_hold_exactly_one_whole_command(body: bytes) -> None:
+    frame = codec.encode_frame(6, body)
+    for split, items in enumerate(feed_every_split(frame + b"*OPC?\n")):
+        assert framed_codes(items) == [(6, -102, True), "*OPC?"], f"split {split}"
+
+
+def test_a_frame_holding_a_malformed_command_carries_its_error() -> None:
+    items = feed_whole(codec.encode_frame(2, b"READ? 1,,2\n") + codec.encode_frame(3, b"X" * 5000 + b"\n"))
+    assert framed_codes(items) == [(2, -102, True), (3, -363, True)]
+
+
+def test_a_frame_header_without_a_line_end_is_an_error_and_the_parser_resynchronises() -> None:
+    data = b"!" + b"9" * (codec.MAX_FRAME_HEADER_BYTES + 500) + b"\n*OPC?\n"
+    for split, items in enumerate([feed_whole(data), feed_bytewise(data), feed_in_pieces(data, [10, 70, 300])]):
+        assert framed_codes(items) == [-160, "*OPC?"], f"split {split}"  # one error, then served
+
+
+def test_a_frame_header_gets_no_more_than_its_limit_to_end() -> None:
+    parser = CommandParser()
+    assert parser.feed(b"!" + b"1" * (codec.MAX_FRAME_HEADER_BYTES - 2)) == []  # may still end
+    assert framed_codes(parser.feed(b"1" * 8)) == [-160]  # past the limit without a line end
+    assert parser.feed(b"1" * 100) == []  # skipped: one error for one header
+    assert framed_codes(parser.feed(b"\n*RST\n")) == ["*RST"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"!x,5,0123abcd\n", b"!1,5,0123ABCD\n", b"!\n", b"!1,%d,0123abcd\n" % (codec.MAX_FRAME_BYTES + 1)],
+    ids=["letter", "uppercase-hex", "bare-mark", "over-the-limit"],
+)
+def test_a_malformed_frame_header_is_refused_and_the_next_line_served(header: bytes) -> None:
+    for split, items in enumerate(feed_every_split(header + b"*OPC?\n")):
+        assert framed_codes(items) == [-160, "*OPC?"], f"split {split}"
+
+
+def test_discard_partial_mid_frame_is_the_block_data_error() -> None:
+    frame = codec.encode_frame(8, FRAMED_VMM)
+    for cut in (1, 5, frame.index(b"\n") + 1, len(frame) - 1):
+        parser = CommandParser()
+        assert parser.feed(frame[:cut]) == []
+        assert parser.has_partial
+        error = parser.discard_partial()
+        assert error is not None and error.code == ErrorCode.BLOCK_DATA, f"cut at {cut}"
+        assert not parser.has_partial
+        assert parser.feed(codec.encode_frame(9, b"*IDN?\n")) == [Framed(9, Command("*IDN?", ()))]
+
+
+def test_a_frame_damaged_in_any_one_byte_never_comes_out_intact() -> None:
+    """Exhaustive over the byte positions of a small frame (a few values each): its command never comes out as an
+    intact frame, a damaged body never comes out at all, and the parser serves the next command.
+
+    (A frame whose header cannot be read leaves its body to be read as plain input: the firmware refuses a
+    plain command that must not run twice on a framed link.)"""
+    frame = codec.encode_frame(12, b"READ? 1,2,0.2\n")
+    header_end = frame.index(b"\n") + 1
+    in_frame, plain = [], []
+    for at in range(len(frame)):
+        for value in (frame[at] ^ 0x01, frame[at] ^ 0x20, 0x00, ord("\n"), ord("!")):
+            damaged = frame[:at] + bytes([value]) + frame[at + 1 :]
+            if damaged == frame:
+                continue
+            parser = CommandParser()
+            items = parser.feed(damaged + b"*OPC?\n")
+            parser.discard_partial()
+            items += parser.feed(b"*IDN?\n")
+            assert items[-1] == Command("*IDN?", ())
+            if any(isinstance(i, Framed) and i.intact and i.item == Command("READ?", ("1", "2", "0.2")) for i in items):
+                in_frame.append(damaged)
+            if at >= header_end and any(isinstance(i, Command) and i.header == "READ?" for i in items):
+                plain.append(damaged)
+    assert in_frame == [] and plain == []

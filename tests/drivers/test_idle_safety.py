@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from drivers import Board, FirmwareError, open_board
+from drivers import Board, FirmwareError, codec, open_board
 from drivers.resources import open_transport
-from drivers.transports.base import Transport
+from drivers.transports.base import PassThrough, Transport
 from mock_hardware.emulator import build_firmware
 from mock_hardware.firmware import Firmware
 from tests.conftest import REPO_ROOT, EmulatorFactory
@@ -59,7 +59,7 @@ def firmware_behind(transport: Transport) -> Firmware:
     return firmware
 
 
-class WatchedLink(Transport):
+class WatchedLink(PassThrough):
     """A real in-process link that records the commands sent and the firmware's state when it closes.
 
     The state is taken *before* the endpoint closes, because the endpoint idles the firmware on
@@ -67,30 +67,22 @@ class WatchedLink(Transport):
     """
 
     def __init__(self, resource: str = SMALL_EMULATOR) -> None:
-        self.inner = open_transport(resource)
-        self.resource = self.inner.resource
-        self.timeout = self.inner.timeout
+        super().__init__(open_transport(resource))
         self.firmware = firmware_behind(self.inner)
         self.commands: list[bytes] = []
         self.state_at_close: LineState | None = None
 
     def write(self, data: bytes) -> None:
-        self.commands.append(data)
+        self.commands.append(codec.unframe(data))
         self.inner.write(data)
-
-    def read_exact(self, count: int) -> bytes:
-        return self.inner.read_exact(count)
-
-    def read_line(self) -> bytes:
-        return self.inner.read_line()
-
-    def discard_input(self, quiet: float) -> int:
-        return self.inner.discard_input(quiet)
 
     def close(self) -> None:
         if self.state_at_close is None:
             self.state_at_close = LineState.of(self.firmware)
         self.inner.close()
+
+
+CLOSING = [b"*RST\n", b"SYST:FRAM OFF\n"]  # what a framed board's close sends: idle, then plain lines again
 
 
 def energize(board: Board) -> None:
@@ -119,7 +111,7 @@ def test_close_idles_the_board() -> None:
     board = Board(link)
     energize(board)
     board.close()
-    assert link.commands[-1] == b"*RST\n"
+    assert link.commands[-2:] == CLOSING
     assert link.state_at_close is not None and link.state_at_close.idle
 
 
@@ -138,7 +130,7 @@ def test_leaving_with_by_an_exception_idles_the_board(interruption: type[BaseExc
         energize(board)
         raise interruption()
     assert board.closed
-    assert link.commands[-1] == b"*RST\n"
+    assert link.commands[-2:] == CLOSING
     assert link.state_at_close is not None and link.state_at_close.idle
 
 
@@ -147,7 +139,7 @@ def test_a_refused_command_inside_with_idles_the_board() -> None:
     with pytest.raises(FirmwareError, match="undefined header"), Board(link) as board:
         energize(board)
         board.query("BOGUS:CMD 1")
-    assert link.commands[-1] == b"*RST\n"
+    assert link.commands[-2:] == CLOSING
     assert link.state_at_close is not None and link.state_at_close.idle
 
 
@@ -157,7 +149,7 @@ def test_a_refused_command_inside_with_idles_the_board() -> None:
 def interrupted_board() -> tuple[Board, ScriptedTransport]:
     """A board whose read of a reply was interrupted: the reply is still in flight."""
     transport = ScriptedTransport(handshake())
-    board = Board(transport)
+    board = Board(transport, framing=False)
     transport.expect(b"READ? 0,0,0.25\n", b"0.000111\n")
     transport.interrupt_next_read = True
     with pytest.raises(KeyboardInterrupt):
@@ -178,7 +170,7 @@ def test_ctrl_c_between_write_and_read_still_idles_on_close() -> None:
 
 def test_ctrl_c_inside_with_between_write_and_read_idles() -> None:
     transport = ScriptedTransport([*handshake(), (b"MAP? 0,0,4,3,0.25,COND\n", b"#10\n")])
-    with pytest.raises(KeyboardInterrupt), Board(transport) as board:
+    with pytest.raises(KeyboardInterrupt), Board(transport, framing=False) as board:
         transport.interrupt_next_read = True
         transport.script.append((b"*RST\n", b"OK\n"))
         board.read_map(0.25)
@@ -231,7 +223,7 @@ def test_interpreter_exit_idles_an_in_process_board() -> None:
         seen = []
 
         def report():  # registered before drivers is imported, so it runs after the drivers' exit hook
-            print("LAST", seen[-1][0])
+            print("LAST", *(command for command, _ in seen[-2:]))
             print("IDLE", seen[-1][1])
 
         atexit.register(report)
@@ -247,7 +239,7 @@ def test_interpreter_exit_idles_an_in_process_board() -> None:
                 reply = feed(data)
                 idle = not (any(v.any() for v in firmware.dac.values()) or firmware.row_selected.any()
                             or firmware.col_selected.any())
-                seen.append((data.decode().strip(), idle))
+                seen.append((data.decode().strip().splitlines()[-1], idle))  # the command, not its frame
                 return reply
 
             firmware.feed = watched_feed
@@ -257,7 +249,7 @@ def test_interpreter_exit_idles_an_in_process_board() -> None:
         """
     )
     result = run_script(watch + EXIT_WITHOUT_CLOSE, SMALL_EMULATOR)
-    assert "LAST *RST" in result.stdout, result.stdout + result.stderr
+    assert "LAST *RST SYST:FRAM OFF" in result.stdout, result.stdout + result.stderr
     assert "IDLE True" in result.stdout
     assert "could not idle" not in result.stderr
 
@@ -343,7 +335,8 @@ def test_interpreter_exit_idles_a_lan_board(firmware_over_tcp: FirmwareOverTcp) 
     """pyvisa closes its sessions at exit too: the board must be idled before that."""
     result = run_script(EXIT_WITHOUT_CLOSE, firmware_over_tcp.resource)
     assert LineState.of(firmware_over_tcp.firmware).idle
-    assert firmware_over_tcp.received.endswith(b"*RST\n")
+    lines = bytes(firmware_over_tcp.received).splitlines()  # ..., frame header, *RST, frame header, SYST:FRAM OFF
+    assert lines[-3] == b"*RST" and lines[-1] == b"SYST:FRAM OFF"
     assert "could not idle" not in result.stderr
 
 
@@ -352,5 +345,6 @@ def test_a_closed_lan_board_is_idled_by_the_driver(firmware_over_tcp: FirmwareOv
     with open_board(firmware_over_tcp.resource, timeout=5) as board:
         energize(board)
         assert not LineState.of(firmware_over_tcp.firmware).idle
-    assert firmware_over_tcp.received.endswith(b"*RST\n")
+    lines = bytes(firmware_over_tcp.received).splitlines()  # ..., frame header, *RST, frame header, SYST:FRAM OFF
+    assert lines[-3] == b"*RST" and lines[-1] == b"SYST:FRAM OFF"
     assert LineState.of(firmware_over_tcp.firmware).idle

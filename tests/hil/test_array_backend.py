@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from drivers import Board, PulseKind, open_board
+from drivers import Board, PulseKind, codec, open_board
 from hil.array_backend import ArrayBackend
 from hil.mapping import auto_place, resolve_placement
 from hil.nn import ExactBackend, Network, get_architecture
@@ -64,7 +64,7 @@ def count_round_trips(board: Board, monkeypatch: pytest.MonkeyPatch) -> list[byt
     write = transport.write
 
     def counting(data: bytes) -> None:
-        sent.append(data)
+        sent.append(codec.unframe(data))
         write(data)
 
     monkeypatch.setattr(transport, "write", counting)

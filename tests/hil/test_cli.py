@@ -86,3 +86,25 @@ def test_limits_beyond_the_firmware_are_refused(tmp_path: Path, capsys: pytest.C
     assert main(["info", "--config", str(config)]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "v_gate" in err and "beyond the firmware's absolute limits" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("timeout = nan\n", "timeout"),
+        ("timeout = inf\n", "timeout"),
+        ('framing = "sometimes"\n', "framing"),
+        ("[limits]\nv_row = { min = nan, max = 3.0 }\n", "limits.v_row.min"),
+        ("[limits]\nv_gate = { min = 0.0, max = inf }\n", "limits.v_gate.max"),
+        ('resource = ["a", "b"]\n', "resource"),
+    ],
+)  # fmt: skip
+def test_hostile_board_config_values_are_named(
+    text: str, field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "board.toml"
+    config.write_text(text)
+    assert main(["info", "--config", str(config)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"  {field}: " in err
+    assert "Traceback" not in err

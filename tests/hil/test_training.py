@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,16 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         ('update = "magic"\n', "  update: "),
         ('optimiser = { name = "sgd" }\n', "  optimiser: "),
         ("updates = 0\n", "  updates: "),
+        ('updates = "many"\n', "  updates: "),
+        ("batch_size = 1e12\n", "  batch_size: "),
+        ("seed = -1\n", "  seed: "),
+        ("g_unit = inf\n", "  g_unit: "),
+        ("v_input = nan\n", "  v_input: "),
+        ('[optimizer]\nname = "sgd"\nlr = nan\n', "  optimizer.lr: "),
+        ("[gate_coded]\ndvg_min = -1\n", "  gate_coded.dvg_min: "),
+        ('boards = { board0 = { resource = "x", framing = "maybe" } }\n', "  boards.board0.BoardConfig.framing: "),
+        ('boards = { board0 = { resource = "x", timeout = nan } }\n', "  boards.board0.BoardConfig.timeout: "),
+        ("calibration_gates = 100000000\n", "  calibration_gates: "),
     ],
 )
 def test_a_bad_config_file_names_the_field(
@@ -481,17 +491,6 @@ def journal_rows(path: Path) -> int:
         dataset = f[f"data/{JOURNAL}"]
         return int(dataset.shape[0])
     return 0
-
-
-@pytest.fixture
-def killable() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes a test started; any still running at teardown are killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_a_run_killed_with_sigkill_resumes_and_completes(

@@ -361,3 +361,86 @@ def test_a_malformed_command_gets_exactly_one_reply_even_after_a_quiet_second(
         time.sleep(1.5)  # longer than the server's 1 s quiet timeout
         client.sendall(b"*OPC?\n")
         assert replies.readline() == b"1\n"
+
+
+# ----------------------------------------------------------------------------- framed mode
+
+
+def framing_session(board: Board) -> dict[str, Any]:
+    """A map read, a VMM and a pulse batch: every result, for comparison across modes and transports."""
+    framed = board.link.framed
+    if not framed:
+        # A framed handshake has one command more (SYST:FRAM), and every command takes the emulated
+        # board's simulated latency: one more plain command keeps the two boards' clocks in step.
+        assert board.query("*OPC?") == "1"
+    results: dict[str, Any] = {"framed": framed, "map": board.read_map()}
+    results["vmm"] = board.vmm(np.random.default_rng(2).uniform(-0.2, 0.2, (20, board.shape[0])))
+    mask = np.zeros(board.shape, dtype=bool)
+    mask[1::9, 2::7] = True
+    results["batch count"] = board.apply_pulses("SET", 2.5, np.linspace(1.0, 4.0, board.shape[1]), WIDTH, mask)
+    results["map after batch"] = board.read_map(0.1, Region(0, 0, 40, board.shape[1]))
+    results["pulse count"] = int(board.query("SYST:PCNT?"))
+    return results
+
+
+@pytest.fixture(scope="module")
+def framing_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
+    """The session in framed mode (the default) and in plain mode, per transport, each on a fresh emulator."""
+    launcher = EmulatorLauncher(tmp_path_factory.mktemp("framing-emulators"))
+    results = {}
+    try:
+        for transport in TRANSPORTS:
+            for mode, framing in (("default", None), ("plain", False)):
+                resource = fresh_board_resource(launcher, transport, SEED)
+                with open_board(resource, timeout=10, framing=framing) as board:
+                    results[transport, mode] = framing_session(board)
+        yield results
+    finally:
+        launcher.stop_all()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_framed_and_plain_modes_give_the_same_results(
+    framing_sessions: dict[tuple[str, str], dict[str, Any]], transport: str
+) -> None:
+    framed, plain = framing_sessions[transport, "default"], framing_sessions[transport, "plain"]
+    assert framed["framed"] is True  # the emulator offers frames: a board uses them unless told not to
+    assert plain["framed"] is False
+    reference = framing_sessions["in-process", "plain"]
+    assert reference["batch count"] == 15 * 9 == reference["pulse count"]
+    assert np.ptp(reference["map"]) > 0 and not np.array_equal(reference["map"][:40], reference["map after batch"])
+    for mode, results in (("framed", framed), ("plain", plain)):
+        for key, expected in reference.items():
+            if key == "framed":
+                continue
+            if isinstance(expected, np.ndarray):
+                np.testing.assert_array_equal(results[key], expected, err_msg=f"{mode}: {key}")
+            else:
+                assert results[key] == expected, f"{mode}: {key}"
+
+
+GLITCHES = ("--fault", "drop_reply=0.05", "--fault", "corrupt_reply=0.05", "--fault", "seed=3")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS[:3])
+def test_on_a_link_that_loses_and_damages_replies_every_pulse_is_applied_once(
+    emulator_process: EmulatorFactory, transport: str
+) -> None:
+    """5 % of replies lost and 5 % damaged, a short timeout: the work completes, nothing is applied twice."""
+    link = "tcp" if transport.startswith("tcp") else "pty"
+    emulator = emulator_process(link, seed=5, preset="ideal", extra=("--rows", "16", "--cols", "16", *GLITCHES))
+    resource = emulator.serial_resource if transport == "pty-pyserial" else emulator.resource
+    rng = np.random.default_rng(4)
+    confirmed, maps = 0, []
+    with open_board(resource, timeout=0.5) as board:
+        assert board.link.framed
+        for _ in range(30):
+            mask = rng.random(board.shape) < 0.25
+            confirmed += board.apply_pulses("SET", 2.5, float(rng.uniform(1.0, 3.0)), 1e-6, mask=mask)
+            maps.append(board.read_map())
+        applied = int(board.query("SYST:PCNT?"))
+        stats = board.link.stats
+    assert confirmed > 30 * 16 * 16 * 0.2
+    assert applied == confirmed  # every pulse the host was told of, and not one more
+    assert stats.retries > 0  # the faults struck, and were survived
+    assert all(m.shape == (16, 16) and np.isfinite(m).all() and (m > 0).all() for m in maps)

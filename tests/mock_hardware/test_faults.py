@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers import FirmwareError, LinkError, LinkTimeout, open_board
+from drivers import FirmwareError, LinkError, LinkLost, LinkTimeout, open_board
 from mock_hardware.emulator import build_firmware
-from tests.conftest import EmulatorFactory
+from tests.conftest import EmulatorFactory, stop_process
 
 SMALL = {"rows": "4", "cols": "4"}
 
@@ -63,23 +63,50 @@ def test_in_process_faults_reach_the_driver() -> None:
         assert error.value.code == -240
 
 
-def test_the_server_closes_the_link_after_n_commands(emulator_process: EmulatorFactory) -> None:
-    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "close_after=12"))
-    board = open_board(emulator.resource, timeout=2)  # the handshake is 10 commands
-    try:
+HANDSHAKE = 11  # commands a Board sends on connect in framed mode
+
+
+def test_a_dropped_tcp_link_is_reconnected_with_the_line_state_restored(emulator_process: EmulatorFactory) -> None:
+    close = f"close_after={HANDSHAKE + 1}"
+    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", close,
+                                                       "--fault", "close_times=1"))  # fmt: skip
+    with open_board(emulator.resource, timeout=2) as board:
+        board.set_dac("GATE", 0, 1.0)  # the server closes the link after answering this one
+        assert board.dac_voltage("GATE", 0) == pytest.approx(1.0, abs=0.01)  # set again after reconnecting
+        assert board.link.stats.reconnects == 1
+        applied = board.apply_pulses("SET", 2.5, 2.0, 1e-6, mask=np.eye(4, dtype=bool))
+        assert int(board.query("SYST:PCNT?")) == applied == 4
+
+
+def test_a_glitch_on_a_serial_link_loses_replies_and_the_session_goes_on(emulator_process: EmulatorFactory) -> None:
+    close = f"close_after={HANDSHAKE + 1}"
+    emulator = emulator_process(link="pty", preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", close,
+                                                                   "--fault", "close_times=1"))  # fmt: skip
+    with open_board(emulator.resource, timeout=0.5) as board:
+        assert board.apply_pulses("SET", 2.5, 2.0, 1e-6, mask=np.eye(4, dtype=bool)) == 4  # its reply is lost
+        assert int(board.query("SYST:PCNT?")) == 4  # answered from the kept reply, not applied again
+        assert board.link.stats.applied_before_loss == 1
+
+
+def test_a_board_that_stays_gone_is_a_clear_error_once_the_budget_is_spent(
+    emulator_process: EmulatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4"))
+    board = open_board(emulator.resource, timeout=1)
+    board.link.reconnect_attempts = 2
+    stop_process(emulator.process)  # the board goes away and does not come back
+    with pytest.raises(LinkLost, match=r"2 reconnect attempts over .* failed .*check the cable") as error:
         board.read_cell(0, 0)
-        with pytest.raises(LinkError, match=emulator.resource):
-            for _ in range(3):
-                board.read_cell(0, 0)
-    finally:
-        board.close()
+    assert emulator.resource in str(error.value)
+    board.close()  # at once: nothing more is sent to an unreachable board
+    assert "unreachable and could not be idled" in caplog.text
 
 
 def test_the_server_refuses_the_first_connections(emulator_process: EmulatorFactory) -> None:
     emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "refuse_connections=1"))
     with pytest.raises(LinkError, match=emulator.resource):
-        open_board(emulator.resource, timeout=2)
-    with open_board(emulator.resource, timeout=2) as board:
+        open_board(emulator.resource, timeout=1)  # a failed open is reported at once, not retried
+    with open_board(emulator.resource, timeout=1) as board:
         assert board.shape == (4, 4)
 
 
@@ -96,6 +123,6 @@ def test_a_late_reply_is_a_timeout_naming_the_command(emulator_process: Emulator
         pass  # the handshake works without faults; now one that delays every reply
     slow = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "delay_reply=1",
                                                    "--fault", "delay_seconds=1"))  # fmt: skip
-    with pytest.raises(LinkTimeout, match=r"\*IDN\?"):
+    with pytest.raises(LinkError, match=r"timed out after 0.3 s .*\*IDN\?"):
         open_board(slow.resource, timeout=0.3)
     assert board.closed

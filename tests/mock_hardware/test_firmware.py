@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from drivers import codec
 from mock_hardware.emulator import build_firmware
+from mock_hardware.faults import FaultInjector, FaultPlan
 from mock_hardware.firmware import Firmware
 from tests.conftest import REPO_ROOT
 
@@ -105,6 +106,7 @@ VALID: dict[str, bytes] = {
     "SYST:ARR?": command("SYST:ARR?"),
     "SYST:LIM?": command("SYST:LIM?", "VGATE"),
     "SYST:VGRE?": command("SYST:VGRE?"),
+    "SYST:PCNT?": command("SYST:PCNT?"),
     "DAC:RES?": command("DAC:RES?"),
     "DAC:RANG?": command("DAC:RANG?", "GATE"),
     "ADC:RES?": command("ADC:RES?"),
@@ -527,6 +529,344 @@ def test_link_quiet_discards_a_partial_command(fw: Firmware) -> None:
     assert fw.link_quiet() == b""  # nothing left to discard: no reply
     assert state(fw) == before
     assert ask(fw, "*OPC?").text == "1"
+
+
+# ----------------------------------------------------------------------------- framed mode
+
+TOKEN = "host-7f3a_Q"
+PULSE = "PULS:SET 1,2,2.5,3.0,1e-4"  # raises cell (1, 2) on the ideal preset
+
+
+def framed(seq: int, line: bytes | str) -> bytes:
+    return codec.encode_frame(seq, line if isinstance(line, bytes) else line.encode() + b"\n")
+
+
+def framed_reply(data: bytes) -> tuple[int, codec.Reply]:
+    """The one framed reply ``data`` holds: its number and what it carries. Its checksum must hold."""
+    end = data.index(b"\n") + 1
+    header = codec.parse_frame_header(data[:end])
+    body = data[end:]
+    assert len(body) == header.length and header.checks(body), f"not one intact frame: {data!r}"
+    return header.seq, codec.parse_reply(body)
+
+
+def ask_framed(fw: Firmware, seq: int, line: bytes | str) -> codec.Reply:
+    number, reply = framed_reply(fw.feed(framed(seq, line)))
+    assert number == seq
+    return reply
+
+
+def open_session(fw: Firmware, token: str = TOKEN) -> int:
+    [last] = value(fw, f"SYST:FRAM {token}")
+    return int(last)
+
+
+def done(fw: Firmware, seq: int) -> int:
+    reply = ask(fw, f"SYST:DONE? {seq}")
+    return reply.code if reply.kind == "error" else int(reply.text)
+
+
+def pulse_count(fw: Firmware) -> int:
+    [count] = value(fw, "SYST:PCNT?")
+    assert count == fw.pulses_applied
+    return int(count)
+
+
+def test_fram_replies_the_last_number_the_session_ran(fw: Firmware) -> None:
+    assert open_session(fw) == 0  # a new session
+    assert ask_framed(fw, 1, "*OPC?").text == "1"
+    assert ask_framed(fw, 2, PULSE).kind == "ok"
+    assert ask_framed(fw, 3, "READ? 0,0,0.2").kind == "value"
+    assert ask(fw, "*RST").kind == "ok" and ask(fw, "READ? 0,0,0.2").kind == "value"  # plain commands between
+    assert open_session(fw) == 3  # the same token: the session goes on
+    assert (done(fw, 2), done(fw, 4)) == (1, 0)
+    assert open_session(fw) == 3  # asking again changes nothing
+    assert ask_framed(fw, 2, PULSE).kind == "ok" and fw.pulses_applied == 1  # still remembered: not run again
+    assert open_session(fw, "another") == 0  # a new token: a new session, its history empty
+    assert done(fw, 2) == 0
+    assert ask_framed(fw, 2, PULSE).kind == "ok"
+    assert fw.pulses_applied == 2  # number 2 of the new session is a new command
+    assert open_session(fw) == 0  # the board keeps one session: the first one is gone
+
+
+def test_fram_accepts_tokens_of_letters_digits_underscore_and_dash(fw: Firmware) -> None:
+    for token in ("a", "Z" * 32, "0123456789", "A-b_c-D", "_", "-"):
+        assert open_session(fw, token) == 0, token
+
+
+@pytest.mark.parametrize(
+    ("argument", "code"),
+    [("a" * 33, -224), ("dot.ted", -224), ("two words", -224), ("semi;colon", -224), ("plus+", -224),
+     ("quo'te", -224), ("", -109), ("a,b", -108)],
+    ids=["33-characters", "dot", "space", "semicolon", "plus", "quote", "missing", "two-tokens"],
+)  # fmt: skip
+def test_fram_refuses_a_bad_token_and_keeps_the_session(fw: Firmware, argument: str, code: int) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    assert error_code(fw, f"SYST:FRAM {argument}".strip()) == code
+    assert open_session(fw) == 1
+    assert ask_framed(fw, 1, PULSE).text == "1"  # the kept reply of command 1, not a pulse
+    assert fw.pulses_applied == 0
+
+
+def test_a_framed_command_before_fram_is_refused_and_not_run(fw: Firmware) -> None:
+    before = state(fw)
+    reply = ask_framed(fw, 1, PULSE)
+    assert (reply.kind, reply.code) == ("error", -221)
+    assert "SYST:FRAM" in reply.text
+    assert state(fw) == before and fw.pulses_applied == 0
+    assert open_session(fw) == 0  # nothing ran
+    assert ask_framed(fw, 1, PULSE).kind == "ok"  # the same number, in a session: it runs
+    assert fw.pulses_applied == 1 and state(fw) != before
+
+
+RESENT = {
+    "pulse": (PULSE, 1),
+    "batch": (command("PULS:BATC", "SET", 0, 0, 3, 3, block=batch_planes(2.5, 3.0, 1e-4, np.eye(3))), 3),
+    "sweep": (command("SWEEP?", 1, 2, 3.0, 1e-4, 4, block=[0.5, 2.5, -0.5, 0.0]), 4),
+}
+
+
+@pytest.mark.parametrize(("line", "pulses"), RESENT.values(), ids=RESENT.keys())
+def test_a_resent_frame_gets_its_reply_byte_for_byte_and_does_not_run_again(
+    fw: Firmware, line: bytes | str, pulses: int
+) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    g0 = fw.array.conductance
+    first = fw.feed(framed(2, line))
+    assert framed_reply(first)[0] == 2 and framed_reply(first)[1].kind != "error"
+    g1, clock = fw.array.conductance, fw.array.time
+    assert fw.pulses_applied == pulses and not np.array_equal(g1, g0)
+    for _ in range(3):
+        assert fw.feed(framed(2, line)) == first
+    assert fw.pulses_applied == pulses
+    np.testing.assert_array_equal(fw.array.conductance, g1)
+    assert fw.array.time == clock  # not even the command's latency: nothing ran
+    assert pulse_count(fw) == pulses
+
+
+def test_a_number_already_run_gets_its_kept_reply_whatever_the_frame_now_holds(fw: Firmware) -> None:
+    open_session(fw)
+    [t1] = (float(f) for f in ask_framed(fw, 1, "SYST:TIME?").fields)
+    assert ask_framed(fw, 2, "SYST:WAIT 100").kind == "ok"
+    assert float(ask_framed(fw, 1, "SYST:TIME?").text) == t1  # the clock moved on; the kept reply did not
+    g = fw.array.conductance
+    assert ask_framed(fw, 2, PULSE).kind == "ok"  # command 2 ran (it was the wait): answered, not pulsed
+    assert fw.pulses_applied == 0
+    np.testing.assert_array_equal(fw.array.conductance, g)
+
+
+def test_pipelined_frames_are_answered_in_order_with_their_numbers(fw: Firmware) -> None:
+    open_session(fw)
+    out = fw.feed(framed(1, "SYST:ARR?") + framed(2, "FOO") + b"*OPC?\n" + framed(3, PULSE))
+    first, rest = out.split(b"\n", 1)
+    header = codec.parse_frame_header(first + b"\n")
+    assert (header.seq, codec.parse_reply(rest[: header.length])) == (1, codec.Reply("value", f"{ROWS},{COLS}"))
+    rest = rest[header.length :]
+    first, rest = rest.split(b"\n", 1)
+    header = codec.parse_frame_header(first + b"\n")
+    assert header.seq == 2 and codec.parse_reply(rest[: header.length]).code == -113
+    rest = rest[header.length :]
+    assert rest.startswith(b"1\n")  # the plain command's plain reply, in its place
+    assert framed_reply(rest[2:]) == (3, codec.Reply("ok"))
+
+
+def test_a_skipped_number_sent_later_is_run(fw: Firmware) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    assert ask_framed(fw, 3, PULSE).kind == "ok"
+    assert done(fw, 2) == 0
+    assert ask_framed(fw, 2, "PULS:SET 3,3,2.5,3.0,1e-4").kind == "ok"  # lower than the last run: still runs
+    assert fw.pulses_applied == 2
+    assert done(fw, 2) == 1
+    assert open_session(fw) == 3  # the highest number run
+    assert ask_framed(fw, 2, "PULS:SET 3,3,2.5,3.0,1e-4").kind == "ok" and fw.pulses_applied == 2
+
+
+def test_a_number_older_than_the_kept_replies_is_refused_and_not_run(fw: Firmware) -> None:
+    open_session(fw)
+    assert ask_framed(fw, 1, PULSE).kind == "ok"
+    for seq in range(2, 10):  # 9 commands run; the board keeps the replies of the last 8
+        ask_framed(fw, seq, "*OPC?")
+    before, pulses = state(fw), fw.pulses_applied
+    refused = ask_framed(fw, 1, PULSE)
+    assert (refused.kind, refused.code) == ("error", -221)
+    assert state(fw) == before and fw.pulses_applied == pulses == 1
+    assert ask_framed(fw, 2, PULSE).text == "1"  # the oldest kept reply is still there
+    assert fw.pulses_applied == 1
+
+
+def test_a_number_never_run_but_older_than_the_kept_replies_is_refused(fw: Firmware) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    for seq in range(3, 12):  # 2 is skipped; 3..11 run and push out 1 and 3
+        ask_framed(fw, seq, "*OPC?")
+    assert done(fw, 2) == -221  # it cannot know whether 2 ran
+    before = state(fw)
+    assert ask_framed(fw, 2, PULSE).code == -221
+    assert state(fw) == before and fw.pulses_applied == 0
+
+
+def test_a_number_run_out_of_order_is_never_run_twice(fw: Firmware) -> None:
+    open_session(fw)
+    assert ask_framed(fw, 2, PULSE).kind == "ok"  # 2 before 1
+    ask_framed(fw, 1, "*OPC?")
+    for seq in range(3, 10):  # 9 commands run: the first one run (2) is no longer kept
+        ask_framed(fw, seq, "*OPC?")
+    assert done(fw, 2) != 0  # it ran: 1, or -221 if the board cannot tell
+    ask_framed(fw, 2, PULSE)
+    assert fw.pulses_applied == 1
+
+
+def test_a_number_never_run_and_above_the_lowest_kept_number_is_run(fw: Firmware) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    assert ask_framed(fw, 10, "*OPC?").text == "1"  # ahead of the others
+    for seq in range(2, 9):  # kept now: 10, then 2..8 (1 is gone)
+        ask_framed(fw, seq, "*OPC?")
+    assert done(fw, 9) == 0  # never run, and above 2, the lowest number kept
+    assert ask_framed(fw, 9, PULSE).kind == "ok"
+    assert fw.pulses_applied == 1
+
+
+def test_done_says_whether_a_number_ran(fw: Firmware) -> None:
+    open_session(fw)
+    assert done(fw, 1) == 0
+    assert ask_framed(fw, 1, PULSE).kind == "ok"
+    assert (done(fw, 1), done(fw, 2), done(fw, 10**9)) == (1, 0, 0)
+    assert ask_framed(fw, 2, "SYST:DONE? 1").text == "1"  # framed, as a host asks it
+    assert ask_framed(fw, 3, "SYST:DONE? 4").text == "0"
+    assert done(fw, 3) == 1  # the question itself was command 3
+    assert done(fw, 0) == -221  # numbers start at 1
+    for seq in range(4, 11):
+        ask_framed(fw, seq, "*OPC?")
+    assert (done(fw, 1), done(fw, 2), done(fw, 3), done(fw, 10), done(fw, 11)) == (-221, -221, 1, 1, 0)
+    assert error_code(fw, "SYST:DONE? x") == -104
+    assert error_code(fw, "SYST:DONE? -1") == -104
+    assert error_code(fw, "SYST:DONE? 1,2") == -108
+    assert error_code(fw, "SYST:DONE?") == -109
+    assert fw.pulses_applied == 1  # asking ran nothing
+
+
+def test_pulse_count_counts_every_pulse_applied(fw: Firmware) -> None:
+    assert pulse_count(fw) == 0
+    for line in ("PULS:SET 0,0,2.5,3.0,1e-4", "PULS:RES 0,0,3.0,5.0,1e-4", "PULS:FORM 1,1,3.5,1.0,1e-5"):
+        assert ask(fw, line).kind == "ok"
+    assert pulse_count(fw) == 3
+    mask = np.array([[1, 0, 1], [0, 1, 0]])
+    planes = batch_planes(2.5, 3.0, 1e-4, mask)
+    planes[0][mask == 0] = 9.0  # unmasked cells: neither checked nor pulsed nor counted
+    assert value(fw, command("PULS:BATC", "SET", 2, 0, 2, 3, block=planes)) == [3]
+    assert pulse_count(fw) == 6
+    unmasked = batch_planes(3.0, 5.0, 1e-4, np.zeros((2, 2)))
+    assert value(fw, command("PULS:BATC", "RES", 0, 0, 2, 2, block=unmasked)) == [0]
+    assert pulse_count(fw) == 6
+    assert ask(fw, command("SWEEP?", 3, 1, 3.0, 1e-4, 5, block=[0.5, 1.5, 0.0, -0.5, -1.5])).kind == "block"
+    assert pulse_count(fw) == 11  # every step, 0 V included
+    for line in ("READ? 0,0,0.2", "*RST", "MAP? 0,0,2,2,0.2,COND", command("VMM?", 0, 0, 2, 2, 1, block=[[0.1, 0.1]])):
+        ask(fw, line)
+    assert pulse_count(fw) == 11  # reads, VMM and resets pulse nothing
+
+
+REFUSED_PULSES = {
+    "single above VROW": "PULS:SET 0,0,9,1.0,1e-4",
+    "single bad cell": "PULS:RES 0,99,1,1.0,1e-4",
+    "batch with one bad masked cell": command(
+        "PULS:BATC", "SET", 0, 0, 2, 2, block=np.stack([[[2.5, 2.5], [2.5, 4.5]], np.ones((2, 2)),
+                                                        np.full((2, 2), 1e-4), np.ones((2, 2))])),
+    "batch of the wrong size": command("PULS:BATC", "SET", 0, 0, 2, 2, block=np.ones(12)),
+    "sweep with one step beyond VCOL": command("SWEEP?", 0, 0, 3.0, 1e-4, 3, block=[0.5, -4.5, 0.5]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("line", REFUSED_PULSES.values(), ids=REFUSED_PULSES.keys())
+def test_pulse_count_does_not_count_refused_pulses(fw: Firmware, line: bytes | str) -> None:
+    ask(fw, "PULS:SET 1,1,2.5,3.0,1e-4")
+    before = state(fw)
+    assert ask(fw, line).kind == "error"
+    assert ask_framed(fw, 1, line).kind == "error"  # framed, before a session
+    open_session(fw)
+    assert ask_framed(fw, 1, line).kind == "error"
+    assert state(fw) == before
+    assert pulse_count(fw) == 1
+
+
+def test_pulse_count_does_not_count_a_pulse_the_board_failed_to_run(fw: Firmware) -> None:
+    fw.faults = FaultInjector(FaultPlan(firmware_error=1.0))
+    assert error_code(fw, "PULS:SET 1,1,2.5,3.0,1e-4") == -240
+    fw.faults = None
+    assert pulse_count(fw) == 0
+
+
+def damage(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+FRAME_OF_PULSE = framed(2, PULSE)
+DAMAGED_AT = {"sequence number": 1, "checksum": FRAME_OF_PULSE.index(b"\n") - 1,
+              "first body byte": FRAME_OF_PULSE.index(b"\n") + 1, "a body digit": len(FRAME_OF_PULSE) - 5,
+              "body line end": len(FRAME_OF_PULSE) - 1}  # fmt: skip
+
+
+@pytest.mark.parametrize("at", DAMAGED_AT.values(), ids=DAMAGED_AT.keys())
+def test_a_damaged_frame_is_answered_as_number_0_and_changes_nothing(fw: Firmware, at: int) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    energize(fw)
+    before = state(fw)
+    seq, reply = framed_reply(fw.feed(damage(FRAME_OF_PULSE, at)))
+    assert (seq, reply.kind, reply.code) == (0, "error", -160)
+    assert "checksum" in reply.text
+    assert state(fw) == before and fw.pulses_applied == 0
+    assert open_session(fw) == 1 and done(fw, 2) == 0  # the session did not move
+    assert ask_framed(fw, 2, PULSE).kind == "ok"  # sent again intact: it runs, once
+    assert fw.pulses_applied == 1
+
+
+def test_a_damaged_frame_before_a_session_is_answered_as_number_0(fw: Firmware) -> None:
+    seq, reply = framed_reply(fw.feed(damage(FRAME_OF_PULSE, len(FRAME_OF_PULSE) - 5)))
+    assert (seq, reply.code) == (0, -160)
+    assert fw.pulses_applied == 0
+
+
+UNREADABLE_HEADERS = {"mark": (0, b"?"), "sequence number": (1, b"x"), "length": (3, b"-"),
+                      "checksum": (FRAME_OF_PULSE.index(b"\n") - 1, b"G")}  # fmt: skip
+
+
+@pytest.mark.parametrize(("at", "byte"), UNREADABLE_HEADERS.values(), ids=UNREADABLE_HEADERS.keys())
+def test_a_frame_whose_header_is_damaged_unreadable_is_not_run(fw: Firmware, at: int, byte: bytes) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, "*OPC?")
+    before = state(fw)
+    damaged = FRAME_OF_PULSE[:at] + byte + FRAME_OF_PULSE[at + 1 :]
+    out = fw.feed(damaged) + fw.link_quiet()
+    assert b"ERR -" in out  # answered with an error
+    assert fw.pulses_applied == 0 and state(fw) == before
+
+
+def test_on_a_framed_link_a_plain_command_that_must_not_run_twice_is_refused(fw: Firmware) -> None:
+    """What makes an unreadable frame header safe: the body that follows it is plain, and is not run."""
+    open_session(fw)
+    before = state(fw)
+    for line in (PULSE, "PULS:RES 1,2,3.0,5.0,1e-4", "PULS:FORM 1,2,3.5,1.0,1e-5", "SYST:WAIT 1",
+                 command("PULS:BATC", "SET", 0, 0, 1, 1, block=batch_planes(2.5, 3.0, 1e-4, np.ones((1, 1)))),
+                 command("SWEEP?", 1, 2, 3.0, 1e-4, 1, block=[2.5])):  # fmt: skip
+        assert error_code(fw, line) == -221
+    assert state(fw) == before and fw.pulses_applied == 0
+    assert ask(fw, "READ? 1,2,0.2").kind == "value" and ask(fw, "*OPC?").text == "1"  # safe to repeat: served
+    assert ask_framed(fw, 1, PULSE).kind == "ok" and fw.pulses_applied == 1  # in a frame it runs
+    assert ask(fw, "SYST:FRAM OFF").kind == "ok"  # plain lines again
+    assert ask(fw, PULSE).kind == "ok" and fw.pulses_applied == 2
+
+
+def test_a_new_client_starts_in_plain_lines_and_the_session_goes_on(fw: Firmware) -> None:
+    open_session(fw)
+    ask_framed(fw, 1, PULSE)
+    fw.disconnected()
+    assert ask(fw, PULSE).kind == "ok" and fw.pulses_applied == 2  # the next client may not know frames
+    assert open_session(fw) == 1  # the session is the board's, not the connection's
+    assert ask_framed(fw, 1, PULSE).kind == "ok" and fw.pulses_applied == 2
 
 
 # ----------------------------------------------------------------------------- robustness

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers import Board, LimitError, open_board
+from drivers import Board, LimitError, codec, open_board
 from protocols.recording import MemoryRecorder
 from protocols.runner import (
     SequenceCheckError,
@@ -44,7 +44,7 @@ class Counter:
         write = board._transport.write
 
         def counting_write(data: bytes) -> None:
-            self.headers.append(data.split(b" ", 1)[0].strip())
+            self.headers.append(codec.unframe(data).split(b" ", 1)[0].strip())
             write(data)
 
         monkeypatch.setattr(board._transport, "write", counting_write)

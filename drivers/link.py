@@ -1,0 +1,303 @@
+"""A link to a board that survives faults: one command, one reply, resent, resynchronised or
+reconnected as is safe, in plain lines or in framed mode (docs/wire-protocol.md).
+
+The :class:`~drivers.board.Board` speaks through a :class:`Link`; the link knows nothing of what
+commands mean beyond which are safe to repeat and which leave the board idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy.typing as npt
+
+from drivers import codec
+from drivers.errors import BoardError, FirmwareError, LinkError, LinkLost
+from drivers.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+# Commands that change nothing, or set a level to a value: sending one twice is the same as once.
+# Pulses (PULS:*, SWEEP?) and waits (SYST:WAIT) are not among them.
+IDEMPOTENT = frozenset({
+    "*IDN?", "*OPC?", "*RST", "SYST:VERS?", "SYST:ARR?", "SYST:LIM?", "SYST:VGRE?", "SYST:TIME?",
+    "DAC:RES?", "DAC:RANG?", "ADC:RES?", "ADC:RANG?", "TIA:GAIN?", "DAC:VOLT", "DAC:VOLT?",
+    "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "MAP?", "VMM?",
+    "SYST:FRAM", "SYST:DONE?", "SYST:PCNT?",
+})  # fmt: skip
+# Commands after which the board is idle: line levels set by primitives are gone.
+IDLING = frozenset({
+    "*RST", "READ?", "MAP?", "VMM?", "SWEEP?", "SYST:WAIT", "PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC",
+})  # fmt: skip
+RECONNECT_FIRST_PAUSE = 0.1  # s, doubled after each failed attempt
+RECONNECT_MAX_PAUSE = 5.0  # s
+
+
+@dataclass
+class LinkStats:
+    """What the link's faults cost, counted by the driver."""
+
+    retries: int = 0
+    """commands sent again after a link failure"""
+    reconnects: int = 0
+    """times the link was opened again"""
+    stale_replies: int = 0
+    """late replies to earlier attempts, recognised by their sequence number and dropped"""
+    applied_before_loss: int = 0
+    """commands (not safe to repeat) the board had run when their reply was lost: answered, not re-run"""
+
+
+class Link:
+    """Exchanges over one transport, with the budget to survive its faults.
+
+    Args:
+        transport: the open byte stream to the board.
+        retries: how many times a command is sent again after a link failure (in plain mode, only
+            a command that is safe to repeat).
+        reconnect_attempts: how many times ``reopen`` is tried, with growing pauses, before giving up.
+    """
+
+    def __init__(self, transport: Transport, retries: int = 2, reconnect_attempts: int = 5) -> None:
+        self.transport = transport
+        self.resource = transport.resource
+        self.retries = retries
+        self.reconnect_attempts = reconnect_attempts
+        self.reopen: Callable[[], Transport] | None = None
+        """opens the link again after it drops; ``None``: a failure is final"""
+        self.identity: str | None = None
+        """``*IDN?`` as the board first answered it, to know it again after a reconnect"""
+        self.stats = LinkStats()
+        self.closed = False
+        self.unreachable = False  # reconnecting failed, or another board answered: nothing more is sent
+        self._desynced = False  # a reply may be in flight from an interrupted exchange
+        self._session: str | None = None  # framed mode's session token
+        self._seq = 0  # last sequence number sent
+        self._acknowledged = 0  # last sequence number answered
+        self._lines: dict[bytes, bytes] = {}  # line levels set by primitives, restored after a reconnect
+
+    @property
+    def framed(self) -> bool:
+        """Whether commands travel in numbered, checksummed frames."""
+        return self._session is not None
+
+    def start_framing(self) -> None:
+        """Framed mode under a new session, if the firmware offers it (simple firmware says -113)."""
+        token = secrets.token_hex(8)
+        try:
+            self.exchange("SYST:FRAM", (token,))  # a new token's history is empty: the number it gives is 0
+        except FirmwareError as exc:
+            if exc.code != codec.ErrorCode.UNDEFINED_HEADER:
+                raise
+            log.info("%s: the firmware has no framed mode; using plain lines", self.resource)
+            return
+        self._session = token
+
+    def end_framing(self) -> None:
+        """Plain lines again (``SYST:FRAM OFF``), for whoever talks to the board next."""
+        if self._session is not None:
+            self.exchange("SYST:FRAM", ("OFF",))
+            self._session = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.transport.close()
+
+    def _resync(self) -> None:
+        """Drop the reply of an interrupted exchange so the next reply is the next command's."""
+        dropped = self.transport.discard_input(quiet=0.2)
+        if dropped:
+            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
+        self._desynced = False
+
+    def exchange(
+        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | None = None,
+        values: int | None = None,
+    ) -> codec.Reply:  # fmt: skip
+        """One command, one reply, surviving link faults where that is safe.
+
+        After a link failure the link is resynchronised (or reconnected) and the command sent
+        again, at most ``retries`` times. In framed mode any command may be: it goes again under
+        its sequence number, and the board answers a number it has executed with the reply it
+        kept instead of running it again, so a lost reply never doubles a pulse. In plain mode
+        only the commands in ``IDEMPOTENT`` are sent again; a pulse whose reply is lost is an error.
+        ``values``: the reply must be a block of that many values (anything else is a late reply
+        to an earlier command, which plain mode cannot otherwise tell).
+        """
+        if self.closed:
+            raise LinkError(self.resource, "the link is closed", header)
+        data = codec.encode_command(header, args, block)
+        command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
+        wire, seq = self._wire(data)
+        attempts = 1 + (self.retries if seq is not None or header in IDEMPOTENT else 0)
+        failure: LinkError | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                if failure is not None:
+                    self._recover(failure, attempt, header, seq)
+                    if header in IDEMPOTENT:  # safe to run again: a fresh number, so it runs after a reconnect
+                        wire, seq = self._wire(data)
+                reply = self._round_trip(wire, seq, command)
+                if values is not None and (reply.kind != "block" or len(reply.payload) != 4 * values):
+                    got = f"{len(reply.payload) // 4} values" if reply.kind == "block" else f"{reply.text!r}"
+                    self._desynced = True  # the awaited reply may still come: drop it before the next command
+                    raise LinkError(self.resource, f"expected a block of {values} values, got {got}", command)
+                self._track_lines(header, data)
+                return reply
+            except LinkError as exc:
+                failure = exc
+                if self.closed or self.unreachable or attempt == attempts:
+                    raise
+                self.stats.retries += 1
+                log.warning("%s: sending %r again (%d of %d): %s", self.resource, command, attempt, self.retries, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wire(self, data: bytes) -> tuple[bytes, int | None]:
+        """A command as it goes on the wire: in framed mode, in a frame with the next sequence number."""
+        if self._session is None:
+            return data, None
+        self._seq += 1
+        return codec.encode_frame(self._seq, data), self._seq
+
+    def _round_trip(self, wire: bytes, seq: int | None, command: str) -> codec.Reply:
+        """Send one command as it goes on the wire and read its reply (framed when ``seq`` is)."""
+        if self._desynced:
+            self._resync()
+        log.debug("%s -> %s (%d bytes)", self.resource, command, len(wire))
+        self._desynced = True
+        try:
+            self.transport.write(wire)
+            if seq is None:
+                reply = codec.read_reply(self.transport.read_exact, self.transport.read_line)
+            else:
+                reply = self._read_framed_reply(seq)
+        except LinkError as exc:
+            exc.command = command
+            exc.args = (f"{exc} during {command!r}",)
+            raise
+        except ValueError as exc:
+            raise LinkError(self.resource, f"garbled reply: {exc}", command) from exc
+        self._desynced = False
+        log.debug("%s <- %s", self.resource, reply.kind if reply.kind == "block" else reply.text or reply.kind)
+        if reply.kind == "error":
+            raise FirmwareError(reply.code, reply.text, command, self.resource)
+        return reply
+
+    def _read_framed_reply(self, seq: int) -> codec.Reply:
+        while True:
+            header = codec.parse_frame_header(self.transport.read_line())
+            body = self.transport.read_exact(header.length)
+            if not header.checks(body):
+                raise LinkError(self.resource, "the reply failed its checksum: it was damaged on the link")
+            if header.seq == 0:
+                raise LinkError(self.resource, "the board received the command damaged and did not execute it")
+            if header.seq == seq:
+                self._acknowledged = seq
+                return codec.parse_reply(body)
+            # One command is in flight at a time: any other number is a late reply to an earlier
+            # attempt or question, already dealt with.
+            self.stats.stale_replies += 1
+            log.info("%s: dropped the late reply to command %d", self.resource, header.seq)
+
+    def _recover(self, failure: LinkError, attempt: int, header: str, seq: int | None) -> None:
+        """Make the link usable again after ``failure`` and find out whether the command ran."""
+        remembers = True
+        if self.reopen is not None and (isinstance(failure, LinkLost) or attempt > 2):
+            remembers = self._reconnect(self.reopen, failure, restore_lines=header not in IDLING)
+        else:
+            self._resync()
+        if seq is None or header in IDEMPOTENT:
+            return
+        if not remembers:
+            raise BoardError(
+                f"{self.resource}: the board restarted while the link was down and forgot which commands it ran; "
+                f"whether {header} (command {seq}) was applied is unknown: read the cells back before going on"
+            )
+        if self._ask_here("SYST:DONE?", seq) == "1":
+            self.stats.applied_before_loss += 1
+            log.warning("%s: command %d (%s) was applied before its reply was lost; fetching the reply, "
+                        "not applying it again", self.resource, seq, header)  # fmt: skip
+        else:
+            log.warning("%s: command %d (%s) was not applied; sending it again", self.resource, seq, header)
+
+    def _ask_here(self, header: str, *args: str | int) -> str:
+        """One exchange on the link as it is, without recovery (for recovering)."""
+        return self._round_trip(*self._wire(codec.encode_command(header, args)), header).text
+
+    def _greet(self) -> bool:
+        """After a reconnect: continue the session and check it is the same board. Whether the
+        board still knows the session (``False``: it restarted and forgot which commands it ran)."""
+        remembers = True
+        if self._session is not None:
+            try:
+                self._round_trip(codec.encode_command("SYST:FRAM", (self._session,)), None, "SYST:FRAM")
+            except FirmwareError as exc:  # a plain reply can be damaged into anything
+                raise LinkError(self.resource, f"unexpected reply to SYST:FRAM: {exc}") from exc
+            # From here on replies are checksummed. The last command answered is one the board ran:
+            # it still knows it (1), or ran so many since that it no longer keeps it (-221).
+            try:
+                remembers = self._acknowledged == 0 or self._ask_here("SYST:DONE?", self._acknowledged) == "1"
+            except FirmwareError:
+                remembers = True
+        for _ in range(2):  # a plain reply may be damaged: a board is called another only if it says so twice
+            identity = self._ask_here("*IDN?")
+            if self.identity is None or identity == self.identity:
+                return remembers
+        self.unreachable = True  # not the board this session was talking to: send it nothing
+        raise BoardError(f"{self.resource}: after reconnecting, a different board answers: {identity!r}, "
+                         f"not {self.identity!r}")  # fmt: skip
+
+    def _reconnect(self, reopen: Callable[[], Transport], failure: LinkError, restore_lines: bool) -> bool:
+        """Open the link again, with growing pauses, and restore the session and the line state.
+
+        Returns whether the board still knows the session (see :meth:`_greet`).
+        """
+        timeout = self.transport.timeout
+        with contextlib.suppress(BoardError, OSError):
+            self.transport.close()
+        started, pause = time.monotonic(), RECONNECT_FIRST_PAUSE
+        last: LinkError | None = None
+        for _ in range(self.reconnect_attempts):
+            time.sleep(pause)
+            pause = min(2 * pause, RECONNECT_MAX_PAUSE)
+            try:
+                self.transport = reopen()
+                self.transport.timeout = timeout
+                self._desynced = False
+                remembers = self._greet()
+                break
+            except LinkError as exc:
+                last = exc
+                with contextlib.suppress(BoardError, OSError):
+                    self.transport.close()
+        else:
+            self.unreachable = True
+            raise LinkLost(
+                self.resource,
+                f"the link failed ({failure}) and {self.reconnect_attempts} reconnect attempts over "
+                f"{time.monotonic() - started:.1f} s failed (last: {last}). A LAN board idles itself when its "
+                "client goes; check the cable and the board's power, then resume the run",
+                failure.command,
+            )
+        self.stats.reconnects += 1
+        log.warning("%s: reconnected after: %s", self.resource, failure)
+        lines, self._lines = self._lines, {}
+        for data in lines.values() if restore_lines else ():
+            header = data.split(b" ", 1)[0].decode("ascii")
+            self._round_trip(*self._wire(data), header)
+            self._track_lines(header, data)
+        return remembers
+
+    def _track_lines(self, header: str, data: bytes) -> None:
+        """Keep the line levels set by primitives, to set them again after a reconnect."""
+        if header in IDLING:
+            self._lines.clear()
+        elif header == "MUX:OPEN":
+            self._lines = {k: v for k, v in self._lines.items() if not k.startswith(b"MUX")}
+        elif header in ("DAC:VOLT", "MUX:ROW", "MUX:COL"):
+            self._lines[data.rsplit(b",", 1)[0]] = data  # keyed by header, line and channel
+
