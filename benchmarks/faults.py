@@ -13,7 +13,7 @@ against the board's own count (``SYST:PCNT?``; a difference would be a pulse app
 unconfirmed one), and whether the run file is whole. Prints a Markdown table, then one JSON
 object as the last line.
 
-    python benchmarks/faults.py                  # the paper's 1,600 updates (about 10 minutes on 2 cores)
+    python benchmarks/faults.py                  # the paper's 1,600 updates (about 7 minutes on 2 cores)
     python benchmarks/faults.py --updates 200    # a shorter run
 """
 
