@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from drivers.codec import Command, ErrorCode, Framed, ParseError
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
 from mock_hardware.faults import FaultInjector
+from mock_hardware.sessions import FramedSession
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -76,7 +76,6 @@ class _Syntax:
 
 _SESSION_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 AT_MOST_ONCE = frozenset({"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "SWEEP?", "SYST:WAIT"})
-REPLIES_KEPT = 8  # framed replies kept for replay: the host has one command in flight, and asks about it
 _PULSE_WORDS = {"SET": PulseKind.SET, "RES": PulseKind.RESET, "FORM": PulseKind.FORM}
 _LINE_WORDS = ("ROW", "COL", "GATE")
 
@@ -97,14 +96,9 @@ class Firmware:
         self.col_selected = np.zeros(cols, dtype=bool)
         self.commands_served = 0
         self.pulses_applied = 0  # since power-up: what SYST:PCNT? reports
-        # Framed mode (docs/wire-protocol.md): the host's session, the highest sequence number
-        # executed in it, and the latest replies, so a resent command is answered, not re-run.
-        self.session: str | None = None
+        self.session: FramedSession | None = None  # framed mode's memory of the host's session
         self.framed_link = False  # SYST:FRAM was sent on this link: commands in AT_MOST_ONCE need a frame
-        self.last_seq = 0
-        self._replies: OrderedDict[int, bytes] = OrderedDict()
-        self._dropped_through = 0  # the highest number whose reply is no longer kept
-        self.replayed = 0
+        self.replayed = 0  # framed commands answered from a kept reply instead of run again
         self._table: dict[str, _Syntax] = {
             "*IDN?": _Syntax(self._idn, 0),
             "*RST": _Syntax(self._rst, 0),
@@ -180,31 +174,24 @@ class Firmware:
         if self.session is None:
             refusal = "a framed command needs a session: send SYST:FRAM <session> first"
             return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
-        if (kept := self._replies.get(frame.seq)) is not None:
+        if (kept := self.session.kept(frame.seq)) is not None:
             self.replayed += 1
             return codec.encode_frame(frame.seq, kept)
-        if self._forgotten(frame.seq):
+        if self.session.forgotten(frame.seq):
             refusal = f"command {frame.seq} is older than the commands this board remembers; not run"
             return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
         reply = self.execute(frame.item)
-        self.last_seq = max(self.last_seq, frame.seq)
-        self._replies[frame.seq] = reply
-        while len(self._replies) > REPLIES_KEPT:
-            dropped, _ = self._replies.popitem(last=False)
-            self._dropped_through = max(self._dropped_through, dropped)
+        self.session.record(frame.seq, reply)
         return codec.encode_frame(frame.seq, reply)
-
-    def _forgotten(self, seq: int) -> bool:
-        """Whether ``seq`` may have run but its reply is gone: every number executed above the
-        highest one whose reply was dropped is kept, so only a number at or below it is unknown."""
-        return seq <= self._dropped_through
 
     def _done(self, command: Command) -> bytes:
         """``SYST:DONE? <seq>``: 1 if framed command ``seq`` ran in this session, 0 if it did not."""
         seq = self._count(command.args[0], "sequence number")
-        if seq in self._replies:
+        if self.session is None:
+            raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, "no framed session: send SYST:FRAM <session> first")
+        if self.session.kept(seq) is not None:
             return codec.encode_value(1)
-        if self._forgotten(seq):
+        if self.session.forgotten(seq):
             raise CommandFailure(
                 ErrorCode.SETTINGS_CONFLICT, f"command {seq} is older than the commands this board remembers"
             )
@@ -368,11 +355,10 @@ class Firmware:
             return codec.encode_ok()
         if not _SESSION_TOKEN.fullmatch(token):
             raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"session {token[:40]!r} is not 1-32 letters, digits, _ or -")
-        if token != self.session:
-            self.session, self.last_seq, self._dropped_through = token, 0, 0
-            self._replies.clear()
+        if self.session is None or token != self.session.token:
+            self.session = FramedSession(token)
         self.framed_link = True
-        return codec.encode_value(self.last_seq)
+        return codec.encode_value(self.session.last_seq)
 
     def _limit(self, command: Command) -> bytes:
         name = self._word(command.args[0], "limit name", tuple(FirmwareLimits.model_fields))
