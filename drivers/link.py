@@ -28,7 +28,7 @@ IDEMPOTENT = frozenset({
     "*IDN?", "*OPC?", "*RST", "SYST:VERS?", "SYST:ARR?", "SYST:LIM?", "SYST:VGRE?", "SYST:TIME?",
     "DAC:RES?", "DAC:RANG?", "ADC:RES?", "ADC:RANG?", "TIA:GAIN?", "DAC:VOLT", "DAC:VOLT?",
     "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "MAP?", "VMM?",
-    "SYST:FRAM", "SYST:DONE?", "SYST:PCNT?",
+    "SYST:FRAM", "SYST:DONE?", "SYST:SEQ?", "SYST:PCNT?",
 })  # fmt: skip
 # Commands after which the board is idle: line levels set by primitives are gone.
 IDLING = frozenset({
@@ -128,8 +128,8 @@ class Link:
         ``values``: the reply must be a block of that many values (anything else is a late reply
         to an earlier command, which plain mode cannot otherwise tell).
         """
-        if self.closed:
-            raise LinkError(self.resource, "the link is closed", header)
+        if self.closed or self.unreachable:
+            raise LinkError(self.resource, "the link is closed" if self.closed else "the board is unreachable", header)
         data = codec.encode_command(header, args, block)
         command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
         wire, seq = self._wire(data)
@@ -151,7 +151,10 @@ class Link:
             except LinkError as exc:
                 failure = exc
                 if self.closed or self.unreachable or attempt == attempts:
-                    raise
+                    if exc.command in (None, command):
+                        raise
+                    # It failed while recovering: say which command was in flight.
+                    raise type(exc)(self.resource, f"{exc} (while recovering)", command) from exc
                 self.stats.retries += 1
                 log.warning("%s: sending %r again (%d of %d): %s", self.resource, command, attempt, self.retries, exc)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -204,18 +207,27 @@ class Link:
             log.info("%s: dropped the late reply to command %d", self.resource, header.seq)
 
     def _recover(self, failure: LinkError, attempt: int, header: str, seq: int | None) -> None:
-        """Make the link usable again after ``failure`` and find out whether the command ran."""
-        remembers = True
+        """Make the link usable again after ``failure`` and find out whether the command ran.
+
+        The link is cleared of late bytes (or opened again, after a closed connection or a second
+        failure), the line levels set by primitives are set again (the board may have idled), and
+        for a command that must not run twice the session is taken up again and the board asked
+        whether it ran it.
+        """
+        once = seq is not None and header not in IDEMPOTENT  # its outcome matters: it must not run twice
         if self.reopen is not None and (isinstance(failure, LinkLost) or attempt > 2):
-            remembers = self._reconnect(self.reopen, failure, restore_lines=header not in IDLING)
+            remembers = self._reconnect(self.reopen, failure)
         else:
             self._resync()
-        if seq is None or header in IDEMPOTENT:
+            remembers = self._resume_session() if once else True
+        if header not in IDLING:  # after an idling command the lines are idle whether it ran or not
+            self._restore_lines()
+        if seq is None or not once:
             return
         if not remembers:
             raise BoardError(
-                f"{self.resource}: the board restarted while the link was down and forgot which commands it ran; "
-                f"whether {header} (command {seq}) was applied is unknown: read the cells back before going on"
+                f"{self.resource}: the board restarted and forgot the commands of this session; whether "
+                f"{header} (command {seq}) was applied is unknown: read the cells back before going on"
             )
         if self._ask_here("SYST:DONE?", seq) == "1":
             self.stats.applied_before_loss += 1
@@ -228,34 +240,38 @@ class Link:
         """One exchange on the link as it is, without recovery (for recovering)."""
         return self._round_trip(*self._wire(codec.encode_command(header, args)), header).text
 
-    def _greet(self) -> bool:
-        """After a reconnect: continue the session and check it is the same board. Whether the
-        board still knows the session (``False``: it restarted and forgot which commands it ran)."""
-        remembers = True
-        if self._session is not None:
-            try:
-                self._round_trip(codec.encode_command("SYST:FRAM", (self._session,)), None, "SYST:FRAM")
-            except FirmwareError as exc:  # a plain reply can be damaged into anything
-                raise LinkError(self.resource, f"unexpected reply to SYST:FRAM: {exc}") from exc
-            # From here on replies are checksummed. The last command answered is one the board ran:
-            # it still knows it (1), or ran so many since that it no longer keeps it (-221).
-            try:
-                remembers = self._acknowledged == 0 or self._ask_here("SYST:DONE?", self._acknowledged) == "1"
-            except FirmwareError:
-                remembers = True
-        for _ in range(2):  # a plain reply may be damaged: a board is called another only if it says so twice
+    def _resume_session(self) -> bool:
+        """Take the session up again (framed mode); whether the board still knows its commands
+        (``False``: it restarted, and what was in flight is of unknown outcome)."""
+        if self._session is None:
+            return True
+        try:
+            self._round_trip(codec.encode_command("SYST:FRAM", (self._session,)), None, "SYST:FRAM")
+        except FirmwareError as exc:  # a plain reply can be damaged into anything
+            raise LinkError(self.resource, f"unexpected reply to SYST:FRAM: {exc}") from exc
+        answered = self._acknowledged
+        try:  # checksummed from here on
+            board_seq = int(self._ask_here("SYST:SEQ?"))
+        except (FirmwareError, ValueError) as exc:
+            raise LinkError(self.resource, f"unexpected reply to SYST:SEQ?: {exc}") from exc
+        # Every command answered ran, so a board that ran fewer has restarted (a new session).
+        return board_seq >= answered
+
+    def _check_identity(self) -> None:
+        """After a reconnect: the same board must answer, or nothing more is sent."""
+        for _ in range(2):  # a plain reply may be damaged or late: a board is another only if it says so twice
+            self._resync()
             identity = self._ask_here("*IDN?")
             if self.identity is None or identity == self.identity:
-                return remembers
-        self.unreachable = True  # not the board this session was talking to: send it nothing
+                return
+        self.unreachable = True
+        self.transport.close()
         raise BoardError(f"{self.resource}: after reconnecting, a different board answers: {identity!r}, "
-                         f"not {self.identity!r}")  # fmt: skip
+                         f"not {self.identity!r}; nothing more is sent to it")  # fmt: skip
 
-    def _reconnect(self, reopen: Callable[[], Transport], failure: LinkError, restore_lines: bool) -> bool:
-        """Open the link again, with growing pauses, and restore the session and the line state.
-
-        Returns whether the board still knows the session (see :meth:`_greet`).
-        """
+    def _reconnect(self, reopen: Callable[[], Transport], failure: LinkError) -> bool:
+        """Open the link again, with growing pauses; the session goes on and the board must be the
+        same. Whether the board still knows the session's commands (see :meth:`_resume_session`)."""
         timeout = self.transport.timeout
         with contextlib.suppress(BoardError, OSError):
             self.transport.close()
@@ -267,8 +283,9 @@ class Link:
             try:
                 self.transport = reopen()
                 self.transport.timeout = timeout
-                self._desynced = False
-                remembers = self._greet()
+                self._resync()  # a reopened serial port may still hold a late reply
+                remembers = self._resume_session()
+                self._check_identity()
                 break
             except LinkError as exc:
                 last = exc
@@ -285,12 +302,12 @@ class Link:
             )
         self.stats.reconnects += 1
         log.warning("%s: reconnected after: %s", self.resource, failure)
-        lines, self._lines = self._lines, {}
-        for data in lines.values() if restore_lines else ():
-            header = data.split(b" ", 1)[0].decode("ascii")
-            self._round_trip(*self._wire(data), header)
-            self._track_lines(header, data)
         return remembers
+
+    def _restore_lines(self) -> None:
+        """Set again the line levels set by primitives; they stay remembered until each is set."""
+        for data in list(self._lines.values()):
+            self._round_trip(*self._wire(data), data.split(b" ", 1)[0].decode("ascii"))
 
     def _track_lines(self, header: str, data: bytes) -> None:
         """Keep the line levels set by primitives, to set them again after a reconnect."""

@@ -111,6 +111,7 @@ class Firmware:
             "SYST:TIME?": _Syntax(lambda c: codec.encode_value(self._clock()), 0),
             "SYST:FRAM": _Syntax(self._open_session, 1),
             "SYST:DONE?": _Syntax(self._done, 1),
+            "SYST:SEQ?": _Syntax(self._last_seq, 0),
             "SYST:PCNT?": _Syntax(lambda c: codec.encode_value(self.pulses_applied), 0),
             "DAC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.dac_bits), 0),
             "DAC:RANG?": _Syntax(self._dac_range, 1),
@@ -152,8 +153,13 @@ class Firmware:
 
     def disconnected(self) -> None:
         """The client went away: forget its partial input, go idle; the next client starts plain."""
-        self.parser.discard_partial()
+        self.glitched()
         self.framed_link = False
+
+    def glitched(self) -> None:
+        """The link lost bytes (a serial glitch the board cannot tell from silence): forget the
+        partial input and go idle, as a board's watchdog does; the link stays as it was."""
+        self.parser.discard_partial()
         self._go_idle()
 
     def _execute_plain(self, item: Command | ParseError) -> bytes:
@@ -172,7 +178,7 @@ class Firmware:
         if not frame.intact:  # its sequence number cannot be trusted either: answer as number 0
             return codec.encode_frame(0, self.execute(frame.item))
         if self.session is None:
-            refusal = "a framed command needs a session: send SYST:FRAM <session> first"
+            refusal = "a framed command needs a session (has the board restarted?): send SYST:FRAM <session>"
             return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
         if (kept := self.session.kept(frame.seq)) is not None:
             self.replayed += 1
@@ -181,11 +187,17 @@ class Firmware:
             refusal = f"command {frame.seq} is older than the commands this board remembers; not run"
             return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
         reply = self.execute(frame.item)
-        self.session.record(frame.seq, reply)
+        once = isinstance(frame.item, Command) and frame.item.header in AT_MOST_ONCE
+        self.session.record(frame.seq, reply, keep=once)
         return codec.encode_frame(frame.seq, reply)
 
+    def _last_seq(self, command: Command) -> bytes:
+        """``SYST:SEQ?``: the highest sequence number run in this session before this command."""
+        return codec.encode_value(self.session.last_seq if self.session is not None else 0)
+
     def _done(self, command: Command) -> bytes:
-        """``SYST:DONE? <seq>``: 1 if framed command ``seq`` ran in this session, 0 if it did not."""
+        """``SYST:DONE? <seq>``: 1 if framed command ``seq`` (one that must not run twice) ran in this
+        session, 0 if it did not."""
         seq = self._count(command.args[0], "sequence number")
         if self.session is None:
             raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, "no framed session: send SYST:FRAM <session> first")
@@ -198,7 +210,7 @@ class Firmware:
         return codec.encode_value(0)
 
     def execute(self, item: Command | ParseError) -> bytes:
-        """One reply for one framed command (or framing error)."""
+        """One reply for one parsed command (or parse error)."""
         self.commands_served += 1
         if isinstance(item, ParseError):
             return codec.encode_error(item.code, item.message)

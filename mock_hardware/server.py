@@ -181,7 +181,7 @@ class EmulatorServer:
         else:  # a serial port stays open: a glitch loses what was in flight and the board idles
             connection.pending.clear()
             connection.commands_before = self.firmware.commands_served
-            self.firmware.disconnected()
+            self.firmware.glitched()
         return True
 
     def _queue(self, connection: _Connection, reply: bytes) -> None:

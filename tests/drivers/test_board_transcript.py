@@ -693,27 +693,31 @@ def closed_at_the_end(board: Board, links: list[ScriptedTransport]) -> Iterator[
         board.close()
 
 
-def greeting(
-    first_seq: int, answered: int = 9, session_reply: bytes = b"9\n", identity: bytes = IDENTITY
-) -> list[tuple[bytes, bytes]]:
-    """What a Board sends after reopening a link (numbering from ``first_seq``), and the board's answers:
-    the session again (plain), whether the board still knows the last command answered, and who it is."""
-    done = b"SYST:DONE? %d\n" % answered
+def session_again(seq: int, board_seq: int, session_reply: bytes = b"9\n") -> list[tuple[bytes, bytes]]:
+    """How a Board takes its session up again after a failure: SYST:FRAM (plain), then how far the
+    board got (checksummed), numbered ``seq``."""
     return [(FRAM, session_reply),
-            (codec.encode_frame(first_seq, done), codec.encode_frame(first_seq, b"1\n")),
+            (codec.encode_frame(seq, b"SYST:SEQ?\n"), codec.encode_frame(seq, b"%d\n" % board_seq))]  # fmt: skip
+
+
+def greeting(first_seq: int, board_seq: int, identity: bytes = IDENTITY, session_reply: bytes = b"9\n"
+             ) -> list[tuple[bytes, bytes]]:  # fmt: skip
+    """What a Board sends after reopening a link (numbering from ``first_seq``), and the board's answers:
+    the session again, and who it is."""
+    return [*session_again(first_seq, board_seq, session_reply),
             (codec.encode_frame(first_seq + 1, b"*IDN?\n"), codec.encode_frame(first_seq + 1, identity))]  # fmt: skip
 
 
 def lose_a_read_twice(link: ScriptedTransport) -> None:
     """A read whose reply is lost, then lost again when resent: the third attempt reconnects."""
     link.expect(codec.encode_frame(10, b"READ? 0,0,0.25\n"), b"")
-    link.expect(codec.encode_frame(11, b"READ? 0,0,0.25\n"), b"")
+    link.expect(codec.encode_frame(11, b"READ? 0,0,0.25\n"), b"")  # a read goes again under a new number
 
 
 def test_a_reconnect_reopens_the_session_and_checks_the_board(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
     link = ScriptedTransport(framed_handshake())
-    again = ScriptedTransport(greeting(12, session_reply=b"1\xb2\n"))  # the plain reply is damaged: not used
+    again = ScriptedTransport(greeting(12, board_seq=11, session_reply=b"1\xb2\n"))  # damaged: not used
     expect_framed(again, 14, b"READ? 0,0,0.25\n", b"1.5e-05\n")
     board = Board(link, retries=2, reopen=Reopen(again))
     with closed_at_the_end(board, [link, again]):
@@ -736,8 +740,8 @@ def test_a_damaged_identity_while_reconnecting_fails_that_attempt_only(monkeypat
     monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
     link = ScriptedTransport(framed_handshake())
     damaged_frame = codec.encode_frame(13, IDENTITY).replace(b"MEMHIL", b"ME\xcdHIL")  # fails its checksum
-    damaged = ScriptedTransport([*greeting(12)[:2], (codec.encode_frame(13, b"*IDN?\n"), damaged_frame)])
-    good = ScriptedTransport(greeting(14, answered=12))  # the damaged link answered command 12
+    damaged = ScriptedTransport([*session_again(12, board_seq=11), (codec.encode_frame(13, b"*IDN?\n"), damaged_frame)])
+    good = ScriptedTransport(greeting(14, board_seq=13))
     expect_framed(good, 16, b"READ? 0,0,0.25\n", b"1.5e-05\n")
     board = Board(link, retries=2, reopen=Reopen(damaged, good))
     with closed_at_the_end(board, [link, damaged, good]):
@@ -750,27 +754,25 @@ def test_another_board_answering_after_a_reconnect_is_sent_nothing(monkeypatch: 
     monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
     link = ScriptedTransport(framed_handshake())
     other = b"MEMHIL,EMU-1T1R,SN-0002,0.1.0\n"
-    stranger = ScriptedTransport([*greeting(12, identity=other),
+    stranger = ScriptedTransport([*greeting(12, board_seq=11, identity=other),
                                   (codec.encode_frame(14, b"*IDN?\n"), codec.encode_frame(14, other))])  # fmt: skip
     board = Board(link, retries=2, reopen=Reopen(stranger))
     with closed_at_the_end(board, [link, stranger]):
         lose_a_read_twice(link)
         with pytest.raises(BoardError, match=r"a different board answers: .*SN-0002"):
             board.read_cell(0, 0, 0.25)
-        assert not stranger.script  # asked twice, then sent nothing more
+        assert not stranger.script and stranger.closed  # asked twice, then closed
+        with pytest.raises(LinkError, match="unreachable"):
+            board.set_pulse(0, 0, 2.5, 1.2, WIDTH)  # and nothing more is sent to it
 
 
-def test_a_pulse_in_flight_when_the_board_restarted_is_of_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("drivers.link.RECONNECT_FIRST_PAUSE", 0.0)
+def test_a_pulse_in_flight_when_the_board_restarted_is_of_unknown_outcome() -> None:
     link = ScriptedTransport(framed_handshake())
     pulse = b"PULS:SET 0,0,2.5,1.2,0.0009765625\n"
     link.expect(codec.encode_frame(10, pulse), b"")  # the pulse's reply is lost
-    link.expect(codec.encode_frame(11, b"SYST:DONE? 10\n"), b"")  # and so is the answer to "did it run?"
-    restarted = ScriptedTransport([(FRAM, b"0\n"),  # a new session on the board: it forgot command 9
-                                   (codec.encode_frame(12, b"SYST:DONE? 9\n"), codec.encode_frame(12, b"0\n")),
-                                   (codec.encode_frame(13, b"*IDN?\n"), codec.encode_frame(13, IDENTITY))])  # fmt: skip
-    board = Board(link, retries=2, reopen=Reopen(restarted))
-    with closed_at_the_end(board, [link, restarted]):
+    link.script.extend(session_again(11, board_seq=0, session_reply=b"0\n"))  # a board that restarted meanwhile
+    board = Board(link, retries=2)
+    with closed_at_the_end(board, [link]):
         with pytest.raises(BoardError, match=r"restarted .*whether PULS:SET \(command 10\) was applied is unknown"):
             board.set_pulse(0, 0, 2.5, 1.2, WIDTH)
-        assert not restarted.script and not link.script  # and it was not sent again
+        assert not link.script  # and it was not sent again
