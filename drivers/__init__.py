@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.board import AdcSample, Board, Identity, Line, PulseBatch, PulseKind, Region
+from drivers.board import AdcSample, Board, Identity, PulseBatch, Region
+from drivers.commands import Line, PulseKind
 from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkLost, LinkTimeout
 from drivers.limits import Range, SafetyLimits
 from drivers.link import Link, LinkStats

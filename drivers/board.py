@@ -12,7 +12,6 @@ import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 from typing import Literal
 
@@ -20,7 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import codec
+from drivers import commands as cmd
 from drivers.codec import block_bounds
+from drivers.commands import CommandSpec, LimitName, Line, PulseKind
 from drivers.errors import BoardError, InvalidRequest, LimitError, LinkError
 from drivers.limits import Range, SafetyLimits, check_array, check_index, check_value
 from drivers.link import Link
@@ -31,20 +32,6 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLikeFloat = float | npt.ArrayLike
-
-
-class Line(StrEnum):
-    """A kind of line, as the protocol names it."""
-
-    ROW = "ROW"
-    COL = "COL"
-    GATE = "GATE"
-
-
-class PulseKind(StrEnum):
-    SET = "SET"
-    RESET = "RES"
-    FORM = "FORM"
 
 
 @dataclass(frozen=True)
@@ -98,8 +85,11 @@ class PulseBatch:
         return int(np.count_nonzero(self.planes[3]))
 
 
-_LIMIT_NAMES = {"v_row": "VROW", "v_col": "VCOL", "v_gate": "VGATE", "v_read": "VREAD",
-                "pulse_width": "WIDTH", "i_col": "ICOL"}  # fmt: skip
+LIMIT_FIELDS: dict[str, LimitName] = {
+    "v_row": LimitName.VROW, "v_col": LimitName.VCOL, "v_gate": LimitName.VGATE, "v_read": LimitName.VREAD,
+    "pulse_width": LimitName.WIDTH, "i_col": LimitName.ICOL,
+}  # fmt: skip
+"""each field of :class:`SafetyLimits` and the firmware limit it mirrors"""
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
 MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
 def _idle_open_boards() -> None:
@@ -152,11 +142,11 @@ class Board:
             self.identity = self._identify()
             if framing is not False:
                 self.link.start_framing()
-            rows, cols = (int(f) for f in self._ask("SYST:ARR?").fields)
+            rows, cols = (int(f) for f in self._ask(cmd.ARR).fields)
             self.shape: tuple[int, int] = (rows, cols)
             self.firmware_limits = self._query_limits()
-            self.read_gate_voltage = float(self._ask("SYST:VGRE?").text)
-            self.tia_gains: tuple[float, ...] = tuple(float(f) for f in self._ask("TIA:GAIN?").fields)
+            self.read_gate_voltage = float(self._ask(cmd.VGRE).text)
+            self.tia_gains: tuple[float, ...] = tuple(float(f) for f in self._ask(cmd.TIA_GAIN).fields)
         except (ValueError, IndexError) as exc:
             transport.close()
             raise LinkError(self.resource, f"the board's description is malformed: {exc}") from exc
@@ -218,27 +208,28 @@ class Board:
 
     def idle(self) -> None:
         """All lines to 0 V, gates off, multiplexers open (``*RST``)."""
-        self._ask("*RST")
+        self._ask(cmd.RST)
 
-    def _ask(self, header: str, *args: str | int | float) -> codec.Reply:
-        return self.link.exchange(header, args)
+    def _ask(self, command: CommandSpec, *args: str | int | float) -> codec.Reply:
+        return self.link.exchange(command.header, args)
 
     def _ask_block(
-        self, header: str, args: Sequence[str | int | float], values: int, block: npt.ArrayLike | None = None
-    ) -> npt.NDArray[np.float32]:
+        self, command: CommandSpec, args: Sequence[str | int | float], values: int,
+        block: npt.ArrayLike | None = None,
+    ) -> npt.NDArray[np.float32]:  # fmt: skip
         """A command whose reply is a block of ``values`` float32."""
-        return codec.decode_block(self.link.exchange(header, args, block, values=values).payload)
+        return codec.decode_block(self.link.exchange(command.header, args, block, values=values).payload)
 
     def query(self, command: str) -> str:
         """Send one raw command line and return its reply text (for debugging by hand)."""
         header, _, rest = command.strip().partition(" ")
-        reply = self._ask(header, *((rest,) if rest else ()))
+        reply = self.link.exchange(header, (rest,) if rest else ())
         return "OK" if reply.kind == "ok" else reply.text
 
     # ------------------------------------------------------------------ description
 
     def _identify(self) -> Identity:
-        reply = self._ask("*IDN?")
+        reply = self._ask(cmd.IDN)
         self.link.identity = reply.text
         fields = reply.fields
         if len(fields) != 4:
@@ -247,24 +238,24 @@ class Board:
 
     def _query_limits(self) -> SafetyLimits:
         ranges = {}
-        for name, wire in _LIMIT_NAMES.items():
-            low, high = (float(f) for f in self._ask("SYST:LIM?", wire).fields)
+        for name, wire in LIMIT_FIELDS.items():
+            low, high = (float(f) for f in self._ask(cmd.LIM, wire).fields)
             ranges[name] = Range(min=low, max=high)
         return SafetyLimits.model_validate(ranges)
 
     def describe(self) -> dict[str, object]:
         """Identity, size, electronics and limits, for ``hil info``."""
-        dac_range = {line.value: self._ask("DAC:RANG?", line.value).text for line in Line}
+        dac_range = {line.value: self._ask(cmd.DAC_RANG, line.value).text for line in Line}
         return {
             "resource": self.resource,
             "identity": str(self.identity),
-            "protocol": self._ask("SYST:VERS?").text,
+            "protocol": self._ask(cmd.VERS).text,
             "rows": self.shape[0],
             "cols": self.shape[1],
-            "dac_bits": int(self._ask("DAC:RES?").text),
+            "dac_bits": int(self._ask(cmd.DAC_RES).text),
             "dac_range_V": dac_range,
-            "adc_bits": int(self._ask("ADC:RES?").text),
-            "adc_range_V": self._ask("ADC:RANG?").text,
+            "adc_bits": int(self._ask(cmd.ADC_RES).text),
+            "adc_range_V": self._ask(cmd.ADC_RANG).text,
             "tia_gains_ohm": list(self.tia_gains),
             "read_gate_voltage_V": self.read_gate_voltage,
             "limits": self.limits.model_dump(),
@@ -321,32 +312,32 @@ class Board:
         limit = {Line.ROW: self.limits.v_row, Line.COL: self.limits.v_col, Line.GATE: self.limits.v_gate}[line]
         v = float(voltage)
         check_value(f"{line.value} voltage", v, limit, "V")
-        self._ask("DAC:VOLT", line.value, channel, v)
+        self._ask(cmd.DAC_VOLT, line.value, channel, v)
 
     def dac_voltage(self, line: Line | str, channel: int) -> float:
         line = Line(line)
         check_index(f"{line.value} channel", channel, self.shape[1] if line is Line.COL else self.shape[0])
-        return float(self._ask("DAC:VOLT?", line.value, channel).text)
+        return float(self._ask(cmd.DAC_VOLT_Q, line.value, channel).text)
 
     def select_row(self, row: int, connected: bool = True) -> None:
         """Connect (or disconnect) a row line and its gate line to their DACs."""
         check_index("row", row, self.shape[0])
-        self._ask("MUX:ROW", row, int(connected))
+        self._ask(cmd.MUX_ROW, row, int(connected))
 
     def select_column(self, col: int, connected: bool = True) -> None:
         """Connect (or disconnect) a column line to its TIA."""
         check_index("col", col, self.shape[1])
-        self._ask("MUX:COL", col, int(connected))
+        self._ask(cmd.MUX_COL, col, int(connected))
 
     def open_muxes(self) -> None:
-        self._ask("MUX:OPEN")
+        self._ask(cmd.MUX_OPEN)
 
     def sample_adc(self, col: int, tia_gain: float) -> AdcSample:
         """One ADC sample of a selected column's TIA at ``tia_gain`` ohm."""
         check_index("col", col, self.shape[1])
         if not any(np.isclose(tia_gain, g, rtol=1e-9) for g in self.tia_gains):
             raise InvalidRequest(f"tia_gain = {tia_gain:g} ohm is not one of the board's gains {self.tia_gains}")
-        current, code, saturated = self._ask("ADC:SAMP?", col, tia_gain).fields
+        current, code, saturated = self._ask(cmd.ADC_SAMP, col, tia_gain).fields
         return AdcSample(float(current), int(code), saturated.strip() == "1")
 
     # ------------------------------------------------------------------ time
@@ -357,13 +348,13 @@ class Board:
         saved = self._transport.timeout
         self._transport.timeout = saved + seconds
         try:
-            self._ask("SYST:WAIT", float(seconds))
+            self._ask(cmd.WAIT, float(seconds))
         finally:
             self._transport.timeout = saved
 
     def clock(self) -> float:
         """Seconds on the board's clock since power-up."""
-        return float(self._ask("SYST:TIME?").text)
+        return float(self._ask(cmd.TIME).text)
 
     # ------------------------------------------------------------------ cell operations
 
@@ -371,7 +362,7 @@ class Board:
         """Conductance of one cell, S."""
         self._check_cell(row, col)
         v = self.check_read_voltage(v_read)
-        return float(self._ask("READ?", row, col, v).text)
+        return float(self._ask(cmd.READ, row, col, v).text)
 
     def pulse(self, kind: PulseKind | str, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
         """One SET, RESET or FORM pulse on one cell."""
@@ -379,7 +370,7 @@ class Board:
         self._check_cell(row, col)
         values = np.array([amplitude, v_gate, width], dtype=np.float64)
         self._check_pulse_values(kind, *values)
-        self._ask(f"PULS:{kind.value}", row, col, *(float(v) for v in values))
+        self._ask(cmd.PULSE_COMMANDS[kind], row, col, *(float(v) for v in values))
         self.pulses_applied += 1
 
     def set_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
@@ -400,11 +391,11 @@ class Board:
         """Every cell of ``region`` (default: the whole array) read at ``v_read``: S or A, (nrows, ncols)."""
         region = self._region(region)
         v = self.check_read_voltage(v_read)
-        what = {"conductance": "COND", "current": "CURR"}[quantity]
+        what = {"conductance": "COND", "current": "CURR"}[quantity]  # the words of Arg.QUANTITY
         parts = []
         for row0, nrows in _chunks(region.nrows, region.ncols * codec.BLOCK_DTYPE.itemsize):
             sub = Region(region.row0 + row0, region.col0, nrows, region.ncols)
-            parts.append(self._ask_block("MAP?", (*sub.args(), v, what), nrows * region.ncols).reshape(sub.shape))
+            parts.append(self._ask_block(cmd.MAP, (*sub.args(), v, what), nrows * region.ncols).reshape(sub.shape))
         return np.concatenate(parts).astype(np.float64)
 
     def vmm(self, v_rows: npt.ArrayLike, region: Region | None = None) -> FloatArray:
@@ -420,7 +411,7 @@ class Board:
         parts = []
         for start, count in _chunks(len(inputs), per_vector):
             batch = inputs[start : start + count]
-            out = self._ask_block("VMM?", (*region.args(), count), count * region.ncols, batch)
+            out = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch)
             parts.append(out.reshape(count, region.ncols))
         if not parts:
             return np.zeros((0, region.ncols))
@@ -448,7 +439,7 @@ class Board:
         check_value("width", step_width, self.limits.pulse_width, "s")
         if not len(steps):
             return np.zeros(0)
-        currents = self._ask_block("SWEEP?", (row, col, gate, step_width, len(steps)), len(steps), steps)
+        currents = self._ask_block(cmd.SWEEP, (row, col, gate, step_width, len(steps)), len(steps), steps)
         self.pulses_applied += len(steps)
         return currents.astype(np.float64)
 
@@ -496,7 +487,7 @@ class Board:
             if not part[3].any():
                 continue
             sub = Region(batch.region.row0 + start, batch.region.col0, nrows, batch.region.ncols)
-            applied += int(self.link.exchange("PULS:BATC", (batch.kind.value, *sub.args()), part).text)
+            applied += int(self.link.exchange(cmd.PULS_BATC.header, (batch.kind.value, *sub.args()), part).text)
         self.pulses_applied += applied
         return applied
 

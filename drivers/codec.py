@@ -10,13 +10,14 @@ import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")  # boards the host drives
 BLOCK_DTYPE = np.dtype("<f4")
 MAX_LINE_BYTES = 4096
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
@@ -24,6 +25,8 @@ TERMINATOR = b"\n"
 FRAME_MARK = b"!"
 MAX_FRAME_HEADER_BYTES = 64
 MAX_FRAME_BYTES = MAX_BLOCK_BYTES + MAX_LINE_BYTES + 64  # one command or reply, with its block
+MAX_REPLY_BYTES = MAX_BLOCK_BYTES + 16  # a reply: a block of at most 16 MiB (#8 + 8 digits + payload + \n) or a line
+MAX_REPLY_LINE_BYTES = MAX_LINE_BYTES  # a value or error line, with its line end
 
 
 class ErrorCode(IntEnum):
@@ -182,37 +185,66 @@ class Framed:
     seq: int
     item: Command | ParseError
     intact: bool = True
-    """False when the checksum failed: ``item`` is then the error to answer, and nothing runs"""
+    """False when the checksum failed or the header was unreadable: ``item`` is then the error to
+    answer, and nothing runs"""
+    body: bytes = field(default=b"", compare=False)
+    """the frame's body as it arrived (the command's bytes), to tell a resent command from another"""
 
 
 class CommandParser:
     """Incremental framing of a byte stream into commands, for the firmware side.
 
     It never raises on input and never waits on a malformed header: every problem becomes a
-    :class:`ParseError` and the parser resynchronises at the next line end. A command in a
-    frame (``!seq,length,crc``, see :func:`encode_frame`) comes out as :class:`Framed`.
+    :class:`ParseError`. Where the error's end is known the parser resynchronises there: an
+    overlong line at its line end, a block refused for its declared size after exactly its declared
+    length. Where it is not (a malformed block header, a block not followed by its line end, a frame
+    header without a line end) it discards everything until the link goes quiet
+    (:meth:`discard_partial`), so no byte of a payload ever runs as a command. A command in a frame
+    (``!seq,length,crc``, see :func:`encode_frame`) comes out as :class:`Framed`; the command after
+    an unreadable frame header is taken as its body and comes out refused, not run.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._skipping = False  # discarding input up to the next line end
+        self._draining = False  # discarding all input until the link goes quiet
+        self._discard_left = 0  # bytes of a refused block still to discard, then its line end
+        self._discard_end = False  # the refused block's payload is gone; its line end is next
         self._block_prefix: bytes | None = None  # command text before an embedded block
         self._block_length = 0
         self._frame: FrameHeader | None = None  # a frame whose body has not all arrived
+        self._damaged_header: ParseError | None = None  # the next command is the body of an unreadable frame
 
     @property
     def has_partial(self) -> bool:
-        """Whether part of a command has arrived without its end."""
-        return bool(self._buffer) or self._skipping or self._block_prefix is not None or self._frame is not None
+        """Whether part of a command has arrived without its end (or input is being discarded)."""
+        return (
+            bool(self._buffer) or self._skipping or self._draining or self._block_prefix is not None
+            or self._frame is not None or bool(self._discard_left) or self._discard_end
+            or self._damaged_header is not None
+        )  # fmt: skip
 
-    def discard_partial(self) -> ParseError | None:
-        """Drop an incomplete command (the link went quiet); its error, if there was one."""
-        # A line being skipped has had its error reply already: one command, one reply.
+    @property
+    def draining(self) -> bool:
+        """Whether all input is being discarded until the link goes quiet."""
+        return self._draining
+
+    def discard_partial(self) -> ParseError | Framed | None:
+        """Drop an incomplete command (the link went quiet); its error, if it has not had one.
+
+        The error of an unreadable frame header whose body never came is a :class:`Framed` numbered 0.
+        """
+        # A line being skipped or drained has had its error reply already: one command, one reply.
         unanswered = bool(self._buffer) or self._block_prefix is not None or self._frame is not None
+        damaged = self._damaged_header
         self._buffer.clear()
-        self._skipping = False
+        self._skipping = self._draining = self._discard_end = False
+        self._discard_left = 0
         self._block_prefix = None
         self._frame = None
+        self._damaged_header = None
+        if damaged is not None:
+            return Framed(0, damaged, intact=False)
         if not unanswered:
             return None
         return ParseError(ErrorCode.BLOCK_DATA, "incomplete command discarded after the link went quiet")
@@ -228,9 +260,53 @@ class CommandParser:
             out.append(item)
 
     def _next(self) -> Command | ParseError | Framed | None:
+        item = self._next_item()
+        if item is None or self._damaged_header is None:
+            return item
+        # The body of a frame whose header could not be read: refused whatever it holds, never run.
+        error, self._damaged_header = self._damaged_header, None
+        return Framed(0, error, intact=False)
+
+    def _drain(self) -> None:
+        self._buffer.clear()
+        self._draining = True
+
+    def _discarding(self) -> bool:
+        """Discard what an earlier error says to; whether more input is needed before going on."""
         buf = self._buffer
-        if self._skipping:
+        if self._draining:
+            buf.clear()
+            return True
+        if self._discard_left:
+            taken = min(len(buf), self._discard_left)
+            del buf[:taken]
+            self._discard_left -= taken
+            if self._discard_left:
+                return True
+            self._discard_end = True
+        if self._discard_end:
+            if buf[:1] == b"\r" and len(buf) < 2:
+                return True
+            end = 2 if buf[:2] == b"\r\n" else 1 if buf[:1] == TERMINATOR else 0
+            if not buf:
+                return True
+            self._discard_end = False
+            if not end:  # more bytes than the block declared: where they end is unknown
+                self._drain()
+                return True
+            del buf[:end]
+        return False
+
+    def _next_item(self) -> Command | ParseError | Framed | None:
+        buf = self._buffer
+        if self._discarding():
+            return None
+        if self._skipping:  # the rest of an overlong line
             end = buf.find(TERMINATOR)
+            if 0 <= buf.find(b"#", 0, end if end >= 0 else len(buf)):
+                self._skipping = False  # a block in the overlong line: its bounds cannot be trusted
+                self._drain()
+                return None
             if end < 0:
                 buf.clear()
                 return None
@@ -243,8 +319,12 @@ class CommandParser:
         end = buf.find(TERMINATOR)
         hash_at = buf.find(b"#", 0, end if end >= 0 else len(buf))
         if hash_at >= 0:
-            if hash_at > MAX_LINE_BYTES:
-                return self._overrun()
+            if hash_at > MAX_LINE_BYTES:  # an overlong line before a block: the block's bounds cannot be trusted
+                self._drain()
+                return ParseError(
+                    ErrorCode.INPUT_OVERRUN,
+                    f"command line longer than {MAX_LINE_BYTES} bytes; input discarded until the link is quiet",
+                )
             return self._take_block_header(hash_at)
         if end < 0:
             return self._overrun() if len(buf) > MAX_LINE_BYTES else None
@@ -255,21 +335,26 @@ class CommandParser:
         del buf[: end + 1]
         return _split_line(line, None)
 
-    def _take_frame(self) -> Framed | ParseError | None:
+    def _take_frame(self) -> Command | Framed | ParseError | None:
         buf = self._buffer
         if self._frame is None:
             end = buf.find(TERMINATOR, 0, MAX_FRAME_HEADER_BYTES)
             if end < 0:
                 if len(buf) < MAX_FRAME_HEADER_BYTES:
                     return None
-                self._skipping = True
-                return ParseError(ErrorCode.BLOCK_DATA, "malformed frame header: no line end")
+                self._drain()  # header and body have run together: where the body ends is unknown
+                message = "malformed frame header: no line end; input discarded until the link is quiet"
+                return Framed(0, ParseError(ErrorCode.BLOCK_DATA, message), intact=False)
             line = bytes(buf[: end + 1])
             del buf[: end + 1]
             try:
                 self._frame = parse_frame_header(line)
             except ValueError as exc:
-                return ParseError(ErrorCode.BLOCK_DATA, f"malformed frame header: {exc}")
+                # The next command is this frame's body: it is read, refused and never run.
+                self._damaged_header = ParseError(
+                    ErrorCode.BLOCK_DATA, f"malformed frame header: {exc}; its command was not executed"
+                )
+                return self._next_item()
         header = self._frame
         if len(buf) < header.length:
             return None
@@ -278,12 +363,13 @@ class CommandParser:
         self._frame = None
         if not header.checks(body):
             damaged = "frame checksum mismatch: the command was damaged on the link and was not executed"
-            return Framed(header.seq, ParseError(ErrorCode.BLOCK_DATA, damaged), intact=False)
+            return Framed(header.seq, ParseError(ErrorCode.BLOCK_DATA, damaged), intact=False, body=body)
         inner = CommandParser()
         items = inner.feed(body)
         if len(items) != 1 or inner.has_partial or isinstance(items[0], Framed):
-            return Framed(header.seq, ParseError(ErrorCode.SYNTAX, "a frame must hold exactly one whole command"))
-        return Framed(header.seq, items[0])
+            message = "a frame must hold exactly one whole command"
+            return Framed(header.seq, ParseError(ErrorCode.SYNTAX, message), body=body)
+        return Framed(header.seq, items[0], body=body)
 
     def _overrun(self) -> ParseError:
         end = self._buffer.find(TERMINATOR)
@@ -309,8 +395,9 @@ class CommandParser:
             return self._bad_block(hash_at, f"block length {digits!r} is not {n_digits} decimal digits")
         length = int(digits)
         if length > MAX_BLOCK_BYTES:
-            del buf[: hash_at + 1]
-            self._skipping = True
+            del buf[: hash_at + 2 + n_digits]
+            self._discard_left = length  # exactly the declared payload, then its line end
+            self._discard_end = not length
             return ParseError(
                 ErrorCode.TOO_MUCH_DATA, f"block of {length} bytes exceeds the {MAX_BLOCK_BYTES}-byte limit"
             )
@@ -320,9 +407,8 @@ class CommandParser:
         return self._take_block_payload()
 
     def _bad_block(self, hash_at: int, message: str) -> ParseError:
-        del self._buffer[: hash_at + 1]
-        self._skipping = True
-        return ParseError(ErrorCode.BLOCK_DATA, message)
+        self._drain()  # the payload's length is unknown: none of what follows can be trusted as commands
+        return ParseError(ErrorCode.BLOCK_DATA, f"{message}; input discarded until the link is quiet")
 
     def _take_block_payload(self) -> Command | ParseError | None:
         buf = self._buffer
@@ -338,9 +424,11 @@ class CommandParser:
         prefix = self._block_prefix or b""
         self._block_prefix = None
         if buf[need + tail - 1 : need + tail] != TERMINATOR:
-            del buf[:need]
-            self._skipping = True
-            return ParseError(ErrorCode.BLOCK_DATA, "block payload is not followed by the line end")
+            self._drain()  # the block was longer than declared: where it ends is unknown
+            return ParseError(
+                ErrorCode.BLOCK_DATA,
+                "block payload is not followed by the line end; input discarded until the link is quiet",
+            )
         del buf[: need + tail]
         return _split_line(prefix, payload)
 
@@ -394,7 +482,8 @@ def encode_value(*fields: str | int | float) -> bytes:
 
 
 def encode_error(code: int, message: str) -> bytes:
-    clean = message.replace('"', "'").replace("\n", " ").encode("ascii", "replace").decode("ascii")
+    """``ERR <code>,"<message>"``: printable ASCII, ``"`` written as ``'``, within the reply line limit."""
+    clean = "".join(c if " " <= c <= "~" else " " for c in message.replace('"', "'"))[: MAX_REPLY_LINE_BYTES - 20]
     return f'ERR {int(code)},"{clean}"'.encode("ascii") + TERMINATOR
 
 

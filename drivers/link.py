@@ -16,24 +16,14 @@ from dataclasses import dataclass
 
 import numpy.typing as npt
 
-from drivers import codec
+from drivers import codec, commands
 from drivers.errors import BoardError, FirmwareError, LinkError, LinkLost
 from drivers.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
-# Commands that change nothing, or set a level to a value: sending one twice is the same as once.
-# Pulses (PULS:*, SWEEP?) and waits (SYST:WAIT) are not among them.
-IDEMPOTENT = frozenset({
-    "*IDN?", "*OPC?", "*RST", "SYST:VERS?", "SYST:ARR?", "SYST:LIM?", "SYST:VGRE?", "SYST:TIME?",
-    "DAC:RES?", "DAC:RANG?", "ADC:RES?", "ADC:RANG?", "TIA:GAIN?", "DAC:VOLT", "DAC:VOLT?",
-    "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "MAP?", "VMM?",
-    "SYST:FRAM", "SYST:DONE?", "SYST:SEQ?", "SYST:PCNT?",
-})  # fmt: skip
-# Commands after which the board is idle: line levels set by primitives are gone.
-IDLING = frozenset({
-    "*RST", "READ?", "MAP?", "VMM?", "SWEEP?", "SYST:WAIT", "PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC",
-})  # fmt: skip
+# Which commands may be sent again, and which leave the board idle, is the command table's to say
+# (drivers/commands.py): the link only asks it.
 RECONNECT_FIRST_PAUSE = 0.1  # s, doubled after each failed attempt
 RECONNECT_MAX_PAUSE = 5.0  # s
 
@@ -77,7 +67,7 @@ class Link:
         self._desynced = False  # a reply may be in flight from an interrupted exchange
         self._session: str | None = None  # framed mode's session token
         self._seq = 0  # last sequence number sent
-        self._acknowledged = 0  # last sequence number answered
+        self._acknowledged = 0  # last sequence number run and answered (refusals do not count)
         self._lines: dict[bytes, bytes] = {}  # line levels set by primitives, restored after a reconnect
 
     @property
@@ -124,7 +114,7 @@ class Link:
         again, at most ``retries`` times. In framed mode any command may be: it goes again under
         its sequence number, and the board answers a number it has executed with the reply it
         kept instead of running it again, so a lost reply never doubles a pulse. In plain mode
-        only the commands in ``IDEMPOTENT`` are sent again; a pulse whose reply is lost is an error.
+        only the commands the table marks safe to repeat are sent again; a pulse whose reply is lost is an error.
         ``values``: the reply must be a block of that many values (anything else is a late reply
         to an earlier command, which plain mode cannot otherwise tell).
         """
@@ -133,13 +123,13 @@ class Link:
         data = codec.encode_command(header, args, block)
         command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
         wire, seq = self._wire(data)
-        attempts = 1 + (self.retries if seq is not None or header in IDEMPOTENT else 0)
+        attempts = 1 + (self.retries if seq is not None or commands.repeat_safe(header) else 0)
         failure: LinkError | None = None
         for attempt in range(1, attempts + 1):
             try:
                 if failure is not None:
                     self._recover(failure, attempt, header, seq)
-                    if header in IDEMPOTENT:  # safe to run again: a fresh number, so it runs after a reconnect
+                    if commands.repeat_safe(header):  # safe to run again: a fresh number, so it runs after a reconnect
                         wire, seq = self._wire(data)
                 reply = self._round_trip(wire, seq, command)
                 if values is not None and (reply.kind != "block" or len(reply.payload) != 4 * values):
@@ -199,8 +189,10 @@ class Link:
             if header.seq == 0:
                 raise LinkError(self.resource, "the board received the command damaged and did not execute it")
             if header.seq == seq:
-                self._acknowledged = seq
-                return codec.parse_reply(body)
+                reply = codec.parse_reply(body)
+                if reply.kind != "error":  # a refused command did not run: the board does not count it
+                    self._acknowledged = seq
+                return reply
             # One command is in flight at a time: any other number is a late reply to an earlier
             # attempt or question, already dealt with.
             self.stats.stale_replies += 1
@@ -214,13 +206,13 @@ class Link:
         for a command that must not run twice the session is taken up again and the board asked
         whether it ran it.
         """
-        once = seq is not None and header not in IDEMPOTENT  # its outcome matters: it must not run twice
+        once = seq is not None and not commands.repeat_safe(header)  # its outcome matters: it must not run twice
         if self.reopen is not None and (isinstance(failure, LinkLost) or attempt > 2):
             remembers = self._reconnect(self.reopen, failure)
         else:
             self._resync()
             remembers = self._resume_session() if once else True
-        if header not in IDLING:  # after an idling command the lines are idle whether it ran or not
+        if not commands.idles(header):  # after an idling command the lines are idle whether it ran or not
             self._restore_lines()
         if seq is None or not once:
             return
@@ -311,10 +303,10 @@ class Link:
 
     def _track_lines(self, header: str, data: bytes) -> None:
         """Keep the line levels set by primitives, to set them again after a reconnect."""
-        if header in IDLING:
+        if commands.idles(header):
             self._lines.clear()
-        elif header == "MUX:OPEN":
+        elif header == commands.MUX_OPEN.header:
             self._lines = {k: v for k, v in self._lines.items() if not k.startswith(b"MUX")}
-        elif header in ("DAC:VOLT", "MUX:ROW", "MUX:COL"):
+        elif commands.sets_level(header):
             self._lines[data.rsplit(b",", 1)[0]] = data  # keyed by header, line and channel
 

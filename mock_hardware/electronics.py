@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,11 +26,25 @@ class Electronics(BaseModel):
     tia_rail: float = Field(3.0, gt=0, description="TIA output saturation, V")
     autorange_headroom: float = Field(0.8, gt=0, le=1, description="fraction of ADC full scale autorange aims below")
 
-    def quantize_dac(self, voltage: float, dac_range: tuple[float, float]) -> float:
-        """The voltage a DAC actually outputs for a requested ``voltage`` inside its range."""
+    def dac_step(self, dac_range: tuple[float, float]) -> float:
+        """One DAC code, V."""
         low, high = dac_range
-        step = (high - low) / (2**self.dac_bits - 1)
-        return float(low + round((voltage - low) / step) * step)
+        return float((high - low) / (2**self.dac_bits - 1))
+
+    def quantize_dac(self, voltage: float, dac_range: tuple[float, float]) -> float:
+        """The voltage a DAC actually outputs for a requested ``voltage`` inside its range.
+
+        The codes are whole steps from 0 V (so 0 V is exactly 0 V) and a request between two codes
+        gets the one nearer 0 V when the nearest would lie beyond it: the output's magnitude never
+        exceeds the request's, so it never crosses a limit the request was checked against.
+        """
+        low, high = dac_range
+        step = self.dac_step(dac_range)
+        code = round(voltage / step)
+        if abs(code * step) > abs(voltage):
+            code -= 1 if code > 0 else -1
+        lowest, highest = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+        return float(min(max(code, lowest), highest) * step)
 
     @property
     def adc_lsb(self) -> float:

@@ -11,21 +11,24 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers import codec
+from drivers import commands as cmd
 from drivers.codec import Command, ErrorCode, Framed, ParseError
+from drivers.commands import CommandSpec, LimitName, Line
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
 from mock_hardware.faults import FaultInjector
-from mock_hardware.sessions import FramedSession
+from mock_hardware.sessions import FramedSession, SessionStore
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
+MAX_WAIT = 1e7  # s: the longest SYST:WAIT
 
 
 class FirmwareLimits(BaseModel):
@@ -67,17 +70,31 @@ class CommandFailure(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class _Syntax:
-    handler: Callable[[Command], bytes]
-    nargs: int
-    block: bool = False
+Handler = Callable[["Firmware", Command], bytes]
+_HandlerT = TypeVar("_HandlerT", bound=Handler)
+
+
+def handles(spec: CommandSpec) -> Callable[[_HandlerT], _HandlerT]:
+    """Mark a method as the handler of the command ``spec`` (a row of drivers/commands.py).
+
+    The firmware's dispatch is built from these marks and the table: the table says how many
+    parameters and whether a block, the handler does the rest.
+    """
+
+    def mark(handler: _HandlerT) -> _HandlerT:
+        headers: tuple[str, ...] = getattr(handler, "wire_headers", ())
+        handler.wire_headers = (*headers, spec.header)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
 
 
 _SESSION_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
-AT_MOST_ONCE = frozenset({"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "SWEEP?", "SYST:WAIT"})
-_PULSE_WORDS = {"SET": PulseKind.SET, "RES": PulseKind.RESET, "FORM": PulseKind.FORM}
-_LINE_WORDS = ("ROW", "COL", "GATE")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
+_COUNT = re.compile(r"[0-9]{1,18}")
+_ARRAY_PULSE = {kind: PulseKind(kind.value) for kind in cmd.PulseKind}
 
 
 class Firmware:
@@ -91,70 +108,52 @@ class Firmware:
         self.faults = faults
         self.parser = codec.CommandParser()
         rows, cols = array.rows, array.cols
-        self.dac = {"ROW": np.zeros(rows), "COL": np.zeros(cols), "GATE": np.zeros(rows)}
+        self.dac: dict[Line, FloatArray] = {line: np.zeros(cols if line is Line.COL else rows) for line in Line}
         self.row_selected = np.zeros(rows, dtype=bool)
         self.col_selected = np.zeros(cols, dtype=bool)
         self.commands_served = 0
         self.pulses_applied = 0  # since power-up: what SYST:PCNT? reports
-        self.session: FramedSession | None = None  # framed mode's memory of the host's session
-        self.framed_link = False  # SYST:FRAM was sent on this link: commands in AT_MOST_ONCE need a frame
+        self.sessions = SessionStore()  # framed mode's memory of the hosts' sessions
+        self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
-        self._table: dict[str, _Syntax] = {
-            "*IDN?": _Syntax(self._idn, 0),
-            "*RST": _Syntax(self._rst, 0),
-            "*OPC?": _Syntax(lambda c: codec.encode_value(1), 0),
-            "SYST:VERS?": _Syntax(lambda c: codec.encode_value(codec.PROTOCOL_VERSION), 0),
-            "SYST:ARR?": _Syntax(lambda c: codec.encode_value(rows, cols), 0),
-            "SYST:LIM?": _Syntax(self._limit, 1),
-            "SYST:VGRE?": _Syntax(lambda c: codec.encode_value(self.spec.read_gate_voltage), 0),
-            "SYST:WAIT": _Syntax(self._wait, 1),
-            "SYST:TIME?": _Syntax(lambda c: codec.encode_value(self._clock()), 0),
-            "SYST:FRAM": _Syntax(self._open_session, 1),
-            "SYST:DONE?": _Syntax(self._done, 1),
-            "SYST:SEQ?": _Syntax(self._last_seq, 0),
-            "SYST:PCNT?": _Syntax(lambda c: codec.encode_value(self.pulses_applied), 0),
-            "DAC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.dac_bits), 0),
-            "DAC:RANG?": _Syntax(self._dac_range, 1),
-            "ADC:RES?": _Syntax(lambda c: codec.encode_value(self.spec.electronics.adc_bits), 0),
-            "ADC:RANG?": _Syntax(lambda c: codec.encode_value(*self.spec.electronics.adc_range), 0),
-            "TIA:GAIN?": _Syntax(lambda c: codec.encode_value(*self.spec.electronics.tia_gains), 0),
-            "DAC:VOLT": _Syntax(self._set_dac, 3),
-            "DAC:VOLT?": _Syntax(self._get_dac, 2),
-            "MUX:ROW": _Syntax(self._mux_row, 2),
-            "MUX:COL": _Syntax(self._mux_col, 2),
-            "MUX:OPEN": _Syntax(self._mux_open, 0),
-            "ADC:SAMP?": _Syntax(self._sample, 2),
-            "READ?": _Syntax(self._read, 3),
-            "PULS:SET": _Syntax(self._pulse, 5),
-            "PULS:RES": _Syntax(self._pulse, 5),
-            "PULS:FORM": _Syntax(self._pulse, 5),
-            "MAP?": _Syntax(self._map, 6),
-            "VMM?": _Syntax(self._vmm, 5, block=True),
-            "PULS:BATC": _Syntax(self._pulse_batch, 5, block=True),
-            "SWEEP?": _Syntax(self._sweep, 5, block=True),
-        }
+        self._handlers: dict[str, Callable[[Command], bytes]] = {}
+        for name in dir(type(self)):
+            for header in getattr(getattr(type(self), name, None), "wire_headers", ()):
+                self._handlers[header] = getattr(self, name)
+
+    @property
+    def framed_link(self) -> bool:
+        """SYST:FRAM was sent on this link: commands that must not run twice need a frame."""
+        return self.session is not None
+
+    @property
+    def handled_headers(self) -> frozenset[str]:
+        """The headers this firmware has a handler for (a test holds them equal to the table's)."""
+        return frozenset(self._handlers)
 
     # ------------------------------------------------------------------ byte interface
 
     def feed(self, data: bytes) -> bytes:
         """Bytes in from the link; the replies to every command they complete."""
-        replies = [
-            self._execute_framed(item) if isinstance(item, Framed) else self._execute_plain(item)
-            for item in self.parser.feed(data)
-        ]
-        if self.faults is not None:
-            replies = [self.faults.reply(reply) for reply in replies]
-        return b"".join(replies)
+        return b"".join(self.run(item) for item in self.parser.feed(data))
+
+    def run(self, item: Command | ParseError | Framed) -> bytes:
+        """The reply (as it reaches the link) to one parsed item."""
+        reply = self._execute_framed(item) if isinstance(item, Framed) else self._execute_plain(item)
+        return self.faults.reply(reply) if self.faults is not None else reply
 
     def link_quiet(self) -> bytes:
         """The link went quiet mid-command: discard it and answer with an error."""
         error = self.parser.discard_partial()
+        if isinstance(error, Framed):
+            return self.run(error)
         return codec.encode_error(error.code, error.message) if error else b""
 
     def disconnected(self) -> None:
-        """The client went away: forget its partial input, go idle; the next client starts plain."""
+        """The client went away: forget its partial input, go idle; the next client starts plain
+        (the sessions stay with the board, for a client that takes its own up again)."""
         self.glitched()
-        self.framed_link = False
+        self.session = None
 
     def glitched(self) -> None:
         """The link lost bytes (a serial glitch the board cannot tell from silence): forget the
@@ -165,7 +164,7 @@ class Firmware:
     def _execute_plain(self, item: Command | ParseError) -> bytes:
         # On a framed link, a plain command that must not run twice may be the body of a frame
         # whose header was damaged: it runs only inside a frame whose checksum holds.
-        if self.framed_link and isinstance(item, Command) and item.header in AT_MOST_ONCE:
+        if self.framed_link and isinstance(item, Command) and cmd.at_most_once(item.header):
             self.commands_served += 1
             return codec.encode_error(
                 ErrorCode.SETTINGS_CONFLICT,
@@ -173,28 +172,39 @@ class Firmware:
             )
         return self.execute(item)
 
+    def _refuse_frame(self, seq: int, message: str) -> bytes:
+        self.commands_served += 1
+        return codec.encode_frame(seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, message))
+
     def _execute_framed(self, frame: Framed) -> bytes:
         """A framed command runs at most once: a sequence number seen before gets its kept reply."""
         if not frame.intact:  # its sequence number cannot be trusted either: answer as number 0
             return codec.encode_frame(0, self.execute(frame.item))
-        if self.session is None:
-            refusal = "a framed command needs a session (has the board restarted?): send SYST:FRAM <session>"
-            return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
-        if (kept := self.session.kept(frame.seq)) is not None:
+        session = self.session
+        if session is None:
+            return self._refuse_frame(frame.seq, "a framed command needs a session on this link (a new connection, "
+                                      "or has the board restarted?): send SYST:FRAM <session>")  # fmt: skip
+        if (kept := session.kept(frame.seq)) is not None:
+            if not session.same_command(frame.seq, frame.body):
+                return self._refuse_frame(frame.seq, f"command {frame.seq} ran already as another command; "
+                                          "a number is never reused: not run")  # fmt: skip
             self.replayed += 1
             return codec.encode_frame(frame.seq, kept)
-        if self.session.forgotten(frame.seq):
-            refusal = f"command {frame.seq} is older than the commands this board remembers; not run"
-            return codec.encode_frame(frame.seq, codec.encode_error(ErrorCode.SETTINGS_CONFLICT, refusal))
+        if session.forgotten(frame.seq):
+            return self._refuse_frame(frame.seq, f"command {frame.seq} is older than the commands this board "
+                                      "remembers; not run")  # fmt: skip
         reply = self.execute(frame.item)
-        once = isinstance(frame.item, Command) and frame.item.header in AT_MOST_ONCE
-        self.session.record(frame.seq, reply, keep=once)
+        if not reply.startswith(b"ERR "):  # a refused command did not run: it is not counted
+            once = isinstance(frame.item, Command) and cmd.at_most_once(frame.item.header)
+            session.record(frame.seq, frame.body, reply, keep=once)
         return codec.encode_frame(frame.seq, reply)
 
+    @handles(cmd.SEQ)
     def _last_seq(self, command: Command) -> bytes:
         """``SYST:SEQ?``: the highest sequence number run in this session before this command."""
         return codec.encode_value(self.session.last_seq if self.session is not None else 0)
 
+    @handles(cmd.DONE)
     def _done(self, command: Command) -> bytes:
         """``SYST:DONE? <seq>``: 1 if framed command ``seq`` (one that must not run twice) ran in this
         session, 0 if it did not."""
@@ -214,47 +224,54 @@ class Firmware:
         self.commands_served += 1
         if isinstance(item, ParseError):
             return codec.encode_error(item.code, item.message)
-        syntax = self._table.get(item.header)
+        spec = cmd.lookup(item.header)
+        handler = self._handlers.get(item.header)
         try:
-            if syntax is None:
+            if spec is None or handler is None:
                 raise CommandFailure(ErrorCode.UNDEFINED_HEADER, f"undefined header {item.header[:40]!r}")
-            if syntax.block != (item.block is not None):
-                needs = "needs a binary block as its last parameter" if syntax.block else "takes no binary block"
+            if spec.block_in != (item.block is not None):
+                needs = "needs a binary block as its last parameter" if spec.block_in else "takes no binary block"
                 raise CommandFailure(ErrorCode.SYNTAX, f"{item.header} {needs}")
-            if len(item.args) < syntax.nargs:
+            if len(item.args) < spec.nargs:
                 raise CommandFailure(
-                    ErrorCode.MISSING_PARAMETER, f"{item.header} takes {syntax.nargs} parameters, got {len(item.args)}"
+                    ErrorCode.MISSING_PARAMETER, f"{item.header} takes {spec.nargs} parameters, got {len(item.args)}"
                 )
-            if len(item.args) > syntax.nargs:
+            if len(item.args) > spec.nargs:
                 raise CommandFailure(
                     ErrorCode.TOO_MANY_PARAMETERS,
-                    f"{item.header} takes {syntax.nargs} parameters, got {len(item.args)}",
+                    f"{item.header} takes {spec.nargs} parameters, got {len(item.args)}",
                 )
             self._advance(self.spec.command_latency)
             if self.faults is not None and self.faults.refuse_command():
                 raise CommandFailure(ErrorCode.HARDWARE, "injected fault: the command was not executed")
-            return syntax.handler(item)
+            reply = handler(item)
         except CommandFailure as failure:
             return codec.encode_error(failure.code, str(failure))
         except Exception as exc:  # a firmware bug must not kill the board: report it
             log.exception("firmware fault on %s", item.header)
             return codec.encode_error(ErrorCode.HARDWARE, f"internal fault: {type(exc).__name__}: {exc}")
+        if len(reply) > codec.MAX_REPLY_BYTES:  # handlers refuse these before running; this is the backstop
+            log.error("%s made a reply of %d bytes", item.header, len(reply))
+            return codec.encode_error(ErrorCode.HARDWARE, "internal fault: reply over the size limit")
+        return reply
 
     # ------------------------------------------------------------------ argument parsing
 
     @staticmethod
     def _number(text: str, name: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a number") from None
-        if not math.isfinite(value):
+        """A number in the protocol's grammar (docs/wire-protocol.md, "Grammar"); never Python's."""
+        if _NOT_FINITE.fullmatch(text):
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"{name} {text[:40]!r} is not finite")
+        if not _NUMBER.fullmatch(text):
+            raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a number")
+        value = float(text)
+        if not math.isfinite(value):  # 1e400: beyond any float
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"{name} {text[:40]!r} is not finite")
         return value
 
     @staticmethod
     def _index(text: str, name: str, size: int) -> int:
-        if not text.lstrip("+-").isdigit():
+        if not _INTEGER.fullmatch(text):
             raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a whole number")
         value = int(text)
         if not 0 <= value < size:
@@ -263,7 +280,7 @@ class Firmware:
 
     @staticmethod
     def _count(text: str, name: str) -> int:
-        if not text.isdigit():
+        if not _COUNT.fullmatch(text):
             raise CommandFailure(ErrorCode.DATA_TYPE, f"{name} {text[:40]!r} is not a whole number")
         return int(text)
 
@@ -274,7 +291,7 @@ class Firmware:
             raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"{name} {text[:40]!r} is not one of {', '.join(choices)}")
         return word
 
-    def _within(self, name: str, value: float, limit: str, unit: str) -> None:
+    def _within(self, name: str, value: float, limit: LimitName, unit: str) -> None:
         low, high = getattr(self.spec.limits, limit)
         if not low <= value <= high:
             raise CommandFailure(
@@ -282,7 +299,7 @@ class Firmware:
             )
 
     def _within_array(
-        self, name: str, values: npt.NDArray[np.floating], limit: str, unit: str, origin: tuple[int, int]
+        self, name: str, values: npt.NDArray[np.floating], limit: LimitName, unit: str, origin: tuple[int, int]
     ) -> None:
         low, high = getattr(self.spec.limits, limit)
         if values.dtype == np.float32:  # block values meet the limits as float32 expresses them
@@ -316,7 +333,7 @@ class Firmware:
 
     def _read_voltage(self, text: str) -> float:
         v_read = self._number(text, "v_read")
-        self._within("v_read", v_read, "VREAD", "V")
+        self._within("v_read", v_read, LimitName.VREAD, "V")
         if v_read == 0:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, "v_read must be non-zero")
         return v_read
@@ -351,79 +368,165 @@ class Firmware:
 
     # ------------------------------------------------------------------ handlers
 
+    @handles(cmd.IDN)
     def _idn(self, command: Command) -> bytes:
         s = self.spec
         return codec.encode_value(s.maker, s.model, s.serial, s.version)
 
+    @handles(cmd.RST)
     def _rst(self, command: Command) -> bytes:
         self._go_idle()
         return codec.encode_ok()
 
+    @handles(cmd.OPC)
+    def _opc(self, command: Command) -> bytes:
+        return codec.encode_value(1)
+
+    @handles(cmd.VERS)
+    def _version(self, command: Command) -> bytes:
+        return codec.encode_value(codec.PROTOCOL_VERSION)
+
+    @handles(cmd.ARR)
+    def _array_size(self, command: Command) -> bytes:
+        return codec.encode_value(self.array.rows, self.array.cols)
+
+    @handles(cmd.VGRE)
+    def _read_gate(self, command: Command) -> bytes:
+        return codec.encode_value(self.spec.read_gate_voltage)
+
+    @handles(cmd.PCNT)
+    def _pulse_count(self, command: Command) -> bytes:
+        return codec.encode_value(self.pulses_applied)
+
+    @handles(cmd.TIME)
+    def _time(self, command: Command) -> bytes:
+        return codec.encode_value(self._clock())
+
+    @handles(cmd.DAC_RES)
+    def _dac_bits(self, command: Command) -> bytes:
+        return codec.encode_value(self.spec.electronics.dac_bits)
+
+    @handles(cmd.ADC_RES)
+    def _adc_bits(self, command: Command) -> bytes:
+        return codec.encode_value(self.spec.electronics.adc_bits)
+
+    @handles(cmd.ADC_RANG)
+    def _adc_range(self, command: Command) -> bytes:
+        return codec.encode_value(*self.spec.electronics.adc_range)
+
+    @handles(cmd.TIA_GAIN)
+    def _tia_gains(self, command: Command) -> bytes:
+        return codec.encode_value(*self.spec.electronics.tia_gains)
+
+    @handles(cmd.FRAM)
     def _open_session(self, command: Command) -> bytes:
-        """``SYST:FRAM <session>``: framed mode for this host; the same session continues its numbering."""
+        """``SYST:FRAM <session>``: framed mode for this link; a session the board remembers continues
+        its numbering. ``OFF``: plain lines again (the board still remembers the session)."""
         token = command.args[0]
         if token.upper() == "OFF":
-            self.framed_link = False
+            self.session = None
             return codec.encode_ok()
         if not _SESSION_TOKEN.fullmatch(token):
             raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"session {token[:40]!r} is not 1-32 letters, digits, _ or -")
-        if self.session is None or token != self.session.token:
-            self.session = FramedSession(token)
-        self.framed_link = True
+        self.session = self.sessions.take_up(token)
         return codec.encode_value(self.session.last_seq)
 
+    @handles(cmd.LIM)
     def _limit(self, command: Command) -> bytes:
-        name = self._word(command.args[0], "limit name", tuple(FirmwareLimits.model_fields))
+        name = self._word(command.args[0], "limit name", tuple(LimitName))
         return codec.encode_value(*getattr(self.spec.limits, name))
 
+    @handles(cmd.WAIT)
     def _wait(self, command: Command) -> bytes:
         seconds = self._number(command.args[0], "seconds")
-        if not 0 <= seconds <= 1e7:
-            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"seconds {seconds:g} outside [0, 1e7]")
+        if not 0 <= seconds <= MAX_WAIT:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"seconds {seconds:g} outside [0, {MAX_WAIT:g}]")
         self._go_idle()
         self.array.wait(seconds)  # simulated clock: jumps ahead; wall clock: really waits
         return codec.encode_ok()
 
+    @handles(cmd.DAC_RANG)
     def _dac_range(self, command: Command) -> bytes:
-        line = self._word(command.args[0], "line", _LINE_WORDS)
+        line = Line(self._word(command.args[0], "line", tuple(Line)))
         return codec.encode_value(*self._dac_range_of(line))
 
-    def _dac_range_of(self, line: str) -> tuple[float, float]:
+    def _dac_range_of(self, line: Line) -> tuple[float, float]:
         e = self.spec.electronics
-        return {"ROW": e.dac_row_range, "COL": e.dac_col_range, "GATE": e.dac_gate_range}[line]
+        return {Line.ROW: e.dac_row_range, Line.COL: e.dac_col_range, Line.GATE: e.dac_gate_range}[line]
 
-    def _line_channel(self, args: tuple[str, ...]) -> tuple[str, int]:
-        line = self._word(args[0], "line", _LINE_WORDS)
+    def _line_channel(self, args: tuple[str, ...]) -> tuple[Line, int]:
+        line = Line(self._word(args[0], "line", tuple(Line)))
         return line, self._index(args[1], f"{line} channel", len(self.dac[line]))
 
+    @handles(cmd.DAC_VOLT)
     def _set_dac(self, command: Command) -> bytes:
         line, channel = self._line_channel(command.args)
         voltage = self._number(command.args[2], "voltage")
-        self._within(f"{line} voltage", voltage, {"ROW": "VROW", "COL": "VCOL", "GATE": "VGATE"}[line], "V")
-        self.dac[line][channel] = self.spec.electronics.quantize_dac(voltage, self._dac_range_of(line))
+        limit = cmd.LINE_LIMIT[line]
+        self._within(f"{line} voltage", voltage, limit, "V")
+        output = self.spec.electronics.quantize_dac(voltage, self._dac_range_of(line))
+        self._within(f"{line} voltage as the DAC outputs it", output, limit, "V")  # quantization rounds toward 0 V
+        levels = dict(self.dac)
+        levels[line] = levels[line].copy()
+        levels[line][channel] = output
+        self._check_levels(levels=levels)
+        self.dac[line][channel] = output
         return codec.encode_ok()
 
+    @handles(cmd.DAC_VOLT_Q)
     def _get_dac(self, command: Command) -> bytes:
         line, channel = self._line_channel(command.args)
         return codec.encode_value(float(self.dac[line][channel]))
 
     def _mux(self, selected: npt.NDArray[np.bool_], name: str, command: Command) -> bytes:
         channel = self._index(command.args[0], name, len(selected))
-        state = self._word(command.args[1], "state", ("0", "1"))
+        state = self._word(command.args[1], "state", cmd.WORDS[cmd.Arg.STATE])
+        new = selected.copy()
+        new[channel] = state == "1"
+        if selected is self.row_selected:
+            self._check_levels(rows=new)
+        else:
+            self._check_levels(cols=new)
         selected[channel] = state == "1"
         return codec.encode_ok()
 
+    @handles(cmd.MUX_ROW)
     def _mux_row(self, command: Command) -> bytes:
         return self._mux(self.row_selected, "row", command)
 
+    @handles(cmd.MUX_COL)
     def _mux_col(self, command: Command) -> bytes:
         return self._mux(self.col_selected, "col", command)
 
+    @handles(cmd.MUX_OPEN)
     def _mux_open(self, command: Command) -> bytes:
         self.row_selected[:] = False
         self.col_selected[:] = False
         return codec.encode_ok()
 
+    def _primitive_currents(
+        self, rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_], levels: dict[Line, FloatArray]
+    ) -> FloatArray:
+        """The current into each selected column with these levels and selections, as the firmware
+        models it before applying them: linear in the cells' conductance, no noise, no time."""
+        v_rows = np.where(rows, levels[Line.ROW], 0.0)
+        gate_on = rows & (levels[Line.GATE] > self._transistor_threshold)
+        drop = v_rows[:, None] - levels[Line.COL][None, :]
+        currents = (self.array.conductance * gate_on[:, None] * drop).sum(axis=0)
+        return np.asarray(np.where(cols, currents, 0.0))
+
+    def _check_levels(
+        self, rows: npt.NDArray[np.bool_] | None = None, cols: npt.NDArray[np.bool_] | None = None,
+        levels: dict[Line, FloatArray] | None = None,
+    ) -> None:  # fmt: skip
+        """Refuse a primitive whose levels would drive a column's current beyond ICOL (nothing is applied)."""
+        currents = self._primitive_currents(
+            self.row_selected if rows is None else rows, self.col_selected if cols is None else cols,
+            self.dac if levels is None else levels,
+        )  # fmt: skip
+        self._check_column_currents(currents)
+
+    @handles(cmd.ADC_SAMP)
     def _sample(self, command: Command) -> bytes:
         col = self._index(command.args[0], "col", self.array.cols)
         gain = self._number(command.args[1], "gain")
@@ -434,12 +537,14 @@ class Firmware:
             )
         if not self.col_selected[col]:
             raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"column {col} is not selected (MUX:COL {col},1)")
-        v_rows = np.where(self.row_selected, self.dac["ROW"], 0.0)
-        gate_on = self.row_selected & (self.dac["GATE"] > self._transistor_threshold)
-        currents = self.array.column_currents(v_rows, self.dac["COL"], gate_on)
+        self._check_levels()  # the cells may have drifted since the levels were set
+        v_rows = np.where(self.row_selected, self.dac[Line.ROW], 0.0)
+        gate_on = self.row_selected & (self.dac[Line.GATE] > self._transistor_threshold)
+        currents = self.array.column_currents(v_rows, self.dac[Line.COL], gate_on)
         current, code, saturated = self.spec.electronics.digitize(np.array([currents[col]]), gain)
         return codec.encode_value(float(current[0]), int(code[0]), int(saturated[0]))
 
+    @handles(cmd.READ)
     def _read(self, command: Command) -> bytes:
         row = self._index(command.args[0], "row", self.array.rows)
         col = self._index(command.args[1], "col", self.array.cols)
@@ -449,8 +554,11 @@ class Firmware:
         self._go_idle()
         return codec.encode_value(float(current[0, 0] / v_read))
 
+    @handles(cmd.PULS_SET)
+    @handles(cmd.PULS_RES)
+    @handles(cmd.PULS_FORM)
     def _pulse(self, command: Command) -> bytes:
-        kind = _PULSE_WORDS[command.header.split(":")[1]]
+        kind = _ARRAY_PULSE[cmd.PulseKind(command.header.split(":")[1])]
         row = self._index(command.args[0], "row", self.array.rows)
         col = self._index(command.args[1], "col", self.array.cols)
         amplitude, v_gate, width = (
@@ -473,33 +581,53 @@ class Firmware:
                 ErrorCode.OUT_OF_RANGE,
                 f"amplitude[{r + origin[0]}, {c + origin[1]}] is negative: amplitudes are magnitudes",
             )
-        self._within_array("amplitude", amplitude, "VCOL" if kind is PulseKind.RESET else "VROW", "V", origin)
-        self._within_array("v_gate", v_gate, "VGATE", "V", origin)
-        self._within_array("width", width, "WIDTH", "s", origin)
+        line_limit = LimitName.VCOL if kind is PulseKind.RESET else LimitName.VROW
+        self._within_array("amplitude", amplitude, line_limit, "V", origin)
+        self._within_array("v_gate", v_gate, LimitName.VGATE, "V", origin)
+        self._within_array("width", width, LimitName.WIDTH, "s", origin)
 
+    def _reply_block_fits(self, values: int) -> None:
+        if values * codec.BLOCK_DTYPE.itemsize > codec.MAX_BLOCK_BYTES:
+            raise CommandFailure(
+                ErrorCode.TOO_MUCH_DATA,
+                f"the reply would hold {values} values ({values * codec.BLOCK_DTYPE.itemsize} bytes), over the "
+                f"{codec.MAX_BLOCK_BYTES}-byte block limit: split the command",
+            )
+
+    @handles(cmd.MAP)
     def _map(self, command: Command) -> bytes:
         row0, col0, nrows, ncols = self._region(command.args[:4])
         v_read = self._read_voltage(command.args[4])
-        quantity = self._word(command.args[5], "quantity", ("COND", "CURR"))
+        quantity = self._word(command.args[5], "quantity", cmd.WORDS[cmd.Arg.QUANTITY])
+        self._reply_block_fits(nrows * ncols)
         conductance = self.array.read_conductance(row0, col0, nrows, ncols, v_read)
         current = self.spec.electronics.measure_autoranged(conductance * v_read)
         self._go_idle()
         return codec.encode_block_reply(current / v_read if quantity == "COND" else current)
 
+    @handles(cmd.VMM)
     def _vmm(self, command: Command) -> bytes:
         row0, col0, nrows, ncols = self._region(command.args[:4])
         nvec = self._count(command.args[4], "nvec")
+        if nvec == 0:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, "nvec 0 outside 1..: a VMM needs at least one vector")
+        self._reply_block_fits(nvec * ncols)
         v_rows = self._block(command, (nvec, nrows))
-        self._within_array("v_rows", v_rows, "VREAD", "V", (0, 0))
+        self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
         currents = self.array.vmm(v_rows.astype(np.float64), row0, col0, ncols)
         self._check_column_currents(currents)
         self._go_idle()
         return codec.encode_block_reply(self.spec.electronics.measure_autoranged(currents))
 
+    @handles(cmd.PULS_BATC)
     def _pulse_batch(self, command: Command) -> bytes:
-        kind = _PULSE_WORDS[self._word(command.args[0], "pulse kind", tuple(_PULSE_WORDS))]
+        word = self._word(command.args[0], "pulse kind", cmd.WORDS[cmd.Arg.PULSE])
+        kind = _ARRAY_PULSE[cmd.PulseKind(word)]
         row0, col0, nrows, ncols = self._region(command.args[1:5])
         amplitude, v_gate, width, mask_plane = self._block(command, (4, nrows, ncols))
+        if not np.isfinite(mask_plane).all():
+            r, c = (int(i) for i in np.argwhere(~np.isfinite(mask_plane))[0])
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"mask[{r + row0}, {c + col0}] is not finite")
         mask = mask_plane != 0
         self._check_pulse(
             kind, np.where(mask, amplitude, 0), np.where(mask, v_gate, self.spec.limits.VGATE[0]),
@@ -511,17 +639,25 @@ class Firmware:
         self._go_idle()
         return codec.encode_value(applied)
 
+    @handles(cmd.SWEEP)
     def _sweep(self, command: Command) -> bytes:
         row = self._index(command.args[0], "row", self.array.rows)
         col = self._index(command.args[1], "col", self.array.cols)
         v_gate = self._number(command.args[2], "v_gate")
         width = self._number(command.args[3], "width")
-        voltages = self._block(command, (self._count(command.args[4], "npts"),))
-        self._within("v_gate", v_gate, "VGATE", "V")
-        self._within("width", width, "WIDTH", "s")
+        npts = self._count(command.args[4], "npts")
+        if npts == 0:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, "npts 0 outside 1..: a sweep needs at least one step")
+        voltages = self._block(command, (npts,))
+        self._within("v_gate", v_gate, LimitName.VGATE, "V")
+        self._within("width", width, LimitName.WIDTH, "s")
+        if not np.isfinite(voltages).all():  # NaN is neither >= 0 nor < 0: refuse it before splitting by sign
+            raise CommandFailure(
+                ErrorCode.OUT_OF_RANGE, f"sweep voltage[{int(np.argmax(~np.isfinite(voltages)))}] is not finite"
+            )
         positive, negative = np.where(voltages >= 0, voltages, 0.0), np.where(voltages < 0, -voltages, 0.0)
-        self._within_array("sweep voltage", positive[None, :], "VROW", "V", (0, 0))
-        self._within_array("sweep voltage magnitude", negative[None, :], "VCOL", "V", (0, 0))
+        self._within_array("sweep voltage", positive[None, :], LimitName.VROW, "V", (0, 0))
+        self._within_array("sweep voltage magnitude", negative[None, :], LimitName.VCOL, "V", (0, 0))
         overdrive = max(v_gate - self._transistor_threshold, 0.0)
         compliance = self.spec.transistor_beta * overdrive**2
         one = np.ones((1, 1), dtype=bool)

@@ -15,7 +15,8 @@ class EmulatorEndpoint:
         self.firmware = firmware
 
     def exchange(self, data: bytes) -> bytes:
-        return self.firmware.feed(data)
+        # The host waits for the reply once a write is done: in process, the link is then quiet.
+        return self.firmware.feed(data) + self.firmware.link_quiet()
 
     def close(self) -> None:
         self.firmware.disconnected()

@@ -398,16 +398,33 @@ def test_parser_refuses_an_overlong_line_that_never_ends() -> None:
     assert codes(parser.feed(b"A\n*RST\n")) == ["*RST"]
 
 
-def test_parser_serves_commands_after_an_overlong_line_with_a_late_block() -> None:
+def test_an_overlong_line_with_a_late_block_is_drained_until_the_link_is_quiet() -> None:
+    """The block's bounds cannot be trusted: nothing after it runs until the link goes quiet."""
     data = b"A" * 5000 + b"#15hello\n*IDN?\n"
-    assert codes(feed_bytewise(data)) == [-363, "*IDN?"]
-    assert codes(feed_whole(data)) == [-363, "*IDN?"]
+    for step in (1, len(data)):
+        parser = CommandParser()
+        items = [item for at in range(0, len(data), step) for item in parser.feed(data[at : at + step])]
+        assert codes(items) == [-363], step
+        assert parser.discard_partial() is None  # already answered
+        assert codes(parser.feed(b"*IDN?\n")) == ["*IDN?"]
 
 
-def test_parser_refuses_an_oversized_declared_block_and_resyncs() -> None:
-    data = b"VMM? 0,0,1,1,1,#816777220\n*IDN?\n"
+def test_parser_discards_exactly_the_declared_length_of_an_oversized_block() -> None:
+    """Regression (issue 10): after -223 the board resynchronised at the next line end, inside the payload,
+    and a PULS:SET in the payload ran. It must discard exactly the declared payload, then its line end."""
+    length = codec.MAX_BLOCK_BYTES + 4
+    payload = (b"\nPULS:SET 0,0,2.5,1.2,1e-6\n" * (length // 27 + 1))[:length]
+    data = b"VMM? 0,0,1,1,1,#8%d" % length + payload + b"\n*IDN?\n"
     assert codes(feed_whole(data)) == [int(ErrorCode.TOO_MUCH_DATA), "*IDN?"]
-    assert codes(feed_bytewise(data)) == [-223, "*IDN?"]
+    assert codes(feed_in_pieces(data, [20, 30, 4096, length // 2, len(data) - 8])) == [-223, "*IDN?"]
+
+
+def test_a_refused_block_followed_by_more_than_its_length_drains_until_quiet() -> None:
+    parser = CommandParser()
+    header = b"VMM? 0,0,1,1,1,#8%d" % (codec.MAX_BLOCK_BYTES + 1)
+    assert codes(parser.feed(header + bytes(codec.MAX_BLOCK_BYTES + 1) + b"EXTRA\nPULS:SET 0,0,2,1,1e-6\n")) == [-223]
+    assert parser.has_partial and parser.discard_partial() is None  # answered already
+    assert codes(parser.feed(b"*IDN?\n")) == ["*IDN?"]
 
 
 def test_parser_accepts_a_block_of_exactly_16_mib() -> None:
@@ -425,16 +442,22 @@ def test_parser_accepts_a_block_of_exactly_16_mib() -> None:
     [b"#0", b"#x", b"#3ab", b"#2 4", b"#"],
     ids=["zero-digits", "letter", "short-digits", "space-in-length", "bare-hash"],
 )
-def test_parser_refuses_a_malformed_block_header_and_resyncs(header: bytes) -> None:
-    data = b"VMM? 0,0,1,1,1," + header + b"\n*IDN?\n"
-    assert codes(feed_whole(data)) == [int(ErrorCode.BLOCK_DATA), "*IDN?"]
-    assert codes(feed_bytewise(data)) == [-160, "*IDN?"]
+def test_parser_refuses_a_malformed_block_header_and_drains_until_quiet(header: bytes) -> None:
+    """Regression (issue 10): after a malformed block header the payload ran as commands. Its length is
+    unknown, so everything is discarded until the link goes quiet."""
+    data = b"VMM? 0,0,1,1,1," + header + b"\nPULS:SET 0,0,2.5,1.2,1e-6\n*IDN?\n"
+    for step in (1, len(data)):
+        parser = CommandParser()
+        items = [item for at in range(0, len(data), step) for item in parser.feed(data[at : at + step])]
+        assert codes(items) == [int(ErrorCode.BLOCK_DATA)], step
+        assert parser.draining and parser.discard_partial() is None
+        assert codes(parser.feed(b"*IDN?\n")) == ["*IDN?"]
 
 
-def test_parser_refuses_a_block_not_followed_by_the_line_end() -> None:
-    data = b"X #14abcdEXTRA\n*IDN?\n"
-    assert codes(feed_whole(data)) == [-160, "*IDN?"]
-    assert codes(feed_bytewise(data)) == [-160, "*IDN?"]
+def test_parser_refuses_a_block_not_followed_by_the_line_end_and_drains() -> None:
+    data = b"X #14abcdEXTRA\nPULS:SET 0,0,2.5,1.2,1e-6\n"
+    assert codes(feed_whole(data)) == [-160]
+    assert codes(feed_bytewise(data)) == [-160]
 
 
 def test_discard_partial_drops_an_unfinished_line() -> None:
@@ -753,28 +776,38 @@ def test_a_frame_holding_a_malformed_command_carries_its_error() -> None:
     assert framed_codes(items) == [(2, -102, True), (3, -363, True)]
 
 
-def test_a_frame_header_without_a_line_end_is_an_error_and_the_parser_resynchronises() -> None:
-    data = b"!" + b"9" * (codec.MAX_FRAME_HEADER_BYTES + 500) + b"\n*OPC?\n"
+def test_a_frame_header_without_a_line_end_is_refused_and_input_drained_until_quiet() -> None:
+    data = b"!" + b"9" * (codec.MAX_FRAME_HEADER_BYTES + 500) + b"\nPULS:SET 0,0,2,1,1e-6\n*OPC?\n"
     for split, items in enumerate([feed_whole(data), feed_bytewise(data), feed_in_pieces(data, [10, 70, 300])]):
-        assert framed_codes(items) == [-160, "*OPC?"], f"split {split}"  # one error, then served
+        assert framed_codes(items) == [(0, -160, False)], f"split {split}"  # one refusal, numbered 0
 
 
 def test_a_frame_header_gets_no_more_than_its_limit_to_end() -> None:
     parser = CommandParser()
     assert parser.feed(b"!" + b"1" * (codec.MAX_FRAME_HEADER_BYTES - 2)) == []  # may still end
-    assert framed_codes(parser.feed(b"1" * 8)) == [-160]  # past the limit without a line end
-    assert parser.feed(b"1" * 100) == []  # skipped: one error for one header
-    assert framed_codes(parser.feed(b"\n*RST\n")) == ["*RST"]
+    assert framed_codes(parser.feed(b"1" * 8)) == [(0, -160, False)]  # past the limit without a line end
+    assert parser.feed(b"1" * 100 + b"\n*RST\n") == []  # drained: one error for one header
+    assert parser.discard_partial() is None
+    assert framed_codes(parser.feed(b"*RST\n")) == ["*RST"]
 
 
 @pytest.mark.parametrize(
     "header",
-    [b"!x,5,0123abcd\n", b"!1,5,0123ABCD\n", b"!\n", b"!1,%d,0123abcd\n" % (codec.MAX_FRAME_BYTES + 1)],
-    ids=["letter", "uppercase-hex", "bare-mark", "over-the-limit"],
-)
-def test_a_malformed_frame_header_is_refused_and_the_next_line_served(header: bytes) -> None:
-    for split, items in enumerate(feed_every_split(header + b"*OPC?\n")):
-        assert framed_codes(items) == [-160, "*OPC?"], f"split {split}"
+    [b"!x,5,0123abcd\n", b"!1,5,0123ABCD\n", b"!\n", b"!1,%d,0123abcd\n" % (codec.MAX_FRAME_BYTES + 1),
+     b"!1x,19,00000000\n"],
+    ids=["letter", "uppercase-hex", "bare-mark", "over-the-limit", "issue-10"],
+)  # fmt: skip
+def test_a_malformed_frame_header_refuses_its_body_and_serves_the_next_line(header: bytes) -> None:
+    """Regression (issue 10): the body of a frame whose header is damaged ran as a plain command."""
+    for body in (b"DAC:VOLT ROW,3,0.4\n", b"VMM? 0,0,1,1,1,#14\n\n\n\n\n"):
+        for split, items in enumerate(feed_every_split(header + body + b"*OPC?\n")):
+            assert framed_codes(items) == [(0, -160, False), "*OPC?"], f"split {split}"
+
+
+def test_a_malformed_frame_header_whose_body_never_comes_is_answered_when_the_link_is_quiet() -> None:
+    parser = CommandParser()
+    assert parser.feed(b"!1x,19,00000000\n") == []
+    assert framed_codes([parser.discard_partial()]) == [(0, -160, False)]  # type: ignore[list-item]
 
 
 def test_discard_partial_mid_frame_is_the_block_data_error() -> None:

@@ -244,6 +244,7 @@ def test_error_codes(fw: Firmware, line: bytes, code: int) -> None:
     before = state(fw)
     assert error_code(fw, line) == code
     assert state(fw) == before
+    fw.link_quiet()  # a malformed block drains input until the link is quiet
     assert ask(fw, "*OPC?").text == "1"  # and the next command is served
 
 
@@ -359,9 +360,21 @@ def test_dac_output_is_quantized_to_its_resolution(fw: Firmware) -> None:
         assert ask(fw, command("DAC:VOLT", "ROW", 2, requested)).kind == "ok"
         [actual] = value(fw, "DAC:VOLT? ROW,2")
         assert actual != requested
-        assert abs(actual - requested) <= step / 2
-        codes = (actual - low) / step
+        assert abs(actual - requested) < step and abs(actual) <= abs(requested)  # toward 0 V, within a code
+        codes = actual / step  # codes are whole steps from 0 V
         assert codes == pytest.approx(round(codes), abs=1e-6)
+
+
+@pytest.mark.parametrize(("line", "limit"), [("GATE", "VGATE"), ("ROW", "VROW"), ("COL", "VCOL")])
+def test_dac_quantization_never_exceeds_a_limit_and_zero_is_zero(fw: Firmware, line: str, limit: str) -> None:
+    """Regression (issue 10): DAC:VOLT GATE,127,5.5 read back 5.500023 V, over VGATE; 0 V read back 7.6e-5 V."""
+    low, high = value(fw, f"SYST:LIM? {limit}")
+    for requested in (high, low, 0.0, -0.0, high * 0.999999, low * 0.3333333):
+        assert ask(fw, command("DAC:VOLT", line, 1, requested)).kind == "ok"
+        [actual] = value(fw, f"DAC:VOLT? {line},1")
+        assert low <= actual <= high, (requested, actual)
+        if requested == 0:
+            assert actual == 0.0
 
 
 def test_dac_channels_are_independent(fw: Firmware) -> None:
@@ -484,9 +497,13 @@ def test_vmm_gives_column_currents(fw: Firmware) -> None:
     np.testing.assert_allclose(currents, expected, rtol=1e-2, atol=1e-9)
 
 
-def test_empty_vmm_batch(fw: Firmware) -> None:
+def test_vmm_of_no_vectors_is_refused_cleanly(fw: Firmware, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 10): nvec=0 answered -240 internal fault with a traceback in the log."""
     reply = ask(fw, command("VMM?", 0, 0, ROWS, COLS, 0, block=np.zeros((0, ROWS))))
-    assert (reply.kind, reply.payload) == ("block", b"")
+    assert (reply.kind, reply.code) == ("error", -222) and "nvec" in reply.text
+    assert "Traceback" not in caplog.text and not caplog.records
+    reply = ask(fw, command("SWEEP?", 0, 0, 1.0, 1e-6, 0, block=np.zeros(0)))
+    assert (reply.kind, reply.code) == ("error", -222) and "npts" in reply.text
 
 
 def test_batch_pulses_only_masked_cells(fw: Firmware) -> None:
@@ -586,7 +603,7 @@ def test_fram_replies_the_last_number_the_session_ran(fw: Firmware) -> None:
     assert done(fw, 2) == 0
     assert ask_framed(fw, 2, PULSE).kind == "ok"
     assert fw.pulses_applied == 2  # number 2 of the new session is a new command
-    assert open_session(fw) == 0  # the board keeps one session: the first one is gone
+    assert open_session(fw) == 3  # the board keeps several sessions: the first one goes on
 
 
 def test_fram_accepts_tokens_of_letters_digits_underscore_and_dash(fw: Firmware) -> None:
@@ -646,11 +663,13 @@ def test_a_resent_frame_gets_its_reply_byte_for_byte_and_does_not_run_again(
     assert pulse_count(fw) == pulses
 
 
-def test_a_number_already_run_gets_its_kept_reply_whatever_the_frame_now_holds(fw: Firmware) -> None:
+def test_a_number_reused_for_another_command_is_refused(fw: Firmware) -> None:
+    """Regression (issue 10): a resent number with a different body got the old body's kept reply."""
     open_session(fw)
     assert ask_framed(fw, 1, "SYST:WAIT 100").kind == "ok"
     clock, g = fw.array.time, fw.array.conductance
-    assert ask_framed(fw, 1, PULSE).kind == "ok"  # command 1 ran (it was the wait): answered, not pulsed
+    reply = ask_framed(fw, 1, PULSE)  # command 1 ran (it was the wait): refused, not pulsed nor answered as the wait
+    assert (reply.kind, reply.code) == ("error", -221) and "another command" in reply.text
     assert fw.pulses_applied == 0 and fw.array.time == clock
     np.testing.assert_array_equal(fw.array.conductance, g)
 

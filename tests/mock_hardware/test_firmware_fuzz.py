@@ -158,7 +158,7 @@ def test_framed_inputs_mutated_and_resent() -> None:
         if k % 5_000 == 0:
             assert firmware.feed(b"*IDN?\n").startswith(b"MEMHIL,")
     assert answered_only_errors > FRAMED_INPUTS // 5  # the fuzz reached the refusals
-    assert damaged > FRAMED_INPUTS // 10 and replayed > FRAMED_INPUTS // 50  # and damaged frames, and replays
+    assert damaged > FRAMED_INPUTS // 10 and replayed > FRAMED_INPUTS // 100  # and damaged frames, and replays
     assert firmware.pulses_applied > FRAMED_INPUTS // 50  # and ran commands
     assert changed_anyway == 0
     # Still serving, in both modes, and the session goes on where it was.

@@ -1,0 +1,119 @@
+"""The command table (drivers/commands.py) is the one declaration of the vocabulary: the link's
+retry / at-most-once / idling behaviour, the Board's headers, the firmware's dispatch and the
+tables of docs/wire-protocol.md all agree with it, and a new command needs only a row, a handler
+and a Board method."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from drivers import Board, codec
+from drivers import commands as cmd
+from drivers.board import LIMIT_FIELDS
+from drivers.commands import Arg, CommandSpec, ReplyShape
+from drivers.errors import FirmwareError
+from mock_hardware.emulator import build_firmware
+from mock_hardware.firmware import Firmware, FirmwareLimits, handles
+from tests.conftest import REPO_ROOT
+from tests.drivers.fake_transport import ScriptedTransport, handshake
+from tests.firmware_transport import FirmwareTransport
+
+DOC = (REPO_ROOT / "docs" / "wire-protocol.md").read_text()
+PULSES = {"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "SWEEP?", "SYST:WAIT"}
+
+
+def test_the_commands_that_must_not_run_twice_are_exactly_the_pulses_sweeps_and_waits() -> None:
+    assert {h for h, spec in cmd.TABLE.items() if spec.at_most_once} == PULSES
+    assert all(cmd.repeat_safe(h) != (h in PULSES) for h in cmd.TABLE)
+    assert not cmd.repeat_safe("NO:SUCH") and cmd.at_most_once("NO:SUCH")  # unknown: the safe side
+    assert cmd.repeat_safe("read?")  # headers are case-insensitive
+
+
+def test_a_row_cannot_be_both_safe_to_repeat_and_at_most_once() -> None:
+    with pytest.raises(ValueError, match="either safe to repeat or runs at most once"):
+        CommandSpec("X", (), ReplyShape.OK, repeat_safe=True, at_most_once=True)
+    with pytest.raises(ValueError, match="idle"):
+        CommandSpec("X", (), ReplyShape.OK, idles=True, sets_level=True)
+
+
+def test_the_firmware_handles_exactly_the_table() -> None:
+    assert build_firmware("ideal", 0, {"rows": "4", "cols": "4"}).handled_headers == set(cmd.TABLE)
+
+
+def test_limit_names_are_declared_once() -> None:
+    assert tuple(FirmwareLimits.model_fields) == tuple(cmd.LimitName)
+    assert set(LIMIT_FIELDS.values()) == set(cmd.LimitName)
+    assert set(cmd.LIMIT_MEANINGS) == set(cmd.LimitName) and set(cmd.LINE_LIMIT) == set(cmd.Line)
+
+
+def test_the_docs_command_index_is_the_table() -> None:
+    assert cmd.markdown_index() in DOC, "regenerate it: python -m drivers.commands"
+
+
+def _doc_command_cells() -> dict[str, str]:
+    """Every command in the first column of the docs' command tables (the sections that describe the commands,
+    not the generated index): header -> syntax."""
+    described = DOC[DOC.index("## Common commands") : DOC.index("## Command index")]
+    described += DOC[DOC.index("Framed mode (see") : DOC.index("Limit names for")]
+    found: dict[str, str] = {}
+    for cell in re.findall(r"^\| `([^`]+)` \|", described, flags=re.MULTILINE):
+        header = cell.split(" ", 1)[0]
+        if header in cmd.LimitName.__members__:
+            continue  # the limit names' table
+        found.setdefault(header, cell)
+    return found
+
+
+def test_the_docs_command_tables_document_every_command_with_its_arguments() -> None:
+    cells = _doc_command_cells()
+    assert set(cells) == set(cmd.TABLE)
+    for header, cell in cells.items():
+        spec = cmd.TABLE[header]
+        if header in ("MAP?", "VMM?", "PULS:BATC"):  # the prose writes <region> for its four numbers
+            cell = cell.replace("<region>", "<row0>,<col0>,<nrows>,<ncols>")
+        assert len(re.findall(r"<[^>]+>", cell)) == spec.nargs + spec.block_in, (header, cell)
+
+
+def test_the_error_codes_table_is_the_codecs() -> None:
+    documented = {int(c) for c in re.findall(r"^\| (-\d+) \|", DOC, flags=re.MULTILINE)}
+    assert documented == {int(c) for c in codec.ErrorCode}
+
+
+def test_board_sends_only_headers_from_the_table() -> None:
+    transport = ScriptedTransport(handshake())
+    board = Board(transport, framing=False)
+    for command in transport.written:
+        assert command.split(b" ", 1)[0].rstrip(b"\n").decode() in cmd.TABLE
+
+
+# ----------------------------------------------------------------------------- a new command, end to end
+
+ECHO = CommandSpec("TEST:ECHO?", (("x", Arg.NUMBER),), ReplyShape.VALUE, fields=1, summary="twice x")
+
+
+class EchoFirmware(Firmware):
+    @handles(ECHO)
+    def _echo(self, command: codec.Command) -> bytes:
+        return codec.encode_value(2 * self._number(command.args[0], "x"))
+
+
+class EchoBoard(Board):
+    def echo(self, x: float) -> float:
+        return float(self._ask(ECHO, x).text)
+
+
+def test_a_new_command_is_a_row_a_handler_and_a_board_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing else changes: the dispatch, the parameter checks and the link's resend rules follow the row."""
+    monkeypatch.setitem(cmd.TABLE, ECHO.header, ECHO)
+    base = build_firmware("ideal", 0, {"rows": "4", "cols": "4"})
+    firmware = EchoFirmware(base.array, base.spec)
+    with EchoBoard(FirmwareTransport(firmware)) as board:
+        assert board.link.framed  # in a frame, through the link's machinery
+        assert board.echo(1.25) == 2.5
+        with pytest.raises(FirmwareError) as refused:  # the table's parameter count is enforced
+            board.query("TEST:ECHO? 1,2")
+        assert refused.value.code == -108
+        assert cmd.repeat_safe("TEST:ECHO?")  # and the link may resend it
+    assert firmware.handled_headers == set(cmd.TABLE)
