@@ -352,6 +352,15 @@ class Board:
         finally:
             self._transport.timeout = saved
 
+    def pulse_count(self) -> int:
+        """Pulses the board has applied since power-up (``SYST:PCNT?``): every masked cell of a batch and
+        every sweep step counts one."""
+        return int(self._ask(cmd.PCNT).text)
+
+    def complete(self) -> bool:
+        """Whether every command sent before has completed (``*OPC?``)."""
+        return self._ask(cmd.OPC).text.strip() == "1"
+
     def clock(self) -> float:
         """Seconds on the board's clock since power-up."""
         return float(self._ask(cmd.TIME).text)
@@ -425,6 +434,10 @@ class Board:
         """
         self._check_cell(row, col)
         steps = np.asarray(voltages, dtype=np.float32).ravel()
+        if len(steps) * codec.BLOCK_DTYPE.itemsize > codec.MAX_BLOCK_BYTES:  # one block each way: not split
+            most = codec.MAX_BLOCK_BYTES // codec.BLOCK_DTYPE.itemsize
+            raise InvalidRequest(f"a sweep of {len(steps)} points is longer than one block carries ({most}); "
+                                 "nothing was sent")  # fmt: skip
         v_row_max, v_col_max = block_bounds(self.limits.v_row.max, self.limits.v_col.max)
         line_max = np.where(steps >= 0, v_row_max, v_col_max)
         over = ~np.isfinite(steps) | (np.abs(steps) > line_max)

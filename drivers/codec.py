@@ -303,7 +303,7 @@ class CommandParser:
             return None
         if self._skipping:  # the rest of an overlong line
             end = buf.find(TERMINATOR)
-            if 0 <= buf.find(b"#", 0, end if end >= 0 else len(buf)):
+            if buf.find(b"#", 0, end if end >= 0 else len(buf)) >= 0:
                 self._skipping = False  # a block in the overlong line: its bounds cannot be trusted
                 self._drain()
                 return None
