@@ -24,6 +24,7 @@ from drivers.commands import CommandSpec, LimitName, Line
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
 from mock_hardware.faults import FaultInjector
+from mock_hardware.physics.iv import IVCurve
 from mock_hardware.sessions import FramedSession, SessionStore
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Firmware:
         self.sessions = SessionStore()  # framed mode's memory of the hosts' sessions
         self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
+        self._iv = IVCurve(array.params.iv_nonlinearity, array.params.v_iv_reference)  # to model currents ahead
         self._handlers: dict[str, Callable[[Command], bytes]] = {}
         for name in dir(type(self)):
             for header in getattr(getattr(type(self), name, None), "wire_headers", ()):
@@ -508,11 +510,12 @@ class Firmware:
         self, rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_], levels: dict[Line, FloatArray]
     ) -> FloatArray:
         """The current into each selected column with these levels and selections, as the firmware
-        models it before applying them: linear in the cells' conductance, no noise, no time."""
+        models it before applying them: the cells' I-V curve without line resistance (which only
+        lowers currents), no noise, no time."""
         v_rows = np.where(rows, levels[Line.ROW], 0.0)
         gate_on = rows & (levels[Line.GATE] > self._transistor_threshold)
         drop = v_rows[:, None] - levels[Line.COL][None, :]
-        currents = (self.array.conductance * gate_on[:, None] * drop).sum(axis=0)
+        currents = (self.array.conductance * gate_on[:, None] * drop * self._iv.factor(drop)).sum(axis=0)
         return np.asarray(np.where(cols, currents, 0.0))
 
     def _check_levels(
