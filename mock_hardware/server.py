@@ -1,29 +1,44 @@
 """Serving the emulated board over a real TCP socket or a real pseudo-terminal.
 
-One event loop, one client at a time: bytes in go to the firmware, its replies go out through a
-non-blocking buffer, a command left incomplete for ``quiet_timeout`` is discarded with an error,
-and the loop ends when stdin closes or the process is signalled.
+One event loop, one client at a time (docs/wire-protocol.md, "Concurrent clients"): a second
+client is sent a busy line and closed at once, unless the first has been silent long enough to be
+taken over. Commands are run one at a time and their replies go out through a non-blocking
+buffer; while that buffer holds more than ``BACKLOG_LIMIT`` nothing more is read or run, and a
+client that takes no reply for ``stall_timeout`` is released. A command left incomplete for
+``quiet_timeout`` is discarded with an error. The loop ends when stdin closes (if stdin is a pipe
+or terminal) or the process is signalled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
+from drivers import codec
+from drivers.codec import Command, ErrorCode, Framed, ParseError
 from mock_hardware.faults import FaultPlan
 from mock_hardware.firmware import Firmware
 
 QUIET_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
 READ_CHUNK = 1 << 16
+BACKLOG_LIMIT = 1 << 20  # bytes of unsent replies beyond which no further command is read or run
+STALL_TIMEOUT = 10.0  # s without any reply byte taken while replies wait: the client is released
+TAKEOVER_SILENCE = 5.0  # s a client must have been silent (nothing in or out) for a new one to take over
+BUSY_LINE = codec.encode_error(
+    ErrorCode.SETTINGS_CONFLICT, "busy: another client is using this board; one client at a time"
+)
 
 
 class _Stop:
@@ -37,21 +52,48 @@ class _Stop:
 
 
 class _Connection:
-    """One open link: a fd to read from and write to, with its pending output."""
+    """One open link: a fd to read from and write to, the commands parsed but not yet run, and the
+    replies not yet sent."""
 
-    def __init__(self, fd: int, close: Callable[[], None], commands_before: int) -> None:
+    def __init__(
+        self, fd: int, close: Callable[[], None], commands_before: int, sock: socket.socket | None = None
+    ) -> None:
         self.fd = fd
         self.close = close
+        self.sock = sock
+        self.items: deque[Command | ParseError | Framed] = deque()
         self.pending = bytearray()
         self.last_input = time.monotonic()
+        self.last_progress = time.monotonic()  # when replies last left (or began to wait)
         self.commands_before = commands_before  # the firmware's count when this link opened
+
+    @property
+    def idle_since(self) -> float:
+        """Seconds the link has been silent both ways, 0 while anything waits."""
+        if self.items or self.pending:
+            return 0.0
+        return time.monotonic() - max(self.last_input, self.last_progress)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 class EmulatorServer:
-    def __init__(self, firmware: Firmware, watch_stdin: bool = True, quiet_timeout: float = QUIET_TIMEOUT) -> None:
+    def __init__(
+        self, firmware: Firmware, watch_stdin: bool = True, quiet_timeout: float = QUIET_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT, takeover_silence: float = TAKEOVER_SILENCE,
+    ) -> None:  # fmt: skip
         self.firmware = firmware
         self.watch_stdin = watch_stdin
         self.quiet_timeout = quiet_timeout
+        self.stall_timeout = stall_timeout
+        self.takeover_silence = takeover_silence
         self.stop = _Stop()
         self.selector = selectors.DefaultSelector()
         self.connection: _Connection | None = None
@@ -59,6 +101,9 @@ class EmulatorServer:
         self.faults = firmware.faults.plan if firmware.faults is not None else FaultPlan()
         self.refused = 0
         self.links_failed = 0
+        self.busy_refusals = 0  # second clients sent the busy line
+        self.released = 0  # clients released for not reading their replies
+        self.largest_backlog = 0  # bytes: the most replies ever waiting unsent
 
     # ------------------------------------------------------------------ transports
 
@@ -105,11 +150,23 @@ class EmulatorServer:
             self.refused += 1
             client.close()
             return
+        current = self.connection
+        if current is not None and current.sock is not None and _peer_closed(current.sock):
+            self._drop()  # it left; its end of file may wait behind this accept in the same poll
+            current = None
+        if current is not None:
+            if current.idle_since < self.takeover_silence:
+                # One client at a time, and a second one is told so at once rather than left waiting.
+                self.busy_refusals += 1
+                with contextlib.suppress(OSError):
+                    client.setblocking(False)
+                    client.send(BUSY_LINE)
+                client.close()
+                return
+            self._drop()  # silent long enough: its host has most likely gone (a half-open connection)
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._open(_Connection(client.fileno(), client.close, self.firmware.commands_served))
-        # One client at a time: the next waits in the listen backlog until this one leaves.
-        self.selector.unregister(listener)
+        self._open(_Connection(client.fileno(), client.close, self.firmware.commands_served, client))
 
     def _drop(self) -> None:
         connection = self.connection
@@ -119,14 +176,23 @@ class EmulatorServer:
         connection.close()
         self.connection = None
         self.firmware.disconnected()
-        if self._listener is not None:
-            self.selector.register(self._listener, selectors.EVENT_READ, "listen")
+
+    def _watch_stdin(self) -> int | None:
+        """stdin's fd when it can tell the loop to stop (a pipe or a terminal); ``None`` when it is
+        ``/dev/null``, a file or closed (a script, nohup, a service): then only a signal stops it."""
+        if not self.watch_stdin or sys.stdin is None:
+            return None
+        try:
+            fd = sys.stdin.fileno()
+            self.selector.register(fd, selectors.EVENT_READ, "stdin")
+        except (OSError, ValueError):  # PermissionError: epoll cannot watch /dev/null or a regular file
+            return None
+        return fd
 
     def _loop(self, on_listen: Callable[[], None], ready: Callable[[], None]) -> None:
-        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        stdin_fd = sys.stdin.fileno() if self.watch_stdin else None
-        if stdin_fd is not None:
-            self.selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
+        in_main = threading.current_thread() is threading.main_thread()  # a test may serve from a thread
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+        stdin_fd = self._watch_stdin()
         try:
             ready()  # only now: a signal from here on stops the loop cleanly
             while not self.stop.requested:
@@ -137,11 +203,15 @@ class EmulatorServer:
                     elif key.data == "listen":
                         on_listen()
                     elif key.data == "link" and self.connection is not None:
+                        connection = self.connection
                         if events & selectors.EVENT_READ:
-                            self._receive(self.connection)
-                        if self.connection is not None and events & selectors.EVENT_WRITE:
-                            self._send(self.connection)
+                            self._receive(connection)
+                        if self.connection is connection and events & selectors.EVENT_WRITE:
+                            self._send(connection)
+                            if self.connection is connection:
+                                self._work(connection)
                 self._check_quiet()
+                self._check_stalled()
         finally:
             if stdin_fd is not None:
                 self.selector.unregister(stdin_fd)
@@ -163,10 +233,25 @@ class EmulatorServer:
             self._drop()
             return
         connection.last_input = time.monotonic()
-        replies = self.firmware.feed(data)
-        if self._link_fails_now(connection):
-            return
-        self._queue(connection, replies)
+        connection.items.extend(self.firmware.parser.feed(data))
+        self._work(connection)
+
+    def _work(self, connection: _Connection) -> None:
+        """Run the commands received, one at a time, while the replies waiting stay under the limit."""
+        while connection.items and len(connection.pending) <= BACKLOG_LIMIT:
+            reply = self.firmware.run(connection.items.popleft())
+            if self._link_fails_now(connection):
+                return
+            self._queue(connection, reply)
+            if self.connection is not connection:
+                return
+        self._interest(connection)
+
+    def _interest(self, connection: _Connection) -> None:
+        # Nothing more is read while commands wait to run: the client's own buffers fill and push back.
+        reading = not connection.items and len(connection.pending) <= BACKLOG_LIMIT
+        wanted = (selectors.EVENT_READ if reading else 0) | (selectors.EVENT_WRITE if connection.pending else 0)
+        self.selector.modify(connection.fd, wanted or selectors.EVENT_READ, "link")
 
     def _link_fails_now(self, connection: _Connection) -> bool:
         """An injected fault: the link goes down mid-session, losing the replies in flight."""
@@ -180,6 +265,7 @@ class EmulatorServer:
             self._drop()
         else:  # a serial port stays open: a glitch loses what was in flight and the board idles
             connection.pending.clear()
+            connection.items.clear()
             connection.commands_before = self.firmware.commands_served
             self.firmware.glitched()
         return True
@@ -189,7 +275,10 @@ class EmulatorServer:
             return
         if self.firmware.faults is not None and (pause := self.firmware.faults.delay()):
             time.sleep(pause)  # an injected fault: a reply late past the host's timeout
+        if not connection.pending:
+            connection.last_progress = time.monotonic()
         connection.pending += reply
+        self.largest_backlog = max(self.largest_backlog, len(connection.pending))
         self._send(connection)
 
     def _send(self, connection: _Connection) -> None:
@@ -201,13 +290,33 @@ class EmulatorServer:
         except OSError:
             self._drop()
             return
+        if written:
+            connection.last_progress = time.monotonic()
         del connection.pending[:written]
-        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if connection.pending else 0)
-        self.selector.modify(connection.fd, wanted, "link")
+        self._interest(connection)
 
     def _check_quiet(self) -> None:
         connection = self.connection
         if connection is None or not self.firmware.parser.has_partial:
             return
+        if connection.items or len(connection.pending) > BACKLOG_LIMIT:
+            connection.last_input = time.monotonic()  # the board is not reading: the silence is its own
+            return
         if time.monotonic() - connection.last_input > self.quiet_timeout:
             self._queue(connection, self.firmware.link_quiet())
+
+    def _check_stalled(self) -> None:
+        """A client that takes none of its replies for ``stall_timeout`` is released (the board idles)."""
+        connection = self.connection
+        if connection is None or not connection.pending:
+            return
+        if time.monotonic() - connection.last_progress <= self.stall_timeout:
+            return
+        self.released += 1
+        if self._listener is not None:
+            self._drop()
+        else:  # a pty has one client: what it does not read is dropped and the board idles
+            connection.pending.clear()
+            connection.items.clear()
+            self.firmware.glitched()
+            self._interest(connection)

@@ -156,19 +156,20 @@ def test_several_clients_in_turn_over_one_pty(emulator_process: EmulatorFactory)
     assert len(set(identities)) == 1
 
 
-def test_one_client_at_a_time_the_next_waits_its_turn(emulator_process: EmulatorFactory) -> None:
+def test_one_client_at_a_time_a_second_is_refused_at_once(emulator_process: EmulatorFactory) -> None:
+    """Regression (issue 10): a second client was accepted and never answered while the first stayed."""
     host, port = emulator_process("tcp", seed=1).tcp_address
     with socket.create_connection((host, port), timeout=5) as first:
         first.sendall(b"*OPC?\n")
         assert first.recv(100) == b"1\n"
-        second = socket.create_connection((host, port), timeout=5)  # waits in the listen backlog
-        second.sendall(b"*OPC?\n")
-        second.settimeout(0.3)
-        with pytest.raises(TimeoutError):
-            second.recv(100)
-    second.settimeout(5)
-    with second:
-        assert second.recv(100) == b"1\n"
+        with socket.create_connection((host, port), timeout=5) as second:
+            assert second.makefile("rb").readline().startswith(b'ERR -221,"busy')  # at once, then closed
+            assert second.recv(100) == b""
+        first.sendall(b"*OPC?\n")
+        assert first.recv(100) == b"1\n"  # the first is still served
+    with socket.create_connection((host, port), timeout=5) as third:  # the first has gone: served
+        third.sendall(b"*OPC?\n")
+        assert third.recv(100) == b"1\n"
 
 
 # ----------------------------------------------------------------------------- a client that knows only the doc
