@@ -118,10 +118,12 @@ class Firmware:
         self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
         self._iv = IVCurve(array.params.iv_nonlinearity, array.params.v_iv_reference)  # to model currents ahead
+        # header -> handler, from the @handles marks; an override in a subclass (marked or not) is the one bound
         self._handlers: dict[str, Callable[[Command], bytes]] = {}
-        for name in dir(type(self)):
-            for header in getattr(getattr(type(self), name, None), "wire_headers", ()):
-                self._handlers[header] = getattr(self, name)
+        for cls in reversed(type(self).__mro__):
+            for name, attribute in vars(cls).items():
+                for header in getattr(attribute, "wire_headers", ()):
+                    self._handlers[header] = getattr(self, name)
 
     @property
     def framed_link(self) -> bool:
