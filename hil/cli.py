@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drivers import Board, BoardError, open_board
+from drivers.conformance import cli as conformance_cli
 from hil import procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Memristor crossbar hardware-in-the-loop platform")
     parser.add_argument("--verbose", "-v", action="count", default=0, help="-v: info, -vv: wire traffic")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    conformance_cli.register(commands)
 
     def board_command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         return board_command_on(commands, name, handler, text)
