@@ -483,7 +483,8 @@ def encode_value(*fields: str | int | float) -> bytes:
 
 def encode_error(code: int, message: str) -> bytes:
     """``ERR <code>,"<message>"``: printable ASCII, ``"`` written as ``'``, within the reply line limit."""
-    clean = "".join(c if " " <= c <= "~" else " " for c in message.replace('"', "'"))[: MAX_REPLY_LINE_BYTES - 20]
+    printable = (c if " " <= c <= "~" else "?" if c > "~" else " " for c in message.replace('"', "'"))
+    clean = "".join(printable)[: MAX_REPLY_LINE_BYTES - 20]
     return f'ERR {int(code)},"{clean}"'.encode("ascii") + TERMINATOR
 
 

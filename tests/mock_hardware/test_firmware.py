@@ -126,7 +126,11 @@ VALID: dict[str, bytes] = {
     "VMM?": command("VMM?", 0, 0, ROWS, COLS, 2, block=np.full((2, ROWS), 0.1)),
     "PULS:BATC": command("PULS:BATC", "SET", 0, 0, 2, 2, block=batch_planes(2.0, 1.0, 1e-6, np.eye(2))),
     "SWEEP?": command("SWEEP?", 0, 1, 1.0, 1e-6, 3, block=[0.5, 1.5, -1.0]),
+    "SYST:FRAM": command("SYST:FRAM", "tok"),
+    "SYST:SEQ?": command("SYST:SEQ?"),
+    "SYST:DONE?": b"SYST:FRAM tok\nSYST:DONE? 1\n",  # asks about a session
 }
+SET_UP_FIRST = ("ADC:SAMP?", "SYST:DONE?")  # the last line of these is the command
 EXPECTED_KIND = {"*RST": "ok", "SYST:WAIT": "ok", "DAC:VOLT": "ok", "MUX:ROW": "ok", "MUX:COL": "ok",
                  "MUX:OPEN": "ok", "PULS:SET": "ok", "PULS:RES": "ok", "PULS:FORM": "ok",
                  "MAP?": "block", "VMM?": "block", "SWEEP?": "block"}  # fmt: skip
@@ -195,7 +199,7 @@ def test_wait_advances_the_board_clock(fw: Firmware) -> None:
 
 def with_args(header: str, args: list[str]) -> bytes:
     """``VALID[header]`` with its text arguments replaced (any block kept)."""
-    line = VALID[header].splitlines(keepends=True)[-1] if header == "ADC:SAMP?" else VALID[header]
+    line = VALID[header].splitlines(keepends=True)[-1] if header in SET_UP_FIRST else VALID[header]
     hash_at = line.find(b"#")
     block = line[hash_at:] if hash_at >= 0 else b"\n"
     separator = b"," if hash_at >= 0 and args else b" " if hash_at >= 0 else b""
@@ -204,7 +208,7 @@ def with_args(header: str, args: list[str]) -> bytes:
 
 
 def valid_args(header: str) -> list[str]:
-    line = VALID[header].splitlines()[-1] if header == "ADC:SAMP?" else VALID[header]
+    line = VALID[header].splitlines()[-1] if header in SET_UP_FIRST else VALID[header]
     text = line.split(b"#")[0].decode().strip().rstrip(",")
     _, _, rest = text.partition(" ")
     return rest.split(",") if rest else []
