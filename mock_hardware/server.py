@@ -261,14 +261,20 @@ class EmulatorServer:
         if self.faults.close_times and self.links_failed >= self.faults.close_times:
             return False
         self.links_failed += 1
+        self._lose_link(connection)
+        return True
+
+    def _lose_link(self, connection: _Connection) -> None:
+        """The link goes down: a TCP client is dropped; a serial port stays open, and what was in
+        flight is lost and the board idles (a glitch the board cannot tell from silence)."""
         if self._listener is not None:
             self._drop()
-        else:  # a serial port stays open: a glitch loses what was in flight and the board idles
-            connection.pending.clear()
-            connection.items.clear()
-            connection.commands_before = self.firmware.commands_served
-            self.firmware.glitched()
-        return True
+            return
+        connection.pending.clear()
+        connection.items.clear()
+        connection.commands_before = self.firmware.commands_served
+        self.firmware.glitched()
+        self._interest(connection)
 
     def _queue(self, connection: _Connection, reply: bytes) -> None:
         if not reply:
@@ -313,10 +319,4 @@ class EmulatorServer:
         if time.monotonic() - connection.last_progress <= self.stall_timeout:
             return
         self.released += 1
-        if self._listener is not None:
-            self._drop()
-        else:  # a pty has one client: what it does not read is dropped and the board idles
-            connection.pending.clear()
-            connection.items.clear()
-            self.firmware.glitched()
-            self._interest(connection)
+        self._lose_link(connection)  # a pty has one client: what it does not read is dropped

@@ -288,11 +288,16 @@ def check_pulses_refused_before_any_effect(ctx: Context) -> None:
                       "amplitude beyond VROW"))  # fmt: skip
         cases.append((f"PULS:RES {row},{col},{codec.format_number(ctx.limit('VCOL')[1] + 1)},{gate},{width}",
                       "amplitude beyond VCOL"))  # fmt: skip
+    _refused_without_effect(ctx, [(line.encode() + b"\n", why) for line, why in cases])
+
+
+def _refused_without_effect(ctx: Context, cases: list[tuple[bytes, str]]) -> None:
+    """Each command is refused with -222, and neither the pulse count nor a level set before moves."""
     mark, count = _set_mark(ctx), _pulse_count(ctx)
-    for line, why in cases:
-        ctx.probe.refused(line, -222, why)
-        _expect(_pulse_count(ctx) == count, f"{why}: refused, yet SYST:PCNT? counted a pulse")
-        _mark_unchanged(ctx, mark, f"a refused pulse ({why})")
+    for data, why in cases:
+        ctx.probe.refused(data, -222, why)
+        _expect(_pulse_count(ctx) == count, f"{why}: refused, yet SYST:PCNT? counted pulses")
+        _mark_unchanged(ctx, mark, f"a refused command ({why})")
 
 
 @check("refusals")
@@ -313,11 +318,7 @@ def check_batches_and_sweeps_refused_whole(ctx: Context) -> None:
          "a VMM input beyond VREAD"),
         (codec.encode_command("VMM?", (0, 0, 1, 1, 0), np.zeros((0, 1), "<f4")), "a VMM of 0 vectors"),
     ]  # fmt: skip
-    mark, count = _set_mark(ctx), _pulse_count(ctx)
-    for data, why in cases:
-        ctx.probe.refused(data, -222, why)
-        _expect(_pulse_count(ctx) == count, f"{why}: refused, yet SYST:PCNT? counted pulses")
-        _mark_unchanged(ctx, mark, f"a refused command ({why})")
+    _refused_without_effect(ctx, cases)
 
 
 @check("refusals")

@@ -4,9 +4,6 @@ process, and fails, naming the check, on deliberately broken firmware."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -17,9 +14,9 @@ from drivers.conformance import CHECKS, ConformanceOptions, Report, run_checks, 
 from hil import cli
 from mock_hardware.emulator import build_firmware
 from mock_hardware.firmware import Firmware
-from mock_hardware.server import EmulatorServer
 from mock_hardware.sessions import SessionStore
 from tests.conftest import EmulatorFactory
+from tests.emulator_thread import serving_in_thread
 from tests.firmware_transport import FirmwareTransport
 
 CELLS = ConformanceOptions(cells=((3, 4), (5, 6)), max_amplitude=3.0, max_gate=1.5, max_pulses=20)
@@ -181,28 +178,8 @@ def test_a_broken_board_fails_the_kit_naming_the_check(kind: type[Firmware], che
     assert "FAIL  " in report.text() and check in report.text() and "sent:" in report.text()
 
 
-@contextmanager
-def serving(board: Firmware) -> Iterator[str]:
-    server = EmulatorServer(board, watch_stdin=False)
-    ready = threading.Event()
-    where: list[str] = []
-
-    def announce(resource: str) -> None:
-        where.append(resource)
-        ready.set()
-
-    thread = threading.Thread(target=server.serve_tcp, args=("127.0.0.1", 0, announce), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield where[0]
-    finally:
-        server.stop.requested = True
-        thread.join(10)
-
-
 def test_hil_conformance_reports_a_broken_board_over_tcp_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    with serving(firmware(Clamps)) as resource:
+    with serving_in_thread(firmware(Clamps)) as (_, resource):
         code = cli.main(["conformance", resource, "--json", "--only", "refusals", "description"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["passed"] is False

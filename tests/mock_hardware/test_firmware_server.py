@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from mock_hardware import server as server_module
 from mock_hardware.emulator import build_firmware
 from mock_hardware.server import EmulatorServer
 from tests.conftest import READY_TIMEOUT, REPO_ROOT, _read_ready_line
+from tests.emulator_thread import serving_in_thread
 
 MAP = b"MAP? 0,0,128,64,0.2,COND\n"  # a 32 KiB reply
 MAP_REPLY = len(b"#532768") + 32768 + 1
@@ -23,23 +23,9 @@ MAP_REPLY = len(b"#532768") + 32768 + 1
 @contextmanager
 def serving(**options: float) -> Iterator[tuple[EmulatorServer, tuple[str, int]]]:
     """An emulator server on a loopback port, in a thread of this process (to look inside it)."""
-    server = EmulatorServer(build_firmware("ideal", 0, {"rows": "128", "cols": "64"}), watch_stdin=False, **options)
-    ready = threading.Event()
-    where: list[str] = []
-
-    def announce(resource: str) -> None:
-        where.append(resource)
-        ready.set()
-
-    thread = threading.Thread(target=server.serve_tcp, args=("127.0.0.1", 0, announce), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    _, host, port, _ = where[0].split("::")
-    try:
+    with serving_in_thread(build_firmware("ideal", 0, {"rows": "128", "cols": "64"}), **options) as (server, where):
+        _, host, port, _ = where.split("::")
         yield server, (host, int(port))
-    finally:
-        server.stop.requested = True
-        thread.join(10)
 
 
 def ask(sock: socket.socket, line: bytes) -> bytes:
