@@ -79,7 +79,7 @@ class Link:
         """Framed mode under a new session, if the firmware offers it (simple firmware says -113)."""
         token = secrets.token_hex(8)
         try:
-            self.exchange("SYST:FRAM", (token,))  # a new token's history is empty: the number it gives is 0
+            self.exchange(commands.FRAM.header, (token,))  # a new token's history is empty: the number it gives is 0
         except FirmwareError as exc:
             if exc.code != codec.ErrorCode.UNDEFINED_HEADER:
                 raise
@@ -90,7 +90,7 @@ class Link:
     def end_framing(self) -> None:
         """Plain lines again (``SYST:FRAM OFF``), for whoever talks to the board next."""
         if self._session is not None:
-            self.exchange("SYST:FRAM", ("OFF",))
+            self.exchange(commands.FRAM.header, ("OFF",))
             self._session = None
 
     def close(self) -> None:
@@ -221,7 +221,7 @@ class Link:
                 f"{self.resource}: the board restarted and forgot the commands of this session; whether "
                 f"{header} (command {seq}) was applied is unknown: read the cells back before going on"
             )
-        if self._ask_here("SYST:DONE?", seq) == "1":
+        if self._ask_here(commands.DONE.header, seq) == "1":
             self.stats.applied_before_loss += 1
             log.warning("%s: command %d (%s) was applied before its reply was lost; fetching the reply, "
                         "not applying it again", self.resource, seq, header)  # fmt: skip
@@ -238,12 +238,12 @@ class Link:
         if self._session is None:
             return True
         try:
-            self._round_trip(codec.encode_command("SYST:FRAM", (self._session,)), None, "SYST:FRAM")
+            self._round_trip(codec.encode_command(commands.FRAM.header, (self._session,)), None, commands.FRAM.header)
         except FirmwareError as exc:  # a plain reply can be damaged into anything
             raise LinkError(self.resource, f"unexpected reply to SYST:FRAM: {exc}") from exc
         answered = self._acknowledged
         try:  # checksummed from here on
-            board_seq = int(self._ask_here("SYST:SEQ?"))
+            board_seq = int(self._ask_here(commands.SEQ.header))
         except (FirmwareError, ValueError) as exc:
             raise LinkError(self.resource, f"unexpected reply to SYST:SEQ?: {exc}") from exc
         # Every command answered ran, so a board that ran fewer has restarted (a new session).
@@ -253,7 +253,7 @@ class Link:
         """After a reconnect: the same board must answer, or nothing more is sent."""
         for _ in range(2):  # a plain reply may be damaged or late: a board is another only if it says so twice
             self._resync()
-            identity = self._ask_here("*IDN?")
+            identity = self._ask_here(commands.IDN.header)
             if self.identity is None or identity == self.identity:
                 return
         self.unreachable = True
