@@ -335,6 +335,21 @@ def check_dac_quantization_within_limits(ctx: Context) -> None:
                     f"DAC:VOLT {line},0,{wanted:g} reads back {got} V: over a step toward 0 V")  # fmt: skip
 
 
+@check("primitives")
+def check_primitives_answer(ctx: Context) -> None:
+    """MUX:COL, MUX:ROW, MUX:OPEN and ADC:SAMP? work: a sample of a selected column is current,code,saturated."""
+    gain = codec.format_number(ctx.facts.gains[-1])
+    ctx.probe.ok("MUX:COL 0,1")
+    ctx.probe.ok("MUX:ROW 0,1")  # its row line at 0 V: no current
+    fields = ctx.probe.value(f"ADC:SAMP? 0,{gain}")
+    _expect(len(fields) == 3, f"ADC:SAMP? gave {fields}, not current,code,saturated")
+    current, code, saturated = fields
+    _expect(NUMBER.fullmatch(current) is not None and re.fullmatch(r"[+-]?[0-9]+", code) is not None
+            and saturated in ("0", "1"), f"ADC:SAMP? fields {fields} are not a number, a code and 0|1")  # fmt: skip
+    ctx.probe.ok("MUX:OPEN")
+    ctx.probe.refused(f"ADC:SAMP? 0,{gain}", -221, "sampling a column after MUX:OPEN")
+
+
 # ============================================================================ idle state
 
 
