@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 PROTOCOL_VERSION = "1.2"
-SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")  # boards the host drives
 BLOCK_DTYPE = np.dtype("<f4")
 MAX_LINE_BYTES = 4096
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
