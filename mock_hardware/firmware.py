@@ -524,12 +524,22 @@ class Firmware:
         self, rows: npt.NDArray[np.bool_] | None = None, cols: npt.NDArray[np.bool_] | None = None,
         levels: dict[Line, FloatArray] | None = None,
     ) -> None:  # fmt: skip
-        """Refuse a primitive whose levels would drive a column's current beyond ICOL (nothing is applied)."""
-        currents = self._primitive_currents(
+        """Refuse a primitive whose levels would drive a column's current beyond ICOL (nothing is applied).
+
+        A change that lowers every column's current is let through even if one is still beyond
+        ICOL (the cells drifted): a technician must always be able to turn a level down.
+        """
+        after = self._primitive_currents(
             self.row_selected if rows is None else rows, self.col_selected if cols is None else cols,
             self.dac if levels is None else levels,
         )  # fmt: skip
-        self._check_column_currents(currents)
+        if rows is None and cols is None and levels is None:  # no change: the present levels as they are now
+            self._check_column_currents(after)
+            return
+        before = self._primitive_currents(self.row_selected, self.col_selected, self.dac)
+        low, high = self.spec.limits.ICOL
+        beyond = (after < low) | (after > high)
+        self._check_column_currents(np.where(beyond & (np.abs(after) > np.abs(before)), after, 0.0))
 
     @handles(cmd.ADC_SAMP)
     def _sample(self, command: Command) -> bytes:

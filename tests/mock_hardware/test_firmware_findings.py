@@ -148,6 +148,7 @@ def test_primitives_cannot_drive_a_column_past_icol(fw: Firmware) -> None:
     assert abs(currents).max() <= limit  # the refused level was not applied
     sample = ask(big, "ADC:SAMP? 0,100")
     assert sample.kind == "value" and abs(float(sample.fields[0])) <= limit
+    assert ask(big, f"DAC:VOLT ROW,{row - 1},0").kind == "ok"  # turning a level down is always allowed
 
 
 # ----------------------------------------------------------------------------- numbers and sizes
