@@ -233,9 +233,11 @@ def _run_one(item: Check, context: Context) -> CheckResult:
         status, message = "fail", f"the link failed: {exc}"
     exchanges = _exchanges(probe) if status == "fail" else []
     if status != "skip":
-        with contextlib.suppress(BoardError, CheckFailed):  # every check ends plain and idle
+        with contextlib.suppress(BoardError, CheckFailed, OSError):  # every check ends plain and idle
             if item.drains or status == "fail":
                 probe.wait_quiet()
+            if status == "fail":  # a broken board may still be answering what it should not have run
+                probe.resynchronise()
             probe.clean()
             probe.ask("SYST:FRAM OFF")
             probe.ask("*RST")

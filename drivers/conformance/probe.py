@@ -136,6 +136,19 @@ class Probe:
             self._record(b"<%d unasked bytes>" % dropped)
         return dropped
 
+    def resynchronise(self, quiet: float = 1.0, attempts: int = 5) -> None:
+        """After a failed check: drop whatever the board still sends until it has been silent for
+        ``quiet`` s, then make sure the next reply is the next command's (a unique wait is echoed)."""
+        for _ in range(attempts):
+            self.transport.discard_input(quiet if self.quiet_wait else 0.0)
+            self.send(b"*OPC?\n")
+            try:
+                answered = codec.read_reply(self._read_exact, self._read_line).text == "1"
+                if answered and not self.transport.discard_input(0.2 if self.quiet_wait else 0.0):
+                    return
+            except (LinkError, ValueError):
+                continue
+
     def clean(self) -> None:
         """Between checks: drop anything late, forget the transcript."""
         self.transport.discard_input(0.05 if self.quiet_wait else 0.0)
