@@ -6,6 +6,9 @@ by scheme. Bytes still pass through the wire codec and the firmware interpreter.
 
 from __future__ import annotations
 
+from collections import Counter
+from urllib.parse import parse_qsl, urlsplit
+
 from mock_hardware.emulator import build_firmware, parse_emulator_url
 from mock_hardware.firmware import Firmware
 
@@ -22,6 +25,20 @@ class EmulatorEndpoint:
         self.firmware.disconnected()
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_given_once(resource: str) -> None:
+    """Refuse a parameter given twice (``seed=1&seed=2``): which one was meant cannot be known."""
+    names = Counter(name for name, _ in parse_qsl(urlsplit(resource).query, keep_blank_values=True))
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given more than once in {resource!r}; give each parameter once")
+
+
 def open_endpoint(resource: str) -> EmulatorEndpoint:
+    check_given_once(resource)
     name, seed, overrides = parse_emulator_url(resource)
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed} in {resource!r} is outside [0, {MAX_SEED}]")
     return EmulatorEndpoint(build_firmware(name, seed, overrides))
