@@ -102,6 +102,8 @@ def wait_chunks(seconds: float, chunk: float = MAX_WAIT_CHUNK) -> list[float]:
     """``seconds`` as consecutive waits of at most ``chunk`` each (one wait if it is short)."""
     count = max(1, math.ceil(seconds / chunk))
     return [seconds / count] * count
+
+
 def _idle_open_boards() -> None:
     """At interpreter exit, idle every board a script forgot to close."""
     for board in list(_OPEN_BOARDS):

@@ -44,7 +44,9 @@ class DeviceParameters(BaseModel):
     v_form_threshold: float = Field(3.0, ge=0, le=20, description="mean amplitude that forms a virgin cell, V")
 
     # --- SET: gate-controlled compliance ---------------------------------------------------------
-    set_slope: float = Field(98e-6, ge=-0.1, le=0.1, description="mean k of the compliance line G = k * v_gate + c, S/V")
+    set_slope: float = Field(
+        98e-6, ge=-0.1, le=0.1, description="mean k of the compliance line G = k * v_gate + c, S/V"
+    )
     set_intercept: float = Field(120e-6, ge=-0.1, le=0.1, description="mean c of the compliance line, S")
     set_slope_spread: float = Field(0.15, ge=0, le=10, description="device-to-device relative sigma of k")
     set_intercept_spread: float = Field(0.05, ge=0, le=10, description="device-to-device relative sigma of c")
@@ -59,7 +61,9 @@ class DeviceParameters(BaseModel):
     )
 
     # --- RESET -------------------------------------------------------------------------------------
-    v_reset_threshold: float = Field(0.9, ge=0, le=20, description="mean RESET amplitude below which nothing changes, V")
+    v_reset_threshold: float = Field(
+        0.9, ge=0, le=20, description="mean RESET amplitude below which nothing changes, V"
+    )
     reset_voltage_scale: float = Field(
         0.15, gt=0, le=20, description="amplitude above threshold per e-fold fall of the RESET floor toward g_min, V"
     )
@@ -69,7 +73,9 @@ class DeviceParameters(BaseModel):
     )
 
     # --- variability -----------------------------------------------------------------------------
-    write_noise: float = Field(4e-6, ge=0, le=0.1, description="Gaussian sigma of the level a programming event aims at, S")
+    write_noise: float = Field(
+        4e-6, ge=0, le=0.1, description="Gaussian sigma of the level a programming event aims at, S"
+    )
     read_noise: float = Field(0.01, ge=0, le=10, description="relative sigma of a cell's conductance per read")
     d2d_spread: float = Field(
         0.05,
@@ -92,8 +98,12 @@ class DeviceParameters(BaseModel):
     v_iv_reference: float = Field(0.2, gt=0, le=20, description="read voltage at which G is defined, V")
 
     # --- retention -------------------------------------------------------------------------------
-    drift_mean: float = Field(-0.09e-6, ge=-0.01, le=0.01, description="mean conductance change per unit of ln(1 + t/t0), S")
-    drift_spread: float = Field(0.088e-6, ge=0, le=0.01, description="sigma of that change across programming events, S")
+    drift_mean: float = Field(
+        -0.09e-6, ge=-0.01, le=0.01, description="mean conductance change per unit of ln(1 + t/t0), S"
+    )
+    drift_spread: float = Field(
+        0.088e-6, ge=0, le=0.01, description="sigma of that change across programming events, S"
+    )
     drift_time_constant: float = Field(1.0, gt=0, le=1e9, description="t0 of the drift law, s")
 
     # --- wires -----------------------------------------------------------------------------------

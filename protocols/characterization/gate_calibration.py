@@ -27,7 +27,7 @@ class GateCalibrationOptions(RegionOptions):
 
     v_gate_min: float = Field(0.7, description="lowest SET gate voltage, V")
     v_gate_max: float = Field(1.6, description="highest SET gate voltage, V")
-    n_gates: int = Field(10, ge=2, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
+    n_gates: int = Field(10, ge=2, le=1000, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
     amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
     width: float = Field(1e-6, gt=0, description="SET and RESET pulse width, s")
     v_reset: float = Field(1.8, ge=0, description="RESET amplitude before each SET, V")

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
+    CellIndex,
     FloatArray,
     IntArray,
     ProcedureOptions,
@@ -35,14 +36,16 @@ GROUP = "iv"
 class IVSweepOptions(ProcedureOptions):
     """Options of ``iv-sweep``."""
 
-    cells: list[tuple[int, int]] = Field(default=[(0, 0)], min_length=1, description="cells (row, col), swept in turn")
+    cells: list[tuple[CellIndex, CellIndex]] = Field(
+        default=[(0, 0)], min_length=1, max_length=1024, description="cells (row, col), swept in turn"
+    )
     v_set_max: float = Field(2.0, ge=0, description="highest (SET polarity) voltage, V")
     v_reset_max: float = Field(1.8, ge=0, description="magnitude of the lowest (RESET polarity) voltage, V")
-    v_step: float = Field(0.05, gt=0, description="voltage step, V")
+    v_step: float = Field(0.05, ge=1e-4, description="voltage step, V")
     v_gate: float = Field(1.2, description="gate voltage at positive voltages: the SET compliance, V")
     v_gate_reset: float = Field(5.0, description="gate voltage at negative voltages, V")
     width: float = Field(1e-4, gt=0, description="duration of each voltage step, s")
-    cycles: int = Field(3, ge=1, description="sweeps per cell")
+    cycles: int = Field(3, ge=1, le=10_000, description="sweeps per cell")
 
 
 @dataclass(frozen=True)

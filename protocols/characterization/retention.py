@@ -39,6 +39,7 @@ from protocols.recording import Journal, Recorder
 
 GROUP = "retention"
 MAX_WAIT = 1e7  # s, the longest SYST:WAIT the protocol allows
+MAX_POINTS_PER_DECADE = 1000  # finer than the clock's resolution of a read long before this
 
 
 class RetentionOptions(CellOptions):
@@ -52,11 +53,11 @@ class RetentionOptions(CellOptions):
     reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
     reset_gate: float = Field(5.0, description="RESET gate voltage, V")
     width: float = Field(1e-6, gt=0, description="pulse width, s")
-    t_first: float = Field(1.0, gt=0, description="time of the first read after programming, s")
+    t_first: float = Field(1.0, ge=1e-6, description="time of the first read after programming, s")
     t_last: float = Field(1e4, gt=0, le=MAX_WAIT, description="time of the last read, s")
-    points_per_decade: int = Field(4, ge=1, description="read times per decade")
+    points_per_decade: int = Field(4, ge=1, le=MAX_POINTS_PER_DECADE, description="read times per decade")
     reads_per_point: int = Field(
-        1, ge=1, description="map reads averaged at each time (the read noise shrinks by its square root)"
+        1, ge=1, le=10_000, description="map reads averaged at each time (the read noise shrinks by its square root)"
     )
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
@@ -55,7 +55,7 @@ CLASS_NAMES = tuple(c.name.lower() for c in CellClass)
 class YieldMapOptions(RegionOptions):
     """Options of ``yield-map``."""
 
-    destructive: bool = Field(
+    destructive: StrictBool = Field(
         True, description="SET then RESET every cell to measure its window (leaves cells RESET); false: one read"
     )
     set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
