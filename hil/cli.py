@@ -45,7 +45,7 @@ from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run, run_state
 from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, preflight, run_training
+from hil.training.run import PROCEDURE, preflight, pulses_recorded, run_training
 from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
@@ -228,8 +228,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with run:
             result = run_training(config, run, previous, allow_other_board=args.force_other_board)
+    except ValueError as exc:  # bad input (InvalidRequest, ConfigError, DatasetError, ...)
+        if previous is None and not pulses_recorded(read_run(run.path)):  # refused before its first pulse
+            run.path.unlink(missing_ok=True)
+        raise exc from None
     finally:
-        _report_run(run.path)
+        if run.path.exists():
+            _report_run(run.path)
     name = "custom network" if config.network else config.model
     print(
         f"{name}: test accuracy {100 * result.final_test_accuracy:.2f} % "

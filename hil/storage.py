@@ -114,6 +114,11 @@ class RunFile:
         run._file.flush()
         return run
 
+    def require_group(self, name: str) -> None:
+        """A group that holds only attributes (written at once, not when a dataset appears)."""
+        self._data.require_group(name)
+        self._apply_pending()
+
     def set_root(self, **attrs: Attr) -> None:
         """Attributes of the run itself (``board_identity`` once the boards answer)."""
         self._file.attrs.update(attrs)

@@ -260,6 +260,11 @@ def preflight(config: TrainConfig) -> str:
         return board_identities(boards)
 
 
+def pulses_recorded(run: RunData) -> int:
+    """Every pulse a training run file counts, over all its boards and sessions."""
+    return sum(int(attrs.get("pulses_applied", 0)) for name, attrs in run.attrs.items() if name.startswith("link/"))
+
+
 def _board_pulse_counter(board: Board) -> int | None:
     """The board's own count of pulses since power-up (``SYST:PCNT?``), where the firmware keeps one."""
     try:
@@ -301,7 +306,10 @@ def _link_health(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
                           **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
                           **asdict(board.link.stats))  # fmt: skip
 
+    for name in boards:
+        run.require_group(f"link/{name}")
     record()
+    run.flush()  # where the board's count started is on disk before the first pulse
     run.flush_hooks.append(record)
     try:
         yield
