@@ -26,8 +26,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from drivers import open_board
 from hil.storage import RunData, read_run
 from hil.training.loop import EVALUATIONS, JOURNAL, STATE_SLOTS
+from hil.training.run import pulses_recorded
 from protocols.recording import completed_steps
 from tests.conftest import REPO_ROOT, EmulatorFactory
 from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML, eval_updates, journal_updates
@@ -131,6 +133,9 @@ def test_a_training_run_killed_again_and_again_resumes_and_completes(
     assert final.attrs["train"]["completed_updates"] == TRAIN_UPDATES
     assert float(final.datasets[f"{final.attrs['train']['state']}/optimizer/steps"]) == TRAIN_UPDATES
     assert final.datasets[JOURNAL][-100:, 3].mean() > 0.3  # it went on learning from the array it left
+    # Every pulse that reached the chip is in the file, those of killed sessions included.
+    with open_board(emulator.resource, timeout=5) as board:
+        assert pulses_recorded(final) == int(board.query("SYST:PCNT?")) > 0
 
 
 # ---------------------------------------------------------------------------- characterization

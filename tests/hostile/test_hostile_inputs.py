@@ -289,7 +289,7 @@ SUBPROCESS_CASES = [
     ["info", "TCPIP::no.such.host.invalid::5025::SOCKET"],
     ["info", "GPIB0::1::INSTR"],
     ["info", "--config", "/dev/zero"],
-    ["characterize", "iv-sweep", "emulator://?preset=ideal", "--out", "x.h5", "--cells", "[[99999999999999999999999, 0]]"],
+    ["characterize", "iv-sweep", "emulator://?preset=ideal", "--out", "x.h5", "--cells", "[[9" + "9" * 22 + ", 0]]"],
     ["characterize", "retention", "emulator://?preset=ideal", "--out", "x.h5", "--points-per-decade", "1000000000"],
 ]  # fmt: skip
 
