@@ -45,7 +45,7 @@ from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run, run_state
 from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, preflight, pulses_recorded, run_training
+from hil.training.run import PROCEDURE, check_same_boards, preflight, pulses_recorded, run_training
 from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
@@ -210,6 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RunFileError(f"{args.resume}: {done} of {config.updates} updates are done; nothing to resume "
                                f"(to train further, give a larger budget: --updates N with N > {done})")  # fmt: skip
         _warn_if_in_process(b.resource for b in config.board_configs.values())
+        check_same_boards(previous, preflight(config), args.force_other_board)  # before the file is touched
         run = RunFile.reopen(args.resume)
         run.replace_config(config.model_dump(mode="json"))
         print(f"resuming {args.resume} after update {done} of {config.updates}")

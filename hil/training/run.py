@@ -386,9 +386,13 @@ def run_training(
 
 
 def _check_same_boards(boards: Mapping[str, Board], previous: RunData | None, allow_other_board: bool) -> None:
+    if previous is not None:
+        check_same_boards(previous, board_identities(boards), allow_other_board)
+
+
+def check_same_boards(previous: RunData, now: str, allow_other_board: bool) -> None:
     """A resumed run continues on the chips it began on (their conductances are its weights)."""
-    began_on = str(previous.root.get("board_identity", "")) if previous is not None else ""
-    now = board_identities(boards)
+    began_on = str(previous.root.get("board_identity", ""))
     if began_on and now != began_on and not allow_other_board:
         raise BoardError(f"the run began on {began_on}, but now {now} answers; its weights are on the first "
                          "chip. Resume there, or pass --force-other-board to go on with this one")  # fmt: skip
