@@ -38,6 +38,7 @@ from drivers.conformance import cli as conformance_cli
 from drivers.resources import is_in_process
 from hil import procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.link_record import pulses_recorded, record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.optimizers import OPTIMIZER_NAMES
 from hil.options import add_option_flags, parse_options
@@ -45,7 +46,7 @@ from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run, run_state
 from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, check_same_boards, preflight, pulses_recorded, run_training
+from hil.training.run import PROCEDURE, check_same_boards, preflight, run_training
 from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
@@ -164,7 +165,7 @@ def _resume_characterization(path: str, resource: str | None) -> int:
 def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel, fresh: bool = False) -> int:
     try:
         # The board is the inner context: it goes idle before the file is closed.
-        with run, board:
+        with run, board, record_link({"board": board}, run):
             spec.run(board, run, **dict(options))
     except InvalidRequest:
         if fresh and not board.pulses_applied:  # refused before its first pulse: a run that never was

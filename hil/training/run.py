@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
-from drivers import Board, BoardError, FirmwareError
+from drivers import Board, BoardError
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
+from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
@@ -260,64 +261,6 @@ def preflight(config: TrainConfig) -> str:
         return board_identities(boards)
 
 
-def pulses_recorded(run: RunData) -> int:
-    """Every pulse a training run file counts, over all its boards and sessions."""
-    return sum(int(attrs.get("pulses_applied", 0)) for name, attrs in run.attrs.items() if name.startswith("link/"))
-
-
-def _board_pulse_counter(board: Board) -> int | None:
-    """The board's own count of pulses since power-up (``SYST:PCNT?``), where the firmware keeps one."""
-    try:
-        return int(board.query("SYST:PCNT?"))
-    except (FirmwareError, ValueError):
-        return None
-
-
-@contextmanager
-def _link_health(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
-    """Count every pulse that reaches each board in the file, across sessions, and record what each
-    link cost (retries, reconnects, ...); on disk with every flush and however the run ends.
-
-    ``pulses_applied`` adds up the pulses of every session. A session killed outright (SIGKILL)
-    cannot record its last pulses; where the board counts pulses (``SYST:PCNT?``), the next
-    session adds what the board applied beyond what the file holds (``pulses_unrecorded``).
-    """
-    base: dict[str, dict[str, int]] = {}
-    for name, board in boards.items():
-        stored = run.read_attrs(f"link/{name}")
-        counter = _board_pulse_counter(board)
-        total = int(stored.get("pulses_applied", 0))
-        unrecorded = int(stored.get("pulses_unrecorded", 0))
-        expected = stored.get("counter_at_start")
-        if counter is not None and isinstance(expected, int) and expected >= 0:
-            expected += int(stored.get("session_pulses", 0))
-            missing = counter - expected
-            if missing > 0:  # pulses of a killed session after its last flush
-                total += missing
-                unrecorded += missing
-        base[name] = {"pulses_applied": total, "pulses_unrecorded": unrecorded,
-                      "counter_at_start": -1 if counter is None else counter,
-                      "sessions": int(stored.get("sessions", 0)) + 1}  # fmt: skip
-
-    def record() -> None:
-        for name, board in boards.items():
-            start = base[name]
-            run.set_attrs(f"link/{name}", framed=board.link.framed, session_pulses=board.pulses_applied,
-                          **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
-                          **asdict(board.link.stats))  # fmt: skip
-
-    for name in boards:
-        run.require_group(f"link/{name}")
-    record()
-    run.flush()  # where the board's count started is on disk before the first pulse
-    run.flush_hooks.append(record)
-    try:
-        yield
-    finally:
-        run.flush_hooks.remove(record)
-        record()
-
-
 def _saved(previous: RunData | None, group: str) -> dict[str, FloatArray]:
     """The datasets under ``group`` of the last complete checkpoint, by their names in the group."""
     if previous is None:
@@ -358,7 +301,7 @@ def run_training(
         check_plan(config, boards)
         _check_same_boards(boards, previous, allow_other_board)
         run.set_root(board_identity=board_identities(boards))
-        with _link_health(boards, run):
+        with record_link(boards, run):
             prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
             if previous is not None and prepared.get("done"):
                 saved = PlacementSpec.model_validate_json(prepared["placement"])

@@ -27,9 +27,9 @@ import h5py
 import numpy as np
 
 from drivers import open_board
+from hil.link_record import pulses_recorded
 from hil.storage import RunData, read_run
 from hil.training.loop import EVALUATIONS, JOURNAL, STATE_SLOTS
-from hil.training.run import pulses_recorded
 from protocols.recording import completed_steps
 from tests.conftest import REPO_ROOT, EmulatorFactory
 from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML, eval_updates, journal_updates
@@ -178,3 +178,5 @@ def test_an_endurance_run_killed_again_and_again_resumes_and_completes(
     assert final.datasets["endurance/g_on"].shape == final.datasets["endurance/g_off"].shape == (reads, 128)
     assert final.datasets["endurance/failed_cycle"].shape == (128,)
     assert path.with_suffix(".png").exists()
+    with open_board(emulator.resource, timeout=5) as board:  # every pulse, killed sessions' too, is in the file
+        assert pulses_recorded(final) == int(board.query("SYST:PCNT?")) > 0
