@@ -14,10 +14,10 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
@@ -31,6 +31,8 @@ from protocols.characterization.common import (
 from protocols.recording import Recorder, Series
 
 GROUP = "iv"
+MAX_SWEEP_POINTS = 100_000
+MAX_SAMPLES = 50_000_000  # float64: 400 MB
 
 
 class IVSweepOptions(ProcedureOptions):
@@ -46,6 +48,18 @@ class IVSweepOptions(ProcedureOptions):
     v_gate_reset: float = Field(5.0, description="gate voltage at negative voltages, V")
     width: float = Field(1e-4, gt=0, description="duration of each voltage step, s")
     cycles: int = Field(3, ge=1, le=10_000, description="sweeps per cell")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        # The whole sweep is held in memory: its size is refused before any allocation.
+        points = 2 * (self.v_set_max + self.v_reset_max) / self.v_step + 1
+        if points > MAX_SWEEP_POINTS:
+            raise ValueError(f"a sweep of {points:.3g} points (2 (v_set_max + v_reset_max) / v_step) is more than "
+                             f"{MAX_SWEEP_POINTS:,}; take a larger v_step")  # fmt: skip
+        samples = points * len(self.cells) * self.cycles
+        if samples > MAX_SAMPLES:
+            raise ValueError(f"{samples:.3g} samples (cells x cycles x points) are more than {MAX_SAMPLES:,}")
+        return self
 
 
 @dataclass(frozen=True)

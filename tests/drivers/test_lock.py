@@ -122,3 +122,10 @@ def test_in_process_emulators_are_not_locked() -> None:
     resource = "emulator://?preset=ideal&rows=4&cols=4"
     with open_board(resource), open_board(resource) as second:
         assert second.shape == (4, 4)
+
+
+def test_the_drivers_import_without_unix_only_modules() -> None:
+    """Windows has no fcntl: the host's import path must not need it (the lock library picks its own)."""
+    code = "import sys; sys.modules['fcntl'] = None; from drivers import open_board; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -20,7 +20,6 @@ from types import FrameType
 
 import pytest
 
-from drivers import open_board
 from drivers.lock import LOCK_DIR_ENV
 from hil.cli import EXIT_ERROR, main
 from tests.conftest import REPO_ROOT, EmulatorLauncher, EmulatorProcess
@@ -57,9 +56,16 @@ def private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
 
 
-def pulse_count(resource: str) -> int:
-    with open_board(resource, timeout=5) as board:
-        return int(board.query("SYST:PCNT?"))
+def pulse_count(emulator: EmulatorProcess) -> int:
+    """The emulator's own count of pulses applied since it started, asked over a plain TCP line."""
+    with socket.create_connection(emulator.tcp_address, timeout=10) as link:
+        link.sendall(b"SYST:PCNT?\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = link.recv(64)
+            assert chunk, "the emulator closed the link"
+            reply += chunk
+    return int(reply)
 
 
 def _deadline(signum: int, frame: FrameType | None) -> None:
@@ -185,7 +191,8 @@ PROCEDURE_CASES = [
     ("iv-sweep", ["--cells", "[[1]]"], "cells"), ("iv-sweep", ["--cells", "[[32, 0]]"], "cells[0] row"),
     ("iv-sweep", ["--cells", "[]"], "cells"), ("iv-sweep", ["--cells", json.dumps([[0, 0]] * 70_000)], "cells"),
     ("iv-sweep", ["--v-step", "1e-300"], "v_step"), ("iv-sweep", ["--cycles", "1000000000"], "cycles"),
-    ("iv-sweep", ["--v-set-max", "50"], "v"), ("iv-sweep", ["--cells", '{"a": 1}'], "cells"),
+    ("iv-sweep", ["--v-set-max", "50"], "v"), ("iv-sweep", ["--v-set-max", "1e300"], "points"),
+    ("iv-sweep", ["--v-step", "1e-4", "--cycles", "10000"], "samples"), ("iv-sweep", ["--cells", '{"a": 1}'], "cells"),
     ("yield-map", ["--destructive", "--set-amplitude", "50"], "amplitude"),
     ("yield-map", ["--nrows", "33"], "nrows"), ("yield-map", ["--width", "-1"], "width"),
     ("pulse-response", ["--n-pulses", "1000000000000"], "n_pulses"),
@@ -261,7 +268,7 @@ def test_hostile_input_is_one_line_and_no_pulse(
 ) -> None:  # fmt: skip
     files = write_inputs(tmp_path)
     argv = expand(argv, tmp_path, files, emulator.resource, refused_port)
-    before = pulse_count(emulator.resource)
+    before = pulse_count(emulator)
     capsys.readouterr()
     previous = signal.signal(signal.SIGALRM, _deadline)
     signal.alarm(CASE_DEADLINE)
@@ -281,7 +288,7 @@ def test_hostile_input_is_one_line_and_no_pulse(
     assert len(lines) == 1 or lines[0].startswith("usage:"), err  # one line (argparse: usage, then one error)
     assert message in err, err
     assert not (tmp_path / "run.h5").exists()  # a refused run leaves no file
-    assert pulse_count(emulator.resource) == before  # and applied nothing
+    assert pulse_count(emulator) == before  # and applied nothing
 
 
 SUBPROCESS_CASES = [
