@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import h5py
 import pytest
 
 from drivers import open_board
 from drivers.lock import LOCK_DIR_ENV
 from hil.cli import EXIT_ERROR, main
-from hil.storage import read_run
-from tests.conftest import EmulatorFactory, stop_process
+from hil.storage import RunFile, read_run, run_state
+from protocols.recording import completed_steps
+from tests.conftest import REPO_ROOT, EmulatorFactory, stop_process
+from tests.hil.test_kill_resume import steps_on_disk
 from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML
 
 
@@ -58,3 +65,40 @@ def test_a_run_resumed_on_another_chip_is_refused_unless_forced(
     assert main(["train", "--resume", str(path), "--updates", "8", "--force-other-board"]) == 0
     after = read_run(path)
     assert after.attrs["train"]["completed_updates"] == 8 and "SN-0002" in after.root["board_identity"]
+
+
+def test_show_tells_a_killed_run_from_a_live_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.h5"
+    RunFile(path, procedure="endurance", config={}, show_progress=False).close("running")  # as a kill leaves it
+    assert run_state(read_run(path)) == "running"  # its writer (this process) is alive
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with h5py.File(path, "r+") as f:  # as if a process now gone had written it
+        f.attrs["pid"] = dead.pid
+    assert run_state(read_run(path)) == "killed"
+    assert main(["show", str(path), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "state: killed" in out and f"hil characterize --resume {path}" in out
+
+
+def cycles_journaled(f: h5py.File) -> int:
+    return completed_steps(f["data/endurance/journal"][()])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_end_a_run_interrupted(signum: int, tmp_path: Path) -> None:
+    path = tmp_path / "endurance.h5"
+    argv = [sys.executable, "-m", "hil.cli", "characterize", "endurance", "emulator://?preset=ideal&rows=4&cols=4",
+            "--out", str(path), "--max-cycles", "10000000", "--read-every", "1000"]  # fmt: skip
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (path.exists() and steps_on_disk(path, cycles_journaled)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, err
+    assert b"Traceback" not in err
+    assert read_run(path).root["status"] == "interrupted"
