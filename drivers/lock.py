@@ -95,13 +95,3 @@ class ResourceLock:
             return "another process"
         return f"PID {record.get('pid')} on {record.get('host')} ({record.get('command', '')})"
 
-
-def is_locked(resource: str) -> bool:
-    """Whether some process holds the board now (taken and released at once when it is free)."""
-    probe = ResourceLock(resource)
-    try:
-        probe.acquire()
-    except BoardBusy:
-        return True
-    probe.release()
-    return False
