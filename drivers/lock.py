@@ -94,4 +94,3 @@ class ResourceLock:
         if not isinstance(record, dict) or not record:
             return "another process"
         return f"PID {record.get('pid')} on {record.get('host')} ({record.get('command', '')})"
-

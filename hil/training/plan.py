@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drivers import Board, InvalidRequest, LimitError
+from hil.mapping import Placement
 from hil.training.config import TrainConfig
 
 
@@ -62,3 +63,17 @@ def _check_pulses(config: TrainConfig, name: str, board: Board) -> None:
             board.check_pulses(kind, amplitude, v_gate, g.width, mask=[[True]])
         except LimitError as exc:
             raise PlanError(f"{fields} / gate_coded.width: {kind} pulses on {name}: {exc}") from None
+
+
+def check_vmm_currents(config: TrainConfig, placement: Placement, boards: Mapping[str, Board]) -> None:
+    """The largest column current a forward pass can ask for: every row of a tile at ``v_input``
+    (an input vector of equal values) through cells at the board's ``g_cell_max``."""
+    for layer, tiles in placement.tiles.items():
+        for i, tile in enumerate(tiles):
+            limits = boards[tile.board].limits
+            rows = len(tile.plus_rows) + len(tile.minus_rows)
+            worst = config.v_input * rows * limits.g_cell_max
+            if worst > limits.i_col.max:
+                raise PlanError(f"v_input = {config.v_input:g} V: layer {layer!r} tile {i} drives {rows} rows of "
+                                f"{tile.board}, up to {worst * 1e3:.3g} mA into a column; its limit is "
+                                f"{limits.i_col.max * 1e3:.3g} mA (lower v_input); nothing was sent")  # fmt: skip

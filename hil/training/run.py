@@ -39,7 +39,7 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import check_plan
+from hil.training.plan import check_plan, check_vmm_currents
 from hil.updates import GateCodedUpdate, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import write_verify
@@ -257,7 +257,8 @@ def preflight(config: TrainConfig) -> str:
     network = build_network(config)
     with opened_boards(config) as boards:
         check_plan(config, boards)
-        _place(config, network, boards, None)  # a placement that cannot work fails here too
+        backend = _place(config, network, boards, None)  # a placement that cannot work fails here too
+        check_vmm_currents(config, backend.placement, boards)
         return board_identities(boards)
 
 
@@ -309,7 +310,8 @@ def run_training(
                 _restore(config, hardware, previous)
             else:
                 start = 0
-                _place(config, network, boards, None)  # a placement that cannot work fails before any pulse
+                # a placement that cannot work fails before any pulse
+                check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
                 calibrations = characterize(config, boards, run) if config.calibrate else {}
                 spec = _placement_spec(config, network, boards, calibrations)
                 hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)

@@ -91,7 +91,7 @@ def write_inputs(directory: Path) -> dict[str, str]:
         path.write_text(text)
         paths[key] = str(path)
     bad_utf8 = directory / "bad_utf8.toml"
-    bad_utf8.write_bytes(b"resource = \"\xff\xfe\"\n")
+    bad_utf8.write_bytes(b'resource = "\xff\xfe"\n')
     paths["bad_utf8"] = str(bad_utf8)
     return paths
 
