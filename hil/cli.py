@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import BaseModel
@@ -36,7 +34,7 @@ from pydantic import BaseModel
 from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
 from drivers.resources import is_in_process
-from hil import procedure_registry
+from hil import interrupts, procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.link_record import pulses_recorded, record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
@@ -359,18 +357,6 @@ def board_command_on(
     return sub
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C (every board idled, the run file marked interrupted)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
-
-
 def _one_line(exc: BaseException) -> str:
     """An error as one line: a multi-line listing (every bad field) joined with '; '."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
@@ -381,16 +367,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("SIGTERM", "SIGHUP"):  # SIGHUP: the terminal closed (no such signal on Windows)
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _interrupt)
+    interrupts.install()
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (BoardError, ConfigError, ValueError, OSError, ArithmeticError, RecursionError, MemoryError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    except Terminated as exc:
+    except interrupts.Terminated as exc:
         print(f"interrupted by signal {exc.signum}: the board was put in its idle state", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:

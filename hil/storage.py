@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from hil.interrupts import raise_if_stopped
 from protocols.recording import Attr
 
 FORMAT_NAME = "memristor-hil run"
@@ -194,6 +195,7 @@ class RunFile:
             self._data[name].attrs.update(self._pending_attrs.pop(name))
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
+        raise_if_stopped()  # a step boundary: where a stop whose first raise was lost is raised again
         if self._bar is None:
             return
         if total is not None and total != self._bar.total:
