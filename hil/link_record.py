@@ -22,7 +22,7 @@ def pulses_recorded(run: RunData) -> int:
 def _board_pulse_counter(board: Board) -> int | None:
     """The board's own count of pulses since power-up (``SYST:PCNT?``), where the firmware keeps one."""
     try:
-        return int(board.query("SYST:PCNT?"))
+        return board.pulse_count()
     except (FirmwareError, ValueError):
         return None
 
