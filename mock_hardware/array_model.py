@@ -28,7 +28,7 @@ from mock_hardware.device_params import DeviceParameters
 from mock_hardware.physics.cells import CellPopulation
 from mock_hardware.physics.clock import Clock
 from mock_hardware.physics.iv import IVCurve
-from mock_hardware.physics.line_resistance import effective_conductance, series_read, series_segments, solve_dc
+from mock_hardware.physics.line_resistance import TransferSolver, series_read, series_segments, solve_dc
 from mock_hardware.physics.noise import fast_normal, fast_normal_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
@@ -101,6 +101,7 @@ class CrossbarArray:
         self._g_now_key: tuple[float, int] | None = None
         self._g_now = g0.copy()
         self._line_solution: _LineSolution | None = None
+        self._transfer_solver: TransferSolver | None = None
         self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
@@ -261,7 +262,10 @@ class CrossbarArray:
                 # Each cell keeps the series resistance the last solve gave it (exact for that
                 # cell's own path, first order in its neighbours' changes).
                 return np.asarray(g / (1.0 + g * solution.r_cell))
-        g_eff = effective_conductance(g, r_segment, end_segments=1)
+        if self._transfer_solver is None:
+            self._transfer_solver = TransferSolver(self.rows, self.cols, r_segment, end_segments=1)
+        # Warm-started from the last solution: costs what changed, not a factorization.
+        g_eff = self._transfer_solver.transfer(g)
         # The series resistance each cell effectively sees; G_eff >= G cannot happen on a passive
         # network with driven rows, but keep it well defined.
         r_cell = np.maximum(1.0 / g_eff - 1.0 / g, 0.0)

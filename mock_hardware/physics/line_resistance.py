@@ -10,9 +10,12 @@ Three solvers, from cheapest to most general:
 
 - :func:`series_read`: one cell read alone (only its row's gate on, other columns floating) sees a
   single series path, so the read is a scalar equation per cell, solved elementwise.
-- :func:`effective_conductance`: with ohmic cells the column currents of a VMM are linear in the
-  row voltages, ``I = V @ G_eff``. One sparse factorization of the nodal matrix per programming
-  event gives ``G_eff``; every later VMM is a matrix product.
+- :class:`TransferSolver`: with ohmic cells the column currents of a VMM are linear in the row
+  voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (one tridiagonal solve per
+  line) and the column lines' system is solved by a stationary iteration preconditioned with the
+  column lines' own tridiagonal systems, started from the last solution: a programming event costs
+  a few sweeps over the array, not a factorization. :func:`effective_conductance` is the same
+  ``G_eff`` from one sparse LU factorization (the exact reference, and the fallback).
 - :func:`solve_dc`: arbitrary row and column voltages, any gate pattern and a nonlinear I-V, by
   Newton iteration on the sparse nodal equations (one solve per iteration).
 """
@@ -25,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg.lapack import dpttrf, dpttrs
 
 from mock_hardware.physics.iv import IVCurve
 
@@ -190,3 +194,159 @@ def solve_dc(
     cell_currents = g_on * v_cell * iv.factor(v_cell)
     column_currents = (x[grid.w[-1, :]] - v_cols) * grid.g_end
     return np.asarray(column_currents), np.asarray(cell_currents)
+
+
+# Sources (columns of G_eff) solved together by the TransferSolver: bounds its scratch to
+# (cells x this) doubles per array, about 64 MB on a 512 x 256 array.
+_SOURCE_CHUNK = 64
+# Conjugate gradients stop when every source's residual is this far below its right-hand side;
+# G_eff is then within about 1e-9 relative of the exact nodal solve (tests hold it to 1e-6).
+_CG_TOLERANCE = 1e-10
+# More iterations than this means the row lines couple too strongly for the preconditioner to
+# pay: the solver factorizes instead.
+_MAX_ITERATIONS = 60
+
+
+def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """LDL^T factors of a symmetric positive-definite tridiagonal matrix (independent chains
+    are one matrix with zeros where a chain ends)."""
+    d, e, info = dpttrf(diagonal, off_diagonal[:-1])
+    if info != 0:
+        raise ArithmeticError(f"line network chain not positive definite (dpttrf info {info})")
+    return d, e
+
+
+class TransferSolver:
+    """``G_eff`` of a whole array (rows driven at column 0, columns into TIAs), kept between calls.
+
+    Nodal unknowns: ``u`` on the row lines, ``w`` on the column lines, coupled through each cell's
+    conductance ``D``. With ``A_u``, ``A_w`` the row and column lines' own (tridiagonal) wire
+    matrices, eliminating ``u`` exactly leaves the symmetric positive-definite system
+    ``M w = (A_w + D - D (A_u + D)^-1 D) w = b``, solved by conjugate gradients preconditioned
+    with ``A_w + D`` (exact for ideal row lines, so a few iterations suffice); each iteration is
+    two tridiagonal solves over the array. By reciprocity a unit source at each column's TIA gives
+    a column of ``G_eff``: ``G_eff[i, j] = g_wire g_end u_j(i, 0)``. Each call starts from the last
+    call's solution, so a programming event that moves a fraction of the cells costs a couple of
+    iterations, not a factorization.
+    """
+
+    def __init__(self, rows: int, cols: int, r_segment: float, end_segments: int = 1) -> None:
+        self.rows, self.cols = rows, cols
+        self.r_segment, self.end_segments = r_segment, end_segments
+        self.g_wire = 1.0 / r_segment
+        self.g_end = 1.0 / (r_segment * end_segments)
+        self._warm: list[FloatArray] = []  # the last solution w, per chunk of sources
+        self.iterations = 0  # CG iterations of the last call (for tests and benchmarks)
+        self.factorizations = 0  # fallbacks to a sparse LU solve, over the solver's life
+
+    def _row_chains(self, g: FloatArray) -> tuple[FloatArray, FloatArray]:
+        gw = self.g_wire
+        diagonal = np.full(g.shape, 2 * gw)
+        diagonal[:, -1] = gw  # the far end; column 0 keeps its link to the driver
+        off = np.full(g.shape, -gw)
+        off[:, -1] = 0.0
+        return _chain_factor((diagonal + g).ravel(), off.ravel())
+
+
+    def transfer(self, g_cells: FloatArray) -> FloatArray:
+        """``G_eff`` (rows x cols) for ohmic cells ``g_cells``."""
+        g = np.ascontiguousarray(g_cells, dtype=np.float64)
+        g_t = np.ascontiguousarray(g.T)
+        operator = _SchurOperator(g, g_t, self._row_chains(g), self.g_wire, self.g_end)
+        g_eff = np.empty((self.rows, self.cols))
+        chunks = range(0, self.cols, _SOURCE_CHUNK)
+        if len(self._warm) != len(chunks):
+            self._warm = [np.zeros((min(start + _SOURCE_CHUNK, self.cols) - start, self.cols, self.rows))
+                          for start in chunks]  # fmt: skip
+        self.iterations = 0
+        for index, start in enumerate(chunks):
+            sources = np.arange(start, min(start + _SOURCE_CHUNK, self.cols))
+            w = self._warm[index]
+            iterations = operator.solve(sources, w)
+            if iterations is None:  # the row lines couple too strongly for the preconditioner
+                self.factorizations += 1
+                self._warm = []
+                return effective_conductance(g, self.r_segment, self.end_segments)
+            self.iterations += iterations
+            g_eff[:, sources] = (self.g_wire * self.g_end) * operator.row_driver_voltages(w).T
+        return g_eff
+
+
+class _SchurOperator:
+    """``M = A_w + D - D (A_u + D)^-1 D`` and its preconditioner, on arrays ``(sources, cols, rows)``
+    (each column line contiguous)."""
+
+    def __init__(
+        self,
+        g: FloatArray,
+        g_t: FloatArray,
+        row_chains: tuple[FloatArray, FloatArray],
+        g_wire: float,
+        g_end: float,
+    ) -> None:
+        self.g, self.g_t = g, g_t
+        self.row_chains = row_chains
+        self.g_wire, self.g_end = g_wire, g_end
+        self.rows, self.cols = g.shape
+        diagonal = np.full(g_t.shape, 2 * g_wire)
+        diagonal[:, 0] = g_wire
+        diagonal[:, -1] = g_wire + g_end
+        if self.rows == 1:
+            diagonal[:, 0] = g_end
+        self.column_diagonal = diagonal + g_t
+        off = np.full(g_t.shape, -g_wire)
+        off[:, -1] = 0.0
+        self.column_chains = _chain_factor(self.column_diagonal.ravel(), off.ravel())
+
+    def _row_solve(self, x: FloatArray) -> FloatArray:
+        """``(A_u + D)^-1 D x`` for ``x`` (m, cols, rows); result (m, rows, cols)."""
+        m = x.shape[0]
+        by_rows = np.multiply(x.transpose(0, 2, 1), self.g)
+        solved, _ = dpttrs(*self.row_chains, by_rows.reshape(m, -1).T, overwrite_b=1)
+        return np.asarray(solved.T.reshape(m, self.rows, self.cols))
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        gw = self.g_wire
+        # (A_w + D) x along each column line (index 0 at the top row, the TIA below the last row)
+        out = np.multiply(x, self.column_diagonal)
+        shifted = np.multiply(x[:, :, 1:], gw)
+        out[:, :, :-1] -= shifted
+        np.multiply(x[:, :, :-1], gw, out=shifted)
+        out[:, :, 1:] -= shifted
+        out -= np.multiply(self._row_solve(x).transpose(0, 2, 1), self.g_t)
+        return out
+
+    def precondition(self, r: FloatArray) -> FloatArray:
+        m = r.shape[0]
+        solved, _ = dpttrs(*self.column_chains, r.reshape(m, -1).T)
+        return np.asarray(solved.T.reshape(r.shape))
+
+    def row_driver_voltages(self, w: FloatArray) -> FloatArray:
+        """``u(i, 0)`` of every row for the column-line voltages ``w``: (m, rows)."""
+        return np.ascontiguousarray(self._row_solve(w)[:, :, 0])
+
+    def solve(self, sources: npt.NDArray[np.intp], w: FloatArray) -> int | None:
+        """Solve in place from the guess ``w`` for unit sources at the TIA end of ``sources``;
+        the number of iterations, or ``None`` if CG did not converge."""
+        m = sources.size
+        residual = -self.apply(w)
+        residual[np.arange(m), sources, self.rows - 1] += 1.0
+        limit = _CG_TOLERANCE**2  # |b| = 1 for a unit source
+        z = self.precondition(residual)
+        direction = z.copy()
+        rz = np.einsum("ijk,ijk->i", residual, z)
+        for iteration in range(_MAX_ITERATIONS + 1):
+            if float(np.einsum("ijk,ijk->i", residual, residual).max()) <= limit:
+                return iteration
+            if iteration == _MAX_ITERATIONS:
+                break
+            q = self.apply(direction)
+            alpha = rz / np.einsum("ijk,ijk->i", direction, q)
+            w += alpha[:, None, None] * direction
+            residual -= alpha[:, None, None] * q
+            z = self.precondition(residual)
+            rz_new = np.einsum("ijk,ijk->i", residual, z)
+            direction *= (rz_new / rz)[:, None, None]
+            direction += z
+            rz = rz_new
+        return None

@@ -1,0 +1,75 @@
+"""The warm-started line solver against exact solves, after many programming events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mock_hardware.array_model import CrossbarArray, PulseKind
+from mock_hardware.device_params import preset
+from mock_hardware.physics import line_resistance
+from mock_hardware.physics.line_resistance import TransferSolver, effective_conductance
+from tests.mock_hardware.test_physics_lines import QUIET, dense_column_currents
+
+
+@pytest.mark.parametrize(("rows", "cols", "r_segment"), [(48, 24, 0.35), (20, 40, 1.0), (1, 6, 2.0), (7, 1, 2.0)])
+def test_warm_solves_stay_within_1e_6_of_a_fresh_lu_solve(rows: int, cols: int, r_segment: float) -> None:
+    rng = np.random.default_rng(rows * cols)
+    g = rng.uniform(100e-6, 900e-6, (rows, cols))
+    solver = TransferSolver(rows, cols, r_segment)
+    worst = 0.0
+    for event in range(30):
+        # A training-like programming event: a random tenth of the cells move by a few uS, now
+        # and then a big RESET of a few cells.
+        moved = rng.random(g.shape) < (0.1 if event % 7 else 0.02)
+        step = rng.normal(0, 8e-6, g.shape) if event % 7 else -g * 0.8
+        g = np.where(moved, np.clip(g + step, 20e-6, 900e-6), g)
+        exact = effective_conductance(g, r_segment, end_segments=1)
+        worst = max(worst, float(np.max(np.abs(solver.transfer(g) / exact - 1))))
+    assert worst < 1e-6
+    assert solver.factorizations == 0  # every event was solved by the iteration, none refactorized
+    # The wires matter on these arrays: the check above does not pass by returning G itself.
+    assert np.max(np.abs(exact / g - 1)) > 1e-4
+
+
+def test_a_warm_start_costs_fewer_iterations_than_a_cold_one() -> None:
+    rng = np.random.default_rng(1)
+    g = rng.uniform(100e-6, 900e-6, (64, 32))
+    warm = TransferSolver(64, 32, 0.35)
+    warm.transfer(g)
+    g[rng.random(g.shape) < 0.05] += 3e-6
+    warm.transfer(g)
+    cold = TransferSolver(64, 32, 0.35)
+    cold.transfer(g)
+    assert warm.iterations < cold.iterations
+
+
+def test_an_iteration_that_does_not_converge_falls_back_to_a_factorization(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 200 ohm segments against 1 mS cells: the preconditioner (ideal row lines) is far off; with
+    # the iteration budget cut to one, the solver must factorize, and the answer stays exact.
+    monkeypatch.setattr(line_resistance, "_MAX_ITERATIONS", 1)
+    g = np.random.default_rng(2).uniform(500e-6, 1e-3, (30, 30))
+    solver = TransferSolver(30, 30, 200.0)
+    np.testing.assert_allclose(solver.transfer(g), effective_conductance(g, 200.0, 1), rtol=1e-12)
+    assert solver.factorizations == 1
+
+
+def test_the_array_tracks_many_programming_events_exactly() -> None:
+    # Through the array model, with the per-cell shortcut switched off by a tiny tolerance: every
+    # VMM after a programming event is the warm-started solve, checked against a dense nodal solve.
+    rows, cols, r_segment = 16, 12, 0.35
+    params = preset("ideal", rows=rows, cols=cols, line_resistance=r_segment, line_refactor_tolerance=1e-12, **QUIET)
+    array = CrossbarArray(params, seed=3)
+    rng = np.random.default_rng(4)
+    shape = (rows, cols)
+    array.apply_pulses(PulseKind.SET, 0, 0, np.full(shape, 2.5), rng.uniform(0.6, 2.5, shape),
+                       np.full(shape, 1e-6), np.ones(shape, bool))  # fmt: skip
+    v = rng.uniform(-0.2, 0.2, (1, rows))
+    for _ in range(12):
+        mask = rng.random(shape) < 0.15
+        array.apply_pulses(PulseKind.RESET, 0, 0, np.full(shape, 1.8), np.full(shape, 5.0), np.full(shape, 1e-6), mask)
+        array.apply_pulses(PulseKind.SET, 0, 0, np.full(shape, 2.5), rng.uniform(0.6, 2.5, shape),
+                           np.full(shape, 1e-6), mask)  # fmt: skip
+        reference = dense_column_currents(array.conductance, r_segment, v[0], np.ones(rows, bool), np.ones(cols, bool))
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(array.vmm(v, 0, 0, cols)[0], reference, rtol=1e-6, atol=1e-9 * scale)
