@@ -18,7 +18,8 @@ for them digitally (no extra round trip):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,16 @@ class ArrayBackend:
         self.column_gain = column_gain
         self.gains: dict[tuple[str, int], FloatArray] = {}
         self.vmm_calls = 0
+
+    @contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """Column gains fitted inside are used inside and forgotten after: an evaluation's batches
+        do not change the gains the training's forward passes see."""
+        kept = dict(self.gains)
+        try:
+            yield
+        finally:
+            self.gains = kept
 
     def read_back(self, v_read: float = 0.2) -> dict[str, FloatArray]:
         """Read every board's full conductance map (one round trip each)."""

@@ -18,6 +18,7 @@ firmware, not here.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -80,6 +81,7 @@ class CrossbarArray:
         # Independent streams: what a technician reads never changes what a pulse does, and
         # the device population does not depend on how the array is later used.
         cell_seed, state_seed, drift_seed, write_seed, read_seed = np.random.SeedSequence(seed).spawn(5)
+        self._read_entropy = read_seed.generate_state(4)
         self.cells = CellPopulation.draw(params, cell_seed)
         state_rng = np.random.default_rng(state_seed)
         stuck = self.cells.stuck
@@ -94,7 +96,8 @@ class CrossbarArray:
         self._clock = Clock(params.clock)
         self._drift = DriftState(g0, self._formed & ~stuck, params, np.random.default_rng(drift_seed))
         self._write_rng = np.random.default_rng(write_seed)
-        self._read_rng = np.random.default_rng(read_seed)
+        # Read noise comes from a stream per read (see _read_rng): {(version, read digest): repeats}.
+        self._read_repeats: dict[tuple[int, bytes], int] = {}
         self._iv = IVCurve(params.iv_nonlinearity, params.v_iv_reference)
         # Bumped whenever a pulse changes a cell: keys every cache of derived state.
         self._version = 0
@@ -168,7 +171,8 @@ class CrossbarArray:
         if sigma:
             # Independent per-cell read noise summed over the column: Gaussian with the summed variance.
             spread = sigma * np.sqrt((cells**2).sum(axis=0))
-            columns = columns + spread * fast_normal(self._read_rng, columns.shape)
+            rng = self._read_rng(b"DC", v_rows, v_cols, gate_on)
+            columns = columns + spread * fast_normal(rng, columns.shape)
         self._clock.advance(self.params.read_duration)
         return np.asarray(columns)
 
@@ -219,11 +223,31 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        fast_normal_into(self._read_rng, work.normal, work.indices)
+        fast_normal_into(self._read_rng(b"VMM", v, np.array([row0, col0, ncols])), work.normal, work.indices)
         work.spread *= work.normal
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
+
+    def _read_rng(self, kind: bytes, *inputs: npt.NDArray[np.generic]) -> np.random.Generator:
+        """The noise stream of one read: keyed by the array's programming state, what is read (the
+        command and its inputs) and how often that same read was already made in this state.
+
+        Repeated reads get fresh noise, but a read never shifts the noise of a different read: an
+        evaluation between two training updates leaves the training's reads (and so its
+        trajectory) exactly as they would have been without it.
+        """
+        digest = hashlib.blake2b(kind, digest_size=16)
+        for array in inputs:
+            digest.update(np.ascontiguousarray(array).data)
+        if self._read_repeats and next(iter(self._read_repeats))[0] != self._version:
+            self._read_repeats.clear()  # keys of an older state can never repeat
+        key = (self._version, digest.digest())
+        repeat = self._read_repeats.get(key, 0)
+        self._read_repeats[key] = repeat + 1
+        words = np.frombuffer(key[1], dtype=np.uint32)
+        spawn_key = (self._version, repeat, *(int(w) for w in words))
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=spawn_key)))
 
     def _vmm_workspace(self, nvec: int, nrows: int, ncols: int) -> _VmmWorkspace:
         key = (nvec, nrows, ncols)
@@ -292,7 +316,8 @@ class CrossbarArray:
             # Scratch reused between maps: on large arrays fresh temporaries cost more (page
             # faults) than the arithmetic.
             relative, indices = self._map_scratch(nrows, ncols)
-            fast_normal_into(self._read_rng, relative, indices)
+            rng = self._read_rng(b"MAP", np.array([row0, col0, nrows, ncols]), np.array([v_read]))
+            fast_normal_into(rng, relative, indices)
             relative *= np.float32(sigma)
             relative += np.float32(1.0)
             g_read *= relative

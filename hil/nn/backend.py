@@ -8,6 +8,7 @@ conductances read back after the last update, so training adapts to what the har
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -26,6 +27,17 @@ class MatmulBackend(Protocol):
 
     def weights(self, layer: str) -> FloatArray:
         """(fan_in, fan_out): the effective weights for the backward pass (on hardware: the conductances read back)."""
+        ...
+
+
+@runtime_checkable
+class EvaluationAware(Protocol):
+    """A backend that learns from the products it computes (a hardware backend's column gains)
+    and must not learn from an evaluation: what training does may not depend on when it is
+    evaluated."""
+
+    def evaluation(self) -> AbstractContextManager[None]:
+        """While inside, products are computed as usual but leave no trace in the backend."""
         ...
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from hil.nn.backend import ExactBackend, MatmulBackend
+from hil.nn.backend import EvaluationAware, ExactBackend, MatmulBackend
 from hil.nn.loss import accuracy, softmax_cross_entropy
 from hil.nn.network import Network
 from hil.optimizers import Optimizer
@@ -109,10 +110,15 @@ class TrainResult:
 
 
 def evaluate(network: Network, backend: MatmulBackend, x: FloatArray, y: IntArray) -> tuple[float, float]:
-    """Test accuracy and loss, forward passes in large chunks (one VMM batch per layer per chunk)."""
-    logits = np.concatenate(
-        [network.forward(x[i : i + EVAL_CHUNK], backend, train=False) for i in range(0, len(x), EVAL_CHUNK)]
-    )
+    """Test accuracy and loss, forward passes in large chunks (one VMM batch per layer per chunk).
+
+    A backend that learns from its products (column gains) learns nothing here, so when a run
+    evaluates does not change how it trains.
+    """
+    with backend.evaluation() if isinstance(backend, EvaluationAware) else nullcontext():
+        logits = np.concatenate(
+            [network.forward(x[i : i + EVAL_CHUNK], backend, train=False) for i in range(0, len(x), EVAL_CHUNK)]
+        )
     loss, _ = softmax_cross_entropy(logits, y)
     return accuracy(logits, y), float(loss)
 
