@@ -56,6 +56,7 @@ class _LineSolution:
     g_eff: FloatArray
     g_snapshot: FloatArray
     r_cell: FloatArray
+    columns: BoolArray  # where g_eff and r_cell were solved (NaN elsewhere)
 
 
 class _VmmWorkspace:
@@ -105,6 +106,7 @@ class CrossbarArray:
         self._g_now = g0.copy()
         self._line_solution: _LineSolution | None = None
         self._transfer_solver: TransferSolver | None = None
+        self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have used
         self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
@@ -202,7 +204,7 @@ class CrossbarArray:
         """
         v = np.asarray(v_rows, dtype=np.float64)
         nvec, nrows = v.shape
-        transfer = self._transfer_matrix(row0, nrows)[:, col0 : col0 + ncols]
+        transfer = self._transfer_matrix(row0, nrows, col0, ncols)[:, col0 : col0 + ncols]
         sigma = self.params.read_noise
         nonlinear = not self._iv.is_ohmic
         self._clock.advance(nvec * self.params.read_duration)
@@ -258,7 +260,7 @@ class CrossbarArray:
             work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols)
         return work
 
-    def _transfer_matrix(self, row0: int, nrows: int) -> FloatArray:
+    def _transfer_matrix(self, row0: int, nrows: int, col0: int, ncols: int) -> FloatArray:
         """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together.
 
         Rows outside the region are held at 0 V with their gates on, so one solve of the whole
@@ -266,13 +268,16 @@ class CrossbarArray:
         """
         if self.params.line_resistance == 0:
             return self._conductance_now()[row0 : row0 + nrows, :]
+        self._line_columns[col0 : col0 + ncols] = True
         return self._whole_array_transfer()[row0 : row0 + nrows, :]
 
     def _whole_array_transfer(self) -> FloatArray:
+        """``G_eff`` of the whole array, valid in the columns VMMs have used so far (NaN elsewhere):
+        a network on part of a large array pays for its own columns only."""
         g = self._conductance_now()
         r_segment = self.params.line_resistance
         solution = self._line_solution
-        if solution is not None:
+        if solution is not None and np.array_equal(solution.columns, self._line_columns):
             change = np.abs(g - solution.g_snapshot)
             if not change.any():
                 return solution.g_eff
@@ -289,11 +294,12 @@ class CrossbarArray:
         if self._transfer_solver is None:
             self._transfer_solver = TransferSolver(self.rows, self.cols, r_segment, end_segments=1)
         # Warm-started from the last solution: costs what changed, not a factorization.
-        g_eff = self._transfer_solver.transfer(g)
+        columns = self._line_columns.copy()
+        g_eff = self._transfer_solver.transfer(g, np.flatnonzero(columns))
         # The series resistance each cell effectively sees; G_eff >= G cannot happen on a passive
         # network with driven rows, but keep it well defined.
         r_cell = np.maximum(1.0 / g_eff - 1.0 / g, 0.0)
-        self._line_solution = _LineSolution(g_eff, g.copy(), r_cell)
+        self._line_solution = _LineSolution(g_eff, g.copy(), r_cell, columns)
         return g_eff
 
     def read_conductance(self, row0: int, col0: int, nrows: int, ncols: int, v_read: float) -> FloatArray:

@@ -236,6 +236,7 @@ class TransferSolver:
         self.g_wire = 1.0 / r_segment
         self.g_end = 1.0 / (r_segment * end_segments)
         self._warm: list[FloatArray] = []  # the last solution w, per chunk of sources
+        self._warm_columns: npt.NDArray[np.intp] | None = None  # the sources it was for
         self.iterations = 0  # CG iterations of the last call (for tests and benchmarks)
         self.factorizations = 0  # fallbacks to a sparse LU solve, over the solver's life
 
@@ -248,25 +249,30 @@ class TransferSolver:
         return _chain_factor((diagonal + g).ravel(), off.ravel())
 
 
-    def transfer(self, g_cells: FloatArray) -> FloatArray:
-        """``G_eff`` (rows x cols) for ohmic cells ``g_cells``."""
+    def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
+        """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
+        are solved (a VMM on part of a large array pays for its own columns), the others are NaN."""
         g = np.ascontiguousarray(g_cells, dtype=np.float64)
+        wanted = np.arange(self.cols) if columns is None else np.unique(np.asarray(columns, dtype=np.intp))
         g_t = np.ascontiguousarray(g.T)
         operator = _SchurOperator(g, g_t, self._row_chains(g), self.g_wire, self.g_end)
-        g_eff = np.empty((self.rows, self.cols))
-        chunks = range(0, self.cols, _SOURCE_CHUNK)
-        if len(self._warm) != len(chunks):
-            self._warm = [np.zeros((min(start + _SOURCE_CHUNK, self.cols) - start, self.cols, self.rows))
-                          for start in chunks]  # fmt: skip
+        g_eff = np.full((self.rows, self.cols), np.nan)
+        # Warm starts are kept for the columns last solved; a new set of columns starts cold.
+        if self._warm_columns is None or not np.array_equal(self._warm_columns, wanted):
+            self._warm = [np.zeros((min(start + _SOURCE_CHUNK, wanted.size) - start, self.cols, self.rows))
+                          for start in range(0, wanted.size, _SOURCE_CHUNK)]  # fmt: skip
+            self._warm_columns = wanted
         self.iterations = 0
-        for index, start in enumerate(chunks):
-            sources = np.arange(start, min(start + _SOURCE_CHUNK, self.cols))
+        for index, start in enumerate(range(0, wanted.size, _SOURCE_CHUNK)):
+            sources = wanted[start : start + _SOURCE_CHUNK]
             w = self._warm[index]
             iterations = operator.solve(sources, w)
             if iterations is None:  # the row lines couple too strongly for the preconditioner
                 self.factorizations += 1
-                self._warm = []
-                return effective_conductance(g, self.r_segment, self.end_segments)
+                self._warm_columns = None
+                exact = effective_conductance(g, self.r_segment, self.end_segments)
+                g_eff[:, wanted] = exact[:, wanted]
+                return g_eff
             self.iterations += iterations
             g_eff[:, sources] = (self.g_wire * self.g_end) * operator.row_driver_voltages(w).T
         return g_eff

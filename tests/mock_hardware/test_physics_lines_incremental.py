@@ -73,3 +73,22 @@ def test_the_array_tracks_many_programming_events_exactly() -> None:
         reference = dense_column_currents(array.conductance, r_segment, v[0], np.ones(rows, bool), np.ones(cols, bool))
         scale = np.abs(reference).max()
         np.testing.assert_allclose(array.vmm(v, 0, 0, cols)[0], reference, rtol=1e-6, atol=1e-9 * scale)
+
+
+def test_a_vmm_on_some_columns_solves_only_those_and_stays_exact() -> None:
+    rows, cols, r_segment = 12, 10, 0.5
+    params = preset("ideal", rows=rows, cols=cols, line_resistance=r_segment, line_refactor_tolerance=1e-12, **QUIET)
+    array = CrossbarArray(params, seed=6)
+    shape = (rows, cols)
+    rng = np.random.default_rng(7)
+    array.apply_pulses(PulseKind.SET, 0, 0, np.full(shape, 2.5), rng.uniform(0.6, 2.5, shape),
+                       np.full(shape, 1e-6), np.ones(shape, bool))  # fmt: skip
+    v = rng.uniform(0, 0.2, (1, rows))
+    reference = dense_column_currents(array.conductance, r_segment, v[0], np.ones(rows, bool), np.ones(cols, bool))
+    np.testing.assert_allclose(array.vmm(v, 0, 2, 3)[0], reference[2:5], rtol=1e-6)
+    solver = array._transfer_solver
+    assert solver is not None and solver.iterations > 0
+    solved = np.isfinite(array._whole_array_transfer()).all(axis=0)
+    assert list(np.flatnonzero(solved)) == [2, 3, 4]  # the other columns were not paid for
+    np.testing.assert_allclose(array.vmm(v, 0, 6, 4)[0], reference[6:10], rtol=1e-6)  # more columns: solved then
+    np.testing.assert_allclose(array.vmm(v, 0, 2, 3)[0], reference[2:5], rtol=1e-6)
