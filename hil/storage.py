@@ -87,6 +87,7 @@ class RunFile:
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
         self.flush_hooks: list[Callable[[], None]] = []
+        self._handles: dict[str, h5py.Dataset] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
         self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
@@ -105,6 +106,7 @@ class RunFile:
         run._data = run._file.require_group(DATA_GROUP)
         run._pending_attrs = {}
         run.flush_hooks = []
+        run._handles = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
@@ -137,6 +139,7 @@ class RunFile:
     def clear(self) -> None:
         """Drop everything measured: a resumed run that starts over."""
         del self._file[DATA_GROUP]
+        self._handles.clear()
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs.clear()
         self.flush()
@@ -153,16 +156,29 @@ class RunFile:
 
     # ------------------------------------------------------------------ Recorder
 
+    def _dataset(self, name: str) -> h5py.Dataset | None:
+        """The dataset ``name``, its handle kept: a path lookup in h5py costs more than the write
+        of a small checkpoint array (a training run rewrites several every update)."""
+        dataset = self._handles.get(name)
+        if dataset is None or not dataset.id.valid:
+            found = self._data.get(name)
+            dataset = found if isinstance(found, h5py.Dataset) else None
+            if dataset is not None:
+                self._handles[name] = dataset
+        return dataset
+
     def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         values = np.asarray(data)
-        existing = self._data.get(name)
-        if isinstance(existing, h5py.Dataset) and existing.shape == values.shape and existing.dtype == values.dtype:
+        existing = self._dataset(name)
+        if existing is not None and existing.shape == values.shape and existing.dtype == values.dtype:
             existing[...] = values  # in place: rewriting a checkpoint every update must not grow the file
-            self.set_attrs(name, **attrs)
+            if attrs:
+                self.set_attrs(name, **attrs)
             self._flush_if_due()
             return
         if name in self._data:
             del self._data[name]
+        self._handles.pop(name, None)
         self._data.create_dataset(name, data=values)
         self._apply_pending()
         self.set_attrs(name, **attrs)
@@ -170,11 +186,12 @@ class RunFile:
 
     def append(self, name: str, row: npt.ArrayLike, /) -> None:
         values = np.asarray(row)
-        dataset = self._data.get(name)
+        dataset = self._dataset(name)
         if dataset is None:
             dataset = self._data.create_dataset(
                 name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=values.dtype, chunks=True
             )
+            self._handles[name] = dataset
             self._apply_pending()
         elif dataset.shape[1:] != values.shape:
             raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
