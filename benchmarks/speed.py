@@ -19,6 +19,7 @@ final evaluation) is left out. Prints a table, then one JSON object as the last 
 
     python benchmarks/speed.py              # about 3 minutes on an idle 2-core machine
     python benchmarks/speed.py --quick      # a smoke run
+    python benchmarks/speed.py --models mlp --sizes 128x64,256x128 --updates 20
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 import hil.training.run as training_run
+import mock_hardware.array_model as array_model
 from drivers import Board, Region
 from hil.nn import Network, get_architecture
 from hil.nn.backend import ExactBackend
@@ -55,7 +57,7 @@ from hil.updates import GateCodedConfig, UpdateStats
 from mock_hardware.array_model import CrossbarArray
 from mock_hardware.array_model import PulseKind as ArrayPulseKind
 from mock_hardware.device_params import DeviceParameters, preset
-from mock_hardware.physics.line_resistance import TransferSolver
+from mock_hardware.physics import line_resistance
 
 FloatArray = npt.NDArray[np.float64]
 PRESET = "umass-ta-hfo2"
@@ -120,7 +122,10 @@ def instrumented(clocks: Clocks) -> Iterator[None]:
     """Time the Board calls, the physics, the line solve and the run file's calls."""
     hooks = [(Board, m, "board") for m in ("vmm", "read_map", "apply_pulses")]
     hooks += [(CrossbarArray, m, "physics") for m in ("vmm", "read_conductance", "apply_pulses", "column_currents")]
-    hooks += [(TransferSolver, "transfer", "line_solve")]
+    if hasattr(line_resistance, "TransferSolver"):
+        hooks += [(line_resistance.TransferSolver, "transfer", "line_solve")]
+    else:  # before the warm-started solver (to measure the "before" figures)
+        hooks += [(array_model, "effective_conductance", "line_solve")]
     hooks += [(RunFile, m, "recorder") for m in ("write", "append", "set_attrs", "flush", "truncate")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in hooks]
     try:
@@ -325,12 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=40, help="timed updates per variant (default 40)")
     parser.add_argument("--size-updates", type=int, default=6, help="timed updates per array size (default 6)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--no-sizes", action="store_true", help="skip the array-size scan")
+    parser.add_argument("--sizes", default=",".join(f"{r}x{c}" for r, c in SIZES),
+                        help="array sizes to scan, ROWSxCOLS,... ('' for none)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 updates, two sizes")
     args = parser.parse_args(argv)
     updates = 4 if args.quick else args.updates
     size_updates = 3 if args.quick else args.size_updates
-    sizes = SIZES[:2] if args.quick else SIZES
+    sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",") if size]
+    sizes = sizes[:2] if args.quick else sizes
     load_before = os.getloadavg()
     started = time.perf_counter()
     resource = f"emulator://?preset={PRESET}&seed=1"
@@ -363,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 "physics_share": round(stack.get("physics", 0.0) / whole, 4),
                 "breakdown_ms": {k: ms(v) for k, v in stack.items()},
             }
-        if not args.no_sizes:
+        if sizes:
             for rows, cols in sizes:
                 sized = f"{resource}&rows={rows}&cols={cols}"
                 timing = run_stack("mlp", size_updates + 1, sized, direct=False, folder=Path(folder))

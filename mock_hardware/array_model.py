@@ -42,6 +42,18 @@ BoolArray = npt.NDArray[np.bool_]
 _WORKSPACE_CACHE_SIZE = 4
 
 
+def _fingerprint(array: npt.NDArray[np.generic]) -> bytes:
+    """Bytes that tell reads apart, at a fraction of hashing the whole input (a VMM batch of
+    convolution patches is megabytes): the shape, both ends, and two whole-array reductions."""
+    data = np.ascontiguousarray(array)
+    raw = data.view(np.uint8).ravel()
+    if raw.size <= 4096 or raw.size % 8:
+        return bytes(str(data.shape), "ascii") + raw.tobytes()
+    words = raw.view(np.uint64)
+    sums = np.array([np.add.reduce(words), np.bitwise_xor.reduce(words)], dtype=np.uint64)
+    return bytes(str(data.shape), "ascii") + raw[:1024].tobytes() + raw[-1024:].tobytes() + sums.tobytes()
+
+
 class PulseKind(StrEnum):
     SET = "SET"
     RESET = "RES"
@@ -241,7 +253,7 @@ class CrossbarArray:
         """
         digest = hashlib.blake2b(kind, digest_size=16)
         for array in inputs:
-            digest.update(np.ascontiguousarray(array).data)
+            digest.update(_fingerprint(array))
         if self._read_repeats and next(iter(self._read_repeats))[0] != self._version:
             self._read_repeats.clear()  # keys of an older state can never repeat
         key = (self._version, digest.digest())
