@@ -97,14 +97,14 @@ class Clocks:
         self.ticks.append((time.perf_counter(), dict(self.spent)))
 
     def per_update(self) -> dict[str, float]:
-        """Median per update of the wall time and of each group (ticks: loop start, then each update)."""
+        """Mean per update of the wall time and of each group (ticks: loop start, then each update)."""
         rows = []
         for (t0, before), (t1, after) in zip(self.ticks[:-2], self.ticks[1:-1], strict=True):  # drop the last
             row = {group: after.get(group, 0.0) - before.get(group, 0.0) for group in after}
             row["total"] = t1 - t0
             rows.append(row)
         groups = sorted({g for row in rows for g in row})
-        return {g: float(np.median([row.get(g, 0.0) for row in rows])) for g in groups}
+        return {g: float(np.mean([row.get(g, 0.0) for row in rows])) for g in groups}
 
 
 @contextmanager

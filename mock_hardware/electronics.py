@@ -64,9 +64,25 @@ class Electronics(BaseModel):
     def measure_autoranged(self, current: FloatArray) -> FloatArray:
         """Currents measured with the TIA gain chosen per sample: the highest gain that keeps the
         signal below the headroom of ADC full scale (the lowest gain when none does)."""
-        gains = np.asarray(self.tia_gains)
+        gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
         full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
-        fits = (np.abs(current)[..., None] * gains) <= full_scale
-        index = np.maximum(fits.sum(axis=-1) - 1, 0)
-        measured, _, _ = self.digitize(current, gains[index])
-        return measured
+        magnitude = np.abs(current)
+        # The gains that fit are a prefix of the sorted gains: one search per sample, not a
+        # sample-by-gain table (VMM batches of convolution patches are a million samples). The
+        # search's division can round across a boundary: settle it with the product itself.
+        with np.errstate(divide="ignore"):
+            index = np.searchsorted(gains, full_scale / magnitude, side="right") - 1
+        index = np.clip(index, 0, gains.size - 1)
+        higher = np.minimum(index + 1, gains.size - 1)
+        index = np.where((higher > index) & (magnitude * gains[higher] <= full_scale), higher, index)
+        index = np.where((index > 0) & (magnitude * gains[index] > full_scale), index - 1, index)
+        # digitize() without the code and saturation outputs, in place: the same arithmetic
+        gain = gains[index]
+        volts = np.multiply(current, gain)
+        np.clip(volts, -self.tia_rail, self.tia_rail, out=volts)
+        np.divide(volts, self.adc_lsb, out=volts)
+        np.round(volts, out=volts)
+        np.clip(volts, -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1, out=volts)
+        np.multiply(volts, self.adc_lsb, out=volts)
+        np.divide(volts, gain, out=volts)
+        return volts
