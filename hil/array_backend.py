@@ -69,6 +69,9 @@ class ArrayBackend:
         self.column_gain = column_gain
         self.gains: dict[tuple[str, int], FloatArray] = {}
         self.vmm_calls = 0
+        # Per tile (by identity), what depends only on the last read-back or on the defect maps.
+        self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
+        self._roles_cache: dict[int, tuple[BoolArray | None, BoolArray | None, PairRoles | None]] = {}
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -124,14 +127,28 @@ class ArrayBackend:
         return gain
 
     def _read_weights(self, tile: Tile) -> FloatArray:
-        """``(G+ - G-) / g_unit`` of every pair of the tile, from the last read-back."""
-        g_plus, g_minus = tile.pair(self.conductance[tile.board])
+        """``(G+ - G-) / g_unit`` of every pair of the tile, from the last read-back (computed once
+        per read-back: the forward and backward passes of an update all ask for it)."""
+        board_map = self.conductance[tile.board]
+        cached = self._weights_cache.get(id(tile))
+        if cached is not None and cached[0] is board_map:
+            return cached[1]
+        g_plus, g_minus = tile.pair(board_map)
         w: FloatArray = (g_plus - g_minus) / self.g_unit
+        self._weights_cache[id(tile)] = (board_map, w)
         return w
 
     def pair_roles(self, tile: Tile) -> PairRoles | None:
         """Which pairs of the tile are dead, or single-device; ``None`` when every pair works."""
         low, high = self.stuck_low.get(tile.board), self.stuck_high.get(tile.board)
+        cached = self._roles_cache.get(id(tile))
+        if cached is not None and cached[0] is low and cached[1] is high:
+            return cached[2]
+        roles = self._pair_roles(tile, low, high)
+        self._roles_cache[id(tile)] = (low, high, roles)
+        return roles
+
+    def _pair_roles(self, tile: Tile, low: BoolArray | None, high: BoolArray | None) -> PairRoles | None:
         if low is None and high is None:
             return None
         shape = self.placement.board_shapes[tile.board]
@@ -164,7 +181,8 @@ class ArrayBackend:
     def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
         row0, nrows = tile.row_span
         col0, ncols = tile.col_span
-        drive = np.zeros((len(volts), nrows))
+        # float32, the wire format's precision: the Board would convert a float64 drive anyway
+        drive = np.zeros((len(volts), nrows), dtype=np.float32)
         drive[:, tile.plus_rows - row0] = volts
         drive[:, tile.minus_rows - row0] = -volts
         self.vmm_calls += 1

@@ -242,3 +242,24 @@ def test_a_layer_wider_than_a_board_is_tiled_across_boards() -> None:
             inputs = x if layer == "dense1" else x[:, :54]
             assert close_to(backend.matmul(layer, inputs), inputs @ backend.weights(layer))
             assert np.abs(backend.weights(layer) - weights[layer]).max() < 0.1
+
+
+def test_weights_follow_every_read_back_and_defect_map(programmed: ArrayBackend) -> None:
+    # The backend keeps per-tile weights and pair roles between read-backs; a new read-back or a
+    # new defect map must be seen at once.
+    layer = next(iter(programmed.placement.tiles))
+    before = programmed.weights(layer).copy()
+    tile = programmed.placement.tiles[layer][0]
+    board = programmed.boards[tile.board]
+    mask = np.zeros(board.shape, dtype=bool)
+    mask[tile.plus_rows[0], tile.cols[0]] = True
+    board.apply_pulses(PulseKind.RESET, 1.8, 5.0, 1e-6, mask=mask)
+    programmed.read_back()
+    after = programmed.weights(layer)
+    assert after[0, 0] < before[0, 0] - 1.0  # the RESET device's weight fell by more than a unit
+    expected = (tile.pair(programmed.conductance[tile.board])[0] - tile.pair(programmed.conductance[tile.board])[1])
+    np.testing.assert_array_equal(after[tile.inputs, tile.outputs], expected / programmed.g_unit)
+    dead = np.zeros(board.shape, dtype=bool)
+    dead[tile.plus_rows[1], tile.cols[1]] = True
+    programmed.stuck_high[tile.board] = dead
+    assert programmed.weights(layer)[1, 1] == 0.0  # a shorted pair is pruned as soon as it is known
