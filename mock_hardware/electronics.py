@@ -67,15 +67,15 @@ class Electronics(BaseModel):
         gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
         full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
         magnitude = np.abs(current)
-        # The gains that fit are a prefix of the sorted gains: one search per sample, not a
-        # sample-by-gain table (VMM batches of convolution patches are a million samples). The
-        # search's division can round across a boundary: settle it with the product itself.
-        with np.errstate(divide="ignore"):
-            index = np.searchsorted(gains, full_scale / magnitude, side="right") - 1
-        index = np.clip(index, 0, gains.size - 1)
-        higher = np.minimum(index + 1, gains.size - 1)
-        index = np.where((higher > index) & (magnitude * gains[higher] <= full_scale), higher, index)
-        index = np.where((index > 0) & (magnitude * gains[index] > full_scale), index - 1, index)
+        # The gains that fit are a prefix of the sorted gains: count them with one comparison per
+        # gain over the samples (VMM batches of convolution patches are a million samples; a
+        # sample-by-gain table or a per-sample search costs several times more).
+        index = np.full(magnitude.shape, -1, dtype=np.int16)
+        product = np.empty_like(magnitude)
+        for gain in gains:
+            np.multiply(magnitude, gain, out=product)
+            index += product <= full_scale
+        np.maximum(index, 0, out=index)
         # digitize() without the code and saturation outputs, in place: the same arithmetic
         gain = gains[index]
         volts = np.multiply(current, gain)
