@@ -14,8 +14,9 @@ For the MLP (batch 50) and the CNN (batch 100) on ``umass-ta-hfo2``, in one proc
 Also, from the whole-stack run: the share of the Board, codec and firmware (time inside the
 ``Board`` calls minus the physics inside them), of the journal and checkpoints (time inside the
 run file's calls), and of the wire-network solve; and the whole stack's time per update for the
-MLP on arrays from 128 x 64 to 512 x 256 cells. Medians over updates; the last update (with the
-final evaluation) is left out. Prints a table, then one JSON object as the last line.
+MLP on arrays from 128 x 64 to 512 x 256 cells. Means over updates (a line solve does not happen on
+every update, so a median would hide it); the last update (with the final evaluation) is left out.
+Prints a table, then one JSON object as the last line.
 
     python benchmarks/speed.py              # about 3 minutes on an idle 2-core machine
     python benchmarks/speed.py --quick      # a smoke run
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(f"{r}x{c}" for r, c in SIZES),
                         help="array sizes to scan, ROWSxCOLS,... ('' for none)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 updates, two sizes")
+    parser.add_argument("--stack-only", action="store_true", help="time only the whole stack (before/after pairs)")
     args = parser.parse_args(argv)
     updates = 4 if args.quick else args.updates
     size_updates = 3 if args.quick else args.size_updates
@@ -345,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models:
             stack = run_stack(model, updates + 1, resource, direct=False, folder=Path(folder))
+            if args.stack_only:
+                results["models"][model] = {"whole_stack_ms": ms(stack["total"]),
+                                            "breakdown_ms": {k: ms(v) for k, v in stack.items()}}  # fmt: skip
+                continue
             direct = run_stack(model, updates + 1, resource, direct=True, folder=Path(folder))
             no_wires = run_stack(model, updates + 1, resource + "&line_resistance=0", direct=False, folder=Path(folder))
             bare = run_bare(model, updates + 1)
@@ -393,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | whole stack | direct physics | bare numpy | exact float | whole/bare | codec+fw | files | line |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model, r in results["models"].items():
+        if args.stack_only:
+            print(f"| {model} | {r['whole_stack_ms']} ms | | | | | | | |")
+            continue
         print(f"| {model} | {r['whole_stack_ms']} ms | {r['direct_physics_ms']} ms | {r['bare_numpy_ms']} ms | "
               f"{r['exact_float_ms']} ms | {r['whole_over_bare']}x | {100 * r['board_codec_firmware_share']:.1f} % | "
               f"{100 * r['journal_checkpoint_share']:.1f} % | {100 * r['line_solve_share']:.1f} % |")  # fmt: skip
