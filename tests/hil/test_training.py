@@ -39,7 +39,12 @@ TINY_NETWORK: dict[str, Any] = {
     "n_classes": 10,
     "layers": [{"type": "maxpool", "size": 2}, {"type": "flatten"}, {"type": "dense", "out": 10}],
 }
-REALISTIC = "emulator://?preset=umass-ta-hfo2&seed=1&rows=32&cols=10"
+# One chip's realization decides how far this tiny network gets in 80 updates. With read noise
+# drawn per read (issue 17) chip 1 came out unlucky (48 to 57 % after 80 updates at training
+# seeds 0 to 3, against 66 to 69 % before), while chips 2 to 6 average 68.9 % (67.8 % before the
+# change): chip 3 (66.9 %) is a typical one. (Chip 2 makes the write-verify rule ask for a
+# negative target conductance, which the Board refuses: a bug of that rule, not of the chip.)
+REALISTIC = "emulator://?preset=umass-ta-hfo2&seed=3&rows=32&cols=10"
 EMULATOR_ARGS = ("--rows", "32", "--cols", "10")
 CHANCE = 0.1
 UPDATES, EVAL_EVERY, BATCH = 80, 20, 50
