@@ -170,6 +170,10 @@ class WriteVerifyUpdateConfig(BaseModel):
     max_iterations: int = Field(8, ge=1, le=1000, description="write-verify iterations per update")
 
 
+G_TARGET_FLOOR = 1e-6
+"""The lowest conductance a write-verify target asks for, S: a fully RESET device, far below any weight's."""
+
+
 @dataclass
 class WriteVerifyUpdate:
     """Conductance targets per device; the due ones are written by closed-loop write-verify.
@@ -200,6 +204,9 @@ class WriteVerifyUpdate:
                     tile.put(board_map, plus + dg_plus, minus + dg_minus)
         stats = UpdateStats()
         for board, target in self.g_target.items():
+            # Same-signed changes push one device of a pair toward nothing and the other past what a cell
+            # may hold; the target stops at what the device can hold (the weight is clipped, as on a chip).
+            np.clip(target, G_TARGET_FLOOR, backend.boards[board].limits.g_cell_max, out=target)
             due = (np.abs(self.pending[board]) > self.config.threshold) & backend.placement.used_mask(board)
             if board in self.defective:
                 due &= ~self.defective[board]

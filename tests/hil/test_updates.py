@@ -280,3 +280,15 @@ def test_write_verify_never_pulses_devices_outside_the_placement(monkeypatch: py
     used = backend.placement.used_mask("board0")
     assert (rule.pulses["board0"][~used] == 0).all()
     assert not any((b.mask & ~used).any() for b in batches)
+
+
+@pytest.mark.parametrize("change", [-50.0, 50.0])
+def test_write_verify_targets_stay_in_the_window_a_device_can_hold(board: Board, change: float) -> None:
+    """A run of same-signed changes pushes one device of each pair below zero conductance and the other past
+    the cell maximum: the targets are held to what a device can hold, not sent for the Board to refuse."""
+    backend = mid_window_backend(board)
+    rule = write_verifying(backend)
+    for _ in range(2):
+        step(rule, backend, np.full(SHAPE, change))
+    target = rule.g_target["board0"]
+    assert (target > 0).all() and (target <= board.limits.g_cell_max).all()

@@ -929,7 +929,12 @@ def still_serves(fw: Firmware) -> None:
 
 
 @ROBUST
-@given(st.binary(max_size=600).map(lambda b: b.replace(b"#", b"")), st.lists(st.integers(0, 10_000), max_size=8))
+@given(
+    # Plain lines only: a block's bytes and a frame's body have their own rules (a damaged frame header takes
+    # the next line as its refused body: `!\n*IDN?\n` is one reply for two line ends), tested on their own.
+    st.binary(max_size=600).map(lambda b: b.replace(b"#", b"").replace(b"!", b"")),
+    st.lists(st.integers(0, 10_000), max_size=8),
+)
 def test_random_lines_each_get_exactly_one_reply(data: bytes, cuts: list[int]) -> None:
     fw = make_firmware()
     before = state(fw)
