@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -95,10 +95,10 @@ class Cell:
 
 def emulator_resource(base: str, parameters: dict[str, AxisValue]) -> str:
     """``base`` with ``parameters`` set in its query, keys sorted so equal chips spell equal resources."""
-    parts = urlsplit(base)
-    query = dict(parse_qsl(parts.query))
+    head, _, query_text = base.partition("?")  # not urlsplit: it drops the empty host of emulator://
+    query = dict(parse_qsl(query_text))
     query.update({k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in parameters.items()})
-    return urlunsplit(parts._replace(query=urlencode(sorted(query.items()))))
+    return f"{head}?{urlencode(sorted(query.items()))}"
 
 
 def expand(campaign: Campaign) -> list[Cell]:
