@@ -56,7 +56,7 @@ def test_dotted_paths_reach_tables_and_list_items() -> None:
     set_path(config, "gate_coded.v_set", 2.5)  # a table not in the base yet
     assert config == {"optimizer": {"name": "sgd", "lr": 0.1}, "steps": [{"amplitude": 2.0}],
                       "gate_coded": {"v_set": 2.5}}  # fmt: skip
-    with pytest.raises(ValueError, match="steps.3"):
+    with pytest.raises(ValueError, match=r"steps\.3"):
         set_path(config, "steps.3.amplitude", 1.0)
     with pytest.raises(ValueError, match="holds a value"):
         set_path(config, "optimizer.name.x", 1)
