@@ -61,7 +61,7 @@ def _peak_rss_bytes() -> int:
 def throughput(workers: int, folder: Path) -> dict[str, Any]:
     """Cells per hour on ``workers`` local worker processes (cluster start-up not counted)."""
     campaign = parse_campaign(THROUGHPUT_CELLS)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:  # fmt: skip
         client.run(lambda: __import__("hil.sweep.cell"))  # imports on the workers, not timed
         started = time.perf_counter()

@@ -130,7 +130,10 @@ def expand(campaign: Campaign) -> list[Cell]:
             if campaign.kind == "train":
                 config["seed"] = seed
             resource = None if campaign.pool else emulator_resource(campaign.emulator or DEFAULT_EMULATOR, chip)
-            key = cell_key({"kind": campaign.kind, "config": config, "resource": resource, "board": campaign.board})
+            # The seed is in the key even where nothing else takes it (a characterization on a pool
+            # board): then the seeds are repeats of the same measurement, each its own cell.
+            key = cell_key({"kind": campaign.kind, "config": config, "resource": resource, "board": campaign.board,
+                            "seed": seed})  # fmt: skip
             cells.append(Cell(key, campaign.kind, config, resource, dict(campaign.board), dict(values), seed))
     return cells
 

@@ -55,7 +55,7 @@ def _show(folder: Path, metric: str) -> int:
     if metric not in frame.columns:
         raise ConfigError(f"--metric {metric}: the table has {', '.join(map(str, frame.columns))}")
     with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print(summary(frame, axes, metric).to_string(index=False))
+        print(summary(frame, axes, metric).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for failed in frame[frame["status"] == "failed"].itertuples():
         print(f"  failed {failed.key}: {failed.error}")
     if (frame["status"] == "completed").any():

@@ -75,7 +75,7 @@ def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Client]:
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,\
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,\
             Client(cluster) as client:  # fmt: skip
         yield client
 
@@ -113,8 +113,9 @@ def run_campaign(
     if campaign.pool is None:
         check_emulators(cells)
     axes = list(campaign.axes)
-    save_meta(folder, {"name": campaign.name, "kind": campaign.kind, "axes": axes, "cells": len(cells),
-                       "campaign": campaign.model_dump(mode="json")})  # fmt: skip
+    meta = {"name": campaign.name, "kind": campaign.kind, "axes": axes, "cells": len(cells),
+            "campaign": campaign.model_dump(mode="json")}  # fmt: skip
+    save_meta(folder, meta)
     table = ResultsTable(folder, axes)
     todo: deque[Cell] = deque()
     for cell in cells:
@@ -132,6 +133,8 @@ def run_campaign(
         else:
             with dask_client(min(workers or os.cpu_count() or 1, len(todo)), scheduler) as own:
                 _run_on(own, campaign, folder, todo, table, report, progress)
+        if report.pool_out:
+            save_meta(folder, meta | {"pool_out": report.pool_out})
     report.seconds = time.perf_counter() - started
     return report
 

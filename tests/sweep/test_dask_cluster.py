@@ -29,7 +29,7 @@ READY_TIMEOUT = 60.0
 UPDATES = 12
 CAMPAIGN = {
     "name": "killed-worker", "kind": "train", "seeds": 4, "emulator": "emulator://?preset=umass-ta-hfo2",
-    "base": {"model": "mlp", "updates": UPDATES, "batch_size": 10, "eval_every": 6, "calibrate": False,
+    "base": {"model": "mlp", "updates": UPDATES, "batch_size": 10, "eval_every": UPDATES, "calibrate": False,
              "optimizer": {"name": "sgd", "lr": 0.1}},
     "axes": {"emulator.write_noise": [2e-6, 8e-6]},
 }  # fmt: skip
