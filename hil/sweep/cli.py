@@ -22,6 +22,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _show(Path(args.folder), args.metric)
     if args.folder:
         raise ConfigError(f"hil sweep takes one campaign file; {args.folder!r} is extra (did you mean --out?)")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: at least 1")
     if args.workers is not None and args.scheduler:
         raise ConfigError("--workers starts a local cluster; with --scheduler the cluster's workers run the cells")
     from hil.sweep.campaign import load_campaign

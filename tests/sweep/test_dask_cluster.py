@@ -91,7 +91,7 @@ def _kill_a_worker_mid_cell(folder: Path, victim: int, killed: dict[str, str], d
         for attempts in cells.glob("*.attempts") if cells.exists() else []:
             lines = attempts.read_text().splitlines()
             if lines and lines[-1].split()[-1] == str(victim) and attempts.with_suffix(".h5").exists():
-                time.sleep(0.3)
+                time.sleep(0.1)  # well inside the cell (which takes over a second)
                 os.kill(victim, signal.SIGKILL)
                 killed["key"] = attempts.stem
                 return
