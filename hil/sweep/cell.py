@@ -73,9 +73,11 @@ def previous_run(path: Path) -> RunData | None:
 
 def completed_row(cell: Cell, previous: RunData) -> dict[str, Any] | None:
     """The row of a cell whose run file says it completed (None if it did not)."""
-    if previous.root.get("status") != "completed" or SWEEP_ATTRS not in previous.attrs:
+    if previous.root.get("status") != "completed":
         return None
-    stored = previous.attrs[SWEEP_ATTRS]
+    # A run completed outside the campaign (e.g. ``hil train --resume`` on the cell's file) has no
+    # outcome recorded by the campaign; it counts as done all the same, never run over.
+    stored = previous.attrs.get(SWEEP_ATTRS, {})
     return base_row(cell) | {
         "status": "completed", "final_accuracy": stored.get("final_accuracy", math.nan),
         "best_accuracy": stored.get("best_accuracy", math.nan), "pulses": stored.get("pulses", 0),
