@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -35,6 +37,25 @@ from hil.sweep.table import ResultsTable, save_meta
 log = logging.getLogger(__name__)
 STOP_GRACE = 60.0
 """Longest the campaign waits, after Ctrl-C, for running cells to reach their next step, s."""
+
+
+POLL = 0.05
+"""Seconds between two looks for finished cells (and for Ctrl-C)."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag() -> Iterator[threading.Event]:
+    """Ctrl-C sets a flag the campaign loop reads, instead of raising wherever the main thread is:
+    a KeyboardInterrupt raised inside a finalizer run by the garbage collector is printed and lost."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -196,10 +217,17 @@ def _run_on(
         record(row)
 
     try:
-        fill()
-        for future in finished:
-            collect(future)
+        with _ctrl_c_as_flag() as ctrl_c:
             fill()
+            while not finished.is_empty():
+                if ctrl_c.is_set():
+                    raise KeyboardInterrupt
+                if not finished.has_ready():
+                    time.sleep(POLL)
+                    continue
+                for future in finished.next_batch(block=False):
+                    collect(future)
+                fill()
     except (KeyboardInterrupt, SystemExit):
         report.interrupted = True
         todo.clear()

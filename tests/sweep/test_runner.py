@@ -72,8 +72,12 @@ def test_ctrl_c_stops_the_campaign_with_no_run_left_running(tmp_path: Path) -> N
 
     threading.Thread(target=interrupt_once_a_cell_runs, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_campaign(campaign, folder, workers=1, progress=False)
+    try:
+        report = run_campaign(campaign, folder, workers=1, progress=False)
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail(f"the campaign was not interrupted: {report}")
     assert time.monotonic() - started < 90
     statuses = [read_run(path).root["status"] for path in cells.glob("*.h5")]
     assert statuses and "interrupted" in statuses and "running" not in statuses, statuses
