@@ -7,6 +7,7 @@ hil sweep show DIR [--metric NAME]
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from hil.sweep.campaign import load_campaign
     from hil.sweep.runner import run_campaign
 
+    if not args.verbose:  # Dask's own INFO lines (workers starting, closing) are noise here
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     campaign = load_campaign(args.campaign)
     out = Path(args.out or f"runs/sweep-{campaign.name}")
     where = args.scheduler or f"a local cluster of {args.workers or 'one per core'} worker processes"
