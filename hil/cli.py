@@ -43,6 +43,7 @@ from hil.options import add_option_flags, parse_options
 from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run, run_state
+from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config
 from hil.training.run import PROCEDURE, check_same_boards, preflight, run_training
 from protocols.recording import journaled_steps
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="FILE.png", help="where to draw the plot (default: beside the file)")
     show.add_argument("--no-plot", action="store_true", help="only print")
     show.set_defaults(handler=cmd_show)
+    register_sweep(commands)
     return parser
 
 
