@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DeviceParameters(BaseModel):
@@ -46,6 +46,13 @@ class DeviceParameters(BaseModel):
     set_intercept: float = Field(120e-6, description="mean c of the compliance line, S")
     set_slope_spread: float = Field(0.15, ge=0, description="device-to-device relative sigma of k")
     set_intercept_spread: float = Field(0.05, ge=0, description="device-to-device relative sigma of c")
+    set_intercept_spread_abs: float = Field(
+        0.0, ge=0, le=1e-3, description="device-to-device absolute sigma of c, added to the relative one, S"
+    )
+    v_gate_saturation: float = Field(
+        0.0, ge=0, le=20, description="gate voltage above which the compliance stops rising (transistor "
+        "saturation), V; 0: none",
+    )
     v_set_threshold: float = Field(1.0, ge=0, description="mean SET amplitude below which nothing changes, V")
     v_gate_threshold: float = Field(
         0.5, ge=0, description="transistor threshold: a pulse with its gate below this changes nothing, V"
@@ -81,6 +88,15 @@ class DeviceParameters(BaseModel):
     stuck_high_fraction: float = Field(0.0, ge=0, le=1, description="fraction of shorted (stuck-high) cells")
     g_stuck_low: float = Field(5e-6, gt=0, description="mean conductance of a stuck-low cell, S")
     g_stuck_high: float = Field(1e-3, gt=0, description="mean conductance of a shorted cell, S")
+    unformed_fraction: float = Field(
+        0.0, ge=0, le=1, description="fraction of cells that start virgin although start_formed (a partial forming)"
+    )
+    bad_rows: tuple[int, ...] = Field(
+        (), description="rows whose every cell is stuck low (a broken line); '3,17' in a resource string"
+    )
+    bad_cols: tuple[int, ...] = Field(
+        (), description="columns whose every cell is stuck low (a broken line); '3,17' in a resource string"
+    )
 
     # --- current-voltage curve ---------------------------------------------------------------------
     iv_nonlinearity: float = Field(
@@ -102,8 +118,22 @@ class DeviceParameters(BaseModel):
         "the last factorization) below which the line network is updated per cell instead of refactorized",
     )
 
+    @field_validator("bad_rows", "bad_cols", mode="before")
+    @classmethod
+    def _line_list(cls, value: Any) -> Any:
+        """Accept ``"3,17"`` (a resource string or ``--set``) as well as a list."""
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> DeviceParameters:
+        for name, lines, size in (("bad_rows", self.bad_rows, self.rows), ("bad_cols", self.bad_cols, self.cols)):
+            outside = [line for line in lines if not 0 <= line < size]
+            if outside:
+                raise ValueError(f"{name} {outside[0]} is outside the array (0 to {size - 1})")
+            if len(set(lines)) != len(lines):
+                raise ValueError(f"{name} lists a line twice: {list(lines)}")
         if self.g_min >= self.g_max:
             raise ValueError(f"g_min ({self.g_min}) must be below g_max ({self.g_max})")
         if self.stuck_low_fraction + self.stuck_high_fraction > 1:
