@@ -10,7 +10,7 @@ gate-coded programming and the trainer's updates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,133 @@ def fit_lines(v_gates: FloatArray, g_maps: FloatArray) -> tuple[FloatArray, Floa
     return k, c, residual
 
 
+@dataclass(frozen=True)
+class GateWindow:
+    """Where the SET conductance follows the gate linearly, found on the population's median curve.
+
+    Below the transistor's turn-on a SET changes nothing (the curve stays at the RESET level);
+    above saturation the compliance stops rising (a plateau). Between them the curve is the line
+    ``G = k v_gate + c`` the gate-coded scheme relies on.
+    """
+
+    first: int
+    """index of the first gate voltage of the linear part"""
+    last: int
+    """index of the last gate voltage of the linear part (inclusive)"""
+    v_turn_on: float
+    """estimated transistor turn-on, V: midway between the last off and the first on gate; NaN when
+    the first gate measured is already on"""
+    v_saturation: float
+    """gate where the median line meets the plateau, V; NaN when no plateau was measured"""
+
+
+def _flat_ssr(values: FloatArray) -> float:
+    return float(((values - values.mean()) ** 2).sum()) if values.size else 0.0
+
+
+def _line_ssr(v: FloatArray, g: FloatArray) -> tuple[float, float, float]:
+    slope, intercept = np.polyfit(v, g, 1)
+    return float(((g - (slope * v + intercept)) ** 2).sum()), float(slope), float(intercept)
+
+
+def find_gate_window(v_gates: FloatArray, median_curve: FloatArray) -> GateWindow:
+    """The linear part of a flat-line-flat curve, by least squares over every pair of breakpoints.
+
+    Each flat part (off below turn-on, plateau above saturation) is empty or holds at least two
+    points (one point alone is always fitted exactly, so it proves nothing); the line holds at
+    least three. A curve that is linear throughout keeps every point.
+    """
+    v, g = np.asarray(v_gates, dtype=np.float64), np.asarray(median_curve, dtype=np.float64)
+    n = v.size
+    best: tuple[float, int, int] | None = None
+    for first in [0, *range(2, n - 2)]:
+        for last in range(first + 2, n):
+            if n - 1 - last == 1:
+                continue
+            ssr = _flat_ssr(g[:first]) + _line_ssr(v[first : last + 1], g[first : last + 1])[0] + _flat_ssr(
+                g[last + 1 :]
+            )
+            # Ties (noise-free data) go to the longest line.
+            if best is None or ssr < best[0] * (1 - 1e-9) - 1e-30:
+                best = (ssr, first, last)
+    if best is None:  # fewer than five points: everything is the line
+        first, last = 0, n - 1
+    else:
+        _, first, last = best
+    _, slope, intercept = _line_ssr(v[first : last + 1], g[first : last + 1])
+    v_on = float((v[first - 1] + v[first]) / 2) if first > 0 else float("nan")
+    v_sat = float("nan")
+    if last < n - 1 and slope > 0:
+        v_sat = float((g[last + 1 :].mean() - intercept) / slope)
+    return GateWindow(first, last, v_on, v_sat)
+
+
+@dataclass(frozen=True)
+class PopulationFit:
+    """Population figures of a gate calibration: means and device-to-device spreads of ``k`` and
+    ``c`` over the responsive cells, the spreads with the fit noise removed."""
+
+    k_mean: float
+    k_mean_sigma: float
+    k_spread: float
+    """device-to-device sigma of k, S/V (fit noise removed)"""
+    k_spread_sigma: float
+    c_mean: float
+    c_mean_sigma: float
+    c_spread: float
+    """device-to-device sigma of c, S (fit noise removed)"""
+    c_spread_sigma: float
+    cells: int
+
+
+def population_fit(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) -> PopulationFit:
+    """Means and spreads of the per-cell line fits over ``cells`` (``g_maps`` over the window only).
+
+    Each cell's fitted k and c carry the fit's own noise, ``s^2 / Sxx`` and ``s^2 (1/n + v^2/Sxx)``
+    with ``s^2`` the cell's residual variance; their mean is subtracted from the observed
+    variance across cells, leaving the devices' own spread.
+    """
+    v = np.asarray(v_gates, dtype=np.float64)
+    n = v.size
+    k, c, residual = fit_lines(v, g_maps)
+    cells = cells & typical_cells(g_maps, cells)
+    k_cells, c_cells = k[cells], c[cells]
+    count = int(cells.sum())
+    if count < 2 or n < 3:
+        raise InvalidRequest(f"a population fit needs two responsive cells and three gates ({count}, {n})")
+    s2 = (residual[cells] ** 2) * n / (n - 2)
+    sxx = float(((v - v.mean()) ** 2).sum())
+    k_noise = float(np.mean(s2 / sxx))
+    c_noise = float(np.mean(s2 * (1 / n + v.mean() ** 2 / sxx)))
+    k_var, c_var = float(np.var(k_cells, ddof=1)), float(np.var(c_cells, ddof=1))
+    k_spread, c_spread = (float(np.sqrt(max(var - noise, 0.0))) for var, noise in ((k_var, k_noise), (c_var, c_noise)))
+    root = np.sqrt(count)
+    return PopulationFit(
+        k_mean=float(k_cells.mean()), k_mean_sigma=float(np.sqrt(k_var) / root),
+        k_spread=k_spread, k_spread_sigma=float(np.sqrt(k_var) / np.sqrt(2 * (count - 1))),
+        c_mean=float(c_cells.mean()), c_mean_sigma=float(np.sqrt(c_var) / root),
+        c_spread=c_spread, c_spread_sigma=float(np.sqrt(c_var) / np.sqrt(2 * (count - 1))),
+        cells=count,
+    )  # fmt: skip
+
+
+def typical_cells(g_maps: FloatArray, cells: BoolArray, tolerance: float = 8.0) -> BoolArray:
+    """``cells`` whose mean level lies within ``tolerance`` robust sigmas (MAD) of the median.
+
+    A shorted cell can pass the slope test on read noise alone when the population's slope is
+    small; its level, far above any working cell's, gives it away.
+    """
+    level = g_maps.mean(axis=0)
+    values = level[cells]
+    if values.size < 3:
+        return cells
+    centre = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - centre)))
+    if sigma <= 0:
+        return cells
+    return np.asarray(cells & (np.abs(level - centre) <= tolerance * sigma))
+
+
 def calibrate_gate(
     board: Board,
     v_gates: Sequence[float] | npt.ArrayLike,
@@ -209,12 +336,33 @@ def calibrate_gate(
         k=k, c=c, residual=residual, v_gate_window=(float(gates[0]), float(gates[-1])), mask=selected,
         origin=origin, v_gates=gates, g_measured=maps,
     )  # fmt: skip
+    window = gate_window_of(calibration)
+    if window is not None and (window.first, window.last) != (0, gates.size - 1):
+        # Fit only the linear part: points below turn-on or on the plateau bias k and c.
+        inside = slice(window.first, window.last + 1)
+        k, c, residual = fit_lines(gates[inside], maps[inside])
+        for plane in (k, c, residual):
+            plane[unselected] = np.nan
+        calibration = replace(
+            calibration, k=k, c=c, residual=residual,
+            v_gate_window=(float(gates[window.first]), float(gates[window.last])),
+        )  # fmt: skip
     if recorder is not None:
         recorder.write("calibration/k", k, unit="S/V")
         recorder.write("calibration/c", c, unit="S")
         recorder.write("calibration/residual", residual, unit="S")
         recorder.write("calibration/responsive", calibration.responsive)
     return calibration
+
+
+def gate_window_of(calibration: GateCalibration) -> GateWindow | None:
+    """The linear window of a calibration's measured curves (None without a responsive cell or
+    with fewer than three gates). Uses the median over the cells that respond to the gate."""
+    responsive = calibration.responsive
+    if calibration.v_gates.size < 3 or not responsive.any():
+        return None
+    median_curve = np.median(calibration.g_measured[:, responsive], axis=1)
+    return find_gate_window(calibration.v_gates, median_curve)
 
 
 def conductance_to_gate(

@@ -8,6 +8,7 @@ it in row-major order, which is the order of every per-cell series (``<group>/ce
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,18 @@ from protocols.recording import Attr, Recorder
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
+
+
+# Option fields several procedures share: one definition each (bounds and description), each
+# procedure giving its own default, e.g. ``set_gate: SetGate = 1.2``.
+SetAmplitude = Annotated[float, Field(ge=0, description="SET pulse amplitude, V")]
+SetGate = Annotated[float, Field(description="SET gate voltage (sets the compliance level), V")]
+ResetAmplitude = Annotated[float, Field(ge=0, description="RESET pulse amplitude, V")]
+ResetGate = Annotated[float, Field(description="RESET gate voltage (transistor fully on), V")]
+PulseWidth = Annotated[float, Field(gt=0, description="pulse width, s")]
+ReadsPerPoint = Annotated[
+    int, Field(ge=1, le=1000, description="map reads averaged per point (the read noise shrinks by its square root)")
+]
 
 
 class ProcedureOptions(BaseModel):
