@@ -110,7 +110,9 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         run = RunFile(
             args.out,
             procedure=spec.name,
-            config={"options": options.model_dump(mode="json"), "board": config.model_dump(mode="json")},
+            # The resource the run used (a RESOURCE argument overrides the config's own).
+            config={"options": options.model_dump(mode="json"),
+                    "board": config.model_dump(mode="json") | {"resource": board.resource}},  # fmt: skip
             resource=board.resource,
             board_identity=str(board.identity),
             overwrite=args.overwrite,
