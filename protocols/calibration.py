@@ -154,13 +154,30 @@ class GateWindow:
     """gate where the median line meets the plateau, V; NaN when no plateau was measured"""
 
 
-def _flat_ssr(values: FloatArray) -> float:
-    return float(((values - values.mean()) ** 2).sum()) if values.size else 0.0
+class _SegmentSums:
+    """Prefix sums of a curve, so any segment's flat or line least-squares misfit costs O(1)."""
 
+    def __init__(self, v: FloatArray, g: FloatArray) -> None:
+        def prefix(values: FloatArray) -> FloatArray:
+            return np.concatenate([[0.0], np.cumsum(values)])
 
-def _line_ssr(v: FloatArray, g: FloatArray) -> tuple[float, float, float]:
-    slope, intercept = np.polyfit(v, g, 1)
-    return float(((g - (slope * v + intercept)) ** 2).sum()), float(slope), float(intercept)
+        self.n, self.v, self.g = prefix(np.ones_like(v)), prefix(v), prefix(g)
+        self.vv, self.gg, self.vg = prefix(v * v), prefix(g * g), prefix(v * g)
+
+    def _sums(self, a: int, b: int) -> tuple[float, ...]:
+        return tuple(float(s[b] - s[a]) for s in (self.n, self.v, self.g, self.vv, self.gg, self.vg))
+
+    def flat(self, a: int, b: int) -> float:
+        """Misfit of points ``a .. b-1`` to their mean (0 for an empty segment)."""
+        n, _, g, _, gg, _ = self._sums(a, b)
+        return gg - g * g / n if n else 0.0
+
+    def line(self, a: int, b: int) -> tuple[float, float, float]:
+        """``(misfit, slope, intercept)`` of the least-squares line through points ``a .. b-1``."""
+        n, v, g, vv, gg, vg = self._sums(a, b)
+        sxx, sxy, syy = vv - v * v / n, vg - v * g / n, gg - g * g / n
+        slope = sxy / sxx
+        return max(syy - slope * sxy, 0.0), slope, (g - slope * v) / n
 
 
 def find_gate_window(v_gates: FloatArray, median_curve: FloatArray) -> GateWindow:
@@ -172,22 +189,17 @@ def find_gate_window(v_gates: FloatArray, median_curve: FloatArray) -> GateWindo
     """
     v, g = np.asarray(v_gates, dtype=np.float64), np.asarray(median_curve, dtype=np.float64)
     n = v.size
-    best: tuple[float, int, int] | None = None
-    for first in [0, *range(2, n - 2)]:
-        for last in range(first + 2, n):
-            if n - 1 - last == 1:
+    sums = _SegmentSums(v, g)
+    first, last = 0, n - 1
+    best = sums.line(0, n)[0] * (1 + 1e-9) + 1e-30  # ties (noise-free data) go to the longest line
+    for a in [0, *range(2, n - 2)]:
+        for b in range(a + 2, n):
+            if n - 1 - b == 1 or (a, b) == (0, n - 1):
                 continue
-            ssr = _flat_ssr(g[:first]) + _line_ssr(v[first : last + 1], g[first : last + 1])[0] + _flat_ssr(
-                g[last + 1 :]
-            )
-            # Ties (noise-free data) go to the longest line.
-            if best is None or ssr < best[0] * (1 - 1e-9) - 1e-30:
-                best = (ssr, first, last)
-    if best is None:  # fewer than five points: everything is the line
-        first, last = 0, n - 1
-    else:
-        _, first, last = best
-    _, slope, intercept = _line_ssr(v[first : last + 1], g[first : last + 1])
+            ssr = sums.flat(0, a) + sums.line(a, b + 1)[0] + sums.flat(b + 1, n)
+            if ssr < best:
+                best, first, last = ssr, a, b
+    _, slope, intercept = sums.line(first, last + 1)
     v_on = float((v[first - 1] + v[first]) / 2) if first > 0 else float("nan")
     v_sat = float("nan")
     if last < n - 1 and slope > 0:
@@ -272,6 +284,7 @@ def calibrate_gate(
     region: Region | None = None,
     v_read: float = 0.2,
     recorder: Recorder | None = None,
+    repeats: int = 1,
 ) -> GateCalibration:
     """Measure every masked cell's SET conductance at each gate voltage and fit ``G = k v_gate + c``.
 
@@ -293,7 +306,11 @@ def calibrate_gate(
         v_read: read voltage, V.
         recorder: receives ``calibration/v_gate`` and ``calibration/g`` as rows per gate voltage,
             then the ``calibration/k``, ``c`` and ``residual`` maps; and progress per gate voltage.
+        repeats: RESET/SET/read cycles per gate voltage, averaged (the write noise in each
+            cell's fit shrinks by the square root).
     """
+    if repeats < 1:
+        raise InvalidRequest(f"repeats = {repeats}; expected at least 1")
     region = region if region is not None else Region(0, 0, *board.shape)
     gates = np.asarray(v_gates, dtype=np.float64).ravel()
     if gates.size < 2:
@@ -317,9 +334,12 @@ def calibrate_gate(
     if recorder is not None:
         recorder.progress(0, total=int(gates.size), step="gate calibration")
     for i, (v_gate, set_batch) in enumerate(zip(gates, set_batches, strict=True)):
-        board.apply_pulses(reset_batch)
-        board.apply_pulses(set_batch)
-        maps[i] = board.read_map(v_read, region)
+        reads = []
+        for _ in range(repeats):
+            board.apply_pulses(reset_batch)
+            board.apply_pulses(set_batch)
+            reads.append(board.read_map(v_read, region))
+        maps[i] = np.mean(reads, axis=0)
         if recorder is not None:
             recorder.append("calibration/v_gate", np.array(v_gate))
             recorder.append("calibration/g", maps[i])

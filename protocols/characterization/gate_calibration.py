@@ -50,6 +50,7 @@ class GateCalibrationOptions(RegionOptions):
     width: PulseWidth = 1e-6
     v_reset: ResetAmplitude = 1.8
     v_gate_reset: ResetGate = 5.0
+    repeats: int = Field(1, ge=1, le=100, description="RESET/SET/read cycles per gate voltage, averaged")
 
     @model_validator(mode="after")
     def _ascending(self) -> Self:
@@ -104,7 +105,7 @@ def measure_gate_calibration(board: Board, recorder: Recorder, **options: Any) -
     calibration = calibrate_gate(
         board, np.linspace(opts.v_gate_min, opts.v_gate_max, opts.n_gates), amplitude=opts.amplitude,
         width=opts.width, v_reset=opts.v_reset, v_gate_reset=opts.v_gate_reset, region=selection.region,
-        v_read=opts.v_read, recorder=recorder,
+        v_read=opts.v_read, recorder=recorder, repeats=opts.repeats,
     )  # fmt: skip
     # Once the group exists (see start_group); every measurement is already recorded by then.
     start_group(recorder, GROUP, "gate-calibration", opts, responsive=int(calibration.responsive.sum()))

@@ -7,7 +7,9 @@ reads after the SET is ``write_noise^2 + read^2 / 2``; the variance of the diffe
 reads is ``2 read^2``. So both come out of one run:
 
 - ``write_noise`` (S): ``sqrt(mean over cells of (var_cycles(mean) - var(diff) / 4))``;
-- ``read_noise`` (relative): ``sqrt(mean over cells of var(diff) / 2 / G^2)``.
+- ``read_noise`` (relative): ``sqrt(mean over cells of var(diff) / 2 / G^2)``;
+- ``g_reset_spread_relative``: the device-to-device spread of the RESET level (each cell's mean
+  over cycles, the cycle-to-cycle scatter's share removed), relative to its mean.
 
 Datasets: ``write_noise/g_reset`` and ``write_noise/g_set`` rows per cycle (the latter two
 reads each), ``write_noise/working``.
@@ -87,6 +89,13 @@ def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> 
     figures["write_noise"] = Figure(write_noise, write_sigma, "S")
     figures["read_noise"] = Figure(read_noise, read_sigma)
     figures["g_set_mean"] = Figure(float(level.mean()), float(level.mean(axis=0).std() / math.sqrt(n)), "S")
+    # The RESET floor's device-to-device spread: each cell's mean over cycles varies across cells
+    # by the devices' own spread plus what is left of the write and read noise after averaging.
+    floor = g_reset[:, working]
+    floor_mean = floor.mean(axis=0)
+    between = float(floor_mean.var(ddof=1)) - float(floor.var(axis=0, ddof=1).mean()) / cycles
+    spread = math.sqrt(max(between, 0.0)) / float(floor_mean.mean())
+    figures["g_reset_spread_relative"] = Figure(spread, spread / math.sqrt(2 * (n - 1)))
     return working, figures
 
 
