@@ -26,7 +26,6 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from pydantic import Field
-from scipy.optimize import minimize_scalar
 
 from drivers import Board, LimitError, PulseKind
 from protocols.characterization.common import (
@@ -127,14 +126,23 @@ def fit_segment_resistance(g_read: FloatArray, i_vmm: FloatArray, v_read: float,
         g = 1.0 / (1.0 / g_read - r * segments)
         return column_currents(g, r, v_rows)
 
-    def cost(r: float) -> float:
-        return float(((model(r) - i_vmm) ** 2).sum())
-
-    best = minimize_scalar(cost, bounds=(0.0, r_limit), method="bounded", options={"xatol": 1e-4 * r_limit})
-    r = float(best.x)
-    # Uncertainty from the residual scatter and the model's sensitivity to r.
-    h = max(1e-3 * r, 1e-4)
-    sensitivity = (model(r + h) - model(max(r - h, 0.0))) / (r + h - max(r - h, 0.0))
+    # Gauss-Newton on the one unknown: the currents are smooth and nearly linear in r, so a few
+    # steps (two network solves each) converge; kept inside [0, r_limit].
+    r = 0.0
+    sensitivity = np.zeros(cols)
+    for _ in range(8):
+        h = max(1e-3 * r, 1e-5 * r_limit, 1e-6)
+        at_r = model(r)
+        sensitivity = (model(min(r + h, r_limit)) - at_r) / (min(r + h, r_limit) - r)
+        scale = float(sensitivity @ sensitivity)
+        if scale <= 0:
+            break
+        step = -float(sensitivity @ (at_r - i_vmm)) / scale
+        r_next = min(max(r + step, 0.0), r_limit)
+        if abs(r_next - r) <= 1e-6 * max(r_next, 1e-3):
+            r = r_next
+            break
+        r = r_next
     residual = model(r) - i_vmm
     dof = max(cols - 1, 1)
     sigma = math.sqrt(float((residual**2).sum()) / dof / max(float((sensitivity**2).sum()), 1e-300))
