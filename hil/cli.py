@@ -40,6 +40,7 @@ from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, read_run
 from hil.training.config import load_train_config
 from hil.training.run import PROCEDURE, run_training
+from hil.twin import cli as twin_cli
 from protocols.recording import JOURNAL, completed_steps
 
 EXIT_ERROR = 2
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+    twin_cli.register_characterize_all(procedures)
 
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "
                                "embedded emulator and data")  # fmt: skip
@@ -308,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plot", metavar="FILE.png", help="where to draw the plot (default: beside the file)")
     show.add_argument("--no-plot", action="store_true", help="only print")
     show.set_defaults(handler=cmd_show)
+    twin_cli.register(commands)
     return parser
 
 
