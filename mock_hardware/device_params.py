@@ -91,11 +91,11 @@ class DeviceParameters(BaseModel):
     unformed_fraction: float = Field(
         0.0, ge=0, le=1, description="fraction of cells that start virgin although start_formed (a partial forming)"
     )
-    bad_rows: tuple[int, ...] = Field(
-        (), description="rows whose every cell is stuck low (a broken line); '3,17' in a resource string"
+    bad_rows: str = Field(
+        "", description="rows whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
     )
-    bad_cols: tuple[int, ...] = Field(
-        (), description="columns whose every cell is stuck low (a broken line); '3,17' in a resource string"
+    bad_cols: str = Field(
+        "", description="columns whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
     )
 
     # --- current-voltage curve ---------------------------------------------------------------------
@@ -121,14 +121,27 @@ class DeviceParameters(BaseModel):
     @field_validator("bad_rows", "bad_cols", mode="before")
     @classmethod
     def _line_list(cls, value: Any) -> Any:
-        """Accept ``"3,17"`` (a resource string or ``--set``) as well as a list."""
+        """Accept a list of line numbers (a parameter file) as well as ``"3,17"``; store ``"3,17"``."""
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
         if isinstance(value, str):
-            return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+            parts = [part for part in value.replace(" ", "").split(",") if part]
+            if not all(part.isdigit() for part in parts):
+                raise ValueError(f"{value!r} is not a comma-separated list of line numbers")
+            return ",".join(parts)
         return value
+
+    @property
+    def bad_row_list(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.bad_rows.split(",") if part)
+
+    @property
+    def bad_col_list(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.bad_cols.split(",") if part)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceParameters:
-        for name, lines, size in (("bad_rows", self.bad_rows, self.rows), ("bad_cols", self.bad_cols, self.cols)):
+        for name, lines, size in (("bad_rows", self.bad_row_list, self.rows), ("bad_cols", self.bad_col_list, self.cols)):
             outside = [line for line in lines if not 0 <= line < size]
             if outside:
                 raise ValueError(f"{name} {outside[0]} is outside the array (0 to {size - 1})")

@@ -76,8 +76,8 @@ class CellPopulation:
         unformed_rng, intercept_rng = (np.random.default_rng(s) for s in seed.spawn(2))
         # A broken row or column line: every cell on it is stuck low, whatever was drawn there.
         bad_line = np.zeros(shape, dtype=bool)
-        bad_line[list(p.bad_rows), :] = True
-        bad_line[:, list(p.bad_cols)] = True
+        bad_line[list(p.bad_row_list), :] = True
+        bad_line[:, list(p.bad_col_list)] = True
         stuck_low, stuck_high = stuck_low | bad_line, stuck_high & ~bad_line
         unformed = np.zeros(n_cells, dtype=bool)
         n_unformed = round(p.unformed_fraction * n_cells)
