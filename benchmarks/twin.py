@@ -6,8 +6,9 @@ once through the Board API (the ``hil characterize all`` suite, in process, 128 
 then train the same small network in situ on the chip, on the twin and on the nearest preset,
 over several training seeds. The twin's prediction error is ``|mean accuracy on the twin - mean
 accuracy on the chip|``; the preset's is the same with the preset. The chip is one emulator seed
-(its particular cells); the twin and the preset are drawn with another seed, as a twin cannot
-know the chip's cells one by one (its bad lines are known by position).
+(its particular cells); the twin and the preset are drawn with another emulator seed for each
+training seed, as a twin cannot know the chip's cells one by one (its bad lines are known by
+position): they predict the accuracy of any chip with the fitted parameters.
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
@@ -128,16 +129,21 @@ def main() -> int:
         preset = nearest_preset(twin.parameters)
         boards[name] = {
             "chip": chip_resource(name),
-            "twin": f"emulator://?params={path}&seed={TWIN_SEED}",
-            "preset": f"emulator://?preset={preset}&seed={TWIN_SEED}&rows=128&cols=64",
+            # The twin and the preset predict for any chip with those parameters: each training
+            # seed gets its own emulator seed (the chip is always the same one).
+            "twin": f"emulator://?params={path}&seed={{seed}}",
+            "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
     jobs = [(name, kind, seed) for name in CHIPS for kind in ("chip", "twin", "preset") for seed in range(seeds)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {job: pool.submit(train_once, boards[job[0]][job[1]], job[2], updates, folder,
-                                    f"{job[0]}-{job[1]}") for job in jobs}  # fmt: skip
+        futures = {
+            job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
+                             updates, folder, f"{job[0]}-{job[1]}")
+            for job in jobs
+        }  # fmt: skip
         accuracy = {job: future.result() for job, future in futures.items()}
 
     results = {}

@@ -112,8 +112,10 @@ def cmd_characterize(args: argparse.Namespace) -> int:
             args.out,
             procedure=spec.name,
             # The resource the run used (a RESOURCE argument overrides the config's own).
-            config={"options": options.model_dump(mode="json"),
-                    "board": config.model_dump(mode="json") | {"resource": board.resource}},  # fmt: skip
+            config={
+                "options": options.model_dump(mode="json"),
+                "board": config.model_dump(mode="json") | {"resource": board.resource},
+            },
             resource=board.resource,
             board_identity=str(board.identity),
             overwrite=args.overwrite,

@@ -141,7 +141,8 @@ class DeviceParameters(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceParameters:
-        for name, lines, size in (("bad_rows", self.bad_row_list, self.rows), ("bad_cols", self.bad_col_list, self.cols)):
+        lines_of = (("bad_rows", self.bad_row_list, self.rows), ("bad_cols", self.bad_col_list, self.cols))
+        for name, lines, size in lines_of:
             outside = [line for line in lines if not 0 <= line < size]
             if outside:
                 raise ValueError(f"{name} {outside[0]} is outside the array (0 to {size - 1})")

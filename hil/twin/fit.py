@@ -89,8 +89,11 @@ class Twin:
         }
         return {
             "preset": self.preset,
-            "fitted": {"by": "hil twin fit", "utc": datetime.now(UTC).isoformat(timespec="seconds"),
-                       "files": self.files},  # fmt: skip
+            "fitted": {
+                "by": "hil twin fit",
+                "utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": self.files,
+            },
             "parameters": self.parameters,
             "sources": sources,
         }

@@ -42,7 +42,8 @@ def plan(shape: tuple[int, int], overrides: Overrides | None = None, out_dir: Pa
     overrides = overrides or {}
     unknown = set(overrides) - {s.procedure for s in TWIN_SUITE}
     if unknown:
-        raise ValueError(f"no suite step named {sorted(unknown)[0]!r}; steps: {', '.join(s.procedure for s in TWIN_SUITE)}")
+        names = ", ".join(s.procedure for s in TWIN_SUITE)
+        raise ValueError(f"no suite step named {sorted(unknown)[0]!r}; steps: {names}")
     planned = []
     for step in TWIN_SUITE:
         options = step_options(step, overrides.get(step.procedure))

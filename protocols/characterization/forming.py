@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from drivers import Board, PulseKind
@@ -81,11 +80,10 @@ def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming
         v_form = result.v_form[unformed & result.formed & (result.v_form > 0)] - opts.v_step / 2
         if v_form.size >= 2:
             # Each threshold is known to one ramp step: take the step's uniform variance out.
-            spread = math.sqrt(max(float(v_form.var(ddof=1)) - opts.v_step**2 / 12, 0.0))
-            figures["v_form_mean"] = Figure(float(v_form.mean()), float(v_form.std(ddof=1) / math.sqrt(v_form.size)), "V")
-            figures["v_form_spread_relative"] = Figure(
-                spread / float(v_form.mean()), float(v_form.std(ddof=1) / math.sqrt(2 * (v_form.size - 1)) / v_form.mean())
-            )
+            mean, sd, n = float(v_form.mean()), float(v_form.std(ddof=1)), v_form.size
+            spread = math.sqrt(max(sd**2 - opts.v_step**2 / 12, 0.0))
+            figures["v_form_mean"] = Figure(mean, sd / math.sqrt(n), "V")
+            figures["v_form_spread_relative"] = Figure(spread / mean, sd / math.sqrt(2 * (n - 1)) / mean)
     record_figures(recorder, GROUP, figures)
     formed_now = int((result.formed & unformed).sum()) if result is not None else 0
     notes = (f"{int(unformed.sum())} unformed cells of {unformed.size}; {formed_now} formed now",)

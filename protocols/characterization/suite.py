@@ -58,17 +58,17 @@ def planned_pulses(step: SuiteStep, options: BaseModel, shape: tuple[int, int]) 
     o: Any = options
     if step.procedure == "forming":
         steps = int((o.v_stop - o.v_start) / o.v_step + 1e-9) + 1
-        return cells * steps
+        return int(cells * steps)
     if step.procedure == "yield-map":
-        return 2 * cells if o.destructive else 0
+        return 2 * cells if bool(o.destructive) else 0
     if step.procedure == "gate-calibration":
-        return 2 * o.n_gates * o.repeats * cells
+        return int(2 * o.n_gates * o.repeats * cells)
     if step.procedure == "write-noise":
-        return 2 * o.cycles * cells
+        return int(2 * o.cycles * cells)
     if step.procedure == "wire-resistance":
-        return cells if o.program else 0
+        return cells if bool(o.program) else 0
     if step.procedure == "retention":
-        return {"none": 0, "reset": 1, "set": 2}[o.program] * cells
+        return {"none": 0, "reset": 1, "set": 2}[str(o.program)] * cells
     raise ValueError(f"no pulse budget for {step.procedure!r}")
 
 
@@ -78,13 +78,13 @@ def planned_reads(step: SuiteStep, options: BaseModel) -> int:
     if step.procedure == "forming":
         return 1 + 2 * (int((o.v_stop - o.v_start) / o.v_step + 1e-9) + 1)
     if step.procedure == "yield-map":
-        return 3 if o.destructive else 1
+        return 3 if bool(o.destructive) else 1
     if step.procedure == "gate-calibration":
-        return o.n_gates * o.repeats
+        return int(o.n_gates * o.repeats)
     if step.procedure == "write-noise":
-        return 3 * o.cycles
+        return int(3 * o.cycles)
     if step.procedure == "wire-resistance":
-        return o.reads + 1
+        return int(o.reads) + 1
     if step.procedure == "retention":
-        return len(read_times(o.t_first, o.t_last, o.points_per_decade)) * o.reads_per_point + 1
+        return len(read_times(o.t_first, o.t_last, o.points_per_decade)) * int(o.reads_per_point) + 1
     raise ValueError(f"no read count for {step.procedure!r}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from pydantic import Field
@@ -85,11 +86,11 @@ def column_currents(g: FloatArray, r_segment: float, v_rows: FloatArray) -> Floa
     n = rows * cols
     u = np.arange(n).reshape(rows, cols)  # row-line nodes
     w = u + n  # column-line nodes
-    a_idx: list[FloatArray] = []
-    b_idx: list[FloatArray] = []
+    a_idx: list[npt.NDArray[np.int64]] = []
+    b_idx: list[npt.NDArray[np.int64]] = []
     vals: list[FloatArray] = []
 
-    def conductor(p: FloatArray, q: FloatArray, value: FloatArray | float) -> None:
+    def conductor(p: npt.NDArray[np.int64], q: npt.NDArray[np.int64], value: FloatArray | float) -> None:
         a_idx.append(p.ravel())
         b_idx.append(q.ravel())
         vals.append(np.broadcast_to(value, p.shape).ravel())
@@ -97,7 +98,8 @@ def column_currents(g: FloatArray, r_segment: float, v_rows: FloatArray) -> Floa
     conductor(u[:, :-1], u[:, 1:], gw)
     conductor(w[:-1, :], w[1:, :], gw)
     conductor(u, w, g)
-    p, q, val = np.concatenate(a_idx), np.concatenate(b_idx), np.concatenate(vals)
+    p, q = np.concatenate(a_idx).astype(np.intp), np.concatenate(b_idx).astype(np.intp)
+    val = np.concatenate(vals)
     diag = np.zeros(2 * n)
     np.add.at(diag, p, val)
     np.add.at(diag, q, val)

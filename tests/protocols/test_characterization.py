@@ -123,7 +123,8 @@ def test_yield_map_read_only_changes_nothing(open_emulator: OpenBoard) -> None:
     recorder = MemoryRecorder()
     result = measure_yield_map(board, recorder, destructive=False)
     assert commands(board) - before == 1
-    assert set(recorder.datasets) == {"yield/g_initial", "yield/class", "yield/row_defect_rate", "yield/col_defect_rate"}
+    maps = {"yield/g_initial", "yield/class", "yield/row_defect_rate", "yield/col_defect_rate"}
+    assert set(recorder.datasets) == maps
     assert np.allclose(array.conductance, g_before, rtol=0, atol=1e-8)
     assert result.counts["stuck_low"] == array.stuck_low.sum()
     assert result.counts["stuck_high"] == array.stuck_high.sum()

@@ -72,7 +72,9 @@ def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.Cap
     assert "verdict" in out and "set_slope" in out and "parameters agree" in out
 
 
-def test_twin_fit_refuses_files_that_are_not_twin_procedures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_twin_fit_refuses_files_that_are_not_twin_procedures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "iv.h5"
     assert main(["characterize", "iv-sweep", CHIP, "--cells", "[[0, 0]]", "--out", str(path)]) == 0
     assert main(["twin", "fit", str(path), "--out", str(tmp_path / "chip.toml")]) == 2

@@ -86,18 +86,19 @@ def test_a_random_chip_round_trips(chip: int) -> None:
         expected = truth(params)
         if abs(fitted[name] - expected) > 0.10 * abs(expected):
             errors.append(f"{name}: fitted {fitted[name]:.4g}, true {expected:.4g}")
-    if params["stuck_high_fraction"] * ROWS * COLS >= 10:  # enough shorted cells to average their level
-        if abs(fitted["g_stuck_high"] - 1e-3) > 0.10e-3:
-            errors.append(f"g_stuck_high: fitted {fitted['g_stuck_high']:.4g}")
+    enough_shorted = params["stuck_high_fraction"] * ROWS * COLS >= 10  # to average their level
+    if enough_shorted and abs(fitted["g_stuck_high"] - 1e-3) > 0.10e-3:
+        errors.append(f"g_stuck_high: fitted {fitted['g_stuck_high']:.4g}")
     for name in FRACTIONS:
         if abs(fitted[name] - params[name]) > 0.01:
             errors.append(f"{name}: fitted {fitted[name]:.4f}, true {params[name]:.4f}")
     # The gate window's ends are known to a step of the calibration's gate grid (0.1 V).
-    if abs(fitted["v_gate_threshold"] - params["v_gate_threshold"]) > 0.05 + 1e-9:
-        errors.append(f"v_gate_threshold: fitted {fitted['v_gate_threshold']:.3f}, true {params['v_gate_threshold']:.3f}")
-    saturation = params["v_gate_saturation"]
-    if (fitted["v_gate_saturation"] == 0) != (saturation == 0) or abs(fitted["v_gate_saturation"] - saturation) > 0.1 * saturation:
-        errors.append(f"v_gate_saturation: fitted {fitted['v_gate_saturation']:.3f}, true {saturation:.3f}")
+    turn_on, true_turn_on = fitted["v_gate_threshold"], params["v_gate_threshold"]
+    if abs(turn_on - true_turn_on) > 0.05 + 1e-9:
+        errors.append(f"v_gate_threshold: fitted {turn_on:.3f}, true {true_turn_on:.3f}")
+    saturation, fitted_saturation = params["v_gate_saturation"], fitted["v_gate_saturation"]
+    if (fitted_saturation == 0) != (saturation == 0) or abs(fitted_saturation - saturation) > 0.1 * saturation:
+        errors.append(f"v_gate_saturation: fitted {fitted_saturation:.3f}, true {saturation:.3f}")
     for name in ("bad_rows", "bad_cols"):
         expected_lines = [int(x) for x in params[name].split(",") if x]
         if fitted[name] != expected_lines:
