@@ -67,10 +67,12 @@ def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming
     for amplitude in (opts.v_start, opts.v_stop):
         check_pulse(board, selection, PulseKind.FORM, amplitude, opts.v_gate, opts.width)
     region = selection.region
+    recorder.progress(0, total=1, step="count")
     g = board.read_map(opts.v_read, region)
     unformed = g < opts.g_unformed_max
     recorder.write(f"{GROUP}/unformed_before", unformed)
     start_group(recorder, GROUP, "forming", opts, row0=region.row0, col0=region.col0)
+    recorder.progress(1, step="read", unformed=int(unformed.sum()))
     figures = {"fraction_unformed": binomial(int(unformed.sum()), unformed.size)}
     result = None
     if unformed.any():
