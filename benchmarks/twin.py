@@ -47,7 +47,7 @@ TWIN_SEED = 7
 CHIPS: dict[str, dict[str, Any]] = {
     "narrow-window": {"set_slope": 45e-6, "set_intercept": 45e-6, "g_min": 20e-6, "g_initial_mean": 60e-6,
                       "v_gate_saturation": 1.7, "v_gate_threshold": 0.6, "write_noise": 3e-6},
-    "high-write-noise": {"write_noise": 16e-6, "read_noise": 0.02, "set_slope_spread": 0.25},
+    "high-write-noise": {"write_noise": 16e-6, "read_noise": 0.02},
     "many-defects": {"stuck_low_fraction": 0.15, "stuck_high_fraction": 0.05, "unformed_fraction": 0.08,
                      "bad_rows": "10,77", "bad_cols": "20,41"},
 }  # fmt: skip
@@ -81,6 +81,15 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
 
 
 def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
+    """Final test accuracy; NaN if the run failed (a limit hit, say), counted apart."""
+    try:
+        return _train(resource, seed, updates, folder, label)
+    except Exception as exc:  # a failed run is a finding, not the end of the benchmark
+        print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return math.nan
+
+
+def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
     config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": updates,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
@@ -108,6 +117,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
     args = parser.parse_args()
     seeds = 1 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
@@ -120,7 +130,8 @@ def main() -> int:
 
     boards: dict[str, dict[str, str]] = {}
     fit_seconds = {}
-    for name in CHIPS:
+    chips = args.chips
+    for name in chips:
         start = time.perf_counter()
         measured = suite_cost(chip_resource(name))
         twin = fit_twin(measured["runs"])
@@ -137,7 +148,7 @@ def main() -> int:
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
-    jobs = [(name, kind, seed) for name in CHIPS for kind in ("chip", "twin", "preset") for seed in range(seeds)]
+    jobs = [(name, kind, seed) for name in chips for kind in ("chip", "twin", "preset") for seed in range(seeds)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {
             job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
@@ -149,14 +160,15 @@ def main() -> int:
     results = {}
     print("\n| chip | nearest preset | chip accuracy | twin predicts | twin error | preset predicts | preset error |")
     print("|---|---|---|---|---|---|---|")
-    for name in CHIPS:
-        mean = {kind: float(np.mean([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in
+    for name in chips:
+        mean = {kind: float(np.nanmean([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in
                 ("chip", "twin", "preset")}  # fmt: skip
-        spread = {kind: float(np.std([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in mean}
+        spread = {kind: float(np.nanstd([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in mean}
+        failed = {kind: sum(math.isnan(accuracy[(name, kind, s)]) for s in range(seeds)) for kind in mean}
         twin_error, preset_error = abs(mean["twin"] - mean["chip"]), abs(mean["preset"] - mean["chip"])
         results[name] = {"chip": mean["chip"], "twin": mean["twin"], "preset": mean["preset"],
                          "seed_spread": spread, "twin_error_points": 100 * twin_error,
-                         "preset_error_points": 100 * preset_error, "nearest_preset": boards[name]["preset_name"],
+                         "preset_error_points": 100 * preset_error, "failed_runs": failed, "nearest_preset": boards[name]["preset_name"],
                          "fit_seconds": fit_seconds[name]}  # fmt: skip
         print(f"| {name} | {boards[name]['preset_name']} | {100 * mean['chip']:.2f} % | {100 * mean['twin']:.2f} % | "
               f"{100 * twin_error:.2f} | {100 * mean['preset']:.2f} % | {100 * preset_error:.2f} |")
