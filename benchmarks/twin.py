@@ -168,7 +168,8 @@ def main() -> int:
         twin_error, preset_error = abs(mean["twin"] - mean["chip"]), abs(mean["preset"] - mean["chip"])
         results[name] = {"chip": mean["chip"], "twin": mean["twin"], "preset": mean["preset"],
                          "seed_spread": spread, "twin_error_points": 100 * twin_error,
-                         "preset_error_points": 100 * preset_error, "failed_runs": failed, "nearest_preset": boards[name]["preset_name"],
+                         "preset_error_points": 100 * preset_error, "failed_runs": failed,
+                         "nearest_preset": boards[name]["preset_name"],
                          "fit_seconds": fit_seconds[name]}  # fmt: skip
         print(f"| {name} | {boards[name]['preset_name']} | {100 * mean['chip']:.2f} % | {100 * mean['twin']:.2f} % | "
               f"{100 * twin_error:.2f} | {100 * mean['preset']:.2f} % | {100 * preset_error:.2f} |")
