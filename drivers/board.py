@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,17 @@ LIMIT_FIELDS: dict[str, LimitName] = {
 """each field of :class:`SafetyLimits` and the firmware limit it mirrors"""
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
 MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
+# The longest single SYST:WAIT sent: its reply timeout (wait + link timeout) must stay within
+# what every transport can express (pyvisa takes whole milliseconds below 2**32, about 49 days).
+MAX_WAIT_CHUNK = 1e5  # s
+
+
+def wait_chunks(seconds: float, chunk: float = MAX_WAIT_CHUNK) -> list[float]:
+    """``seconds`` as consecutive waits of at most ``chunk`` each (one wait if it is short)."""
+    count = max(1, math.ceil(seconds / chunk))
+    return [seconds / count] * count
+
+
 def _idle_open_boards() -> None:
     """At interpreter exit, idle every board a script forgot to close."""
     for board in list(_OPEN_BOARDS):
@@ -345,6 +357,10 @@ class Board:
     def idle_for(self, seconds: float) -> None:
         """Hold the idle state for ``seconds`` (an emulator with a simulated clock skips ahead)."""
         check_value("seconds", seconds, MAX_IDLE, "s")
+        for chunk in wait_chunks(seconds):
+            self._wait_once(chunk)
+
+    def _wait_once(self, seconds: float) -> None:
         saved = self._transport.timeout
         self._transport.timeout = saved + seconds
         try:

@@ -1,23 +1,27 @@
-"""One board, one owner: an exclusive lock per resource, held while a Board is open.
+"""One board, one owner: an exclusive lock per physical board, held while a Board is open.
 
-The lock is an ``fcntl.flock`` on a file named after the resource, in a directory shared by the
-machine's users. The kernel releases it when its owner dies however it dies (even by SIGKILL),
-so a stale lock is simply one that can be taken; the file holds the owner's PID, host and
-command line only to name the owner in the error a second opener gets.
+The lock is a :mod:`filelock` lock (``flock`` on Unix, ``LockFileEx`` on Windows) on a file named
+after the board's canonical key (:func:`drivers.resource_names.board_key`: every spelling of a
+resource is one board), in one folder shared by the machine's users whatever their ``TMPDIR``.
+The operating system releases it when its owner dies however it dies (even by SIGKILL), so a
+stale lock is simply one that can be taken. A file beside it holds the owner's PID, host and
+command line, only to name the owner in the error a second opener gets.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
+import filelock
+
 from drivers.errors import BoardError
+from drivers.resource_names import board_key
 
 LOCK_DIR_ENV = "MEMRISTOR_HIL_LOCK_DIR"
 
@@ -27,58 +31,66 @@ class BoardBusy(BoardError):
 
 
 def lock_directory() -> Path:
-    return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "memristor-hil-locks")
+    """One folder per machine (not per user's temporary folder); ``MEMRISTOR_HIL_LOCK_DIR`` overrides it."""
+    override = os.environ.get(LOCK_DIR_ENV)
+    if override:
+        return Path(override)
+    if os.name == "nt":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "memristor-hil" / "locks"
+    return Path("/tmp/memristor-hil-locks")
 
 
 def lock_path(resource: str) -> Path:
-    """The lock file of a resource (VISA resource names are case-insensitive)."""
-    key = resource.strip()
-    if "://" not in key:
-        key = key.upper()
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    """The lock file of the board ``resource`` names (the same file for every spelling of it)."""
+    digest = hashlib.sha256(board_key(resource).encode()).hexdigest()[:24]
     return lock_directory() / f"{digest}.lock"
 
 
+def _shared_directory(path: Path) -> None:
+    """Create the lock folder writable by every user (sticky, like /tmp) so any user can lock a board."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # another user made it first, or the platform has no modes
+        path.chmod(0o1777)
+
+
 class ResourceLock:
-    """An exclusive lock on one resource; :meth:`acquire` raises :class:`BoardBusy` naming the owner."""
+    """An exclusive lock on one board; :meth:`acquire` raises :class:`BoardBusy` naming the owner."""
 
     def __init__(self, resource: str) -> None:
         self.resource = resource
         self.path = lock_path(resource)
-        self._fd: int | None = None
+        self.owner_path = self.path.with_suffix(".owner")
+        self._lock = filelock.FileLock(self.path, timeout=0, mode=0o666, thread_local=False)
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        _shared_directory(self.path.parent)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _read_owner(fd)
-            os.close(fd)
-            raise BoardBusy(f"{self.resource} is in use by {owner}; close it there first") from None
-        os.ftruncate(fd, 0)
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise BoardBusy(f"{self.resource} is in use by {self._owner()}; close it there first") from None
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:200],
                   "resource": self.resource}  # fmt: skip
-        os.write(fd, json.dumps(record).encode())
-        self._fd = fd
+        with contextlib.suppress(OSError):  # the record only names the owner; the lock is what counts
+            self.owner_path.write_text(json.dumps(record), encoding="utf-8")
+            self.owner_path.chmod(0o666)
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock.is_locked:
+            with contextlib.suppress(OSError):
+                self.owner_path.unlink()
+            self._lock.release()
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return bool(self._lock.is_locked)
 
-
-def _read_owner(fd: int) -> str:
-    try:
-        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        record = {}
-    if not record:
-        return "another process"
-    return f"PID {record.get('pid')} on {record.get('host')} ({record.get('command', '')})"
+    def _owner(self) -> str:
+        try:
+            record = json.loads(self.owner_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict) or not record:
+            return "another process"
+        return f"PID {record.get('pid')} on {record.get('host')} ({record.get('command', '')})"

@@ -15,32 +15,34 @@ import functools
 from drivers.board import Board
 from drivers.limits import SafetyLimits
 from drivers.lock import ResourceLock
+from drivers.resource_names import parse_resource
 from drivers.transports.base import Transport
 
 DEFAULT_TIMEOUT = 10.0
-VISA_PREFIXES = ("TCPIP", "ASRL", "USB", "GPIB", "VXI", "PXI")
+
+
+def is_in_process(resource: str) -> bool:
+    """Whether ``resource`` is a board inside this process (it does not outlive the process)."""
+    return not parse_resource(resource).shared
 
 
 def open_transport(
     resource: str, timeout: float = DEFAULT_TIMEOUT, visa_backend: str = "@py", baud_rate: int | None = None
 ) -> Transport:
-    """The transport a resource string names."""
-    if resource.upper().startswith(VISA_PREFIXES):
-        from drivers.transports.visa import VisaTransport
-
-        return VisaTransport(resource, timeout, backend=visa_backend, baud_rate=baud_rate)
-    if resource.startswith("serial://"):
+    """The transport a resource string names; a string no transport can open is a
+    :class:`~drivers.resource_names.ResourceError` before any library sees it."""
+    interface = parse_resource(resource).interface
+    if interface == "serial":
         from drivers.transports.serial_port import SerialTransport
 
         return SerialTransport(resource, timeout)
-    if "://" in resource:
+    if interface == "in-process":
         from drivers.transports.inprocess import InProcessTransport
 
         return InProcessTransport(resource, timeout)
-    raise ValueError(
-        f"cannot tell which transport {resource!r} needs; expected TCPIP::HOST::PORT::SOCKET, "
-        "ASRL<port>::INSTR, serial://<port>?baudrate=N or emulator://?preset=NAME"
-    )
+    from drivers.transports.visa import VisaTransport
+
+    return VisaTransport(resource, timeout, backend=visa_backend, baud_rate=baud_rate)
 
 
 def open_board(
@@ -67,7 +69,7 @@ def open_board(
     """
     # One board, one owner. An in-process emulator is private to this process: nothing to share
     # and nothing to reconnect to (opening it again would make a new board).
-    external = resource.upper().startswith(VISA_PREFIXES) or resource.startswith("serial://")
+    external = parse_resource(resource).shared
     lock = ResourceLock(resource) if external else None
     if lock is not None:
         lock.acquire()

@@ -11,7 +11,11 @@
     hil demo                         the main job on the embedded emulator
 
 RESOURCE defaults to the embedded emulator (``emulator://?preset=umass-ta-hfo2&seed=1``) or to the
-``resource`` of ``--config FILE``. Errors are one line naming what is wrong, exit status 2.
+``resource`` of ``--config FILE``. Errors are one line naming what is wrong, exit status 2; Ctrl-C,
+SIGTERM and SIGHUP idle the board, mark the run ``interrupted`` and exit 128 + the signal number.
+
+The CLI parses and reports: what a run file holds, which resources are in-process and which
+models and optimizers exist belong to the modules that own those facts.
 """
 
 from __future__ import annotations
@@ -19,29 +23,30 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import BaseModel
 
-from drivers import Board, BoardError, open_board
+from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
-from hil import procedure_registry
+from drivers.resources import is_in_process
+from hil import interrupts, procedure_registry
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.link_record import pulses_recorded, record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
+from hil.optimizers import OPTIMIZER_NAMES
 from hil.options import add_option_flags, parse_options
 from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, RunFileError, read_run
-from hil.training.config import load_train_config
-from hil.training.run import PROCEDURE, run_training
+from hil.storage import RunFile, RunFileError, read_run, run_state
+from hil.training.config import MODEL_NAMES, load_train_config
+from hil.training.run import PROCEDURE, check_same_boards, preflight, run_training
 from hil.twin import cli as twin_cli
-from protocols.recording import JOURNAL, completed_steps
+from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
 
@@ -124,7 +129,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         board.close()
         raise
     print(f"{spec.name} on {board.identity} -> {run.path}")
-    return _measure(spec, board, run, options)
+    return _measure(spec, board, run, options, fresh=True)
 
 
 def _resume_characterization(path: str, resource: str | None) -> int:
@@ -141,8 +146,7 @@ def _resume_characterization(path: str, resource: str | None) -> int:
     config = BoardConfig.model_validate(previous.config.get("board", {}))
     resource = resource or str(previous.root.get("resource") or config.resource)
     _warn_if_in_process([resource])
-    done = max((completed_steps(rows) for name, rows in previous.datasets.items()
-                if name.rsplit("/", 1)[-1] == JOURNAL), default=0)  # fmt: skip
+    done = journaled_steps(previous.datasets)
     board = config.open(resource)
     try:
         if str(board.identity) != previous.root.get("board_identity", str(board.identity)):
@@ -161,18 +165,23 @@ def _resume_characterization(path: str, resource: str | None) -> int:
     return _measure(spec, board, run, options)
 
 
-def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel) -> int:
+def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel, fresh: bool = False) -> int:
     try:
         # The board is the inner context: it goes idle before the file is closed.
-        with run, board:
+        with run, board, record_link({"board": board}, run):
             spec.run(board, run, **dict(options))
+    except InvalidRequest:
+        if fresh and not board.pulses_applied:  # refused before its first pulse: a run that never was
+            run.path.unlink(missing_ok=True)
+        raise
     finally:
-        _report_run(run.path)
+        if run.path.exists():
+            _report_run(run.path)
     return 0
 
 
 def _warn_if_in_process(resources: Iterable[str]) -> None:
-    if any("://" in r and not r.startswith("serial://") for r in resources):
+    if any(is_in_process(r) for r in resources):
         print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
               "a fresh emulated array", file=sys.stderr)  # fmt: skip
 
@@ -192,25 +201,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         previous = read_run(args.resume)
         if previous.procedure != PROCEDURE:
             raise RunFileError(f"{args.resume} is a {previous.procedure!r} run, not a training run")
-        config = load_train_config("", previous.config)
+        state = run_state(previous)
+        if state == "running":
+            raise RunFileError(f"{args.resume} is being written by a live process (PID {previous.root.get('pid')}); "
+                               "stop it first")  # fmt: skip
+        stored = dict(previous.config)
+        done = int(previous.attrs.get("train", {}).get("completed_updates", 0))
+        if args.updates is not None:
+            stored["updates"] = args.updates
+        config = load_train_config("", stored)
+        if done >= config.updates:
+            raise RunFileError(f"{args.resume}: {done} of {config.updates} updates are done; nothing to resume "
+                               f"(to train further, give a larger budget: --updates N with N > {done})")  # fmt: skip
         _warn_if_in_process(b.resource for b in config.board_configs.values())
+        check_same_boards(previous, preflight(config), args.force_other_board)  # before the file is touched
         run = RunFile.reopen(args.resume)
-        done = previous.attrs.get("train", {}).get("completed_updates", 0)
+        run.replace_config(config.model_dump(mode="json"))
         print(f"resuming {args.resume} after update {done} of {config.updates}")
     else:
         config = load_train_config(args.config or "", _train_overrides(args))
         out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}.h5")
+        if out.exists() and not args.overwrite:
+            raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was measured)")
+        identity = preflight(config)  # the whole run checked against its boards: no file for a refused run
         resources = (b.resource for b in config.board_configs.values())
         resource = ", ".join(resources) if config.update_rule != "exact" else "exact arithmetic"
         run = RunFile(out, procedure=PROCEDURE, config=config.model_dump(mode="json"), resource=resource,
-                      overwrite=args.overwrite)  # fmt: skip
+                      board_identity=identity, overwrite=args.overwrite)  # fmt: skip
         previous = None
         print(f"training {config.model} ({config.update_rule}) on {resource} -> {out}")
     try:
         with run:
-            result = run_training(config, run, previous)
+            result = run_training(config, run, previous, allow_other_board=args.force_other_board)
+    except ValueError as exc:  # bad input (InvalidRequest, ConfigError, DatasetError, ...)
+        if previous is None and not pulses_recorded(read_run(run.path)):  # refused before its first pulse
+            run.path.unlink(missing_ok=True)
+        raise exc from None
     finally:
-        _report_run(run.path)
+        if run.path.exists():
+            _report_run(run.path)
     name = "custom network" if config.network else config.model
     print(
         f"{name}: test accuracy {100 * result.final_test_accuracy:.2f} % "
@@ -242,6 +271,12 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     run = read_run(args.file)
     print(describe_run(run))
+    state = run_state(run)
+    if state != run.root.get("status"):
+        print(f"  {'state':>16}: {state}")
+    if state in ("killed", "interrupted") or state.startswith("failed"):
+        again = "hil train --resume" if run.procedure == PROCEDURE else "hil characterize --resume"
+        print(f"  {'to continue':>16}: {again} {run.path}")
     if not args.no_plot:
         print(f"plot: {draw_run_plot(run, args.plot)}")
     return 0
@@ -289,16 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_cmd = commands.add_parser("train", help="in-situ training on the array",
                                     description="Train a network with its forward pass on the array.")  # fmt: skip
-    train_cmd.add_argument("--model", choices=["mlp", "cnn", "convlstm", "yao-hybrid"], help="default: cnn")
+    train_cmd.add_argument("--model", choices=MODEL_NAMES, help="default: cnn")
     train_cmd.add_argument("--board", metavar="RESOURCE", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
     train_cmd.add_argument("--config", metavar="FILE", help="training config (TOML or JSON); flags override it")
     train_cmd.add_argument("--out", metavar="FILE.h5", help="run file (default: runs/<model>-<time>.h5)")
     train_cmd.add_argument("--resume", metavar="FILE.h5", help="continue a run from its last completed update")
     train_cmd.add_argument("--overwrite", action="store_true", help="replace an existing run file")
-    train_cmd.add_argument("--updates", type=int, help="weight updates (default 1200)")
+    train_cmd.add_argument("--force-other-board", action="store_true", help="with --resume: go on although "
+                           "another chip answers than the one the run began on")  # fmt: skip
+    train_cmd.add_argument("--updates", type=int, help="weight updates (default 1200); with --resume: a new budget")
     train_cmd.add_argument("--batch-size", type=int, help="samples per update (default 100)")
     train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default 100)")
-    train_cmd.add_argument("--optimizer", choices=["sgd", "momentum", "rmsprop", "adam", "manhattan"])
+    train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES)
     train_cmd.add_argument("--lr", type=float, help="learning rate")
     train_cmd.add_argument("--seed", type=int)
     train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
@@ -327,25 +364,34 @@ def board_command_on(
     return sub
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds every `with open_board(...)`, so the board is idled before we go.
-    raise SystemExit(128 + signum)
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: a multi-line listing (every bad field) joined with '; '."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    interrupts.install()
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except (BoardError, ConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (BoardError, ConfigError, ValueError, OSError, ArithmeticError, RecursionError, MemoryError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except interrupts.Terminated as exc:
+        print(f"interrupted by signal {exc.signum}: the board was put in its idle state", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted: the board was put in its idle state", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, but still no traceback in the technician's face
+        print(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (please report; -vv logs more)",
+              file=sys.stderr)  # fmt: skip
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

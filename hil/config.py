@@ -22,11 +22,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from drivers import Board, SafetyLimits, open_board
 
 EMBEDDED_EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Largest config file read: a board or training config is a few hundred bytes."""
+MAX_NESTING = 32
+"""Deepest nesting of tables and lists in a config (the deepest real one is about 5)."""
 
 
 class ConfigError(ValueError):
@@ -36,10 +40,10 @@ class ConfigError(ValueError):
 class BoardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    resource: str = Field(EMBEDDED_EMULATOR, description="resource string of the board")
+    resource: str = Field(EMBEDDED_EMULATOR, min_length=1, max_length=1024, description="resource string of the board")
     timeout: float = Field(10.0, gt=0, le=3600, description="longest silence tolerated on the link, s")
-    visa_backend: str = Field("@py", description="pyvisa backend for VISA resources")
-    framing: bool | None = Field(
+    visa_backend: str = Field("@py", max_length=200, description="pyvisa backend for VISA resources")
+    framing: StrictBool | None = Field(
         None, description="numbered, checksummed frames: true, false, or (default) whenever the firmware offers them"
     )
     limits: SafetyLimits | None = Field(None, description="host safety limits; default: the firmware's")
@@ -55,17 +59,60 @@ def validation_problems(error: ValidationError) -> str:
     return "\n".join(f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors())
 
 
-def load_board_config(path: str | Path) -> BoardConfig:
-    """Read a TOML (``.toml``) or JSON file; every problem is reported with its field path."""
+def nesting_depth(data: Any) -> int:
+    """How deep tables and lists nest in parsed data (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_config_text(text: str, fmt: str, what: str) -> Any:
+    """JSON or TOML text as data; too deep, malformed or huge-number input is a :class:`ConfigError`."""
+    try:
+        data: Any = json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{what} is not valid {fmt.upper()}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} nests too deeply (at most {MAX_NESTING} levels)") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"{what} is not valid {fmt.upper()}: {exc}") from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise ConfigError(f"{what} nests too deeply (at most {MAX_NESTING} levels)")
+    return data
+
+
+def read_config_file(path: str | Path, what: str) -> Any:
+    """A TOML (or ``.json``) config file as data, at most :data:`MAX_CONFIG_BYTES` long."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # read no more than the cap: /dev/zero must not hang us
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read board config {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it the right file?")
     try:
-        data: Any = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"board config {path} is not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    fmt = "json" if path.suffix.lower() == ".json" else "toml"
+    data = parse_config_text(text, fmt, f"{what} {path}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a table of fields, not {type(data).__name__}")
+    return data
+
+
+def load_board_config(path: str | Path) -> BoardConfig:
+    """Read a TOML (``.toml``) or JSON file; every problem is reported with its field path."""
+    data = read_config_file(path, "board config")
     try:
         return BoardConfig.model_validate(data)
     except ValidationError as exc:

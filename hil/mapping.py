@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -55,13 +55,18 @@ class LayerPlacementSpec(BaseModel):
     tiles: list[TileSpec] = Field(min_length=1)
 
 
+MAX_LINES = 65536
+"""Largest line index (and count) any board has; the board's own size is checked in the run plan."""
+LineIndex = Annotated[int, Field(ge=0, lt=MAX_LINES)]
+
+
 class BadLines(BaseModel):
     """Lines of a board that must not be used."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    rows: list[int] = Field(default_factory=list)
-    cols: list[int] = Field(default_factory=list)
+    rows: list[LineIndex] = Field(default_factory=list, max_length=MAX_LINES)
+    cols: list[LineIndex] = Field(default_factory=list, max_length=MAX_LINES)
 
 
 class PlacementSpec(BaseModel):

@@ -3,7 +3,7 @@ speed up memristor training). Their state is plain arrays, so a run can checkpoi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -11,18 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 FloatArray = npt.NDArray[np.float64]
 OptimizerName = Literal["sgd", "momentum", "rmsprop", "adam", "manhattan"]
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+"""Every optimizer, as the command line offers them."""
+MAX_LR = 10.0
+"""Largest learning rate accepted: a weight moving more than ten times its gradient per step is a typo."""
 
 
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: OptimizerName = "sgd"
-    lr: float = Field(0.1, gt=0, description="learning rate")
+    lr: float = Field(0.1, gt=0, le=MAX_LR, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum coefficient (momentum)")
     rho: float = Field(0.9, ge=0, lt=1, description="decay of the squared-gradient average (rmsprop)")
     beta1: float = Field(0.9, ge=0, lt=1, description="first-moment decay (adam)")
     beta2: float = Field(0.999, ge=0, lt=1, description="second-moment decay (adam)")
-    eps: float = Field(1e-8, gt=0, description="denominator floor (rmsprop, adam)")
+    eps: float = Field(1e-8, gt=0, le=1.0, description="denominator floor (rmsprop, adam)")
 
 
 class Optimizer:

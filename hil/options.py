@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from hil.config import ConfigError, validation_problems
+from hil.config import ConfigError, parse_config_text, validation_problems
 
 _PREFIX = "option_"
 _SCALARS: dict[object, type[int] | type[float] | type[str]] = {int: int, float: float, str: str}
 
 
+MAX_JSON_OPTION = 1024 * 1024
+"""Longest JSON option value read (a list of 65,536 cells fits)."""
+
+
 def _json_value(text: str) -> Any:
+    if len(text) > MAX_JSON_OPTION:
+        raise argparse.ArgumentTypeError(f"a JSON value of {len(text):,} characters is longer than {MAX_JSON_OPTION:,}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not JSON (e.g. [[0, 0], [3, 5]])") from None
+        return parse_config_text(text, "json", "the value")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not usable JSON (e.g. [[0, 0], [3, 5]]): {exc}") from None
 
 
 def add_option_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:

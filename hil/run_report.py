@@ -24,6 +24,12 @@ _HEADER_KEYS = ("procedure", "status", "resumed", "created_utc", "finished_utc",
 def describe_run(run: RunData) -> str:
     lines = [f"{run.path}"]
     lines += [f"  {key:>16}: {run.root[key]}" for key in _HEADER_KEYS if key in run.root]
+    links = {name[len("link/") :]: attrs for name, attrs in run.attrs.items() if name.startswith("link/")}
+    for board, attrs in sorted(links.items()):
+        unrecorded = int(attrs.get("pulses_unrecorded", 0))
+        lost = f", {unrecorded:,} of them counted by the board after a kill" if unrecorded else ""
+        lines.append(f"  {'pulses':>16}: {int(attrs.get('pulses_applied', 0)):,} on {board} "
+                     f"in {int(attrs.get('sessions', 1))} session(s){lost}")  # fmt: skip
     options = run.config.get("options")
     if options:
         lines.append(f"  {'options':>16}: {options}")

@@ -7,10 +7,12 @@ leaves a readable file with everything up to the last flush.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -23,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from hil.interrupts import raise_if_stopped
 from protocols.recording import Attr
 
 FORMAT_NAME = "memristor-hil run"
@@ -78,10 +81,12 @@ class RunFile:
                 "config": json.dumps(config, default=str, sort_keys=True),
                 "software_version": _software_version(),
                 "host": platform.node(),
+                "pid": os.getpid(),
             }
         )
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
+        self.flush_hooks: list[Callable[[], None]] = []
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
         self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
@@ -99,13 +104,29 @@ class RunFile:
             raise RunFileError(f"cannot open {run.path} for writing: {exc}") from None
         run._data = run._file.require_group(DATA_GROUP)
         run._pending_attrs = {}
+        run.flush_hooks = []
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
         run._file.attrs["status"] = "running"
         run._file.attrs["resumed"] = int(data.root.get("resumed", 0)) + 1
+        run._file.attrs["host"] = platform.node()
+        run._file.attrs["pid"] = os.getpid()
         run._file.flush()
         return run
+
+    def require_group(self, name: str) -> None:
+        """A group that holds only attributes (written at once, not when a dataset appears)."""
+        self._data.require_group(name)
+        self._apply_pending()
+
+    def set_root(self, **attrs: Attr) -> None:
+        """Attributes of the run itself (``board_identity`` once the boards answer)."""
+        self._file.attrs.update(attrs)
+
+    def replace_config(self, config: Mapping[str, Any]) -> None:
+        """Store a changed config (a resumed run given a larger budget)."""
+        self._file.attrs["config"] = json.dumps(config, default=str, sort_keys=True)
 
     def truncate(self, name: str, rows: int) -> None:
         """Keep only the first ``rows`` rows of an appended dataset (drop steps not journaled)."""
@@ -174,6 +195,7 @@ class RunFile:
             self._data[name].attrs.update(self._pending_attrs.pop(name))
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
+        raise_if_stopped()  # a step boundary: where a stop whose first raise was lost is raised again
         if self._bar is None:
             return
         if total is not None and total != self._bar.total:
@@ -190,6 +212,8 @@ class RunFile:
             self.flush()
 
     def flush(self) -> None:
+        for hook in self.flush_hooks:  # e.g. the pulse counts so far: on disk with every step
+            hook()
         self._file.flush()
         self._last_flush = time.monotonic()
 
@@ -202,6 +226,9 @@ class RunFile:
             for name, attrs in self._pending_attrs.items():
                 self._data.require_group(name).attrs.update(attrs)
             self._pending_attrs.clear()
+            for hook in self.flush_hooks:
+                with contextlib.suppress(Exception):  # a failing hook must not lose how the run ended
+                    hook()
             self._file.attrs["status"] = status
             self._file.attrs["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             self._file.close()
@@ -214,7 +241,7 @@ class RunFile:
     ) -> None:
         if exc_type is None:
             self.close("completed")
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C, and SIGTERM/SIGHUP (hil.cli)
             self.close("interrupted")
         else:
             self.close(f"failed: {exc_type.__name__}: {exc}")
@@ -250,13 +277,57 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def run_state(run: RunData) -> str:
+    """``completed``, ``failed: ...``, ``interrupted``, ``running`` (its process is alive) or
+    ``killed`` (marked running, but the process that wrote it is gone)."""
+    status = str(run.root.get("status", ""))
+    if status != "running":
+        return status
+    host, pid = run.root.get("host"), run.root.get("pid")
+    if host != platform.node() or not isinstance(pid, int):
+        return "running (on another host, or killed)"
+    return "running" if _process_alive(pid) else "killed"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # no signal 0 there; ask the process table
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # type: ignore[attr-defined]
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)  # type: ignore[attr-defined]
+        return bool(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    # A zombie (killed, not yet reaped by its parent) still answers signal 0.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    return True
+
+
 def read_run(path: str | Path) -> RunData:
     """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`."""
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
     try:
-        with h5py.File(path, "r") as f:
+        return _read_run(path, locking=True)
+    except RunFileError:
+        # A live run holds its file's write lock; its last flushed state is still readable.
+        with contextlib.suppress(RunFileError, TypeError):
+            return _read_run(path, locking=False)
+        raise
+
+
+def _read_run(path: Path, locking: bool) -> RunData:
+    try:
+        with h5py.File(path, "r", locking=locking) as f:
             root = {k: _plain(v) for k, v in f.attrs.items()}
             if root.get("format") != FORMAT_NAME:
                 raise RunFileError(f"{path} is an HDF5 file but not a {FORMAT_NAME} file")

@@ -39,15 +39,17 @@ BoolArray = npt.NDArray[np.bool_]
 class GateCodedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    set_slope: float = Field(98e-6, gt=0, description="k the host assumes without a calibration, S/V")
-    set_intercept: float = Field(120e-6, description="c the host assumes without a calibration, S")
+    set_slope: float = Field(98e-6, gt=0, le=0.1, description="k the host assumes without a calibration, S/V")
+    set_intercept: float = Field(120e-6, ge=-0.1, le=0.1, description="c the host assumes without a calibration, S")
     v_gate_min: float = Field(0.6, ge=0, description="lowest SET gate voltage, V")
     v_gate_max: float = Field(2.5, gt=0, description="highest SET gate voltage, V")
     v_set: float = Field(2.5, gt=0, description="SET amplitude, V")
     v_reset: float = Field(1.8, gt=0, description="RESET amplitude, V")
     v_gate_reset: float = Field(5.0, gt=0, description="gate voltage during RESET (transistor fully on), V")
     width: float = Field(1e-6, gt=0, description="pulse width, s")
-    dvg_min: float = Field(0.015, ge=0, description="pending gate change that earns a pulse, V (0: every change)")
+    dvg_min: float = Field(
+        0.015, ge=0, le=100, description="pending gate change that earns a pulse, V (0: every change)"
+    )
 
 
 @dataclass
@@ -163,9 +165,9 @@ class WriteVerifyUpdateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    threshold: float = Field(1.5e-6, ge=0, description="pending conductance change worth writing, S")
-    tolerance: float = Field(2e-6, gt=0, description="write-verify tolerance, S")
-    max_iterations: int = Field(8, ge=1, description="write-verify iterations per update")
+    threshold: float = Field(1.5e-6, ge=0, le=0.1, description="pending conductance change worth writing, S")
+    tolerance: float = Field(2e-6, gt=0, le=0.1, description="write-verify tolerance, S")
+    max_iterations: int = Field(8, ge=1, le=1000, description="write-verify iterations per update")
 
 
 @dataclass

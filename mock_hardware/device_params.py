@@ -4,6 +4,8 @@ Figures come from shared/reference/device-parameters.md (Li 2018, Wang 2019, Hu 
 the IBM aihwkit HfOx drift fit). docs/emulator-physics.md explains the model each field feeds.
 Every field is a plain scalar so a resource string (``emulator://?preset=umass-ta-hfo2&seed=3&
 write_noise=8e-6``) can override any of them; values arriving as strings are coerced by pydantic.
+Every field is finite and bounded to a physical range by its own constraints (``ge``/``le``): a
+new field says its range the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class DeviceParameters(BaseModel):
     cycle-to-cycle (drawn per event).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # --- geometry and time -------------------------------------------------------------------
     rows: int = Field(128, ge=1, le=4096, description="array rows")
@@ -28,24 +30,26 @@ class DeviceParameters(BaseModel):
     clock: Literal["simulated", "wall"] = Field(
         "simulated", description="simulated: time advances only by operations and waits; wall: real time"
     )
-    read_duration: float = Field(1e-6, ge=0, description="duration of one cell read or one VMM vector, s")
+    read_duration: float = Field(1e-6, ge=0, le=1.0, description="duration of one cell read or one VMM vector, s")
 
     # --- conductance window and fresh state ----------------------------------------------------
-    g_min: float = Field(100e-6, gt=0, description="mean conductance a full RESET reaches (HRS floor), S")
-    g_max: float = Field(900e-6, gt=0, description="mean highest conductance a SET reaches (LRS ceiling), S")
-    g_initial_mean: float = Field(120e-6, ge=0, description="mean conductance of a fresh formed cell, S")
-    g_initial_spread: float = Field(20e-6, ge=0, description="spread of fresh formed conductances, S")
+    g_min: float = Field(100e-6, gt=0, le=0.1, description="mean conductance a full RESET reaches (HRS floor), S")
+    g_max: float = Field(900e-6, gt=0, le=0.1, description="mean highest conductance a SET reaches (LRS ceiling), S")
+    g_initial_mean: float = Field(120e-6, ge=0, le=0.1, description="mean conductance of a fresh formed cell, S")
+    g_initial_spread: float = Field(20e-6, ge=0, le=0.1, description="spread of fresh formed conductances, S")
 
     # --- forming -------------------------------------------------------------------------------
     start_formed: bool = Field(True, description="cells start formed (False: virgin, FORM them first)")
-    g_virgin: float = Field(0.5e-6, gt=0, description="mean conductance of a virgin (unformed) cell, S")
-    v_form_threshold: float = Field(3.0, ge=0, description="mean amplitude that forms a virgin cell, V")
+    g_virgin: float = Field(0.5e-6, gt=0, le=0.1, description="mean conductance of a virgin (unformed) cell, S")
+    v_form_threshold: float = Field(3.0, ge=0, le=20, description="mean amplitude that forms a virgin cell, V")
 
     # --- SET: gate-controlled compliance ---------------------------------------------------------
-    set_slope: float = Field(98e-6, description="mean k of the compliance line G = k * v_gate + c, S/V")
-    set_intercept: float = Field(120e-6, description="mean c of the compliance line, S")
-    set_slope_spread: float = Field(0.15, ge=0, description="device-to-device relative sigma of k")
-    set_intercept_spread: float = Field(0.05, ge=0, description="device-to-device relative sigma of c")
+    set_slope: float = Field(
+        98e-6, ge=-0.1, le=0.1, description="mean k of the compliance line G = k * v_gate + c, S/V"
+    )
+    set_intercept: float = Field(120e-6, ge=-0.1, le=0.1, description="mean c of the compliance line, S")
+    set_slope_spread: float = Field(0.15, ge=0, le=10, description="device-to-device relative sigma of k")
+    set_intercept_spread: float = Field(0.05, ge=0, le=10, description="device-to-device relative sigma of c")
     set_intercept_spread_abs: float = Field(
         0.0, ge=0, le=1e-3, description="device-to-device absolute sigma of c, added to the relative one, S"
     )
@@ -53,32 +57,37 @@ class DeviceParameters(BaseModel):
         0.0, ge=0, le=20, description="gate voltage above which the compliance stops rising (transistor "
         "saturation), V; 0: none",
     )
-    v_set_threshold: float = Field(1.0, ge=0, description="mean SET amplitude below which nothing changes, V")
+    v_set_threshold: float = Field(1.0, ge=0, le=20, description="mean SET amplitude below which nothing changes, V")
     v_gate_threshold: float = Field(
         0.5, ge=0, description="transistor threshold: a pulse with its gate below this changes nothing, V"
     )
-    set_time: float = Field(1e-6, gt=0, description="SET time constant at the SET threshold, s")
-    width_reference: float = Field(1e-6, gt=0, description="pulse width at which the compliance line holds, s")
+    set_time: float = Field(1e-6, gt=0, le=1e3, description="SET time constant at the SET threshold, s")
+    width_reference: float = Field(1e-6, gt=0, le=1e3, description="pulse width at which the compliance line holds, s")
     set_width_exponent: float = Field(
-        0.02, ge=0, description="compliance target grows as (width / width_reference) ** this"
+        0.02, ge=0, le=10, description="compliance target grows as (width / width_reference) ** this"
     )
 
     # --- RESET -------------------------------------------------------------------------------------
-    v_reset_threshold: float = Field(0.9, ge=0, description="mean RESET amplitude below which nothing changes, V")
-    reset_voltage_scale: float = Field(
-        0.15, gt=0, description="amplitude above threshold per e-fold fall of the RESET floor toward g_min, V"
+    v_reset_threshold: float = Field(
+        0.9, ge=0, le=20, description="mean RESET amplitude below which nothing changes, V"
     )
-    reset_time: float = Field(1e-6, gt=0, description="RESET time constant at the RESET threshold, s")
+    reset_voltage_scale: float = Field(
+        0.15, gt=0, le=20, description="amplitude above threshold per e-fold fall of the RESET floor toward g_min, V"
+    )
+    reset_time: float = Field(1e-6, gt=0, le=1e3, description="RESET time constant at the RESET threshold, s")
     switching_voltage_scale: float = Field(
-        0.2, gt=0, description="amplitude above threshold per e-fold speed-up of SET and RESET, V"
+        0.2, gt=0, le=20, description="amplitude above threshold per e-fold speed-up of SET and RESET, V"
     )
 
     # --- variability -----------------------------------------------------------------------------
-    write_noise: float = Field(4e-6, ge=0, description="Gaussian sigma of the level a programming event aims at, S")
-    read_noise: float = Field(0.01, ge=0, description="relative sigma of a cell's conductance per read")
+    write_noise: float = Field(
+        4e-6, ge=0, le=0.1, description="Gaussian sigma of the level a programming event aims at, S"
+    )
+    read_noise: float = Field(0.01, ge=0, le=10, description="relative sigma of a cell's conductance per read")
     d2d_spread: float = Field(
         0.05,
         ge=0,
+        le=10,
         description="relative device-to-device sigma of thresholds, window bounds and stuck levels; "
         "log-normal sigma of switching times",
     )
@@ -86,8 +95,8 @@ class DeviceParameters(BaseModel):
     # --- defects ---------------------------------------------------------------------------------
     stuck_low_fraction: float = Field(0.0, ge=0, le=1, description="fraction of cells stuck at low conductance")
     stuck_high_fraction: float = Field(0.0, ge=0, le=1, description="fraction of shorted (stuck-high) cells")
-    g_stuck_low: float = Field(5e-6, gt=0, description="mean conductance of a stuck-low cell, S")
-    g_stuck_high: float = Field(1e-3, gt=0, description="mean conductance of a shorted cell, S")
+    g_stuck_low: float = Field(5e-6, gt=0, le=0.1, description="mean conductance of a stuck-low cell, S")
+    g_stuck_high: float = Field(1e-3, gt=0, le=0.1, description="mean conductance of a shorted cell, S")
     unformed_fraction: float = Field(
         0.0, ge=0, le=1, description="fraction of cells that start virgin although start_formed (a partial forming)"
     )
@@ -100,20 +109,25 @@ class DeviceParameters(BaseModel):
 
     # --- current-voltage curve ---------------------------------------------------------------------
     iv_nonlinearity: float = Field(
-        1.5, ge=0, description="a of I = G v sinh(a v)/(a v), normalised at v_iv_reference, 1/V (0: ohmic)"
+        1.5, ge=0, le=100, description="a of I = G v sinh(a v)/(a v), normalised at v_iv_reference, 1/V (0: ohmic)"
     )
-    v_iv_reference: float = Field(0.2, gt=0, description="read voltage at which G is defined, V")
+    v_iv_reference: float = Field(0.2, gt=0, le=20, description="read voltage at which G is defined, V")
 
     # --- retention -------------------------------------------------------------------------------
-    drift_mean: float = Field(-0.09e-6, description="mean conductance change per unit of ln(1 + t/t0), S")
-    drift_spread: float = Field(0.088e-6, ge=0, description="sigma of that change across programming events, S")
-    drift_time_constant: float = Field(1.0, gt=0, description="t0 of the drift law, s")
+    drift_mean: float = Field(
+        -0.09e-6, ge=-0.01, le=0.01, description="mean conductance change per unit of ln(1 + t/t0), S"
+    )
+    drift_spread: float = Field(
+        0.088e-6, ge=0, le=0.01, description="sigma of that change across programming events, S"
+    )
+    drift_time_constant: float = Field(1.0, gt=0, le=1e9, description="t0 of the drift law, s")
 
     # --- wires -----------------------------------------------------------------------------------
-    line_resistance: float = Field(0.0, ge=0, description="resistance of one row or column line segment, ohm")
+    line_resistance: float = Field(0.0, ge=0, le=1e4, description="resistance of one row or column line segment, ohm")
     line_refactor_tolerance: float = Field(
         1e-3,
         gt=0,
+        le=1,
         description="estimated relative error of VMM currents (line coupling of the conductance changes since "
         "the last factorization) below which the line network is updated per cell instead of refactorized",
     )

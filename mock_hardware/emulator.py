@@ -19,13 +19,16 @@ def build_firmware(
 ) -> Firmware:
     """An emulated board: the named device preset with ``overrides`` (field -> value), seeded.
 
-    ``latency`` among the overrides sets the firmware's simulated per-command latency, and
+    ``latency`` among the overrides sets the firmware's simulated per-command latency, ``serial``
+    its serial number (another chip), and
     ``fault_<name>`` fields a :class:`~mock_hardware.faults.FaultPlan`.
     """
     fields = dict(overrides or {})
     spec = FirmwareSpec()
     if "latency" in fields:
         spec = FirmwareSpec(command_latency=float(fields.pop("latency")))
+    if "serial" in fields:  # another chip: what a run checks on resume
+        spec = spec.model_copy(update={"serial": fields.pop("serial")[:40]})
     fault_fields = {name[len("fault_") :]: fields.pop(name) for name in list(fields) if name.startswith("fault_")}
     try:
         params = preset(preset_name, **fields)

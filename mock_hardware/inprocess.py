@@ -6,6 +6,7 @@ by scheme. Bytes still pass through the wire codec and the firmware interpreter.
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
 from mock_hardware.emulator import DEFAULT_PRESET, build_firmware, parse_emulator_url
@@ -25,8 +26,22 @@ class EmulatorEndpoint:
         self.firmware.disconnected()
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_given_once(resource: str) -> None:
+    """Refuse a parameter given twice (``seed=1&seed=2``): which one was meant cannot be known."""
+    names = Counter(name for name, _ in parse_qsl(urlsplit(resource).query, keep_blank_values=True))
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given more than once in {resource!r}; give each parameter once")
+
+
 def open_endpoint(resource: str) -> EmulatorEndpoint:
+    check_given_once(resource)
     name, seed, overrides = parse_emulator_url(resource)
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed} in {resource!r} is outside [0, {MAX_SEED}]")
     if "params" in overrides:  # a parameter file: the base under the resource's own fields
         explicit = "preset" in dict(parse_qsl(urlsplit(resource).query))
         name, overrides = with_params_file(overrides.pop("params"), name if explicit else None, overrides,

@@ -12,6 +12,7 @@ continues from its last completed step when ``hil characterize --resume`` gives 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -117,6 +118,12 @@ class Series:
         self.rows = len(self.earlier)
         if self.rows:
             self._pending = None  # the dataset exists, with its attributes
+
+
+def journaled_steps(datasets: Mapping[str, npt.ArrayLike]) -> int:
+    """The most steps any journal among a run's datasets records (0 when none has a journal)."""
+    return max((completed_steps(rows) for name, rows in datasets.items() if name.rsplit("/", 1)[-1] == JOURNAL),
+               default=0)  # fmt: skip
 
 
 def completed_steps(journal: npt.ArrayLike | None) -> int:

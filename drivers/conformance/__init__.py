@@ -9,7 +9,7 @@ import functools
 from drivers.conformance.kit import CHECKS, CheckResult, ConformanceOptions, Report, run_checks
 from drivers.conformance.raw_socket import SocketTransport
 from drivers.lock import ResourceLock
-from drivers.resources import VISA_PREFIXES, open_transport
+from drivers.resources import is_in_process, open_transport
 
 __all__ = ["CHECKS", "CheckResult", "ConformanceOptions", "Report", "run_checks", "run_conformance"]
 
@@ -24,7 +24,7 @@ def run_conformance(
 ) -> Report:
     """Check the board ``resource`` names against the contract; the board is locked while it runs."""
     options = options or ConformanceOptions()
-    external = resource.upper().startswith(VISA_PREFIXES) or resource.startswith("serial://")
+    external = not is_in_process(resource)
     tcp = resource.upper().startswith("TCPIP") and resource.upper().endswith("::SOCKET")
     updates: dict[str, object] = {}
     if not external:

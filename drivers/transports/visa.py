@@ -6,6 +6,8 @@ passes ``visa_backend="@ivi"``.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from typing import Any
 
@@ -26,6 +28,34 @@ def _socket_of(inst: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
+def open_failure(exc: BaseException, backend: str) -> str:
+    """Why pyvisa could not open a resource, in the user's terms rather than the library's."""
+    seen: BaseException | None = exc
+    while seen is not None:  # the cause may be wrapped by pyvisa
+        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused (is the board on, and serving on that port?)"
+        if isinstance(seen, socket.gaierror):
+            return f"no such host ({seen.strerror or seen})"
+        if isinstance(seen, TimeoutError | socket.timeout):
+            return "no answer from the host (timed out connecting)"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"pyvisa ({backend}) refused it: {text}"
+
+
+def _connect_error(sock: socket.socket) -> str:
+    """A pending connect's failure on a socket pyvisa-py opened (empty when connected or connecting)."""
+    try:
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        return ""
+    if code == errno.ECONNREFUSED:
+        return "connection refused (is the board on, and serving on that port?)"
+    return os.strerror(code) if code else ""
+
+
 class VisaTransport(Transport):
     def __init__(self, resource: str, timeout: float, backend: str = "@py", baud_rate: int | None = None) -> None:
         self.resource = resource
@@ -43,9 +73,14 @@ class VisaTransport(Transport):
                 # pyvisa-py does not accept VI_ATTR_TCPIP_NODELAY for SOCKET resources.
                 self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._inst = inst
-        except (pyvisa.Error, OSError, ValueError) as exc:
-            raise LinkError(resource, f"cannot open through pyvisa ({backend}): {exc}") from exc
+        except Exception as exc:  # pyvisa-py raises bare Exception for some bad addresses
+            raise LinkError(resource, f"cannot open: {open_failure(exc, backend)}") from exc
         self._timeout = timeout
+        if self._socket is not None:
+            refused = _connect_error(self._socket)
+            if refused:  # pyvisa-py connects without waiting; say so now, not as a broken pipe later
+                self.close()
+                raise LinkError(resource, f"cannot open: {refused}")
 
     @property
     def timeout(self) -> float:

@@ -6,19 +6,22 @@ else. Every field has a default that reproduces the paper the model name refers 
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, validation_problems
+from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
 from hil.mapping import BadLines, PlacementSpec
-from hil.optimizers import OptimizerConfig
+from hil.optimizers import MAX_LR, OptimizerConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
 
 ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+"""Every model by name, as the command line offers them."""
+MAX_UPDATES = 10_000_000
+"""Most weight updates a run may ask for (the papers use 1,200 to 1,600; a chip wears out long before)."""
+MAX_BOARDS = 64
 
 # The dataset each paper's network was trained on, as the embedded default.
 DEFAULT_DATASET: dict[str, str] = {
@@ -34,11 +37,13 @@ class HybridConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    pretrain_epochs: int = Field(3, ge=0, description="software training epochs before transfer")
-    pretrain_lr: float = Field(0.05, gt=0, description="learning rate of the software pre-training (Adam)")
-    weight_clip: float = Field(0.8, gt=0, description="largest |weight| the software pre-training allows")
-    retrain_layers: list[str] = Field(default_factory=lambda: ["dense1"], description="layers trained in situ")
-    transfer_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the transfer, S")
+    pretrain_epochs: int = Field(3, ge=0, le=1000, description="software training epochs before transfer")
+    pretrain_lr: float = Field(0.05, gt=0, le=MAX_LR, description="learning rate of the software pre-training (Adam)")
+    weight_clip: float = Field(0.8, gt=0, le=1000, description="largest |weight| the software pre-training allows")
+    retrain_layers: list[str] = Field(
+        default_factory=lambda: ["dense1"], max_length=1000, description="layers trained in situ"
+    )
+    transfer_tolerance: float = Field(4e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
 
 
 class TrainConfig(BaseModel):
@@ -46,10 +51,11 @@ class TrainConfig(BaseModel):
 
     model: ModelName = "cnn"
     network: dict[str, Any] | None = Field(None, description="a custom network spec; replaces the model's")
-    dataset: str | None = Field(None, description="dataset name; default: the model's paper's")
+    dataset: str | None = Field(None, max_length=200, description="dataset name; default: the model's paper's")
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     boards: dict[str, str | BoardConfig] = Field(
         default_factory=lambda: dict[str, str | BoardConfig](board0=EMBEDDED_EMULATOR),
+        max_length=MAX_BOARDS,
         description="the boards by name: a resource string, or a table as in a board config "
         "(resource, timeout, framing, limits)",
     )
@@ -61,23 +67,23 @@ class TrainConfig(BaseModel):
         description="how weight changes reach the array ('exact': the software baseline, no array); "
         "default: write-verify for yao-hybrid, gate-coded otherwise",
     )
-    calibrate: bool = Field(
+    calibrate: StrictBool = Field(
         True, description="characterize the used devices first (per-device SET fit; finds defective devices)"
     )
     calibration_gates: int = Field(6, ge=2, le=64, description="gate voltages measured by the calibration")
-    prune_defective: bool = Field(True, description="cancel defective pairs' currents on the host (weight 0)")
-    initial_tolerance: float = Field(4e-6, gt=0, description="write-verify tolerance of the initial weights, S")
+    prune_defective: StrictBool = Field(True, description="cancel defective pairs' currents on the host (weight 0)")
+    initial_tolerance: float = Field(4e-6, gt=0, le=0.1, description="write-verify tolerance of the initial weights, S")
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="rmsprop", lr=0.01))
     batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
-    updates: int = Field(1200, ge=1, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
-    eval_every: int = Field(100, ge=1, description="updates between test-set evaluations")
-    init_scale: float = Field(1.0, gt=0, description="multiplies the network's default initial weights")
-    g_unit: float = Field(100e-6, gt=0, description="conductance per unit weight, S")
-    v_input: float = Field(0.2, gt=0, description="largest row voltage of an input vector, V")
-    seed: int = Field(0, ge=0, description="the training order and the initial weights")
+    updates: int = Field(1200, ge=1, le=MAX_UPDATES, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
+    eval_every: int = Field(100, ge=1, le=MAX_UPDATES, description="updates between test-set evaluations")
+    init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the network's default initial weights")
+    g_unit: float = Field(100e-6, gt=0, le=0.1, description="conductance per unit weight, S")
+    v_input: float = Field(0.2, gt=0, le=100, description="largest row voltage of an input vector, V")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="the training order and the initial weights")
 
     @model_validator(mode="after")
     def _known_board_names(self) -> TrainConfig:
@@ -101,16 +107,7 @@ class TrainConfig(BaseModel):
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A config file (TOML or JSON) with command-line overrides on top; errors name every field."""
-    data: dict[str, Any] = {}
-    if path:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc.strerror or exc}") from None
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"training config {path} is not valid: {exc}") from None
+    data: dict[str, Any] = read_config_file(path, "training config") if path else {}
     data.update(overrides or {})
     try:
         return TrainConfig.model_validate(data)

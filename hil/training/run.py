@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import numpy.typing as npt
 
-from drivers import Board
+from drivers import Board, BoardError
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
+from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
@@ -38,6 +39,7 @@ from hil.training.loop import (
     evaluate,
     train,
 )
+from hil.training.plan import check_plan, check_vmm_currents
 from hil.updates import GateCodedUpdate, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import write_verify
@@ -246,15 +248,22 @@ def opened_boards(config: TrainConfig) -> Iterator[dict[str, Board]]:
         yield {name: stack.enter_context(board.open()) for name, board in config.board_configs.items()}
 
 
-@contextmanager
-def _link_health(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
-    """Record what each board's link cost (retries, reconnects, ...) however the run ends."""
-    try:
-        yield
-    finally:
-        for name, board in boards.items():
-            run.set_attrs(f"link/{name}", framed=board.link.framed, pulses_applied=board.pulses_applied,
-                          **asdict(board.link.stats))  # fmt: skip
+def board_identities(boards: Mapping[str, Board]) -> str:
+    """The identity of every board of a run, as stored in its file and compared on resume."""
+    return "; ".join(f"{name}: {board.identity}" for name, board in sorted(boards.items()))
+
+
+def preflight(config: TrainConfig) -> str:
+    """Open the run's boards, check the whole run against them and close them again, before any run
+    file exists; the boards' identities. Nothing is pulsed (:class:`~hil.training.plan.PlanError`)."""
+    if config.update_rule == "exact":
+        return ""
+    network = build_network(config)
+    with opened_boards(config) as boards:
+        check_plan(config, boards)
+        backend = _place(config, network, boards, None)  # a placement that cannot work fails here too
+        check_vmm_currents(config, backend.placement, boards)
+        return board_identities(boards)
 
 
 def _saved(previous: RunData | None, group: str) -> dict[str, FloatArray]:
@@ -272,8 +281,11 @@ def _optimizer(config: OptimizerConfig, previous: RunData | None) -> Optimizer:
     return optimizer
 
 
-def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = None) -> TrainResult:
-    """Train as ``config`` says, recording into ``run``; with ``previous``, resume that run."""
+def run_training(
+    config: TrainConfig, run: RunFile, previous: RunData | None = None, allow_other_board: bool = False
+) -> TrainResult:
+    """Train as ``config`` says, recording into ``run``; with ``previous``, resume that run (on the
+    same boards, unless ``allow_other_board``)."""
     network = build_network(config)
     data = load_data(config)
     train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,
@@ -290,31 +302,49 @@ def run_training(config: TrainConfig, run: RunFile, previous: RunData | None = N
             weights = {layer: w.copy() for layer, w in _saved(previous, "weights").items()}
         learner: Learner = ExactLearner(weights)
         return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
-    with opened_boards(config) as boards, _link_health(boards, run):
-        prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
-        if previous is not None and prepared.get("done"):
-            saved = PlacementSpec.model_validate_json(prepared["placement"])
-            hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
-            _restore(config, hardware, previous)
-        else:
-            start = 0
-            _place(config, network, boards, None)  # a placement that cannot work fails before any pulse
-            calibrations = characterize(config, boards, run) if config.calibrate else {}
-            spec = _placement_spec(config, network, boards, calibrations)
-            hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
-            run.set_attrs("prepare", placement=hardware.backend.placement.spec.model_dump_json())
-            _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-            pulses = program_weights(config, hardware, weights, config.initial_tolerance)
-            accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
-            run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
-            log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
-        trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
-        learner = ArrayLearner(hardware.backend, hardware.rule)
-        result = train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
-                            trainable=trainable)  # fmt: skip
-        result.vmm_round_trips = hardware.backend.vmm_calls
-        result.devices = hardware.backend.placement.device_count
-        return result
+    with opened_boards(config) as boards:
+        check_plan(config, boards)
+        _check_same_boards(boards, previous, allow_other_board)
+        run.set_root(board_identity=board_identities(boards))
+        with record_link(boards, run):
+            prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
+            if previous is not None and prepared.get("done"):
+                saved = PlacementSpec.model_validate_json(prepared["placement"])
+                hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
+                _restore(config, hardware, previous)
+            else:
+                start = 0
+                # a placement that cannot work fails before any pulse
+                check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
+                calibrations = characterize(config, boards, run) if config.calibrate else {}
+                spec = _placement_spec(config, network, boards, calibrations)
+                hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
+                run.set_attrs("prepare", placement=hardware.backend.placement.spec.model_dump_json())
+                _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
+                pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+                accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
+                run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
+                log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
+            trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
+            learner = ArrayLearner(hardware.backend, hardware.rule)
+            result = train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
+                                trainable=trainable)  # fmt: skip
+            result.vmm_round_trips = hardware.backend.vmm_calls
+            result.devices = hardware.backend.placement.device_count
+            return result
+
+
+def _check_same_boards(boards: Mapping[str, Board], previous: RunData | None, allow_other_board: bool) -> None:
+    if previous is not None:
+        check_same_boards(previous, board_identities(boards), allow_other_board)
+
+
+def check_same_boards(previous: RunData, now: str, allow_other_board: bool) -> None:
+    """A resumed run continues on the chips it began on (their conductances are its weights)."""
+    began_on = str(previous.root.get("board_identity", ""))
+    if began_on and now != began_on and not allow_other_board:
+        raise BoardError(f"the run began on {began_on}, but now {now} answers; its weights are on the first "
+                         "chip. Resume there, or pass --force-other-board to go on with this one")  # fmt: skip
 
 
 def _evaluations_before(previous: RunData | None, update: int) -> int:

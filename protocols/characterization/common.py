@@ -22,6 +22,14 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
+MAX_INDEX = 65535
+"""Largest row or column index (or region size) an option may name; the board's size is checked too."""
+MAX_CELLS = 65536
+"""Most cells a ``cells`` list may name."""
+MAX_STEPS = 10_000_000
+"""Most steps (cycles, pulses, reads) a procedure may be asked for."""
+CellIndex = Annotated[int, Field(ge=0, le=MAX_INDEX)]
+
 # Option fields several procedures share: one definition each (bounds and description), each
 # procedure giving its own default, e.g. ``set_gate: SetGate = 1.2``.
 SetAmplitude = Annotated[float, Field(ge=0, description="SET pulse amplitude, V")]
@@ -30,31 +38,32 @@ ResetAmplitude = Annotated[float, Field(ge=0, description="RESET pulse amplitude
 ResetGate = Annotated[float, Field(description="RESET gate voltage (transistor fully on), V")]
 PulseWidth = Annotated[float, Field(gt=0, description="pulse width, s")]
 ReadsPerPoint = Annotated[
-    int, Field(ge=1, le=1000, description="map reads averaged per point (the read noise shrinks by its square root)")
+    int, Field(ge=1, le=10_000, description="map reads averaged per point (the read noise shrinks by its square root)")
 ]
 
 
 class ProcedureOptions(BaseModel):
     """Base of every procedure's options: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only (a NaN would pass every comparison with a limit).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RegionOptions(ProcedureOptions):
     """A rectangular region of the array (default: all of it), read at ``v_read``."""
 
     v_read: float = Field(0.2, description="read voltage, V")
-    row0: int = Field(0, ge=0, description="first row of the region")
-    col0: int = Field(0, ge=0, description="first column of the region")
-    nrows: int = Field(0, ge=0, description="rows in the region; 0: through the last row")
-    ncols: int = Field(0, ge=0, description="columns in the region; 0: through the last column")
+    row0: int = Field(0, ge=0, le=MAX_INDEX, description="first row of the region")
+    col0: int = Field(0, ge=0, le=MAX_INDEX, description="first column of the region")
+    nrows: int = Field(0, ge=0, le=MAX_INDEX + 1, description="rows in the region; 0: through the last row")
+    ncols: int = Field(0, ge=0, le=MAX_INDEX + 1, description="columns in the region; 0: through the last column")
 
 
 class CellOptions(RegionOptions):
     """Some cells by address, or (when ``cells`` is empty) every cell of the region."""
 
-    cells: list[tuple[int, int]] = Field(
-        default=[], description="cells (row, col) to measure; empty: every cell of the region"
+    cells: list[tuple[CellIndex, CellIndex]] = Field(
+        default=[], max_length=MAX_CELLS, description="cells (row, col) to measure; empty: every cell of the region"
     )
 
 

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
+    MAX_STEPS,
     CellOptions,
     FloatArray,
     IntArray,
@@ -47,8 +48,8 @@ GROUP = "endurance"
 class EnduranceOptions(CellOptions):
     """Options of ``endurance``."""
 
-    max_cycles: int = Field(1000, ge=1, description="SET/RESET cycles at most")
-    read_every: int = Field(10, ge=1, description="read the ON and OFF states every this many cycles")
+    max_cycles: int = Field(1000, ge=1, le=MAX_STEPS, description="SET/RESET cycles at most")
+    read_every: int = Field(10, ge=1, le=MAX_STEPS, description="read the ON and OFF states every this many cycles")
     window_min: float = Field(20e-6, ge=0, description="a cell whose window (G_on - G_off) falls below this stops, S")
     set_amplitude: SetAmplitude = 2.5
     set_gate: SetGate = 1.6

@@ -45,7 +45,7 @@ class GateCalibrationOptions(RegionOptions):
 
     v_gate_min: float = Field(0.2, description="lowest SET gate voltage, V")
     v_gate_max: float = Field(3.0, description="highest SET gate voltage, V")
-    n_gates: int = Field(29, ge=2, le=256, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
+    n_gates: int = Field(29, ge=2, le=1000, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
     amplitude: SetAmplitude = 2.5
     width: PulseWidth = 1e-6
     v_reset: ResetAmplitude = 1.8

@@ -14,13 +14,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
+    CellIndex,
     FloatArray,
     IntArray,
     ProcedureOptions,
@@ -30,19 +31,35 @@ from protocols.characterization.common import (
 from protocols.recording import Recorder, Series
 
 GROUP = "iv"
+MAX_SWEEP_POINTS = 100_000
+MAX_SAMPLES = 50_000_000  # float64: 400 MB
 
 
 class IVSweepOptions(ProcedureOptions):
     """Options of ``iv-sweep``."""
 
-    cells: list[tuple[int, int]] = Field(default=[(0, 0)], min_length=1, description="cells (row, col), swept in turn")
+    cells: list[tuple[CellIndex, CellIndex]] = Field(
+        default=[(0, 0)], min_length=1, max_length=1024, description="cells (row, col), swept in turn"
+    )
     v_set_max: float = Field(2.0, ge=0, description="highest (SET polarity) voltage, V")
     v_reset_max: float = Field(1.8, ge=0, description="magnitude of the lowest (RESET polarity) voltage, V")
-    v_step: float = Field(0.05, gt=0, description="voltage step, V")
+    v_step: float = Field(0.05, ge=1e-4, description="voltage step, V")
     v_gate: float = Field(1.2, description="gate voltage at positive voltages: the SET compliance, V")
     v_gate_reset: float = Field(5.0, description="gate voltage at negative voltages, V")
     width: float = Field(1e-4, gt=0, description="duration of each voltage step, s")
-    cycles: int = Field(3, ge=1, description="sweeps per cell")
+    cycles: int = Field(3, ge=1, le=10_000, description="sweeps per cell")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        # The whole sweep is held in memory: its size is refused before any allocation.
+        points = 2 * (self.v_set_max + self.v_reset_max) / self.v_step + 1
+        if points > MAX_SWEEP_POINTS:
+            raise ValueError(f"a sweep of {points:.3g} points (2 (v_set_max + v_reset_max) / v_step) is more than "
+                             f"{MAX_SWEEP_POINTS:,}; take a larger v_step")  # fmt: skip
+        samples = points * len(self.cells) * self.cycles
+        if samples > MAX_SAMPLES:
+            raise ValueError(f"{samples:.3g} samples (cells x cycles x points) are more than {MAX_SAMPLES:,}")
+        return self
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ GROUP = "pulse_response"
 class PulseResponseOptions(CellOptions):
     """Options of ``pulse-response``."""
 
-    n_pulses: int = Field(20, ge=1, description="number of SET pulses, and then of RESET pulses")
+    n_pulses: int = Field(20, ge=1, le=100_000, description="number of SET pulses, and then of RESET pulses")
     # Defaults: short pulses just above threshold, so each identical pulse moves a cell part of
     # the way (the identical-pulse regime); strong pulses would switch fully at the first one.
     set_amplitude: SetAmplitude = 1.2

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from drivers import Board
 from protocols.characterization.common import (
+    MAX_STEPS,
     CellOptions,
     FloatArray,
     IntArray,
@@ -41,9 +42,11 @@ GROUP = "read_disturb"
 class ReadDisturbOptions(CellOptions):
     """Options of ``read-disturb``."""
 
-    n_reads: int = Field(10_000, ge=1, description="reads of every cell")
-    record_every: int = Field(100, ge=1, description="reads per recorded block (mean and spread per cell)")
-    record_all: bool = Field(False, description="also record every single read")
+    n_reads: int = Field(10_000, ge=1, le=MAX_STEPS, description="reads of every cell")
+    record_every: int = Field(
+        100, ge=1, le=MAX_STEPS, description="reads per recorded block (mean and spread per cell)"
+    )
+    record_all: StrictBool = Field(False, description="also record every single read")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from protocols.recording import Journal, Recorder, StoredRecorder
 
 GROUP = "retention"
 MAX_WAIT = 1e7  # s, the longest SYST:WAIT the protocol allows
+MAX_POINTS_PER_DECADE = 1000  # finer than the clock's resolution of a read long before this
 
 
 class RetentionOptions(CellOptions):
@@ -67,9 +68,9 @@ class RetentionOptions(CellOptions):
     reset_amplitude: ResetAmplitude = 1.8
     reset_gate: ResetGate = 5.0
     width: PulseWidth = 1e-6
-    t_first: float = Field(1.0, gt=0, description="time of the first read after programming, s")
+    t_first: float = Field(1.0, ge=1e-6, description="time of the first read after programming, s")
     t_last: float = Field(1e4, gt=0, le=MAX_WAIT, description="time of the last read, s")
-    points_per_decade: int = Field(4, ge=1, description="read times per decade")
+    points_per_decade: int = Field(4, ge=1, le=MAX_POINTS_PER_DECADE, description="read times per decade")
     reads_per_point: ReadsPerPoint = 1
     min_window: float = Field(
         20e-6, gt=0, description="program=set: a cell whose SET rose at least this above its RESET works, S"

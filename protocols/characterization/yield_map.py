@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
@@ -62,7 +62,7 @@ CLASS_NAMES = tuple(c.name.lower() for c in CellClass)
 class YieldMapOptions(RegionOptions):
     """Options of ``yield-map``."""
 
-    destructive: bool = Field(
+    destructive: StrictBool = Field(
         True, description="SET then RESET every cell to measure its window (leaves cells RESET); false: one read"
     )
     set_amplitude: SetAmplitude = 2.5

@@ -54,7 +54,7 @@ def test_config_file_supplies_resource_and_limits(tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["info", "nonsense"], "cannot tell which transport 'nonsense' needs"),
+        (["info", "nonsense"], "resource 'nonsense': cannot tell which transport it needs"),
         (["info", "emulator://?preset=nope"], "unknown preset 'nope'"),
         (["info", "emulator://?write_noise=loud"], "write_noise"),
         (["info", "--config", "/nonexistent/board.toml"], "cannot read board config"),
@@ -74,8 +74,9 @@ def test_config_errors_name_every_field(tmp_path: Path, capsys: pytest.CaptureFi
     config.write_text('timeout = -1\ncolour = "red"\n[limits]\nv_row = { min = 3.0, max = -3.0 }\n')
     assert main(["info", "--config", str(config)]) == EXIT_ERROR
     err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one line, every field in it
     for field in ("timeout", "colour", "limits.v_row", "limits.v_col"):
-        assert f"  {field}" in err
+        assert f" {field}: " in err
 
 
 def test_limits_beyond_the_firmware_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,5 +107,5 @@ def test_hostile_board_config_values_are_named(
     config.write_text(text)
     assert main(["info", "--config", str(config)]) == EXIT_ERROR
     err = capsys.readouterr().err
-    assert f"  {field}: " in err
+    assert f" {field}: " in err
     assert "Traceback" not in err

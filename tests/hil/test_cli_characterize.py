@@ -54,7 +54,7 @@ def test_a_flag_that_is_not_json_is_a_usage_error(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exit_info:
         main(["characterize", "iv-sweep", BOARD, "--out", "x.h5", "--cells", "not json"])
     assert exit_info.value.code == 2
-    assert "is not JSON" in capsys.readouterr().err
+    assert "is not usable JSON" in capsys.readouterr().err
 
 
 def test_an_existing_file_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from drivers import open_board
+from hil.link_record import pulses_recorded
 from hil.storage import RunData, read_run
 from hil.training.loop import EVALUATIONS, JOURNAL, STATE_SLOTS
 from protocols.recording import completed_steps
@@ -131,6 +133,9 @@ def test_a_training_run_killed_again_and_again_resumes_and_completes(
     assert final.attrs["train"]["completed_updates"] == TRAIN_UPDATES
     assert float(final.datasets[f"{final.attrs['train']['state']}/optimizer/steps"]) == TRAIN_UPDATES
     assert final.datasets[JOURNAL][-100:, 3].mean() > 0.3  # it went on learning from the array it left
+    # Every pulse that reached the chip is in the file, those of killed sessions included.
+    with open_board(emulator.resource, timeout=5) as board:
+        assert pulses_recorded(final) == int(board.query("SYST:PCNT?")) > 0
 
 
 # ---------------------------------------------------------------------------- characterization
@@ -173,3 +178,5 @@ def test_an_endurance_run_killed_again_and_again_resumes_and_completes(
     assert final.datasets["endurance/g_on"].shape == final.datasets["endurance/g_off"].shape == (reads, 128)
     assert final.datasets["endurance/failed_cycle"].shape == (128,)
     assert path.with_suffix(".png").exists()
+    with open_board(emulator.resource, timeout=5) as board:  # every pulse, killed sessions' too, is in the file
+        assert pulses_recorded(final) == int(board.query("SYST:PCNT?")) > 0

@@ -1,0 +1,72 @@
+"""Every pulse that reaches a board, counted in the run file across sessions, with what its link cost.
+
+Used by training and characterization runs alike (``link/<board>`` in the run file, see
+docs/data-format.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+
+from drivers import Board, FirmwareError
+from hil.storage import RunData, RunFile
+
+
+def pulses_recorded(run: RunData) -> int:
+    """Every pulse a training run file counts, over all its boards and sessions."""
+    return sum(int(attrs.get("pulses_applied", 0)) for name, attrs in run.attrs.items() if name.startswith("link/"))
+
+
+def _board_pulse_counter(board: Board) -> int | None:
+    """The board's own count of pulses since power-up (``SYST:PCNT?``), where the firmware keeps one."""
+    try:
+        return board.pulse_count()
+    except (FirmwareError, ValueError):
+        return None
+
+
+@contextmanager
+def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
+    """Count every pulse that reaches each board in the file, across sessions, and record what each
+    link cost (retries, reconnects, ...); on disk with every flush and however the run ends.
+
+    ``pulses_applied`` adds up the pulses of every session. A session killed outright (SIGKILL)
+    cannot record its last pulses; where the board counts pulses (``SYST:PCNT?``), the next
+    session adds what the board applied beyond what the file holds (``pulses_unrecorded``).
+    """
+    base: dict[str, dict[str, int]] = {}
+    for name, board in boards.items():
+        stored = run.read_attrs(f"link/{name}")
+        counter = _board_pulse_counter(board)
+        total = int(stored.get("pulses_applied", 0))
+        unrecorded = int(stored.get("pulses_unrecorded", 0))
+        expected = stored.get("counter_at_start")
+        if counter is not None and isinstance(expected, int) and expected >= 0:
+            expected += int(stored.get("session_pulses", 0))
+            missing = counter - expected
+            if missing > 0:  # pulses of a killed session after its last flush
+                total += missing
+                unrecorded += missing
+        base[name] = {"pulses_applied": total, "pulses_unrecorded": unrecorded,
+                      "counter_at_start": -1 if counter is None else counter,
+                      "sessions": int(stored.get("sessions", 0)) + 1}  # fmt: skip
+
+    def record() -> None:
+        for name, board in boards.items():
+            start = base[name]
+            run.set_attrs(f"link/{name}", framed=board.link.framed, session_pulses=board.pulses_applied,
+                          **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
+                          **asdict(board.link.stats))  # fmt: skip
+
+    for name in boards:
+        run.require_group(f"link/{name}")
+    record()
+    run.flush()  # where the board's count started is on disk before the first pulse
+    run.flush_hooks.append(record)
+    try:
+        yield
+    finally:
+        run.flush_hooks.remove(record)
+        record()

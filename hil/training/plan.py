@@ -1,0 +1,79 @@
+"""A training run checked whole against its boards before the first pulse.
+
+The config's own model bounds every field on its own (finite, in a sane range); this checks what
+only the opened boards can tell: every line index inside the array, every voltage the run can
+apply (VMM inputs as scaled, calibration and update pulses) inside the board's limits. A refusal
+names the field by its full path and the limit, and nothing has been sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drivers import Board, InvalidRequest, LimitError
+from hil.mapping import Placement
+from hil.training.config import TrainConfig
+
+
+class PlanError(InvalidRequest):
+    """A run that cannot be done on these boards; nothing was sent."""
+
+
+def check_plan(config: TrainConfig, boards: Mapping[str, Board]) -> None:
+    """Refuse (with :class:`PlanError`) anything the run would ask of a board that the board cannot do."""
+    for name, board in boards.items():
+        _check_bad_lines(config, name, board)
+        _check_input_voltage(config, name, board)
+        _check_pulses(config, name, board)
+
+
+def _check_bad_lines(config: TrainConfig, name: str, board: Board) -> None:
+    bad = config.bad_lines.get(name)
+    if bad is None:
+        return
+    for axis, lines, size in (("rows", bad.rows, board.shape[0]), ("cols", bad.cols, board.shape[1])):
+        for i, line in enumerate(lines):
+            if line >= size:
+                shape = f"{board.shape[0]} x {board.shape[1]}"
+                raise PlanError(f"bad_lines.{name}.{axis}[{i}] = {line} is outside the array of {name} "
+                                f"({shape}: 0 to {size - 1}); nothing was sent")  # fmt: skip
+
+
+def _check_input_voltage(config: TrainConfig, name: str, board: Board) -> None:
+    """The largest VMM row voltage is ``v_input`` (inputs are scaled to it), of either sign."""
+    limit = board.limits.v_read
+    if not (limit.min <= -config.v_input and config.v_input <= limit.max):
+        raise PlanError(f"v_input = {config.v_input:g} V: VMM inputs of +-{config.v_input:g} V are outside "
+                        f"{name}'s read limit [{limit.min:g}, {limit.max:g}] V; nothing was sent")  # fmt: skip
+
+
+def _check_pulses(config: TrainConfig, name: str, board: Board) -> None:
+    """Calibration and gate-coded updates: SET at v_set over the gate window, RESET at v_reset."""
+    g = config.gate_coded
+    pulses = (
+        ("gate_coded.v_set / v_gate_min", "SET", g.v_set, g.v_gate_min),
+        ("gate_coded.v_set / v_gate_max", "SET", g.v_set, g.v_gate_max),
+        ("gate_coded.v_reset / v_gate_reset", "RESET", g.v_reset, g.v_gate_reset),
+    )
+    if g.v_gate_min > g.v_gate_max:
+        raise PlanError(f"gate_coded.v_gate_min = {g.v_gate_min:g} V is above gate_coded.v_gate_max = "
+                        f"{g.v_gate_max:g} V; nothing was sent")  # fmt: skip
+    for fields, kind, amplitude, v_gate in pulses:
+        try:
+            board.check_pulses(kind, amplitude, v_gate, g.width, mask=[[True]])
+        except LimitError as exc:
+            raise PlanError(f"{fields} / gate_coded.width: {kind} pulses on {name}: {exc}") from None
+
+
+def check_vmm_currents(config: TrainConfig, placement: Placement, boards: Mapping[str, Board]) -> None:
+    """The largest column current a forward pass can ask for: every row of a tile at ``v_input``
+    (an input vector of equal values) through cells at the board's ``g_cell_max``."""
+    for layer, tiles in placement.tiles.items():
+        for i, tile in enumerate(tiles):
+            limits = boards[tile.board].limits
+            rows = len(tile.plus_rows) + len(tile.minus_rows)
+            worst = config.v_input * rows * limits.g_cell_max
+            if worst > limits.i_col.max:
+                raise PlanError(f"v_input = {config.v_input:g} V: layer {layer!r} tile {i} drives {rows} rows of "
+                                f"{tile.board}, up to {worst * 1e3:.3g} mA into a column; its limit is "
+                                f"{limits.i_col.max * 1e3:.3g} mA (lower v_input); nothing was sent")  # fmt: skip
