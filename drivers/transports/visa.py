@@ -147,7 +147,10 @@ class VisaTransport(Transport):
             self.timeout = saved
 
     def close(self) -> None:
+        # pyvisa hands every caller in a process the same ResourceManager per backend: closing it
+        # would close every other board's session too, so it is closed only with its last resource.
         try:
             self._inst.close()
         finally:
-            self._manager.close()
+            if not self._manager.list_opened_resources():
+                self._manager.close()

@@ -445,3 +445,13 @@ def test_on_a_link_that_loses_and_damages_replies_every_pulse_is_applied_once(
     assert applied == confirmed  # every pulse the host was told of, and not one more
     assert stats.retries > 0  # the faults struck, and were survived
     assert all(m.shape == (16, 16) and np.isfinite(m).all() and (m > 0).all() for m in maps)
+
+
+def test_closing_one_pyvisa_board_leaves_another_open(emulator_process: EmulatorFactory) -> None:
+    """pyvisa shares one ResourceManager per backend in a process: closing a board must close its own
+    session only, or every other board of the process (a multi-board training run) loses its link."""
+    first, second = emulator_process("tcp", seed=1), emulator_process("tcp", seed=2)
+    with open_board(first.resource) as a, open_board(second.resource) as b:
+        a.close()
+        assert b.read_map().shape == b.shape
+        assert b.link.stats.reconnects == 0 and b.link.stats.retries == 0  # not rescued by a reconnect
