@@ -46,6 +46,7 @@ from hil.storage import RunFile, RunFileError, read_run, run_state
 from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config
 from hil.training.run import PROCEDURE, check_same_boards, preflight, run_training
+from hil.twin import cli as twin_cli
 from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
@@ -116,7 +117,11 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         run = RunFile(
             args.out,
             procedure=spec.name,
-            config={"options": options.model_dump(mode="json"), "board": config.model_dump(mode="json")},
+            # The resource the run used (a RESOURCE argument overrides the config's own).
+            config={
+                "options": options.model_dump(mode="json"),
+                "board": config.model_dump(mode="json") | {"resource": board.resource},
+            },
             resource=board.resource,
             board_identity=str(board.identity),
             overwrite=args.overwrite,
@@ -310,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+    twin_cli.register_characterize_all(procedures)
 
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "
                                "embedded emulator and data")  # fmt: skip
@@ -345,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--no-plot", action="store_true", help="only print")
     show.set_defaults(handler=cmd_show)
     register_sweep(commands)
+    twin_cli.register(commands)
     return parser
 
 

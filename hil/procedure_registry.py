@@ -5,10 +5,16 @@ Importing this module fills :data:`hil.procedures.REGISTRY`.
 
 from __future__ import annotations
 
-from hil import plots
+from dataclasses import replace
+
+from hil import plots, plots_twin
+from hil.figure_report import reporting
 from hil.procedures import REGISTRY, ProcedureSpec, register
 from protocols import characterization as ch
+from protocols.characterization.forming import FormingOptions, measure_forming
 from protocols.characterization.gate_calibration import GateCalibrationOptions, measure_gate_calibration
+from protocols.characterization.wire_resistance import WireResistanceOptions, measure_wire_resistance
+from protocols.characterization.write_noise import WriteNoiseOptions, measure_write_noise
 
 SPECS = (
     ProcedureSpec(
@@ -39,9 +45,22 @@ SPECS = (
         "read-disturb", "many reads of the same cells; the largest drift they cause",
         ch.measure_read_disturb, ch.ReadDisturbOptions, plots.plot_read_disturb,
     ),
+    ProcedureSpec(
+        "forming", "count the unformed (virgin) cells and form them with a rising FORM ramp",
+        measure_forming, FormingOptions, plots_twin.plot_forming,
+    ),
+    ProcedureSpec(
+        "write-noise", "cycle-to-cycle scatter of the SET level, read noise taken out",
+        measure_write_noise, WriteNoiseOptions, plots_twin.plot_write_noise,
+    ),
+    ProcedureSpec(
+        "wire-resistance", "all-rows VMM against single-cell reads: resistance per line segment",
+        measure_wire_resistance, WireResistanceOptions, plots_twin.plot_wire_resistance,
+    ),
 )  # fmt: skip
 
 for _spec in SPECS:
-    register(_spec)
+    # Every procedure prints what it found (its result's figures and notes) when it returns.
+    register(replace(_spec, run=reporting(_spec.run)))
 
 __all__ = ["REGISTRY", "SPECS"]

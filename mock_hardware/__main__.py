@@ -12,6 +12,7 @@ import sys
 
 from mock_hardware.device_params import PRESETS
 from mock_hardware.emulator import DEFAULT_PRESET, build_firmware
+from mock_hardware.params_file import with_params_file
 from mock_hardware.server import EmulatorServer
 
 
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP socket; HOST defaults to 127.0.0.1 (loopback); PORT 0 picks a free port",
     )
     where.add_argument("--pty", action="store_true", help="a pseudo-terminal (a serial resource)")
-    serve.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
+    serve.add_argument("--preset", choices=sorted(PRESETS), help=f"device preset (default: {DEFAULT_PRESET})")
+    serve.add_argument("--params", metavar="FILE.toml", help="device parameter file (e.g. a fitted twin)")
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--rows", type=int, help="array rows (overrides the preset)")
     serve.add_argument("--cols", type=int, help="array columns (overrides the preset)")
@@ -77,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             overrides[name] = str(getattr(args, name))
     try:
-        firmware = build_firmware(args.preset, args.seed, overrides)
+        preset_name = args.preset or DEFAULT_PRESET
+        if args.params:
+            preset_name, overrides = with_params_file(args.params, args.preset, overrides, DEFAULT_PRESET)
+        firmware = build_firmware(preset_name, args.seed, overrides)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

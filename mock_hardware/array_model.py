@@ -101,7 +101,10 @@ class CrossbarArray:
         if params.start_formed:
             g0 = params.g_initial_mean + params.g_initial_spread * state_rng.standard_normal(shape)
             g0 = np.clip(g0, self.cells.g_min, self.cells.g_max)
-            self._formed = np.ones(shape, dtype=bool)
+            self._formed = ~self.cells.unformed
+            if self.cells.unformed.any():  # drawn last: without unformed cells the stream is as before
+                g_virgin = params.g_virgin * np.exp(params.d2d_spread * state_rng.standard_normal(shape))
+                g0 = np.where(self.cells.unformed, g_virgin, g0)
         else:
             g0 = params.g_virgin * np.exp(params.d2d_spread * state_rng.standard_normal(shape))
             self._formed = stuck.copy()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DeviceParameters(BaseModel):
@@ -50,6 +50,13 @@ class DeviceParameters(BaseModel):
     set_intercept: float = Field(120e-6, ge=-0.1, le=0.1, description="mean c of the compliance line, S")
     set_slope_spread: float = Field(0.15, ge=0, le=10, description="device-to-device relative sigma of k")
     set_intercept_spread: float = Field(0.05, ge=0, le=10, description="device-to-device relative sigma of c")
+    set_intercept_spread_abs: float = Field(
+        0.0, ge=0, le=1e-3, description="device-to-device absolute sigma of c, added to the relative one, S"
+    )
+    v_gate_saturation: float = Field(
+        0.0, ge=0, le=20, description="gate voltage above which the compliance stops rising (transistor "
+        "saturation), V; 0: none",
+    )
     v_set_threshold: float = Field(1.0, ge=0, le=20, description="mean SET amplitude below which nothing changes, V")
     v_gate_threshold: float = Field(
         0.5, ge=0, description="transistor threshold: a pulse with its gate below this changes nothing, V"
@@ -90,6 +97,15 @@ class DeviceParameters(BaseModel):
     stuck_high_fraction: float = Field(0.0, ge=0, le=1, description="fraction of shorted (stuck-high) cells")
     g_stuck_low: float = Field(5e-6, gt=0, le=0.1, description="mean conductance of a stuck-low cell, S")
     g_stuck_high: float = Field(1e-3, gt=0, le=0.1, description="mean conductance of a shorted cell, S")
+    unformed_fraction: float = Field(
+        0.0, ge=0, le=1, description="fraction of cells that start virgin although start_formed (a partial forming)"
+    )
+    bad_rows: str = Field(
+        "", description="rows whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
+    )
+    bad_cols: str = Field(
+        "", description="columns whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
+    )
 
     # --- current-voltage curve ---------------------------------------------------------------------
     iv_nonlinearity: float = Field(
@@ -116,8 +132,36 @@ class DeviceParameters(BaseModel):
         "the last factorization) below which the line network is updated per cell instead of refactorized",
     )
 
+    @field_validator("bad_rows", "bad_cols", mode="before")
+    @classmethod
+    def _line_list(cls, value: Any) -> Any:
+        """Accept a list of line numbers (a parameter file) as well as ``"3,17"``; store ``"3,17"``."""
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
+        if isinstance(value, str):
+            parts = [part for part in value.replace(" ", "").split(",") if part]
+            if not all(part.isdigit() for part in parts):
+                raise ValueError(f"{value!r} is not a comma-separated list of line numbers")
+            return ",".join(parts)
+        return value
+
+    @property
+    def bad_row_list(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.bad_rows.split(",") if part)
+
+    @property
+    def bad_col_list(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.bad_cols.split(",") if part)
+
     @model_validator(mode="after")
     def _consistent(self) -> DeviceParameters:
+        lines_of = (("bad_rows", self.bad_row_list, self.rows), ("bad_cols", self.bad_col_list, self.cols))
+        for name, lines, size in lines_of:
+            outside = [line for line in lines if not 0 <= line < size]
+            if outside:
+                raise ValueError(f"{name} {outside[0]} is outside the array (0 to {size - 1})")
+            if len(set(lines)) != len(lines):
+                raise ValueError(f"{name} lists a line twice: {list(lines)}")
         if self.g_min >= self.g_max:
             raise ValueError(f"g_min ({self.g_min}) must be below g_max ({self.g_max})")
         if self.stuck_low_fraction + self.stuck_high_fraction > 1:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
-from mock_hardware.emulator import build_firmware, parse_emulator_url
+from mock_hardware.emulator import DEFAULT_PRESET, build_firmware, parse_emulator_url
 from mock_hardware.firmware import Firmware
+from mock_hardware.params_file import with_params_file
 
 
 class EmulatorEndpoint:
@@ -41,4 +42,8 @@ def open_endpoint(resource: str) -> EmulatorEndpoint:
     name, seed, overrides = parse_emulator_url(resource)
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed {seed} in {resource!r} is outside [0, {MAX_SEED}]")
+    if "params" in overrides:  # a parameter file: the base under the resource's own fields
+        explicit = "preset" in dict(parse_qsl(urlsplit(resource).query))
+        name, overrides = with_params_file(overrides.pop("params"), name if explicit else None, overrides,
+                                           DEFAULT_PRESET)  # fmt: skip
     return EmulatorEndpoint(build_firmware(name, seed, overrides))

@@ -10,7 +10,7 @@ gate-coded programming and the trainer's updates.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,145 @@ def fit_lines(v_gates: FloatArray, g_maps: FloatArray) -> tuple[FloatArray, Floa
     return k, c, residual
 
 
+@dataclass(frozen=True)
+class GateWindow:
+    """Where the SET conductance follows the gate linearly, found on the population's median curve.
+
+    Below the transistor's turn-on a SET changes nothing (the curve stays at the RESET level);
+    above saturation the compliance stops rising (a plateau). Between them the curve is the line
+    ``G = k v_gate + c`` the gate-coded scheme relies on.
+    """
+
+    first: int
+    """index of the first gate voltage of the linear part"""
+    last: int
+    """index of the last gate voltage of the linear part (inclusive)"""
+    v_turn_on: float
+    """estimated transistor turn-on, V: midway between the last off and the first on gate; NaN when
+    the first gate measured is already on"""
+    v_saturation: float
+    """gate where the median line meets the plateau, V; NaN when no plateau was measured"""
+
+
+class _SegmentSums:
+    """Prefix sums of a curve, so any segment's flat or line least-squares misfit costs O(1)."""
+
+    def __init__(self, v: FloatArray, g: FloatArray) -> None:
+        def prefix(values: FloatArray) -> FloatArray:
+            return np.concatenate([[0.0], np.cumsum(values)])
+
+        self.n, self.v, self.g = prefix(np.ones_like(v)), prefix(v), prefix(g)
+        self.vv, self.gg, self.vg = prefix(v * v), prefix(g * g), prefix(v * g)
+
+    def _sums(self, a: int, b: int) -> tuple[float, ...]:
+        return tuple(float(s[b] - s[a]) for s in (self.n, self.v, self.g, self.vv, self.gg, self.vg))
+
+    def flat(self, a: int, b: int) -> float:
+        """Misfit of points ``a .. b-1`` to their mean (0 for an empty segment)."""
+        n, _, g, _, gg, _ = self._sums(a, b)
+        return gg - g * g / n if n else 0.0
+
+    def line(self, a: int, b: int) -> tuple[float, float, float]:
+        """``(misfit, slope, intercept)`` of the least-squares line through points ``a .. b-1``."""
+        n, v, g, vv, gg, vg = self._sums(a, b)
+        sxx, sxy, syy = vv - v * v / n, vg - v * g / n, gg - g * g / n
+        slope = sxy / sxx
+        return max(syy - slope * sxy, 0.0), slope, (g - slope * v) / n
+
+
+def find_gate_window(v_gates: FloatArray, median_curve: FloatArray) -> GateWindow:
+    """The linear part of a flat-line-flat curve, by least squares over every pair of breakpoints.
+
+    Each flat part (off below turn-on, plateau above saturation) is empty or holds at least two
+    points (one point alone is always fitted exactly, so it proves nothing); the line holds at
+    least three. A curve that is linear throughout keeps every point.
+    """
+    v, g = np.asarray(v_gates, dtype=np.float64), np.asarray(median_curve, dtype=np.float64)
+    n = v.size
+    sums = _SegmentSums(v, g)
+    first, last = 0, n - 1
+    best = sums.line(0, n)[0] * (1 + 1e-9) + 1e-30  # ties (noise-free data) go to the longest line
+    for a in [0, *range(2, n - 2)]:
+        for b in range(a + 2, n):
+            if n - 1 - b == 1 or (a, b) == (0, n - 1):
+                continue
+            ssr = sums.flat(0, a) + sums.line(a, b + 1)[0] + sums.flat(b + 1, n)
+            if ssr < best:
+                best, first, last = ssr, a, b
+    _, slope, intercept = sums.line(first, last + 1)
+    v_on = float((v[first - 1] + v[first]) / 2) if first > 0 else float("nan")
+    v_sat = float("nan")
+    if last < n - 1 and slope > 0:
+        v_sat = float((g[last + 1 :].mean() - intercept) / slope)
+    return GateWindow(first, last, v_on, v_sat)
+
+
+@dataclass(frozen=True)
+class PopulationFit:
+    """Population figures of a gate calibration: means and device-to-device spreads of ``k`` and
+    ``c`` over the responsive cells, the spreads with the fit noise removed."""
+
+    k_mean: float
+    k_mean_sigma: float
+    k_spread: float
+    """device-to-device sigma of k, S/V (fit noise removed)"""
+    k_spread_sigma: float
+    c_mean: float
+    c_mean_sigma: float
+    c_spread: float
+    """device-to-device sigma of c, S (fit noise removed)"""
+    c_spread_sigma: float
+    cells: int
+
+
+def population_fit(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) -> PopulationFit:
+    """Means and spreads of the per-cell line fits over ``cells`` (``g_maps`` over the window only).
+
+    Each cell's fitted k and c carry the fit's own noise, ``s^2 / Sxx`` and ``s^2 (1/n + v^2/Sxx)``
+    with ``s^2`` the cell's residual variance; their mean is subtracted from the observed
+    variance across cells, leaving the devices' own spread.
+    """
+    v = np.asarray(v_gates, dtype=np.float64)
+    n = v.size
+    k, c, residual = fit_lines(v, g_maps)
+    cells = cells & typical_cells(g_maps, cells)
+    k_cells, c_cells = k[cells], c[cells]
+    count = int(cells.sum())
+    if count < 2 or n < 3:
+        raise InvalidRequest(f"a population fit needs two responsive cells and three gates ({count}, {n})")
+    s2 = (residual[cells] ** 2) * n / (n - 2)
+    sxx = float(((v - v.mean()) ** 2).sum())
+    k_noise = float(np.mean(s2 / sxx))
+    c_noise = float(np.mean(s2 * (1 / n + v.mean() ** 2 / sxx)))
+    k_var, c_var = float(np.var(k_cells, ddof=1)), float(np.var(c_cells, ddof=1))
+    k_spread, c_spread = (float(np.sqrt(max(var - noise, 0.0))) for var, noise in ((k_var, k_noise), (c_var, c_noise)))
+    root = np.sqrt(count)
+    return PopulationFit(
+        k_mean=float(k_cells.mean()), k_mean_sigma=float(np.sqrt(k_var) / root),
+        k_spread=k_spread, k_spread_sigma=float(np.sqrt(k_var) / np.sqrt(2 * (count - 1))),
+        c_mean=float(c_cells.mean()), c_mean_sigma=float(np.sqrt(c_var) / root),
+        c_spread=c_spread, c_spread_sigma=float(np.sqrt(c_var) / np.sqrt(2 * (count - 1))),
+        cells=count,
+    )  # fmt: skip
+
+
+def typical_cells(g_maps: FloatArray, cells: BoolArray, tolerance: float = 8.0) -> BoolArray:
+    """``cells`` whose mean level lies within ``tolerance`` robust sigmas (MAD) of the median.
+
+    A shorted cell can pass the slope test on read noise alone when the population's slope is
+    small; its level, far above any working cell's, gives it away.
+    """
+    level = g_maps.mean(axis=0)
+    values = level[cells]
+    if values.size < 3:
+        return cells
+    centre = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - centre)))
+    if sigma <= 0:
+        return cells
+    return np.asarray(cells & (np.abs(level - centre) <= tolerance * sigma))
+
+
 def calibrate_gate(
     board: Board,
     v_gates: Sequence[float] | npt.ArrayLike,
@@ -145,6 +284,7 @@ def calibrate_gate(
     region: Region | None = None,
     v_read: float = 0.2,
     recorder: Recorder | None = None,
+    repeats: int = 1,
 ) -> GateCalibration:
     """Measure every masked cell's SET conductance at each gate voltage and fit ``G = k v_gate + c``.
 
@@ -166,7 +306,11 @@ def calibrate_gate(
         v_read: read voltage, V.
         recorder: receives ``calibration/v_gate`` and ``calibration/g`` as rows per gate voltage,
             then the ``calibration/k``, ``c`` and ``residual`` maps; and progress per gate voltage.
+        repeats: RESET/SET/read cycles per gate voltage, averaged (the write noise in each
+            cell's fit shrinks by the square root).
     """
+    if repeats < 1:
+        raise InvalidRequest(f"repeats = {repeats}; expected at least 1")
     region = region if region is not None else Region(0, 0, *board.shape)
     gates = np.asarray(v_gates, dtype=np.float64).ravel()
     if gates.size < 2:
@@ -190,9 +334,12 @@ def calibrate_gate(
     if recorder is not None:
         recorder.progress(0, total=int(gates.size), step="gate calibration")
     for i, (v_gate, set_batch) in enumerate(zip(gates, set_batches, strict=True)):
-        board.apply_pulses(reset_batch)
-        board.apply_pulses(set_batch)
-        maps[i] = board.read_map(v_read, region)
+        reads = []
+        for _ in range(repeats):
+            board.apply_pulses(reset_batch)
+            board.apply_pulses(set_batch)
+            reads.append(board.read_map(v_read, region))
+        maps[i] = np.mean(reads, axis=0)
         if recorder is not None:
             recorder.append("calibration/v_gate", np.array(v_gate))
             recorder.append("calibration/g", maps[i])
@@ -209,12 +356,33 @@ def calibrate_gate(
         k=k, c=c, residual=residual, v_gate_window=(float(gates[0]), float(gates[-1])), mask=selected,
         origin=origin, v_gates=gates, g_measured=maps,
     )  # fmt: skip
+    window = gate_window_of(calibration)
+    if window is not None and (window.first, window.last) != (0, gates.size - 1):
+        # Fit only the linear part: points below turn-on or on the plateau bias k and c.
+        inside = slice(window.first, window.last + 1)
+        k, c, residual = fit_lines(gates[inside], maps[inside])
+        for plane in (k, c, residual):
+            plane[unselected] = np.nan
+        calibration = replace(
+            calibration, k=k, c=c, residual=residual,
+            v_gate_window=(float(gates[window.first]), float(gates[window.last])),
+        )  # fmt: skip
     if recorder is not None:
         recorder.write("calibration/k", k, unit="S/V")
         recorder.write("calibration/c", c, unit="S")
         recorder.write("calibration/residual", residual, unit="S")
         recorder.write("calibration/responsive", calibration.responsive)
     return calibration
+
+
+def gate_window_of(calibration: GateCalibration) -> GateWindow | None:
+    """The linear window of a calibration's measured curves (None without a responsive cell or
+    with fewer than three gates). Uses the median over the cells that respond to the gate."""
+    responsive = calibration.responsive
+    if calibration.v_gates.size < 3 or not responsive.any():
+        return None
+    median_curve = np.median(calibration.g_measured[:, responsive], axis=1)
+    return find_gate_window(calibration.v_gates, median_curve)
 
 
 def conductance_to_gate(

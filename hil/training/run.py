@@ -159,6 +159,7 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         recorder.write(f"{CALIBRATION}/{name}/c", calibration.c, unit="S")
         recorder.write(f"{CALIBRATION}/{name}/stuck_low", stuck_low)
         recorder.write(f"{CALIBRATION}/{name}/stuck_high", stuck_high)
+        recorder.write(f"{CALIBRATION}/{name}/v_gate_window", np.array(calibration.v_gate_window), unit="V")
         log.info("%s: of %d devices, %d dead low and %d shorted", name, int(calibration.mask.sum()),
                  int(stuck_low.sum()), int(stuck_high.sum()))  # fmt: skip
     return calibrations
@@ -177,8 +178,9 @@ def split_defects(calibration: GateCalibration) -> tuple[npt.NDArray[np.bool_], 
 
 def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tuple[BoolArray, BoolArray]]) -> None:
     """Give the backend and the rule what the calibration found."""
-    low, high = _window(config)
     for name, calibration in hardware.calibrations.items():
+        # The calibration's linear window (turn-on and saturation left out) bounds the gates used.
+        low, high = calibration.v_gate_window
         stuck_low, stuck_high = defects[name]
         k, c = calibration.effective_fit()
         responsive = calibration.responsive
@@ -188,6 +190,8 @@ def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tupl
             hardware.backend.stuck_high[name] = stuck_high
         rule = hardware.rule
         if isinstance(rule, GateCodedUpdate):
+            window = {"v_gate_min": max(low, rule.config.v_gate_min), "v_gate_max": min(high, rule.config.v_gate_max)}
+            rule.config = rule.config.model_copy(update=window)
             rule.memory_for(hardware.backend, name).calibrate(calibration, stuck_low | stuck_high)
         else:
             rule.calibration[name] = calibration
@@ -372,6 +376,11 @@ def _initial_weights(
     return weights
 
 
+def _stored_window(previous: RunData, board: str, config: TrainConfig) -> tuple[float, float]:
+    window = previous.datasets.get(f"{CALIBRATION}/{board}/v_gate_window")
+    return (float(window[0]), float(window[1])) if window is not None else _window(config)
+
+
 def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None:
     """Calibration and device memory from the file; conductances read back from the boards."""
     defects = {}
@@ -380,7 +389,7 @@ def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None
         if k is not None:
             hardware.calibrations[name] = GateCalibration(
                 k=k, c=previous.datasets[f"{CALIBRATION}/{name}/c"], residual=np.zeros_like(k),
-                v_gate_window=_window(config), mask=np.ones(k.shape, dtype=bool),
+                v_gate_window=_stored_window(previous, name, config), mask=np.ones(k.shape, dtype=bool),
             )  # fmt: skip
             defects[name] = (
                 previous.datasets[f"{CALIBRATION}/{name}/stuck_low"].astype(bool),

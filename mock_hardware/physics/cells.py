@@ -42,6 +42,8 @@ class CellPopulation:
     stuck_high: BoolArray
     g_stuck: FloatArray
     """Conductance a stuck cell is frozen at (meaningless where the cell is not stuck)."""
+    unformed: BoolArray
+    """Cells that start virgin even when the array starts formed (never a stuck cell)."""
 
     @property
     def stuck(self) -> BoolArray:
@@ -70,6 +72,21 @@ class CellPopulation:
         stuck_low[order[:n_low]] = True
         stuck_high[order[n_low : n_low + n_high]] = True
         stuck_low, stuck_high = stuck_low.reshape(shape), stuck_high.reshape(shape)
+        # Spawned after the first ten, so the draws above stay what they were before these existed.
+        unformed_rng, intercept_rng = (np.random.default_rng(s) for s in seed.spawn(2))
+        # A broken row or column line: every cell on it is stuck low, whatever was drawn there.
+        bad_line = np.zeros(shape, dtype=bool)
+        bad_line[list(p.bad_row_list), :] = True
+        bad_line[:, list(p.bad_col_list)] = True
+        stuck_low, stuck_high = stuck_low | bad_line, stuck_high & ~bad_line
+        unformed = np.zeros(n_cells, dtype=bool)
+        n_unformed = round(p.unformed_fraction * n_cells)
+        if n_unformed:
+            candidates = unformed_rng.permutation(np.flatnonzero(~(stuck_low | stuck_high).ravel()))
+            unformed[candidates[:n_unformed]] = True
+        intercept = _relative(streams[1], p.set_intercept, p.set_intercept_spread, shape)
+        if p.set_intercept_spread_abs:
+            intercept = intercept + p.set_intercept_spread_abs * intercept_rng.standard_normal(shape)
         g_stuck = np.where(
             stuck_high,
             _relative(streams[9], p.g_stuck_high, spread, shape),
@@ -77,7 +94,7 @@ class CellPopulation:
         )
         return cls(
             set_slope=_relative(streams[0], p.set_slope, p.set_slope_spread, shape),
-            set_intercept=_relative(streams[1], p.set_intercept, p.set_intercept_spread, shape),
+            set_intercept=np.asarray(intercept),
             g_min=g_min,
             g_max=np.asarray(g_max),
             v_set_threshold=_relative(streams[4], p.v_set_threshold, spread, shape),
@@ -88,6 +105,7 @@ class CellPopulation:
             stuck_low=stuck_low,
             stuck_high=stuck_high,
             g_stuck=np.asarray(g_stuck),
+            unformed=unformed.reshape(shape),
         )
 
     def region(self, rows: slice, cols: slice) -> CellPopulation:

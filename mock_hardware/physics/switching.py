@@ -47,7 +47,13 @@ def switching_fraction(width: FloatArray, overdrive: FloatArray, tau0: FloatArra
 def compliance_level(
     cells: CellPopulation, v_gate: FloatArray, width: FloatArray, params: DeviceParameters
 ) -> FloatArray:
-    """The conductance a SET at this gate voltage and width settles at (before write noise)."""
+    """The conductance a SET at this gate voltage and width settles at (before write noise).
+
+    Above ``v_gate_saturation`` (when set) the transistor's current no longer grows with its gate:
+    the compliance level stays at its value there.
+    """
+    if params.v_gate_saturation:
+        v_gate = np.minimum(v_gate, params.v_gate_saturation)
     level = cells.set_slope * v_gate + cells.set_intercept
     if params.set_width_exponent:
         level = level * (width / params.width_reference) ** params.set_width_exponent

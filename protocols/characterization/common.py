@@ -30,6 +30,17 @@ MAX_STEPS = 10_000_000
 """Most steps (cycles, pulses, reads) a procedure may be asked for."""
 CellIndex = Annotated[int, Field(ge=0, le=MAX_INDEX)]
 
+# Option fields several procedures share: one definition each (bounds and description), each
+# procedure giving its own default, e.g. ``set_gate: SetGate = 1.2``.
+SetAmplitude = Annotated[float, Field(ge=0, description="SET pulse amplitude, V")]
+SetGate = Annotated[float, Field(description="SET gate voltage (sets the compliance level), V")]
+ResetAmplitude = Annotated[float, Field(ge=0, description="RESET pulse amplitude, V")]
+ResetGate = Annotated[float, Field(description="RESET gate voltage (transistor fully on), V")]
+PulseWidth = Annotated[float, Field(gt=0, description="pulse width, s")]
+ReadsPerPoint = Annotated[
+    int, Field(ge=1, le=10_000, description="map reads averaged per point (the read noise shrinks by its square root)")
+]
+
 
 class ProcedureOptions(BaseModel):
     """Base of every procedure's options: unknown fields are errors."""

@@ -27,6 +27,11 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
+    PulseWidth,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    SetGate,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -46,11 +51,11 @@ class EnduranceOptions(CellOptions):
     max_cycles: int = Field(1000, ge=1, le=MAX_STEPS, description="SET/RESET cycles at most")
     read_every: int = Field(10, ge=1, le=MAX_STEPS, description="read the ON and OFF states every this many cycles")
     window_min: float = Field(20e-6, ge=0, description="a cell whose window (G_on - G_off) falls below this stops, S")
-    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
-    set_gate: float = Field(1.6, description="SET gate voltage, V")
-    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
-    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
-    width: float = Field(1e-6, gt=0, description="pulse width, s")
+    set_amplitude: SetAmplitude = 2.5
+    set_gate: SetGate = 1.6
+    reset_amplitude: ResetAmplitude = 1.8
+    reset_gate: ResetGate = 5.0
+    width: PulseWidth = 1e-6
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,36 @@ it the shape every procedure has (``run(board, recorder, **options)`` with a fla
 so ``hil characterize gate-calibration`` can run it. Datasets: ``calibration/v_gate`` (n,) V,
 ``calibration/g`` (n, rows, cols) S, then the ``calibration/k`` (S/V), ``c`` and ``residual`` (S)
 maps and ``calibration/responsive``.
+
+The gate range is wide by default (0.2 to 3.0 V in 0.1 V steps) so it spans the transistor's
+turn-on and, on chips that have one, the saturation plateau: the linear window between them is
+found on the median curve (:func:`protocols.calibration.find_gate_window`), the per-cell lines are
+fitted there only, and the population's k and c are reported with their device-to-device spread
+(fit noise removed) as figures.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from drivers import Board
-from protocols.calibration import GateCalibration, calibrate_gate
-from protocols.characterization.common import RegionOptions, check_read_voltage, select_region, start_group
+from protocols.calibration import GateCalibration, calibrate_gate, gate_window_of, population_fit
+from protocols.characterization.common import (
+    PulseWidth,
+    RegionOptions,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    check_read_voltage,
+    select_region,
+    start_group,
+)
+from protocols.characterization.figures import Figure, binomial, record_figures
 from protocols.recording import Recorder
 
 GROUP = "calibration"
@@ -25,13 +43,14 @@ GROUP = "calibration"
 class GateCalibrationOptions(RegionOptions):
     """Options of ``gate-calibration``."""
 
-    v_gate_min: float = Field(0.7, description="lowest SET gate voltage, V")
-    v_gate_max: float = Field(1.6, description="highest SET gate voltage, V")
-    n_gates: int = Field(10, ge=2, le=1000, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
-    amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
-    width: float = Field(1e-6, gt=0, description="SET and RESET pulse width, s")
-    v_reset: float = Field(1.8, ge=0, description="RESET amplitude before each SET, V")
-    v_gate_reset: float = Field(5.0, description="RESET gate voltage, V")
+    v_gate_min: float = Field(0.2, description="lowest SET gate voltage, V")
+    v_gate_max: float = Field(3.0, description="highest SET gate voltage, V")
+    n_gates: int = Field(29, ge=2, le=1000, description="gate voltages, evenly spaced from v_gate_min to v_gate_max")
+    amplitude: SetAmplitude = 2.5
+    width: PulseWidth = 1e-6
+    v_reset: ResetAmplitude = 1.8
+    v_gate_reset: ResetGate = 5.0
+    repeats: int = Field(1, ge=1, le=100, description="RESET/SET/read cycles per gate voltage, averaged")
 
     @model_validator(mode="after")
     def _ascending(self) -> Self:
@@ -40,7 +59,45 @@ class GateCalibrationOptions(RegionOptions):
         return self
 
 
-def measure_gate_calibration(board: Board, recorder: Recorder, **options: Any) -> GateCalibration:
+@dataclass(frozen=True)
+class GateCalibrationResult:
+    calibration: GateCalibration
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def gate_figures(calibration: GateCalibration) -> tuple[dict[str, Figure], tuple[str, ...]]:
+    """Population k, c (spreads without fit noise), the window, turn-on and saturation."""
+    responsive = calibration.responsive
+    figures = {"fraction_responsive": binomial(int(responsive.sum()), int(calibration.mask.sum()))}
+    window = gate_window_of(calibration)
+    if window is None:
+        return figures, ("no cell responded to the gate",)
+    inside = slice(window.first, window.last + 1)
+    v = calibration.v_gates
+    step = float(np.diff(v).mean()) if v.size > 1 else math.nan
+    fit = population_fit(v[inside], calibration.g_measured[inside], responsive)
+    figures |= {
+        "k": Figure(fit.k_mean, fit.k_mean_sigma, "S/V"),
+        "k_spread_relative": Figure(fit.k_spread / fit.k_mean, fit.k_spread_sigma / fit.k_mean),
+        "c": Figure(fit.c_mean, fit.c_mean_sigma, "S"),
+        "c_spread": Figure(fit.c_spread, fit.c_spread_sigma, "S"),
+        "v_window_low": Figure(float(v[window.first]), step / 2, "V"),
+        "v_window_high": Figure(float(v[window.last]), step / 2, "V"),
+        "v_turn_on": Figure(window.v_turn_on, step / 2, "V"),
+        "v_saturation": Figure(window.v_saturation, step / 2, "V"),
+    }
+    notes = (
+        f"linear window {v[window.first]:g} to {v[window.last]:g} V ({window.last - window.first + 1} of {v.size} "
+        "gates); " + ("turn-on below the first gate" if math.isnan(window.v_turn_on) else
+                      f"turn-on near {window.v_turn_on:.3g} V") + "; "
+        + ("no saturation in range" if math.isnan(window.v_saturation) else
+           f"saturation at {window.v_saturation:.3g} V"),
+    )  # fmt: skip
+    return figures, notes
+
+
+def measure_gate_calibration(board: Board, recorder: Recorder, **options: Any) -> GateCalibrationResult:
     """Fit ``G = k * v_gate + c`` for every cell of the region (see :func:`calibrate_gate`)."""
     opts = GateCalibrationOptions.model_validate(options)
     selection = select_region(board, opts)
@@ -48,8 +105,10 @@ def measure_gate_calibration(board: Board, recorder: Recorder, **options: Any) -
     calibration = calibrate_gate(
         board, np.linspace(opts.v_gate_min, opts.v_gate_max, opts.n_gates), amplitude=opts.amplitude,
         width=opts.width, v_reset=opts.v_reset, v_gate_reset=opts.v_gate_reset, region=selection.region,
-        v_read=opts.v_read, recorder=recorder,
+        v_read=opts.v_read, recorder=recorder, repeats=opts.repeats,
     )  # fmt: skip
     # Once the group exists (see start_group); every measurement is already recorded by then.
     start_group(recorder, GROUP, "gate-calibration", opts, responsive=int(calibration.responsive.sum()))
-    return calibration
+    figures, notes = gate_figures(calibration)
+    record_figures(recorder, GROUP, figures)
+    return GateCalibrationResult(calibration, figures, notes)

@@ -22,6 +22,11 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
+    PulseWidth,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    SetGate,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -41,11 +46,11 @@ class PulseResponseOptions(CellOptions):
     n_pulses: int = Field(20, ge=1, le=100_000, description="number of SET pulses, and then of RESET pulses")
     # Defaults: short pulses just above threshold, so each identical pulse moves a cell part of
     # the way (the identical-pulse regime); strong pulses would switch fully at the first one.
-    set_amplitude: float = Field(1.2, ge=0, description="SET pulse amplitude, V")
-    set_gate: float = Field(1.5, description="SET gate voltage (the compliance level), V")
-    reset_amplitude: float = Field(1.35, ge=0, description="RESET pulse amplitude, V")
-    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
-    width: float = Field(50e-9, gt=0, description="pulse width, s")
+    set_amplitude: SetAmplitude = 1.2
+    set_gate: SetGate = 1.5
+    reset_amplitude: ResetAmplitude = 1.35
+    reset_gate: ResetGate = 5.0
+    width: PulseWidth = 50e-9
     prepare_amplitude: float = Field(
         1.8, ge=0, description="amplitude of one RESET at reset_gate before the sequence, V; 0: none"
     )

@@ -8,14 +8,21 @@ with the midpoint of the clock before and after it (``reads_per_point`` map read
 Datasets: ``retention/cells`` (n, 2); ``retention/time`` (m,) s; ``retention/g`` (m, n) S;
 ``retention/journal`` the reads done (a killed run resumes after the last one, on the board's
 clock, :class:`~protocols.recording.Journal`). At the end the group gets ``drift_slope`` (S per
-ln s): the slope of the mean conductance against ln(t), the usual log-time drift law
-``G(t) = G(t1) + slope * ln(t / t1)``.
+ln s): the slope of the mean conductance of the working cells against ln(t), the usual log-time
+drift law ``G(t) = G(t1) + slope * ln(t / t1)``.
+
+``program=set`` RESETs every selected cell first (read as ``retention/g_reset``), then SETs it:
+every working cell is reprogrammed from a known state, so its drift clock restarts at the SET
+whatever it held before. A cell is *working* when its first read after the SET is at least
+``min_window`` above its RESET read (``retention/working``); stuck cells do not drift, and the
+drift figures are fitted on the working cells only: ``drift_mean`` and ``drift_spread`` (S per
+unit of ``ln(1 + t / drift_time_constant)``, the spread across cells with the fit noise removed).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -24,9 +31,16 @@ from pydantic import Field, model_validator
 
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
+    BoolArray,
     CellOptions,
     FloatArray,
     IntArray,
+    PulseWidth,
+    ReadsPerPoint,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    SetGate,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -35,7 +49,8 @@ from protocols.characterization.common import (
     start_group,
     write_cells,
 )
-from protocols.recording import Journal, Recorder
+from protocols.characterization.figures import Figure, record_figures
+from protocols.recording import Journal, Recorder, StoredRecorder
 
 GROUP = "retention"
 MAX_WAIT = 1e7  # s, the longest SYST:WAIT the protocol allows
@@ -46,19 +61,21 @@ class RetentionOptions(CellOptions):
     """Options of ``retention``."""
 
     program: Literal["none", "set", "reset"] = Field(
-        "none", description="program the cells first: none, set (SET at set_gate) or reset"
+        "none", description="program the cells first: none, set (RESET, then SET at set_gate) or reset"
     )
-    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
-    set_gate: float = Field(1.2, description="SET gate voltage, V")
-    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
-    reset_gate: float = Field(5.0, description="RESET gate voltage, V")
-    width: float = Field(1e-6, gt=0, description="pulse width, s")
+    set_amplitude: SetAmplitude = 2.5
+    set_gate: SetGate = 1.2
+    reset_amplitude: ResetAmplitude = 1.8
+    reset_gate: ResetGate = 5.0
+    width: PulseWidth = 1e-6
     t_first: float = Field(1.0, ge=1e-6, description="time of the first read after programming, s")
     t_last: float = Field(1e4, gt=0, le=MAX_WAIT, description="time of the last read, s")
     points_per_decade: int = Field(4, ge=1, le=MAX_POINTS_PER_DECADE, description="read times per decade")
-    reads_per_point: int = Field(
-        1, ge=1, le=10_000, description="map reads averaged at each time (the read noise shrinks by its square root)"
+    reads_per_point: ReadsPerPoint = 1
+    min_window: float = Field(
+        20e-6, gt=0, description="program=set: a cell whose SET rose at least this above its RESET works, S"
     )
+    drift_time_constant: float = Field(1.0, gt=0, description="t0 of the law ln(1 + t / t0) the figures use, s")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -73,7 +90,11 @@ class Retention:
     g: FloatArray
     cells: IntArray
     drift_slope: float
-    """S per ln(s), of the mean conductance"""
+    """S per ln(s), of the mean conductance of the working cells"""
+    working: BoolArray | None = None
+    """per cell: drifts (switched when programmed); every cell when nothing was programmed"""
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
 
 def read_times(t_first: float, t_last: float, points_per_decade: int) -> FloatArray:
@@ -97,6 +118,27 @@ def fit_log_drift(time: npt.ArrayLike, g: npt.ArrayLike) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def drift_figures(time: FloatArray, g: FloatArray, t0: float) -> dict[str, Figure]:
+    """Per-cell fits of ``G = a + nu ln(1 + t / t0)`` (``g`` is (times, cells)): the mean of ``nu``
+    and its spread across cells with each fit's own noise removed."""
+    x = np.log1p(np.asarray(time, dtype=np.float64) / t0)
+    cells = g.shape[1]
+    if x.size < 3 or cells < 2:
+        return {}
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    nu = dx @ (g - g.mean(axis=0)) / sxx
+    fitted = g.mean(axis=0) + np.outer(dx, nu)
+    s2 = ((g - fitted) ** 2).sum(axis=0) / (x.size - 2)
+    noise = float(np.mean(s2 / sxx))
+    var = float(np.var(nu, ddof=1))
+    spread = math.sqrt(max(var - noise, 0.0))
+    return {
+        "drift_mean": Figure(float(nu.mean()), math.sqrt(var / cells), "S"),
+        "drift_spread": Figure(spread, math.sqrt(var) / math.sqrt(2 * (cells - 1)), "S"),
+    }
+
+
 def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Retention:
     """Program (optionally), then read every selected cell at log-spaced board-clock times."""
     opts = RetentionOptions.model_validate(options)
@@ -108,6 +150,9 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
     }.get(opts.program)
     if programming is not None:
         check_pulse(board, selection, *programming, opts.width)
+    reset_first = opts.program == "set"
+    if reset_first:
+        check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
     times = read_times(opts.t_first, opts.t_last, opts.points_per_decade)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "retention", opts)
@@ -116,7 +161,10 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
     g_series = journal.series("g", unit="S")
     stamps: list[float] = [float(t) for t in time_series.earlier]
     reads: list[FloatArray] = list(g_series.earlier)
+    g_reset: FloatArray | None = None
     if journal.done:  # a killed run, resumed: its clock runs on from the same start
+        if isinstance(recorder, StoredRecorder):
+            g_reset = recorder.read(f"{GROUP}/g_reset")
         t0 = float(journal.attrs["t0"])
         now = board.clock() - t0
         if now < stamps[-1]:
@@ -124,6 +172,10 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
                              f"({stamps[-1]:g} s): it was restarted, and the read times cannot go on")  # fmt: skip
         recorder.progress(journal.done, len(times))
     else:
+        if reset_first:  # from a known state: every working cell is reprogrammed by the SET
+            pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+            g_reset = read(board, selection, opts.v_read)
+            recorder.write(f"{GROUP}/g_reset", g_reset, unit="S")
         if programming is not None:
             pulse(board, selection, *programming, opts.width)
         t0 = board.clock()
@@ -143,6 +195,14 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
         reads.append(g)
         journal.step_done()
         recorder.progress(1, len(times), t=f"{stamp:.3g} s", g_mean_uS=round(float(g.mean()) * 1e6, 2))
-    slope, intercept = fit_log_drift(stamps, np.array(reads))
+    g_all = np.array(reads)
+    working = np.ones(selection.count, dtype=bool)
+    if reset_first and g_reset is not None and len(reads):
+        working = g_all[0] - np.asarray(g_reset) >= opts.min_window
+    recorder.write(f"{GROUP}/working", working)
+    slope, intercept = fit_log_drift(stamps, g_all[:, working] if len(reads) else g_all)
     recorder.set_attrs(GROUP, drift_slope=slope, drift_intercept=intercept, drift_unit="S per ln(s)")
-    return Retention(np.array(stamps), np.array(reads), selection.cells, slope)
+    figures = drift_figures(np.array(stamps), g_all[:, working], opts.drift_time_constant) if len(reads) else {}
+    record_figures(recorder, GROUP, figures)
+    notes = (f"drift fitted on {int(working.sum())} working cells of {working.size}",)
+    return Retention(np.array(stamps), g_all, selection.cells, slope, working, figures, notes)

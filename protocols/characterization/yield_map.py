@@ -17,7 +17,8 @@ one that happens to hold the same conductance, so this is a screen, not a test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Self
 
@@ -28,13 +29,19 @@ from pydantic import Field, StrictBool, model_validator
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
     FloatArray,
+    PulseWidth,
     RegionOptions,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    SetGate,
     check_pulse,
     check_read_voltage,
     pulse,
     select_region,
     start_group,
 )
+from protocols.characterization.figures import Figure, binomial, mean_of, record_figures
 from protocols.recording import Attr, Recorder
 
 GROUP = "yield"
@@ -58,16 +65,19 @@ class YieldMapOptions(RegionOptions):
     destructive: StrictBool = Field(
         True, description="SET then RESET every cell to measure its window (leaves cells RESET); false: one read"
     )
-    set_amplitude: float = Field(2.5, ge=0, description="SET pulse amplitude, V")
-    set_gate: float = Field(2.0, description="SET gate voltage (high: a large compliance), V")
-    reset_amplitude: float = Field(1.8, ge=0, description="RESET pulse amplitude, V")
-    reset_gate: float = Field(5.0, description="RESET gate voltage (transistor fully on), V")
-    width: float = Field(1e-6, gt=0, description="pulse width, s")
+    set_amplitude: SetAmplitude = 2.5
+    set_gate: SetGate = 2.0
+    reset_amplitude: ResetAmplitude = 1.8
+    reset_gate: ResetGate = 5.0
+    width: PulseWidth = 1e-6
     min_window: float = Field(50e-6, gt=0, description="smallest SET-RESET window of a normal cell, S")
     g_unformed_max: float = Field(2e-6, gt=0, description="a cell never reading above this is unformed, S")
     g_stuck_low_max: float = Field(10e-6, gt=0, description="read-only: a cell below this is stuck low, S")
     g_stuck_high_min: float = Field(
         800e-6, gt=0, description="a (non-switching) cell at or above this is stuck high, S"
+    )
+    bad_line_fraction: float = Field(
+        0.9, gt=0, le=1, description="a row or column with at least this fraction of defective cells is a bad line"
     )
 
     @model_validator(mode="after")
@@ -85,6 +95,11 @@ class YieldMap:
     g_set: FloatArray | None
     g_reset: FloatArray | None
     counts: dict[str, int]
+    bad_rows: tuple[int, ...] = ()
+    """array rows flagged bad (their defect rate reached ``bad_line_fraction``)"""
+    bad_cols: tuple[int, ...] = ()
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def yield_fraction(self) -> float:
@@ -157,4 +172,41 @@ def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> Yield
     recorder.write(f"{GROUP}/class", classes, class_names=",".join(CLASS_NAMES))
     recorder.set_attrs(GROUP, **summary)
     counts = {name: int(summary[f"count_{name}"]) for name in CLASS_NAMES}
-    return YieldMap(classes, g_initial, g_set, g_reset, counts)
+    defective = classes != CellClass.NORMAL
+    row_rate, col_rate = defective.mean(axis=1), defective.mean(axis=0)
+    recorder.write(f"{GROUP}/row_defect_rate", row_rate)
+    recorder.write(f"{GROUP}/col_defect_rate", col_rate)
+    bad_rows = tuple(int(r) + region.row0 for r in np.flatnonzero(row_rate >= opts.bad_line_fraction))
+    bad_cols = tuple(int(c) + region.col0 for c in np.flatnonzero(col_rate >= opts.bad_line_fraction))
+    bad_lines = json.dumps({"rows": list(bad_rows), "cols": list(bad_cols)})
+    recorder.set_attrs(GROUP, bad_lines=bad_lines)
+    figures = defect_figures(classes, g_set if g_set is not None else g_initial, g_reset, region.row0, region.col0,
+                             bad_rows, bad_cols)  # fmt: skip
+    record_figures(recorder, GROUP, figures)
+    notes = (
+        "classes: " + ", ".join(f"{name} {count}" for name, count in counts.items()),
+        f"defect rate per row: max {row_rate.max():.0%}; per column: max {col_rate.max():.0%}",
+        f"bad_lines (training config format): {bad_lines}",
+    )
+    return YieldMap(classes, g_initial, g_set, g_reset, counts, bad_rows, bad_cols, figures, notes)
+
+
+def defect_figures(
+    classes: npt.NDArray[np.int8], g_set: FloatArray, g_reset: FloatArray | None, row0: int, col0: int,
+    bad_rows: tuple[int, ...], bad_cols: tuple[int, ...],
+) -> dict[str, Figure]:  # fmt: skip
+    """Defect fractions of the cells off the bad lines, and the levels of each class."""
+    off_lines = np.ones(classes.shape, dtype=bool)
+    off_lines[[r - row0 for r in bad_rows], :] = False
+    off_lines[:, [c - col0 for c in bad_cols]] = False
+    total = int(off_lines.sum())
+    figures = {
+        f"fraction_{name}": binomial(int(((classes == cls) & off_lines).sum()), total)
+        for cls, name in zip(CellClass, CLASS_NAMES, strict=True)
+        if cls is not CellClass.NORMAL
+    }
+    figures["g_stuck_low"] = mean_of(g_set[classes == CellClass.STUCK_LOW], "S")
+    figures["g_stuck_high"] = mean_of(g_set[classes == CellClass.STUCK_HIGH], "S")
+    if g_reset is not None:
+        figures["g_reset"] = mean_of(g_reset[classes == CellClass.NORMAL], "S")
+    return figures

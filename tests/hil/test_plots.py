@@ -29,6 +29,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "endurance": {"max_cycles": 30, "read_every": 5},
     "retention": {"program": "set", "t_last": 100.0},
     "read-disturb": {"n_reads": 60, "record_every": 10},
+    "forming": {},
+    "write-noise": {"cycles": 3},
+    "wire-resistance": {"reads": 2, "vectors": 4},
 }
 
 
@@ -87,7 +90,8 @@ def test_plot_draws_a_full_run(board: Board, name: str) -> None:
 
 GROUPS = {
     "yield-map": "yield", "iv-sweep": "iv", "gate-calibration": "calibration", "pulse-response": "pulse_response",
-    "endurance": "endurance", "retention": "retention", "read-disturb": "read_disturb",
+    "endurance": "endurance", "retention": "retention", "read-disturb": "read_disturb", "forming": "forming",
+    "write-noise": "write_noise", "wire-resistance": "wire_resistance",
 }  # fmt: skip
 
 

@@ -123,7 +123,8 @@ def test_yield_map_read_only_changes_nothing(open_emulator: OpenBoard) -> None:
     recorder = MemoryRecorder()
     result = measure_yield_map(board, recorder, destructive=False)
     assert commands(board) - before == 1
-    assert set(recorder.datasets) == {"yield/g_initial", "yield/class"}
+    maps = {"yield/g_initial", "yield/class", "yield/row_defect_rate", "yield/col_defect_rate"}
+    assert set(recorder.datasets) == maps
     assert np.allclose(array.conductance, g_before, rtol=0, atol=1e-8)
     assert result.counts["stuck_low"] == array.stuck_low.sum()
     assert result.counts["stuck_high"] == array.stuck_high.sum()
@@ -280,12 +281,15 @@ def test_retention_drift_follows_the_log_law(open_emulator: OpenBoard) -> None:
     # Times come from the board's (simulated) clock and land on the log-spaced schedule.
     assert np.allclose(time, read_times(10.0, 1e4, 4), rtol=1e-3)
 
-    # Stuck cells do not drift; the others drift by drift_mean per e-fold of time on average.
-    expected = array.params.drift_mean * (~(array.stuck_low | array.stuck_high)).mean()
+    # Stuck cells do not drift and are left out of the fit: the working cells drift by drift_mean
+    # per e-fold of time on average.
+    working = ~(array.stuck_low | array.stuck_high).ravel()
+    assert result.working is not None and np.array_equal(result.working, working)
     slope = recorder.attrs["retention"]["drift_slope"]
     assert slope == result.drift_slope
-    assert slope == pytest.approx(expected, rel=0.25)
-    mean = result.g.mean(axis=1)
+    assert slope == pytest.approx(array.params.drift_mean, rel=0.15)
+    assert result.figures["drift_mean"].value == pytest.approx(array.params.drift_mean, rel=0.15)
+    mean = result.g[:, working].mean(axis=1)
     fitted = recorder.attrs["retention"]["drift_intercept"] + slope * np.log(time)
     residual = mean - fitted
     assert np.abs(residual).max() < 0.2 * abs(slope * np.log(time[-1] / time[0]))  # a straight line in ln t

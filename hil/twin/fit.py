@@ -1,0 +1,186 @@
+"""Fitting a twin: emulator parameters from the figures characterization files hold.
+
+Each parameter comes from one figure of one procedure (:data:`FIGURE_PARAMETERS`); the TOML file
+records, per parameter, the file, procedure, figure and uncertainty it came from. Parameters no
+procedure measures keep the base preset's value (the file names the preset).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hil.storage import RunData, RunFileError
+from protocols.characterization.figures import Figure, read_figures
+
+BASE_PRESET = "umass-ta-hfo2"
+# The data group of each procedure in its run file.
+GROUPS = {
+    "forming": "forming", "yield-map": "yield", "gate-calibration": "calibration", "write-noise": "write_noise",
+    "wire-resistance": "wire_resistance", "retention": "retention",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FigureParameter:
+    parameter: str
+    """the emulator's DeviceParameters field"""
+    procedure: str
+    figure: str
+
+
+# Which figure of which procedure each emulator parameter is fitted from.
+FIGURE_PARAMETERS: tuple[FigureParameter, ...] = (
+    FigureParameter("unformed_fraction", "forming", "fraction_unformed"),
+    FigureParameter("v_form_threshold", "forming", "v_form_mean"),
+    FigureParameter("stuck_low_fraction", "yield-map", "fraction_stuck_low"),
+    FigureParameter("stuck_high_fraction", "yield-map", "fraction_stuck_high"),
+    FigureParameter("g_stuck_low", "yield-map", "g_stuck_low"),
+    FigureParameter("g_stuck_high", "yield-map", "g_stuck_high"),
+    FigureParameter("g_min", "yield-map", "g_reset"),
+    FigureParameter("set_slope", "gate-calibration", "k"),
+    FigureParameter("set_intercept", "gate-calibration", "c"),
+    FigureParameter("set_slope_spread", "gate-calibration", "k_spread_relative"),
+    FigureParameter("set_intercept_spread_abs", "gate-calibration", "c_spread"),
+    FigureParameter("v_gate_threshold", "gate-calibration", "v_turn_on"),
+    FigureParameter("v_gate_saturation", "gate-calibration", "v_saturation"),
+    FigureParameter("write_noise", "write-noise", "write_noise"),
+    FigureParameter("read_noise", "write-noise", "read_noise"),
+    # Every cell's RESET floor is g_min times its own (1 + d2d_spread N): all working cells
+    # measure it, where forming sees only the virgin ones.
+    FigureParameter("d2d_spread", "write-noise", "g_reset_spread_relative"),
+    FigureParameter("line_resistance", "wire-resistance", "line_resistance"),
+    FigureParameter("drift_mean", "retention", "drift_mean"),
+    FigureParameter("drift_spread", "retention", "drift_spread"),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    procedure: str
+    figure: str
+    uncertainty: float
+    unit: str = ""
+
+
+@dataclass
+class Twin:
+    """Fitted parameters (DeviceParameters fields) and where each came from."""
+
+    parameters: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+    preset: str = BASE_PRESET
+    files: list[str] = field(default_factory=list)
+
+    def to_toml(self) -> dict[str, Any]:
+        sources = {
+            name: {"file": s.file, "procedure": s.procedure, "figure": s.figure, "unit": s.unit}
+            | ({"uncertainty": s.uncertainty} if math.isfinite(s.uncertainty) else {})
+            for name, s in self.sources.items()
+        }
+        return {
+            "preset": self.preset,
+            "fitted": {
+                "by": "hil twin fit",
+                "utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": self.files,
+            },
+            "parameters": self.parameters,
+            "sources": sources,
+        }
+
+
+def _latest_by_procedure(runs: Iterable[RunData]) -> dict[str, RunData]:
+    chosen: dict[str, RunData] = {}
+    for run in runs:
+        if run.procedure not in GROUPS:
+            continue
+        if run.root.get("status") != "completed":
+            raise RunFileError(f"{run.path}: its {run.procedure} run is {run.root.get('status')}, not completed")
+        chosen[run.procedure] = run  # a later file of the same procedure replaces an earlier one
+    return chosen
+
+
+def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET) -> Twin:
+    """Every parameter the given characterization runs measure; refused if none is a suite procedure."""
+    chosen = _latest_by_procedure(runs)
+    if not chosen:
+        raise RunFileError(f"no characterization run of {', '.join(GROUPS)} among the files given")
+    twin = Twin(preset=preset, files=[str(run.path) for run in chosen.values()])
+    figures = {name: read_figures(run.attrs.get(GROUPS[name], {})) for name, run in chosen.items()}
+    shape = _array_shape(chosen)
+    if shape is not None:
+        twin.parameters["rows"], twin.parameters["cols"] = shape
+    for item in FIGURE_PARAMETERS:
+        run = chosen.get(item.procedure)
+        figure = figures.get(item.procedure, {}).get(item.figure)
+        if run is None or figure is None:
+            continue
+        value = figure.value
+        if item.parameter == "v_gate_saturation" and not math.isfinite(value):
+            value = 0.0  # no plateau inside the measured range: no saturation
+        if not math.isfinite(value):
+            continue
+        if item.parameter in ("drift_spread", "set_slope_spread", "set_intercept_spread_abs", "d2d_spread"):
+            value = max(value, 0.0)
+        twin.parameters[item.parameter] = value
+        twin.sources[item.parameter] = Source(str(run.path), item.procedure, item.figure, figure.uncertainty,
+                                              figure.unit)  # fmt: skip
+    if "set_intercept_spread_abs" in twin.parameters:
+        # The measured spread of c is absolute: it replaces the preset's relative one.
+        twin.parameters["set_intercept_spread"] = 0.0
+    if "yield-map" in chosen:
+        run = chosen["yield-map"]
+        bad = json.loads(str(run.attrs.get("yield", {}).get("bad_lines", '{"rows": [], "cols": []}')))
+        twin.parameters["bad_rows"], twin.parameters["bad_cols"] = list(bad["rows"]), list(bad["cols"])
+        for name in ("bad_rows", "bad_cols"):
+            twin.sources[name] = Source(str(run.path), "yield-map", "bad_lines", 0.0)
+    return twin
+
+
+def _array_shape(runs: Mapping[str, RunData]) -> tuple[int, int] | None:
+    """The array's size, from a whole-array map (the wire-resistance step always covers it)."""
+    for procedure, name in (("wire-resistance", "wire_resistance/g_read"), ("yield-map", "yield/class")):
+        run = runs.get(procedure)
+        if run is not None and name in run.datasets:
+            rows, cols = run.datasets[name].shape
+            return int(rows), int(cols)
+    return None
+
+
+def write_twin(twin: Twin, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(twin.to_toml()), encoding="utf-8")
+    return path
+
+
+def read_twin_parameters(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(parameters, sources)`` of a twin file."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunFileError(f"cannot read twin file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunFileError(f"twin file {path} is not valid TOML: {exc}") from None
+    parameters = data.get("parameters")
+    if not isinstance(parameters, dict):
+        raise RunFileError(f"twin file {path} has no [parameters] table")
+    return parameters, dict(data.get("sources", {}))
+
+
+def figure_of(twin: Twin, parameter: str) -> Figure:
+    """A fitted parameter as a figure (value and uncertainty)."""
+    source = twin.sources.get(parameter)
+    value = twin.parameters.get(parameter, math.nan)
+    return Figure(float(value) if not isinstance(value, list) else math.nan,
+                  source.uncertainty if source else math.nan, source.unit if source else "")  # fmt: skip

@@ -1,0 +1,129 @@
+"""Write noise: the cycle-to-cycle scatter of the level a SET lands on, read noise taken out.
+
+Each cycle RESETs every cell of the region (one batch), reads the map, SETs every cell at one
+gate voltage (one batch), and reads the map twice. For a working cell (its SET-RESET window at
+least ``min_window`` in the median cycle), the variance across cycles of the mean of the two
+reads after the SET is ``write_noise^2 + read^2 / 2``; the variance of the difference of the two
+reads is ``2 read^2``. So both come out of one run:
+
+- ``write_noise`` (S): ``sqrt(mean over cells of (var_cycles(mean) - var(diff) / 4))``;
+- ``read_noise`` (relative): ``sqrt(mean over cells of var(diff) / 2 / G^2)``;
+- ``g_reset_spread_relative``: the device-to-device spread of the RESET level (each cell's mean
+  over cycles, the cycle-to-cycle scatter's share removed), relative to its mean.
+
+Datasets: ``write_noise/g_reset`` and ``write_noise/g_set`` rows per cycle (the latter two
+reads each), ``write_noise/working``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from drivers import Board, PulseKind
+from protocols.characterization.common import (
+    BoolArray,
+    FloatArray,
+    PulseWidth,
+    RegionOptions,
+    ResetAmplitude,
+    ResetGate,
+    SetAmplitude,
+    SetGate,
+    check_pulse,
+    check_read_voltage,
+    pulse,
+    select_region,
+    start_group,
+)
+from protocols.characterization.figures import Figure, binomial, record_figures
+from protocols.recording import Recorder
+
+GROUP = "write_noise"
+
+
+class WriteNoiseOptions(RegionOptions):
+    """Options of ``write-noise``."""
+
+    cycles: int = Field(12, ge=3, le=10000, description="RESET/SET cycles")
+    set_amplitude: SetAmplitude = 2.5
+    set_gate: SetGate = 1.2
+    reset_amplitude: ResetAmplitude = 1.8
+    reset_gate: ResetGate = 5.0
+    width: PulseWidth = 1e-6
+    min_window: float = Field(20e-6, gt=0, description="smallest median SET-RESET window of a working cell, S")
+
+
+@dataclass(frozen=True)
+class WriteNoise:
+    g_set: FloatArray
+    """(cycles, 2, nrows, ncols) S: the two reads after each SET"""
+    working: BoolArray
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> tuple[BoolArray, dict[str, Figure]]:
+    """Working cells and the write- and read-noise figures of ``g_set`` (cycles, 2, ...)."""
+    working = np.median(g_set.mean(axis=1) - g_reset, axis=0) >= min_window
+    cycles = g_set.shape[0]
+    figures = {"fraction_working": binomial(int(working.sum()), working.size)}
+    if working.sum() < 2:
+        return working, figures
+    level = g_set.mean(axis=1)[:, working]  # (cycles, n)
+    diff = (g_set[:, 0] - g_set[:, 1])[:, working]
+    read_var = (diff**2).mean(axis=0) / 2  # per cell, S^2 (the mean difference is zero)
+    cycle_var = level.var(axis=0, ddof=1)
+    write_var = cycle_var - read_var / 2
+    n = int(working.sum())
+    write_noise = math.sqrt(max(float(write_var.mean()), 0.0))
+    # var of a sample variance: 2 var^2 / (dof); propagated to the square root.
+    write_sigma = float(np.sqrt(2 / (n * (cycles - 1))) * cycle_var.mean() / (2 * max(write_noise, 1e-30)))
+    relative = read_var / level.mean(axis=0) ** 2
+    read_noise = math.sqrt(float(relative.mean()))
+    read_sigma = read_noise / math.sqrt(2 * n * cycles)
+    figures["write_noise"] = Figure(write_noise, write_sigma, "S")
+    figures["read_noise"] = Figure(read_noise, read_sigma)
+    figures["g_set_mean"] = Figure(float(level.mean()), float(level.mean(axis=0).std() / math.sqrt(n)), "S")
+    # The RESET floor's device-to-device spread: each cell's mean over cycles varies across cells
+    # by the devices' own spread plus what is left of the write and read noise after averaging.
+    floor = g_reset[:, working]
+    floor_mean = floor.mean(axis=0)
+    between = float(floor_mean.var(ddof=1)) - float(floor.var(axis=0, ddof=1).mean()) / cycles
+    spread = math.sqrt(max(between, 0.0)) / float(floor_mean.mean())
+    figures["g_reset_spread_relative"] = Figure(spread, spread / math.sqrt(2 * (n - 1)))
+    return working, figures
+
+
+def measure_write_noise(board: Board, recorder: Recorder, **options: Any) -> WriteNoise:
+    """RESET, read, SET, read twice, ``cycles`` times; write and read noise of the working cells."""
+    opts = WriteNoiseOptions.model_validate(options)
+    selection = select_region(board, opts)
+    check_read_voltage(board, opts.v_read)
+    check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+    region = selection.region
+    resets, sets = [], []
+    recorder.progress(0, total=opts.cycles, step="write noise")
+    for cycle in range(opts.cycles):
+        pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+        g_reset = board.read_map(opts.v_read, region)
+        pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+        g_set = np.stack([board.read_map(opts.v_read, region) for _ in range(2)])
+        recorder.append(f"{GROUP}/g_reset", g_reset)
+        recorder.append(f"{GROUP}/g_set", g_set)
+        if cycle == 0:
+            start_group(recorder, GROUP, "write-noise", opts, row0=region.row0, col0=region.col0)
+        resets.append(g_reset)
+        sets.append(g_set)
+        recorder.progress(1, cycle=cycle + 1)
+    g_sets = np.array(sets)
+    working, figures = noise_figures(np.array(resets), g_sets, opts.min_window)
+    recorder.write(f"{GROUP}/working", working)
+    record_figures(recorder, GROUP, figures)
+    notes = (f"{int(working.sum())} working cells of {working.size}",)
+    return WriteNoise(g_sets, working, figures, notes)

@@ -1,0 +1,172 @@
+"""The procedures a twin is fitted from: each recovers what the emulated chip was built with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from drivers import Board, LimitError, open_board
+from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, population_fit
+from protocols.characterization.figures import read_figures
+from protocols.characterization.forming import measure_forming
+from protocols.characterization.gate_calibration import measure_gate_calibration
+from protocols.characterization.retention import measure_retention
+from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
+from protocols.characterization.write_noise import measure_write_noise
+from protocols.characterization.yield_map import measure_yield_map
+from protocols.recording import MemoryRecorder
+
+
+@pytest.fixture
+def chip() -> Iterator[Any]:
+    """``chip(rows, cols, **params)``: an in-process emulated board, closed at teardown."""
+    opened: list[Board] = []
+
+    def open_(rows: int = 32, cols: int = 16, seed: int = 3, **params: object) -> Board:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        board = open_board(f"emulator://?preset=umass-ta-hfo2&seed={seed}&rows={rows}&cols={cols}&{query}")
+        opened.append(board)
+        return board
+
+    yield open_
+    for board in opened:
+        board.close()
+
+
+def test_find_gate_window_keeps_a_straight_line_whole() -> None:
+    v = np.linspace(0.5, 2.5, 6)
+    window = find_gate_window(v, 100e-6 * v + 120e-6)
+    assert (window.first, window.last) == (0, 5)
+    assert np.isnan(window.v_turn_on) and np.isnan(window.v_saturation)
+
+
+def test_find_gate_window_finds_turn_on_and_saturation() -> None:
+    v = np.round(np.arange(0.2, 3.01, 0.1), 10)
+    line = 121e-6 * np.minimum(v, 1.83) + 60e-6
+    curve = np.where(v < 0.55, 100e-6, np.maximum(line, 100e-6))
+    window = find_gate_window(v, curve)
+    assert v[window.first] == pytest.approx(0.6)
+    assert v[window.last] == pytest.approx(1.8)
+    assert window.v_turn_on == pytest.approx(0.55)
+    assert window.v_saturation == pytest.approx(1.83, abs=1e-6)
+
+
+def test_population_fit_takes_the_fit_noise_out_of_the_spread() -> None:
+    rng = np.random.default_rng(0)
+    v = np.linspace(0.5, 2.5, 12)
+    k = 100e-6 * (1 + 0.03 * rng.standard_normal((60, 60)))
+    c = 120e-6 + 5e-6 * rng.standard_normal((60, 60))
+    g = k[None] * v[:, None, None] + c[None] + 8e-6 * rng.standard_normal((12, 60, 60))
+    fit = population_fit(v, g, np.ones((60, 60), dtype=bool))
+    raw_k, _, _ = fit_lines(v, g)
+    assert raw_k.std() > 1.3 * float(k.std())  # the noise alone would inflate the spread
+    assert fit.k_spread == pytest.approx(float(k.std()), rel=0.1)
+    assert fit.k_mean == pytest.approx(float(k.mean()), rel=0.01)
+    assert fit.c_spread == pytest.approx(float(c.std()), rel=0.1)
+
+
+def test_calibration_over_saturation_fits_only_the_linear_part(chip: Any) -> None:
+    # The case the issue reported: a 0.3-2.5 V calibration on a chip saturating at 2 V.
+    board = chip(set_slope=121e-6, set_intercept=60e-6, v_gate_saturation=2.0, v_gate_threshold=0.25, g_min=50e-6)
+    gates = np.linspace(0.3, 2.5, 12)
+    calibration = calibrate_gate(board, gates)
+    k = float(np.median(calibration.k[calibration.responsive]))
+    assert k == pytest.approx(121e-6, rel=0.03)
+    low, high = calibration.v_gate_window
+    assert low == pytest.approx(0.3) and 1.8 <= high <= 2.0
+    every_point, _, _ = fit_lines(gates, calibration.g_measured)
+    assert float(np.median(every_point[calibration.responsive])) < 0.93 * 121e-6  # what the window avoids
+
+
+def test_gate_calibration_reports_population_figures(chip: Any) -> None:
+    board = chip(set_intercept_spread=0.0, set_intercept_spread_abs=10e-6, v_gate_saturation=1.9)
+    recorder = MemoryRecorder()
+    result = measure_gate_calibration(board, recorder, repeats=2)
+    figures = read_figures(recorder.attrs["calibration"])
+    assert figures == result.figures
+    assert figures["k"].value == pytest.approx(98e-6, rel=0.03)
+    assert figures["k_spread_relative"].value == pytest.approx(0.15, rel=0.1)
+    assert figures["c_spread"].value == pytest.approx(10e-6, rel=0.1)
+    assert figures["v_saturation"].value == pytest.approx(1.9, abs=0.05)
+    assert figures["v_turn_on"].value == pytest.approx(0.5, abs=0.05)
+    assert any("saturation at 1.9" in note for note in result.notes)
+
+
+def test_write_noise_separates_write_from_read_noise(chip: Any) -> None:
+    board = chip(write_noise=9e-6, read_noise=0.02, stuck_low_fraction=0.1, stuck_high_fraction=0.05)
+    recorder = MemoryRecorder()
+    result = measure_write_noise(board, recorder, cycles=12)
+    assert result.figures["write_noise"].value == pytest.approx(9e-6, rel=0.08)
+    assert result.figures["read_noise"].value == pytest.approx(0.02, rel=0.08)
+    assert result.figures["g_reset_spread_relative"].value == pytest.approx(0.05, rel=0.2)
+    # Stuck cells (which would only show read noise) are left out.
+    assert 1 - result.working.mean() == pytest.approx(0.15, abs=0.01)
+    assert recorder.datasets["write_noise/g_set"].shape == (12, 2, 32, 16)
+
+
+def test_wire_model_without_wires_is_a_plain_product() -> None:
+    g = np.random.default_rng(1).uniform(50e-6, 500e-6, (6, 4))
+    v = np.full(6, 0.2)
+    assert np.allclose(column_currents(g, 0.0, v), v @ g)
+    assert np.all(column_currents(g, 1.0, v) < v @ g)  # wires only take current away
+    assert np.allclose(column_currents(g, 1e-6, v), v @ g, rtol=1e-6)
+
+
+@pytest.mark.parametrize("r_segment", [0.0, 0.2, 0.8])
+def test_wire_resistance_recovers_the_segment_resistance(chip: Any, r_segment: float) -> None:
+    board = chip(line_resistance=r_segment, stuck_high_fraction=0.03)
+    result = measure_wire_resistance(board, MemoryRecorder())
+    assert result.r_segment == pytest.approx(r_segment, rel=0.05, abs=0.01)
+
+
+def test_wire_resistance_refuses_a_vmm_over_the_column_limit_before_any_pulse(chip: Any) -> None:
+    board = chip(rows=128, cols=4)
+    pulses = board.pulses_applied
+    with pytest.raises(LimitError, match="all-rows VMM"):
+        measure_wire_resistance(board, MemoryRecorder(), v_read=0.35)
+    assert board.pulses_applied == pulses
+
+
+def test_forming_counts_and_forms_the_virgin_cells(chip: Any) -> None:
+    board = chip(unformed_fraction=0.2, stuck_low_fraction=0.1, v_form_threshold=3.2)
+    recorder = MemoryRecorder()
+    result = measure_forming(board, recorder)
+    assert result.figures["fraction_unformed"].value == pytest.approx(0.2, abs=0.002)
+    assert result.figures["fraction_formed_now"].value == 1.0
+    assert result.figures["v_form_mean"].value == pytest.approx(3.2, rel=0.03)
+    # Formed cells now conduct; stuck-low ones were never pulsed.
+    g = board.read_map()
+    assert np.all(g[result.unformed_before] > 50e-6)
+    assert result.result is not None
+    assert int(result.result.pulses.sum()) > 0
+    assert np.all(result.result.pulses[~result.unformed_before] == 0)
+
+
+def test_yield_map_reports_bad_lines_in_the_training_format(chip: Any) -> None:
+    board = chip(bad_rows="3,20", bad_cols="5", stuck_low_fraction=0.1)
+    recorder = MemoryRecorder()
+    result = measure_yield_map(board, recorder)
+    assert (result.bad_rows, result.bad_cols) == ((3, 20), (5,))
+    assert recorder.attrs["yield"]["bad_lines"] == '{"rows": [3, 20], "cols": [5]}'
+    assert recorder.datasets["yield/row_defect_rate"][3] == 1.0
+    assert recorder.datasets["yield/col_defect_rate"][5] == 1.0
+    # Fractions are of the cells off the bad lines.
+    assert result.figures["fraction_stuck_low"].value == pytest.approx(0.1, abs=0.015)
+    assert any('"rows": [3, 20]' in note for note in result.notes)
+
+
+def test_retention_reprograms_every_working_cell_from_a_known_state(chip: Any) -> None:
+    board = chip(drift_mean=-0.2e-6, drift_spread=0.0)
+    # Cells already above the SET level: a SET alone (it never lowers G) would leave them there.
+    board.apply_pulses("SET", 2.5, 3.0, 1e-6)
+    recorder = MemoryRecorder()
+    result = measure_retention(board, recorder, program="set", set_gate=1.0, t_first=1.0, t_last=1e3)
+    assert result.working is not None
+    first = result.g[0][result.working]
+    assert np.median(first) == pytest.approx(98e-6 * 1.0 + 120e-6, rel=0.1)  # reprogrammed, not left high
+    assert "retention/g_reset" in recorder.datasets
+    # The drift clock restarted at the SET: the drift fits the law from there.
+    assert result.figures["drift_mean"].value == pytest.approx(-0.2e-6, rel=0.1)

@@ -1,0 +1,90 @@
+"""``hil characterize all``, ``hil twin fit`` and ``hil twin check`` from the command line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import h5py
+import pytest
+
+from drivers import open_board
+from hil.cli import main
+from hil.storage import read_run
+from tests.conftest import EmulatorFactory
+
+CHIP = "emulator://?preset=umass-ta-hfo2&seed=6&rows=16&cols=8&bad_cols=3&unformed_fraction=0.1"
+QUICK = ["--set", "retention.t_last=100", "--set", "write-noise.cycles=4"]
+STEPS = ("forming", "yield-map", "gate-calibration", "write-noise", "wire-resistance", "retention")
+
+
+def test_characterize_all_refuses_without_a_terminal_or_yes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["characterize", "all", CHIP, "--out-dir", str(tmp_path / "run"), *QUICK]) == 2
+    out, err = capsys.readouterr()
+    assert "pulses (at most)" in out and "gate-calibration" in out  # the budget was shown first
+    assert "pass --yes" in err
+    assert not any((tmp_path / "run").glob("*.h5"))
+
+
+def test_characterize_all_rejects_an_unknown_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["characterize", "all", CHIP, "--out-dir", str(tmp_path), "--set", "nothing.x=1", "--yes"]) == 2
+    assert "no suite step named 'nothing'" in capsys.readouterr().err
+
+
+def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "run"
+    assert main(["characterize", "all", CHIP, "--out-dir", str(out_dir), "--yes", *QUICK]) == 0
+    for step in STEPS:
+        run = read_run(out_dir / f"{step}.h5")
+        assert run.root["status"] == "completed"
+        assert run.config["board"]["resource"] == CHIP
+    printed = capsys.readouterr().out
+    assert '{"rows": [], "cols": [3]}' in printed and "write_noise:" in printed
+
+    # Again on the same folder: nothing left to do. A step that did not complete runs again.
+    assert main(["characterize", "all", CHIP, "--out-dir", str(out_dir), "--yes", *QUICK]) == 0
+    assert "every step is done already" in capsys.readouterr().out
+    with h5py.File(out_dir / "write-noise.h5", "r+") as f:
+        f.attrs["status"] = "interrupted"
+    assert main(["characterize", "all", CHIP, "--out-dir", str(out_dir), "--yes", *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "resume" in out and "write_noise:" in out and "retention:" not in out
+    assert read_run(out_dir / "write-noise.h5").root["status"] == "completed"
+
+    twin_path = tmp_path / "chip.toml"
+    files = [str(out_dir / f"{step}.h5") for step in STEPS]
+    assert main(["twin", "fit", *files, "--out", str(twin_path)]) == 0
+    twin = tomllib.loads(twin_path.read_text())
+    assert twin["parameters"]["bad_cols"] == [3]
+    assert twin["parameters"]["unformed_fraction"] == pytest.approx(0.1, abs=0.01)
+    source = twin["sources"]["set_slope"]
+    assert source["procedure"] == "gate-calibration" and source["file"].endswith("gate-calibration.h5")
+    assert source["uncertainty"] > 0
+    assert main(["twin", "fit", *files, "--out", str(twin_path)]) == 2  # no silent overwrite
+    capsys.readouterr()
+
+    with open_board(f"emulator://?params={twin_path}") as board:
+        assert board.shape == (16, 8)
+
+    assert main(["twin", "check", str(twin_path), f"emulator://?params={twin_path}&seed=9",
+                 "--out-dir", str(tmp_path / "check"), "--yes", *QUICK]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "verdict" in out and "set_slope" in out and "parameters agree" in out
+
+
+def test_twin_fit_refuses_files_that_are_not_twin_procedures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "iv.h5"
+    assert main(["characterize", "iv-sweep", CHIP, "--cells", "[[0, 0]]", "--out", str(path)]) == 0
+    assert main(["twin", "fit", str(path), "--out", str(tmp_path / "chip.toml")]) == 2
+    assert "no characterization run of forming" in capsys.readouterr().err
+
+
+def test_a_characterization_file_records_the_resource_it_used(
+    tmp_path: Path, emulator_process: EmulatorFactory
+) -> None:
+    emulator = emulator_process("tcp", extra=("--rows", "8", "--cols", "4"))
+    path = tmp_path / "yield.h5"
+    assert main(["characterize", "yield-map", emulator.resource, "--out", str(path)]) == 0
+    assert read_run(path).config["board"]["resource"] == emulator.resource
