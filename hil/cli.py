@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
 from drivers.resources import is_in_process
 from hil import interrupts, procedure_registry
+from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.link_record import pulses_recorded, record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
@@ -42,12 +43,11 @@ from hil.optimizers import OPTIMIZER_NAMES
 from hil.options import add_option_flags, parse_options
 from hil.procedures import ProcedureSpec
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, RunFileError, read_run, run_state
+from hil.storage import RunFile, RunFileError, check_same_board, read_resumable, read_run, run_state
 from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, check_same_boards, preflight, run_training
+from hil.training.run import PROCEDURE, completed_updates, preflight, resume_config, run_training
 from hil.twin import cli as twin_cli
-from protocols.recording import journaled_steps
 
 EXIT_ERROR = 2
 
@@ -104,7 +104,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     if args.resume:
         if args.procedure:
             raise ConfigError("--resume takes the procedure, its options and the board from the file: no PROCEDURE")
-        return _resume_characterization(args.resume, args.board)
+        return _resume_characterization(args.resume, args.board, args.force_other_board)
     if args.board:
         raise ConfigError("--board is for --resume; a new run names its board as PROCEDURE RESOURCE")
     if not args.procedure:
@@ -133,37 +133,25 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     return _measure(spec, board, run, options, fresh=True)
 
 
-def _resume_characterization(path: str, resource: str | None) -> int:
+def _resume_characterization(path: str, resource: str | None, allow_other_board: bool) -> int:
     """Continue a killed characterization run in its own file, after its last journaled step."""
-    previous = read_run(path)
-    spec = procedure_registry.REGISTRY.get(previous.procedure)
-    if spec is None:
-        raise RunFileError(f"{path} is a {previous.procedure!r} run, not a characterization run")
-    if previous.root.get("status") == "completed":
-        raise RunFileError(f"{path}: the {spec.name} run is already completed; there is nothing to resume")
-    if "options" not in previous.config:
-        raise RunFileError(f"{path} does not record the options of its {spec.name} run; it cannot be resumed")
-    options = spec.options.model_validate(previous.config["options"])
-    config = BoardConfig.model_validate(previous.config.get("board", {}))
-    resource = resource or str(previous.root.get("resource") or config.resource)
-    _warn_if_in_process([resource])
-    done = journaled_steps(previous.datasets)
-    board = config.open(resource)
+    point = resume_point(path, resource)
+    if point.fresh_board:
+        _warn_fresh_board()
+    board = point.board.open(point.resource)
     try:
-        if str(board.identity) != previous.root.get("board_identity", str(board.identity)):
-            print(f"warning: {resource} is {board.identity}; the run began on {previous.root['board_identity']}",
-                  file=sys.stderr)  # fmt: skip
+        check_same_board(point.previous, str(board.identity), allow_other_board)
         run = RunFile.reopen(path)
-        if not done:  # a short procedure (no journal), or a long one killed before its first step
+        if not point.completed_steps:  # a short procedure (no journal), or a long one killed before its first step
             run.clear()
     except BaseException:
         board.close()
         raise
-    if done:
-        print(f"resuming {path}: {spec.name} after step {done}")
+    if point.completed_steps:
+        print(f"resuming {path}: {point.spec.name} after step {point.completed_steps}")
     else:
-        print(f"restarting {path}: {spec.name} from the beginning (no completed step was journaled)")
-    return _measure(spec, board, run, options)
+        print(f"restarting {path}: {point.spec.name} from the beginning (no completed step was journaled)")
+    return _measure(point.spec, board, run, point.options)
 
 
 def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel, fresh: bool = False) -> int:
@@ -181,10 +169,9 @@ def _measure(spec: ProcedureSpec, board: Board, run: RunFile, options: BaseModel
     return 0
 
 
-def _warn_if_in_process(resources: Iterable[str]) -> None:
-    if any(is_in_process(r) for r in resources):
-        print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
-              "a fresh emulated array", file=sys.stderr)  # fmt: skip
+def _warn_fresh_board() -> None:
+    print("warning: an in-process emulator does not outlive its process; the resumed run reads back "
+          "a fresh emulated array", file=sys.stderr)  # fmt: skip
 
 
 def _report_run(path: Path) -> None:
@@ -199,26 +186,14 @@ def _report_run(path: Path) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        previous = read_run(args.resume)
-        if previous.procedure != PROCEDURE:
-            raise RunFileError(f"{args.resume} is a {previous.procedure!r} run, not a training run")
-        state = run_state(previous)
-        if state == "running":
-            raise RunFileError(f"{args.resume} is being written by a live process (PID {previous.root.get('pid')}); "
-                               "stop it first")  # fmt: skip
-        stored = dict(previous.config)
-        done = int(previous.attrs.get("train", {}).get("completed_updates", 0))
-        if args.updates is not None:
-            stored["updates"] = args.updates
-        config = load_train_config("", stored)
-        if done >= config.updates:
-            raise RunFileError(f"{args.resume}: {done} of {config.updates} updates are done; nothing to resume "
-                               f"(to train further, give a larger budget: --updates N with N > {done})")  # fmt: skip
-        _warn_if_in_process(b.resource for b in config.board_configs.values())
-        check_same_boards(previous, preflight(config), args.force_other_board)  # before the file is touched
+        previous = read_resumable(args.resume, PROCEDURE)
+        config = resume_config(args.resume, previous, args.updates)
+        if any(is_in_process(b.resource) for b in config.board_configs.values()):
+            _warn_fresh_board()
+        check_same_board(previous, preflight(config), args.force_other_board)  # before the file is touched
         run = RunFile.reopen(args.resume)
         run.replace_config(config.model_dump(mode="json"))
-        print(f"resuming {args.resume} after update {done} of {config.updates}")
+        print(f"resuming {args.resume} after update {completed_updates(previous)} of {config.updates}")
     else:
         config = load_train_config(args.config or "", _train_overrides(args))
         out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}.h5")
@@ -308,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "last journaled step (procedure, options and board from the file)")  # fmt: skip
     characterize.add_argument("--board", metavar="RESOURCE", help="with --resume: the board's resource, when "
                               "not the one the run used")  # fmt: skip
+    characterize.add_argument("--force-other-board", action="store_true", help="with --resume: go on although "
+                              "another chip answers than the one the run began on")  # fmt: skip
     characterize.set_defaults(handler=cmd_characterize, procedure=None)
     procedures = characterize.add_subparsers(dest="procedure", metavar="PROCEDURE")
     for spec in procedure_registry.REGISTRY.values():

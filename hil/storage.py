@@ -306,6 +306,30 @@ def run_state(run: RunData) -> str:
     return "running" if _process_alive(pid) else "killed"
 
 
+def read_resumable(path: str | Path, procedure: str | None = None) -> RunData:
+    """A run file to continue: of ``procedure`` (any when None) and not being written by a live process."""
+    previous = read_run(path)
+    if procedure is not None and previous.procedure != procedure:
+        raise RunFileError(f"{path} is a {previous.procedure!r} run, not a {procedure!r} run")
+    check_not_live(path, previous)
+    return previous
+
+
+def check_not_live(path: str | Path, run: RunData) -> None:
+    """Two writers of one run file would interleave their steps: a live run is left to its process."""
+    if run_state(run) == "running":
+        raise RunFileError(f"{path} is being written by a live process (PID {run.root.get('pid')}); stop it first")
+
+
+def check_same_board(previous: RunData, now: str, allow_other_board: bool) -> None:
+    """A resumed run continues on the chip(s) it began on: its data (a network's weights, a device's
+    history) lives in those devices. ``now`` is the identity that answers today."""
+    began_on = str(previous.root.get("board_identity", ""))
+    if began_on and now != began_on and not allow_other_board:
+        raise RunFileError(f"the run began on {began_on}, but now {now} answers; resume there, or pass "
+                           "--force-other-board to go on with this one")  # fmt: skip
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from drivers import Board, BoardError
+from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
 from hil.link_record import record_link
@@ -26,8 +26,8 @@ from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
-from hil.storage import RunData, RunFile
-from hil.training.config import TrainConfig
+from hil.storage import RunData, RunFile, RunFileError, check_same_board
+from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import (
     EVALUATIONS,
     JOURNAL,
@@ -290,7 +290,7 @@ def run_training(
     data = load_data(config)
     train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,
                          eval_every=config.eval_every, seed=config.seed, recorder=run)  # fmt: skip
-    start = int(previous.attrs.get("train", {}).get("completed_updates", 0)) if previous else 0
+    start = completed_updates(previous) if previous else 0
     run.truncate(JOURNAL, start)
     run.truncate(EVALUATIONS, _evaluations_before(previous, start))
     epochs_done = start // Schedule(len(data[0]), config.batch_size, config.seed).batches_per_epoch
@@ -336,15 +336,27 @@ def run_training(
 
 def _check_same_boards(boards: Mapping[str, Board], previous: RunData | None, allow_other_board: bool) -> None:
     if previous is not None:
-        check_same_boards(previous, board_identities(boards), allow_other_board)
+        check_same_board(previous, board_identities(boards), allow_other_board)
 
 
-def check_same_boards(previous: RunData, now: str, allow_other_board: bool) -> None:
-    """A resumed run continues on the chips it began on (their conductances are its weights)."""
-    began_on = str(previous.root.get("board_identity", ""))
-    if began_on and now != began_on and not allow_other_board:
-        raise BoardError(f"the run began on {began_on}, but now {now} answers; its weights are on the first "
-                         "chip. Resume there, or pass --force-other-board to go on with this one")  # fmt: skip
+def completed_updates(run: RunData) -> int:
+    """How many updates a training run file has journaled."""
+    return int(run.attrs.get("train", {}).get("completed_updates", 0))
+
+
+def resume_config(path: str, previous: RunData, updates: int | None = None) -> TrainConfig:
+    """The config a killed or extended training run continues with; ``updates`` raises its budget.
+
+    A run with nothing left to do is refused: resuming it would only rewrite its record."""
+    stored = dict(previous.config)
+    if updates is not None:
+        stored["updates"] = updates
+    config = load_train_config("", stored)
+    done = completed_updates(previous)
+    if done >= config.updates:
+        raise RunFileError(f"{path}: {done} of {config.updates} updates are done; nothing to resume "
+                           f"(to train further, give a larger budget: --updates N with N > {done})")  # fmt: skip
+    return config
 
 
 def _evaluations_before(previous: RunData | None, update: int) -> int:

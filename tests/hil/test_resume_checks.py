@@ -102,3 +102,41 @@ def test_sigterm_and_sighup_end_a_run_interrupted(signum: int, tmp_path: Path) -
     assert process.returncode == 128 + signum, err
     assert b"Traceback" not in err
     assert read_run(path).root["status"] == "interrupted"
+
+
+def test_a_characterization_resumed_on_another_chip_is_refused_unless_forced(
+    emulator_process: EmulatorFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Its devices' history is on the first chip: another chip answering on the same port is refused before
+    the file or the board is touched, as for training."""
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "locks"))
+    first = emulator_process(seed=1)
+    path = tmp_path / "cycles.h5"
+    original = RunFile.progress
+    calls = 0
+
+    def ctrl_c_at_the_4th_step(self: RunFile, *args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise KeyboardInterrupt
+        original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunFile, "progress", ctrl_c_at_the_4th_step)
+        argv = ["characterize", "endurance", first.resource, "--out", str(path), "--max-cycles", "8"]
+        assert main(argv) == 130
+    stop_process(first.process)
+    host, port = first.tcp_address
+    emulator_process(seed=1, extra=("--set", "serial=SN-0002"), listen=f"{host}:{port}")
+    before = read_run(path).root
+    capsys.readouterr()
+    assert main(["characterize", "--resume", str(path)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "SN-0002" in err and "--force-other-board" in err and err.count("\n") == 1
+    assert read_run(path).root == before
+    with open_board(first.resource, timeout=5) as board:
+        assert int(board.query("SYST:PCNT?")) == 0
+    assert main(["characterize", "--resume", str(path), "--force-other-board"]) == 0
+    assert read_run(path).root["status"] == "completed"
