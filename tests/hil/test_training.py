@@ -356,7 +356,7 @@ def test_resume_refuses_a_file_that_is_not_a_training_run(tmp_path: Path, capsys
         pass
     status, err = run_cli(["train", "--resume", str(path)], capsys)
     assert status == EXIT_ERROR
-    assert "is a 'iv-sweep' run, not a training run" in err
+    assert "is a 'iv-sweep' run, not a 'train' run" in err
 
 
 # ---------------------------------------------------------------------------- resume
