@@ -492,8 +492,9 @@ class Board:
             raise InvalidRequest(f"pulse parameters broadcast to shape {shape}; expected (rows, cols)")
         region = self._region(Region(origin[0], origin[1], *shape))
         planes = np.empty((4, *shape), dtype=np.float32)
-        for plane, values in zip(planes, [*arrays, mask_array], strict=True):
-            plane[...] = values
+        with np.errstate(over="ignore"):  # a value past float32 becomes inf, which the check below refuses
+            for plane, values in zip(planes, [*arrays, mask_array], strict=True):
+                plane[...] = values
         selected = planes[3] != 0
         self._check_pulse_values(kind, planes[0], planes[1], planes[2], where=selected, origin=origin)
         planes[:3][:, ~selected] = 0  # unmasked cells carry nothing

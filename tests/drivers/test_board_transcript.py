@@ -261,6 +261,15 @@ def test_batch_at_a_limit_float32_cannot_express_is_sent(small: tuple[Board, Scr
     assert board.apply_pulses("SET", 2.0, 1.0, 1e-3) == 12
 
 
+@pytest.mark.filterwarnings("error")  # numpy's overflow warning is noise: the value is refused, by name
+def test_a_batch_value_past_float32_is_refused_quietly(small: tuple[Board, ScriptedTransport]) -> None:
+    board, transport = small
+    before = transport.sent
+    with pytest.raises(LimitError, match="amplitude"):
+        board.apply_pulses("SET", 1e300, 1.0, 1e-6)
+    assert transport.sent == before
+
+
 def test_iv_sweep_is_one_block_each_way(small: tuple[Board, ScriptedTransport]) -> None:
     board, transport = small
     voltages = np.array([0.5, 1.5, -1.0, -2.0])
