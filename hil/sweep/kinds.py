@@ -19,8 +19,8 @@ from hil.procedures import ProcedureSpec
 from hil.storage import RunData, RunFile
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.run import PROCEDURE as TRAIN_PROCEDURE
-from hil.training.run import run_training
-from protocols.recording import JOURNAL, completed_steps
+from hil.training.run import completed_updates, run_training
+from protocols.recording import journaled_steps
 from protocols.runner import run_sequence
 from protocols.sequences import PulseSequence, SequenceFileError, parse_sequence
 
@@ -94,12 +94,10 @@ def stored_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 def steps_done(kind: str, previous: RunData) -> int:
     """Completed steps an interrupted run journaled (0: nothing to resume from)."""
     if kind == "train":
-        train = previous.attrs.get("train", {})
         prepared = previous.attrs.get("prepare", {}).get("done", False)
-        return int(train.get("completed_updates", 0)) if prepared else 0
+        return completed_updates(previous) if prepared else 0
     if kind == "characterize":
-        return max((completed_steps(rows) for name, rows in previous.datasets.items()
-                    if name.rsplit("/", 1)[-1] == JOURNAL), default=0)  # fmt: skip
+        return journaled_steps(previous.datasets)
     return 0  # a pulse sequence keeps no journal: it starts over
 
 
