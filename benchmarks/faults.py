@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from drivers import open_board
+from hil.run_layout import EVALUATIONS, JOURNAL
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
-from hil.training.loop import EVALUATIONS, JOURNAL
 from hil.training.run import run_training
 
 REPO = Path(__file__).resolve().parents[1]

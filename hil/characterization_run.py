@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from drivers.resources import is_in_process
 from hil import procedure_registry
+from hil import run_layout as layout
 from hil.config import BoardConfig
 from hil.procedures import ProcedureSpec
 from hil.storage import RunData, RunFileError, check_not_live, read_run
@@ -40,11 +41,11 @@ def resume_point(path: str, resource: str | None = None) -> ResumePoint:
     if spec is None:
         raise RunFileError(f"{path} is a {previous.procedure!r} run, not a characterization run")
     check_not_live(path, previous)
-    if previous.root.get("status") == "completed":
+    if layout.status(previous) == layout.COMPLETED:
         raise RunFileError(f"{path}: the {spec.name} run is already completed; there is nothing to resume")
     if "options" not in previous.config:
         raise RunFileError(f"{path} does not record the options of its {spec.name} run; it cannot be resumed")
     options = spec.options.model_validate(previous.config["options"])
     board = BoardConfig.model_validate(previous.config.get("board", {}))
-    resource = resource or str(previous.root.get("resource") or board.resource)
+    resource = resource or str(previous.root.get(layout.RESOURCE) or board.resource)
     return ResumePoint(spec, options, board, resource, journaled_steps(previous.datasets), previous)

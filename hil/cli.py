@@ -37,16 +37,18 @@ from drivers.resources import is_in_process
 from hil import interrupts, procedure_registry
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
-from hil.link_record import pulses_recorded, record_link
+from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.optimizers import OPTIMIZER_NAMES
 from hil.options import add_option_flags, parse_options
 from hil.procedures import ProcedureSpec
+from hil.run_layout import completed_updates, pulses_recorded
+from hil.run_layout import status as run_status
 from hil.run_report import describe_run, draw_run_plot
 from hil.storage import RunFile, RunFileError, check_same_board, read_resumable, read_run, run_state
 from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, completed_updates, preflight, resume_config, run_training
+from hil.training.run import PROCEDURE, preflight, resume_config, run_training
 from hil.twin import cli as twin_cli
 
 EXIT_ERROR = 2
@@ -181,7 +183,7 @@ def _report_run(path: Path) -> None:
         plot: str = str(draw_run_plot(saved))
     except Exception as exc:
         plot = f"no plot ({type(exc).__name__}: {exc})"
-    print(f"status {saved.root['status']}; data in {path}; {plot}", file=sys.stderr)
+    print(f"status {run_status(saved)}; data in {path}; {plot}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -248,7 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = read_run(args.file)
     print(describe_run(run))
     state = run_state(run)
-    if state != run.root.get("status"):
+    if state != run_status(run):
         print(f"  {'state':>16}: {state}")
     if state in ("killed", "interrupted") or state.startswith("failed"):
         again = "hil train --resume" if run.procedure == PROCEDURE else "hil characterize --resume"

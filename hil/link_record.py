@@ -11,12 +11,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from drivers import Board, FirmwareError
-from hil.storage import RunData, RunFile
-
-
-def pulses_recorded(run: RunData) -> int:
-    """Every pulse a training run file counts, over all its boards and sessions."""
-    return sum(int(attrs.get("pulses_applied", 0)) for name, attrs in run.attrs.items() if name.startswith("link/"))
+from hil.run_layout import link
+from hil.storage import RunFile
 
 
 def _board_pulse_counter(board: Board) -> int | None:
@@ -38,7 +34,7 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
     """
     base: dict[str, dict[str, int]] = {}
     for name, board in boards.items():
-        stored = run.read_attrs(f"link/{name}")
+        stored = run.read_attrs(link(name))
         counter = _board_pulse_counter(board)
         total = int(stored.get("pulses_applied", 0))
         unrecorded = int(stored.get("pulses_unrecorded", 0))
@@ -56,12 +52,12 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
     def record() -> None:
         for name, board in boards.items():
             start = base[name]
-            run.set_attrs(f"link/{name}", framed=board.link.framed, session_pulses=board.pulses_applied,
+            run.set_attrs(link(name), framed=board.link.framed, session_pulses=board.pulses_applied,
                           **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
                           **asdict(board.link.stats))  # fmt: skip
 
     for name in boards:
-        run.require_group(f"link/{name}")
+        run.require_group(link(name))
     record()
     run.flush()  # where the board's count started is on disk before the first pulse
     run.flush_hooks.append(record)

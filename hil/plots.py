@@ -18,6 +18,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from hil import run_layout as layout
 from hil.procedures import Attrs, Datasets
 from protocols.characterization.retention import fit_log_drift
 from protocols.characterization.yield_map import CLASS_NAMES
@@ -319,8 +320,8 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
 
 def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     """Learning curves (loss, batch and test accuracy) and the conductance histograms per evaluation."""
-    journal = datasets.get("train/journal")
-    evaluations = datasets.get("train/eval")
+    journal = datasets.get(layout.JOURNAL)
+    evaluations = datasets.get(layout.EVALUATIONS)
     curves, accuracy, histogram = fig.subplots(1, 3)
     if journal is not None and len(journal):
         curves.plot(journal[:, 0], journal[:, 2], lw=0.6, color="tab:gray", label="batch loss")
@@ -335,11 +336,11 @@ def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
     if accuracy.lines:
         accuracy.legend(fontsize="small")
-    snapshots = sorted(name for name in datasets if name.startswith("snapshots/"))
-    for name in snapshots:
-        maps = datasets[name]
+    snapshots = layout.snapshot_boards(datasets)
+    for board in snapshots:
+        maps = datasets[layout.snapshots(board)]
         for index in sorted({0, len(maps) - 1}):
-            label = f"{name.split('/', 1)[1]} eval {index + 1}"
+            label = f"{board} eval {index + 1}"
             histogram.hist(1e6 * maps[index].ravel(), bins=80, histtype="step", label=label)
     histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance")
     if snapshots:

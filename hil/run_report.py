@@ -11,21 +11,18 @@ from matplotlib.figure import Figure
 from hil.plots import plot_training
 from hil.procedure_registry import REGISTRY
 from hil.procedures import Attrs, Datasets
+from hil.run_layout import HEADER_KEYS, links, status
 from hil.storage import RunData, RunFileError
 
 PlotFunction = Callable[[Datasets, Attrs, Figure], None]
 # Every kind of run file and the function that draws it.
 PLOTS: dict[str, PlotFunction] = {name: spec.plot for name, spec in REGISTRY.items()} | {"train": plot_training}
 
-_HEADER_KEYS = ("procedure", "status", "resumed", "created_utc", "finished_utc", "resource", "board_identity",
-                "format_version", "software_version")  # fmt: skip
-
 
 def describe_run(run: RunData) -> str:
     lines = [f"{run.path}"]
-    lines += [f"  {key:>16}: {run.root[key]}" for key in _HEADER_KEYS if key in run.root]
-    links = {name[len("link/") :]: attrs for name, attrs in run.attrs.items() if name.startswith("link/")}
-    for board, attrs in sorted(links.items()):
+    lines += [f"  {key:>16}: {run.root[key]}" for key in HEADER_KEYS if key in run.root]
+    for board, attrs in sorted(links(run).items()):
         unrecorded = int(attrs.get("pulses_unrecorded", 0))
         lost = f", {unrecorded:,} of them counted by the board after a kill" if unrecorded else ""
         lines.append(f"  {'pulses':>16}: {int(attrs.get('pulses_applied', 0)):,} on {board} "
@@ -57,6 +54,6 @@ def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
     out = Path(path) if path else run.path.with_suffix(".png")
     figure = Figure(figsize=(9, 6), layout="constrained")
     plot(run.datasets, run.attrs, figure)
-    figure.suptitle(f"{run.procedure}: {run.path.name} ({run.root.get('status', '?')})")
+    figure.suptitle(f"{run.procedure}: {run.path.name} ({status(run) or '?'})")
     figure.savefig(out, dpi=110)
     return out

@@ -14,7 +14,6 @@ import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +24,11 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from hil import run_layout as layout
 from hil.interrupts import raise_if_stopped
+from hil.run_layout import DATA_GROUP
 from protocols.recording import Attr
 
-FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.1"
-DATA_GROUP = "data"
 FLUSH_INTERVAL = 2.0
 
 
@@ -68,22 +66,7 @@ class RunFile:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
             raise RunFileError(f"cannot create {self.path}: {exc}") from None
-        root = self._file.attrs
-        root.update(
-            {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "procedure": procedure,
-                "status": "running",
-                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-                "resource": resource,
-                "board_identity": board_identity,
-                "config": json.dumps(config, default=str, sort_keys=True),
-                "software_version": _software_version(),
-                "host": platform.node(),
-                "pid": os.getpid(),
-            }
-        )
+        self._file.attrs.update(layout.new_root(procedure, config, resource, board_identity, _software_version()))
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
         self.flush_hooks: list[Callable[[], None]] = []
@@ -110,10 +93,7 @@ class RunFile:
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
-        run._file.attrs["status"] = "running"
-        run._file.attrs["resumed"] = int(data.root.get("resumed", 0)) + 1
-        run._file.attrs["host"] = platform.node()
-        run._file.attrs["pid"] = os.getpid()
+        run._file.attrs.update(layout.resumed_root(data.root))
         run._file.flush()
         return run
 
@@ -128,7 +108,7 @@ class RunFile:
 
     def replace_config(self, config: Mapping[str, Any]) -> None:
         """Store a changed config (a resumed run given a larger budget)."""
-        self._file.attrs["config"] = json.dumps(config, default=str, sort_keys=True)
+        self._file.attrs[layout.CONFIG] = layout.config_text(config)
 
     def truncate(self, name: str, rows: int) -> None:
         """Keep only the first ``rows`` rows of an appended dataset (drop steps not journaled)."""
@@ -246,8 +226,7 @@ class RunFile:
             for hook in self.flush_hooks:
                 with contextlib.suppress(Exception):  # a failing hook must not lose how the run ended
                     hook()
-            self._file.attrs["status"] = status
-            self._file.attrs["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+            self._file.attrs.update(layout.closed_root(status))
             self._file.close()
 
     def __enter__(self) -> RunFile:
@@ -257,9 +236,9 @@ class RunFile:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            self.close("completed")
+            self.close(layout.COMPLETED)
         elif issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C, and SIGTERM/SIGHUP (hil.cli)
-            self.close("interrupted")
+            self.close(layout.INTERRUPTED)
         else:
             self.close(f"failed: {exc_type.__name__}: {exc}")
 
@@ -278,11 +257,11 @@ class RunData:
 
     @property
     def procedure(self) -> str:
-        return str(self.root.get("procedure", ""))
+        return str(self.root.get(layout.PROCEDURE, ""))
 
     @property
     def config(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.root.get("config", "{}"))
+        loaded: dict[str, Any] = json.loads(self.root.get(layout.CONFIG, "{}"))
         return loaded
 
 
@@ -297,10 +276,10 @@ def _plain(value: Any) -> Any:
 def run_state(run: RunData) -> str:
     """``completed``, ``failed: ...``, ``interrupted``, ``running`` (its process is alive) or
     ``killed`` (marked running, but the process that wrote it is gone)."""
-    status = str(run.root.get("status", ""))
-    if status != "running":
+    status = layout.status(run)
+    if status != layout.RUNNING:
         return status
-    host, pid = run.root.get("host"), run.root.get("pid")
+    host, pid = run.root.get(layout.HOST), run.root.get(layout.PID)
     if host != platform.node() or not isinstance(pid, int):
         return "running (on another host, or killed)"
     return "running" if _process_alive(pid) else "killed"
@@ -317,14 +296,14 @@ def read_resumable(path: str | Path, procedure: str | None = None) -> RunData:
 
 def check_not_live(path: str | Path, run: RunData) -> None:
     """Two writers of one run file would interleave their steps: a live run is left to its process."""
-    if run_state(run) == "running":
-        raise RunFileError(f"{path} is being written by a live process (PID {run.root.get('pid')}); stop it first")
+    if run_state(run) == layout.RUNNING:
+        raise RunFileError(f"{path} is being written by a live process (PID {run.root.get(layout.PID)}); stop it first")
 
 
 def check_same_board(previous: RunData, now: str, allow_other_board: bool) -> None:
     """A resumed run continues on the chip(s) it began on: its data (a network's weights, a device's
     history) lives in those devices. ``now`` is the identity that answers today."""
-    began_on = str(previous.root.get("board_identity", ""))
+    began_on = str(previous.root.get(layout.BOARD_IDENTITY, ""))
     if began_on and now != began_on and not allow_other_board:
         raise RunFileError(f"the run began on {began_on}, but now {now} answers; resume there, or pass "
                            "--force-other-board to go on with this one")  # fmt: skip
@@ -370,13 +349,9 @@ def _read_run(path: Path, locking: bool) -> RunData:
     try:
         with h5py.File(path, "r", locking=locking) as f:
             root = {k: _plain(v) for k, v in f.attrs.items()}
-            if root.get("format") != FORMAT_NAME:
-                raise RunFileError(f"{path} is an HDF5 file but not a {FORMAT_NAME} file")
-            major = str(root.get("format_version", "0")).split(".")[0]
-            if major != FORMAT_VERSION.split(".")[0]:
-                raise RunFileError(
-                    f"{path} has layout version {root.get('format_version')}; this software reads {FORMAT_VERSION}"
-                )
+            problem = layout.format_problem(root)
+            if problem is not None:
+                raise RunFileError(f"{path} {problem}")
             run = RunData(path, root)
             group = f.get(DATA_GROUP)
             if isinstance(group, h5py.Group):

@@ -19,6 +19,7 @@ from typing import Any
 from drivers import BoardError
 from drivers.errors import InvalidRequest
 from drivers.lock import BoardBusy
+from hil import run_layout as layout
 from hil.config import BoardConfig
 from hil.storage import RunData, RunFile, RunFileError, read_run
 from hil.sweep.campaign import Cell
@@ -73,7 +74,7 @@ def previous_run(path: Path) -> RunData | None:
 
 def completed_row(cell: Cell, previous: RunData) -> dict[str, Any] | None:
     """The row of a cell whose run file says it completed (None if it did not)."""
-    if previous.root.get("status") != "completed":
+    if layout.status(previous) != layout.COMPLETED:
         return None
     # A run completed outside the campaign (e.g. ``hil train --resume`` on the cell's file) has no
     # outcome recorded by the campaign; it counts as done all the same, never run over.
@@ -81,8 +82,8 @@ def completed_row(cell: Cell, previous: RunData) -> dict[str, Any] | None:
     return base_row(cell) | {
         "status": "completed", "final_accuracy": stored.get("final_accuracy", math.nan),
         "best_accuracy": stored.get("best_accuracy", math.nan), "pulses": stored.get("pulses", 0),
-        "seconds": stored.get("seconds", math.nan), "board": previous.root.get("resource", ""),
-        "path": str(previous.path), "resumed": int(previous.root.get("resumed", 0)) > 0,
+        "seconds": stored.get("seconds", math.nan), "board": previous.root.get(layout.RESOURCE, ""),
+        "path": str(previous.path), "resumed": layout.resumed_sessions(previous) > 0,
     }  # fmt: skip
 
 

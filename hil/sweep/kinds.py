@@ -16,10 +16,11 @@ from pydantic import BaseModel, ValidationError
 from hil import procedure_registry
 from hil.config import BoardConfig, ConfigError, validation_problems
 from hil.procedures import ProcedureSpec
+from hil.run_layout import completed_updates, prepared
 from hil.storage import RunData, RunFile
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.run import PROCEDURE as TRAIN_PROCEDURE
-from hil.training.run import completed_updates, run_training
+from hil.training.run import run_training
 from protocols.recording import journaled_steps
 from protocols.runner import run_sequence
 from protocols.sequences import PulseSequence, SequenceFileError, parse_sequence
@@ -94,8 +95,7 @@ def stored_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 def steps_done(kind: str, previous: RunData) -> int:
     """Completed steps an interrupted run journaled (0: nothing to resume from)."""
     if kind == "train":
-        prepared = previous.attrs.get("prepare", {}).get("done", False)
-        return completed_updates(previous) if prepared else 0
+        return completed_updates(previous) if prepared(previous) else 0
     if kind == "characterize":
         return journaled_steps(previous.datasets)
     return 0  # a pulse sequence keeps no journal: it starts over

@@ -21,17 +21,15 @@ from hil.nn.backend import EvaluationAware, ExactBackend, MatmulBackend
 from hil.nn.loss import accuracy, softmax_cross_entropy
 from hil.nn.network import Network
 from hil.optimizers import Optimizer
+from hil.run_layout import EVALUATIONS, JOURNAL, STATE_SLOTS, TRAIN, checkpoint_optimizer, checkpoint_weights
 from hil.updates import UpdateStats
 from protocols.recording import Recorder, flush
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-JOURNAL = "train/journal"
 JOURNAL_COLUMNS = "update,epoch,loss,batch_accuracy,pulses,devices_changed,seconds"
-EVALUATIONS = "train/eval"
 EVAL_COLUMNS = "update,test_accuracy,test_loss"
-STATE_SLOTS = ("state/a", "state/b")  # checkpoints alternate, so a torn one never replaces a whole one
 EVAL_CHUNK = 500
 
 
@@ -71,7 +69,7 @@ class ExactLearner:
 
     def checkpoint(self, recorder: Recorder, slot: str) -> None:
         for layer, w in self.weights.items():
-            recorder.write(f"{slot}/weights/{layer}", w)
+            recorder.write(checkpoint_weights(slot, layer), w)
 
     def snapshot(self, recorder: Recorder) -> None:
         pass  # the float weights are in the checkpoint
@@ -165,7 +163,7 @@ def train(
         # is on disk) makes it the one a resume reads: a kill loses at most the update in flight.
         slot = STATE_SLOTS[(update + 1) % 2]
         for name, array in optimizer.state_arrays().items():
-            recorder.write(f"{slot}/optimizer/{name}", array)
+            recorder.write(checkpoint_optimizer(slot, name), array)
         learner.checkpoint(recorder, slot)
         if (update + 1) % eval_every == 0 or update + 1 == updates:
             test_accuracy, test_loss = evaluate(network, learner.backend, x_test, y_test)
@@ -175,7 +173,7 @@ def train(
         if (update + 1) % schedule.batches_per_epoch == 0:
             learner.snapshot(recorder)
         flush(recorder)
-        recorder.set_attrs("train", completed_updates=update + 1, state=slot)
+        recorder.set_attrs(TRAIN, completed_updates=update + 1, state=slot)
         flush(recorder)
         recorder.progress(1, loss=f"{loss:.3f}", acc=f"{100 * batch_accuracy:.0f}%", pulses=result.pulses)
     result.seconds = time.perf_counter() - started

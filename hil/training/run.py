@@ -26,12 +26,24 @@ from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
+from hil.run_layout import (
+    EVALUATIONS,
+    JOURNAL,
+    PREPARE,
+    PRETRAIN,
+    PRETRAIN_EVALUATIONS,
+    checkpoint,
+    checkpoint_devices,
+    completed_updates,
+    preparation,
+    pretrain_weights,
+    pulses,
+    snapshots,
+)
+from hil.run_layout import calibration as calibration_path
 from hil.storage import RunData, RunFile, RunFileError, check_same_board
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import (
-    EVALUATIONS,
-    JOURNAL,
-    STATE_SLOTS,
     ExactLearner,
     Learner,
     Schedule,
@@ -52,7 +64,6 @@ BoolArray = npt.NDArray[np.bool_]
 Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
 
 PROCEDURE = "train"
-CALIBRATION = "prepare/calibration"
 
 
 def build_network(config: TrainConfig) -> Network:
@@ -89,12 +100,12 @@ class ArrayLearner:
     def checkpoint(self, recorder: Recorder, slot: str) -> None:
         for board, state in self.rule.state_arrays().items():
             for name, array in state.items():
-                recorder.write(f"{slot}/devices/{board}/{name}", array)
-            recorder.write(f"pulses/{board}", state["pulses"])
+                recorder.write(checkpoint_devices(slot, board, name), array)
+            recorder.write(pulses(board), state["pulses"])
 
     def snapshot(self, recorder: Recorder) -> None:
         for board, g in self.array_backend.conductance.items():
-            recorder.append(f"snapshots/{board}", g.astype(np.float32))
+            recorder.append(snapshots(board), g.astype(np.float32))
 
 
 @dataclass
@@ -155,11 +166,11 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         )  # fmt: skip
         calibrations[name] = calibration
         stuck_low, stuck_high = split_defects(calibration)
-        recorder.write(f"{CALIBRATION}/{name}/k", calibration.k, unit="S/V")
-        recorder.write(f"{CALIBRATION}/{name}/c", calibration.c, unit="S")
-        recorder.write(f"{CALIBRATION}/{name}/stuck_low", stuck_low)
-        recorder.write(f"{CALIBRATION}/{name}/stuck_high", stuck_high)
-        recorder.write(f"{CALIBRATION}/{name}/v_gate_window", np.array(calibration.v_gate_window), unit="V")
+        recorder.write(calibration_path(name, "k"), calibration.k, unit="S/V")
+        recorder.write(calibration_path(name, "c"), calibration.c, unit="S")
+        recorder.write(calibration_path(name, "stuck_low"), stuck_low)
+        recorder.write(calibration_path(name, "stuck_high"), stuck_high)
+        recorder.write(calibration_path(name, "v_gate_window"), np.array(calibration.v_gate_window), unit="V")
         log.info("%s: of %d devices, %d dead low and %d shorted", name, int(calibration.mask.sum()),
                  int(stuck_low.sum()), int(stuck_high.sum()))  # fmt: skip
     return calibrations
@@ -270,8 +281,7 @@ def _saved(previous: RunData | None, group: str) -> dict[str, FloatArray]:
     """The datasets under ``group`` of the last complete checkpoint, by their names in the group."""
     if previous is None:
         return {}
-    prefix = f"{previous.attrs.get('train', {}).get('state', STATE_SLOTS[0])}/{group}/"
-    return {k[len(prefix) :]: v for k, v in previous.datasets.items() if k.startswith(prefix)}
+    return checkpoint(previous, group)
 
 
 def _optimizer(config: OptimizerConfig, previous: RunData | None) -> Optimizer:
@@ -295,7 +305,7 @@ def run_training(
     run.truncate(EVALUATIONS, _evaluations_before(previous, start))
     epochs_done = start // Schedule(len(data[0]), config.batch_size, config.seed).batches_per_epoch
     for board in config.boards:
-        run.truncate(f"snapshots/{board}", epochs_done)
+        run.truncate(snapshots(board), epochs_done)
     weights = _initial_weights(config, network, data, run, previous)
     if config.update_rule == "exact":
         if previous is not None:
@@ -307,7 +317,7 @@ def run_training(
         _check_same_boards(boards, previous, allow_other_board)
         run.set_root(board_identity=board_identities(boards))
         with record_link(boards, run):
-            prepared = previous.attrs.get("prepare", {}) if previous is not None else {}
+            prepared = preparation(previous) if previous is not None else {}
             if previous is not None and prepared.get("done"):
                 saved = PlacementSpec.model_validate_json(prepared["placement"])
                 hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
@@ -319,11 +329,11 @@ def run_training(
                 calibrations = characterize(config, boards, run) if config.calibrate else {}
                 spec = _placement_spec(config, network, boards, calibrations)
                 hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
-                run.set_attrs("prepare", placement=hardware.backend.placement.spec.model_dump_json())
+                run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
                 _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
                 pulses = program_weights(config, hardware, weights, config.initial_tolerance)
                 accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
-                run.set_attrs("prepare", done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
+                run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
                 log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
             trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
             learner = ArrayLearner(hardware.backend, hardware.rule)
@@ -337,11 +347,6 @@ def run_training(
 def _check_same_boards(boards: Mapping[str, Board], previous: RunData | None, allow_other_board: bool) -> None:
     if previous is not None:
         check_same_board(previous, board_identities(boards), allow_other_board)
-
-
-def completed_updates(run: RunData) -> int:
-    """How many updates a training run file has journaled."""
-    return int(run.attrs.get("train", {}).get("completed_updates", 0))
 
 
 def resume_config(path: str, previous: RunData, updates: int | None = None) -> TrainConfig:
@@ -372,8 +377,8 @@ def _initial_weights(
     weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
     if config.model != "yao-hybrid" or config.update_rule == "exact":
         return weights
-    if previous is not None and "pretrain/eval" in previous.datasets:
-        return {layer: previous.datasets[f"pretrain/weights/{layer}"].copy() for layer in weights}
+    if previous is not None and PRETRAIN_EVALUATIONS in previous.datasets:
+        return {layer: previous.datasets[pretrain_weights(layer)].copy() for layer in weights}
     hybrid = config.hybrid
     # Hardware-aware pre-training: weights kept inside what a device pair holds transfer better
     # than weights clipped (or scaled, which scales their write errors too) at transfer.
@@ -381,15 +386,15 @@ def _initial_weights(
     updates = hybrid.pretrain_epochs * max(1, len(data[0]) // config.batch_size)
     result = train(network, learner, Optimizer(OptimizerConfig(name="adam", lr=hybrid.pretrain_lr)), data,
                    updates=updates, batch_size=config.batch_size, eval_every=max(1, updates),
-                   seed=config.seed + 1, recorder=_Prefixed(run, "pretrain"))  # fmt: skip
+                   seed=config.seed + 1, recorder=_Prefixed(run, PRETRAIN))  # fmt: skip
     for layer, w in weights.items():
-        run.write(f"pretrain/weights/{layer}", w)
-    run.append("pretrain/eval", np.array([updates, result.final_test_accuracy]))
+        run.write(pretrain_weights(layer), w)
+    run.append(PRETRAIN_EVALUATIONS, np.array([updates, result.final_test_accuracy]))
     return weights
 
 
 def _stored_window(previous: RunData, board: str, config: TrainConfig) -> tuple[float, float]:
-    window = previous.datasets.get(f"{CALIBRATION}/{board}/v_gate_window")
+    window = previous.datasets.get(calibration_path(board, "v_gate_window"))
     return (float(window[0]), float(window[1])) if window is not None else _window(config)
 
 
@@ -397,15 +402,15 @@ def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None
     """Calibration and device memory from the file; conductances read back from the boards."""
     defects = {}
     for name in hardware.backend.placement.boards():
-        k = previous.datasets.get(f"{CALIBRATION}/{name}/k")
+        k = previous.datasets.get(calibration_path(name, "k"))
         if k is not None:
             hardware.calibrations[name] = GateCalibration(
-                k=k, c=previous.datasets[f"{CALIBRATION}/{name}/c"], residual=np.zeros_like(k),
+                k=k, c=previous.datasets[calibration_path(name, "c")], residual=np.zeros_like(k),
                 v_gate_window=_stored_window(previous, name, config), mask=np.ones(k.shape, dtype=bool),
             )  # fmt: skip
             defects[name] = (
-                previous.datasets[f"{CALIBRATION}/{name}/stuck_low"].astype(bool),
-                previous.datasets[f"{CALIBRATION}/{name}/stuck_high"].astype(bool),
+                previous.datasets[calibration_path(name, "stuck_low")].astype(bool),
+                previous.datasets[calibration_path(name, "stuck_high")].astype(bool),
             )
     _install(hardware, config, defects)
     hardware.backend.read_back()

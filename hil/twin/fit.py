@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
 from protocols.characterization.figures import Figure, read_figures
 
@@ -104,8 +105,8 @@ def _latest_by_procedure(runs: Iterable[RunData]) -> dict[str, RunData]:
     for run in runs:
         if run.procedure not in GROUPS:
             continue
-        if run.root.get("status") != "completed":
-            raise RunFileError(f"{run.path}: its {run.procedure} run is {run.root.get('status')}, not completed")
+        if layout.status(run) != layout.COMPLETED:
+            raise RunFileError(f"{run.path}: its {run.procedure} run is {layout.status(run)}, not completed")
         chosen[run.procedure] = run  # a later file of the same procedure replaces an earlier one
     return chosen
 

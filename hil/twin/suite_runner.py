@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from drivers import Board
+from hil import run_layout as layout
 from hil.config import BoardConfig
 from hil.figure_report import report_lines
 from hil.storage import RunData, RunFile, RunFileError, read_run
@@ -53,7 +54,7 @@ def plan(shape: tuple[int, int], overrides: Overrides | None = None, out_dir: Pa
             previous = read_run(path)
             if previous.procedure != step.procedure:
                 raise RunFileError(f"{path} is a {previous.procedure!r} run, not {step.procedure!r}")
-            state = "done" if previous.root.get("status") == "completed" else "resume"
+            state = "done" if layout.status(previous) == layout.COMPLETED else "resume"
         planned.append(PlannedStep(step, options, planned_pulses(step, options, shape),
                                    planned_reads(step, options), path, state))  # fmt: skip
     return planned

@@ -27,9 +27,8 @@ import h5py
 import numpy as np
 
 from drivers import open_board
-from hil.link_record import pulses_recorded
+from hil.run_layout import EVALUATIONS, JOURNAL, STATE_SLOTS, pulses_recorded
 from hil.storage import RunData, read_run
-from hil.training.loop import EVALUATIONS, JOURNAL, STATE_SLOTS
 from protocols.recording import completed_steps
 from tests.conftest import REPO_ROOT, EmulatorFactory
 from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML, eval_updates, journal_updates

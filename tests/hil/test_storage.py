@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from hil.storage import FORMAT_NAME, FORMAT_VERSION, RunFile, RunFileError, read_run
+from hil.run_layout import FORMAT_NAME, FORMAT_VERSION
+from hil.storage import RunFile, RunFileError, read_run
 
 
 def _run_file(path: Path, **kwargs: object) -> RunFile:

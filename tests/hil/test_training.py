@@ -27,9 +27,10 @@ from hil.config import ConfigError
 from hil.datasets import load_dataset
 from hil.nn import Network, load_network_spec
 from hil.optimizers import Optimizer, OptimizerConfig
+from hil.run_layout import EVALUATIONS, JOURNAL
 from hil.storage import RunData, RunFile, read_run
 from hil.training.config import TrainConfig, load_train_config
-from hil.training.loop import EVALUATIONS, JOURNAL, ExactLearner, Schedule, train
+from hil.training.loop import ExactLearner, Schedule, train
 from hil.training.run import PROCEDURE, run_training
 from tests.conftest import REPO_ROOT, EmulatorFactory
 
