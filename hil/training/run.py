@@ -52,7 +52,7 @@ from hil.training.loop import (
     train,
 )
 from hil.training.plan import check_plan, check_vmm_currents
-from hil.updates import GateCodedUpdate, UpdateStats, WriteVerifyUpdate
+from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import write_verify
 from protocols.recording import Recorder
@@ -133,7 +133,7 @@ def _placement_spec(
     """The configured placement; else, with a calibration, one that avoids the defective devices."""
     if config.placement is not None or not calibrations:
         return config.placement
-    defective = {name: calibration.mask & ~calibration.responsive for name, calibration in calibrations.items()}
+    defective = {name: np.logical_or(*split_defects(calibration)) for name, calibration in calibrations.items()}
     shapes = {name: board.shape for name, board in boards.items()}
     return auto_place(network.spec.weight_shapes(), shapes, config.bad_lines, config.layout, defective)
 
@@ -178,12 +178,19 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
 
 def split_defects(calibration: GateCalibration) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Devices that did not follow the gate, split into dead low ones and shorted ones (which read
-    above anything a working device reaches in the window)."""
+    above anything a working device reaches in the window).
+
+    A shorted device whose every read lies above that top is shorted even when read noise lent
+    its fit a slope that passes for a response: asked for a conductance inside its fitted
+    "reach", it would be asked for more than a cell may hold.
+    """
     defective = calibration.mask & ~calibration.responsive
-    level = calibration.g_measured.max(axis=0) if calibration.g_measured.size else calibration.c
+    measured = calibration.g_measured
+    level = measured.max(axis=0) if measured.size else calibration.c
+    lowest = measured.min(axis=0) if measured.size else calibration.c
     k, c = calibration.effective_fit()
     top = np.median((k * calibration.v_gate_window[1] + c)[calibration.responsive])
-    stuck_high = defective & (level > top)
+    stuck_high = calibration.mask & ((defective & (level > top)) | (lowest > top))
     return defective & ~stuck_high, stuck_high
 
 
@@ -242,6 +249,9 @@ def program_weights(
         if calibration is not None:  # whole-board maps: ask no device for more than it reaches
             reach_low, reach_high = calibration.reach()
             target = np.where(mask, np.clip(target, reach_low, reach_high), target)
+        # Nor for more than a cell may hold, whatever its fit says (as the update rule holds them).
+        g_cell_max = hardware.backend.boards[name].limits.g_cell_max
+        target = np.where(mask, np.clip(target, G_TARGET_FLOOR, g_cell_max), target)
         result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
                               mask=mask, calibration=calibration)  # fmt: skip
         pulses += int(result.pulses.sum())
