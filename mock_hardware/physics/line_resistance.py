@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.linalg.lapack import dpttrf, dpttrs
+from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
 
 from mock_hardware.physics.iv import IVCurve
 
@@ -196,15 +196,14 @@ def solve_dc(
     return np.asarray(column_currents), np.asarray(cell_currents)
 
 
-# Sources (columns of G_eff) solved together by the TransferSolver: bounds its scratch to
-# (cells x this) doubles per array, about 64 MB on a 512 x 256 array.
-_SOURCE_CHUNK = 64
-# Conjugate gradients stop when every source's residual is this far below its right-hand side;
-# G_eff is then within about 1e-9 relative of the exact nodal solve (tests hold it to 1e-6).
-_CG_TOLERANCE = 1e-10
-# More iterations than this means the row lines couple too strongly for the preconditioner to
-# pay: the solver factorizes instead.
-_MAX_ITERATIONS = 60
+# Bytes of stored Schur-complement inverses the TransferSolver keeps for its back substitution
+# (rows x cols^2 doubles: 4 MB on 128 x 64, 268 MB on 512 x 256); above this it keeps every
+# k-th one and recomputes the rows between them on the way back (one more forward sweep).
+_STORE_BYTES = 64 * 2**20
+# The sweep subtracts wire conductances (1 / r_segment) from each other, so its rounding grows
+# like eps * g_wire / g_cell (still 1e-12 relative at a ratio of 1e11, checked against the LU);
+# beyond this ratio (wires a millionth of an ohm) the solver uses the sparse LU instead.
+_MAX_WIRE_TO_CELL = 1e12
 
 
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -217,17 +216,17 @@ def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[Float
 
 
 class TransferSolver:
-    """``G_eff`` of a whole array (rows driven at column 0, columns into TIAs), kept between calls.
+    """``G_eff`` of a whole array (rows driven at column 0, columns into TIAs), solved exactly.
 
     Nodal unknowns: ``u`` on the row lines, ``w`` on the column lines, coupled through each cell's
-    conductance ``D``. With ``A_u``, ``A_w`` the row and column lines' own (tridiagonal) wire
-    matrices, eliminating ``u`` exactly leaves the symmetric positive-definite system
-    ``M w = (A_w + D - D (A_u + D)^-1 D) w = b``, solved by conjugate gradients preconditioned
-    with ``A_w + D`` (exact for ideal row lines, so a few iterations suffice); each iteration is
-    two tridiagonal solves over the array. By reciprocity a unit source at each column's TIA gives
-    a column of ``G_eff``: ``G_eff[i, j] = g_wire g_end u_j(i, 0)``. Each call starts from the last
-    call's solution, so a programming event that moves a fraction of the cells costs a couple of
-    iterations, not a factorization.
+    conductance ``D``. Eliminating each row line exactly (a tridiagonal chain) leaves a system on
+    the column-line nodes that is block tridiagonal by rows: diagonal blocks
+    ``B_i = a_w(i) + D_i - D_i (A_u,i + D_i)^-1 D_i`` (dense, cols x cols), off-diagonal blocks
+    ``-g_wire I`` (the column-line segments between rows). A block Cholesky sweep from the top row
+    down (``S_i = B_i - g_wire^2 S_(i-1)^-1``) and a back substitution from the TIAs up give, by
+    reciprocity, ``G_eff[i, j] = g_wire g_end u_j(i, 0)`` for a unit source at column ``j``'s TIA.
+    Cost ``rows x cols^3`` in dense 64 x 64 (say) LAPACK calls, no iteration: exact to rounding
+    (about 1e-12 relative), whatever changed since the last call.
     """
 
     def __init__(self, rows: int, cols: int, r_segment: float, end_segments: int = 1) -> None:
@@ -235,124 +234,98 @@ class TransferSolver:
         self.r_segment, self.end_segments = r_segment, end_segments
         self.g_wire = 1.0 / r_segment
         self.g_end = 1.0 / (r_segment * end_segments)
-        self._warm: list[FloatArray] = []  # the last solution w, per chunk of sources
-        self._warm_columns: npt.NDArray[np.intp] | None = None  # the sources it was for
-        self.iterations = 0  # CG iterations of the last call (for tests and benchmarks)
-        self.factorizations = 0  # fallbacks to a sparse LU solve, over the solver's life
-
-    def _row_chains(self, g: FloatArray) -> tuple[FloatArray, FloatArray]:
-        gw = self.g_wire
-        diagonal = np.full(g.shape, 2 * gw)
-        diagonal[:, -1] = gw  # the far end; column 0 keeps its link to the driver
-        off = np.full(g.shape, -gw)
-        off[:, -1] = 0.0
-        return _chain_factor((diagonal + g).ravel(), off.ravel())
-
+        self.factorizations = 0  # sparse LU solves (wires far below the cells' resistance), over its life
 
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
         """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
-        are solved (a VMM on part of a large array pays for its own columns), the others are NaN."""
+        are solved back (the sweep itself is over the whole array), the others are NaN."""
         g = np.ascontiguousarray(g_cells, dtype=np.float64)
         wanted = np.arange(self.cols) if columns is None else np.unique(np.asarray(columns, dtype=np.intp))
-        g_t = np.ascontiguousarray(g.T)
-        operator = _SchurOperator(g, g_t, self._row_chains(g), self.g_wire, self.g_end)
         g_eff = np.full((self.rows, self.cols), np.nan)
-        # Warm starts are kept for the columns last solved; a new set of columns starts cold.
-        if self._warm_columns is None or not np.array_equal(self._warm_columns, wanted):
-            self._warm = [np.zeros((min(start + _SOURCE_CHUNK, wanted.size) - start, self.cols, self.rows))
-                          for start in range(0, wanted.size, _SOURCE_CHUNK)]  # fmt: skip
-            self._warm_columns = wanted
-        self.iterations = 0
-        for index, start in enumerate(range(0, wanted.size, _SOURCE_CHUNK)):
-            sources = wanted[start : start + _SOURCE_CHUNK]
-            w = self._warm[index]
-            iterations = operator.solve(sources, w)
-            if iterations is None:  # the row lines couple too strongly for the preconditioner
-                self.factorizations += 1
-                self._warm_columns = None
-                exact = effective_conductance(g, self.r_segment, self.end_segments)
-                g_eff[:, wanted] = exact[:, wanted]
-                return g_eff
-            self.iterations += iterations
-            g_eff[:, sources] = (self.g_wire * self.g_end) * operator.row_driver_voltages(w).T
+        if self.g_wire > _MAX_WIRE_TO_CELL * max(float(g.mean()), 1e-300):
+            self.factorizations += 1
+            g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
+            return g_eff
+        blocks, probes = self._row_blocks(g)
+        g_eff[:, wanted] = self._sweep(blocks, probes, wanted)
         return g_eff
 
+    def _row_blocks(self, g: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The diagonal blocks ``B_i`` (rows, cols, cols) and the probes ``h_i`` (rows, cols) with
+        ``u(i, 0) = h_i . w_i``: row 0 of ``(A_u,i + D_i)^-1 D_i``."""
+        rows, cols, gw = self.rows, self.cols, self.g_wire
+        diagonal = np.full((rows, cols), 2 * gw)
+        diagonal[:, -1] = gw  # the far end; column 0 keeps its link to the driver
+        off = np.full((rows, cols), -gw)
+        off[:, -1] = 0.0  # chains end with their row
+        chains = _chain_factor((diagonal + g).ravel(), off.ravel())
+        # (A_u,i + D_i)^-1 D_i for every row at once: one batched tridiagonal solve whose
+        # right-hand side l of row i is g[i, l] at node (i, l).
+        rhs = np.zeros((rows * cols, cols), order="F")
+        rhs[np.arange(rows * cols), np.tile(np.arange(cols), rows)] = g.ravel()
+        solved, info = dpttrs(*chains, rhs, overwrite_b=1)
+        if info != 0:
+            raise ArithmeticError(f"line network row solve failed (dpttrs info {info})")
+        # blocks[i, l, k] = X_i[k, l]; D_i X_i is symmetric, so it equals X_i^T D_i.
+        blocks = np.ascontiguousarray(solved.T.reshape(cols, rows, cols).transpose(1, 0, 2))
+        probes = blocks[:, :, 0].copy()
+        blocks *= -g[:, None, :]
+        column_diagonal = np.full(rows, 2 * gw)
+        column_diagonal[0] = gw  # the top of each column line is open
+        column_diagonal[-1] = gw + self.g_end  # the bottom links to the TIA
+        if rows == 1:
+            column_diagonal[0] = self.g_end
+        diagonal_index = np.arange(cols)
+        blocks[:, diagonal_index, diagonal_index] += column_diagonal[:, None] + g
+        return blocks, probes
 
-class _SchurOperator:
-    """``M = A_w + D - D (A_u + D)^-1 D`` and its preconditioner, on arrays ``(sources, cols, rows)``
-    (each column line contiguous)."""
+    def _inverse(self, schur: FloatArray, out: FloatArray) -> None:
+        """``out = schur^-1`` (full) for a symmetric positive-definite ``schur`` (its lower triangle
+        is read); ``schur`` is overwritten."""
+        factor, info = dpotrf(schur, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise ArithmeticError(f"line network not positive definite (dpotrf info {info})")
+        inverse_factor, info = dtrtri(factor, lower=1, overwrite_c=1)
+        if info != 0:
+            raise ArithmeticError(f"line network factor singular (dtrtri info {info})")
+        np.matmul(inverse_factor.T, inverse_factor, out=out)
 
-    def __init__(
-        self,
-        g: FloatArray,
-        g_t: FloatArray,
-        row_chains: tuple[FloatArray, FloatArray],
-        g_wire: float,
-        g_end: float,
-    ) -> None:
-        self.g, self.g_t = g, g_t
-        self.row_chains = row_chains
-        self.g_wire, self.g_end = g_wire, g_end
-        self.rows, self.cols = g.shape
-        diagonal = np.full(g_t.shape, 2 * g_wire)
-        diagonal[:, 0] = g_wire
-        diagonal[:, -1] = g_wire + g_end
-        if self.rows == 1:
-            diagonal[:, 0] = g_end
-        self.column_diagonal = diagonal + g_t
-        off = np.full(g_t.shape, -g_wire)
-        off[:, -1] = 0.0
-        self.column_chains = _chain_factor(self.column_diagonal.ravel(), off.ravel())
+    def _forward(self, blocks: FloatArray, start: int, stop: int, previous: FloatArray | None, out: FloatArray) -> None:
+        """``S_i^-1`` for rows ``start .. stop-1`` into ``out[0 .. stop-start-1]``, from
+        ``S_(start-1)^-1`` (``previous``; ``None`` at the top row)."""
+        coupling = self.g_wire**2
+        for i in range(start, stop):
+            schur = blocks[i].copy()
+            above = previous if i == start else out[i - start - 1]
+            if above is not None:
+                schur -= coupling * above
+            self._inverse(schur, out[i - start])
 
-    def _row_solve(self, x: FloatArray) -> FloatArray:
-        """``(A_u + D)^-1 D x`` for ``x`` (m, cols, rows); result (m, rows, cols)."""
-        m = x.shape[0]
-        by_rows = np.multiply(x.transpose(0, 2, 1), self.g)
-        solved, _ = dpttrs(*self.row_chains, by_rows.reshape(m, -1).T, overwrite_b=1)
-        return np.asarray(solved.T.reshape(m, self.rows, self.cols))
-
-    def apply(self, x: FloatArray) -> FloatArray:
-        gw = self.g_wire
-        # (A_w + D) x along each column line (index 0 at the top row, the TIA below the last row)
-        out = np.multiply(x, self.column_diagonal)
-        shifted = np.multiply(x[:, :, 1:], gw)
-        out[:, :, :-1] -= shifted
-        np.multiply(x[:, :, :-1], gw, out=shifted)
-        out[:, :, 1:] -= shifted
-        out -= np.multiply(self._row_solve(x).transpose(0, 2, 1), self.g_t)
-        return out
-
-    def precondition(self, r: FloatArray) -> FloatArray:
-        m = r.shape[0]
-        solved, _ = dpttrs(*self.column_chains, r.reshape(m, -1).T)
-        return np.asarray(solved.T.reshape(r.shape))
-
-    def row_driver_voltages(self, w: FloatArray) -> FloatArray:
-        """``u(i, 0)`` of every row for the column-line voltages ``w``: (m, rows)."""
-        return np.ascontiguousarray(self._row_solve(w)[:, :, 0])
-
-    def solve(self, sources: npt.NDArray[np.intp], w: FloatArray) -> int | None:
-        """Solve in place from the guess ``w`` for unit sources at the TIA end of ``sources``;
-        the number of iterations, or ``None`` if CG did not converge."""
-        m = sources.size
-        residual = -self.apply(w)
-        residual[np.arange(m), sources, self.rows - 1] += 1.0
-        limit = _CG_TOLERANCE**2  # |b| = 1 for a unit source
-        z = self.precondition(residual)
-        direction = z.copy()
-        rz = np.einsum("ijk,ijk->i", residual, z)
-        for iteration in range(_MAX_ITERATIONS + 1):
-            if float(np.einsum("ijk,ijk->i", residual, residual).max()) <= limit:
-                return iteration
-            if iteration == _MAX_ITERATIONS:
-                break
-            q = self.apply(direction)
-            alpha = rz / np.einsum("ijk,ijk->i", direction, q)
-            w += alpha[:, None, None] * direction
-            residual -= alpha[:, None, None] * q
-            z = self.precondition(residual)
-            rz_new = np.einsum("ijk,ijk->i", residual, z)
-            direction *= (rz_new / rz)[:, None, None]
-            direction += z
-            rz = rz_new
-        return None
+    def _sweep(self, blocks: FloatArray, probes: FloatArray, wanted: npt.NDArray[np.intp]) -> FloatArray:
+        rows, cols = self.rows, self.cols
+        # Keep every S_i^-1 when they fit, else every `stride`-th one (checkpoints) and
+        # recompute each stretch between them on the way back.
+        stride = max(1, min(rows, _STORE_BYTES // (8 * cols * cols)))
+        stretch = np.empty((stride, cols, cols))
+        checkpoints: dict[int, FloatArray | None] = {0: None}  # S_(start-1)^-1 of each stretch
+        if stride < rows:
+            previous: FloatArray | None = None
+            for start in range(0, rows, stride):
+                stop = min(start + stride, rows)
+                checkpoints[start] = None if previous is None else previous.copy()
+                self._forward(blocks, start, stop, previous, stretch)
+                previous = stretch[stop - start - 1]
+        result = np.empty((rows, wanted.size))
+        w = np.zeros((cols, wanted.size))
+        w[wanted, np.arange(wanted.size)] = 1.0  # a unit source at each wanted column's TIA
+        scale = self.g_wire * self.g_end
+        for start in reversed(range(0, rows, stride)):
+            stop = min(start + stride, rows)
+            self._forward(blocks, start, stop, checkpoints[start], stretch)
+            for i in reversed(range(start, stop)):
+                # Back substitution: S_i w_i = g_wire w_(i+1) (the source only in the last block).
+                w = stretch[i - start] @ w
+                np.matmul(probes[i], w, out=result[i])
+                w *= self.g_wire
+        result *= scale
+        return result
