@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.linalg.blas import dsyrk, dtrmm
 from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
 
 from mock_hardware.physics.iv import IVCurve
@@ -246,30 +247,40 @@ class TransferSolver:
             self.factorizations += 1
             g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
             return g_eff
-        blocks, probes = self._row_blocks(g)
-        g_eff[:, wanted] = self._sweep(blocks, probes, wanted)
+        row_blocks = self._row_blocks(g)
+        if row_blocks is None:  # row lines so lossy that their inverse underflows: solve by LU
+            self.factorizations += 1
+            g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
+            return g_eff
+        g_eff[:, wanted] = self._sweep(*row_blocks, wanted)
         return g_eff
 
-    def _row_blocks(self, g: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """The diagonal blocks ``B_i`` (rows, cols, cols) and the probes ``h_i`` (rows, cols) with
-        ``u(i, 0) = h_i . w_i``: row 0 of ``(A_u,i + D_i)^-1 D_i``."""
+    def _row_blocks(self, g: FloatArray) -> tuple[FloatArray, FloatArray] | None:
+        """The diagonal blocks ``B_i`` (rows, cols, cols; only each block's upper triangle, in
+        C order, is filled and read) and the probes ``h_i`` (rows, cols) with ``u(i, 0) = h_i . w_i``;
+        ``None`` if the semiseparable form underflows (far more wire than any preset, long rows)."""
         rows, cols, gw = self.rows, self.cols, self.g_wire
         diagonal = np.full((rows, cols), 2 * gw)
         diagonal[:, -1] = gw  # the far end; column 0 keeps its link to the driver
         off = np.full((rows, cols), -gw)
         off[:, -1] = 0.0  # chains end with their row
         chains = _chain_factor((diagonal + g).ravel(), off.ravel())
-        # (A_u,i + D_i)^-1 D_i for every row at once: one batched tridiagonal solve whose
-        # right-hand side l of row i is g[i, l] at node (i, l).
-        rhs = np.zeros((rows * cols, cols), order="F")
-        rhs[np.arange(rows * cols), np.tile(np.arange(cols), rows)] = g.ravel()
-        solved, info = dpttrs(*chains, rhs, overwrite_b=1)
+        # The inverse of a tridiagonal matrix is semiseparable: T^-1[k, l] = y_k x_l / y_0 for
+        # k <= l, with x = T^-1 e_0 and y = T^-1 e_last, two solves per row line instead of cols.
+        ends = np.zeros((rows, cols, 2))
+        ends[:, 0, 0] = 1.0
+        ends[:, -1, 1] = 1.0
+        solved, info = dpttrs(*chains, ends.reshape(-1, 2), overwrite_b=1)
         if info != 0:
             raise ArithmeticError(f"line network row solve failed (dpttrs info {info})")
-        # blocks[i, l, k] = X_i[k, l]; D_i X_i is symmetric, so it equals X_i^T D_i.
-        blocks = np.ascontiguousarray(solved.T.reshape(cols, rows, cols).transpose(1, 0, 2))
-        probes = blocks[:, :, 0].copy()
-        blocks *= -g[:, None, :]
+        first = solved[:, 0].reshape(rows, cols)
+        last = solved[:, 1].reshape(rows, cols)
+        probes = g * first  # row 0 of (A_u,i + D_i)^-1 D_i
+        if not np.all(last[:, 0] > 1e-250 * last[:, -1]):
+            return None
+        left = -g * last / last[:, :1]
+        # -(D_i T_i^-1 D_i)[k, l] for k <= l; the lower triangle is never read.
+        blocks = np.multiply(left[:, :, None], probes[:, None, :])
         column_diagonal = np.full(rows, 2 * gw)
         column_diagonal[0] = gw  # the top of each column line is open
         column_diagonal[-1] = gw + self.g_end  # the bottom links to the TIA
@@ -279,53 +290,48 @@ class TransferSolver:
         blocks[:, diagonal_index, diagonal_index] += column_diagonal[:, None] + g
         return blocks, probes
 
-    def _inverse(self, schur: FloatArray, out: FloatArray) -> None:
-        """``out = schur^-1`` (full) for a symmetric positive-definite ``schur`` (its lower triangle
-        is read); ``schur`` is overwritten."""
-        factor, info = dpotrf(schur, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
-            raise ArithmeticError(f"line network not positive definite (dpotrf info {info})")
-        inverse_factor, info = dtrtri(factor, lower=1, overwrite_c=1)
-        if info != 0:
-            raise ArithmeticError(f"line network factor singular (dtrtri info {info})")
-        np.matmul(inverse_factor.T, inverse_factor, out=out)
-
-    def _forward(self, blocks: FloatArray, start: int, stop: int, previous: FloatArray | None, out: FloatArray) -> None:
-        """``S_i^-1`` for rows ``start .. stop-1`` into ``out[0 .. stop-start-1]``, from
-        ``S_(start-1)^-1`` (``previous``; ``None`` at the top row)."""
-        coupling = self.g_wire**2
+    def _forward(self, blocks: FloatArray, start: int, stop: int, schur: FloatArray, out: FloatArray) -> FloatArray:
+        """Factor rows ``start .. stop-1`` from the Schur complement ``S_start`` (Fortran order, lower
+        triangle): ``L_i^-1`` into ``out[i - start]`` (stored transposed, so ``out[k].T`` is it in
+        Fortran order); returns ``S_stop`` (meaningless when ``stop`` is the last row)."""
+        coupling = -(self.g_wire**2)
         for i in range(start, stop):
-            schur = blocks[i].copy()
-            above = previous if i == start else out[i - start - 1]
-            if above is not None:
-                schur -= coupling * above
-            self._inverse(schur, out[i - start])
+            factor, info = dpotrf(schur, lower=1, clean=1, overwrite_a=1)
+            if info != 0:
+                raise ArithmeticError(f"line network not positive definite (dpotrf info {info})")
+            inverse_factor, info = dtrtri(factor, lower=1, overwrite_c=1)
+            if info != 0:
+                raise ArithmeticError(f"line network factor singular (dtrtri info {info})")
+            out[i - start] = inverse_factor.T
+            if i + 1 < self.rows:
+                # S_(i+1) = B_(i+1) - g_wire^2 S_i^-1, S_i^-1 = L_i^-T L_i^-1 (lower triangle only).
+                schur = dsyrk(coupling, inverse_factor, beta=1.0, c=blocks[i + 1].T, trans=1, lower=1)
+        return schur
 
     def _sweep(self, blocks: FloatArray, probes: FloatArray, wanted: npt.NDArray[np.intp]) -> FloatArray:
         rows, cols = self.rows, self.cols
-        # Keep every S_i^-1 when they fit, else every `stride`-th one (checkpoints) and
-        # recompute each stretch between them on the way back.
+        # Keep every L_i^-1 when they fit, else only the Schur complement at every `stride`-th row
+        # (checkpoints) and factor each stretch again on the way back.
         stride = max(1, min(rows, _STORE_BYTES // (8 * cols * cols)))
         stretch = np.empty((stride, cols, cols))
-        checkpoints: dict[int, FloatArray | None] = {0: None}  # S_(start-1)^-1 of each stretch
+        checkpoints = {0: np.array(blocks[0].T, order="F")}
         if stride < rows:
-            previous: FloatArray | None = None
-            for start in range(0, rows, stride):
-                stop = min(start + stride, rows)
-                checkpoints[start] = None if previous is None else previous.copy()
-                self._forward(blocks, start, stop, previous, stretch)
-                previous = stretch[stop - start - 1]
+            for start in range(0, rows - stride, stride):
+                schur = self._forward(blocks, start, start + stride, checkpoints[start].copy(order="F"), stretch)
+                checkpoints[start + stride] = schur
         result = np.empty((rows, wanted.size))
-        w = np.zeros((cols, wanted.size))
+        w = np.zeros((cols, wanted.size), order="F")
         w[wanted, np.arange(wanted.size)] = 1.0  # a unit source at each wanted column's TIA
-        scale = self.g_wire * self.g_end
         for start in reversed(range(0, rows, stride)):
             stop = min(start + stride, rows)
-            self._forward(blocks, start, stop, checkpoints[start], stretch)
+            self._forward(blocks, start, stop, checkpoints.pop(start), stretch)
             for i in reversed(range(start, stop)):
-                # Back substitution: S_i w_i = g_wire w_(i+1) (the source only in the last block).
-                w = stretch[i - start] @ w
+                # Back substitution: S_i w_i = g_wire w_(i+1) (the source only in the last block),
+                # with S_i^-1 = L_i^-T L_i^-1; this carries G_eff's factor g_wire along (one per step,
+                # one more than the recursion needs).
+                inverse_factor = stretch[i - start].T
+                w = dtrmm(1.0, inverse_factor, w, lower=1, overwrite_b=1)
+                w = dtrmm(self.g_wire, inverse_factor, w, lower=1, trans_a=1, overwrite_b=1)
                 np.matmul(probes[i], w, out=result[i])
-                w *= self.g_wire
-        result *= scale
+        result *= self.g_end  # G_eff = g_wire g_end u(i, 0), g_wire already in w
         return result

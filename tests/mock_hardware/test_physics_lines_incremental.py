@@ -42,6 +42,15 @@ def test_the_back_substitution_from_checkpoints_gives_the_same_answer(monkeypatc
     np.testing.assert_allclose(stored, effective_conductance(g, 0.35, 1), rtol=1e-9)
 
 
+def test_row_lines_too_lossy_for_the_semiseparable_form_fall_back_to_the_sparse_lu() -> None:
+    # 10 kohm segments against 1 mS cells on a 420-column row: the row line's inverse decays by
+    # about 10x per cell, below the smallest double at the far end.
+    g = np.random.default_rng(3).uniform(900e-6, 1e-3, (2, 420))
+    solver = TransferSolver(2, 420, 1e4)
+    np.testing.assert_allclose(solver.transfer(g), effective_conductance(g, 1e4, 1), rtol=1e-12)
+    assert solver.factorizations == 1
+
+
 def test_wires_far_below_the_cells_fall_back_to_the_sparse_lu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(line_resistance, "_MAX_WIRE_TO_CELL", 1.0)
     g = np.random.default_rng(2).uniform(500e-6, 1e-3, (30, 30))
