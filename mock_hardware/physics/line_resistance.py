@@ -23,6 +23,7 @@ Three solvers, from cheapest to most general:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg.blas import dsyrk, dtrmm
 from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
+from threadpoolctl import ThreadpoolController
 
 from mock_hardware.physics.iv import IVCurve
 
@@ -207,6 +209,11 @@ _STORE_BYTES = 64 * 2**20
 _MAX_WIRE_TO_CELL = 1e12
 
 
+@cache
+def _blas_threads() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
     """LDL^T factors of a symmetric positive-definite tridiagonal matrix (independent chains
     are one matrix with zeros where a chain ends)."""
@@ -252,7 +259,10 @@ class TransferSolver:
             self.factorizations += 1
             g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
             return g_eff
-        g_eff[:, wanted] = self._sweep(*row_blocks, wanted)
+        # Hundreds of small (cols x cols) BLAS calls: a second BLAS thread only adds hand-offs (3x
+        # slower on a busy 2-core machine, measured), so the sweep runs on one.
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            g_eff[:, wanted] = self._sweep(*row_blocks, wanted)
         return g_eff
 
     def _row_blocks(self, g: FloatArray) -> tuple[FloatArray, FloatArray] | None:
