@@ -33,6 +33,7 @@ from mock_hardware.physics.line_resistance import TransferSolver, series_read, s
 from mock_hardware.physics.noise import fast_normal, fast_normal_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
+from mock_hardware.physics.threads import one_blas_thread
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -217,6 +218,10 @@ class CrossbarArray:
         rounding (about 1e-7 of the largest term) is five orders below the noise. Without read
         noise the product is float64.
         """
+        with one_blas_thread():
+            return self._vmm(v_rows, row0, col0, ncols)
+
+    def _vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
         v = np.asarray(v_rows, dtype=np.float64)
         nvec, nrows = v.shape
         transfer = self._transfer_matrix(row0, nrows, col0, ncols)[:, col0 : col0 + ncols]

@@ -17,6 +17,7 @@ from functools import partial
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from drivers import Board
 from hil.array_backend import ArrayBackend
@@ -306,6 +307,13 @@ def run_training(
 ) -> TrainResult:
     """Train as ``config`` says, recording into ``run``; with ``previous``, resume that run (on the
     same boards, unless ``allow_other_board``)."""
+    # The network's products are small (a batch by a few hundred): a second BLAS thread made the
+    # demo 2x slower on a busy 2-core machine, where it fights the emulator and other jobs.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_training(config, run, previous, allow_other_board)
+
+
+def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
     train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,

@@ -23,7 +23,6 @@ Three solvers, from cheapest to most general:
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +30,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg.blas import dsyrk, dtrmm
 from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
-from threadpoolctl import ThreadpoolController
 
 from mock_hardware.physics.iv import IVCurve
+from mock_hardware.physics.threads import one_blas_thread
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -209,11 +208,6 @@ _STORE_BYTES = 64 * 2**20
 _MAX_WIRE_TO_CELL = 1e12
 
 
-@cache
-def _blas_threads() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
     """LDL^T factors of a symmetric positive-definite tridiagonal matrix (independent chains
     are one matrix with zeros where a chain ends)."""
@@ -259,9 +253,7 @@ class TransferSolver:
             self.factorizations += 1
             g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
             return g_eff
-        # Hundreds of small (cols x cols) BLAS calls: a second BLAS thread only adds hand-offs (3x
-        # slower on a busy 2-core machine, measured), so the sweep runs on one.
-        with _blas_threads().limit(limits=1, user_api="blas"):
+        with one_blas_thread():  # hundreds of small (cols x cols) calls: a second thread only adds hand-offs
             g_eff[:, wanted] = self._sweep(*row_blocks, wanted)
         return g_eff
 
