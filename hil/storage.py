@@ -71,6 +71,7 @@ class RunFile:
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
         self.flush_hooks: list[Callable[[], None]] = []
         self._handles: dict[str, h5py.Dataset] = {}
+        self._written_attrs: dict[str, dict[str, Attr]] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
         self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
@@ -90,6 +91,7 @@ class RunFile:
         run._pending_attrs = {}
         run.flush_hooks = []
         run._handles = {}
+        run._written_attrs = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
@@ -120,6 +122,7 @@ class RunFile:
         """Drop everything measured: a resumed run that starts over."""
         del self._file[DATA_GROUP]
         self._handles.clear()
+        self._written_attrs.clear()
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs.clear()
         self.flush()
@@ -151,7 +154,9 @@ class RunFile:
         values = np.asarray(data)
         existing = self._dataset(name)
         if existing is not None and existing.shape == values.shape and existing.dtype == values.dtype:
-            existing[...] = values  # in place: rewriting a checkpoint every update must not grow the file
+            # In place: rewriting a checkpoint every update must not grow the file. The low-level
+            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map).
+            existing.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(values))
             if attrs:
                 self.set_attrs(name, **attrs)
             self._flush_if_due()
@@ -159,6 +164,7 @@ class RunFile:
         if name in self._data:
             del self._data[name]
         self._handles.pop(name, None)
+        self._written_attrs.pop(name, None)
         self._data.create_dataset(name, data=values)
         self._apply_pending()
         self.set_attrs(name, **attrs)
@@ -180,12 +186,27 @@ class RunFile:
         self._flush_if_due()
 
     def set_attrs(self, name: str, /, **attrs: Attr) -> None:
+        # Scalars already on disk with the same value are not written again: every flush rewrites
+        # a link's dozen counters, most unchanged, and each h5py attribute write costs ~0.3 ms.
+        written = self._written_attrs.get(name)
+        if written is not None:
+            attrs = {key: value for key, value in attrs.items() if not _same_scalar(written.get(key), value)}
+            if not attrs:
+                return
         if not name:
-            self._data.attrs.update(attrs)
+            node: h5py.Group | h5py.Dataset = self._data
         elif name in self._data:
-            self._data[name].attrs.update(attrs)
+            node = self._data[name]
         else:  # a dataset or group still to come: applied once it exists (or as a group at close)
             self._pending_attrs.setdefault(name, {}).update(attrs)
+            return
+        node.attrs.update(attrs)
+        cache = self._written_attrs.setdefault(name, {})
+        for key, value in attrs.items():
+            if isinstance(value, _SCALARS):
+                cache[key] = value
+            else:
+                cache.pop(key, None)
 
     def _apply_pending(self) -> None:
         for name in [n for n in self._pending_attrs if n in self._data]:
@@ -263,6 +284,14 @@ class RunData:
     def config(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(self.root.get(layout.CONFIG, "{}"))
         return loaded
+
+
+_SCALARS = (bool, int, float, str, np.bool_, np.integer, np.floating)
+
+
+def _same_scalar(stored: Attr | None, value: Attr) -> bool:
+    """``value`` is a scalar equal to, and of the same type as, ``stored``."""
+    return isinstance(value, _SCALARS) and type(stored) is type(value) and bool(stored == value)
 
 
 def _plain(value: Any) -> Any:

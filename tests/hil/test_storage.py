@@ -132,3 +132,23 @@ def test_group_attributes_set_before_the_group_exists_are_kept(tmp_path: Path) -
     assert data.attrs["calibration"]["v_gate_window"] == "0.7-1.6"
     assert data.attrs["calibration/k"]["unit"] == "S/V"
     assert data.attrs["summary"]["cells"] == 8
+
+
+def test_attributes_rewritten_only_when_changed_yet_always_stored(tmp_path: Path) -> None:
+    # set_attrs skips scalars already on disk with the same value (each flush rewrites a link's
+    # counters); what it skips must really be there, what changed must be written.
+    path = tmp_path / "run.h5"
+    with _run_file(path) as run:
+        run.require_group("link/b")
+        run.set_attrs("link/b", pulses=1, framed=True, name="b")
+        run.set_attrs("link/b", pulses=1, framed=True, name="b")
+        run.set_attrs("link/b", pulses=2, framed=1, name="b")  # a new value, and a new type
+        run.write("cp/w", np.zeros(3), unit="S")
+        run.write("cp/w", np.zeros(4))  # another shape: the dataset is made anew, without attributes
+        run.write("cp/w", np.ones(4), unit="S")  # so the same unit must be written again
+        run.write("cp/w", np.full(4, 2.0))  # in place
+    data = read_run(path)
+    assert data.attrs["link/b"] == {"pulses": 2, "framed": 1, "name": "b"}
+    assert not isinstance(data.attrs["link/b"]["framed"], bool)
+    assert data.attrs["cp/w"] == {"unit": "S"}
+    np.testing.assert_array_equal(data.datasets["cp/w"], np.full(4, 2.0))
