@@ -11,11 +11,11 @@ Three solvers, from cheapest to most general:
 - :func:`series_read`: one cell read alone (only its row's gate on, other columns floating) sees a
   single series path, so the read is a scalar equation per cell, solved elementwise.
 - :class:`TransferSolver`: with ohmic cells the column currents of a VMM are linear in the row
-  voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (one tridiagonal solve per
-  line) and the column lines' system is solved by a stationary iteration preconditioned with the
-  column lines' own tridiagonal systems, started from the last solution: a programming event costs
-  a few sweeps over the array, not a factorization. :func:`effective_conductance` is the same
-  ``G_eff`` from one sparse LU factorization (the exact reference, and the fallback).
+  voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (each a tridiagonal chain,
+  whose inverse is semiseparable) and the column-line system left, block tridiagonal by rows, is
+  solved by a block Cholesky sweep: exact, ``rows x cols^3`` work in dense LAPACK calls, nothing
+  kept between calls. :func:`effective_conductance` is the same ``G_eff`` from one sparse LU
+  factorization (the reference in tests, and the fallback for extreme parameters).
 - :func:`solve_dc`: arbitrary row and column voltages, any gate pattern and a nonlinear I-V, by
   Newton iteration on the sparse nodal equations (one solve per iteration).
 """
