@@ -125,7 +125,7 @@ def instrumented(clocks: Clocks) -> Iterator[None]:
     hooks += [(CrossbarArray, m, "physics") for m in ("vmm", "read_conductance", "apply_pulses", "column_currents")]
     if hasattr(line_resistance, "TransferSolver"):
         hooks += [(line_resistance.TransferSolver, "transfer", "line_solve")]
-    else:  # before the warm-started solver (to measure the "before" figures)
+    else:  # before the TransferSolver existed (to measure older "before" figures)
         hooks += [(array_model, "effective_conductance", "line_solve")]
     hooks += [(RunFile, m, "recorder") for m in ("write", "append", "set_attrs", "flush", "truncate")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in hooks]

@@ -198,9 +198,10 @@ def solve_dc(
     return np.asarray(column_currents), np.asarray(cell_currents)
 
 
-# Bytes of stored Schur-complement inverses the TransferSolver keeps for its back substitution
-# (rows x cols^2 doubles: 4 MB on 128 x 64, 268 MB on 512 x 256); above this it keeps every
-# k-th one and recomputes the rows between them on the way back (one more forward sweep).
+# Bytes of inverse Cholesky factors the TransferSolver keeps for its back substitution
+# (rows x cols^2 doubles: 4 MB on 128 x 64, 268 MB on 512 x 256); above this it keeps only the
+# Schur complement at every k-th row and factors each stretch again on the way back (one more
+# forward sweep).
 _STORE_BYTES = 64 * 2**20
 # The sweep subtracts wire conductances (1 / r_segment) from each other, so its rounding grows
 # like eps * g_wire / g_cell (still 1e-12 relative at a ratio of 1e11, checked against the LU);
@@ -236,7 +237,7 @@ class TransferSolver:
         self.r_segment, self.end_segments = r_segment, end_segments
         self.g_wire = 1.0 / r_segment
         self.g_end = 1.0 / (r_segment * end_segments)
-        self.factorizations = 0  # sparse LU solves (wires far below the cells' resistance), over its life
+        self.factorizations = 0  # fallbacks to the sparse LU (extreme wire-to-cell ratios), over its life
 
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
         """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns

@@ -61,7 +61,7 @@ def test_wires_far_below_the_cells_fall_back_to_the_sparse_lu(monkeypatch: pytes
 
 def test_the_array_tracks_many_programming_events_exactly() -> None:
     # Through the array model, with the per-cell shortcut switched off by a tiny tolerance: every
-    # VMM after a programming event is the warm-started solve, checked against a dense nodal solve.
+    # VMM after a programming event is a fresh sweep, checked against a dense nodal solve.
     rows, cols, r_segment = 16, 12, 0.35
     params = preset("ideal", rows=rows, cols=cols, line_resistance=r_segment, line_refactor_tolerance=1e-12, **QUIET)
     array = CrossbarArray(params, seed=3)
