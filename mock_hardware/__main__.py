@@ -1,5 +1,6 @@
 """``python -m mock_hardware serve --tcp 127.0.0.1:PORT`` or ``serve --pty``: the emulated board.
 
+``--baud N`` (8N1) or ``--bytes-per-second N`` paces the link as slow as a real serial board's.
 Once listening it prints one line ``READY <resource string to open>`` on stdout, then serves
 until stdin closes (unless --ignore-stdin) or it receives SIGTERM/SIGINT.
 """
@@ -12,6 +13,7 @@ import sys
 
 from mock_hardware.device_params import PRESETS
 from mock_hardware.emulator import DEFAULT_PRESET, build_firmware
+from mock_hardware.pacing import bytes_per_second
 from mock_hardware.params_file import with_params_file
 from mock_hardware.server import EmulatorServer
 
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="inject link faults, e.g. drop_reply=0.01 close_after=500 (see mock_hardware/faults.py); repeatable",
     )
+    pace = serve.add_mutually_exclusive_group()
+    pace.add_argument("--baud", type=int, metavar="N",
+                      help="pace the link as a UART at N baud, 8N1 (N/10 bytes per second each way)")
+    pace.add_argument("--bytes-per-second", type=float, metavar="N", help="pace the link at N bytes per second each way")
     serve.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
     serve.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser  # fmt: skip
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             overrides[name] = str(getattr(args, name))
     try:
+        rate = bytes_per_second(args.baud, args.bytes_per_second)
         preset_name = args.preset or DEFAULT_PRESET
         if args.params:
             preset_name, overrides = with_params_file(args.params, args.preset, overrides, DEFAULT_PRESET)
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     def announce(resource: str) -> None:
         print(f"READY {resource}", flush=True)
 
-    server = EmulatorServer(firmware, watch_stdin=not args.ignore_stdin)
+    server = EmulatorServer(firmware, watch_stdin=not args.ignore_stdin, rate=rate)
     if args.pty:
         server.serve_pty(announce)
     else:

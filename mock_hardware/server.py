@@ -6,7 +6,8 @@ taken over. Commands are run one at a time and their replies go out through a no
 buffer; while that buffer holds more than ``BACKLOG_LIMIT`` nothing more is read or run, and a
 client that takes no reply for ``stall_timeout`` is released. A command left incomplete for
 ``quiet_timeout`` is discarded with an error. The loop ends when stdin closes (if stdin is a pipe
-or terminal) or the process is signalled.
+or terminal) or the process is signalled. Given a ``rate`` (bytes per second, see
+:mod:`mock_hardware.pacing`), bytes cross the link no faster than that, each way, as on a UART.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from drivers import codec
 from drivers.codec import Command, ErrorCode, Framed, ParseError
 from mock_hardware.faults import FaultPlan
 from mock_hardware.firmware import Firmware
+from mock_hardware.pacing import Pacer
 
 QUIET_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
@@ -56,13 +58,17 @@ class _Connection:
     replies not yet sent."""
 
     def __init__(
-        self, fd: int, close: Callable[[], None], commands_before: int, sock: socket.socket | None = None
-    ) -> None:
+        self, fd: int, close: Callable[[], None], commands_before: int, sock: socket.socket | None = None,
+        rate: float | None = None,
+    ) -> None:  # fmt: skip
         self.fd = fd
         self.close = close
         self.sock = sock
         self.items: deque[Command | ParseError | Framed] = deque()
         self.pending = bytearray()
+        self.inbound = bytearray()  # bytes received that a paced link has not yet carried to the board
+        self.pace_in = Pacer(rate) if rate else None
+        self.pace_out = Pacer(rate) if rate else None
         self.last_input = time.monotonic()
         self.last_progress = time.monotonic()  # when replies last left (or began to wait)
         self.commands_before = commands_before  # the firmware's count when this link opened
@@ -70,7 +76,7 @@ class _Connection:
     @property
     def idle_since(self) -> float:
         """Seconds the link has been silent both ways, 0 while anything waits."""
-        if self.items or self.pending:
+        if self.items or self.pending or self.inbound:
             return 0.0
         return time.monotonic() - max(self.last_input, self.last_progress)
 
@@ -88,8 +94,11 @@ class EmulatorServer:
     def __init__(
         self, firmware: Firmware, watch_stdin: bool = True, quiet_timeout: float = QUIET_TIMEOUT,
         stall_timeout: float = STALL_TIMEOUT, takeover_silence: float = TAKEOVER_SILENCE,
+        rate: float | None = None,
     ) -> None:  # fmt: skip
         self.firmware = firmware
+        self.rate = rate
+        """bytes per second each way (``None``: as fast as the OS moves them)"""
         self.watch_stdin = watch_stdin
         self.quiet_timeout = quiet_timeout
         self.stall_timeout = stall_timeout
@@ -131,7 +140,7 @@ class EmulatorServer:
         tty.setraw(slave)
         os.set_blocking(master, False)
         # Keeping the slave open ourselves means a client closing it does not error the master.
-        self._open(_Connection(master, lambda: None, self.firmware.commands_served))
+        self._open(_Connection(master, lambda: None, self.firmware.commands_served, rate=self.rate))
         try:
             self._loop(on_listen=lambda: None, ready=lambda: announce(f"ASRL{os.ttyname(slave)}::INSTR"))
         finally:
@@ -166,7 +175,7 @@ class EmulatorServer:
             self._drop()  # silent long enough: its host has most likely gone (a half-open connection)
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._open(_Connection(client.fileno(), client.close, self.firmware.commands_served, client))
+        self._open(_Connection(client.fileno(), client.close, self.firmware.commands_served, client, self.rate))
 
     def _drop(self) -> None:
         connection = self.connection
@@ -196,7 +205,7 @@ class EmulatorServer:
         try:
             ready()  # only now: a signal from here on stops the loop cleanly
             while not self.stop.requested:
-                for key, events in self.selector.select(POLL_INTERVAL):
+                for key, events in self.selector.select(self._poll_interval()):
                     if key.data == "stdin":
                         if not os.read(stdin_fd or 0, 4096):
                             self.stop.requested = True
@@ -210,6 +219,7 @@ class EmulatorServer:
                             self._send(connection)
                             if self.connection is connection:
                                 self._work(connection)
+                self._pace()
                 self._check_quiet()
                 self._check_stalled()
         finally:
@@ -233,8 +243,46 @@ class EmulatorServer:
             self._drop()
             return
         connection.last_input = time.monotonic()
+        if connection.pace_in is not None:
+            connection.inbound += data
+            self._carry_inbound(connection)
+            return
         connection.items.extend(self.firmware.parser.feed(data))
         self._work(connection)
+
+    def _carry_inbound(self, connection: _Connection) -> None:
+        """Hand the board the received bytes a paced link would have carried by now."""
+        assert connection.pace_in is not None
+        count = connection.pace_in.allowed(len(connection.inbound))
+        if not count:
+            return
+        data = bytes(connection.inbound[:count])
+        del connection.inbound[:count]
+        connection.last_input = time.monotonic()
+        connection.items.extend(self.firmware.parser.feed(data))
+        self._work(connection)
+
+    def _pace(self) -> None:
+        """On a paced link: carry what the link has carried since the last turn of the loop, both ways."""
+        connection = self.connection
+        if connection is None or connection.pace_in is None:
+            return
+        if connection.inbound:
+            self._carry_inbound(connection)
+        if self.connection is connection and connection.pending:
+            self._send(connection)
+
+    def _poll_interval(self) -> float:
+        """How long the loop may sleep: shorter while a paced link has bytes on their way."""
+        connection = self.connection
+        if connection is None or connection.pace_in is None or connection.pace_out is None:
+            return POLL_INTERVAL
+        waits = [POLL_INTERVAL]
+        if connection.inbound:
+            waits.append(connection.pace_in.wait())
+        if connection.pending:
+            waits.append(connection.pace_out.wait())
+        return min(waits)
 
     def _work(self, connection: _Connection) -> None:
         """Run the commands received, one at a time, while the replies waiting stay under the limit."""
@@ -250,7 +298,10 @@ class EmulatorServer:
     def _interest(self, connection: _Connection) -> None:
         # Nothing more is read while commands wait to run: the client's own buffers fill and push back.
         reading = not connection.items and len(connection.pending) <= BACKLOG_LIMIT
-        wanted = (selectors.EVENT_READ if reading else 0) | (selectors.EVENT_WRITE if connection.pending else 0)
+        reading = reading and len(connection.inbound) <= BACKLOG_LIMIT
+        # A paced link sends on the loop's clock (see _pace), not whenever the OS could take more.
+        writing = bool(connection.pending) and connection.pace_out is None
+        wanted = (selectors.EVENT_READ if reading else 0) | (selectors.EVENT_WRITE if writing else 0)
         self.selector.modify(connection.fd, wanted or selectors.EVENT_READ, "link")
 
     def _link_fails_now(self, connection: _Connection) -> bool:
@@ -272,6 +323,7 @@ class EmulatorServer:
             return
         connection.pending.clear()
         connection.items.clear()
+        connection.inbound.clear()
         connection.commands_before = self.firmware.commands_served
         self.firmware.glitched()
         self._interest(connection)
@@ -289,13 +341,19 @@ class EmulatorServer:
 
     def _send(self, connection: _Connection) -> None:
         piece = connection.pending[: self.faults.chunk_size] if self.faults.chunk_size else connection.pending
+        allowed = len(piece)
+        if connection.pace_out is not None:
+            allowed = connection.pace_out.allowed(allowed)
+            piece = piece[:allowed]
         try:
-            written = os.write(connection.fd, piece)
+            written = os.write(connection.fd, piece) if piece else 0
         except BlockingIOError:
             written = 0
         except OSError:
             self._drop()
             return
+        if connection.pace_out is not None and written < allowed:
+            connection.pace_out.refund(allowed - written)
         if written:
             connection.last_progress = time.monotonic()
         del connection.pending[:written]
@@ -305,7 +363,7 @@ class EmulatorServer:
         connection = self.connection
         if connection is None or not self.firmware.parser.has_partial:
             return
-        if connection.items or len(connection.pending) > BACKLOG_LIMIT:
+        if connection.items or connection.inbound or len(connection.pending) > BACKLOG_LIMIT:
             connection.last_input = time.monotonic()  # the board is not reading: the silence is its own
             return
         if time.monotonic() - connection.last_input > self.quiet_timeout:
