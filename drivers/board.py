@@ -11,7 +11,7 @@ import atexit
 import logging
 import math
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from drivers import codec
+from drivers import codec, pulse_forms
+from drivers import compact as layouts
 from drivers import commands as cmd
 from drivers.codec import block_bounds
 from drivers.commands import CommandSpec, LimitName, Line, PulseKind
@@ -64,6 +65,18 @@ class Region:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a split operation has got: passed to :attr:`Board.progress` after each of its commands."""
+
+    operation: str
+    """``map``, ``vmm`` or ``pulses``"""
+    done: int
+    total: int
+    unit: str
+    """what ``done`` and ``total`` count: ``rows``, ``vectors``"""
+
+
+@dataclass(frozen=True)
 class AdcSample:
     current: float
     """column current computed from the code, A"""
@@ -93,6 +106,9 @@ LIMIT_FIELDS: dict[str, LimitName] = {
 """each field of :class:`SafetyLimits` and the firmware limit it mirrors"""
 _OPEN_BOARDS: weakref.WeakSet[Board] = weakref.WeakSet()
 MAX_IDLE = Range(min=0.0, max=1e7)  # s: the protocol's SYST:WAIT bound
+MAX_COMMAND_TIME = 2.0
+"""s: on a link of known speed, work is split so that no command's bytes take longer than this to cross
+it (a single row or vector is never split)"""
 # The longest single SYST:WAIT sent: its reply timeout (wait + link timeout) must stay within
 # what every transport can express (pyvisa takes whole milliseconds below 2**32, about 49 days).
 MAX_WAIT_CHUNK = 1e5  # s
@@ -132,6 +148,11 @@ class Board:
             firmware offers them (``None``). See docs/wire-protocol.md, "Framed mode".
         reopen: opens the link again after it drops (``open_board`` passes one for LAN and serial).
         reconnect_attempts: how many times ``reopen`` is tried, with growing pauses, before giving up.
+        compact: the compact encodings of protocol 1.3 (``True``), the 1.2 forms only (``False``), or
+            the compact ones when the board offers them (``None``).
+        link_rate: the link's speed, bytes per second (a UART: baud / 10), when known: maps, VMM
+            batches and pulse batches are then split so that no command takes longer than
+            ``max_command_time`` to cross it. ``None``: split only by the protocol's block limit.
     """
 
     def __init__(
@@ -143,6 +164,9 @@ class Board:
         framing: bool | None = None,
         reopen: Callable[[], Transport] | None = None,
         reconnect_attempts: int = 5,
+        compact: bool | None = None,
+        link_rate: float | None = None,
+        max_command_time: float = MAX_COMMAND_TIME,
     ) -> None:
         self.link = Link(transport, retries, reconnect_attempts)
         """the exchanges with the board: framing, retries, reconnects, and what they cost (``link.stats``)"""
@@ -150,8 +174,13 @@ class Board:
         self.pulses_applied = 0  # pulses the board confirmed applying (cells of batches, sweep steps)
         self.resource = transport.resource
         self._closed = False
+        self.link_rate = link_rate
+        self.max_command_time = max_command_time
+        self.progress: Callable[[Progress], None] | None = None
+        """called after each command of a map, VMM batch or pulse batch split over several (a progress bar's hook)"""
         try:
             self.identity = self._identify()
+            self.protocol = _version(self._ask(cmd.VERS).text)  # before framing: a 1.0 board has none
             if framing is not False:
                 self.link.start_framing()
             rows, cols = (int(f) for f in self._ask(cmd.ARR).fields)
@@ -159,12 +188,19 @@ class Board:
             self.firmware_limits = self._query_limits()
             self.read_gate_voltage = float(self._ask(cmd.VGRE).text)
             self.tia_gains: tuple[float, ...] = tuple(float(f) for f in self._ask(cmd.TIA_GAIN).fields)
+            offered = self.protocol >= layouts.COMPACT_SINCE
+            self.scales: layouts.Scales | None = self._query_scales() if offered and compact is not False else None
+            """the converter scales of the compact encodings; ``None``: the 1.2 forms only"""
         except (ValueError, IndexError) as exc:
             transport.close()
             raise LinkError(self.resource, f"the board's description is malformed: {exc}") from exc
         except BaseException:
             transport.close()
             raise
+        if compact is True and self.scales is None:
+            transport.close()
+            raise InvalidRequest(f"{self.resource}: the compact encodings were required, but the board speaks "
+                                 f"protocol {'.'.join(map(str, self.protocol))} (they came in 1.3)")  # fmt: skip
         if framing is True and not self.link.framed:
             transport.close()
             raise InvalidRequest(f"{self.resource}: framing was required, but the firmware has no framed mode "
@@ -254,6 +290,39 @@ class Board:
             low, high = (float(f) for f in self._ask(cmd.LIM, wire).fields)
             ranges[name] = Range(min=low, max=high)
         return SafetyLimits.model_validate(ranges)
+
+    def _query_scales(self) -> layouts.Scales:
+        ranges = {line: _pair(self._ask(cmd.DAC_RANG, line.value).fields) for line in Line}
+        return layouts.Scales(
+            dac_bits=int(self._ask(cmd.DAC_RES).text), dac_ranges=ranges, adc_bits=int(self._ask(cmd.ADC_RES).text),
+            adc_range=_pair(self._ask(cmd.ADC_RANG).fields), gains=self.tia_gains,
+        )  # fmt: skip
+
+    @property
+    def _adc_codes(self) -> bool:
+        """Whether maps and VMM outputs come as ADC codes (the board offers them and they fit int16)."""
+        return self.scales is not None and self.scales.adc_bits <= 8 * layouts.ADC_CODE_DTYPE.itemsize
+
+    def _command_bytes(self) -> int:
+        """The most bytes one command and its reply may move: the block limit, and on a link of known
+        speed what crosses it in ``max_command_time``."""
+        if self.link_rate is None:
+            return codec.MAX_BLOCK_BYTES
+        return max(1, min(codec.MAX_BLOCK_BYTES, int(self.link_rate * self.max_command_time)))
+
+    def _chunks(self, count: int, bytes_per_item: int, block_bytes_per_item: int | None = None) -> list[tuple[int, int]]:
+        """``count`` items in runs that fit one block (``block_bytes_per_item`` each, default
+        ``bytes_per_item``) and the time bound (``bytes_per_item`` each way together)."""
+        per_chunk = min(
+            codec.MAX_BLOCK_BYTES // max(1, block_bytes_per_item or bytes_per_item),
+            self._command_bytes() // max(1, bytes_per_item),
+        )
+        per_chunk = max(1, per_chunk)
+        return [(start, min(per_chunk, count - start)) for start in range(0, count, per_chunk)]
+
+    def _report(self, operation: str, done: int, total: int, unit: str, parts: int) -> None:
+        if self.progress is not None and parts > 1:
+            self.progress(Progress(operation, done, total, unit))
 
     def describe(self) -> dict[str, object]:
         """Identity, size, electronics and limits, for ``hil info``."""
@@ -417,11 +486,30 @@ class Board:
         region = self._region(region)
         v = self.check_read_voltage(v_read)
         what = {"conductance": "COND", "current": "CURR"}[quantity]  # the words of Arg.QUANTITY
+        per_cell = layouts.BYTES_PER_ADC_VALUE if self._adc_codes else codec.BLOCK_DTYPE.itemsize
+        chunks = self._chunks(region.nrows, region.ncols * per_cell)
         parts = []
-        for row0, nrows in _chunks(region.nrows, region.ncols * codec.BLOCK_DTYPE.itemsize):
+        for row0, nrows in chunks:
             sub = Region(region.row0 + row0, region.col0, nrows, region.ncols)
-            parts.append(self._ask_block(cmd.MAP, (*sub.args(), v, what), nrows * region.ncols).reshape(sub.shape))
-        return np.concatenate(parts).astype(np.float64)
+            if self._adc_codes:
+                currents = self._ask_codes(cmd.MAP_CODE, (*sub.args(), v), nrows * region.ncols)
+                parts.append((currents / v if quantity == "conductance" else currents).reshape(sub.shape))
+            else:
+                values = self._ask_block(cmd.MAP, (*sub.args(), v, what), nrows * region.ncols)
+                parts.append(values.reshape(sub.shape).astype(np.float64))
+            self._report("map", row0 + nrows, region.nrows, "rows", len(chunks))
+        return np.concatenate(parts)
+
+    def _ask_codes(
+        self, command: CommandSpec, args: Sequence[str | int | float], values: int, block: bytes | None = None
+    ) -> FloatArray:
+        """A command whose reply is ``values`` ADC codes with their gain indices, as currents (A)."""
+        assert self.scales is not None
+        reply = self.link.exchange(command.header, args, block, reply_bytes=values * layouts.BYTES_PER_ADC_VALUE)
+        try:
+            return self.scales.currents(*layouts.decode_adc_codes(reply.payload, values))
+        except ValueError as exc:
+            raise LinkError(self.resource, f"garbled reply to {command.header}: {exc}", command.header) from exc
 
     def vmm(self, v_rows: npt.ArrayLike, region: Region | None = None) -> FloatArray:
         """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out."""
@@ -432,15 +520,33 @@ class Board:
         check_array("v_rows", inputs, self.limits.v_read, "V")
         worst = np.abs(inputs.astype(np.float64)).sum(axis=1) * self.limits.g_cell_max
         check_array("predicted column current of vector", worst, self.limits.i_col, "A")
-        per_vector = max(region.nrows, region.ncols) * codec.BLOCK_DTYPE.itemsize
+        codes = self._vmm_codes(inputs)
+        if codes is not None:
+            size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
+        else:
+            size_in = size_out = codec.BLOCK_DTYPE.itemsize
+        per_vector = (region.nrows * size_in, region.ncols * size_out)
+        chunks = self._chunks(len(inputs), sum(per_vector), max(per_vector))
         parts = []
-        for start, count in _chunks(len(inputs), per_vector):
-            batch = inputs[start : start + count]
-            out = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch)
+        for start, count in chunks:
+            if codes is not None:
+                block = codes[start : start + count].astype(layouts.VMM_CODE_DTYPE).tobytes()
+                out = self._ask_codes(cmd.VMM_CODE, (*region.args(), count), count * region.ncols, block)
+            else:
+                batch = inputs[start : start + count]
+                out = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch).astype(np.float64)
             parts.append(out.reshape(count, region.ncols))
+            self._report("vmm", start + count, len(inputs), "vectors", len(chunks))
         if not parts:
             return np.zeros((0, region.ncols))
-        return np.concatenate(parts).astype(np.float64)
+        return np.concatenate(parts)
+
+    def _vmm_codes(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.int64] | None:
+        """VMM inputs as row DAC codes (rounded toward 0 V), when the board takes them and they fit int16."""
+        if self.scales is None or not self._adc_codes:
+            return None
+        codes = layouts.dac_codes(inputs, self.scales.dac_step(Line.ROW))
+        return codes if layouts.fits(codes, layouts.VMM_CODE_DTYPE) else None
 
     def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
         """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.
@@ -511,15 +617,27 @@ class Board:
         batch = kind if isinstance(kind, PulseBatch) else self.check_pulses(
             kind, amplitude, v_gate, width, mask, origin)  # fmt: skip
         applied = 0
-        per_row = 4 * batch.region.ncols * codec.BLOCK_DTYPE.itemsize
-        for start, nrows in _chunks(batch.region.nrows, per_row):
-            part = batch.planes[:, start : start + nrows]
-            if not part[3].any():
-                continue
+        forms = self._batch_forms(batch, 0, batch.region.nrows)
+        for start, nrows, form in forms:
             sub = Region(batch.region.row0 + start, batch.region.col0, nrows, batch.region.ncols)
-            applied += int(self.link.exchange(cmd.PULS_BATC.header, (batch.kind.value, *sub.args()), part).text)
-        self.pulses_applied += applied
+            reply = self.link.exchange(form.header, (batch.kind.value, *sub.args(), *form.args), form.block)
+            applied += int(reply.text)
+            self.pulses_applied += int(reply.text)
+            self._report("pulses", start + nrows, batch.region.nrows, "rows", len(forms))
         return applied
+
+    def _batch_forms(self, batch: PulseBatch, start: int, nrows: int) -> list[tuple[int, int, pulse_forms.BatchForm]]:
+        """Rows ``start .. start+nrows-1`` of a batch as commands in their smaller form, halved until
+        each fits one block and the time bound (rows with nothing to pulse are not sent)."""
+        part = batch.planes[:, start : start + nrows]
+        if not part[3].any():
+            return []
+        limits = (self._amplitude_limit(batch.kind)[1], self.limits.v_gate)
+        form = pulse_forms.smallest_form(batch.kind, part, self.scales, limits, sparse=self.scales is not None)
+        if nrows == 1 or form.block_bytes <= min(self._command_bytes(), codec.MAX_BLOCK_BYTES):
+            return [(start, nrows, form)]
+        half = nrows // 2
+        return self._batch_forms(batch, start, half) + self._batch_forms(batch, start + half, nrows - half)
 
 
 def _pulse_kind(kind: PulseKind | str) -> PulseKind:
@@ -532,8 +650,12 @@ def _pulse_kind(kind: PulseKind | str) -> PulseKind:
         raise InvalidRequest(f"unknown pulse kind {kind!r}; expected SET, RESET or FORM") from None
 
 
-def _chunks(count: int, bytes_per_item: int) -> Iterator[tuple[int, int]]:
-    """Split ``count`` items into runs whose blocks fit the protocol's block limit."""
-    per_chunk = max(1, codec.MAX_BLOCK_BYTES // max(1, bytes_per_item))
-    for start in range(0, count, per_chunk):
-        yield start, min(per_chunk, count - start)
+def _version(text: str) -> tuple[int, int]:
+    """``SYST:VERS?``'s ``<major>.<minor>``."""
+    major, _, minor = text.strip().partition(".")
+    return int(major), int(minor or 0)
+
+
+def _pair(fields: list[str]) -> tuple[float, float]:
+    low, high = (float(f) for f in fields)
+    return low, high

@@ -16,7 +16,7 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 BLOCK_DTYPE = np.dtype("<f4")
 MAX_LINE_BYTES = 4096
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
@@ -56,9 +56,10 @@ def block_header(payload_length: int) -> bytes:
     return f"#{len(digits)}{digits}".encode("ascii")
 
 
-def encode_block(values: npt.ArrayLike) -> bytes:
-    """A definite-length block of ``values`` as little-endian float32, row-major."""
-    payload = np.ascontiguousarray(values, dtype=BLOCK_DTYPE).tobytes()
+def encode_block(values: npt.ArrayLike | bytes) -> bytes:
+    """A definite-length block of ``values`` as little-endian float32, row-major (``bytes``: as they are,
+    a payload already laid out, as the compact encodings are)."""
+    payload = values if isinstance(values, bytes) else np.ascontiguousarray(values, dtype=BLOCK_DTYPE).tobytes()
     return block_header(len(payload)) + payload
 
 
@@ -149,7 +150,7 @@ def format_number(value: float | int) -> str:
 def encode_command(
     header: str,
     args: Sequence[str | int | float] = (),
-    block: npt.ArrayLike | None = None,
+    block: npt.ArrayLike | bytes | None = None,
 ) -> bytes:
     """One command line: ``HEADER a,b,c[,<block>]\\n``."""
     fields = [a if isinstance(a, str) else format_number(a) for a in args]

@@ -68,6 +68,8 @@ class Arg(StrEnum):
     STATE = "state"  # 0 | 1
     QUANTITY = "quantity"  # COND | CURR
     TOKEN = "token"  # a session token (1-32 of A-Z a-z 0-9 _ -) or OFF
+    SELECT = "select"  # IDX | BITS: how PULS:SPAR names its cells (1.3)
+    PULSE_VALUE = "pulse value"  # a number shared by every pulsed cell, or F32 | DAC: per cell in the block (1.3)
 
 
 WORDS: dict[Arg, tuple[str, ...]] = {
@@ -76,6 +78,7 @@ WORDS: dict[Arg, tuple[str, ...]] = {
     Arg.LIMIT: tuple(LimitName),
     Arg.STATE: ("0", "1"),
     Arg.QUANTITY: ("COND", "CURR"),
+    Arg.SELECT: ("IDX", "BITS"),
 }
 """the words an enumerated argument takes"""
 
@@ -83,7 +86,7 @@ WORDS: dict[Arg, tuple[str, ...]] = {
 class ReplyShape(StrEnum):
     OK = "OK"  # the line OK
     VALUE = "value"  # one line of comma-separated fields
-    BLOCK = "block"  # a definite-length float32 block and a line end
+    BLOCK = "block"  # a definite-length block (float32, or the compact layouts of 1.3) and a line end
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class CommandSpec:
     sets_level: bool = False
     """it sets a line level or a multiplexer that stays until changed (a primitive)"""
     summary: str = ""
+    since: tuple[int, int] = (1, 0)
+    """the protocol version that introduced it (a host asks an older board only for older commands)"""
 
     def __post_init__(self) -> None:
         if self.at_most_once == self.repeat_safe:
@@ -180,6 +185,18 @@ PULS_BATC = CommandSpec("PULS:BATC", (("kind", Arg.PULSE), *_REGION), ReplyShape
 SWEEP = CommandSpec("SWEEP?", (*_CELL, ("v_gate", Arg.NUMBER), ("width", Arg.NUMBER), ("npts", Arg.COUNT)),
                     ReplyShape.BLOCK, block_in=True, idles=True, **_ONCE,
                     summary="quasi-static I-V sweep of one cell")  # fmt: skip
+# 1.3: compact encodings (drivers/compact.py has their block layouts)
+MAP_CODE = CommandSpec("MAP:CODE?", (*_REGION, ("v_read", Arg.NUMBER)), ReplyShape.BLOCK, idles=True,
+                       summary="MAP? as ADC codes and TIA gain indices", since=(1, 3))  # fmt: skip
+VMM_CODE = CommandSpec("VMM:CODE?", (*_REGION, ("nvec", Arg.COUNT)), ReplyShape.BLOCK, block_in=True, idles=True,
+                       summary="VMM? with row DAC codes in, ADC codes and gain indices out", since=(1, 3))  # fmt: skip
+PULS_SPAR = CommandSpec(
+    "PULS:SPAR",
+    (("kind", Arg.PULSE), *_REGION, ("select", Arg.SELECT), ("count", Arg.COUNT), ("amplitude", Arg.PULSE_VALUE),
+     ("v_gate", Arg.PULSE_VALUE), ("width", Arg.PULSE_VALUE)),
+    ReplyShape.VALUE, fields=1, block_in=True, idles=True, **_ONCE,
+    summary="PULS:BATC naming only the pulsed cells, shared values once", since=(1, 3),
+)  # fmt: skip
 
 PULSE_COMMANDS: dict[PulseKind, CommandSpec] = {
     PulseKind.SET: PULS_SET, PulseKind.RESET: PULS_RES, PulseKind.FORM: PULS_FORM,
@@ -190,7 +207,7 @@ TABLE: dict[str, CommandSpec] = {
     for spec in (
         IDN, RST, OPC, VERS, ARR, LIM, VGRE, PCNT, TIME, WAIT, FRAM, DONE, SEQ, DAC_RES, DAC_RANG, ADC_RES,
         ADC_RANG, TIA_GAIN, DAC_VOLT, DAC_VOLT_Q, MUX_ROW, MUX_COL, MUX_OPEN, ADC_SAMP, READ, PULS_SET,
-        PULS_RES, PULS_FORM, MAP, VMM, PULS_BATC, SWEEP,
+        PULS_RES, PULS_FORM, MAP, VMM, PULS_BATC, SWEEP, MAP_CODE, VMM_CODE, PULS_SPAR,
     )
 }  # fmt: skip
 """every command, by header"""

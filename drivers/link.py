@@ -105,8 +105,8 @@ class Link:
         self._desynced = False
 
     def exchange(
-        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | None = None,
-        values: int | None = None,
+        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | bytes | None = None,
+        values: int | None = None, reply_bytes: int | None = None,
     ) -> codec.Reply:  # fmt: skip
         """One command, one reply, surviving link faults where that is safe.
 
@@ -116,8 +116,11 @@ class Link:
         kept instead of running it again, so a lost reply never doubles a pulse. In plain mode
         only the commands the table marks safe to repeat are sent again; a pulse whose reply is lost is an error.
         ``values``: the reply must be a block of that many values (anything else is a late reply
-        to an earlier command, which plain mode cannot otherwise tell).
+        to an earlier command, which plain mode cannot otherwise tell); ``reply_bytes``: the same for a
+        block of that many bytes (the compact encodings).
         """
+        if values is not None:
+            reply_bytes = values * codec.BLOCK_DTYPE.itemsize
         if self.closed or self.unreachable:
             raise LinkError(self.resource, "the link is closed" if self.closed else "the board is unreachable", header)
         data = codec.encode_command(header, args, block)
@@ -132,10 +135,10 @@ class Link:
                     if commands.repeat_safe(header):  # safe to run again: a fresh number, so it runs after a reconnect
                         wire, seq = self._wire(data)
                 reply = self._round_trip(wire, seq, command)
-                if values is not None and (reply.kind != "block" or len(reply.payload) != 4 * values):
-                    got = f"{len(reply.payload) // 4} values" if reply.kind == "block" else f"{reply.text!r}"
+                if reply_bytes is not None and (reply.kind != "block" or len(reply.payload) != reply_bytes):
+                    got = f"{len(reply.payload)} bytes" if reply.kind == "block" else f"{reply.text!r}"
                     self._desynced = True  # the awaited reply may still come: drop it before the next command
-                    raise LinkError(self.resource, f"expected a block of {values} values, got {got}", command)
+                    raise LinkError(self.resource, f"expected a block of {reply_bytes} bytes, got {got}", command)
                 self._track_lines(header, data)
                 return reply
             except LinkError as exc:

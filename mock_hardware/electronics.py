@@ -65,6 +65,20 @@ class Electronics(BaseModel):
         """Currents measured with the TIA gain chosen per sample: the highest gain that keeps the
         signal below the headroom of ADC full scale (the lowest gain when none does)."""
         gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
+        index = self._autorange_index(current, gains)
+        # digitize() without the code and saturation outputs, in place: the same arithmetic
+        gain = gains[index]
+        volts = np.multiply(current, gain)
+        np.clip(volts, -self.tia_rail, self.tia_rail, out=volts)
+        np.divide(volts, self.adc_lsb, out=volts)
+        np.round(volts, out=volts)
+        np.clip(volts, -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1, out=volts)
+        np.multiply(volts, self.adc_lsb, out=volts)
+        np.divide(volts, gain, out=volts)
+        return volts
+
+    def _autorange_index(self, current: FloatArray, gains: FloatArray) -> npt.NDArray[np.int16]:
+        """Per sample, the index (into the ascending ``gains``) of the gain autorange picks."""
         full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
         magnitude = np.abs(current)
         # The gains that fit are a prefix of the sorted gains: count them with one comparison per
@@ -76,13 +90,13 @@ class Electronics(BaseModel):
             np.multiply(magnitude, gain, out=product)
             index += product <= full_scale
         np.maximum(index, 0, out=index)
-        # digitize() without the code and saturation outputs, in place: the same arithmetic
-        gain = gains[index]
-        volts = np.multiply(current, gain)
-        np.clip(volts, -self.tia_rail, self.tia_rail, out=volts)
-        np.divide(volts, self.adc_lsb, out=volts)
-        np.round(volts, out=volts)
-        np.clip(volts, -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1, out=volts)
-        np.multiply(volts, self.adc_lsb, out=volts)
-        np.divide(volts, gain, out=volts)
-        return volts
+        return index
+
+    def measure_autoranged_codes(self, current: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int16]]:
+        """What :meth:`measure_autoranged` measures, as the ADC gives it: (codes, index of the gain in
+        the ascending gains). ``codes * adc_lsb / gain`` is the measured current."""
+        gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
+        index = self._autorange_index(current, gains)
+        volts = np.clip(np.multiply(current, gains[index]), -self.tia_rail, self.tia_rail)
+        codes = np.clip(np.round(volts / self.adc_lsb), -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1)
+        return codes, index

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivers import codec
+from drivers import codec, compact
 from drivers import commands as cmd
 from drivers.codec import Command, ErrorCode, Framed, ParseError
 from drivers.commands import CommandSpec, LimitName, Line
@@ -601,11 +601,11 @@ class Firmware:
         self._within_array("v_gate", v_gate, LimitName.VGATE, "V", origin)
         self._within_array("width", width, LimitName.WIDTH, "s", origin)
 
-    def _reply_block_fits(self, values: int) -> None:
-        if values * codec.BLOCK_DTYPE.itemsize > codec.MAX_BLOCK_BYTES:
+    def _reply_block_fits(self, values: int, itemsize: int = codec.BLOCK_DTYPE.itemsize) -> None:
+        if values * itemsize > codec.MAX_BLOCK_BYTES:
             raise CommandFailure(
                 ErrorCode.TOO_MUCH_DATA,
-                f"the reply would hold {values} values ({values * codec.BLOCK_DTYPE.itemsize} bytes), over the "
+                f"the reply would hold {values} values ({values * itemsize} bytes), over the "
                 f"{codec.MAX_BLOCK_BYTES}-byte block limit: split the command",
             )
 
@@ -643,16 +643,118 @@ class Firmware:
         if not np.isfinite(mask_plane).all():
             r, c = (int(i) for i in np.argwhere(~np.isfinite(mask_plane))[0])
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"mask[{r + row0}, {c + col0}] is not finite")
-        mask = mask_plane != 0
+        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask_plane != 0)
+
+    def _apply_batch(
+        self, kind: PulseKind, origin: tuple[int, int], amplitude: npt.NDArray[np.floating],
+        v_gate: npt.NDArray[np.floating], width: npt.NDArray[np.floating], mask: npt.NDArray[np.bool_],
+    ) -> bytes:  # fmt: skip
+        """Check every masked cell's values, then pulse them all (PULS:BATC and PULS:SPAR)."""
         self._check_pulse(
-            kind, np.where(mask, amplitude, 0), np.where(mask, v_gate, self.spec.limits.VGATE[0]),
-            np.where(mask, width, self.spec.limits.WIDTH[0]), (row0, col0),
+            kind, np.where(mask, amplitude, 0).astype(amplitude.dtype),
+            np.where(mask, v_gate, self.spec.limits.VGATE[0]).astype(v_gate.dtype),
+            np.where(mask, width, self.spec.limits.WIDTH[0]).astype(width.dtype), origin,
         )  # fmt: skip
         amplitude, v_gate, width = (plane.astype(np.float64) for plane in (amplitude, v_gate, width))
-        applied = self.array.apply_pulses(kind, row0, col0, amplitude, v_gate, width, mask)
+        applied = self.array.apply_pulses(kind, *origin, amplitude, v_gate, width, mask)
         self.pulses_applied += applied
         self._go_idle()
         return codec.encode_value(applied)
+
+    # ------------------------------------------------------------------ compact encodings (1.3)
+
+    def _dac_step(self, line: Line) -> float:
+        return self.spec.electronics.dac_step(self._dac_range_of(line))
+
+    def _adc_code_reply(self, current: FloatArray) -> bytes:
+        codes, index = self.spec.electronics.measure_autoranged_codes(current)
+        payload = compact.encode_adc_codes(codes, index)
+        return codec.block_header(len(payload)) + payload + codec.TERMINATOR
+
+    def _codes_fit(self) -> None:
+        if self.spec.electronics.adc_bits > 8 * compact.ADC_CODE_DTYPE.itemsize:
+            raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"ADC codes of {self.spec.electronics.adc_bits} bits "
+                                 "do not fit int16: use MAP? / VMM?")  # fmt: skip
+
+    @handles(cmd.MAP_CODE)
+    def _map_codes(self, command: Command) -> bytes:
+        row0, col0, nrows, ncols = self._region(command.args[:4])
+        v_read = self._read_voltage(command.args[4])
+        self._codes_fit()
+        self._reply_block_fits(nrows * ncols, compact.BYTES_PER_ADC_VALUE)
+        conductance = self.array.read_conductance(row0, col0, nrows, ncols, v_read)
+        self._go_idle()
+        return self._adc_code_reply(conductance * v_read)
+
+    @handles(cmd.VMM_CODE)
+    def _vmm_codes(self, command: Command) -> bytes:
+        row0, col0, nrows, ncols = self._region(command.args[:4])
+        nvec = self._count(command.args[4], "nvec")
+        if nvec == 0:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, "nvec 0 outside 1..: a VMM needs at least one vector")
+        self._codes_fit()
+        self._reply_block_fits(nvec * ncols, compact.BYTES_PER_ADC_VALUE)
+        payload = command.block or b""
+        expected = nvec * nrows * compact.VMM_CODE_DTYPE.itemsize
+        if len(payload) != expected:
+            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; {nvec} x {nrows} int16 "
+                                 f"DAC codes need {expected}")  # fmt: skip
+        codes = np.frombuffer(payload, compact.VMM_CODE_DTYPE).reshape(nvec, nrows)
+        v_rows = codes * self._dac_step(Line.ROW)
+        self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
+        currents = self.array.vmm(v_rows, row0, col0, ncols)
+        self._check_column_currents(currents)
+        self._go_idle()
+        return self._adc_code_reply(currents)
+
+    def _pulse_value(self, text: str, name: str, dac: Line | None) -> float | compact.ValueForm:
+        """A PULS:SPAR value argument: a number shared by every cell, or how the block carries it per cell."""
+        word = text.upper()
+        if word == compact.ValueForm.FLOAT or (word == compact.ValueForm.DAC and dac is not None):
+            return compact.ValueForm(word)
+        if word.isalpha():
+            forms = "F32 or DAC" if dac is not None else "F32"
+            raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"{name} {text[:40]!r} is not a number, {forms}")
+        return self._number(text, name)
+
+    @handles(cmd.PULS_SPAR)
+    def _pulse_sparse(self, command: Command) -> bytes:
+        args = command.args
+        kind = _ARRAY_PULSE[cmd.PulseKind(self._word(args[0], "pulse kind", cmd.WORDS[cmd.Arg.PULSE]))]
+        row0, col0, nrows, ncols = self._region(args[1:5])
+        select = compact.Selection(self._word(args[5], "select", cmd.WORDS[cmd.Arg.SELECT]))
+        count = self._count(args[6], "count")
+        if not 1 <= count <= nrows * ncols:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"count {count} outside 1..{nrows * ncols} (the region's cells)")
+        amplitude_line = Line.COL if kind is PulseKind.RESET else Line.ROW
+        lines = (amplitude_line, Line.GATE, None)
+        forms = [self._pulse_value(a, n, line) for a, n, line in zip(args[7:10], ("amplitude", "v_gate", "width"),
+                                                                       lines, strict=True)]  # fmt: skip
+        item = {compact.ValueForm.FLOAT: compact.F32.itemsize, compact.ValueForm.DAC: compact.PULSE_CODE_DTYPE.itemsize}
+        selected = compact.selection_bytes(select, nrows * ncols, count)
+        sizes = [count * item[f] if isinstance(f, compact.ValueForm) else 0 for f in forms]
+        payload = command.block or b""
+        if len(payload) != selected + sum(sizes):
+            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; this selection and these "
+                                 f"value forms need {selected + sum(sizes)}")  # fmt: skip
+        try:
+            mask = compact.decode_selection(payload[:selected], select, (nrows, ncols), count)
+        except ValueError as exc:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
+        planes: list[npt.NDArray[np.floating]] = []
+        at = selected
+        for form, size, line in zip(forms, sizes, lines, strict=True):
+            plane: npt.NDArray[np.floating]
+            if isinstance(form, float):  # shared: taken as float32, as block values are
+                plane = np.full((nrows, ncols), form, dtype=np.float32)
+            else:
+                dtype = compact.F32 if form is compact.ValueForm.FLOAT else compact.PULSE_CODE_DTYPE
+                values = np.frombuffer(payload[at : at + size], dtype)
+                plane = np.zeros((nrows, ncols), dtype=np.float32 if dtype == compact.F32 else np.float64)
+                plane[mask] = values if line is None or form is compact.ValueForm.FLOAT else values * self._dac_step(line)
+            at += size
+            planes.append(plane)
+        return self._apply_batch(kind, (row0, col0), *planes, mask)
 
     @handles(cmd.SWEEP)
     def _sweep(self, command: Command) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,6 +12,7 @@ from drivers.errors import LinkError, LinkLost, LinkTimeout
 from drivers.transports.base import Transport
 
 DEFAULT_BAUD_RATE = 115200
+VISA_DEFAULT_BAUD_RATE = 9600  # what VISA opens an ASRL resource at unless told otherwise
 
 
 def parse_serial_url(resource: str) -> tuple[str, int]:
@@ -30,10 +32,30 @@ def parse_serial_url(resource: str) -> tuple[str, int]:
     return port, baud_rate
 
 
+def asrl_port(device: str) -> str:
+    """The serial port an ``ASRL<device>::INSTR`` resource names, as pyvisa-py names it (``ASRL3``: COM3 on
+    Windows; ``ASRL/dev/ttyUSB0``: that device)."""
+    return f"COM{device}" if device.isdigit() and os.name == "nt" else device
+
+
+def url_baud_rate(resource: str) -> int | None:
+    """The baud rate a ``serial://`` resource states (``None``: it states none)."""
+    if not resource.startswith("serial://"):
+        return None
+    stated = parse_qs(urlsplit(resource).query).get("baudrate")
+    return parse_serial_url(resource)[1] if stated else None
+
+
 class SerialTransport(Transport):
-    def __init__(self, resource: str, timeout: float) -> None:
+    """A serial port through pyserial: ``serial://PORT?baudrate=N``, or (``port`` given) an ``ASRL``
+    resource, which keeps its VISA name while reading in bulk rather than byte by byte."""
+
+    def __init__(self, resource: str, timeout: float, port: str | None = None, baud_rate: int | None = None) -> None:
         self.resource = resource
-        port, baud_rate = parse_serial_url(resource)
+        if port is None:
+            port, baud_rate = parse_serial_url(resource)
+        elif baud_rate is None:
+            baud_rate = VISA_DEFAULT_BAUD_RATE
         try:
             self._port = serial.Serial(port, baudrate=baud_rate, timeout=timeout, write_timeout=timeout)
         except (serial.SerialException, OSError) as exc:

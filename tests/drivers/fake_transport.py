@@ -29,13 +29,22 @@ def block_reply(values: npt.ArrayLike) -> bytes:
     return b"#" + str(len(digits)).encode() + digits + payload + b"\n"
 
 
-def handshake(rows: int = 4, cols: int = 3) -> list[tuple[bytes, bytes]]:
-    """What a Board sends on connect, and a firmware's answers."""
-    script = [(b"*IDN?\n", IDENTITY), (b"SYST:ARR?\n", f"{rows},{cols}\n".encode())]
+DAC_RANGES = {"ROW": (-5.0, 5.0), "COL": (-5.0, 5.0), "GATE": (0.0, 6.0)}
+
+
+def handshake(rows: int = 4, cols: int = 3, version: str = "1.2") -> list[tuple[bytes, bytes]]:
+    """What a Board sends on connect, and a firmware's answers (a 1.2 board's by default: plain float32
+    blocks; a 1.3 board is asked its converter scales, for the compact encodings)."""
+    script = [(b"*IDN?\n", IDENTITY), (b"SYST:VERS?\n", version.encode() + b"\n"),
+              (b"SYST:ARR?\n", f"{rows},{cols}\n".encode())]  # fmt: skip
     for name, (low, high) in FIRMWARE_LIMITS.items():
         script.append((f"SYST:LIM? {name}\n".encode(), f"{low!r},{high!r}\n".encode()))
     script.append((b"SYST:VGRE?\n", b"5.0\n"))
     script.append((b"TIA:GAIN?\n", ",".join(repr(g) for g in TIA_GAINS).encode() + b"\n"))
+    if version >= "1.3":
+        script += [(f"DAC:RANG? {line}\n".encode(), f"{low!r},{high!r}\n".encode())
+                   for line, (low, high) in DAC_RANGES.items()]  # fmt: skip
+        script += [(b"DAC:RES?\n", b"16\n"), (b"ADC:RES?\n", b"14\n"), (b"ADC:RANG?\n", b"-2.5,2.5\n")]
     return script
 
 

@@ -119,7 +119,7 @@ def test_connect_refuses_configured_limits_beyond_the_firmware() -> None:
 
 @pytest.mark.parametrize(
     ("step", "reply"),
-    [(0, b"MEMHIL,EMU-1T1R,SN-0001\n"), (1, b"128\n"), (1, b"x,y\n"), (2, b"-4.0\n"), (8, b"five\n")],
+    [(0, b"MEMHIL,EMU-1T1R,SN-0001\n"), (2, b"128\n"), (2, b"x,y\n"), (3, b"-4.0\n"), (9, b"five\n")],
     ids=["idn-three-fields", "arr-one-field", "arr-words", "lim-one-field", "vgre-word"],
 )
 def test_connect_refuses_a_malformed_description(step: int, reply: bytes) -> None:
@@ -534,8 +534,8 @@ def fixed_token(monkeypatch: pytest.MonkeyPatch) -> str:
 def framed_handshake(rows: int = 4, cols: int = 3, session_reply: bytes = b"0\n") -> list[tuple[bytes, bytes]]:
     """What a Board sends on connect to a firmware that offers framed mode, and the firmware's answers."""
     plain = handshake(rows, cols)
-    script = [plain[0], (FRAM, session_reply)]
-    for seq, (command, reply) in enumerate(plain[1:], start=1):
+    script = [*plain[:2], (FRAM, session_reply)]  # identity and version in plain lines
+    for seq, (command, reply) in enumerate(plain[2:], start=1):
         script.append((codec.encode_frame(seq, command), codec.encode_frame(seq, reply)))
     return script
 
@@ -556,9 +556,9 @@ def connect_framed(rows: int = 4, cols: int = 3) -> tuple[Board, ScriptedTranspo
 def test_framed_handshake_transcript() -> None:
     board, transport = connect_framed()
     assert transport.written == [command for command, _ in framed_handshake()]
-    assert transport.written[:2] == [b"*IDN?\n", b"SYST:FRAM 5eed0f1e2a3b4c5d\n"]  # both plain
+    assert transport.written[:3] == [b"*IDN?\n", b"SYST:VERS?\n", b"SYST:FRAM 5eed0f1e2a3b4c5d\n"]  # all plain
     crc = zlib.crc32(b"1,10,SYST:ARR?\n")
-    assert transport.written[2] == b"!1,10,%08x\nSYST:ARR?\n" % crc  # then numbered from 1, one frame each
+    assert transport.written[3] == b"!1,10,%08x\nSYST:ARR?\n" % crc  # then numbered from 1, one frame each
     assert board.shape == (4, 3)
     assert board.firmware_limits.pulse_width == Range(min=1e-8, max=1e-3)
     assert board.tia_gains == TIA_GAINS
@@ -592,17 +592,17 @@ def test_a_new_session_is_numbered_from_1_whatever_the_board_replies(session_rep
     transport = ScriptedTransport(framed_handshake(session_reply=session_reply))
     board = Board(transport, retries=0)
     _OPENED.append((board, transport))
-    assert transport.written[2].startswith(b"!1,")
+    assert transport.written[3].startswith(b"!1,")
     expect_framed(transport, 10, b"*OPC?\n", b"1\n")
     assert board.query("*OPC?") == "1"
 
 
 def test_a_firmware_without_framed_mode_gives_plain_mode() -> None:
-    transport = ScriptedTransport([handshake()[0], (FRAM, NO_FRAMED_MODE), *handshake()[1:]])
+    transport = ScriptedTransport([*handshake()[:2], (FRAM, NO_FRAMED_MODE), *handshake()[2:]])
     board = Board(transport, retries=0)
     _OPENED.append((board, transport))
     assert board.link.framed is False
-    assert transport.written == [b"*IDN?\n", FRAM, *(command for command, _ in handshake()[1:])]
+    assert transport.written == [b"*IDN?\n", b"SYST:VERS?\n", FRAM, *(command for command, _ in handshake()[2:])]
     assert board.shape == (4, 3)
     transport.expect(b"PULS:SET 3,2,2.5,1.25,0.0009765625\n", b"OK\n")  # plain from here on
     board.set_pulse(3, 2, 2.5, 1.25, WIDTH)
@@ -620,18 +620,18 @@ def test_framing_off_never_offers_frames() -> None:
 
 
 def test_framing_required_from_a_firmware_without_it_is_refused() -> None:
-    transport = ScriptedTransport([handshake()[0], (FRAM, NO_FRAMED_MODE), *handshake()[1:]])
+    transport = ScriptedTransport([*handshake()[:2], (FRAM, NO_FRAMED_MODE), *handshake()[2:]])
     with pytest.raises(InvalidRequest, match="SYST:FRAM") as caught:
         Board(transport, framing=True)
     assert "FAKE::BOARD" in str(caught.value)
-    assert transport.written[:2] == [b"*IDN?\n", FRAM]
+    assert transport.written[:3] == [b"*IDN?\n", b"SYST:VERS?\n", FRAM]
     assert not any(w.startswith(b"!") for w in transport.written)  # not a frame sent
     assert transport.closed
 
 
 @pytest.mark.parametrize("framing", [None, True])
 def test_another_refusal_of_framed_mode_is_an_error(framing: bool | None) -> None:
-    transport = ScriptedTransport([handshake()[0], (FRAM, b'ERR -224,"session refused"\n')])
+    transport = ScriptedTransport([*handshake()[:2], (FRAM, b'ERR -224,"session refused"\n')])
     with pytest.raises(FirmwareError, match="session refused") as caught:
         Board(transport, framing=framing)
     assert caught.value.code == -224 and caught.value.resource == "FAKE::BOARD"
@@ -737,12 +737,12 @@ def test_a_reconnect_reopens_the_session_and_checks_the_board(monkeypatch: pytes
 
 def test_a_lost_session_reply_at_connect_is_asked_again() -> None:
     script = framed_handshake()
-    script[1:1] = [(FRAM, b"")]
+    script[2:2] = [(FRAM, b"")]
     transport = ScriptedTransport(script)
     board = Board(transport)
     _OPENED.append((board, transport))
     assert board.link.framed and board.shape == (4, 3)
-    assert transport.written[:3] == [b"*IDN?\n", FRAM, FRAM]
+    assert transport.written[:4] == [b"*IDN?\n", b"SYST:VERS?\n", FRAM, FRAM]
 
 
 def test_a_damaged_identity_while_reconnecting_fails_that_attempt_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,140 @@
+"""The compact encodings of protocol 1.3: one definition of their block layouts, for host and firmware.
+
+docs/wire-protocol.md ("Compact encodings") is the contract. Three commands carry integers where
+the hardware is integer, and only the cells a batch pulses:
+
+- ``MAP:CODE?`` and ``VMM:CODE?`` reply with ADC codes: ``n`` little-endian int16 codes, then ``n``
+  uint8 indices into the board's TIA gains (ascending, as ``TIA:GAIN?`` lists them). A value's
+  current is ``code * adc_lsb / gain[index]`` with ``adc_lsb = (ADC:RANG max - min) / 2**ADC:RES``.
+- ``VMM:CODE?`` takes its row voltages as little-endian int16 DAC codes of the row DAC:
+  ``volts = code * dac_step`` with ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``.
+- ``PULS:SPAR`` names the pulsed cells (their indices, or a bitmap) and carries each pulse
+  parameter either once, as a number in the command, or per cell: float32, or uint16 DAC codes.
+
+The host (:mod:`drivers.board`) picks, per command, the smallest form the board offers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.commands import Line
+
+ADC_CODE_DTYPE = np.dtype("<i2")
+GAIN_INDEX_DTYPE = np.dtype("u1")
+VMM_CODE_DTYPE = np.dtype("<i2")  # row DAC codes of VMM inputs (signed: inputs are either sign)
+PULSE_CODE_DTYPE = np.dtype("<u2")  # DAC codes of pulse amplitudes and gates (magnitudes, >= 0)
+F32 = np.dtype("<f4")
+BYTES_PER_ADC_VALUE = ADC_CODE_DTYPE.itemsize + GAIN_INDEX_DTYPE.itemsize
+COMPACT_SINCE = (1, 3)
+"""the protocol version that has the compact commands"""
+
+
+class Selection(StrEnum):
+    """How ``PULS:SPAR`` names the cells it pulses."""
+
+    INDEX = "IDX"  # ascending row-major indices within the region (uint16, or uint32 past 65,536 cells)
+    BITS = "BITS"  # one bit per cell of the region, row-major, least significant bit first
+
+
+class ValueForm(StrEnum):
+    """How a per-cell pulse parameter travels in ``PULS:SPAR`` (a number in its place: shared by all)."""
+
+    FLOAT = "F32"  # float32 per pulsed cell
+    DAC = "DAC"  # uint16 DAC code per pulsed cell, of the DAC that drives it
+
+
+def index_dtype(cells: int) -> np.dtype[np.unsignedinteger]:
+    """The index type of an ``IDX`` selection in a region of ``cells`` cells."""
+    return np.dtype("<u2") if cells <= 1 << 16 else np.dtype("<u4")
+
+
+def selection_bytes(form: Selection, cells: int, count: int) -> int:
+    """Bytes the selection of ``count`` of ``cells`` cells takes."""
+    return count * index_dtype(cells).itemsize if form is Selection.INDEX else math.ceil(cells / 8)
+
+
+def encode_selection(mask: npt.NDArray[np.bool_], form: Selection) -> bytes:
+    flat = mask.ravel()
+    if form is Selection.INDEX:
+        return np.flatnonzero(flat).astype(index_dtype(flat.size)).tobytes()
+    return np.packbits(flat, bitorder="little").tobytes()
+
+
+def decode_selection(payload: bytes, form: Selection, shape: tuple[int, int], count: int) -> npt.NDArray[np.bool_]:
+    """The mask a selection names; ``ValueError`` saying what is wrong with it."""
+    cells = shape[0] * shape[1]
+    if form is Selection.INDEX:
+        indices = np.frombuffer(payload, dtype=index_dtype(cells)).astype(np.int64)
+        if len(indices) and (indices[-1] >= cells or (np.diff(indices) <= 0).any()):
+            raise ValueError(f"cell indices must be strictly ascending and below {cells} (the region's cells)")
+        mask = np.zeros(cells, dtype=bool)
+        mask[indices] = True
+        return mask.reshape(shape)
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
+    if bits[cells:].any():
+        raise ValueError("bits set past the region's last cell")
+    if int(bits[:cells].sum()) != count:
+        raise ValueError(f"the bitmap selects {int(bits[:cells].sum())} cells, not the {count} the command says")
+    return bits[:cells].astype(bool).reshape(shape)
+
+
+@dataclass(frozen=True)
+class Scales:
+    """The board's converter scales, as it reports them (DAC:RES?, DAC:RANG?, ADC:RES?, ADC:RANG?, TIA:GAIN?)."""
+
+    dac_bits: int
+    dac_ranges: dict[Line, tuple[float, float]]
+    adc_bits: int
+    adc_range: tuple[float, float]
+    gains: tuple[float, ...]
+
+    def dac_step(self, line: Line) -> float:
+        """V per DAC code of a kind of line."""
+        low, high = self.dac_ranges[line]
+        return (high - low) / (2**self.dac_bits - 1)
+
+    @property
+    def adc_lsb(self) -> float:
+        """V per ADC code at the TIA's output."""
+        return (self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits
+
+    def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
+        """The currents (A) that ADC codes taken at the given TIA gains stand for."""
+        if gain_index.size and int(gain_index.max()) >= len(self.gains):
+            raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains")
+        gains = np.asarray(self.gains, dtype=np.float64)[gain_index]
+        return np.asarray(codes, dtype=np.float64) * self.adc_lsb / gains
+
+
+def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.int64]:
+    """The DAC codes for ``volts``, rounded toward 0 V: a code never stands for more than was asked."""
+    codes = np.round(np.asarray(volts, dtype=np.float64) / step).astype(np.int64)
+    beyond = np.abs(codes * step) > np.abs(volts)
+    codes[beyond] -= np.sign(codes[beyond])
+    return codes
+
+
+def fits(codes: npt.NDArray[np.integer], dtype: np.dtype[np.integer]) -> bool:
+    """Whether every code is representable in ``dtype``."""
+    info = np.iinfo(dtype)
+    return not codes.size or (int(codes.min()) >= info.min and int(codes.max()) <= info.max)
+
+
+def encode_adc_codes(codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> bytes:
+    """An ADC-code block payload: every code, then every gain index."""
+    return codes.astype(ADC_CODE_DTYPE).tobytes() + gain_index.astype(GAIN_INDEX_DTYPE).tobytes()
+
+
+def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8]]:
+    """(codes, gain indices) of an ADC-code block payload of ``count`` values."""
+    if len(payload) != count * BYTES_PER_ADC_VALUE:
+        raise ValueError(f"an ADC-code block of {count} values holds {count * BYTES_PER_ADC_VALUE} bytes, "
+                         f"not {len(payload)}")  # fmt: skip
+    split = count * ADC_CODE_DTYPE.itemsize
+    return np.frombuffer(payload[:split], ADC_CODE_DTYPE), np.frombuffer(payload[split:], GAIN_INDEX_DTYPE)
