@@ -22,7 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.firmware_transport import FirmwareTransport
 
 DOC = (REPO_ROOT / "docs" / "wire-protocol.md").read_text()
-PULSES = {"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "SWEEP?", "SYST:WAIT"}
+PULSES = {"PULS:SET", "PULS:RES", "PULS:FORM", "PULS:BATC", "PULS:SPAR", "SWEEP?", "SYST:WAIT"}
 
 
 def test_the_commands_that_must_not_run_twice_are_exactly_the_pulses_sweeps_and_waits() -> None:
@@ -72,7 +72,7 @@ def test_the_docs_command_tables_document_every_command_with_its_arguments() -> 
     assert set(cells) == set(cmd.TABLE)
     for header, cell in cells.items():
         spec = cmd.TABLE[header]
-        if header in ("MAP?", "VMM?", "PULS:BATC"):  # the prose writes <region> for its four numbers
+        if header in ("MAP?", "VMM?", "PULS:BATC", "MAP:CODE?", "VMM:CODE?", "PULS:SPAR"):  # <region>: four numbers
             cell = cell.replace("<region>", "<row0>,<col0>,<nrows>,<ncols>")
         assert len(re.findall(r"<[^>]+>", cell)) == spec.nargs + spec.block_in, (header, cell)
 
@@ -113,8 +113,14 @@ def test_board_has_a_method_for_every_command_and_sends_only_the_tables_headers(
         board.iv_sweep(0, 0, [0.5, -0.5], 1.0, 1e-6)
         board.apply_pulses("SET", 1.0, 1.0, 1e-6)
         assert board.pulse_count() == 3 + 2 + 16 and board.complete()
+    older = Recording(FirmwareTransport(build_firmware("ideal", 0, {"rows": "4", "cols": "4"})))
+    with Board(older, compact=False) as board:  # the 1.2 forms of the bulk commands
+        board.read_map()
+        board.vmm(np.full((1, 4), 0.1))
+        board.apply_pulses("SET", 1.0, 1.0, 1e-6)
     link_only = {"SYST:DONE?", "SYST:SEQ?"}  # the link's own questions while it recovers (test_retries.py)
-    assert recording.headers == set(cmd.TABLE) - link_only
+    assert recording.headers | older.headers == set(cmd.TABLE) - link_only
+    assert {"MAP?", "VMM?", "PULS:BATC"} & recording.headers == set()  # a 1.3 board gets the compact forms
 
 
 # ----------------------------------------------------------------------------- a new command, end to end

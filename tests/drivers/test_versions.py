@@ -1,19 +1,33 @@
 """The host drives boards of every protocol version: 1.0 (plain lines only), 1.1 (framed mode with one
-session, refused frames counted by SYST:SEQ?) and 1.2 (this version)."""
+session, refused frames counted by SYST:SEQ?), 1.2 (float32 blocks only) and 1.3 (this version: the
+compact encodings), and sends an older board none of the newer commands."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from drivers import Board, FirmwareError, codec
+from drivers import Board, FirmwareError, InvalidRequest, codec
 from mock_hardware.emulator import build_firmware
 from mock_hardware.firmware import Firmware
 from mock_hardware.sessions import FramedSession
 from tests.drivers.test_retries import NextReplies
 from tests.firmware_transport import FirmwareTransport
 
-NEWER = {"SYST:FRAM", "SYST:DONE?", "SYST:SEQ?", "SYST:PCNT?"}
+COMPACT = {"MAP:CODE?", "VMM:CODE?", "PULS:SPAR"}
+NEWER = {"SYST:FRAM", "SYST:DONE?", "SYST:SEQ?", "SYST:PCNT?"} | COMPACT
+
+
+class Board12(Firmware):
+    """A 1.2 board: no compact encodings."""
+
+    def execute(self, item: codec.Command | codec.ParseError) -> bytes:
+        if isinstance(item, codec.Command) and item.header in COMPACT:
+            self.commands_served += 1
+            return codec.encode_error(codec.ErrorCode.UNDEFINED_HEADER, f"undefined header {item.header!r}")
+        if isinstance(item, codec.Command) and item.header == "SYST:VERS?":
+            return codec.encode_value("1.2")
+        return super().execute(item)
 
 
 class Board10(Firmware):
@@ -28,7 +42,7 @@ class Board10(Firmware):
         return super().execute(item)
 
 
-class Board11(Firmware):
+class Board11(Board12):
     """A 1.1 board: one session for every link, and refused frames counted as run (SYST:SEQ? advances)."""
 
     def _execute_framed(self, frame: codec.Framed) -> bytes:
@@ -53,6 +67,18 @@ class Board11(Firmware):
 def _firmware(kind: type[Firmware]) -> Firmware:
     base = build_firmware("ideal", 0, {"rows": "4", "cols": "4"})
     return kind(base.array, base.spec)
+
+
+class Headers(FirmwareTransport):
+    """Keeps the header of every command sent."""
+
+    def __init__(self, firmware: Firmware) -> None:
+        super().__init__(firmware)
+        self.headers: set[str] = set()
+
+    def write(self, data: bytes) -> None:
+        self.headers.add(codec.unframe(data).split(b"\n", 1)[0].split(b" ", 1)[0].decode())
+        super().write(data)
 
 
 def _drive(board: Board) -> None:
@@ -85,10 +111,32 @@ def test_the_host_drives_a_1_1_board_framed_and_survives_a_lost_reply_after_a_re
     assert firmware.pulses_applied == 6  # the lost reply's pulse ran once
 
 
-def test_the_host_drives_a_1_2_board_and_survives_a_lost_reply_after_a_refusal() -> None:
+def test_the_host_drives_a_1_2_board_in_float32_blocks_only() -> None:
+    firmware = _firmware(Board12)
+    transport = Headers(firmware)
+    with Board(transport) as board:
+        assert board.describe()["protocol"] == "1.2" and board.scales is None
+        _drive(board)
+        with pytest.raises(InvalidRequest, match=r"compact encodings were required.*protocol 1\.2"):
+            Board(Headers(_firmware(Board12)), compact=True)
+    assert firmware.pulses_applied == 5
+    assert {"MAP?", "VMM?", "PULS:BATC"} <= transport.headers and not transport.headers & COMPACT
+
+
+def test_the_host_drives_a_1_3_board_in_the_compact_forms() -> None:
+    firmware = _firmware(Firmware)
+    transport = Headers(firmware)
+    with Board(transport) as board:
+        assert board.describe()["protocol"] == "1.3" and board.scales is not None
+        _drive(board)
+    assert firmware.pulses_applied == 5
+    assert COMPACT <= transport.headers and not transport.headers & {"MAP?", "VMM?", "PULS:BATC"}
+
+
+def test_the_host_drives_a_1_3_board_and_survives_a_lost_reply_after_a_refusal() -> None:
     firmware = _firmware(Firmware)
     with Board(FirmwareTransport(firmware)) as board:
-        assert board.describe()["protocol"] == "1.2"
+        assert board.describe()["protocol"] == "1.3"
         _drive(board)
         with pytest.raises(FirmwareError):  # refused: does not count, and the host does not count it either
             board.query("PULS:SET 0,0,9,1.2,1e-6")
