@@ -47,7 +47,7 @@ class Pacer:
         now = self._clock()
         if self._idle:  # the link was idle: these bytes start crossing now, with nothing saved up
             self._free_at = max(self._free_at, now)
-        count = min(waiting, int((now - self._free_at) * self.rate))
+        count = min(waiting, int((now - self._free_at) * self.rate + 1e-6))  # 1e-6: a whole byte despite rounding
         self._free_at += count / self.rate
         self._idle = count == waiting
         return count

@@ -63,7 +63,7 @@ def test_in_process_faults_reach_the_driver() -> None:
         assert error.value.code == -240
 
 
-HANDSHAKE = 11  # commands a Board sends on connect in framed mode
+HANDSHAKE = 18  # commands a Board sends on connect in framed mode (11, + SYST:VERS? and 6 scales of 1.3)
 
 
 def test_a_dropped_tcp_link_is_reconnected_with_the_line_state_restored(emulator_process: EmulatorFactory) -> None:
