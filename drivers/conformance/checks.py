@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from drivers import codec
+from drivers import codec, compact
 from drivers import commands as cmd
 from drivers.conformance.kit import Context, Skipped, check
 from drivers.conformance.probe import CheckFailed, Probe
@@ -688,3 +688,106 @@ def check_pulses_counted(ctx: Context) -> None:
     values = codec.decode_block(reply.payload)
     _expect(all(math.isfinite(float(x)) for x in values), "a sweep answered non-finite currents")
     _expect(_pulse_count(ctx) == count + 6, f"SYST:PCNT? rose by {_pulse_count(ctx) - count}, not 6")
+
+
+# ============================================================================ compact encodings (1.3)
+
+
+def _compact(ctx: Context) -> compact.Scales:
+    """The board's scales, for a board that says it speaks 1.3 or later (older ones skip these checks)."""
+    if ctx.facts.version < compact.COMPACT_SINCE:
+        raise Skipped(f"protocol {ctx.facts.version[0]}.{ctx.facts.version[1]} has no compact encodings (1.3)")
+    ranges = {cmd.Line(line): rng for line, rng in ctx.facts.dac_ranges.items()}
+    return compact.Scales(ctx.facts.dac_bits, ranges, ctx.facts.adc_bits, ctx.facts.adc_range, ctx.facts.gains)
+
+
+def _code_currents(ctx: Context, scales: compact.Scales, reply: codec.Reply, count: int, what: str) -> np.ndarray:
+    _expect(reply.kind == "block", f"{what} should answer a block, got {reply.kind} {reply.text[:80]!r}")
+    try:
+        return scales.currents(*compact.decode_adc_codes(reply.payload, count))
+    except ValueError as exc:
+        raise CheckFailed(f"{what}: {exc}") from None
+
+
+def _agree(codes: np.ndarray, floats: np.ndarray, what: str) -> None:
+    """Two readings of the same cells (read noise apart): within 10 % or 1 % of the largest."""
+    worst = float(np.abs(floats).max()) if floats.size else 0.0
+    off = np.abs(codes - floats) > 0.1 * np.abs(floats) + 0.01 * worst
+    _expect(not off.any(), f"{what}: {codes[off][:3]} A where the float32 form reads {floats[off][:3]} A "
+            "(codes at the wrong scale, byte order or gain index?)")  # fmt: skip
+
+
+@check("compact")
+def check_codes_read_what_floats_read(ctx: Context) -> None:
+    """MAP:CODE? and VMM:CODE? read what MAP? and VMM? read, at the scales the board reports (1.3)."""
+    scales = _compact(ctx)
+    nrows, ncols = min(ctx.facts.rows, 4), min(ctx.facts.cols, 4)
+    v = _read_voltage(ctx)
+    floats = ctx.probe.ask(f"MAP? 0,0,{nrows},{ncols},{v},CURR")
+    _expect(floats.kind == "block", f"MAP? should answer a block, got {floats.kind}")
+    codes = _code_currents(ctx, scales, ctx.probe.ask(f"MAP:CODE? 0,0,{nrows},{ncols},{v}"), nrows * ncols,
+                           "MAP:CODE?")  # fmt: skip
+    _agree(codes, codec.decode_block(floats.payload).astype(np.float64), "MAP:CODE?")
+    step = scales.dac_step(cmd.Line.ROW)
+    dac = np.array([[round(v / step), -round(v / step / 2)] * (nrows // 2) + [0] * (nrows % 2)], dtype=np.int64)
+    inputs = (dac * step).astype("<f4")
+    floats = ctx.probe.ask(codec.encode_command("VMM?", (0, 0, nrows, ncols, 1), inputs))
+    _expect(floats.kind == "block", f"VMM? should answer a block, got {floats.kind}")
+    block = dac.astype(compact.VMM_CODE_DTYPE).tobytes()
+    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1), block))
+    codes = _code_currents(ctx, scales, reply, ncols, "VMM:CODE?")
+    _agree(codes, codec.decode_block(floats.payload).astype(np.float64), "VMM:CODE?")
+
+
+@check("compact")
+def check_sparse_batches_refused_whole(ctx: Context) -> None:
+    """A malformed PULS:SPAR (indices out of order, a bitmap that miscounts, a DAC width, a level beyond its
+    limit, a block of the wrong length) is refused before anything runs (1.3)."""
+    scales = _compact(ctx)
+    row, col = ctx.options.cells[0] if ctx.options.cells else (0, 0)
+    gate, width = _gate(ctx), codec.format_number(_width(ctx))
+    region = f"{row},{col},1,{min(2, ctx.facts.cols - col)}"
+    cells = 2 if ctx.facts.cols - col >= 2 else 1
+    backwards = np.array([1, 0], "<u2").tobytes()
+    over = round((ctx.limit("VGATE")[1] + 0.5) / scales.dac_step(cmd.Line.GATE))
+    cases = [
+        (codec.encode_command("PULS:SPAR", (f"SET,{region},IDX,2,0,{gate},{width}",), backwards), -222,
+         "indices out of order"),
+        (codec.encode_command("PULS:SPAR", (f"SET,{region},BITS,2,0,{gate},{width}",), b"\x01"), -222,
+         "a bitmap selecting 1 cell where the count says 2"),
+        (codec.encode_command("PULS:SPAR", (f"SET,{region},IDX,1,0,{gate},DAC",), np.array([0, 5], "<u2").tobytes()),
+         -224, "a width as a DAC code"),
+        (codec.encode_command("PULS:SPAR", (f"SET,{region},IDX,1,0,DAC,{width}",),
+                              np.array([0, min(over, 65535)], "<u2").tobytes()), -222, "a gate code beyond VGATE"),
+        (codec.encode_command("PULS:SPAR", (f"SET,{region},IDX,1,0,{gate},{width}",), b"\x00\x00\x00"), -160,
+         "a block one byte too long"),
+    ]  # fmt: skip
+    if cells < 2:
+        cases = cases[2:]
+    mark, count = _set_mark(ctx), _pulse_count(ctx)
+    for data, code, why in cases:
+        ctx.probe.refused(data, code, why)
+        _expect(_pulse_count(ctx) == count, f"{why}: refused, yet SYST:PCNT? counted pulses")
+        _mark_unchanged(ctx, mark, f"a refused PULS:SPAR ({why})")
+
+
+@check("compact")
+def check_sparse_batch_pulses_the_named_cells(ctx: Context) -> None:
+    """PULS:SPAR pulses exactly the cells it names, by index and by bitmap, with shared and DAC-coded
+    values, and SYST:PCNT? counts them (1.3)."""
+    scales = _compact(ctx)
+    row, col = ctx.cell()
+    ctx.spend_pulses(2)
+    a, w = ctx.amplitude(), codec.format_number(_width(ctx))
+    ncols = min(3, ctx.facts.cols - col)
+    gate = compact.dac_codes(np.array([_gate(ctx)]), scales.dac_step(cmd.Line.GATE)).astype(compact.PULSE_CODE_DTYPE)
+    count = _pulse_count(ctx)
+    block = np.array([0], "<u2").tobytes() + gate.tobytes()
+    reply = ctx.probe.value(codec.encode_command("PULS:SPAR", (f"SET,{row},{col},1,{ncols},IDX,1,{a},DAC,{w}",),
+                                                  block))  # fmt: skip
+    _expect(reply == ["1"], f"PULS:SPAR of one indexed cell answered {reply}, not 1")
+    bits = compact.encode_selection(np.array([[True] + [False] * (ncols - 1)]), compact.Selection.BITS)
+    reply = ctx.probe.value(codec.encode_command("PULS:SPAR", (f"SET,{row},{col},1,{ncols},BITS,1,{a},F32,{w}",),
+                                                  bits + np.array([_gate(ctx)], "<f4").tobytes()))  # fmt: skip
+    _expect(reply == ["1"], f"PULS:SPAR of one cell by bitmap answered {reply}, not 1")
+    _expect(_pulse_count(ctx) == count + 2, f"SYST:PCNT? rose by {_pulse_count(ctx) - count}, not 2")

@@ -50,6 +50,9 @@ class Facts:
     dac_bits: int = 0
     dac_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     read_gate: float = 0.0
+    version: tuple[int, int] = (0, 0)
+    adc_bits: int = 0
+    adc_range: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -175,6 +178,9 @@ def _learn(probe: Probe) -> Facts:
         low, high = probe.value(f"DAC:RANG? {line}")
         facts.dac_ranges[line] = (float(low), float(high))
     facts.read_gate = float(probe.value("SYST:VGRE?")[0])
+    facts.adc_bits = int(probe.value("ADC:RES?")[0])
+    low, high = probe.value("ADC:RANG?")
+    facts.adc_range = (float(low), float(high))
     return facts
 
 
@@ -195,6 +201,8 @@ def run_checks(
         probe.clean()
         protocol = probe.value("SYST:VERS?")[0]
         facts = _learn(probe)
+        major, _, minor = protocol.partition(".")
+        facts.version = (int(major), int(minor or 0)) if major.isdigit() and minor.isdigit() else (0, 0)
     except (CheckFailed, BoardError, ValueError) as exc:
         result = CheckResult("describe", "description", "fail", f"the board cannot describe itself: {exc}",
                              _exchanges(probe))  # fmt: skip

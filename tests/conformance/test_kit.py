@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from drivers import codec
+from collections.abc import Callable
+
+from drivers import codec, compact
 from drivers.codec import CommandParser, ErrorCode, ParseError
 from drivers.conformance import CHECKS, ConformanceOptions, Report, run_checks, run_conformance
 from hil import cli
@@ -160,17 +162,57 @@ class IdlesOnRefusal(Firmware):
         super()._check_pulse(*args, **kwargs)  # type: ignore[arg-type]
 
 
+class DescendingGainIndex(Firmware):
+    """Numbers its ADC codes' gains from the highest down: every compact reading is off by decades."""
+
+    def _adc_code_reply(self, current: np.ndarray) -> bytes:
+        codes, index = self.spec.electronics.measure_autoranged_codes(current)
+        payload = compact.encode_adc_codes(codes, len(self.spec.electronics.tia_gains) - 1 - index)
+        return codec.block_header(len(payload)) + payload + codec.TERMINATOR
+
+
+def _with_selection(command: codec.Command, change: Callable[[bytes], bytes]) -> codec.Command:
+    """A PULS:SPAR with its selection bytes changed."""
+    nrows, ncols, select, count = int(command.args[3]), int(command.args[4]), command.args[5], int(command.args[6])
+    size = compact.selection_bytes(compact.Selection(select.upper()), nrows * ncols, count)
+    block = command.block or b""
+    return codec.Command(command.header, command.args, change(block[:size]) + block[size:])
+
+
+class SortsIndices(Firmware):
+    """Puts a sparse batch's indices in order instead of refusing them out of order."""
+
+    def _pulse_sparse(self, command: codec.Command) -> bytes:
+        if command.args[5].upper() == "IDX":
+            command = _with_selection(command, lambda b: np.sort(np.frombuffer(b, "<u2")).astype("<u2").tobytes())
+        return super()._pulse_sparse(command)
+
+
+class BigEndianBits(Firmware):
+    """Reads a sparse batch's bitmap most significant bit first."""
+
+    def _pulse_sparse(self, command: codec.Command) -> bytes:
+        if command.args[5].upper() == "BITS":
+            flip = lambda b: np.packbits(np.unpackbits(np.frombuffer(b, np.uint8)), bitorder="little").tobytes()  # noqa: E731
+            command = _with_selection(command, flip)
+        return super()._pulse_sparse(command)
+
+
 BROKEN = {
     "clamps": (Clamps, "levels-refused-not-clamped"),
     "runs-refused-payload": (RunsRefusedPayload, "malformed-block-header-drains"),
     "forgets-sessions": (ForgetsSessions, "sessions-kept"),
     "idles-on-refusal": (IdlesOnRefusal, "pulses-refused-before-any-effect"),
+    "descending-gain-index": (DescendingGainIndex, "codes-read-what-floats-read"),
+    "sorts-indices": (SortsIndices, "sparse-batches-refused-whole"),
+    "big-endian-bits": (BigEndianBits, "sparse-batch-pulses-the-named-cells"),
 }
 
 
 @pytest.mark.parametrize(("kind", "check"), BROKEN.values(), ids=BROKEN.keys())
 def test_a_broken_board_fails_the_kit_naming_the_check(kind: type[Firmware], check: str) -> None:
-    report = run_checks(FirmwareTransport(firmware(kind)), ConformanceOptions(quiet_wait=0))
+    options = ConformanceOptions(cells=((3, 4),), max_amplitude=2.5, quiet_wait=0)  # the pulse checks run too
+    report = run_checks(FirmwareTransport(firmware(kind)), options)
     assert not report.passed
     failed = {r.name: r for r in report.failed()}
     assert check in failed, report.text()
@@ -207,3 +249,13 @@ def test_hil_conformance_refuses_a_cell_outside_the_array(capsys: pytest.Capture
 def test_an_unknown_check_name_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["conformance", "emulator://?preset=ideal&rows=16&cols=8", "--only", "no-such"]) == 2
     assert "unknown check" in capsys.readouterr().err
+
+
+def test_a_1_2_board_skips_the_compact_checks_and_a_1_3_board_runs_them() -> None:
+    from tests.drivers.test_versions import Board12
+
+    older = run_checks(FirmwareTransport(firmware(Board12)), CELLS, only=("compact",))
+    assert {r.status for r in older.results} == {"skip"} and len(older.results) == 3
+    assert all("1.3" in r.message for r in older.results), older.text()
+    newer = run_checks(FirmwareTransport(firmware()), CELLS, only=("compact",))
+    assert [r.status for r in newer.results] == ["pass"] * 3, newer.text()
