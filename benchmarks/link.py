@@ -10,11 +10,24 @@ transport (pyvisa over TCP, pyvisa over the pty, pyserial over the pty, in-proce
 - the bytes each operation moves, counted at the transport.
 
 It also works out the payload of a per-cell ASCII map against the one block, and what each
-would take on a 115200-baud 8N1 serial link. Human-readable lines go to stdout as it goes; the
-last line of stdout is one JSON object with every figure. A benchmark, never a timed test.
+would take on a 115200-baud 8N1 serial link.
 
-    .venv/bin/python benchmarks/link.py            # default: about 20 s on a 2-core machine
-    .venv/bin/python benchmarks/link.py --quick    # smoke run, a few seconds
+**Slow links** (``--part slow``): protocol 1.2's float32 forms ("before", forced with
+``compact=False``) against 1.3's compact forms ("after"), at 115200 baud, 921600 baud and 1 MB/s:
+the bytes and the wall time of a 128x64 map, a 1,000-vector VMM, a 128x64 write-verify and one
+CNN and one MLP training update (forward VMMs, read-back and pulses), with the lower bound each
+could reach (``link_budget.py``). Bytes are counted in process (they do not depend on the link).
+Wall times are measured on an emulator paced to the link's speed (``serve --bytes-per-second``)
+where that takes seconds, and modelled (bytes / rate + the same operation's time in process)
+where it would take minutes; the JSON says which each is, and the measured ones show how close
+the model is.
+
+Human-readable lines go to stdout as it goes; the last line of stdout is one JSON object with
+every figure. A benchmark, never a timed test.
+
+    .venv/bin/python benchmarks/link.py            # default: both parts
+    .venv/bin/python benchmarks/link.py --quick    # smoke run
+    .venv/bin/python benchmarks/link.py --part slow
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from link_budget import LowerBound, bounding
 from traffic import Traffic, count_traffic
 
 from drivers import Board, open_board
@@ -70,7 +84,8 @@ class Settings:
 
 @contextmanager
 def emulator_process(*where: str) -> Iterator[str]:
-    """Run ``python -m mock_hardware serve <where>``; yield the resource from its READY line.
+    """Run ``python -m mock_hardware serve <where>`` (and any further serve options); yield the resource
+    from its READY line.
 
     The process is stopped on the way out however the block ends: stdin closed and waited on,
     then terminated, then killed.
@@ -246,6 +261,178 @@ def map_payload(resource: str) -> Json:
     return result
 
 
+# ----------------------------------------------------------------------------- slow links
+
+LINK_RATES = {"115200 baud": 115200 / BITS_PER_SERIAL_BYTE, "921600 baud": 921600 / BITS_PER_SERIAL_BYTE,
+              "1 MB/s": 1e6}  # fmt: skip
+ENCODINGS = {"before (1.2, float32)": False, "after (1.3, compact)": True}
+WV_WINDOW = (150e-6, 350e-6)  # S: targets a SET reaches on umass-ta-hfo2 without a calibration
+WV_TOLERANCE = 4e-6  # S
+TRAIN_MODELS: dict[str, dict[str, Any]] = {
+    "cnn": {"batch_size": 100, "optimizer": {"name": "rmsprop", "lr": 0.01}},
+    "mlp": {"batch_size": 50, "optimizer": {"name": "sgd", "lr": 0.1}},
+}
+TRAIN_UPDATES = 3  # the last (with the final evaluation) is left out
+
+
+def _operations(board: Board, rng: np.random.Generator) -> dict[str, Callable[[], object]]:
+    from protocols.programming import write_verify
+
+    rows, cols = board.shape
+    v_rows = rng.uniform(-VMM_AMPLITUDE, VMM_AMPLITUDE, size=(VMM_VECTORS, rows))
+    targets = rng.uniform(*WV_WINDOW, size=(rows, cols))
+    return {
+        "map 128x64": lambda: board.read_map(V_READ),
+        "vmm 1000 vectors": lambda: board.vmm(v_rows),
+        "write-verify 128x64": lambda: write_verify(board, targets, WV_TOLERANCE),
+    }
+
+
+def _counted(resource: str, compact: bool, link_rate: float | None = None) -> dict[str, Json]:
+    """Bytes, round trips, lower bound and in-process time of each board operation, in one encoding."""
+    results: dict[str, Json] = {}
+    for name in ("map 128x64", "vmm 1000 vectors", "write-verify 128x64"):
+        with open_board(resource, timeout=LINK_TIMEOUT, compact=compact, link_rate=link_rate) as board:
+            bound = LowerBound.of(board)
+            operation = _operations(board, np.random.default_rng(SEED))[name]
+            start = time.perf_counter()
+            with bounding(bound):
+                traffic = count_traffic(board, operation)
+            results[name] = {**asdict(traffic), "in_process_s": time.perf_counter() - start,
+                             "lower_bound_bytes": bound.bytes}  # fmt: skip
+    return results
+
+
+def _training_update(model: str, compact: bool) -> Json:
+    """Bytes of one training update on the in-process emulator (mean over the updates but the last)."""
+    import tempfile
+    from pathlib import Path
+
+    import hil.training.run as training_run
+    from drivers.transports.inprocess import InProcessTransport
+    from hil.storage import RunFile
+    from hil.training.config import TrainConfig
+
+    marks: list[tuple[float, Traffic, float]] = []
+    traffic, bound = Traffic(), LowerBound(16, 14, 5)
+    counting = {"on": False}
+
+    class Ticking(RunFile):
+        def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
+            if advance == 1 or total is not None:
+                counting["on"] = True
+                marks.append((time.perf_counter(), Traffic(**asdict(traffic)), bound.bits))
+            super().progress(advance, total, **status)
+
+    originals = {name: getattr(InProcessTransport, name) for name in ("write", "read_exact", "read_line")}
+
+    def write(self: Any, data: bytes) -> None:
+        if counting["on"]:
+            traffic.sent += len(data)
+            traffic.round_trips += 1
+        originals["write"](self, data)
+
+    def reader(name: str) -> Callable[..., bytes]:
+        def read(self: Any, *args: Any) -> bytes:
+            data: bytes = originals[name](self, *args)
+            if counting["on"]:
+                traffic.received += len(data)
+            return data
+
+        return read
+
+    board_init = Board.__init__
+
+    def init(self: Board, *args: Any, **kwargs: Any) -> None:
+        kwargs["compact"] = compact  # "before": the 1.2 forms, as if the board offered no more
+        board_init(self, *args, **kwargs)
+
+    config = TrainConfig.model_validate({"model": model, "updates": TRAIN_UPDATES, "eval_every": 10**6,
+                                         "boards": {"board0": f"emulator://?preset={PRESET}&seed={SEED}"},
+                                         **TRAIN_MODELS[model]})  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        run = Ticking(Path(folder) / f"{model}.h5", procedure="train", config=config.model_dump(mode="json"),
+                      show_progress=False)  # fmt: skip
+        InProcessTransport.write = write  # type: ignore[method-assign]
+        InProcessTransport.read_exact = reader("read_exact")  # type: ignore[method-assign]
+        InProcessTransport.read_line = reader("read_line")  # type: ignore[method-assign]
+        Board.__init__ = init  # type: ignore[method-assign]
+        try:
+            with run, bounding(bound):
+                training_run.run_training(config, run)
+        finally:
+            for name, function in originals.items():
+                setattr(InProcessTransport, name, function)
+            Board.__init__ = board_init  # type: ignore[method-assign]
+    # marks: the loop's start, then after each update; the last update also evaluates
+    spans = list(zip(marks[:-1], marks[1:], strict=False))[: TRAIN_UPDATES - 1]
+    count = len(spans)
+    return {
+        "sent": sum(b[1].sent - a[1].sent for a, b in spans) / count,
+        "received": sum(b[1].received - a[1].received for a, b in spans) / count,
+        "round_trips": sum(b[1].round_trips - a[1].round_trips for a, b in spans) / count,
+        "lower_bound_bytes": sum(b[2] - a[2] for a, b in spans) / count / 8,
+        "in_process_s": sum(b[0] - a[0] for a, b in spans) / count,
+        "updates_averaged": count,
+    }
+
+
+def _paced(rate: float, compact: bool, names: list[str]) -> dict[str, float]:
+    """Wall time of board operations on an emulator paced to ``rate`` bytes per second."""
+    results: dict[str, float] = {}
+    with emulator_process("--tcp", "127.0.0.1:0", "--bytes-per-second", str(rate)) as resource:
+        # after: the host knows the link's speed and bounds each command's time; before: as the host was
+        with open_board(resource, timeout=LINK_TIMEOUT + 60, compact=compact, link_rate=rate if compact else None) as b:
+            operations = _operations(b, np.random.default_rng(SEED))
+            for name in names:
+                results[name] = timed(operations[name])
+                print(f"    paced {name}: {results[name]:.2f} s", flush=True)
+    return results
+
+
+def slow_links(paced_budget_s: float, quick: bool) -> Json:
+    """Before and after, at each link speed: bytes, lower bound, wall time (measured or modelled)."""
+    resource = f"emulator://?preset={PRESET}&seed={SEED}"
+    counted: dict[str, dict[str, Json]] = {}
+    for label, compact in ENCODINGS.items():
+        print(f"counting {label} in process", flush=True)
+        counted[label] = _counted(resource, compact)
+        for model in () if quick else tuple(TRAIN_MODELS):
+            counted[label][f"{model} update"] = _training_update(model, compact)
+        for name, figures in counted[label].items():
+            moved = figures["sent"] + figures["received"]
+            print(f"  {name:22s} {moved:>12,.0f} B in {figures['round_trips']:>7,.0f} commands "
+                  f"({moved / figures['lower_bound_bytes']:.2f}x the lower bound "
+                  f"{figures['lower_bound_bytes']:,.0f} B); {figures['in_process_s']:.2f} s in process", flush=True)
+    table: dict[str, Json] = {}
+    for rate_label, rate in LINK_RATES.items():
+        table[rate_label] = {}
+        for label, compact in ENCODINGS.items():
+            rows: Json = {}
+            modelled = {name: (f["sent"] + f["received"]) / rate + f["in_process_s"]
+                        for name, f in counted[label].items()}  # fmt: skip
+            # Measure on a paced link what takes seconds; model what would take minutes.
+            names = [n for n in ("map 128x64", "vmm 1000 vectors", "write-verify 128x64")
+                     if modelled[n] <= paced_budget_s]  # fmt: skip
+            print(f"{rate_label}, {label}: pacing {names or 'nothing'}", flush=True)
+            measured = _paced(rate, compact, names) if names else {}
+            for name, figures in counted[label].items():
+                moved = figures["sent"] + figures["received"]
+                rows[name] = {
+                    "bytes": moved,
+                    "round_trips": figures["round_trips"],
+                    "lower_bound_bytes": figures["lower_bound_bytes"],
+                    "over_lower_bound": moved / figures["lower_bound_bytes"],
+                    "lower_bound_s": figures["lower_bound_bytes"] / rate,
+                    "modelled_s": modelled[name],
+                    "measured_s": measured.get(name),
+                }
+            table[rate_label][label] = rows
+    return {"link_rates_bytes_per_s": LINK_RATES, "counted": counted, "by_rate": table,
+            "write_verify": {"window_S": WV_WINDOW, "tolerance_S": WV_TOLERANCE},
+            "training": {"updates_run": TRAIN_UPDATES, "models": TRAIN_MODELS}}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- machine
 
 
@@ -294,6 +481,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cell-reads", type=int, metavar="N", help="one-cell reads timed per transport (default 500; 100 with --quick)"
     )
     parser.add_argument(
+        "--part", choices=("transports", "slow"), action="append",
+        help="measure only this part; repeatable (default: both)",
+    )
+    parser.add_argument(
+        "--paced-budget", type=float, default=20.0, metavar="S",
+        help="on slow links, measure on a paced emulator each operation whose modelled time is at most S "
+        "seconds, model the rest (default 20)",
+    )
+    parser.add_argument(
         "--transport",
         choices=TRANSPORTS,
         action="append",
@@ -324,7 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    parts = args.part or ["transports", "slow"]
     results: Json = {}
+    slow = slow_links(args.paced_budget, args.quick) if "slow" in parts else None
+    if "transports" not in parts:
+        chosen = []
     with ExitStack() as emulators:
         resources: dict[str, str] = {"in-process": f"emulator://?preset={PRESET}&seed={SEED}"}
         if "pyvisa-tcp" in chosen:
@@ -338,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_cell = settings.per_cell_map_everywhere or name == "in-process"
                 results[name] = measure_transport(name, resources[name], settings, per_cell)
 
-    payload = map_payload(resources["in-process"])
+    payload = map_payload(resources["in-process"]) if "transports" in parts else None
     elapsed = time.perf_counter() - started
     print(f"done in {elapsed:.1f} s", flush=True)
     summary = {
@@ -354,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "transports": results,
         "map_payload": payload,
+        "slow_links": slow,
         "elapsed_s": elapsed,
     }
     print(json.dumps(summary))

@@ -301,7 +301,8 @@ class Board:
     @property
     def _adc_codes(self) -> bool:
         """Whether maps and VMM outputs come as ADC codes (the board offers them and they fit int16)."""
-        return self.scales is not None and self.scales.adc_bits <= 8 * layouts.ADC_CODE_DTYPE.itemsize
+        scales = self.scales
+        return scales is not None and scales.adc_bits <= 16 and len(scales.gains) <= layouts.MAX_GAINS
 
     def _command_bytes(self) -> int:
         """The most bytes one command and its reply may move: the block limit, and on a link of known
@@ -310,13 +311,15 @@ class Board:
             return codec.MAX_BLOCK_BYTES
         return max(1, min(codec.MAX_BLOCK_BYTES, int(self.link_rate * self.max_command_time)))
 
-    def _chunks(self, count: int, bytes_per_item: int, block_bytes_per_item: int | None = None) -> list[tuple[int, int]]:
+    def _chunks(
+        self, count: int, bytes_per_item: float, block_bytes_per_item: float | None = None
+    ) -> list[tuple[int, int]]:
         """``count`` items in runs that fit one block (``block_bytes_per_item`` each, default
         ``bytes_per_item``) and the time bound (``bytes_per_item`` each way together)."""
-        per_chunk = min(
-            codec.MAX_BLOCK_BYTES // max(1, block_bytes_per_item or bytes_per_item),
-            self._command_bytes() // max(1, bytes_per_item),
-        )
+        per_chunk = int(min(
+            codec.MAX_BLOCK_BYTES // max(1.0, block_bytes_per_item or bytes_per_item),
+            self._command_bytes() // max(1.0, bytes_per_item),
+        ))  # fmt: skip
         per_chunk = max(1, per_chunk)
         return [(start, min(per_chunk, count - start)) for start in range(0, count, per_chunk)]
 
@@ -505,7 +508,7 @@ class Board:
     ) -> FloatArray:
         """A command whose reply is ``values`` ADC codes with their gain indices, as currents (A)."""
         assert self.scales is not None
-        reply = self.link.exchange(command.header, args, block, reply_bytes=values * layouts.BYTES_PER_ADC_VALUE)
+        reply = self.link.exchange(command.header, args, block, reply_bytes=layouts.adc_block_bytes(values))
         try:
             return self.scales.currents(*layouts.decode_adc_codes(reply.payload, values))
         except ValueError as exc:
@@ -542,11 +545,14 @@ class Board:
         return np.concatenate(parts)
 
     def _vmm_codes(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.int64] | None:
-        """VMM inputs as row DAC codes (rounded toward 0 V), when the board takes them and they fit int16."""
+        """VMM inputs as the nearest row DAC codes, when the board takes them, they fit int16 and every
+        level they stand for is inside the read limit (else the float32 form)."""
         if self.scales is None or not self._adc_codes:
             return None
-        codes = layouts.dac_codes(inputs, self.scales.dac_step(Line.ROW))
-        return codes if layouts.fits(codes, layouts.VMM_CODE_DTYPE) else None
+        step = self.scales.dac_step(Line.ROW)
+        codes = layouts.dac_codes(inputs, step)
+        levels_ok = layouts.within(codes * step, self.limits.v_read.min, self.limits.v_read.max)
+        return codes if layouts.fits(codes, layouts.VMM_CODE_DTYPE) and levels_ok else None
 
     def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
         """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.

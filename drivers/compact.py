@@ -4,7 +4,8 @@ docs/wire-protocol.md ("Compact encodings") is the contract. Three commands carr
 the hardware is integer, and only the cells a batch pulses:
 
 - ``MAP:CODE?`` and ``VMM:CODE?`` reply with ADC codes: ``n`` little-endian int16 codes, then ``n``
-  uint8 indices into the board's TIA gains (ascending, as ``TIA:GAIN?`` lists them). A value's
+  4-bit indices into the board's TIA gains (ascending, as ``TIA:GAIN?`` lists them), two a byte, the
+  first in the low nibble (``ceil(n/2)`` bytes; 2.5 bytes a value). A value's
   current is ``code * adc_lsb / gain[index]`` with ``adc_lsb = (ADC:RANG max - min) / 2**ADC:RES``.
 - ``VMM:CODE?`` takes its row voltages as little-endian int16 DAC codes of the row DAC:
   ``volts = code * dac_step`` with ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``.
@@ -26,11 +27,16 @@ import numpy.typing as npt
 from drivers.commands import Line
 
 ADC_CODE_DTYPE = np.dtype("<i2")
-GAIN_INDEX_DTYPE = np.dtype("u1")
+MAX_GAINS = 16  # a gain index is 4 bits
 VMM_CODE_DTYPE = np.dtype("<i2")  # row DAC codes of VMM inputs (signed: inputs are either sign)
 PULSE_CODE_DTYPE = np.dtype("<u2")  # DAC codes of pulse amplitudes and gates (magnitudes, >= 0)
 F32 = np.dtype("<f4")
-BYTES_PER_ADC_VALUE = ADC_CODE_DTYPE.itemsize + GAIN_INDEX_DTYPE.itemsize
+BYTES_PER_ADC_VALUE = ADC_CODE_DTYPE.itemsize + 0.5  # an int16 code and a 4-bit gain index
+
+
+def adc_block_bytes(count: int) -> int:
+    """Bytes of an ADC-code block of ``count`` values."""
+    return count * ADC_CODE_DTYPE.itemsize + (count + 1) // 2
 COMPACT_SINCE = (1, 3)
 """the protocol version that has the compact commands"""
 
@@ -113,11 +119,19 @@ class Scales:
 
 
 def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.int64]:
-    """The DAC codes for ``volts``, rounded toward 0 V: a code never stands for more than was asked."""
-    codes = np.round(np.asarray(volts, dtype=np.float64) / step).astype(np.int64)
-    beyond = np.abs(codes * step) > np.abs(volts)
-    codes[beyond] -= np.sign(codes[beyond])
+    """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
+    never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
+    reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
+    volts = np.asarray(volts, dtype=np.float64)
+    codes = np.round(volts / step).astype(np.int64)
+    short = np.abs(codes * step) < np.abs(volts)
+    codes[short] += np.sign(volts[short]).astype(np.int64)
     return codes
+
+
+def within(levels: npt.NDArray[np.floating], low: float, high: float) -> bool:
+    """Whether every level lies inside ``[low, high]``."""
+    return not levels.size or (low <= float(levels.min()) and float(levels.max()) <= high)
 
 
 def fits(codes: npt.NDArray[np.integer], dtype: np.dtype[np.integer]) -> bool:
@@ -126,15 +140,22 @@ def fits(codes: npt.NDArray[np.integer], dtype: np.dtype[np.integer]) -> bool:
     return not codes.size or (int(codes.min()) >= info.min and int(codes.max()) <= info.max)
 
 
-def encode_adc_codes(codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> bytes:
-    """An ADC-code block payload: every code, then every gain index."""
-    return codes.astype(ADC_CODE_DTYPE).tobytes() + gain_index.astype(GAIN_INDEX_DTYPE).tobytes()
+def encode_adc_codes(codes: npt.NDArray[np.floating | np.integer], gain_index: npt.NDArray[np.integer]) -> bytes:
+    """An ADC-code block payload: every code, then the gain indices two a byte (low nibble first)."""
+    flat = np.asarray(gain_index, dtype=np.uint8).ravel()
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    nibbles = flat[0::2] | (flat[1::2] << 4)
+    return np.asarray(codes).astype(ADC_CODE_DTYPE).tobytes() + nibbles.astype(np.uint8).tobytes()
 
 
 def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8]]:
     """(codes, gain indices) of an ADC-code block payload of ``count`` values."""
-    if len(payload) != count * BYTES_PER_ADC_VALUE:
-        raise ValueError(f"an ADC-code block of {count} values holds {count * BYTES_PER_ADC_VALUE} bytes, "
+    if len(payload) != adc_block_bytes(count):
+        raise ValueError(f"an ADC-code block of {count} values holds {adc_block_bytes(count)} bytes, "
                          f"not {len(payload)}")  # fmt: skip
     split = count * ADC_CODE_DTYPE.itemsize
-    return np.frombuffer(payload[:split], ADC_CODE_DTYPE), np.frombuffer(payload[split:], GAIN_INDEX_DTYPE)
+    packed = np.frombuffer(payload[split:], np.uint8)
+    index = np.empty(2 * packed.size, dtype=np.uint8)
+    index[0::2], index[1::2] = packed & 0x0F, packed >> 4
+    return np.frombuffer(payload[:split], ADC_CODE_DTYPE), index[:count]

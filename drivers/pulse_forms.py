@@ -2,9 +2,8 @@
 (protocol 1.3) naming the pulsed cells with their values, whichever is smaller.
 
 ``PULS:SPAR`` carries a value shared by every pulsed cell once, as a number in the command; a value
-that varies per cell as uint16 DAC codes when the board reports its DAC scale and every code stands
-for a level inside the host's limits (codes are rounded toward 0 V, so a level is never beyond the
-one checked), else as float32.
+that varies per cell as uint16 DAC codes (the nearest, within half a DAC step) when the board reports
+its DAC scale and every coded level lies inside the host's limits, else as float32.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ def sparse_form(
             step = scales.dac_step(line)
             codes = compact.dac_codes(values, step)
             levels = codes * step
-            if compact.fits(codes, compact.PULSE_CODE_DTYPE) and limit.min <= levels.min() and levels.max() <= limit.max:
+            if compact.fits(codes, compact.PULSE_CODE_DTYPE) and compact.within(levels, limit.min, limit.max):
                 args.append(compact.ValueForm.DAC.value)
                 parts.append(codes.astype(compact.PULSE_CODE_DTYPE).tobytes())
                 continue

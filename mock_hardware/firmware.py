@@ -601,11 +601,11 @@ class Firmware:
         self._within_array("v_gate", v_gate, LimitName.VGATE, "V", origin)
         self._within_array("width", width, LimitName.WIDTH, "s", origin)
 
-    def _reply_block_fits(self, values: int, itemsize: int = codec.BLOCK_DTYPE.itemsize) -> None:
+    def _reply_block_fits(self, values: int, itemsize: float = codec.BLOCK_DTYPE.itemsize) -> None:
         if values * itemsize > codec.MAX_BLOCK_BYTES:
             raise CommandFailure(
                 ErrorCode.TOO_MUCH_DATA,
-                f"the reply would hold {values} values ({values * itemsize} bytes), over the "
+                f"the reply would hold {values} values ({values * itemsize:.0f} bytes), over the "
                 f"{codec.MAX_BLOCK_BYTES}-byte block limit: split the command",
             )
 
@@ -672,9 +672,10 @@ class Firmware:
         return codec.block_header(len(payload)) + payload + codec.TERMINATOR
 
     def _codes_fit(self) -> None:
-        if self.spec.electronics.adc_bits > 8 * compact.ADC_CODE_DTYPE.itemsize:
-            raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"ADC codes of {self.spec.electronics.adc_bits} bits "
-                                 "do not fit int16: use MAP? / VMM?")  # fmt: skip
+        e = self.spec.electronics
+        if e.adc_bits > 16 or len(e.tia_gains) > compact.MAX_GAINS:
+            raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"ADC codes of {e.adc_bits} bits or {len(e.tia_gains)} "
+                                 "gains do not fit int16 codes and 4-bit gain indices: use MAP? / VMM?")  # fmt: skip
 
     @handles(cmd.MAP_CODE)
     def _map_codes(self, command: Command) -> bytes:

@@ -46,7 +46,7 @@ def test_a_few_cells_with_their_own_gates_travel_as_indices_shared_values_and_da
     assert codes is not None
     levels = codes * SCALES.dac_step(Line.GATE)
     wanted = gates[mask]
-    assert (levels <= wanted).all() and (wanted - levels < SCALES.dac_step(Line.GATE)).all()  # toward 0 V
+    assert (levels >= wanted).all() and (levels - wanted < SCALES.dac_step(Line.GATE)).all()  # the next code up
 
 
 def test_every_cell_pulsed_travels_as_a_bitmap_and_a_level_outside_the_limits_as_float32() -> None:
@@ -54,10 +54,10 @@ def test_every_cell_pulsed_travels_as_a_bitmap_and_a_level_outside_the_limits_as
     step = SCALES.dac_step(Line.GATE)
     gates = np.full(mask.shape, 0.5)
     gates[0, 0] = 0.7
-    tight = (LIMITS[0], Range(min=0.5, max=5.5))  # 0.5 V has no exact code: its code lies below the limit
+    tight = (LIMITS[0], Range(min=0.5, max=0.7))  # 0.7 V has no exact code: the next one up lies beyond the limit
     form = sparse_form(PulseKind.SET, _planes(mask, 2.5, gates, 1e-6), SCALES, tight)
     assert form.args[:2] == ("BITS", 256) and form.args[3] == "F32"
-    assert (0.5 / step) % 1 != 0
+    assert compact.dac_codes(np.array([0.7]), step)[0] * step > 0.7
     assert sparse_form(PulseKind.SET, _planes(mask, 2.5, gates, 1e-6), SCALES, LIMITS).args[3] == "DAC"
     dense = smallest_form(PulseKind.SET, _planes(mask, 2.5, gates, 1e-6), SCALES, LIMITS, sparse=False)
     assert dense.header == "PULS:BATC" and dense.block_bytes == 4 * 256 * 4
@@ -83,7 +83,7 @@ def test_the_compact_forms_give_the_same_cells_as_the_float32_forms(kind: PulseK
     (count, applied, g, currents, g_read, i_read), (count_f, applied_f, g_f, currents_f, g_read_f, i_read_f) = results
     assert count == count_f == applied == applied_f == mask.sum()
     np.testing.assert_allclose(g, g_f, rtol=1e-4, atol=1e-9)  # levels differ by under one DAC step (153 uV)
-    # Each input lies within one row DAC step below its float32 value; ADC codes within 1e-3 of full precision.
+    # Each input lies within a row DAC step of its float32 value; ADC codes within 1e-3 of full precision.
     bound = SCALES.dac_step(Line.ROW) * g.sum(axis=0) + 1e-3 * np.abs(currents_f) + 1e-9
     assert (np.abs(currents - currents_f) <= bound).all()
     np.testing.assert_allclose(g_read, g_read_f, rtol=1e-6, atol=2e-7)  # a level a DAC step apart: one ADC code
