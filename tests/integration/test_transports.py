@@ -190,7 +190,7 @@ def test_a_plain_pyvisa_client_reads_the_map(emulator_process: EmulatorFactory) 
     finally:
         instrument.close()
         manager.close()
-    with open_board("emulator://?seed=11") as board:
+    with open_board("emulator://?seed=11", compact=False) as board:  # MAP?, as the example sends
         np.testing.assert_array_equal(g, board.read_map(0.25))
 
 

@@ -32,7 +32,7 @@ def fw() -> Firmware:
     return make_firmware()
 
 
-def command(header: str, *args: str | float, block: np.ndarray | list[float] | None = None) -> bytes:
+def command(header: str, *args: str | float, block: np.ndarray | list[float] | bytes | None = None) -> bytes:
     return codec.encode_command(header, args, block)
 
 
@@ -126,6 +126,10 @@ VALID: dict[str, bytes] = {
     "VMM?": command("VMM?", 0, 0, ROWS, COLS, 2, block=np.full((2, ROWS), 0.1)),
     "PULS:BATC": command("PULS:BATC", "SET", 0, 0, 2, 2, block=batch_planes(2.0, 1.0, 1e-6, np.eye(2))),
     "SWEEP?": command("SWEEP?", 0, 1, 1.0, 1e-6, 3, block=[0.5, 1.5, -1.0]),
+    "MAP:CODE?": command("MAP:CODE?", 0, 0, ROWS, COLS, 0.2),
+    "VMM:CODE?": command("VMM:CODE?", 0, 0, ROWS, COLS, 2, block=np.full((2, ROWS), 655, "<i2").tobytes()),
+    "PULS:SPAR": command("PULS:SPAR", "SET", 0, 0, 2, 2, "IDX", 2, 2.0, "DAC", 1e-6,
+                         block=np.array([0, 3, 10923, 10923], "<u2").tobytes()),  # cells 0 and 3, gates of 1 V
     "SYST:FRAM": command("SYST:FRAM", "tok"),
     "SYST:SEQ?": command("SYST:SEQ?"),
     "SYST:DONE?": b"SYST:FRAM tok\nSYST:DONE? 1\n",  # asks about a session
@@ -133,7 +137,7 @@ VALID: dict[str, bytes] = {
 SET_UP_FIRST = ("ADC:SAMP?", "SYST:DONE?")  # the last line of these is the command
 EXPECTED_KIND = {"*RST": "ok", "SYST:WAIT": "ok", "DAC:VOLT": "ok", "MUX:ROW": "ok", "MUX:COL": "ok",
                  "MUX:OPEN": "ok", "PULS:SET": "ok", "PULS:RES": "ok", "PULS:FORM": "ok",
-                 "MAP?": "block", "VMM?": "block", "SWEEP?": "block"}  # fmt: skip
+                 "MAP?": "block", "VMM?": "block", "SWEEP?": "block", "MAP:CODE?": "block", "VMM:CODE?": "block"}  # fmt: skip
 
 
 def documented_headers() -> set[str]:
