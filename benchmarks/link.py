@@ -33,6 +33,7 @@ every figure. A benchmark, never a timed test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -365,7 +366,7 @@ def _training_update(model: str, compact: bool) -> Json:
                 setattr(InProcessTransport, name, function)
             Board.__init__ = board_init  # type: ignore[method-assign]
     # marks: the loop's start, then after each update; the last update also evaluates
-    spans = list(zip(marks[:-1], marks[1:], strict=False))[: TRAIN_UPDATES - 1]
+    spans = list(itertools.pairwise(marks))[: TRAIN_UPDATES - 1]
     count = len(spans)
     return {
         "sent": sum(b[1].sent - a[1].sent for a, b in spans) / count,
@@ -380,13 +381,15 @@ def _training_update(model: str, compact: bool) -> Json:
 def _paced(rate: float, compact: bool, names: list[str]) -> dict[str, float]:
     """Wall time of board operations on an emulator paced to ``rate`` bytes per second."""
     results: dict[str, float] = {}
-    with emulator_process("--tcp", "127.0.0.1:0", "--bytes-per-second", str(rate)) as resource:
-        # after: the host knows the link's speed and bounds each command's time; before: as the host was
-        with open_board(resource, timeout=LINK_TIMEOUT + 60, compact=compact, link_rate=rate if compact else None) as b:
-            operations = _operations(b, np.random.default_rng(SEED))
-            for name in names:
-                results[name] = timed(operations[name])
-                print(f"    paced {name}: {results[name]:.2f} s", flush=True)
+    # after: the host knows the link's speed and bounds each command's time; before: as the host was
+    with (
+        emulator_process("--tcp", "127.0.0.1:0", "--bytes-per-second", str(rate)) as resource,
+        open_board(resource, timeout=LINK_TIMEOUT + 60, compact=compact, link_rate=rate if compact else None) as b,
+    ):
+        operations = _operations(b, np.random.default_rng(SEED))
+        for name in names:
+            results[name] = timed(operations[name])
+            print(f"    paced {name}: {results[name]:.2f} s", flush=True)
     return results
 
 

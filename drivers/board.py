@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import codec, pulse_forms
-from drivers import compact as layouts
 from drivers import commands as cmd
+from drivers import compact as layouts
 from drivers.codec import block_bounds
 from drivers.commands import CommandSpec, LimitName, Line, PulseKind
 from drivers.errors import BoardError, InvalidRequest, LimitError, LinkError

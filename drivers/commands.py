@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Line(StrEnum):
@@ -135,7 +136,7 @@ class CommandSpec:
 _REGION = (("row0", Arg.ROW), ("col0", Arg.COL), ("nrows", Arg.COUNT), ("ncols", Arg.COUNT))
 _CELL = (("row", Arg.ROW), ("col", Arg.COL))
 _PULSE_ARGS = (*_CELL, ("amplitude", Arg.NUMBER), ("v_gate", Arg.NUMBER), ("width", Arg.NUMBER))
-_ONCE = {"repeat_safe": False, "at_most_once": True}
+_ONCE: dict[str, Any] = {"repeat_safe": False, "at_most_once": True}
 
 
 def _q(header: str, *args: tuple[str, Arg], fields: int | None = 1, summary: str = "") -> CommandSpec:

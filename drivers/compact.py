@@ -103,19 +103,20 @@ class Scales:
     def dac_step(self, line: Line) -> float:
         """V per DAC code of a kind of line."""
         low, high = self.dac_ranges[line]
-        return (high - low) / (2**self.dac_bits - 1)
+        return float((high - low) / (2**self.dac_bits - 1))
 
     @property
     def adc_lsb(self) -> float:
         """V per ADC code at the TIA's output."""
-        return (self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits
+        return float((self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits)
 
     def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
         """The currents (A) that ADC codes taken at the given TIA gains stand for."""
         if gain_index.size and int(gain_index.max()) >= len(self.gains):
             raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains")
         gains = np.asarray(self.gains, dtype=np.float64)[gain_index]
-        return np.asarray(codes, dtype=np.float64) * self.adc_lsb / gains
+        currents: npt.NDArray[np.float64] = np.asarray(codes, dtype=np.float64) * self.adc_lsb / gains
+        return currents
 
 
 def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.int64]:

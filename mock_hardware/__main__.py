@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     pace = serve.add_mutually_exclusive_group()
     pace.add_argument("--baud", type=int, metavar="N",
                       help="pace the link as a UART at N baud, 8N1 (N/10 bytes per second each way)")
-    pace.add_argument("--bytes-per-second", type=float, metavar="N", help="pace the link at N bytes per second each way")
+    pace.add_argument("--bytes-per-second", type=float, metavar="N",
+                      help="pace the link at N bytes per second each way")
     serve.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
     serve.add_argument("--verbose", action="store_true", help="log to stderr")
     return parser  # fmt: skip

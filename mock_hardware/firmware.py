@@ -701,7 +701,7 @@ class Firmware:
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; {nvec} x {nrows} int16 "
                                  f"DAC codes need {expected}")  # fmt: skip
         codes = np.frombuffer(payload, compact.VMM_CODE_DTYPE).reshape(nvec, nrows)
-        v_rows = codes * self._dac_step(Line.ROW)
+        v_rows = codes.astype(np.float64) * self._dac_step(Line.ROW)
         self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
         currents = self.array.vmm(v_rows, row0, col0, ncols)
         self._check_column_currents(currents)
@@ -726,7 +726,7 @@ class Firmware:
         select = compact.Selection(self._word(args[5], "select", cmd.WORDS[cmd.Arg.SELECT]))
         count = self._count(args[6], "count")
         if not 1 <= count <= nrows * ncols:
-            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"count {count} outside 1..{nrows * ncols} (the region's cells)")
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, f"count {count} outside 1..{nrows * ncols} (the cells)")
         amplitude_line = Line.COL if kind is PulseKind.RESET else Line.ROW
         lines = (amplitude_line, Line.GATE, None)
         forms = [self._pulse_value(a, n, line) for a, n, line in zip(args[7:10], ("amplitude", "v_gate", "width"),
@@ -748,14 +748,18 @@ class Firmware:
             plane: npt.NDArray[np.floating]
             if isinstance(form, float):  # shared: taken as float32, as block values are
                 plane = np.full((nrows, ncols), form, dtype=np.float32)
+            elif form is compact.ValueForm.FLOAT:
+                plane = np.zeros((nrows, ncols), dtype=np.float32)
+                plane[mask] = np.frombuffer(payload[at : at + size], compact.F32)
             else:
-                dtype = compact.F32 if form is compact.ValueForm.FLOAT else compact.PULSE_CODE_DTYPE
-                values = np.frombuffer(payload[at : at + size], dtype)
-                plane = np.zeros((nrows, ncols), dtype=np.float32 if dtype == compact.F32 else np.float64)
-                plane[mask] = values if line is None or form is compact.ValueForm.FLOAT else values * self._dac_step(line)
+                assert line is not None  # a width is never a DAC code (refused above)
+                codes = np.frombuffer(payload[at : at + size], compact.PULSE_CODE_DTYPE).astype(np.float64)
+                plane = np.zeros((nrows, ncols), dtype=np.float64)
+                plane[mask] = codes * self._dac_step(line)
             at += size
             planes.append(plane)
-        return self._apply_batch(kind, (row0, col0), *planes, mask)
+        amplitude, v_gate, width = planes
+        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask)
 
     @handles(cmd.SWEEP)
     def _sweep(self, command: Command) -> bytes:

@@ -4,11 +4,10 @@ process, and fails, naming the check, on deliberately broken firmware."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-from collections.abc import Callable
 
 from drivers import codec, compact
 from drivers.codec import CommandParser, ErrorCode, ParseError

@@ -130,7 +130,7 @@ def test_the_host_drives_a_1_3_board_in_the_compact_forms() -> None:
         assert board.describe()["protocol"] == "1.3" and board.scales is not None
         _drive(board)
     assert firmware.pulses_applied == 5
-    assert COMPACT <= transport.headers and not transport.headers & {"MAP?", "VMM?", "PULS:BATC"}
+    assert transport.headers >= COMPACT and not transport.headers & {"MAP?", "VMM?", "PULS:BATC"}
 
 
 def test_the_host_drives_a_1_3_board_and_survives_a_lost_reply_after_a_refusal() -> None:

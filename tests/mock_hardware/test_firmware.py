@@ -137,7 +137,8 @@ VALID: dict[str, bytes] = {
 SET_UP_FIRST = ("ADC:SAMP?", "SYST:DONE?")  # the last line of these is the command
 EXPECTED_KIND = {"*RST": "ok", "SYST:WAIT": "ok", "DAC:VOLT": "ok", "MUX:ROW": "ok", "MUX:COL": "ok",
                  "MUX:OPEN": "ok", "PULS:SET": "ok", "PULS:RES": "ok", "PULS:FORM": "ok",
-                 "MAP?": "block", "VMM?": "block", "SWEEP?": "block", "MAP:CODE?": "block", "VMM:CODE?": "block"}  # fmt: skip
+                 "MAP?": "block", "VMM?": "block", "SWEEP?": "block",
+                 "MAP:CODE?": "block", "VMM:CODE?": "block"}  # fmt: skip
 
 
 def documented_headers() -> set[str]:
