@@ -160,7 +160,7 @@ class DirectBoard:
         self.array: CrossbarArray = transport._endpoint.firmware.array
         self.shape = board.shape
 
-    def vmm(self, v_rows: FloatArray, region: Region) -> FloatArray:
+    def vmm(self, v_rows: FloatArray, region: Region, columns: Any = None) -> FloatArray:
         return self.array.vmm(np.asarray(v_rows, dtype=np.float64), region.row0, region.col0, region.ncols)
 
     def read_map(self, v_read: float = 0.2) -> FloatArray:

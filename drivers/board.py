@@ -514,35 +514,55 @@ class Board:
         except ValueError as exc:
             raise LinkError(self.resource, f"garbled reply to {command.header}: {exc}", command.header) from exc
 
-    def vmm(self, v_rows: npt.ArrayLike, region: Region | None = None) -> FloatArray:
-        """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out."""
+    def vmm(
+        self, v_rows: npt.ArrayLike, region: Region | None = None, columns: npt.ArrayLike | None = None
+    ) -> FloatArray:
+        """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out.
+
+        ``columns``: the columns of the region (0-based within it) the caller needs; the others come
+        back NaN, and a board with the compact forms neither measures nor sends them. Rows that are
+        0 V in every vector are not sent either (the board holds them at 0 V).
+        """
         region = self._region(region)
         inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32))
         if inputs.ndim != 2 or inputs.shape[1] != region.nrows:
             raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {region.nrows}) for this region")
+        wanted = np.ones(region.ncols, dtype=bool)
+        if columns is not None:
+            picked = np.asarray(columns, dtype=np.int64).ravel()
+            if not picked.size or picked.min() < 0 or picked.max() >= region.ncols:
+                raise InvalidRequest(f"columns {picked.tolist()[:8]} must name columns 0..{region.ncols - 1} of the "
+                                     "region")  # fmt: skip
+            wanted[:] = False
+            wanted[picked] = True
         check_array("v_rows", inputs, self.limits.v_read, "V")
         worst = np.abs(inputs.astype(np.float64)).sum(axis=1) * self.limits.g_cell_max
         check_array("predicted column current of vector", worst, self.limits.i_col, "A")
         codes = self._vmm_codes(inputs)
+        driven = (inputs != 0).any(axis=0) if codes is not None else np.ones(region.nrows, dtype=bool)
+        if codes is not None and not driven.any():
+            driven[0] = True  # every input is 0 V: one row still carries the vectors
+        measured = wanted if codes is not None else np.ones(region.ncols, dtype=bool)
         if codes is not None:
             size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
         else:
             size_in = size_out = codec.BLOCK_DTYPE.itemsize
-        per_vector = (region.nrows * size_in, region.ncols * size_out)
+        per_vector = (int(driven.sum()) * size_in, int(measured.sum()) * size_out)
         chunks = self._chunks(len(inputs), sum(per_vector), max(per_vector))
-        parts = []
+        out = np.full((len(inputs), region.ncols), np.nan)
+        selection = layouts.encode_vmm_selection(driven, measured) if codes is not None else b""
         for start, count in chunks:
             if codes is not None:
-                block = codes[start : start + count].astype(layouts.VMM_CODE_DTYPE).tobytes()
-                out = self._ask_codes(cmd.VMM_CODE, (*region.args(), count), count * region.ncols, block)
+                block = selection + codes[start : start + count][:, driven].astype(layouts.VMM_CODE_DTYPE).tobytes()
+                values = self._ask_codes(cmd.VMM_CODE, (*region.args(), count), count * int(measured.sum()), block)
+                out[start : start + count, measured] = values.reshape(count, -1)
             else:
                 batch = inputs[start : start + count]
-                out = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch).astype(np.float64)
-            parts.append(out.reshape(count, region.ncols))
+                values32 = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch)
+                out[start : start + count] = values32.reshape(count, region.ncols)
             self._report("vmm", start + count, len(inputs), "vectors", len(chunks))
-        if not parts:
-            return np.zeros((0, region.ncols))
-        return np.concatenate(parts)
+        out[:, ~wanted] = np.nan
+        return out
 
     def _vmm_codes(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.int64] | None:
         """VMM inputs as the nearest row DAC codes, when the board takes them, they fit int16 and every

@@ -7,8 +7,10 @@ the hardware is integer, and only the cells a batch pulses:
   4-bit indices into the board's TIA gains (ascending, as ``TIA:GAIN?`` lists them), two a byte, the
   first in the low nibble (``ceil(n/2)`` bytes; 2.5 bytes a value). A value's
   current is ``code * adc_lsb / gain[index]`` with ``adc_lsb = (ADC:RANG max - min) / 2**ADC:RES``.
-- ``VMM:CODE?`` takes its row voltages as little-endian int16 DAC codes of the row DAC:
-  ``volts = code * dac_step`` with ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``.
+- ``VMM:CODE?`` names the rows it drives and the columns it wants (two bitmaps over the region; the
+  other rows are held at 0 V, the other columns are not sent) and takes the driven rows' voltages as
+  little-endian int16 DAC codes of the row DAC: ``volts = code * dac_step`` with
+  ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``.
 - ``PULS:SPAR`` names the pulsed cells (their indices, or a bitmap) and carries each pulse
   parameter either once, as a number in the command, or per cell: float32, or uint16 DAC codes.
 
@@ -160,3 +162,18 @@ def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16],
     index = np.empty(2 * packed.size, dtype=np.uint8)
     index[0::2], index[1::2] = packed & 0x0F, packed >> 4
     return np.frombuffer(payload[:split], ADC_CODE_DTYPE), index[:count]
+
+
+def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_]) -> bytes:
+    """``VMM:CODE?``'s block head: the driven rows' bitmap, then the wanted columns' (least significant bit first)."""
+    return np.packbits(rows, bitorder="little").tobytes() + np.packbits(cols, bitorder="little").tobytes()
+
+
+def decode_bitmap(payload: bytes, size: int, what: str) -> npt.NDArray[np.bool_]:
+    """``size`` flags from a bitmap; ``ValueError`` for bits past the end or none set."""
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
+    if bits[size:].any():
+        raise ValueError(f"{what} bitmap sets bits past its {size} entries")
+    if not bits[:size].any():
+        raise ValueError(f"{what} bitmap selects none")
+    return bits[:size].astype(bool)

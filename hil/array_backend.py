@@ -186,7 +186,7 @@ class ArrayBackend:
         drive[:, tile.plus_rows - row0] = volts
         drive[:, tile.minus_rows - row0] = -volts
         self.vmm_calls += 1
-        currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols))
+        currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols), columns=tile.cols - col0)
         return currents[:, tile.cols - col0]
 
     def weights(self, layer: str) -> FloatArray:

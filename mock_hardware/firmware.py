@@ -694,19 +694,29 @@ class Firmware:
         if nvec == 0:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, "nvec 0 outside 1..: a VMM needs at least one vector")
         self._codes_fit()
-        self._reply_block_fits(nvec * ncols, compact.BYTES_PER_ADC_VALUE)
         payload = command.block or b""
-        expected = nvec * nrows * compact.VMM_CODE_DTYPE.itemsize
+        heads = (nrows + 7) // 8, (ncols + 7) // 8
+        if len(payload) < sum(heads):
+            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes, fewer than the row and "
+                                 f"column bitmaps' {sum(heads)}")  # fmt: skip
+        try:
+            driven = compact.decode_bitmap(payload[: heads[0]], nrows, "row")
+            wanted = compact.decode_bitmap(payload[heads[0] : sum(heads)], ncols, "column")
+        except ValueError as exc:
+            raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
+        self._reply_block_fits(nvec * int(wanted.sum()), compact.BYTES_PER_ADC_VALUE)
+        expected = sum(heads) + nvec * int(driven.sum()) * compact.VMM_CODE_DTYPE.itemsize
         if len(payload) != expected:
-            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; {nvec} x {nrows} int16 "
-                                 f"DAC codes need {expected}")  # fmt: skip
-        codes = np.frombuffer(payload, compact.VMM_CODE_DTYPE).reshape(nvec, nrows)
-        v_rows = codes.astype(np.float64) * self._dac_step(Line.ROW)
+            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; the bitmaps and {nvec} x "
+                                 f"{int(driven.sum())} int16 DAC codes need {expected}")  # fmt: skip
+        codes = np.frombuffer(payload[sum(heads) :], compact.VMM_CODE_DTYPE).reshape(nvec, -1)
+        v_rows = np.zeros((nvec, nrows))
+        v_rows[:, driven] = codes.astype(np.float64) * self._dac_step(Line.ROW)  # the others held at 0 V
         self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
         currents = self.array.vmm(v_rows, row0, col0, ncols)
         self._check_column_currents(currents)
         self._go_idle()
-        return self._adc_code_reply(currents)
+        return self._adc_code_reply(currents[:, wanted])
 
     def _pulse_value(self, text: str, name: str, dac: Line | None) -> float | compact.ValueForm:
         """A PULS:SPAR value argument: a number shared by every cell, or how the block carries it per cell."""

@@ -719,7 +719,8 @@ def _agree(codes: np.ndarray, floats: np.ndarray, what: str) -> None:
 
 @check("compact")
 def check_codes_read_what_floats_read(ctx: Context) -> None:
-    """MAP:CODE? and VMM:CODE? read what MAP? and VMM? read, at the scales the board reports (1.3)."""
+    """MAP:CODE? and VMM:CODE? read what MAP? and VMM? read, at the scales the board reports, and VMM:CODE?
+    drives only the rows and returns only the columns it names (1.3)."""
     scales = _compact(ctx)
     nrows, ncols = min(ctx.facts.rows, 4), min(ctx.facts.cols, 4)
     v = _read_voltage(ctx)
@@ -733,10 +734,22 @@ def check_codes_read_what_floats_read(ctx: Context) -> None:
     inputs = (dac * step).astype("<f4")
     floats = ctx.probe.ask(codec.encode_command("VMM?", (0, 0, nrows, ncols, 1), inputs))
     _expect(floats.kind == "block", f"VMM? should answer a block, got {floats.kind}")
-    block = dac.astype(compact.VMM_CODE_DTYPE).tobytes()
+    every = compact.encode_vmm_selection(np.ones(nrows, bool), np.ones(ncols, bool))
+    block = every + dac.astype(compact.VMM_CODE_DTYPE).tobytes()
     reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1), block))
     codes = _code_currents(ctx, scales, reply, ncols, "VMM:CODE?")
     _agree(codes, codec.decode_block(floats.payload).astype(np.float64), "VMM:CODE?")
+    # Row 0 alone driven, the last column alone wanted: the others held at 0 V and not sent.
+    rows, cols = np.zeros(nrows, bool), np.zeros(ncols, bool)
+    rows[0], cols[-1] = True, True
+    alone = (dac[:, :1] * 1).astype(compact.VMM_CODE_DTYPE).tobytes()
+    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1),
+                                               compact.encode_vmm_selection(rows, cols) + alone))  # fmt: skip
+    single = _code_currents(ctx, scales, reply, 1, "VMM:CODE? of one row and one column")
+    inputs_alone = np.zeros_like(inputs)
+    inputs_alone[0, 0] = inputs[0, 0]
+    floats = ctx.probe.ask(codec.encode_command("VMM?", (0, 0, nrows, ncols, 1), inputs_alone))
+    _agree(single, codec.decode_block(floats.payload).astype(np.float64)[-1:], "VMM:CODE? of one row and column")
 
 
 @check("compact")

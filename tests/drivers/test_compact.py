@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers import Board, Range, codec, compact
+from drivers import Board, InvalidRequest, Range, codec, compact
 from drivers.board import Progress
 from drivers.commands import Line, PulseKind
 from drivers.pulse_forms import BatchForm, smallest_form, sparse_form
@@ -192,3 +192,32 @@ def test_without_a_link_rate_each_operation_is_one_command() -> None:
 def test_a_batch_form_knows_its_bytes() -> None:
     assert BatchForm("PULS:BATC", (), np.zeros((4, 2, 2), np.float32)).block_bytes == 64
     assert BatchForm("PULS:SPAR", (), b"abc").block_bytes == 3
+
+
+@pytest.mark.parametrize("use_compact", [True, False], ids=["1.3", "1.2"])
+def test_a_vmm_of_some_columns_returns_those_and_sends_only_the_driven_rows(use_compact: bool) -> None:
+    v_rows = np.zeros((6, 8))
+    v_rows[:, [1, 6]] = np.linspace(-0.2, 0.2, 12).reshape(6, 2)  # rows 1 and 6 driven, the rest at 0 V
+    full, some = [], []
+    for columns, out in ((None, full), ([2, 5], some)):
+        transport = Exchanges(FirmwareTransport(_firmware()))
+        with Board(transport, compact=use_compact, framing=False) as board:
+            opened = len(transport.sizes)
+            out.append(board.vmm(v_rows, columns=columns))
+            out.append(transport.sizes[opened])
+    (currents, full_bytes), (picked, some_bytes) = full, some
+    np.testing.assert_array_equal(picked[:, [2, 5]], currents[:, [2, 5]])  # the same chip, the same reading
+    assert np.isnan(np.delete(picked, [2, 5], axis=1)).all()
+    assert (some_bytes < full_bytes) == use_compact  # 1.2 boards measure and send every column
+    if use_compact:  # 2 of 8 rows in (2 B each), 2 of 8 columns out (2.5 B each), vs 6 x 8 x 4 B each way
+        assert full_bytes < 6 * (2 * 2 + 8 * 2.5) + 80 and some_bytes < 6 * (2 * 2 + 2 * 2.5) + 80
+
+
+def test_the_firmware_refuses_a_vmm_of_no_rows_or_past_its_columns() -> None:
+    firmware = _firmware()
+    none = compact.encode_vmm_selection(np.zeros(8, bool), np.ones(8, bool))
+    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 8, 1), none)) == -222
+    past = compact.encode_vmm_selection(np.ones(8, bool), np.ones(8, bool)) + np.zeros(8, "<i2").tobytes()
+    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 4, 1), past)) == -222  # 8 bits, 4 cols
+    with Board(FirmwareTransport(_firmware()), framing=False) as board, pytest.raises(InvalidRequest, match="columns"):
+        board.vmm(np.zeros((1, 8)), columns=[8])
