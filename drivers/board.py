@@ -553,8 +553,9 @@ class Board:
         selection = layouts.encode_vmm_selection(driven, measured) if codes is not None else b""
         for start, count in chunks:
             if codes is not None:
-                block = selection + codes[start : start + count][:, driven].astype(layouts.VMM_CODE_DTYPE).tobytes()
-                values = self._ask_codes(cmd.VMM_CODE, (*region.args(), count), count * int(measured.sum()), block)
+                form, block = layouts.encode_inputs(codes[start : start + count][:, driven])
+                args = (*region.args(), count, form.value)
+                values = self._ask_codes(cmd.VMM_CODE, args, count * int(measured.sum()), selection + block)
                 out[start : start + count, measured] = values.reshape(count, -1)
             else:
                 batch = inputs[start : start + count]

@@ -70,6 +70,7 @@ class Arg(StrEnum):
     QUANTITY = "quantity"  # COND | CURR
     TOKEN = "token"  # a session token (1-32 of A-Z a-z 0-9 _ -) or OFF
     SELECT = "select"  # IDX | BITS: how PULS:SPAR names its cells (1.3)
+    INPUTS = "inputs"  # ALL | NZ: how VMM:CODE? carries its input codes (1.3)
     PULSE_VALUE = "pulse value"  # a number shared by every pulsed cell, or F32 | DAC: per cell in the block (1.3)
 
 
@@ -80,6 +81,7 @@ WORDS: dict[Arg, tuple[str, ...]] = {
     Arg.STATE: ("0", "1"),
     Arg.QUANTITY: ("COND", "CURR"),
     Arg.SELECT: ("IDX", "BITS"),
+    Arg.INPUTS: ("ALL", "NZ"),
 }
 """the words an enumerated argument takes"""
 
@@ -189,7 +191,8 @@ SWEEP = CommandSpec("SWEEP?", (*_CELL, ("v_gate", Arg.NUMBER), ("width", Arg.NUM
 # 1.3: compact encodings (drivers/compact.py has their block layouts)
 MAP_CODE = CommandSpec("MAP:CODE?", (*_REGION, ("v_read", Arg.NUMBER)), ReplyShape.BLOCK, idles=True,
                        summary="MAP? as ADC codes and TIA gain indices", since=(1, 3))  # fmt: skip
-VMM_CODE = CommandSpec("VMM:CODE?", (*_REGION, ("nvec", Arg.COUNT)), ReplyShape.BLOCK, block_in=True, idles=True,
+VMM_CODE = CommandSpec("VMM:CODE?", (*_REGION, ("nvec", Arg.COUNT), ("inputs", Arg.INPUTS)), ReplyShape.BLOCK,
+                       block_in=True, idles=True,
                        summary="VMM? with row DAC codes in, ADC codes and gain indices out", since=(1, 3))  # fmt: skip
 PULS_SPAR = CommandSpec(
     "PULS:SPAR",

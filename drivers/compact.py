@@ -10,7 +10,8 @@ the hardware is integer, and only the cells a batch pulses:
 - ``VMM:CODE?`` names the rows it drives and the columns it wants (two bitmaps over the region; the
   other rows are held at 0 V, the other columns are not sent) and takes the driven rows' voltages as
   little-endian int16 DAC codes of the row DAC: ``volts = code * dac_step`` with
-  ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``.
+  ``dac_step = (DAC:RANG max - min) / (2**DAC:RES - 1)``; every code (``ALL``), or (``NZ``) a bitmap
+  of the non-zero ones over the ``nvec x driven rows`` inputs, then those codes only.
 - ``PULS:SPAR`` names the pulsed cells (their indices, or a bitmap) and carries each pulse
   parameter either once, as a number in the command, or per cell: float32, or uint16 DAC codes.
 
@@ -162,6 +163,46 @@ def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16],
     index = np.empty(2 * packed.size, dtype=np.uint8)
     index[0::2], index[1::2] = packed & 0x0F, packed >> 4
     return np.frombuffer(payload[:split], ADC_CODE_DTYPE), index[:count]
+
+
+class Inputs(StrEnum):
+    """How ``VMM:CODE?`` carries its input codes."""
+
+    ALL = "ALL"  # every driven row's code of every vector
+    NONZERO = "NZ"  # a bitmap of the non-zero codes, then those codes
+
+
+def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
+    """Input codes ``(nvec, driven rows)`` in the smaller of the two forms."""
+    flat = np.asarray(codes).ravel()
+    nonzero = flat != 0
+    every = flat.astype(VMM_CODE_DTYPE).tobytes()
+    sparse_bytes = math.ceil(flat.size / 8) + int(nonzero.sum()) * VMM_CODE_DTYPE.itemsize
+    if sparse_bytes >= len(every):
+        return Inputs.ALL, every
+    return Inputs.NONZERO, np.packbits(nonzero, bitorder="little").tobytes() + flat[nonzero].astype(
+        VMM_CODE_DTYPE).tobytes()  # fmt: skip
+
+
+def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
+    """``count`` input codes from a payload in ``form``; ``ValueError`` if its length does not fit."""
+    if form is Inputs.ALL:
+        if len(payload) != count * VMM_CODE_DTYPE.itemsize:
+            raise ValueError(f"{count} int16 codes need {count * VMM_CODE_DTYPE.itemsize} bytes, not {len(payload)}")
+        return np.frombuffer(payload, VMM_CODE_DTYPE)
+    head = math.ceil(count / 8)
+    if len(payload) < head:
+        raise ValueError(f"the non-zero bitmap of {count} inputs needs {head} bytes, not {len(payload)}")
+    nonzero = np.unpackbits(np.frombuffer(payload[:head], np.uint8), bitorder="little")
+    if nonzero[count:].any():
+        raise ValueError("the non-zero bitmap sets bits past the last input")
+    need = head + int(nonzero.sum()) * VMM_CODE_DTYPE.itemsize
+    if len(payload) != need:
+        raise ValueError(f"a bitmap of {int(nonzero.sum())} non-zero inputs and their codes need {need} bytes, "
+                         f"not {len(payload)}")  # fmt: skip
+    codes = np.zeros(count, dtype=np.int16)
+    codes[nonzero[:count].astype(bool)] = np.frombuffer(payload[head:], VMM_CODE_DTYPE)
+    return codes
 
 
 def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_]) -> bytes:

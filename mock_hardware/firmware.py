@@ -694,6 +694,7 @@ class Firmware:
         if nvec == 0:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, "nvec 0 outside 1..: a VMM needs at least one vector")
         self._codes_fit()
+        form = compact.Inputs(self._word(command.args[5], "inputs", cmd.WORDS[cmd.Arg.INPUTS]))
         payload = command.block or b""
         heads = (nrows + 7) // 8, (ncols + 7) // 8
         if len(payload) < sum(heads):
@@ -705,11 +706,10 @@ class Firmware:
         except ValueError as exc:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
         self._reply_block_fits(nvec * int(wanted.sum()), compact.BYTES_PER_ADC_VALUE)
-        expected = sum(heads) + nvec * int(driven.sum()) * compact.VMM_CODE_DTYPE.itemsize
-        if len(payload) != expected:
-            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes; the bitmaps and {nvec} x "
-                                 f"{int(driven.sum())} int16 DAC codes need {expected}")  # fmt: skip
-        codes = np.frombuffer(payload[sum(heads) :], compact.VMM_CODE_DTYPE).reshape(nvec, -1)
+        try:
+            codes = compact.decode_inputs(payload[sum(heads) :], form, nvec * int(driven.sum())).reshape(nvec, -1)
+        except ValueError as exc:
+            raise CommandFailure(ErrorCode.BLOCK_DATA, f"block after the row and column bitmaps: {exc}") from None
         v_rows = np.zeros((nvec, nrows))
         v_rows[:, driven] = codes.astype(np.float64) * self._dac_step(Line.ROW)  # the others held at 0 V
         self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))

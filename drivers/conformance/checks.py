@@ -736,14 +736,22 @@ def check_codes_read_what_floats_read(ctx: Context) -> None:
     _expect(floats.kind == "block", f"VMM? should answer a block, got {floats.kind}")
     every = compact.encode_vmm_selection(np.ones(nrows, bool), np.ones(ncols, bool))
     block = every + dac.astype(compact.VMM_CODE_DTYPE).tobytes()
-    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1), block))
+    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1, "ALL"), block))
     codes = _code_currents(ctx, scales, reply, ncols, "VMM:CODE?")
+    _agree(codes, codec.decode_block(floats.payload).astype(np.float64), "VMM:CODE?")
+    form, sparse = compact.encode_inputs(np.concatenate([dac[:, :1], np.zeros((1, nrows - 1), np.int64)], axis=1))
+    _expect(form is compact.Inputs.NONZERO, "one non-zero input of several travels as NZ")
+    first = np.zeros_like(inputs)
+    first[0, 0] = inputs[0, 0]
+    floats = ctx.probe.ask(codec.encode_command("VMM?", (0, 0, nrows, ncols, 1), first))
+    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1, "NZ"), every + sparse))
+    codes = _code_currents(ctx, scales, reply, ncols, "VMM:CODE? with NZ inputs")
     _agree(codes, codec.decode_block(floats.payload).astype(np.float64), "VMM:CODE?")
     # Row 0 alone driven, the last column alone wanted: the others held at 0 V and not sent.
     rows, cols = np.zeros(nrows, bool), np.zeros(ncols, bool)
     rows[0], cols[-1] = True, True
     alone = (dac[:, :1] * 1).astype(compact.VMM_CODE_DTYPE).tobytes()
-    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1),
+    reply = ctx.probe.ask(codec.encode_command("VMM:CODE?", (0, 0, nrows, ncols, 1, "ALL"),
                                                compact.encode_vmm_selection(rows, cols) + alone))  # fmt: skip
     single = _code_currents(ctx, scales, reply, 1, "VMM:CODE? of one row and one column")
     inputs_alone = np.zeros_like(inputs)

@@ -216,8 +216,23 @@ def test_a_vmm_of_some_columns_returns_those_and_sends_only_the_driven_rows(use_
 def test_the_firmware_refuses_a_vmm_of_no_rows_or_past_its_columns() -> None:
     firmware = _firmware()
     none = compact.encode_vmm_selection(np.zeros(8, bool), np.ones(8, bool))
-    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 8, 1), none)) == -222
+    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 8, 1, "ALL"), none)) == -222
     past = compact.encode_vmm_selection(np.ones(8, bool), np.ones(8, bool)) + np.zeros(8, "<i2").tobytes()
-    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 4, 1), past)) == -222  # 8 bits, 4 cols
+    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 4, 1, "ALL"), past)) == -222  # 4 cols
     with Board(FirmwareTransport(_firmware()), framing=False) as board, pytest.raises(InvalidRequest, match="columns"):
         board.vmm(np.zeros((1, 8)), columns=[8])
+
+
+def test_mostly_zero_inputs_travel_as_a_bitmap_and_their_non_zero_codes() -> None:
+    codes = np.zeros((3, 10), dtype=np.int64)
+    codes[1, 4], codes[2, 9] = 655, -1310
+    form, payload = compact.encode_inputs(codes)
+    assert form is compact.Inputs.NONZERO and len(payload) == 4 + 2 * 2  # 30 bits, 2 codes (ALL: 60 B)
+    np.testing.assert_array_equal(compact.decode_inputs(payload, form, 30).reshape(3, 10), codes)
+    dense = np.arange(1, 31).reshape(3, 10)
+    assert compact.encode_inputs(dense)[0] is compact.Inputs.ALL
+    with pytest.raises(ValueError, match="need"):
+        compact.decode_inputs(payload[:-1], form, 30)
+    firmware = _firmware()
+    every = compact.encode_vmm_selection(np.ones(8, bool), np.ones(8, bool))
+    assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 8, 1, "NZ"), every + b"\x01")) == -160

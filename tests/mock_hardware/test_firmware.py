@@ -127,7 +127,7 @@ VALID: dict[str, bytes] = {
     "PULS:BATC": command("PULS:BATC", "SET", 0, 0, 2, 2, block=batch_planes(2.0, 1.0, 1e-6, np.eye(2))),
     "SWEEP?": command("SWEEP?", 0, 1, 1.0, 1e-6, 3, block=[0.5, 1.5, -1.0]),
     "MAP:CODE?": command("MAP:CODE?", 0, 0, ROWS, COLS, 0.2),
-    "VMM:CODE?": command("VMM:CODE?", 0, 0, ROWS, COLS, 2, block=compact.encode_vmm_selection(
+    "VMM:CODE?": command("VMM:CODE?", 0, 0, ROWS, COLS, 2, "ALL", block=compact.encode_vmm_selection(
         np.ones(ROWS, bool), np.ones(COLS, bool)) + np.full((2, ROWS), 655, "<i2").tobytes()),  # every row and column
     "PULS:SPAR": command("PULS:SPAR", "SET", 0, 0, 2, 2, "IDX", 2, 2.0, "DAC", 1e-6,
                          block=np.array([0, 3, 10923, 10923], "<u2").tobytes()),  # cells 0 and 3, gates of 1 V
