@@ -122,7 +122,7 @@ def test_one_vmm_round_trip_per_tile_per_batch(
     programmed.matmul("a", x)
     assert len(programmed.placement.tiles["a"]) == 3
     assert len(sent) == 3
-    assert all(data.startswith(b"VMM?") for data in sent)
+    assert all(data.startswith((b"VMM?", b"VMM:CODE?")) for data in sent)  # float32 or compact form
     assert programmed.vmm_calls == 3
 
 
@@ -138,9 +138,9 @@ def test_a_cnn_batch_is_one_round_trip_per_layer(monkeypatch: pytest.MonkeyPatch
         logits = network.forward(x, backend, train=False)
         commands = list(sent)  # (closing the board sends more)
     assert len(commands) == 3  # conv1, conv2, dense1: one tile each
-    assert all(data.startswith(b"VMM?") for data in commands)
+    assert all(data.startswith((b"VMM?", b"VMM:CODE?")) for data in commands)  # float32 or compact form
     # 20 images x 64 positions of 9 kernel pairs, 15 kernels, wherever the placement put them
-    assert re.match(rb"VMM\? 0,\d+,18,15,1280,", commands[0])
+    assert re.match(rb"VMM(:CODE)?\? 0,\d+,18,15,1280,", commands[0])
     expected = network.forward(x, ExactBackend({layer: backend.weights(layer) for layer in weights}), train=False)
     assert close_to(logits, expected, relative=2e-2)
 
@@ -213,8 +213,8 @@ def test_column_gain_is_fitted_per_column(
     vmm = board.vmm
     per_column = np.linspace(0.7, 1.1, board.shape[1])
 
-    def uneven(v_rows: FloatArray, region: Any = None) -> FloatArray:
-        out = vmm(v_rows, region)
+    def uneven(v_rows: FloatArray, region: Any = None, columns: Any = None) -> FloatArray:
+        out = vmm(v_rows, region, columns)
         return out * per_column[region.col0 : region.col0 + region.ncols]
 
     monkeypatch.setattr(board, "vmm", uneven)
