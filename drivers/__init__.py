@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.board import AdcSample, Board, Identity, PulseBatch, Region
+from drivers.board import AdcSample, Board, Identity, Progress, PulseBatch, Region
 from drivers.commands import Line, PulseKind
 from drivers.errors import BoardError, FirmwareError, InvalidRequest, LimitError, LinkError, LinkLost, LinkTimeout
 from drivers.limits import Range, SafetyLimits
@@ -12,6 +12,6 @@ from drivers.resources import open_board, open_transport
 
 __all__ = [
     "AdcSample", "Board", "BoardBusy", "BoardError", "FirmwareError", "Identity", "InvalidRequest", "LimitError",
-    "Line", "Link", "LinkError", "LinkLost", "LinkStats", "LinkTimeout", "PulseBatch", "PulseKind", "Range", "Region",
-    "SafetyLimits", "open_board", "open_transport",
+    "Line", "Link", "LinkError", "LinkLost", "LinkStats", "LinkTimeout", "Progress", "PulseBatch", "PulseKind",
+    "Range", "Region", "SafetyLimits", "open_board", "open_transport",
 ]  # fmt: skip
