@@ -37,18 +37,20 @@ from drivers.resources import is_in_process
 from hil import interrupts, procedure_registry
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.lifecycle import cli as lifecycle_cli
 from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.optimizers import OPTIMIZER_NAMES
 from hil.options import add_option_flags, parse_options
 from hil.procedures import ProcedureSpec
-from hil.run_layout import completed_updates, pulses_recorded
+from hil.run_layout import completed_updates
 from hil.run_layout import status as run_status
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, RunFileError, check_same_board, read_resumable, read_run, run_state
+from hil.storage import RunFile, check_same_board, read_resumable, read_run, run_state
 from hil.sweep.cli import register as register_sweep
-from hil.training.config import MODEL_NAMES, load_train_config
-from hil.training.run import PROCEDURE, preflight, resume_config, run_training
+from hil.training.config import MODEL_NAMES, load_train_config, models_help
+from hil.training.run import PROCEDURE, preflight, resume_config
+from hil.training.session import create_run, describe_resources, execute
 from hil.twin import cli as twin_cli
 
 EXIT_ERROR = 2
@@ -199,22 +201,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_train_config(args.config or "", _train_overrides(args))
         out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}.h5")
-        if out.exists() and not args.overwrite:
-            raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was measured)")
-        identity = preflight(config)  # the whole run checked against its boards: no file for a refused run
-        resources = (b.resource for b in config.board_configs.values())
-        resource = ", ".join(resources) if config.update_rule != "exact" else "exact arithmetic"
-        run = RunFile(out, procedure=PROCEDURE, config=config.model_dump(mode="json"), resource=resource,
-                      board_identity=identity, overwrite=args.overwrite)  # fmt: skip
+        run = create_run(config, out, args.overwrite)  # no file for a run its boards refuse
         previous = None
-        print(f"training {config.model} ({config.update_rule}) on {resource} -> {out}")
+        print(f"training {config.model} ({config.update_rule}) on {describe_resources(config)} -> {out}")
     try:
-        with run:
-            result = run_training(config, run, previous, allow_other_board=args.force_other_board)
-    except ValueError as exc:  # bad input (InvalidRequest, ConfigError, DatasetError, ...)
-        if previous is None and not pulses_recorded(read_run(run.path)):  # refused before its first pulse
-            run.path.unlink(missing_ok=True)
-        raise exc from None
+        result = execute(config, run, previous, allow_other_board=args.force_other_board)
     finally:
         if run.path.exists():
             _report_run(run.path)
@@ -230,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields given on the command line."""
     overrides: dict[str, Any] = {}
-    for name in ("model", "updates", "batch_size", "eval_every", "seed", "dataset", "update"):
+    for name in ("model", "updates", "batch_size", "eval_every", "seed", "chip_seed", "dataset", "update"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.baseline:
@@ -240,9 +231,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.mnist_dir:
         overrides["dataset"] = "mnist-idx"
         overrides["dataset_options"] = {"directory": args.mnist_dir}
-    if args.optimizer or args.lr:
-        optimizer = {"name": args.optimizer} if args.optimizer else {}
-        overrides["optimizer"] = optimizer | ({"lr": args.lr} if args.lr else {})
+    if args.optimizer is not None or args.lr is not None:  # only what was given: the model fills the rest
+        optimizer = {"name": args.optimizer} if args.optimizer is not None else {}
+        overrides["optimizer"] = optimizer | ({"lr": args.lr} if args.lr is not None else {})
     return overrides
 
 
@@ -303,8 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     train_cmd = commands.add_parser("train", help="in-situ training on the array",
-                                    description="Train a network with its forward pass on the array.")  # fmt: skip
-    train_cmd.add_argument("--model", choices=MODEL_NAMES, help="default: cnn")
+                                    description="Train a network with its forward pass on the array.",
+                                    epilog=models_help(),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    train_cmd.add_argument("--model", choices=MODEL_NAMES, help="default: cnn; each model brings its paper's "
+                           "optimizer, learning rate, batch and budget (below)")  # fmt: skip
     train_cmd.add_argument("--board", metavar="RESOURCE", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
     train_cmd.add_argument("--config", metavar="FILE", help="training config (TOML or JSON); flags override it")
     train_cmd.add_argument("--out", metavar="FILE.h5", help="run file (default: runs/<model>-<time>.h5)")
@@ -312,12 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     train_cmd.add_argument("--force-other-board", action="store_true", help="with --resume: go on although "
                            "another chip answers than the one the run began on")  # fmt: skip
-    train_cmd.add_argument("--updates", type=int, help="weight updates (default 1200); with --resume: a new budget")
-    train_cmd.add_argument("--batch-size", type=int, help="samples per update (default 100)")
-    train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default 100)")
-    train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES)
-    train_cmd.add_argument("--lr", type=float, help="learning rate")
-    train_cmd.add_argument("--seed", type=int)
+    train_cmd.add_argument("--updates", type=int, help="weight updates (default: the model's); with --resume: a new "
+                           "budget")  # fmt: skip
+    train_cmd.add_argument("--batch-size", type=int, help="samples per update (default: the model's)")
+    train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default: the model's)")
+    train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="default: the model's; alone, it keeps the "
+                           "model's learning rate for that optimizer")  # fmt: skip
+    train_cmd.add_argument("--lr", type=float, help="learning rate (default: the model's for the optimizer); alone, "
+                           "it keeps the model's optimizer")  # fmt: skip
+    train_cmd.add_argument("--seed", type=int, help="seeds the training order and the initial weights (default 0); "
+                           "not the emulated chip")  # fmt: skip
+    train_cmd.add_argument("--chip-seed", type=int, help="seeds the emulated chip (defects, device spread, "
+                           "noise) of emulator:// boards (default: the resource's seed; the embedded emulator's "
+                           "is 1)")  # fmt: skip
     train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=cmd_show)
     register_sweep(commands)
     twin_cli.register(commands)
+    lifecycle_cli.register(commands)
     return parser
 
 

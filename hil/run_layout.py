@@ -152,6 +152,21 @@ def snapshot_boards(datasets: Mapping[str, Any]) -> list[str]:
     return sorted(name[len(prefix) :] for name in datasets if name.startswith(prefix))
 
 
+FINAL = "final"
+DEPLOY = "deploy"
+"""Group of a deployment (``initial_weights``): its weights as written; attributes ``scale_<layer>``."""
+
+
+def final_conductance(board: str) -> str:
+    """A board's map read after the run's last update (or after the transfer, without updates), S."""
+    return f"{FINAL}/conductance/{board}"
+
+
+def deployed_weights(layer: str) -> str:
+    """A deployment's weights of ``layer`` as written onto the chip."""
+    return f"{DEPLOY}/weights/{layer}"
+
+
 def pulses(board: str) -> str:
     """Pulses applied to each device of a board so far."""
     return f"{PULSES}/{board}"
@@ -194,3 +209,10 @@ def preparation(run: RunData) -> dict[str, Any]:
 def prepared(run: RunData) -> bool:
     """Whether the run got its weights onto the array (calibrated, placed, programmed)."""
     return bool(preparation(run).get("done", False))
+
+
+# ---------------------------------------------------------------------- evaluations (hil evaluate)
+
+EVALUATE = "evaluate"
+"""Procedure name of an evaluation file, and group whose attributes sum it up."""
+EVALUATION_POINTS = f"{EVALUATE}/points"

@@ -1,18 +1,24 @@
 """What a training run is: the network, data, boards, placement, update rule and optimizer.
 
 A run's config is stored whole in its HDF5 file, so ``hil train --resume FILE`` needs nothing
-else. Every field has a default that reproduces the paper the model name refers to.
+else. Every field has a default that reproduces the paper the model name refers to: the fields a
+run leaves out (optimizer and learning rate, batch, budget, dataset, update rule) come from the
+model's row of :data:`hil.nn.defaults.MODEL_DEFAULTS`, one field at a time, so a field given alone
+never changes another.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+from drivers.resources import is_in_process
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
 from hil.mapping import BadLines, PlacementSpec
+from hil.nn.defaults import MODEL_DEFAULTS, model_defaults
 from hil.optimizers import MAX_LR, OptimizerConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
 
@@ -22,14 +28,7 @@ MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 MAX_UPDATES = 10_000_000
 """Most weight updates a run may ask for (the papers use 1,200 to 1,600; a chip wears out long before)."""
 MAX_BOARDS = 64
-
-# The dataset each paper's network was trained on, as the embedded default.
-DEFAULT_DATASET: dict[str, str] = {
-    "mlp": "mnist8",
-    "cnn": "mnist8",
-    "convlstm": "mnist-sequences",
-    "yao-hybrid": "mnist28",
-}
+MAX_SEED = 2**32 - 1
 
 
 class HybridConfig(BaseModel):
@@ -76,40 +75,145 @@ class TrainConfig(BaseModel):
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
-    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="rmsprop", lr=0.01))
+    # optimizer, batch_size, updates and eval_every: the model's paper's when left out (_model_defaults)
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig.model_validate(_optimizer_defaults("cnn", {}))
+    )
     batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
-    updates: int = Field(1200, ge=1, le=MAX_UPDATES, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
+    updates: int = Field(
+        1200, ge=0, le=MAX_UPDATES, description="weight updates (0: program the initial weights and evaluate only)"
+    )
     eval_every: int = Field(100, ge=1, le=MAX_UPDATES, description="updates between test-set evaluations")
+    initial_weights: str | None = Field(
+        None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
+        "'Deploying weights trained elsewhere'); default: random (yao-hybrid: trained in software first)",
+    )  # fmt: skip
+    fit_initial_weights: StrictBool = Field(
+        False, description="scale each layer of initial_weights so its largest |weight| is what a device pair "
+        "holds (only where that leaves the network's answers unchanged: bias-free ReLU or linear layers)",
+    )  # fmt: skip
+    retrain_layers: list[str] | None = Field(
+        None, max_length=1000, description="the layers trained in situ; default: all "
+        "(yao-hybrid: hybrid.retrain_layers)",
+    )  # fmt: skip
     init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the network's default initial weights")
     g_unit: float = Field(100e-6, gt=0, le=0.1, description="conductance per unit weight, S")
     v_input: float = Field(0.2, gt=0, le=100, description="largest row voltage of an input vector, V")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="the training order and the initial weights")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="the training order and the initial weights "
+        "(not the emulated chip: chip_seed)",
+    )  # fmt: skip
+    chip_seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="the emulated chip's realization (defects, device spread, noise) of "
+        "every emulator:// board; default: the resource's own seed (the embedded emulator's is 1)",
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        """Fill what the run leaves out from its model's paper, field by field."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "cnn")
+        if not isinstance(model, str) or model not in MODEL_DEFAULTS:
+            return data  # the model field's own check names it
+        defaults = model_defaults(model)
+        data = dict(data)
+        for name in ("batch_size", "updates", "eval_every"):
+            data.setdefault(name, getattr(defaults, name))
+        optimizer = data.get("optimizer", {})
+        if isinstance(optimizer, dict):
+            data["optimizer"] = _optimizer_defaults(model, optimizer)
+        return data
 
     @model_validator(mode="after")
     def _known_board_names(self) -> TrainConfig:
         for board in self.bad_lines:
             if board not in self.boards:
                 raise ValueError(f"bad_lines names board {board!r}, not one of {sorted(self.boards)}")
+        if self.chip_seed is not None:
+            for name, entry in self.boards.items():
+                resource = entry.resource if isinstance(entry, BoardConfig) else entry
+                if not is_in_process(resource):
+                    raise ValueError(f"chip_seed = {self.chip_seed} seeds emulator:// boards only; board {name!r} "
+                                     f"is {resource} (an emulator server takes its seed as "
+                                     "'serve --seed N')")  # fmt: skip
         return self
 
     @property
     def board_configs(self) -> dict[str, BoardConfig]:
-        return {name: b if isinstance(b, BoardConfig) else BoardConfig(resource=b) for name, b in self.boards.items()}
+        configs = {n: b if isinstance(b, BoardConfig) else BoardConfig(resource=b) for n, b in self.boards.items()}
+        if self.chip_seed is None:
+            return configs
+        return {name: c.model_copy(update={"resource": _with_seed(c.resource, self.chip_seed)})
+                for name, c in configs.items()}  # fmt: skip
 
     @property
     def dataset_name(self) -> str:
-        return self.dataset or DEFAULT_DATASET[self.model]
+        return self.dataset or model_defaults(self.model).dataset
 
     @property
     def update_rule(self) -> str:
-        return self.update or ("write-verify" if self.model == "yao-hybrid" else "gate-coded")
+        return self.update or model_defaults(self.model).update
+
+    @property
+    def weight_limit(self) -> float:
+        """The largest |weight| a pair of nominal devices holds around the middle of the gate window."""
+        g = self.gate_coded
+        return g.set_slope * (g.v_gate_max - g.v_gate_min) / self.g_unit
+
+    @property
+    def trained_layers(self) -> list[str] | None:
+        """The layers trained in situ (``None``: all of them)."""
+        if self.retrain_layers is not None:
+            return self.retrain_layers
+        hybrid = self.model == "yao-hybrid" and self.update_rule != "exact"  # its baseline trains every layer
+        return self.hybrid.retrain_layers if hybrid else None
+
+
+def _optimizer_defaults(model: str, given: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer config with the model's optimizer if none is named, and the model's learning rate
+    for that optimizer if none is given (an unknown name is left for the optimizer's own check)."""
+    defaults = model_defaults(model)
+    filled = {"name": defaults.optimizer} | given
+    name = filled["name"]
+    if "lr" not in filled and isinstance(name, str) and name in defaults.lr:
+        filled["lr"] = defaults.lr_for(name)
+    return filled
+
+
+def _with_seed(resource: str, seed: int) -> str:
+    """``emulator://?...`` with its ``seed`` parameter set to ``seed`` (added if absent)."""
+    head, _, query = resource.partition("?")
+    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "seed"]
+    return f"{head}?{urlencode([*params, ('seed', str(seed))])}"
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A config file (TOML or JSON) with command-line overrides on top; errors name every field."""
+    """A config file (TOML or JSON) with command-line overrides on top; errors name every field.
+
+    An override replaces only the fields it names: ``--lr`` keeps the file's optimizer. Naming
+    another optimizer without a learning rate drops the file's rate (it was for the other one),
+    so the model's rate for the named optimizer applies.
+    """
     data: dict[str, Any] = read_config_file(path, "training config") if path else {}
-    data.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        if key == "optimizer" and isinstance(value, dict) and isinstance(data.get(key), dict):
+            kept = dict(data[key])
+            if "name" in value and value["name"] != kept.get("name") and "lr" not in value:
+                kept.pop("lr", None)
+            value = kept | value
+        data[key] = value
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"training config has errors:\n{validation_problems(exc)}") from None
+
+
+def models_help() -> str:
+    """Each model's defaults, for ``hil train --help``."""
+    lines = ["each model's defaults (its paper's; flags and --config override them field by field):"]
+    for name, defaults in MODEL_DEFAULTS.items():
+        others = ", ".join(f"{opt} {lr:g}" for opt, lr in defaults.lr.items() if opt != defaults.optimizer)
+        lines += [f"  {name:<11} {defaults.summary()}", f"  {'':<11} learning rate with --optimizer: {others}"]
+    return "\n".join(lines)

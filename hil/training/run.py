@@ -10,7 +10,7 @@ file, so ``resume`` continues from the last completed update with the conductanc
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from drivers import Board
 from hil.array_backend import ArrayBackend
+from hil.config import ConfigError
 from hil.datasets import load_dataset
 from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, resolve_placement
@@ -28,6 +29,7 @@ from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
 from hil.run_layout import (
+    DEPLOY,
     EVALUATIONS,
     JOURNAL,
     PREPARE,
@@ -36,6 +38,8 @@ from hil.run_layout import (
     checkpoint,
     checkpoint_devices,
     completed_updates,
+    deployed_weights,
+    final_conductance,
     preparation,
     pretrain_weights,
     pulses,
@@ -54,6 +58,7 @@ from hil.training.loop import (
 )
 from hil.training.plan import check_plan, check_vmm_currents
 from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateStats, WriteVerifyUpdate
+from hil.weights_file import fit_weights, read_weights
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import write_verify
 from protocols.recording import Recorder
@@ -65,6 +70,7 @@ BoolArray = npt.NDArray[np.bool_]
 Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
 
 PROCEDURE = "train"
+FIT_MARGIN = 0.8
 
 
 def build_network(config: TrainConfig) -> Network:
@@ -116,6 +122,7 @@ class Hardware:
     backend: ArrayBackend
     rule: GateCodedUpdate | WriteVerifyUpdate
     calibrations: dict[str, GateCalibration]
+    restored: bool = False  # from a run file that had its weights on the array already
 
 
 def _place(
@@ -278,9 +285,12 @@ def board_identities(boards: Mapping[str, Board]) -> str:
 def preflight(config: TrainConfig) -> str:
     """Open the run's boards, check the whole run against them and close them again, before any run
     file exists; the boards' identities. Nothing is pulsed (:class:`~hil.training.plan.PlanError`)."""
+    network = build_network(config)
+    _trained_layers(config, network)
+    if config.initial_weights is not None:
+        read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
     if config.update_rule == "exact":
         return ""
-    network = build_network(config)
     with opened_boards(config) as boards:
         check_plan(config, boards)
         backend = _place(config, network, boards, None)  # a placement that cannot work fails here too
@@ -316,50 +326,103 @@ def run_training(
 def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
-    train_loop = partial(train, updates=config.updates, batch_size=config.batch_size,
-                         eval_every=config.eval_every, seed=config.seed, recorder=run)  # fmt: skip
-    start = completed_updates(previous) if previous else 0
-    run.truncate(JOURNAL, start)
-    run.truncate(EVALUATIONS, _evaluations_before(previous, start))
-    epochs_done = start // Schedule(len(data[0]), config.batch_size, config.seed).batches_per_epoch
-    for board in config.boards:
-        run.truncate(snapshots(board), epochs_done)
+    start = resume_point(config, run, previous, len(data[0]))
     weights = _initial_weights(config, network, data, run, previous)
+    train_loop = partial(train, network, data=data, updates=config.updates, batch_size=config.batch_size,
+                         eval_every=config.eval_every, seed=config.seed, recorder=run,
+                         trainable=_trained_layers(config, network))  # fmt: skip
     if config.update_rule == "exact":
-        if previous is not None:
-            weights = {layer: w.copy() for layer, w in _saved(previous, "weights").items()}
-        learner: Learner = ExactLearner(weights)
-        return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
+        return train_exact(config, weights, previous, partial(train_loop, start_update=start))
     with opened_boards(config) as boards:
         check_plan(config, boards)
         _check_same_boards(boards, previous, allow_other_board)
         run.set_root(board_identity=board_identities(boards))
         with record_link(boards, run):
-            prepared = preparation(previous) if previous is not None else {}
-            if previous is not None and prepared.get("done"):
-                saved = PlacementSpec.model_validate_json(prepared["placement"])
-                hardware = Hardware(_place(config, network, boards, saved), _rule(config), {})
-                _restore(config, hardware, previous)
-            else:
-                start = 0
-                # a placement that cannot work fails before any pulse
-                check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
-                calibrations = characterize(config, boards, run) if config.calibrate else {}
-                spec = _placement_spec(config, network, boards, calibrations)
-                hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
-                run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
-                _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-                pulses = program_weights(config, hardware, weights, config.initial_tolerance)
-                accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
-                run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
-                log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
-            trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
+            hardware = prepare_hardware(config, network, boards, data, weights, run, previous)
+            if not hardware.restored:
+                start = 0  # a run killed before its weights were on the array starts over
             learner = ArrayLearner(hardware.backend, hardware.rule)
-            result = train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
-                                trainable=trainable)  # fmt: skip
+            result = train_loop(learner, _optimizer(config.optimizer, previous), start_update=start)
+            record_final_state(hardware, run)
             result.vmm_round_trips = hardware.backend.vmm_calls
             result.devices = hardware.backend.placement.device_count
             return result
+
+
+def resume_point(config: TrainConfig, run: RunFile, previous: RunData | None, n_train: int) -> int:
+    """The update a run continues from (0 for a new one); what the file holds past it (journal rows,
+    evaluations, epoch snapshots of an update in flight) is cut back to it."""
+    start = completed_updates(previous) if previous else 0
+    run.truncate(JOURNAL, start)
+    run.truncate(EVALUATIONS, _evaluations_before(previous, start))
+    epochs_done = start // Schedule(n_train, config.batch_size, config.seed).batches_per_epoch
+    for board in config.boards:
+        run.truncate(snapshots(board), epochs_done)
+    return start
+
+
+def train_exact(
+    config: TrainConfig, weights: dict[str, FloatArray], previous: RunData | None,
+    train_loop: Callable[[Learner, Optimizer], TrainResult],
+) -> TrainResult:  # fmt: skip
+    """The same loop in exact arithmetic (the software baseline): no board is opened."""
+    if previous is not None:
+        weights = {layer: w.copy() for layer, w in _saved(previous, "weights").items()}
+    return train_loop(ExactLearner(weights), _optimizer(config.optimizer, previous))
+
+
+def prepare_hardware(
+    config: TrainConfig, network: Network, boards: Mapping[str, Board], data: Data,
+    weights: Mapping[str, FloatArray], run: RunFile, previous: RunData | None,
+) -> Hardware:  # fmt: skip
+    """The boards ready to train: a prepared run's placement, calibration and device memory restored
+    from its file (conductances read back); otherwise characterized, placed, and the initial
+    ``weights`` written by write-verify and evaluated."""
+    prepared = preparation(previous) if previous is not None else {}
+    if previous is not None and prepared.get("done"):
+        return restore_hardware(config, network, boards, previous)
+    # a placement that cannot work fails before any pulse
+    check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
+    calibrations = characterize(config, boards, run) if config.calibrate else {}
+    spec = _placement_spec(config, network, boards, calibrations)
+    hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
+    run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
+    _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
+    pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+    accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
+    run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
+    log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
+    return hardware
+
+
+def restore_hardware(config: TrainConfig, network: Network, boards: Mapping[str, Board], previous: RunData) -> Hardware:
+    """A prepared run's hardware from its file: its placement, calibration and device memory, with
+    the conductances read back from the boards (never assumed)."""
+    prepared = preparation(previous)
+    if not prepared.get("done"):
+        raise RunFileError(f"{previous.path}: the run's weights never reached the array (it stopped while "
+                           "preparing); nothing to use")  # fmt: skip
+    saved = PlacementSpec.model_validate_json(prepared["placement"])
+    hardware = Hardware(_place(config, network, boards, saved), _rule(config), {}, restored=True)
+    _restore(config, hardware, previous)
+    return hardware
+
+
+def record_final_state(hardware: Hardware, run: RunFile) -> None:
+    """The conductances the run ended with (read back after its last update): what the weights are
+    on the chip, the reference a later refresh writes drifted devices back to."""
+    for board, g in hardware.backend.conductance.items():
+        run.write(final_conductance(board), g, unit="S")
+
+
+def _trained_layers(config: TrainConfig, network: Network) -> list[str] | None:
+    layers = config.trained_layers
+    for i, layer in enumerate(layers or []):
+        if layer not in network.weight_shapes:
+            field = "retrain_layers" if config.retrain_layers is not None else "hybrid.retrain_layers"
+            raise ConfigError(f"{field}[{i}] = {layer!r} is not a layer of the network "
+                              f"({', '.join(network.weight_shapes)}); nothing was sent")  # fmt: skip
+    return layers
 
 
 def _check_same_boards(boards: Mapping[str, Board], previous: RunData | None, allow_other_board: bool) -> None:
@@ -391,8 +454,21 @@ def _evaluations_before(previous: RunData | None, update: int) -> int:
 def _initial_weights(
     config: TrainConfig, network: Network, data: Data, run: RunFile, previous: RunData | None
 ) -> dict[str, FloatArray]:
-    """Random initial weights, or for the hybrid scheme weights trained in software first."""
+    """Random initial weights, weights trained elsewhere (``initial_weights``), or for the hybrid
+    scheme weights trained in software first. Weights from a file are kept in the run file, so a
+    resume needs only the run file."""
     weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
+    if config.initial_weights is not None:
+        if previous is not None and deployed_weights(next(iter(weights))) in previous.datasets:
+            return {layer: previous.datasets[deployed_weights(layer)].copy() for layer in weights}
+        weights = read_weights(config.initial_weights, network)
+        if config.fit_initial_weights:
+            # a margin below the nominal span: devices differ, and the window's ends are the least linear
+            weights, scales = fit_weights(weights, network, FIT_MARGIN * config.weight_limit)
+            run.set_attrs(DEPLOY, **{f"scale_{layer}": s for layer, s in scales.items()})
+        for layer, w in weights.items():
+            run.write(deployed_weights(layer), w)
+        return weights
     if config.model != "yao-hybrid" or config.update_rule == "exact":
         return weights
     if previous is not None and PRETRAIN_EVALUATIONS in previous.datasets:

@@ -1,0 +1,45 @@
+"""A new training run from its config to its recorded end: the steps ``hil train`` and ``hil deploy`` share.
+
+A run is checked whole against its boards before its file exists; a run refused before its first
+pulse leaves no file behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hil.run_layout import pulses_recorded
+from hil.storage import RunData, RunFile, RunFileError, read_run
+from hil.training.config import TrainConfig
+from hil.training.loop import TrainResult
+from hil.training.run import PROCEDURE, preflight, run_training
+
+
+def describe_resources(config: TrainConfig) -> str:
+    """Where a run computes: its boards' resources, or exact arithmetic."""
+    if config.update_rule == "exact":
+        return "exact arithmetic"
+    return ", ".join(b.resource for b in config.board_configs.values())
+
+
+def create_run(config: TrainConfig, out: Path, overwrite: bool = False) -> RunFile:
+    """The run file of a new run, created only once the whole run has been checked against its boards."""
+    if out.exists() and not overwrite:
+        raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was measured)")
+    identity = preflight(config)
+    return RunFile(out, procedure=PROCEDURE, config=config.model_dump(mode="json"),
+                   resource=describe_resources(config), board_identity=identity, overwrite=overwrite)  # fmt: skip
+
+
+def execute(
+    config: TrainConfig, run: RunFile, previous: RunData | None = None, allow_other_board: bool = False
+) -> TrainResult:
+    """Run (or resume) the training into ``run`` and close it; a new run refused before its first
+    pulse (bad input found once the boards are open) leaves no file."""
+    try:
+        with run:
+            return run_training(config, run, previous, allow_other_board=allow_other_board)
+    except ValueError as exc:  # bad input (InvalidRequest, ConfigError, DatasetError, ...)
+        if previous is None and not pulses_recorded(read_run(run.path)):
+            run.path.unlink(missing_ok=True)
+        raise exc from None

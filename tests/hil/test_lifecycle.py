@@ -1,0 +1,252 @@
+"""A network's life after training: ``hil deploy`` (weights trained elsewhere) and ``hil evaluate``
+(inference on the chip as it is now, over simulated time, with drift compensation and its cost).
+
+The network is the tiny one of test_training (8x8 digits pooled to 4x4, dense 16 -> 10: 32 rows x
+10 columns of devices), so every run here takes seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from drivers import open_board
+from hil.cli import EXIT_ERROR, main
+from hil.config import ConfigError
+from hil.lifecycle.cli import parse_duration
+from hil.lifecycle.evaluate import POINTS, GainCorrected, column_gains, point_times
+from hil.nn import ExactBackend, Network, load_network_spec
+from hil.run_layout import pulses_recorded
+from hil.storage import RunData, read_run
+from hil.weights_file import fit_weights, read_weights, scale_invariant, write_weights
+from tests.conftest import EmulatorFactory
+
+TINY_NETWORK: dict[str, Any] = {
+    "input_shape": [8, 8],
+    "n_classes": 10,
+    "layers": [{"type": "maxpool", "size": 2}, {"type": "flatten"}, {"type": "dense", "out": 10}],
+}
+TINY_TOML = """
+dataset = "digits"
+updates = 60
+eval_every = 30
+batch_size = 50
+calibration_gates = 3
+
+[network]
+input_shape = [8, 8]
+n_classes = 10
+layers = [{type = "maxpool", size = 2}, {type = "flatten"}, {type = "dense", out = 10}]
+
+[optimizer]
+name = "rmsprop"
+lr = 0.05
+"""
+CHIP = "preset=umass-ta-hfo2&seed=3&rows=32&cols=10"
+CHANCE = 0.1
+DAY = 86400.0
+
+
+@pytest.fixture
+def tiny_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+def points(path: Path) -> np.ndarray[Any, Any]:
+    return np.asarray(read_run(path).datasets[POINTS])
+
+
+def last_accuracy(run: RunData) -> float:
+    return float(run.datasets["train/eval"][-1, 1])
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def test_a_trained_network_is_evaluated_later_on_its_chip_and_followed_over_a_day(
+    emulator_process: EmulatorFactory, tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over a real TCP socket: train, then evaluate the same chip in another session (placement and
+    calibration from the file, conductances read back), then follow it for a simulated day."""
+    server = emulator_process(seed=3, preset="umass-ta-hfo2", extra=("--rows", "32", "--cols", "10"))
+    run = tmp_path / "run.h5"
+    assert main(["train", "--config", str(tiny_toml), "--board", server.resource, "--out", str(run)]) == 0
+    trained = last_accuracy(read_run(run))
+    assert trained > 3 * CHANCE
+
+    now = tmp_path / "now.h5"
+    assert main(["evaluate", str(run), "--out", str(now)]) == 0
+    (row,) = points(now)
+    assert abs(row[1] - trained) < 0.06  # the same weights, read again (read noise moves a few answers)
+    assert row[5] == 0 and pulses_recorded(read_run(now)) == 0  # inference only: no pulse
+
+    later = tmp_path / "day.h5"
+    assert main(["evaluate", str(run), "--every", "6h", "--for", "1d", "--refresh", "8e-6", "--out", str(later)]) == 0
+    table = points(later)
+    assert list(table[:, 0]) == [0, 6 * 3600, 12 * 3600, 18 * 3600, DAY]
+    assert (table[:, 1] > 3 * CHANCE).all()
+    # every refresh pulse is in the file's link record, checked against the board's own count
+    assert pulses_recorded(read_run(later)) == int(table[:, 5].sum())
+    with open_board(server.resource) as board:
+        assert board.clock() >= DAY
+    out = capsys.readouterr().out
+    assert "24 h" in out and "refresh pulses" in out
+
+
+def test_a_chip_that_lost_the_weights_is_refused_unless_refreshed(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An in-process emulator starts fresh in every process: its devices are not the run's."""
+    run = tmp_path / "run.h5"
+    board = f"emulator://?{CHIP}"
+    assert main(["train", "--config", str(tiny_toml), "--board", board, "--out", str(run)]) == 0
+    capsys.readouterr()
+    refused = tmp_path / "refused.h5"
+    assert main(["evaluate", str(run), "--out", str(refused)]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "does not hold the weights" in err and "--refresh" in err
+    assert not refused.exists()
+    rewritten = tmp_path / "rewritten.h5"
+    assert main(["evaluate", str(run), "--refresh", "8e-6", "--out", str(rewritten)]) == 0
+    (row,) = points(rewritten)
+    assert row[4] > 100 and row[5] > 0  # most used devices written back
+    assert abs(row[1] - last_accuracy(read_run(run))) < 0.1
+
+
+def test_drift_that_ruins_the_network_is_undone_by_a_refresh(
+    emulator_process: EmulatorFactory, tiny_toml: Path, tmp_path: Path
+) -> None:
+    """On a chip drifting fast (5 uS per unit of ln t: about 50 uS in a day), a day without
+    compensation ruins the network; a refresh writes the drifted devices back, at a cost in pulses."""
+    server = emulator_process(seed=3, preset="umass-ta-hfo2",
+                              extra=("--rows", "32", "--cols", "10", "--set", "drift_spread=5e-6"))  # fmt: skip
+    run = tmp_path / "run.h5"
+    assert main(["train", "--config", str(tiny_toml), "--board", server.resource, "--out", str(run)]) == 0
+    trained = last_accuracy(read_run(run))
+    drifted = tmp_path / "drifted.h5"
+    assert main(["evaluate", str(run), "--every", "1d", "--for", "1d", "--out", str(drifted)]) == 0
+    without = points(drifted)
+    refreshed = tmp_path / "refreshed.h5"
+    assert main(["evaluate", str(run), "--every", "12h", "--for", "1d", "--refresh", "8e-6", "--out",
+                 str(refreshed)]) == 0  # fmt: skip
+    kept = points(refreshed)
+    assert without[-1, 3] > 10e-6  # the devices moved
+    assert without[-1, 1] < trained - 0.15  # and the network with them
+    assert (np.abs(kept[:, 1] - trained) < 0.1).all()  # each point after its refresh
+    assert kept[0, 3] > 10e-6 and kept[0, 5] > 0  # the day of drift before, undone with pulses
+    assert (kept[1:, 5] > 0).all()  # every later refresh costs pulses too
+
+
+# ------------------------------------------------------------------------------------------ deploy
+
+
+def exact_weights(tmp_path: Path, tiny_toml: Path) -> Path:
+    """Weights trained in exact arithmetic ("elsewhere"), saved in the deploy layout."""
+    run = tmp_path / "float.h5"
+    assert main(["train", "--config", str(tiny_toml), "--baseline", "--updates", "200", "--out", str(run)]) == 0
+    saved = read_run(run)
+    slot = saved.attrs["train"]["state"]
+    return write_weights(tmp_path / "weights.npz", {"dense1": saved.datasets[f"{slot}/weights/dense1"]})
+
+
+def test_weights_trained_elsewhere_are_deployed_evaluated_and_fine_tuned(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = exact_weights(tmp_path, tiny_toml)
+    deployed = tmp_path / "deployed.h5"
+    board = f"emulator://?{CHIP}"
+    assert main(["deploy", str(weights), "--config", str(tiny_toml), "--board", board, "--out", str(deployed)]) == 0
+    run = read_run(deployed)
+    assert run.config["updates"] == 0 and "train/journal" not in run.datasets  # evaluate only: no update
+    on_chip = float(run.attrs["prepare"]["accuracy_after_transfer"])
+    assert on_chip > 3 * CHANCE
+    assert "on the chip: test accuracy" in capsys.readouterr().out
+    tuned = tmp_path / "tuned.h5"
+    assert main(["deploy", str(weights), "--config", str(tiny_toml), "--board", board, "--out", str(tuned),
+                 "--fine-tune", "40"]) == 0  # fmt: skip
+    assert last_accuracy(read_run(tuned)) > on_chip  # fine-tuning in situ recovers what the transfer lost
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"dense1": np.zeros((16, 9))}, "'dense1' has shape (16, 9), the network needs (16, 10)"),
+        ({"dense1": np.zeros((16, 10)), "dense2": np.zeros((3, 3))}, "unknown array 'dense2'"),
+        ({}, "missing 'dense1'"),
+        ({"dense1": np.full((16, 10), np.nan)}, "'dense1' holds 160 non-finite values"),
+    ],
+)
+def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
+    arrays: dict[str, Any], message: str, tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    out = tmp_path / "never.h5"
+    assert main(["deploy", str(path), "--config", str(tiny_toml), "--board", f"emulator://?{CHIP}",
+                 "--out", str(out)]) == EXIT_ERROR  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    path.write_text("not a zip")
+    with pytest.raises(ConfigError, match=r"is not a \.npz"):
+        read_weights(path, Network(load_network_spec(TINY_NETWORK)))
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_weights(tmp_path / "none.npz", Network(load_network_spec(TINY_NETWORK)))
+
+
+def test_fitting_the_weights_to_the_devices_keeps_every_answer() -> None:
+    def spec(activation: str) -> dict[str, Any]:
+        hidden = {"type": "dense", "out": 12, "activation": activation}
+        return {"input_shape": [8, 8], "n_classes": 10,
+                "layers": [{"type": "flatten"}, hidden, {"type": "dense", "out": 10}]}  # fmt: skip
+
+    network = Network(load_network_spec(spec("relu")))
+    weights = network.init_weights(np.random.default_rng(0), scale=7.0)
+    x = np.random.default_rng(1).uniform(0, 1, (200, 8, 8))
+    fitted, scales = fit_weights(weights, network, limit=1.5)
+    assert all(np.abs(w).max() == pytest.approx(1.5) for w in fitted.values())
+    assert all(s != 1.0 for s in scales.values())
+    assert (network.predict(x, ExactBackend(fitted)) == network.predict(x, ExactBackend(weights))).all()
+    tanh = Network(load_network_spec(spec("tanh")))
+    assert not scale_invariant(tanh)
+    assert fit_weights(tanh.init_weights(np.random.default_rng(0)), tanh, 1.5)[1] == {"dense1": 1.0, "dense2": 1.0}
+
+
+# ------------------------------------------------------------------------------------- compensation
+
+
+def test_column_gains_take_out_what_scales_a_column() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 10))
+    probe = rng.uniform(0, 1, (32, 16))
+    true_gain = np.linspace(0.7, 1.3, 10)
+    reference = ExactBackend({"d": w}).matmul("d", probe)
+    drifted = ExactBackend({"d": w * true_gain})
+    gains = column_gains(drifted.matmul("d", probe), reference)
+    np.testing.assert_allclose(gains, true_gain)
+    x = rng.uniform(0, 1, (5, 16))
+    np.testing.assert_allclose(GainCorrected(drifted, {"d": gains}).matmul("d", x), x @ w)
+
+
+def test_durations_and_evaluation_times() -> None:
+    assert [parse_duration(t) for t in ("90", "90s", "30min", "2h", "1d", "1h30m", "1.5h")] == [
+        90, 90, 1800, 7200, DAY, 5400, 5400
+    ]  # fmt: skip
+    for bad in ("", "2x", "h", "1h 2", "-1h"):
+        with pytest.raises(Exception, match="is not a duration"):
+            parse_duration(bad)
+    assert point_times(None, None) == [0.0]
+    assert point_times(3600, 7200) == [0, 3600, 7200]
+    with pytest.raises(ValueError, match="go together"):
+        point_times(3600, None)
+    with pytest.raises(ValueError, match="at most"):
+        point_times(1, DAY)
