@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from hil.lifecycle.plots import plot_evaluation
 from hil.plots import plot_training
 from hil.procedure_registry import REGISTRY
 from hil.procedures import Attrs, Datasets
-from hil.run_layout import HEADER_KEYS, links, status
+from hil.run_layout import EVALUATE, HEADER_KEYS, links, status
 from hil.storage import RunData, RunFileError
 
 PlotFunction = Callable[[Datasets, Attrs, Figure], None]
 # Every kind of run file and the function that draws it.
 PLOTS: dict[str, PlotFunction] = {name: spec.plot for name, spec in REGISTRY.items()} | {"train": plot_training}
+PLOTS[EVALUATE] = plot_evaluation
 
 
 def describe_run(run: RunData) -> str:

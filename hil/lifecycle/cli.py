@@ -12,6 +12,7 @@ from hil.config import EMBEDDED_EMULATOR
 from hil.lifecycle.deploy import deploy_config
 from hil.lifecycle.evaluate import Compensation, evaluate_run
 from hil.optimizers import OPTIMIZER_NAMES
+from hil.run_report import draw_run_plot
 from hil.storage import read_run
 from hil.training.config import MODEL_NAMES
 from hil.training.session import create_run, describe_resources, execute
@@ -74,7 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{_hours(p.seconds):>12} {100 * p.accuracy:8.2f}% {p.drift_median * 1e6:6.2f} uS "
               f"{p.devices_refreshed:>9,} {p.refresh_pulses:>8,}")  # fmt: skip
     total = sum(p.refresh_pulses for p in points)
-    print(f"{len(points)} evaluations of {run}; refresh pulses {total:,}; data in {out}")
+    print(f"{len(points)} evaluations of {run}; refresh pulses {total:,}; data in {out}; "
+          f"{draw_run_plot(read_run(out))}")  # fmt: skip
     return 0
 
 
