@@ -206,10 +206,10 @@ def read_trained_run(path: str | Path) -> RunData:
     if previous.procedure != PROCEDURE:
         raise RunFileError(f"{path} is a {previous.procedure!r} run, not a training or deployment run")
     check_not_live(path, previous)
-    if not prepared(previous):
-        raise RunFileError(f"{path}: the run's weights never reached the array; nothing to evaluate")
     if previous.config.get("update") == "exact":
         raise RunFileError(f"{path} is an exact-arithmetic run: it has no weights on a chip to evaluate")
+    if not prepared(previous):
+        raise RunFileError(f"{path}: the run's weights never reached the array; nothing to evaluate")
     return previous
 
 

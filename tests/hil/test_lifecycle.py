@@ -158,6 +158,10 @@ def test_weights_trained_elsewhere_are_deployed_evaluated_and_fine_tuned(
     tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights = exact_weights(tmp_path, tiny_toml)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "float.h5"), "--out", str(tmp_path / "never.h5")]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "exact-arithmetic run" in err and not (tmp_path / "never.h5").exists()
     deployed = tmp_path / "deployed.h5"
     board = f"emulator://?{CHIP}"
     assert main(["deploy", str(weights), "--config", str(tiny_toml), "--board", board, "--out", str(deployed)]) == 0
