@@ -71,6 +71,7 @@ Data = tuple[FloatArray, IntArray, FloatArray, IntArray]
 
 PROCEDURE = "train"
 FIT_MARGIN = 0.8
+FINAL_READS = 4
 
 
 def build_network(config: TrainConfig) -> Network:
@@ -409,10 +410,15 @@ def restore_hardware(config: TrainConfig, network: Network, boards: Mapping[str,
 
 
 def record_final_state(hardware: Hardware, run: RunFile) -> None:
-    """The conductances the run ended with (read back after its last update): what the weights are
-    on the chip, the reference a later refresh writes drifted devices back to."""
-    for board, g in hardware.backend.conductance.items():
-        run.write(final_conductance(board), g, unit="S")
+    """The conductances the run ended with: what the weights are on the chip, the reference a later
+    refresh writes drifted devices back to. The mean of :data:`FINAL_READS` map reads (the last
+    read-back among them), so that read noise (about 1 % of G per read) does not pass for drift."""
+    total = {board: g.copy() for board, g in hardware.backend.conductance.items()}
+    for _ in range(FINAL_READS - 1):
+        for board, g in hardware.backend.read_back().items():
+            total[board] += g
+    for board, g in total.items():
+        run.write(final_conductance(board), g / FINAL_READS, unit="S")
 
 
 def _trained_layers(config: TrainConfig, network: Network) -> list[str] | None:
