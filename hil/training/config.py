@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from drivers.resources import is_in_process
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
@@ -75,19 +84,20 @@ class TrainConfig(BaseModel):
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    initial_weights: str | None = Field(
+        None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
+        "'Deploying weights trained elsewhere'); default: random (yao-hybrid: trained in software first)",
+    )  # fmt: skip
     # optimizer, batch_size, updates and eval_every: the model's paper's when left out (_model_defaults)
     optimizer: OptimizerConfig = Field(
         default_factory=lambda: OptimizerConfig.model_validate(_optimizer_defaults("cnn", {}))
     )
     batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
     updates: int = Field(
-        1200, ge=0, le=MAX_UPDATES, description="weight updates (0: program the initial weights and evaluate only)"
+        1200, ge=0, le=MAX_UPDATES, description="weight updates (0, with initial_weights only: write the weights "
+        "and evaluate them)",
     )
     eval_every: int = Field(100, ge=1, le=MAX_UPDATES, description="updates between test-set evaluations")
-    initial_weights: str | None = Field(
-        None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
-        "'Deploying weights trained elsewhere'); default: random (yao-hybrid: trained in software first)",
-    )  # fmt: skip
     fit_initial_weights: StrictBool = Field(
         False, description="scale each layer of initial_weights so its largest |weight| is what a device pair "
         "holds (only where that leaves the network's answers unchanged: bias-free ReLU or linear layers)",
@@ -125,6 +135,13 @@ class TrainConfig(BaseModel):
         if isinstance(optimizer, dict):
             data["optimizer"] = _optimizer_defaults(model, optimizer)
         return data
+
+    @field_validator("updates")
+    @classmethod
+    def _some_updates(cls, updates: int, info: ValidationInfo) -> int:
+        if updates == 0 and info.data.get("initial_weights") is None:  # initial_weights is declared first
+            raise ValueError("0 trains nothing: at least 1 (0 only deploys initial_weights)")
+        return updates
 
     @model_validator(mode="after")
     def _known_board_names(self) -> TrainConfig:

@@ -238,7 +238,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         ('[optimizer]\nname = "lion"\n', "  optimizer.name: "),
         ('update = "magic"\n', "  update: "),
         ('optimiser = { name = "sgd" }\n', "  optimiser: "),
-        ("updates = -1\n", "  updates: "),  # 0 is a deploy without fine-tuning
+        ("updates = 0\n", "  updates: "),
         ('updates = "many"\n', "  updates: "),
         ("batch_size = 1e12\n", "  batch_size: "),
         ("seed = -1\n", "  seed: "),
