@@ -131,7 +131,7 @@ def register(commands: Any) -> None:
                           "conductances (costs pulses; also rewrites a chip that lost the weights)")  # fmt: skip
     evaluate.add_argument("--column-gains", action="store_true", help="before each evaluation, recalibrate each "
                           "output column's gain against its response to a probe batch at the first evaluation "
-                          "(no pulses)")  # fmt: skip
+                          "(no pulses; for drift that scales whole columns, docs/training.md)")  # fmt: skip
     evaluate.add_argument("--out", metavar="FILE.h5", help="where to record the evaluations (default: beside RUN)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing file")
     evaluate.set_defaults(handler=cmd_evaluate)

@@ -57,6 +57,7 @@ HOLDS_WEIGHTS_LIMIT = 20e-6
 """Median distance (S) of the used devices from the run's final conductances beyond which a chip is
 taken not to hold the run's weights (a day of drift moves a device by about 1 uS)."""
 MAX_POINTS = 10_000
+MAX_REFRESH_TOLERANCE = 1e-3  # S: a tolerance past a device's whole window is a typo
 PROBE_SEED = 20_200_101
 
 
@@ -69,6 +70,13 @@ class Compensation:
     column_gains: bool = False
     """Divide each layer's outputs by their columns' gains against the first point's probe."""
     probe_vectors: int = 32
+
+    def __post_init__(self) -> None:
+        tolerance = self.refresh_tolerance
+        if tolerance is not None and not (0 < tolerance <= MAX_REFRESH_TOLERANCE):
+            raise ValueError(f"--refresh {tolerance:g} S is outside (0, {MAX_REFRESH_TOLERANCE:g}] S")
+        if not 1 <= self.probe_vectors <= 4096:
+            raise ValueError(f"probe_vectors = {self.probe_vectors} is outside [1, 4096]")
 
 
 @dataclass

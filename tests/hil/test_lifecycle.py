@@ -17,7 +17,7 @@ from drivers import open_board
 from hil.cli import EXIT_ERROR, main
 from hil.config import ConfigError
 from hil.lifecycle.cli import parse_duration
-from hil.lifecycle.evaluate import POINTS, GainCorrected, column_gains, point_times
+from hil.lifecycle.evaluate import POINTS, Compensation, GainCorrected, column_gains, point_times
 from hil.nn import ExactBackend, Network, load_network_spec
 from hil.run_layout import pulses_recorded
 from hil.storage import RunData, read_run
@@ -254,3 +254,6 @@ def test_durations_and_evaluation_times() -> None:
         point_times(3600, None)
     with pytest.raises(ValueError, match="at most"):
         point_times(1, DAY)
+    for bad in (-1.0, 0.0, float("nan"), 1.0):
+        with pytest.raises(ValueError, match="--refresh"):
+            Compensation(refresh_tolerance=bad)
