@@ -194,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, previous, args.updates)
         if any(is_in_process(b.resource) for b in config.board_configs.values()):
             _warn_fresh_board()
-        check_same_board(previous, preflight(config), args.force_other_board)  # before the file is touched
+        check_same_board(previous, preflight(config, previous), args.force_other_board)  # before the file is touched
         run = RunFile.reopen(args.resume)
         run.replace_config(config.model_dump(mode="json"))
         print(f"resuming {args.resume} after update {completed_updates(previous)} of {config.updates}")

@@ -283,12 +283,14 @@ def board_identities(boards: Mapping[str, Board]) -> str:
     return "; ".join(f"{name}: {board.identity}" for name, board in sorted(boards.items()))
 
 
-def preflight(config: TrainConfig) -> str:
+def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     """Open the run's boards, check the whole run against them and close them again, before any run
-    file exists; the boards' identities. Nothing is pulsed (:class:`~hil.training.plan.PlanError`)."""
+    file exists (or, resuming ``previous``, before it is touched); the boards' identities. Nothing is
+    pulsed (:class:`~hil.training.plan.PlanError`)."""
     network = build_network(config)
     _trained_layers(config, network)
-    if config.initial_weights is not None:
+    kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
+    if config.initial_weights is not None and not kept:
         read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
     if config.update_rule == "exact":
         return ""

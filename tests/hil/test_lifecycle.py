@@ -174,6 +174,9 @@ def test_weights_trained_elsewhere_are_deployed_evaluated_and_fine_tuned(
     assert main(["deploy", str(weights), "--config", str(tiny_toml), "--board", board, "--out", str(tuned),
                  "--fine-tune", "40"]) == 0  # fmt: skip
     assert last_accuracy(read_run(tuned)) > on_chip  # fine-tuning in situ recovers what the transfer lost
+    weights.unlink()  # the run file keeps the deployed weights: it alone continues the fine-tuning
+    assert main(["train", "--resume", str(tuned), "--updates", "50"]) == 0
+    assert len(read_run(tuned).datasets["train/journal"]) == 50
 
 
 @pytest.mark.parametrize(
