@@ -54,8 +54,10 @@ class DeviceParameters(BaseModel):
         0.0, ge=0, le=1e-3, description="device-to-device absolute sigma of c, added to the relative one, S"
     )
     v_gate_saturation: float = Field(
-        0.0, ge=0, le=20, description="gate voltage above which the compliance stops rising (transistor "
-        "saturation), V; 0: none",
+        0.0,
+        ge=0,
+        le=20,
+        description="gate voltage above which the compliance stops rising (transistor saturation), V; 0: none",
     )
     v_set_threshold: float = Field(1.0, ge=0, le=20, description="mean SET amplitude below which nothing changes, V")
     v_gate_threshold: float = Field(
@@ -105,6 +107,13 @@ class DeviceParameters(BaseModel):
     )
     bad_cols: str = Field(
         "", description="columns whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
+    )
+
+    cell_map: str = Field(
+        "",
+        max_length=4096,
+        description="a .npz file of one chip's measured cells (defect positions, k, c, "
+        "stuck levels) that replace the drawn ones where given (mock_hardware/physics/cell_map.py); '': none",
     )
 
     # --- current-voltage curve ---------------------------------------------------------------------
