@@ -54,10 +54,8 @@ class DeviceParameters(BaseModel):
         0.0, ge=0, le=1e-3, description="device-to-device absolute sigma of c, added to the relative one, S"
     )
     v_gate_saturation: float = Field(
-        0.0,
-        ge=0,
-        le=20,
-        description="gate voltage above which the compliance stops rising (transistor saturation), V; 0: none",
+        0.0, ge=0, le=20, description="gate voltage above which the compliance stops rising (transistor "
+        "saturation), V; 0: none",
     )
     v_set_threshold: float = Field(1.0, ge=0, le=20, description="mean SET amplitude below which nothing changes, V")
     v_gate_threshold: float = Field(
