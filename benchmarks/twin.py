@@ -2,19 +2,27 @@
 
 For each of three emulated chips far from the presets (a narrow conductance window with an early
 saturation, high write noise, many defects with bad lines and unformed cells): characterize it
-once through the Board API (the ``hil characterize all`` suite, in process, 128 x 64), fit a twin,
-then train the same small network in situ on the chip, on the twin and on the nearest preset,
-over several training seeds. The twin's prediction error is ``|mean accuracy on the twin - mean
-accuracy on the chip|``; the preset's is the same with the preset. The chip is one emulator seed
-(its particular cells); the twin and the preset are drawn with another emulator seed for each
-training seed, as a twin cannot know the chip's cells one by one (its bad lines are known by
-position): they predict the accuracy of any chip with the fitted parameters.
+once through the Board API (the ``hil characterize all`` suite, in process, 128 x 64), fit a twin
+(with the chip's cell map: its defect positions and its devices' own k and c), then train the
+same small network in situ on the chip, on the twin and on the nearest preset, over several
+training seeds.
+
+Paired: training seed ``s`` (data order and initial weights) is the same on every board, so the
+seed-to-seed spread of accuracy, which is much larger than the 1 point to resolve, cancels in the
+difference ``accuracy(board, s) - accuracy(chip, s)``. A board's prediction error is the mean of
+those paired differences, given with its standard error. The chip is one emulator seed; the twin
+and the preset get another emulator seed for each training seed (the twin cannot know the
+chip's future write noise). A run's accuracy is the mean of its last ``--eval-points`` test
+evaluations (one every tenth of the run), which smooths the update-to-update jitter of the last one.
+
+``--kinds`` adds ``population`` (a twin fitted without the cell map: any chip with the same figures),
+to show what the cell map adds.
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
 
-    python benchmarks/twin.py              # 3 chips x 3 boards x 5 seeds (about 20 minutes on 2 cores)
-    python benchmarks/twin.py --quick      # a smoke run: few updates, 1 seed
+    nice -n 10 python benchmarks/twin.py   # 3 chips x 3 boards x 6 seeds x 300 updates (~40 min on 2 busy cores)
+    python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
+KINDS = ("chip", "twin", "population", "preset")
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -80,22 +89,38 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
     return min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name]))
 
 
-def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
-    """Final test accuracy; NaN if the run failed (a limit hit, say), counted apart."""
+def train_once(resource: str, seed: int, updates: int, eval_points: int, folder: str, label: str) -> dict[str, Any]:
+    """The run's accuracy (mean of its last ``eval_points`` evaluations) and final accuracy; NaN
+    if the run failed (a limit hit, say), which is counted apart."""
+    start = time.perf_counter()
     try:
-        return _train(resource, seed, updates, folder, label)
+        evaluations = _train(resource, seed, updates, folder, label)
     except Exception as exc:  # a failed run is a finding, not the end of the benchmark
         print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return math.nan
+        return {"accuracy": math.nan, "final": math.nan, "seconds": time.perf_counter() - start, "failed": str(exc)}
+    tail = [accuracy for _, accuracy, _ in evaluations[-eval_points:]]
+    return {"accuracy": float(np.mean(tail)), "final": float(evaluations[-1][1]),
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
-    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": updates,
+def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
+    every = max(updates // 10, 1)
+    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": every,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
                   show_progress=False)  # fmt: skip
     with run:
-        return float(run_training(config, run).final_test_accuracy)
+        return list(run_training(config, run).evaluations)
+
+
+def paired(board: list[float], chip: list[float]) -> dict[str, float]:
+    """Mean and standard error of ``board - chip`` over the seeds where both ran, in points."""
+    differences = [100 * (b - c) for b, c in zip(board, chip, strict=True) if math.isfinite(b) and math.isfinite(c)]
+    n = len(differences)
+    mean = float(np.mean(differences)) if n else math.nan
+    error = float(np.std(differences, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean_difference_points": mean, "standard_error_points": error, "pairs": n,
+            "sd_of_differences_points": float(np.std(differences, ddof=1)) if n > 1 else math.nan}  # fmt: skip
 
 
 def suite_cost(resource: str) -> dict[str, Any]:
@@ -113,20 +138,28 @@ def suite_cost(resource: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few updates, one seed (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--updates", type=int, default=150)
+    parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
+                        help="boards compared with the chip")  # fmt: skip
     args = parser.parse_args()
-    seeds = 1 if args.quick else args.seeds
+    seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
+    kinds = ["chip", *args.kinds]
     folder = tempfile.mkdtemp(prefix="twin-bench-")
+    started = time.perf_counter()
 
     cost = suite_cost("emulator://?preset=umass-ta-hfo2&seed=1")
     cost.pop("runs")
-    print(f"twin suite on umass-ta-hfo2 128x64: {cost['pulses']:,} pulses ({cost['pulses_per_cell']:.0f} per cell; "
-          f"budget at most {cost['budget_at_most']:,}), {cost['seconds']:.1f} s on the emulator", flush=True)
+    print(
+        f"twin suite on umass-ta-hfo2 128x64: {cost['pulses']:,} pulses ({cost['pulses_per_cell']:.0f} per cell; "
+        f"budget at most {cost['budget_at_most']:,}), {cost['seconds']:.1f} s on the emulator",
+        flush=True,
+    )
 
     boards: dict[str, dict[str, str]] = {}
     fit_seconds = {}
@@ -136,48 +169,56 @@ def main() -> int:
         measured = suite_cost(chip_resource(name))
         twin = fit_twin(measured["runs"])
         path = write_twin(twin, Path(folder) / f"{name}.toml")
+        population = write_twin(fit_twin(measured["runs"], cell_map=False), Path(folder) / f"{name}-population.toml")
         fit_seconds[name] = time.perf_counter() - start
         preset = nearest_preset(twin.parameters)
         boards[name] = {
             "chip": chip_resource(name),
-            # The twin and the preset predict for any chip with those parameters: each training
-            # seed gets its own emulator seed (the chip is always the same one).
+            # The twin and the preset predict with their own noise: an emulator seed per training seed.
             "twin": f"emulator://?params={path}&seed={{seed}}",
+            "population": f"emulator://?params={population}&seed={{seed}}",
             "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
-    jobs = [(name, kind, seed) for name in chips for kind in ("chip", "twin", "preset") for seed in range(seeds)]
+    # Seeds outermost: a run stopped early still has whole pairs.
+    jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {
             job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
-                             updates, folder, f"{job[0]}-{job[1]}")
+                             updates, args.eval_points, folder, f"{job[0]}-{job[1]}")
             for job in jobs
         }  # fmt: skip
-        accuracy = {job: future.result() for job, future in futures.items()}
+        runs = {job: future.result() for job, future in futures.items()}
 
-    results = {}
-    print("\n| chip | nearest preset | chip accuracy | twin predicts | twin error | preset predicts | preset error |")
-    print("|---|---|---|---|---|---|---|")
+    results: dict[str, Any] = {}
+    header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
+    print(f"\n| chip | chip accuracy (sd) | {header} |")
+    print("|---|---|" + "---|---|" * (len(kinds) - 1))
     for name in chips:
-        mean = {kind: float(np.nanmean([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in
-                ("chip", "twin", "preset")}  # fmt: skip
-        spread = {kind: float(np.nanstd([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in mean}
-        failed = {kind: sum(math.isnan(accuracy[(name, kind, s)]) for s in range(seeds)) for kind in mean}
-        twin_error, preset_error = abs(mean["twin"] - mean["chip"]), abs(mean["preset"] - mean["chip"])
-        results[name] = {"chip": mean["chip"], "twin": mean["twin"], "preset": mean["preset"],
-                         "seed_spread": spread, "twin_error_points": 100 * twin_error,
-                         "preset_error_points": 100 * preset_error, "failed_runs": failed,
-                         "nearest_preset": boards[name]["preset_name"],
-                         "fit_seconds": fit_seconds[name]}  # fmt: skip
-        print(f"| {name} | {boards[name]['preset_name']} | {100 * mean['chip']:.2f} % | {100 * mean['twin']:.2f} % | "
-              f"{100 * twin_error:.2f} | {100 * mean['preset']:.2f} % | {100 * preset_error:.2f} |")
-    worst_twin = max(r["twin_error_points"] for r in results.values())
-    print(json.dumps({"benchmark": "twin", "seeds": seeds, "updates": updates, "chips": results,
-                      "worst_twin_error_points": worst_twin,
-                      "mean_preset_error_points": float(np.mean([r["preset_error_points"] for r in results.values()])),
-                      "suite_128x64": cost, "quick": args.quick, "cpus": os.cpu_count()}))  # fmt: skip
+        accuracy = {kind: [runs[(name, kind, s)]["accuracy"] for s in range(seeds)] for kind in kinds}
+        final = {kind: [runs[(name, kind, s)]["final"] for s in range(seeds)] for kind in kinds}
+        failed = {kind: [runs[(name, kind, s)]["failed"] for s in range(seeds) if "failed" in runs[(name, kind, s)]]
+                  for kind in kinds}  # fmt: skip
+        entry: dict[str, Any] = {"nearest_preset": boards[name]["preset_name"], "fit_seconds": fit_seconds[name],
+                                 "accuracy": accuracy, "final_accuracy": final, "failed_runs": failed}  # fmt: skip
+        cells = [f"{100 * np.nanmean(accuracy['chip']):.2f} % ({100 * np.nanstd(accuracy['chip'], ddof=1):.1f})"]
+        for kind in kinds[1:]:
+            entry[kind] = paired(accuracy[kind], accuracy["chip"])
+            entry[kind]["mean_accuracy"] = float(np.nanmean(accuracy[kind]))
+            cells += [
+                f"{100 * np.nanmean(accuracy[kind]):.2f} %",
+                f"{entry[kind]['mean_difference_points']:+.2f} (+- {entry[kind]['standard_error_points']:.2f})",
+            ]
+        results[name] = entry
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    errors = [abs(r["twin"]["mean_difference_points"]) for r in results.values()] if "twin" in kinds else []
+    worst_twin = max(errors, default=math.nan)
+    print(json.dumps({"benchmark": "twin", "seeds": seeds, "updates": updates, "eval_points": args.eval_points,
+                      "kinds": kinds, "chips": results, "worst_twin_error_points": worst_twin,
+                      "seconds": time.perf_counter() - started, "suite_128x64": cost, "quick": args.quick,
+                      "cpus": os.cpu_count()}))  # fmt: skip
     return 0 if math.isfinite(worst_twin) else 1
 
 
