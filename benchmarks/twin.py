@@ -44,8 +44,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from drivers import open_board
-from hil.storage import RunFile
+from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
+from hil.training.loop import EVALUATIONS
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
@@ -146,7 +147,11 @@ def main() -> int:
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
                         help="boards compared with the chip")  # fmt: skip
+    parser.add_argument("--summarize", metavar="FOLDER", type=Path,
+                        help="only summarize the completed runs in a benchmark's folder")  # fmt: skip
     args = parser.parse_args()
+    if args.summarize:
+        return summarize_folder(args.summarize, args.eval_points)
     seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
     kinds = ["chip", *args.kinds]
@@ -192,17 +197,32 @@ def main() -> int:
         }  # fmt: skip
         runs = {job: future.result() for job, future in futures.items()}
 
+    results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips})
+    for name in chips:
+        results[name]["fit_seconds"] = fit_seconds[name]
+    seconds = time.perf_counter() - started
+    return report(results, {"seeds": seeds, "updates": updates, "eval_points": args.eval_points, "kinds": kinds,
+                            "seconds": seconds, "suite_128x64": cost, "quick": args.quick})  # fmt: skip
+
+
+def summarize(
+    runs: dict[tuple[str, str, int], dict[str, Any]], chips: list[str], kinds: list[str], seeds: int,
+    presets: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Per chip: every board's accuracies by seed and, against the chip, the paired differences.
+    Prints the table; a run missing from ``runs`` counts as failed."""
+    missing = {"accuracy": math.nan, "final": math.nan, "failed": "not run"}
     results: dict[str, Any] = {}
     header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
     print(f"\n| chip | chip accuracy (sd) | {header} |")
     print("|---|---|" + "---|---|" * (len(kinds) - 1))
     for name in chips:
-        accuracy = {kind: [runs[(name, kind, s)]["accuracy"] for s in range(seeds)] for kind in kinds}
-        final = {kind: [runs[(name, kind, s)]["final"] for s in range(seeds)] for kind in kinds}
-        failed = {kind: [runs[(name, kind, s)]["failed"] for s in range(seeds) if "failed" in runs[(name, kind, s)]]
-                  for kind in kinds}  # fmt: skip
-        entry: dict[str, Any] = {"nearest_preset": boards[name]["preset_name"], "fit_seconds": fit_seconds[name],
-                                 "accuracy": accuracy, "final_accuracy": final, "failed_runs": failed}  # fmt: skip
+        got = {(kind, s): runs.get((name, kind, s), missing) for kind in kinds for s in range(seeds)}
+        accuracy = {kind: [got[(kind, s)]["accuracy"] for s in range(seeds)] for kind in kinds}
+        final = {kind: [got[(kind, s)]["final"] for s in range(seeds)] for kind in kinds}
+        failed = {k: [got[(k, s)]["failed"] for s in range(seeds) if "failed" in got[(k, s)]] for k in kinds}
+        entry: dict[str, Any] = {"nearest_preset": presets.get(name, ""), "accuracy": accuracy,
+                                 "final_accuracy": final, "failed_runs": failed}  # fmt: skip
         cells = [f"{100 * np.nanmean(accuracy['chip']):.2f} % ({100 * np.nanstd(accuracy['chip'], ddof=1):.1f})"]
         for kind in kinds[1:]:
             entry[kind] = paired(accuracy[kind], accuracy["chip"])
@@ -213,13 +233,41 @@ def main() -> int:
             ]
         results[name] = entry
         print(f"| {name} | " + " | ".join(cells) + " |")
-    errors = [abs(r["twin"]["mean_difference_points"]) for r in results.values()] if "twin" in kinds else []
+    return results
+
+
+def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
+    """The JSON line; exit status 1 if no twin prediction could be made."""
+    errors = [abs(r["twin"]["mean_difference_points"]) for r in results.values() if "twin" in r]
     worst_twin = max(errors, default=math.nan)
-    print(json.dumps({"benchmark": "twin", "seeds": seeds, "updates": updates, "eval_points": args.eval_points,
-                      "kinds": kinds, "chips": results, "worst_twin_error_points": worst_twin,
-                      "seconds": time.perf_counter() - started, "suite_128x64": cost, "quick": args.quick,
+    print(json.dumps({"benchmark": "twin", **extra, "chips": results, "worst_twin_error_points": worst_twin,
                       "cpus": os.cpu_count()}))  # fmt: skip
     return 0 if math.isfinite(worst_twin) else 1
+
+
+def summarize_folder(folder: Path, eval_points: int) -> int:
+    """The table and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+    presets = {}
+    for path in sorted(folder.glob("*.h5")):
+        chip, kind, seed = path.stem.rsplit("-", 2)
+        data = read_run(path)
+        if data.root.get("status") != "completed" or chip not in CHIPS:
+            continue
+        evaluations = data.datasets[EVALUATIONS]
+        tail = evaluations[-eval_points:, 1]
+        runs[(chip, kind, int(seed))] = {"accuracy": float(tail.mean()), "final": float(evaluations[-1, 1])}
+        if kind == "preset":
+            presets[chip] = str(data.config["boards"]["board0"]).split("preset=")[1].split("&")[0]
+    chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
+    kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
+    seeds = max((key[2] for key in runs), default=-1) + 1
+    # Only whole seeds: every board of every chip ran it.
+    while seeds and not all((c, k, seeds - 1) in runs for c in chips for k in kinds):
+        seeds -= 1
+    results = summarize(runs, chips, kinds, seeds, presets)
+    return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
+                            "runs_completed": len(runs)})  # fmt: skip
 
 
 if __name__ == "__main__":
