@@ -44,9 +44,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from drivers import open_board
+from hil import run_layout as layout
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
-from hil.training.loop import EVALUATIONS
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
@@ -252,9 +252,9 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
     for path in sorted(folder.glob("*.h5")):
         chip, kind, seed = path.stem.rsplit("-", 2)
         data = read_run(path)
-        if data.root.get("status") != "completed" or chip not in CHIPS:
+        if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
-        evaluations = data.datasets[EVALUATIONS]
+        evaluations = data.datasets[layout.EVALUATIONS]
         tail = evaluations[-eval_points:, 1]
         runs[(chip, kind, int(seed))] = {"accuracy": float(tail.mean()), "final": float(evaluations[-1, 1])}
         if kind == "preset":
