@@ -85,23 +85,34 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
     """The preset whose key figures are closest to the fitted ones (sum of relative differences)."""
 
     def distance(figures: dict[str, float]) -> float:
-        return sum(abs(figures[k] - fitted[k]) / max(abs(fitted[k]), abs(figures[k]), 1e-12) for k in figures)
+        return float(sum(abs(figures[k] - fitted[k]) / max(abs(fitted[k]), abs(figures[k]), 1e-12) for k in figures))
 
-    return min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name]))
+    return str(min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name])))
 
 
-def train_once(resource: str, seed: int, updates: int, eval_points: int, folder: str, label: str) -> dict[str, Any]:
-    """The run's accuracy (mean of its last ``eval_points`` evaluations) and final accuracy; NaN
-    if the run failed (a limit hit, say), which is counted apart."""
+def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> dict[str, Any]:
+    """The run's learning curve ``[[update, test accuracy], ...]``, or why it failed (a limit hit,
+    say: counted apart)."""
     start = time.perf_counter()
     try:
         evaluations = _train(resource, seed, updates, folder, label)
     except Exception as exc:  # a failed run is a finding, not the end of the benchmark
         print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return {"accuracy": math.nan, "final": math.nan, "seconds": time.perf_counter() - start, "failed": str(exc)}
-    tail = [accuracy for _, accuracy, _ in evaluations[-eval_points:]]
-    return {"accuracy": float(np.mean(tail)), "final": float(evaluations[-1][1]),
-            "seconds": time.perf_counter() - start}  # fmt: skip
+        return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
+    return {"curve": [[int(u), float(a)] for u, a, _ in evaluations], "seconds": time.perf_counter() - start}
+
+
+def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> float:
+    """A run's accuracy as ``figure`` says: ``end`` (mean of the last ``eval_points`` evaluations,
+    smoothing the last one's jitter) or ``early`` (mean over the first 40 % of the run: how fast it
+    learns). NaN for a failed or missing run."""
+    if run is None or "curve" not in run:
+        return math.nan
+    curve = np.asarray(run["curve"], dtype=np.float64)
+    if figure == "end":
+        return float(curve[-eval_points:, 1].mean())
+    early = curve[curve[:, 0] <= 0.4 * curve[-1, 0], 1]
+    return float(early.mean()) if early.size else math.nan
 
 
 def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
@@ -192,12 +203,12 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {
             job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
-                             updates, args.eval_points, folder, f"{job[0]}-{job[1]}")
+                             updates, folder, f"{job[0]}-{job[1]}")
             for job in jobs
         }  # fmt: skip
         runs = {job: future.result() for job, future in futures.items()}
 
-    results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips})
+    results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
     for name in chips:
         results[name]["fit_seconds"] = fit_seconds[name]
     seconds = time.perf_counter() - started
@@ -205,40 +216,48 @@ def main() -> int:
                             "seconds": seconds, "suite_128x64": cost, "quick": args.quick})  # fmt: skip
 
 
+FIGURES = {"end": "end of run (mean of the last evaluations)", "early": "early (mean over the first 40 % of the run)"}
+
+
 def summarize(
     runs: dict[tuple[str, str, int], dict[str, Any]], chips: list[str], kinds: list[str], seeds: int,
-    presets: dict[str, str],
+    presets: dict[str, str], eval_points: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """Per chip: every board's accuracies by seed and, against the chip, the paired differences.
-    Prints the table; a run missing from ``runs`` counts as failed."""
-    missing = {"accuracy": math.nan, "final": math.nan, "failed": "not run"}
+    """Per chip and figure: every board's accuracies by seed and, against the chip, the paired
+    differences. Prints a table per figure; a run missing from ``runs`` counts as failed."""
     results: dict[str, Any] = {}
-    header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
-    print(f"\n| chip | chip accuracy (sd) | {header} |")
-    print("|---|---|" + "---|---|" * (len(kinds) - 1))
     for name in chips:
-        got = {(kind, s): runs.get((name, kind, s), missing) for kind in kinds for s in range(seeds)}
-        accuracy = {kind: [got[(kind, s)]["accuracy"] for s in range(seeds)] for kind in kinds}
-        final = {kind: [got[(kind, s)]["final"] for s in range(seeds)] for kind in kinds}
-        failed = {k: [got[(k, s)]["failed"] for s in range(seeds) if "failed" in got[(k, s)]] for k in kinds}
-        entry: dict[str, Any] = {"nearest_preset": presets.get(name, ""), "accuracy": accuracy,
-                                 "final_accuracy": final, "failed_runs": failed}  # fmt: skip
-        cells = [f"{100 * np.nanmean(accuracy['chip']):.2f} % ({100 * np.nanstd(accuracy['chip'], ddof=1):.1f})"]
-        for kind in kinds[1:]:
-            entry[kind] = paired(accuracy[kind], accuracy["chip"])
-            entry[kind]["mean_accuracy"] = float(np.nanmean(accuracy[kind]))
-            cells += [
-                f"{100 * np.nanmean(accuracy[kind]):.2f} %",
-                f"{entry[kind]['mean_difference_points']:+.2f} (+- {entry[kind]['standard_error_points']:.2f})",
-            ]
-        results[name] = entry
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        got = {(kind, s): runs.get((name, kind, s)) for kind in kinds for s in range(seeds)}
+        failed = {k: [(got[(k, s)] or {"failed": "not run"}).get("failed") for s in range(seeds)
+                      if "curve" not in (got[(k, s)] or {})] for k in kinds}  # fmt: skip
+        curves = {k: [(got[(k, s)] or {}).get("curve") for s in range(seeds)] for k in kinds}
+        results[name] = {"nearest_preset": presets.get(name, ""), "failed_runs": failed, "curves": curves}
+        for figure in FIGURES:
+            accuracy = {k: [accuracy_of(got[(k, s)], figure, eval_points) for s in range(seeds)] for k in kinds}
+            entry: dict[str, Any] = {"accuracy": accuracy}
+            for kind in kinds[1:]:
+                entry[kind] = paired(accuracy[kind], accuracy["chip"]) | {
+                    "mean_accuracy": float(np.nanmean(accuracy[kind]))}  # fmt: skip
+            results[name][figure] = entry
+    header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
+    for figure, title in FIGURES.items():
+        print(f"\n{title}, {seeds} paired seeds\n\n| chip | chip accuracy (sd) | {header} |")
+        print("|---|---|" + "---|---|" * (len(kinds) - 1))
+        for name in chips:
+            entry = results[name][figure]
+            chip = np.asarray(entry["accuracy"]["chip"])
+            cells = [f"{100 * np.nanmean(chip):.2f} % ({100 * np.nanstd(chip, ddof=1):.1f})"]
+            for kind in kinds[1:]:
+                pair = entry[kind]
+                difference, error = pair["mean_difference_points"], pair["standard_error_points"]
+                cells += [f"{100 * pair['mean_accuracy']:.2f} %", f"{difference:+.2f} (+- {error:.2f})"]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     return results
 
 
 def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
     """The JSON line; exit status 1 if no twin prediction could be made."""
-    errors = [abs(r["twin"]["mean_difference_points"]) for r in results.values() if "twin" in r]
+    errors = [abs(r["end"]["twin"]["mean_difference_points"]) for r in results.values() if "twin" in r["end"]]
     worst_twin = max(errors, default=math.nan)
     print(json.dumps({"benchmark": "twin", **extra, "chips": results, "worst_twin_error_points": worst_twin,
                       "cpus": os.cpu_count()}))  # fmt: skip
@@ -246,7 +265,7 @@ def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
 
 
 def summarize_folder(folder: Path, eval_points: int) -> int:
-    """The table and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
+    """The tables and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     presets = {}
     for path in sorted(folder.glob("*.h5")):
@@ -255,8 +274,7 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
         evaluations = data.datasets[layout.EVALUATIONS]
-        tail = evaluations[-eval_points:, 1]
-        runs[(chip, kind, int(seed))] = {"accuracy": float(tail.mean()), "final": float(evaluations[-1, 1])}
+        runs[(chip, kind, int(seed))] = {"curve": evaluations[:, :2].tolist()}
         if kind == "preset":
             presets[chip] = str(data.config["boards"]["board0"]).split("preset=")[1].split("&")[0]
     chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
@@ -265,7 +283,7 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
     # Only whole seeds: every board of every chip ran it.
     while seeds and not all((c, k, seeds - 1) in runs for c in chips for k in kinds):
         seeds -= 1
-    results = summarize(runs, chips, kinds, seeds, presets)
+    results = summarize(runs, chips, kinds, seeds, presets, eval_points)
     return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
                             "runs_completed": len(runs)})  # fmt: skip
 
