@@ -34,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from hil import run_layout as layout
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
-from hil.twin.fit import fit_twin, write_twin
+from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
 
 CHIP_SEED = 101
@@ -201,11 +201,14 @@ def main() -> int:
     # Seeds outermost: a run stopped early still has whole pairs.
     jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {
-            job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
-                             updates, folder, f"{job[0]}-{job[1]}")
-            for job in jobs
-        }  # fmt: skip
+        # The same board and seed is the same run (the nearest preset is often one preset for every chip).
+        submitted: dict[tuple[str, int], Future[dict[str, Any]]] = {}
+        futures = {}
+        for name, kind, seed in jobs:
+            resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
+            if (resource, seed) not in submitted:
+                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}")
+            futures[(name, kind, seed)] = submitted[(resource, seed)]
         runs = {job: future.result() for job, future in futures.items()}
 
     results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
@@ -267,16 +270,21 @@ def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
 def summarize_folder(folder: Path, eval_points: int) -> int:
     """The tables and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
-    presets = {}
+    preset_runs: dict[tuple[str, int], dict[str, Any]] = {}  # by (preset, seed): one run serves every chip
     for path in sorted(folder.glob("*.h5")):
         chip, kind, seed = path.stem.rsplit("-", 2)
         data = read_run(path)
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
-        evaluations = data.datasets[layout.EVALUATIONS]
-        runs[(chip, kind, int(seed))] = {"curve": evaluations[:, :2].tolist()}
+        run = {"curve": data.datasets[layout.EVALUATIONS][:, :2].tolist()}
+        runs[(chip, kind, int(seed))] = run
         if kind == "preset":
-            presets[chip] = str(data.config["boards"]["board0"]).split("preset=")[1].split("&")[0]
+            preset_runs[(str(data.config["boards"]["board0"]).split("preset=")[1].split("&")[0], int(seed))] = run
+    presets = {chip: nearest_preset(read_twin_parameters(folder / f"{chip}.toml")[0]) for chip in CHIPS
+               if (folder / f"{chip}.toml").exists()}  # fmt: skip
+    for (preset, preset_seed), preset_run in preset_runs.items():
+        for name in (name for name, nearest in presets.items() if nearest == preset):
+            runs.setdefault((name, "preset", preset_seed), preset_run)
     chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
     seeds = max((key[2] for key in runs), default=-1) + 1
