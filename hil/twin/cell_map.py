@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from hil.storage import RunData
+from hil.storage import RunData, RunFileError
 from protocols.calibration import fit_lines, typical_cells
 from protocols.characterization.figures import read_figures
 from protocols.characterization.yield_map import CellClass
@@ -135,3 +135,41 @@ def write_cell_map(cells: CellMap, path: Path) -> Path:
     with path.open("wb") as out:
         np.savez_compressed(out, **cells)  # type: ignore[arg-type]
     return path
+
+
+def read_cell_map(path: Path) -> CellMap:
+    """A cell map written by :func:`write_cell_map` (an unreadable one is a ``RunFileError``)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: np.asarray(data[name]) for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"cannot read cell map {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def map_changes(twin: CellMap, measured: CellMap) -> list[str]:
+    """What moved between a twin's cells and a fresh characterization's, one line per finding:
+    cells newly stuck (worn out) or no longer stuck, and how far the working cells' k moved."""
+
+    def both(name: str) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.generic]] | None:
+        if name in twin and name in measured and np.shape(twin[name]) == np.shape(measured[name]):
+            return twin[name], measured[name]
+        return None
+
+    lines = []
+    for name in ("stuck_low", "stuck_high"):
+        pair = both(name)
+        if pair is not None:
+            before, now = (np.asarray(m, dtype=bool) for m in pair)
+            label = name.replace("_", " ")
+            new, gone = int((now & ~before).sum()), int((before & ~now).sum())
+            lines.append(f"cells {label}: {int(now.sum())} now, {int(before.sum())} in the twin; "
+                         f"{new} newly {label}, {gone} no longer")  # fmt: skip
+    slopes = both("set_slope")
+    if slopes is not None:
+        moved = np.asarray(slopes[1], dtype=np.float64) - np.asarray(slopes[0], dtype=np.float64)
+        measured_both = np.isfinite(moved)
+        if measured_both.any():
+            rms = float(np.sqrt(np.mean(moved[measured_both] ** 2)))
+            lines.append(f"k of {int(measured_both.sum())} working cells moved by {rms * 1e6:.2f} uS/V rms "
+                         f"(mean {float(moved[measured_both].mean()) * 1e6:+.2f} uS/V)")  # fmt: skip
+    return lines

@@ -10,7 +10,7 @@ from typing import Any
 
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.storage import RunFileError, read_run
-from hil.twin.cell_map import map_path_for
+from hil.twin.cell_map import map_changes, map_path_for, read_cell_map
 from hil.twin.check import compare, comparison_table
 from hil.twin.fit import BASE_PRESET, fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import budget_table, plan, run_suite
@@ -94,11 +94,15 @@ def cmd_twin_check(args: argparse.Namespace) -> int:
     runs = _run_suite_on(args, Path(args.out_dir))
     if not runs:
         return 1
-    rows = compare(parameters, sources, fit_twin(runs))
+    measured = fit_twin(runs)
+    rows = compare(parameters, sources, measured)
     print(comparison_table(rows))
     differing = [r.parameter for r in rows if not r.agrees]
     print(f"{len(rows) - len(differing)} of {len(rows)} parameters agree" +
           (f"; differ: {', '.join(differing)}" if differing else ""))  # fmt: skip
+    if parameters.get("cell_map") and measured.cell_map:
+        for line in map_changes(read_cell_map(Path(args.twin).parent / str(parameters["cell_map"])), measured.cell_map):
+            print(line)
     return 0
 
 

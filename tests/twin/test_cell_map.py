@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from drivers import open_board
-from hil.twin.cell_map import shrunk_gate_fits
+from hil.twin.cell_map import map_changes, shrunk_gate_fits
 from hil.twin.fit import fit_twin, write_twin
 from hil.twin.suite_runner import run_suite_in_memory
 from mock_hardware.array_model import CrossbarArray
@@ -76,3 +76,15 @@ def test_a_served_twin_loads_its_cell_map(twin_file: Path, emulator_process: Emu
         g = board.read_map(0.2)
     assert np.all(g[chip.stuck_high] > 0.5e-3)
     assert np.all(g[~chip.formed] < 2e-6)
+
+
+def test_map_changes_counts_worn_out_cells_and_moved_slopes() -> None:
+    shape = (4, 5)
+    before = {"stuck_low": np.zeros(shape, dtype=bool), "set_slope": np.full(shape, 100e-6)}
+    after = {"stuck_low": before["stuck_low"].copy(), "set_slope": np.full(shape, 103e-6)}
+    after["stuck_low"][1, 1] = after["stuck_low"][2, 3] = True
+    after["set_slope"][after["stuck_low"]] = np.nan
+    lines = map_changes(before, after)
+    assert lines[0] == "cells stuck low: 2 now, 0 in the twin; 2 newly stuck low, 0 no longer"
+    assert lines[1].startswith("k of 18 working cells moved by 3.00 uS/V rms (mean +3.00 uS/V)")
+    assert map_changes(before, before)[0].endswith("0 newly stuck low, 0 no longer")

@@ -75,6 +75,8 @@ def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.Cap
                  "--out-dir", str(tmp_path / "check"), "--yes", *QUICK]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "verdict" in out and "set_slope" in out and "parameters agree" in out
+    # The twin has the chip's cells: against itself, no cell changed class.
+    assert "0 newly stuck low, 0 no longer" in out and "working cells moved by" in out
 
 
 def test_twin_fit_refuses_files_that_are_not_twin_procedures(
