@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+import tomllib
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+import tomli_w
 
 from drivers import open_board
 from hil import run_layout as layout
@@ -158,6 +160,8 @@ def main() -> int:
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
                         help="boards compared with the chip")  # fmt: skip
+    parser.add_argument("--folder", type=Path, help="where the run files go; run again on the same folder, "
+                        "completed runs are kept (default: a new temporary folder)")  # fmt: skip
     parser.add_argument("--summarize", metavar="FOLDER", type=Path,
                         help="only summarize the completed runs in a benchmark's folder")  # fmt: skip
     args = parser.parse_args()
@@ -166,7 +170,8 @@ def main() -> int:
     seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
     kinds = ["chip", *args.kinds]
-    folder = tempfile.mkdtemp(prefix="twin-bench-")
+    folder = str(args.folder) if args.folder else tempfile.mkdtemp(prefix="twin-bench-")
+    Path(folder).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     cost = suite_cost("emulator://?preset=umass-ta-hfo2&seed=1")
@@ -182,12 +187,12 @@ def main() -> int:
     chips = args.chips
     for name in chips:
         start = time.perf_counter()
-        measured = suite_cost(chip_resource(name))
-        twin = fit_twin(measured["runs"])
-        path = write_twin(twin, Path(folder) / f"{name}.toml")
-        population = write_twin(fit_twin(measured["runs"], cell_map=False), Path(folder) / f"{name}-population.toml")
+        path = Path(folder) / f"{name}.toml"
+        if not path.exists():  # a folder run again keeps the twin its runs were made with
+            write_twin(fit_twin(suite_cost(chip_resource(name))["runs"]), path)
+        population = population_twin(path)
         fit_seconds[name] = time.perf_counter() - start
-        preset = nearest_preset(twin.parameters)
+        preset = nearest_preset(read_twin_parameters(path)[0])
         boards[name] = {
             "chip": chip_resource(name),
             # The twin and the preset predict with their own noise: an emulator seed per training seed.
@@ -200,16 +205,17 @@ def main() -> int:
 
     # Seeds outermost: a run stopped early still has whole pairs.
     jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
+    done = completed_runs(Path(folder), updates)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         # The same board and seed is the same run (the nearest preset is often one preset for every chip).
         submitted: dict[tuple[str, int], Future[dict[str, Any]]] = {}
-        futures = {}
         for name, kind, seed in jobs:
             resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
-            if (resource, seed) not in submitted:
+            if (resource, seed) not in submitted and (resource, seed) not in done:
                 submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}")
-            futures[(name, kind, seed)] = submitted[(resource, seed)]
-        runs = {job: future.result() for job, future in futures.items()}
+        finished = {key: future.result() for key, future in submitted.items()} | done
+        runs = {(name, kind, seed): finished[(boards[name][kind].replace("{seed}", str(TWIN_SEED + seed)), seed)]
+                for name, kind, seed in jobs}  # fmt: skip
 
     results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
     for name in chips:
@@ -265,6 +271,29 @@ def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
     print(json.dumps({"benchmark": "twin", **extra, "chips": results, "worst_twin_error_points": worst_twin,
                       "cpus": os.cpu_count()}))  # fmt: skip
     return 0 if math.isfinite(worst_twin) else 1
+
+
+def population_twin(path: Path) -> Path:
+    """The twin file without its cell map: a twin of any chip with the same figures."""
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    document["parameters"].pop("cell_map", None)
+    document.get("sources", {}).pop("cell_map", None)
+    population = path.with_name(f"{path.stem}-population.toml")
+    population.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return population
+
+
+def completed_runs(folder: Path, updates: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The completed training runs of ``updates`` updates in ``folder``, by (resource, seed)."""
+    runs = {}
+    for path in sorted(folder.glob("*.h5")):
+        data = read_run(path)
+        config = data.config
+        if data.procedure != "train" or layout.status(data) != layout.COMPLETED or config.get("updates") != updates:
+            continue
+        evaluations = data.datasets[layout.EVALUATIONS]
+        runs[(str(config["boards"]["board0"]), int(config["seed"]))] = {"curve": evaluations[:, :2].tolist()}
+    return runs
 
 
 def summarize_folder(folder: Path, eval_points: int) -> int:
