@@ -119,10 +119,11 @@ def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> fl
 
 def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
     every = max(updates // 10, 1)
+    # A file left by a run killed part-way is started over (completed ones were kept by the caller).
     config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": every,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
-                  show_progress=False)  # fmt: skip
+                  show_progress=False, overwrite=True)  # fmt: skip
     with run:
         return list(run_training(config, run).evaluations)
 
