@@ -21,7 +21,9 @@ to show what the cell map adds.
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
 
-    nice -n 10 python benchmarks/twin.py   # 3 chips x 3 boards x 6 seeds x 300 updates (~40 min on 2 busy cores)
+    nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
+        # 6 seeds, 300 updates: 42 runs, about 35 min on an idle 2-core machine, an hour under load
+    python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
 """
 
