@@ -239,7 +239,6 @@ class TransferSolver:
         self.g_end = 1.0 / (r_segment * end_segments)
         self.factorizations = 0  # fallbacks to the sparse LU (extreme wire-to-cell ratios), over its life
 
-
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
         """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
         are solved back (the sweep itself is over the whole array), the others are NaN."""
