@@ -2,19 +2,29 @@
 
 For each of three emulated chips far from the presets (a narrow conductance window with an early
 saturation, high write noise, many defects with bad lines and unformed cells): characterize it
-once through the Board API (the ``hil characterize all`` suite, in process, 128 x 64), fit a twin,
-then train the same small network in situ on the chip, on the twin and on the nearest preset,
-over several training seeds. The twin's prediction error is ``|mean accuracy on the twin - mean
-accuracy on the chip|``; the preset's is the same with the preset. The chip is one emulator seed
-(its particular cells); the twin and the preset are drawn with another emulator seed for each
-training seed, as a twin cannot know the chip's cells one by one (its bad lines are known by
-position): they predict the accuracy of any chip with the fitted parameters.
+once through the Board API (the ``hil characterize all`` suite, in process, 128 x 64), fit a twin
+(with the chip's cell map: its defect positions and its devices' own k and c), then train the
+same small network in situ on the chip, on the twin and on the nearest preset, over several
+training seeds.
+
+Paired: training seed ``s`` (data order and initial weights) is the same on every board, so the
+seed-to-seed spread of accuracy, which is much larger than the 1 point to resolve, cancels in the
+difference ``accuracy(board, s) - accuracy(chip, s)``. A board's prediction error is the mean of
+those paired differences, given with its standard error. The chip is one emulator seed; the twin
+and the preset get another emulator seed for each training seed (the twin cannot know the
+chip's future write noise). A run's accuracy is the mean of its last ``--eval-points`` test
+evaluations (one every tenth of the run), which smooths the update-to-update jitter of the last one.
+
+``--kinds`` adds ``population`` (a twin fitted without the cell map: any chip with the same figures),
+to show what the cell map adds.
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
 
-    python benchmarks/twin.py              # 3 chips x 3 boards x 5 seeds (about 20 minutes on 2 cores)
-    python benchmarks/twin.py --quick      # a smoke run: few updates, 1 seed
+    nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
+        # 6 seeds, 300 updates: 42 runs, about 35 min on an idle 2-core machine, an hour under load
+    python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
+    python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+import tomllib
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +45,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+import tomli_w
 
 from drivers import open_board
-from hil.storage import RunFile
+from hil import run_layout as layout
+from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
-from hil.twin.fit import fit_twin, write_twin
+from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
 
 CHIP_SEED = 101
@@ -58,6 +71,7 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
+KINDS = ("chip", "twin", "population", "preset")
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -75,27 +89,55 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
     """The preset whose key figures are closest to the fitted ones (sum of relative differences)."""
 
     def distance(figures: dict[str, float]) -> float:
-        return sum(abs(figures[k] - fitted[k]) / max(abs(fitted[k]), abs(figures[k]), 1e-12) for k in figures)
+        return float(sum(abs(figures[k] - fitted[k]) / max(abs(fitted[k]), abs(figures[k]), 1e-12) for k in figures))
 
-    return min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name]))
+    return str(min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name])))
 
 
-def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
-    """Final test accuracy; NaN if the run failed (a limit hit, say), counted apart."""
+def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> dict[str, Any]:
+    """The run's learning curve ``[[update, test accuracy], ...]``, or why it failed (a limit hit,
+    say: counted apart)."""
+    start = time.perf_counter()
     try:
-        return _train(resource, seed, updates, folder, label)
+        evaluations = _train(resource, seed, updates, folder, label)
     except Exception as exc:  # a failed run is a finding, not the end of the benchmark
         print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
+    return {"curve": [[int(u), float(a)] for u, a, _ in evaluations], "seconds": time.perf_counter() - start}
+
+
+def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> float:
+    """A run's accuracy as ``figure`` says: ``end`` (mean of the last ``eval_points`` evaluations,
+    smoothing the last one's jitter) or ``early`` (mean over the first 40 % of the run: how fast it
+    learns). NaN for a failed or missing run."""
+    if run is None or "curve" not in run:
         return math.nan
+    curve = np.asarray(run["curve"], dtype=np.float64)
+    if figure == "end":
+        return float(curve[-eval_points:, 1].mean())
+    early = curve[curve[:, 0] <= 0.4 * curve[-1, 0], 1]
+    return float(early.mean()) if early.size else math.nan
 
 
-def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> float:
-    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": updates,
+def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
+    every = max(updates // 10, 1)
+    # A file left by a run killed part-way is started over (completed ones were kept by the caller).
+    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": every,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
-                  show_progress=False)  # fmt: skip
+                  show_progress=False, overwrite=True)  # fmt: skip
     with run:
-        return float(run_training(config, run).final_test_accuracy)
+        return list(run_training(config, run).evaluations)
+
+
+def paired(board: list[float], chip: list[float]) -> dict[str, float]:
+    """Mean and standard error of ``board - chip`` over the seeds where both ran, in points."""
+    differences = [100 * (b - c) for b, c in zip(board, chip, strict=True) if math.isfinite(b) and math.isfinite(c)]
+    n = len(differences)
+    mean = float(np.mean(differences)) if n else math.nan
+    error = float(np.std(differences, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean_difference_points": mean, "standard_error_points": error, "pairs": n,
+            "sd_of_differences_points": float(np.std(differences, ddof=1)) if n > 1 else math.nan}  # fmt: skip
 
 
 def suite_cost(resource: str) -> dict[str, Any]:
@@ -113,72 +155,177 @@ def suite_cost(resource: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few updates, one seed (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--updates", type=int, default=150)
+    parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
+                        help="boards compared with the chip")  # fmt: skip
+    parser.add_argument("--folder", type=Path, help="where the run files go; run again on the same folder, "
+                        "completed runs are kept (default: a new temporary folder)")  # fmt: skip
+    parser.add_argument("--summarize", metavar="FOLDER", type=Path,
+                        help="only summarize the completed runs in a benchmark's folder")  # fmt: skip
     args = parser.parse_args()
-    seeds = 1 if args.quick else args.seeds
+    if args.summarize:
+        return summarize_folder(args.summarize, args.eval_points)
+    seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
-    folder = tempfile.mkdtemp(prefix="twin-bench-")
+    kinds = ["chip", *args.kinds]
+    folder = str(args.folder) if args.folder else tempfile.mkdtemp(prefix="twin-bench-")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
 
     cost = suite_cost("emulator://?preset=umass-ta-hfo2&seed=1")
     cost.pop("runs")
-    print(f"twin suite on umass-ta-hfo2 128x64: {cost['pulses']:,} pulses ({cost['pulses_per_cell']:.0f} per cell; "
-          f"budget at most {cost['budget_at_most']:,}), {cost['seconds']:.1f} s on the emulator", flush=True)
+    print(
+        f"twin suite on umass-ta-hfo2 128x64: {cost['pulses']:,} pulses ({cost['pulses_per_cell']:.0f} per cell; "
+        f"budget at most {cost['budget_at_most']:,}), {cost['seconds']:.1f} s on the emulator",
+        flush=True,
+    )
 
     boards: dict[str, dict[str, str]] = {}
     fit_seconds = {}
     chips = args.chips
     for name in chips:
         start = time.perf_counter()
-        measured = suite_cost(chip_resource(name))
-        twin = fit_twin(measured["runs"])
-        path = write_twin(twin, Path(folder) / f"{name}.toml")
+        path = Path(folder) / f"{name}.toml"
+        if not path.exists():  # a folder run again keeps the twin its runs were made with
+            write_twin(fit_twin(suite_cost(chip_resource(name))["runs"]), path)
+        population = population_twin(path)
         fit_seconds[name] = time.perf_counter() - start
-        preset = nearest_preset(twin.parameters)
+        preset = nearest_preset(read_twin_parameters(path)[0])
         boards[name] = {
             "chip": chip_resource(name),
-            # The twin and the preset predict for any chip with those parameters: each training
-            # seed gets its own emulator seed (the chip is always the same one).
+            # The twin and the preset predict with their own noise: an emulator seed per training seed.
             "twin": f"emulator://?params={path}&seed={{seed}}",
+            "population": f"emulator://?params={population}&seed={{seed}}",
             "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
-    jobs = [(name, kind, seed) for name in chips for kind in ("chip", "twin", "preset") for seed in range(seeds)]
+    # Seeds outermost: a run stopped early still has whole pairs.
+    jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
+    done = completed_runs(Path(folder), updates)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = {
-            job: pool.submit(train_once, boards[job[0]][job[1]].replace("{seed}", str(TWIN_SEED + job[2])), job[2],
-                             updates, folder, f"{job[0]}-{job[1]}")
-            for job in jobs
-        }  # fmt: skip
-        accuracy = {job: future.result() for job, future in futures.items()}
+        # The same board and seed is the same run (the nearest preset is often one preset for every chip).
+        submitted: dict[tuple[str, int], Future[dict[str, Any]]] = {}
+        for name, kind, seed in jobs:
+            resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
+            if (resource, seed) not in submitted and (resource, seed) not in done:
+                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}")
+        finished = {key: future.result() for key, future in submitted.items()} | done
+        runs = {(name, kind, seed): finished[(boards[name][kind].replace("{seed}", str(TWIN_SEED + seed)), seed)]
+                for name, kind, seed in jobs}  # fmt: skip
 
-    results = {}
-    print("\n| chip | nearest preset | chip accuracy | twin predicts | twin error | preset predicts | preset error |")
-    print("|---|---|---|---|---|---|---|")
+    results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
     for name in chips:
-        mean = {kind: float(np.nanmean([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in
-                ("chip", "twin", "preset")}  # fmt: skip
-        spread = {kind: float(np.nanstd([accuracy[(name, kind, s)] for s in range(seeds)])) for kind in mean}
-        failed = {kind: sum(math.isnan(accuracy[(name, kind, s)]) for s in range(seeds)) for kind in mean}
-        twin_error, preset_error = abs(mean["twin"] - mean["chip"]), abs(mean["preset"] - mean["chip"])
-        results[name] = {"chip": mean["chip"], "twin": mean["twin"], "preset": mean["preset"],
-                         "seed_spread": spread, "twin_error_points": 100 * twin_error,
-                         "preset_error_points": 100 * preset_error, "failed_runs": failed,
-                         "nearest_preset": boards[name]["preset_name"],
-                         "fit_seconds": fit_seconds[name]}  # fmt: skip
-        print(f"| {name} | {boards[name]['preset_name']} | {100 * mean['chip']:.2f} % | {100 * mean['twin']:.2f} % | "
-              f"{100 * twin_error:.2f} | {100 * mean['preset']:.2f} % | {100 * preset_error:.2f} |")
-    worst_twin = max(r["twin_error_points"] for r in results.values())
-    print(json.dumps({"benchmark": "twin", "seeds": seeds, "updates": updates, "chips": results,
-                      "worst_twin_error_points": worst_twin,
-                      "mean_preset_error_points": float(np.mean([r["preset_error_points"] for r in results.values()])),
-                      "suite_128x64": cost, "quick": args.quick, "cpus": os.cpu_count()}))  # fmt: skip
+        results[name]["fit_seconds"] = fit_seconds[name]
+    seconds = time.perf_counter() - started
+    return report(results, {"seeds": seeds, "updates": updates, "eval_points": args.eval_points, "kinds": kinds,
+                            "seconds": seconds, "suite_128x64": cost, "quick": args.quick})  # fmt: skip
+
+
+FIGURES = {"end": "end of run (mean of the last evaluations)", "early": "early (mean over the first 40 % of the run)"}
+
+
+def summarize(
+    runs: dict[tuple[str, str, int], dict[str, Any]], chips: list[str], kinds: list[str], seeds: int,
+    presets: dict[str, str], eval_points: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Per chip and figure: every board's accuracies by seed and, against the chip, the paired
+    differences. Prints a table per figure; a run missing from ``runs`` counts as failed."""
+    results: dict[str, Any] = {}
+    for name in chips:
+        got = {(kind, s): runs.get((name, kind, s)) for kind in kinds for s in range(seeds)}
+        failed = {k: [(got[(k, s)] or {"failed": "not run"}).get("failed") for s in range(seeds)
+                      if "curve" not in (got[(k, s)] or {})] for k in kinds}  # fmt: skip
+        curves = {k: [(got[(k, s)] or {}).get("curve") for s in range(seeds)] for k in kinds}
+        results[name] = {"nearest_preset": presets.get(name, ""), "failed_runs": failed, "curves": curves}
+        for figure in FIGURES:
+            accuracy = {k: [accuracy_of(got[(k, s)], figure, eval_points) for s in range(seeds)] for k in kinds}
+            entry: dict[str, Any] = {"accuracy": accuracy}
+            for kind in kinds[1:]:
+                entry[kind] = paired(accuracy[kind], accuracy["chip"]) | {
+                    "mean_accuracy": float(np.nanmean(accuracy[kind]))}  # fmt: skip
+            results[name][figure] = entry
+    header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
+    for figure, title in FIGURES.items():
+        print(f"\n{title}, {seeds} paired seeds\n\n| chip | chip accuracy (sd) | {header} |")
+        print("|---|---|" + "---|---|" * (len(kinds) - 1))
+        for name in chips:
+            entry = results[name][figure]
+            chip = np.asarray(entry["accuracy"]["chip"])
+            cells = [f"{100 * np.nanmean(chip):.2f} % ({100 * np.nanstd(chip, ddof=1):.1f})"]
+            for kind in kinds[1:]:
+                pair = entry[kind]
+                difference, error = pair["mean_difference_points"], pair["standard_error_points"]
+                cells += [f"{100 * pair['mean_accuracy']:.2f} %", f"{difference:+.2f} (+- {error:.2f})"]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    return results
+
+
+def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
+    """The JSON line; exit status 1 if no twin prediction could be made."""
+    errors = [abs(r["end"]["twin"]["mean_difference_points"]) for r in results.values() if "twin" in r["end"]]
+    worst_twin = max(errors, default=math.nan)
+    print(json.dumps({"benchmark": "twin", **extra, "chips": results, "worst_twin_error_points": worst_twin,
+                      "cpus": os.cpu_count()}))  # fmt: skip
     return 0 if math.isfinite(worst_twin) else 1
+
+
+def population_twin(path: Path) -> Path:
+    """The twin file without its cell map: a twin of any chip with the same figures."""
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    document["parameters"].pop("cell_map", None)
+    document.get("sources", {}).pop("cell_map", None)
+    population = path.with_name(f"{path.stem}-population.toml")
+    population.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return population
+
+
+def completed_runs(folder: Path, updates: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The completed training runs of ``updates`` updates in ``folder``, by (resource, seed)."""
+    runs = {}
+    for path in sorted(folder.glob("*.h5")):
+        data = read_run(path)
+        config = data.config
+        if data.procedure != "train" or layout.status(data) != layout.COMPLETED or config.get("updates") != updates:
+            continue
+        evaluations = data.datasets[layout.EVALUATIONS]
+        runs[(str(config["boards"]["board0"]), int(config["seed"]))] = {"curve": evaluations[:, :2].tolist()}
+    return runs
+
+
+def summarize_folder(folder: Path, eval_points: int) -> int:
+    """The tables and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+    preset_runs: dict[tuple[str, int], dict[str, Any]] = {}  # by (preset, seed): one run serves every chip
+    for path in sorted(folder.glob("*.h5")):
+        chip, kind, seed = path.stem.rsplit("-", 2)
+        data = read_run(path)
+        if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
+            continue
+        run = {"curve": data.datasets[layout.EVALUATIONS][:, :2].tolist()}
+        runs[(chip, kind, int(seed))] = run
+        if kind == "preset":
+            preset_runs[(str(data.config["boards"]["board0"]).split("preset=")[1].split("&")[0], int(seed))] = run
+    presets = {chip: nearest_preset(read_twin_parameters(folder / f"{chip}.toml")[0]) for chip in CHIPS
+               if (folder / f"{chip}.toml").exists()}  # fmt: skip
+    for (preset, preset_seed), preset_run in preset_runs.items():
+        for name in (name for name, nearest in presets.items() if nearest == preset):
+            runs.setdefault((name, "preset", preset_seed), preset_run)
+    chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
+    kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
+    seeds = max((key[2] for key in runs), default=-1) + 1
+    # Only whole seeds: every board of every chip ran it.
+    while seeds and not all((c, k, seeds - 1) in runs for c in chips for k in kinds):
+        seeds -= 1
+    results = summarize(runs, chips, kinds, seeds, presets, eval_points)
+    return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
+                            "runs_completed": len(runs)})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -107,6 +107,13 @@ class DeviceParameters(BaseModel):
         "", description="columns whose every cell is stuck low (a broken line), comma-separated, e.g. '3,17'"
     )
 
+    cell_map: str = Field(
+        "",
+        max_length=4096,
+        description="a .npz file of one chip's measured cells (defect positions, k, c, "
+        "stuck levels) that replace the drawn ones where given (mock_hardware/physics/cell_map.py); '': none",
+    )
+
     # --- current-voltage curve ---------------------------------------------------------------------
     iv_nonlinearity: float = Field(
         1.5, ge=0, le=100, description="a of I = G v sinh(a v)/(a v), normalised at v_iv_reference, 1/V (0: ohmic)"

@@ -7,6 +7,7 @@
     rows = 32
     set_slope = 1.21e-4
     bad_rows = [3]
+    cell_map = "chip.cells.npz"   # per-cell values, relative to this file (physics/cell_map.py)
     [sources.set_slope]           # anything else (provenance) is ignored here
     file = "gate-calibration.h5"
 
@@ -49,7 +50,10 @@ def load_params_file(path: str | Path) -> tuple[str | None, dict[str, str]]:
     preset = data.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise ValueError(f"parameter file {path}: 'preset' must be a preset name, not {preset!r}")
-    return preset, {name: _as_text(value) for name, value in parameters.items()}
+    fields = {name: _as_text(value) for name, value in parameters.items()}
+    if fields.get("cell_map"):  # a map file named relative to the parameter file
+        fields["cell_map"] = str(path.parent / fields["cell_map"])
+    return preset, fields
 
 
 def with_params_file(

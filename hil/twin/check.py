@@ -35,6 +35,8 @@ def compare(twin_parameters: Mapping[str, Any], twin_sources: Mapping[str, Any],
         if name not in measured.parameters:
             continue
         now = measured.parameters[name]
+        if isinstance(value, str) or isinstance(now, str):
+            continue  # a file name (the cell map), not a figure
         if isinstance(value, list) or isinstance(now, list) or name in ("rows", "cols"):
             rows.append(Comparison(name, value, now, 0.0, value == now))
             continue

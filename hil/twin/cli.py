@@ -10,6 +10,7 @@ from typing import Any
 
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.storage import RunFileError, read_run
+from hil.twin.cell_map import map_changes, map_path_for, read_cell_map
 from hil.twin.check import compare, comparison_table
 from hil.twin.fit import BASE_PRESET, fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import budget_table, plan, run_suite
@@ -72,7 +73,7 @@ def cmd_twin_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was written)")
-    twin = fit_twin([read_run(path) for path in args.files], preset=args.preset)
+    twin = fit_twin([read_run(path) for path in args.files], preset=args.preset, cell_map=not args.population_only)
     write_twin(twin, out)
     width = max(len(name) for name in twin.parameters)
     for name, value in twin.parameters.items():
@@ -80,6 +81,9 @@ def cmd_twin_fit(args: argparse.Namespace) -> int:
         where = f"  ({source.procedure}: {source.figure}, +- {source.uncertainty:.2g})" if source else ""
         shown = value if isinstance(value, list | int) else f"{value:.4g}"
         print(f"{name:>{width}} = {shown}{where}")
+    if twin.cell_map:
+        print(f"{'cell_map':>{width}} = {map_path_for(out).name}  (this chip's cells: "
+              f"{', '.join(sorted(twin.cell_map))})")  # fmt: skip
     print(f"wrote {out}: serve it with python -m mock_hardware serve --params {out}, "
           f"or open emulator://?params={out}")  # fmt: skip
     return 0
@@ -90,11 +94,15 @@ def cmd_twin_check(args: argparse.Namespace) -> int:
     runs = _run_suite_on(args, Path(args.out_dir))
     if not runs:
         return 1
-    rows = compare(parameters, sources, fit_twin(runs))
+    measured = fit_twin(runs)
+    rows = compare(parameters, sources, measured)
     print(comparison_table(rows))
     differing = [r.parameter for r in rows if not r.agrees]
     print(f"{len(rows) - len(differing)} of {len(rows)} parameters agree" +
           (f"; differ: {', '.join(differing)}" if differing else ""))  # fmt: skip
+    if parameters.get("cell_map") and measured.cell_map:
+        for line in map_changes(read_cell_map(Path(args.twin).parent / str(parameters["cell_map"])), measured.cell_map):
+            print(line)
     return 0
 
 
@@ -131,6 +139,8 @@ def register(commands: Any) -> None:
     fit.add_argument("--preset", default=BASE_PRESET, help="base preset for what is not measured "
                      "(default: %(default)s)")  # fmt: skip
     fit.add_argument("--overwrite", action="store_true", help="replace an existing parameter file")
+    fit.add_argument("--population-only", action="store_true", help="no cell map: a twin of any chip with "
+                     "these figures, not of this chip's own cells")  # fmt: skip
     fit.set_defaults(handler=cmd_twin_fit)
     check = actions.add_parser("check", help="characterize a board again and compare it with a twin",
                                description="Characterize a board again and report, per parameter, the twin "

@@ -20,6 +20,7 @@ import tomli_w
 
 from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
+from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
 from protocols.characterization.figures import Figure, read_figures
 
 BASE_PRESET = "umass-ta-hfo2"
@@ -81,6 +82,8 @@ class Twin:
     sources: dict[str, Source] = field(default_factory=dict)
     preset: str = BASE_PRESET
     files: list[str] = field(default_factory=list)
+    cell_map: CellMap = field(default_factory=dict)
+    """the chip's own cells (hil.twin.cell_map); written beside the twin file, named by ``cell_map``"""
 
     def to_toml(self) -> dict[str, Any]:
         sources = {
@@ -111,8 +114,12 @@ def _latest_by_procedure(runs: Iterable[RunData]) -> dict[str, RunData]:
     return chosen
 
 
-def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET) -> Twin:
-    """Every parameter the given characterization runs measure; refused if none is a suite procedure."""
+def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool = True) -> Twin:
+    """Every parameter the given characterization runs measure; refused if none is a suite procedure.
+
+    With ``cell_map`` the twin also carries the chip's own cells (defect positions, k and c;
+    :mod:`hil.twin.cell_map`): a twin of this chip rather than of any chip with its figures.
+    """
     chosen = _latest_by_procedure(runs)
     if not chosen:
         raise RunFileError(f"no characterization run of {', '.join(GROUPS)} among the files given")
@@ -145,6 +152,12 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET) -> Twin:
         twin.parameters["bad_rows"], twin.parameters["bad_cols"] = list(bad["rows"]), list(bad["cols"])
         for name in ("bad_rows", "bad_cols"):
             twin.sources[name] = Source(str(run.path), "yield-map", "bad_lines", 0.0)
+    if cell_map and shape is not None:
+        twin.cell_map = fit_cell_map(chosen, shape)
+        used = [name for name in MAP_PROCEDURES if name in chosen]
+        if twin.cell_map:
+            twin.sources["cell_map"] = Source(", ".join(str(chosen[name].path) for name in used), ", ".join(used),
+                                              "per-cell", math.nan)  # fmt: skip
     return twin
 
 
@@ -159,9 +172,14 @@ def _array_shape(runs: Mapping[str, RunData]) -> tuple[int, int] | None:
 
 
 def write_twin(twin: Twin, path: str | Path) -> Path:
+    """The TOML file, and its cell map beside it (``chip7.cells.npz``, named relative to the file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(twin.to_toml()), encoding="utf-8")
+    document = twin.to_toml()
+    if twin.cell_map:
+        map_path = write_cell_map(twin.cell_map, map_path_for(path))
+        document["parameters"] = {**document["parameters"], "cell_map": map_path.name}
+    path.write_text(tomli_w.dumps(document), encoding="utf-8")
     return path
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mock_hardware.device_params import DeviceParameters
+from mock_hardware.physics.cell_map import load_cell_map, measured_or
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -78,12 +79,17 @@ class CellPopulation:
         bad_line = np.zeros(shape, dtype=bool)
         bad_line[list(p.bad_row_list), :] = True
         bad_line[:, list(p.bad_col_list)] = True
-        stuck_low, stuck_high = stuck_low | bad_line, stuck_high & ~bad_line
+        # A chip's measured cells (a twin's cell map) replace the drawn ones where given.
+        cell_map = load_cell_map(p.cell_map, shape) if p.cell_map else {}
+        stuck_low = cell_map.get("stuck_low", stuck_low)
+        stuck_high = cell_map.get("stuck_high", stuck_high)
+        stuck_low, stuck_high = stuck_low | bad_line, stuck_high & ~bad_line & ~stuck_low
         unformed = np.zeros(n_cells, dtype=bool)
         n_unformed = round(p.unformed_fraction * n_cells)
         if n_unformed:
             candidates = unformed_rng.permutation(np.flatnonzero(~(stuck_low | stuck_high).ravel()))
             unformed[candidates[:n_unformed]] = True
+        unformed = cell_map.get("unformed", unformed.reshape(shape)) & ~(stuck_low | stuck_high)
         intercept = _relative(streams[1], p.set_intercept, p.set_intercept_spread, shape)
         if p.set_intercept_spread_abs:
             intercept = intercept + p.set_intercept_spread_abs * intercept_rng.standard_normal(shape)
@@ -92,9 +98,10 @@ class CellPopulation:
             _relative(streams[9], p.g_stuck_high, spread, shape),
             _relative(streams[9], p.g_stuck_low, spread, shape),
         )
+        set_slope = _relative(streams[0], p.set_slope, p.set_slope_spread, shape)
         return cls(
-            set_slope=_relative(streams[0], p.set_slope, p.set_slope_spread, shape),
-            set_intercept=np.asarray(intercept),
+            set_slope=measured_or(set_slope, cell_map.get("set_slope")),
+            set_intercept=measured_or(np.asarray(intercept), cell_map.get("set_intercept")),
             g_min=g_min,
             g_max=np.asarray(g_max),
             v_set_threshold=_relative(streams[4], p.v_set_threshold, spread, shape),
@@ -104,8 +111,8 @@ class CellPopulation:
             reset_time=_log_normal(streams[7], p.reset_time, spread, shape),
             stuck_low=stuck_low,
             stuck_high=stuck_high,
-            g_stuck=np.asarray(g_stuck),
-            unformed=unformed.reshape(shape),
+            g_stuck=measured_or(np.asarray(g_stuck), cell_map.get("g_stuck")),
+            unformed=np.asarray(unformed, dtype=bool),
         )
 
     def region(self, rows: slice, cols: slice) -> CellPopulation:

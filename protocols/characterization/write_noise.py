@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from drivers import Board, PulseKind
+from protocols.calibration import typical_cells
 from protocols.characterization.common import (
     BoolArray,
     FloatArray,
@@ -70,6 +71,9 @@ class WriteNoise:
 def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> tuple[BoolArray, dict[str, Figure]]:
     """Working cells and the write- and read-noise figures of ``g_set`` (cycles, 2, ...)."""
     working = np.median(g_set.mean(axis=1) - g_reset, axis=0) >= min_window
+    # A shorted cell's read noise (2 % of 1 mS is 20 uS) can pass for a window; its RESET level,
+    # ten times any working cell's, would swamp the spread of the floor.
+    working = typical_cells(g_reset, working)
     cycles = g_set.shape[0]
     figures = {"fraction_working": binomial(int(working.sum()), working.size)}
     if working.sum() < 2:

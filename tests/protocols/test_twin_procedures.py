@@ -15,7 +15,7 @@ from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
 from protocols.characterization.retention import measure_retention
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
-from protocols.characterization.write_noise import measure_write_noise
+from protocols.characterization.write_noise import measure_write_noise, noise_figures
 from protocols.characterization.yield_map import measure_yield_map
 from protocols.recording import MemoryRecorder
 
@@ -105,6 +105,22 @@ def test_write_noise_separates_write_from_read_noise(chip: Any) -> None:
     # Stuck cells (which would only show read noise) are left out.
     assert 1 - result.working.mean() == pytest.approx(0.15, abs=0.01)
     assert recorder.datasets["write_noise/g_set"].shape == (12, 2, 32, 16)
+
+
+def test_write_noise_leaves_out_a_shorted_cell_whose_read_noise_looks_like_a_window() -> None:
+    # Regression: under 2 % read noise a shorted cell (1 mS) sometimes shows a median "window"
+    # above 20 uS; counted as working, its RESET level doubled the fitted floor spread (0.107
+    # against 0.05 on a 128 x 64 chip with 16 uS write noise).
+    rng = np.random.default_rng(4)
+    cycles, shape = 12, (20, 30)
+    floor = 100e-6 * (1 + 0.05 * rng.standard_normal(shape))
+    g_reset = floor + 4e-6 * rng.standard_normal((cycles, *shape))
+    g_set = (200e-6 + 4e-6 * rng.standard_normal((cycles, 1, *shape))) * np.ones((1, 2, 1, 1))
+    g_reset[:, 0, 0] = 1e-3
+    g_set[:, :, 0, 0] = 1e-3 + 30e-6  # the read noise's luck: a median window of 30 uS
+    working, figures = noise_figures(g_reset, g_set, 20e-6)
+    assert not working[0, 0] and working.sum() == working.size - 1
+    assert figures["g_reset_spread_relative"].value == pytest.approx(0.05, rel=0.15)
 
 
 def test_wire_model_without_wires_is_a_plain_product() -> None:

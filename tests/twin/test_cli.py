@@ -60,7 +60,12 @@ def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.Cap
     source = twin["sources"]["set_slope"]
     assert source["procedure"] == "gate-calibration" and source["file"].endswith("gate-calibration.h5")
     assert source["uncertainty"] > 0
+    assert twin["parameters"]["cell_map"] == "chip.cells.npz" and (tmp_path / "chip.cells.npz").exists()
+    assert "cell_map = chip.cells.npz" in capsys.readouterr().out
     assert main(["twin", "fit", *files, "--out", str(twin_path)]) == 2  # no silent overwrite
+    population = tmp_path / "population.toml"
+    assert main(["twin", "fit", *files, "--out", str(population), "--population-only"]) == 0
+    assert "cell_map" not in tomllib.loads(population.read_text())["parameters"]
     capsys.readouterr()
 
     with open_board(f"emulator://?params={twin_path}") as board:
@@ -70,6 +75,8 @@ def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.Cap
                  "--out-dir", str(tmp_path / "check"), "--yes", *QUICK]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "verdict" in out and "set_slope" in out and "parameters agree" in out
+    # The twin has the chip's cells: against itself, no cell changed class.
+    assert "0 newly stuck low, 0 no longer" in out and "working cells moved by" in out
 
 
 def test_twin_fit_refuses_files_that_are_not_twin_procedures(
