@@ -22,6 +22,7 @@ closed-loop write-verify.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +90,28 @@ class UpdateStats:
     batches: int = 0
 
 
+class UpdateRule(Protocol):
+    """How weight changes reach the devices: what every update rule offers the trainer.
+
+    ``install`` gives the rule what a board's characterization found, ``recall`` rebuilds its
+    memory from the conductances read back (at the start and on resume), ``apply`` turns one
+    update's weight changes into pulses, and ``state_arrays``/``load_state_arrays`` are what a
+    checkpoint saves per board and a resume loads.
+    """
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        """A board's per-device calibration and the devices never to pulse."""
+
+    def recall(self, backend: ArrayBackend) -> None: ...
+
+    def apply(self, backend: ArrayBackend, delta: dict[str, FloatArray]) -> UpdateStats: ...
+
+    def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:
+        """Per board, the arrays a resume needs; each holds a ``pulses`` count per device."""
+
+    def load_state_arrays(self, board: str, arrays: dict[str, npt.NDArray[np.generic]]) -> None: ...
+
+
 @dataclass
 class GateCodedUpdate:
     """The gate-coded update rule and the host's memory of every device."""
@@ -100,6 +123,14 @@ class GateCodedUpdate:
         if board not in self.memory:
             self.memory[board] = DeviceMemory.nominal(backend.placement.board_shapes[board], self.config)
         return self.memory[board]
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        """Per-device k and c; the gates used narrow to the calibration's linear window (turn-on and
+        saturation left out)."""
+        low, high = calibration.v_gate_window
+        window = {"v_gate_min": max(low, self.config.v_gate_min), "v_gate_max": min(high, self.config.v_gate_max)}
+        self.config = self.config.model_copy(update=window)
+        self.memory_for(backend, board).calibrate(calibration, defective)
 
     def gate_for(self, memory: DeviceMemory, conductance: FloatArray) -> FloatArray:
         """The SET gate that gives ``conductance`` on each device, clipped to the gate window."""
@@ -188,6 +219,10 @@ class WriteVerifyUpdate:
     g_target: dict[str, FloatArray] = field(default_factory=dict)
     pending: dict[str, FloatArray] = field(default_factory=dict)
     pulses: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        self.calibration[board] = calibration
+        self.defective[board] = defective.copy()
 
     def recall(self, backend: ArrayBackend) -> None:
         for board, g in backend.conductance.items():

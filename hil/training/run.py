@@ -53,7 +53,7 @@ from hil.training.loop import (
     train,
 )
 from hil.training.plan import check_plan, check_vmm_currents
-from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateStats, WriteVerifyUpdate
+from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import write_verify
 from protocols.recording import Recorder
@@ -85,7 +85,7 @@ def load_data(config: TrainConfig) -> Data:
 class ArrayLearner:
     """Weights on the arrays: updates become pulses, then every board's map is read back."""
 
-    def __init__(self, backend: ArrayBackend, rule: GateCodedUpdate | WriteVerifyUpdate) -> None:
+    def __init__(self, backend: ArrayBackend, rule: UpdateRule) -> None:
         self.array_backend = backend
         self.rule = rule
 
@@ -114,7 +114,7 @@ class Hardware:
     """The boards of a run, with its placement and update rule."""
 
     backend: ArrayBackend
-    rule: GateCodedUpdate | WriteVerifyUpdate
+    rule: UpdateRule
     calibrations: dict[str, GateCalibration]
 
 
@@ -139,7 +139,7 @@ def _placement_spec(
     return auto_place(network.spec.weight_shapes(), shapes, config.bad_lines, config.layout, defective)
 
 
-def _rule(config: TrainConfig) -> GateCodedUpdate | WriteVerifyUpdate:
+def _rule(config: TrainConfig) -> UpdateRule:
     if config.update_rule == "write-verify":
         return WriteVerifyUpdate(config.write_verify)
     return GateCodedUpdate(config.gate_coded)
@@ -207,14 +207,7 @@ def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tupl
         if config.prune_defective:
             hardware.backend.stuck_low[name] = stuck_low
             hardware.backend.stuck_high[name] = stuck_high
-        rule = hardware.rule
-        if isinstance(rule, GateCodedUpdate):
-            window = {"v_gate_min": max(low, rule.config.v_gate_min), "v_gate_max": min(high, rule.config.v_gate_max)}
-            rule.config = rule.config.model_copy(update=window)
-            rule.memory_for(hardware.backend, name).calibrate(calibration, stuck_low | stuck_high)
-        else:
-            rule.calibration[name] = calibration
-            rule.defective[name] = stuck_low | stuck_high
+        hardware.rule.install(hardware.backend, name, calibration, stuck_low | stuck_high)
 
 
 def conductance_targets(

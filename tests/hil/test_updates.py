@@ -13,7 +13,14 @@ import pytest
 from drivers import Board, PulseBatch, PulseKind, open_board
 from hil.array_backend import ArrayBackend
 from hil.mapping import BadLines, auto_place, resolve_placement
-from hil.updates import GateCodedConfig, GateCodedUpdate, UpdateStats, WriteVerifyUpdate, WriteVerifyUpdateConfig
+from hil.updates import (
+    GateCodedConfig,
+    GateCodedUpdate,
+    UpdateRule,
+    UpdateStats,
+    WriteVerifyUpdate,
+    WriteVerifyUpdateConfig,
+)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -77,9 +84,7 @@ def gate_coded(backend: ArrayBackend, **config: Any) -> GateCodedUpdate:
     return rule
 
 
-def step(
-    rule: GateCodedUpdate | WriteVerifyUpdate, backend: ArrayBackend, dw: FloatArray
-) -> tuple[FloatArray, UpdateStats]:
+def step(rule: UpdateRule, backend: ArrayBackend, dw: FloatArray) -> tuple[FloatArray, UpdateStats]:
     """Apply one change to layer "w"; the read-back weight change and the stats."""
     before = backend.weights("w")
     stats = rule.apply(backend, {"w": dw})
@@ -292,3 +297,34 @@ def test_write_verify_targets_stay_in_the_window_a_device_can_hold(board: Board,
         step(rule, backend, np.full(SHAPE, change))
     target = rule.g_target["board0"]
     assert (target > 0).all() and (target <= board.limits.g_cell_max).all()
+
+
+# ---------------------------------------------------------------------------- the shared interface
+
+
+@pytest.mark.parametrize("kind", ["gate-coded", "write-verify"])
+def test_each_rule_takes_a_calibration_through_install_and_never_pulses_what_it_marks(
+    board: Board, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The trainer hands every rule the same things the same way (UpdateRule.install), whatever its type."""
+    from protocols.calibration import calibrate_gate
+
+    backend = mid_window_backend(board)
+    used = backend.placement.used_mask("board0")
+    calibration = calibrate_gate(board, np.linspace(0.8, 2.2, 4), mask=used)
+    board.apply_pulses(PulseKind.SET, 2.5, G_MID_GATE, 1e-6, mask=used)  # back to mid-window after the calibration
+    backend.read_back()
+    rule: UpdateRule = (
+        GateCodedUpdate(GateCodedConfig()) if kind == "gate-coded" else WriteVerifyUpdate(WriteVerifyUpdateConfig())
+    )
+    (tile,) = backend.placement.tiles["w"]
+    defective = np.zeros(board.shape, dtype=bool)
+    defective[tile.plus_rows[0], tile.cols[0]] = defective[tile.minus_rows[2], tile.cols[1]] = True
+    rule.install(backend, "board0", calibration, defective)
+    rule.recall(backend)
+    batches = spy_pulses(board, monkeypatch)
+    for seed in range(2):
+        step(rule, backend, signed_changes(seed))
+    assert batches and not any((b.mask & defective).any() for b in batches)
+    pulses = rule.state_arrays()["board0"]["pulses"]
+    assert pulses[defective].sum() == 0 and pulses[used & ~defective].sum() > 0
