@@ -26,14 +26,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from drivers import PulseKind
 from hil.array_backend import ArrayBackend
+from hil.updates import G_TARGET_FLOOR
 from protocols.calibration import GateCalibration
 from protocols.programming import write_verify
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+class TransferConfig(BaseModel):
+    """How weights reach the arrays before in-situ training."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    park_unused: StrictBool = Field(True, description="RESET the devices no layer uses before writing the weights")
+    rounds: int = Field(
+        2, ge=0, le=20, description="rounds of correction on the effective weights (weights trained elsewhere only)"
+    )
+    levels: int | None = Field(
+        None, ge=2, le=4096, description="quantize each layer to this many levels first (Yao 2020: 15); none: off"
+    )
 
 
 @dataclass
@@ -45,12 +61,20 @@ class TransferReport:
     weight_error_rms: list[float] = field(default_factory=list)  # effective minus wanted, per round
 
 
-def quantize(weights: Mapping[str, FloatArray], levels: int, limit: float) -> dict[str, FloatArray]:
-    """Every weight rounded to the nearest of ``levels`` evenly spaced values in ``[-limit, limit]``."""
+def quantize(weights: Mapping[str, FloatArray], levels: int) -> dict[str, FloatArray]:
+    """Each layer's weights rounded to the nearest of ``levels`` evenly spaced values spanning
+    ``[-max|w|, max|w|]`` of that layer (an odd count keeps 0 exact)."""
     if levels < 2:
         raise ValueError(f"levels must be at least 2, got {levels}")
-    step = 2 * limit / (levels - 1)
-    return {layer: np.clip(np.round((w + limit) / step) * step - limit, -limit, limit) for layer, w in weights.items()}
+    out = {}
+    for layer, w in weights.items():
+        limit = float(np.abs(w).max())
+        if limit == 0:
+            out[layer] = w.copy()
+            continue
+        step = 2 * limit / (levels - 1)
+        out[layer] = np.clip(np.round((w + limit) / step) * step - limit, -limit, limit)
+    return out
 
 
 def park_unused(
@@ -93,9 +117,9 @@ def refine(
     """Rounds of: read the effective weights, move the targets by the error, write-verify again.
 
     ``targets`` (per board: conductance targets and the mask of devices to write) are updated in
-    place; the backend is left read back (with its effective weights).
+    place; the backend is left read back (its VMM read-back as it was).
     """
-    backend.vmm_readback = True
+    kept, backend.vmm_readback = backend.vmm_readback, True
     backend.read_back()
     for _ in range(rounds):
         errors = effective_error(backend, weights)
@@ -109,6 +133,9 @@ def refine(
         report.pulses += write_targets(backend, targets, calibrations, tolerance)
         backend.read_back()
     report.weight_error_rms.append(_rms(effective_error(backend, weights)))
+    if not kept:
+        backend.vmm_readback = False
+        backend.read_back()
 
 
 def write_targets(
@@ -125,7 +152,7 @@ def write_targets(
         if calibration is not None:  # whole-board maps: ask no device for more than it reaches
             reach_low, reach_high = calibration.reach()
             np.copyto(target, np.clip(target, reach_low, reach_high), where=mask)
-        np.copyto(target, np.clip(target, 0.0, board.limits.g_cell_max), where=mask)
+        np.copyto(target, np.clip(target, G_TARGET_FLOOR, board.limits.g_cell_max), where=mask)
         result = write_verify(board, np.where(mask, target, 0.0), tolerance=tolerance, mask=mask,
                               calibration=calibration)  # fmt: skip
         pulses += int(result.pulses.sum())

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
 from hil.mapping import BadLines, PlacementSpec
 from hil.optimizers import MAX_LR, OptimizerConfig
+from hil.transfer import TransferConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
 
 ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
@@ -43,7 +44,7 @@ class HybridConfig(BaseModel):
     retrain_layers: list[str] = Field(
         default_factory=lambda: ["dense1"], max_length=1000, description="layers trained in situ"
     )
-    transfer_tolerance: float = Field(4e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
+    transfer_tolerance: float = Field(2e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
 
 
 class TrainConfig(BaseModel):
@@ -76,6 +77,12 @@ class TrainConfig(BaseModel):
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    vmm_readback: StrictBool | None = Field(
+        None,
+        description="read each tile's effective weights by a VMM of one-hot inputs after every update (one more "
+        "round trip per tile); default: on where weights trained elsewhere are transferred (yao-hybrid)",
+    )
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="rmsprop", lr=0.01))
     batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
     updates: int = Field(1200, ge=1, le=MAX_UPDATES, description="weight updates (the papers: MLP 1,600, CNN 1,200)")
@@ -99,6 +106,10 @@ class TrainConfig(BaseModel):
     @property
     def dataset_name(self) -> str:
         return self.dataset or DEFAULT_DATASET[self.model]
+
+    @property
+    def uses_vmm_readback(self) -> bool:
+        return self.vmm_readback if self.vmm_readback is not None else self.model == "yao-hybrid"
 
     @property
     def update_rule(self) -> str:

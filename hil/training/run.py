@@ -53,9 +53,9 @@ from hil.training.loop import (
     train,
 )
 from hil.training.plan import check_plan, check_vmm_currents
-from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
+from hil.transfer import TransferReport, park_unused, quantize, refine, write_targets
+from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
-from protocols.programming import write_verify
 from protocols.recording import Recorder
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def _place(
     weight_shapes = network.spec.weight_shapes()
     spec = spec or config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
     placement = resolve_placement(spec, weight_shapes, shapes)
-    return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input)
+    return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input,
+                        vmm_readback=config.uses_vmm_readback)  # fmt: skip
 
 
 def _placement_spec(
@@ -234,25 +235,29 @@ def conductance_targets(
 
 
 def program_weights(
-    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float
+    config: TrainConfig,
+    hardware: Hardware,
+    weights: Mapping[str, FloatArray],
+    tolerance: float,
+    trained: bool = False,
 ) -> int:
-    """Write every device to its target by closed-loop write-verify; then read everything back."""
+    """Write every device to its target by closed-loop write-verify (:mod:`hil.transfer`); then read
+    everything back. Weights ``trained`` elsewhere are then corrected on what the VMMs compute."""
+    backend, g = hardware.backend, config.gate_coded
     pulses = 0
-    for name, (target, mask) in conductance_targets(config, hardware, weights).items():
-        calibration = hardware.calibrations.get(name)
-        if calibration is not None:  # whole-board maps: ask no device for more than it reaches
-            reach_low, reach_high = calibration.reach()
-            target = np.where(mask, np.clip(target, reach_low, reach_high), target)
-        # Nor for more than a cell may hold, whatever its fit says (as the update rule holds them).
-        g_cell_max = hardware.backend.boards[name].limits.g_cell_max
-        target = np.where(mask, np.clip(target, G_TARGET_FLOOR, g_cell_max), target)
-        result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
-                              mask=mask, calibration=calibration)  # fmt: skip
-        pulses += int(result.pulses.sum())
-        log.info("%s: weights written, %.1f %% of devices within %.1f uS", name,
-                 100 * result.converged_fraction, tolerance * 1e6)  # fmt: skip
-    hardware.backend.read_back()
-    hardware.rule.recall(hardware.backend)
+    if config.transfer.park_unused:
+        pulses += park_unused(backend, hardware.calibrations, g.v_reset, g.v_gate_reset, g.width)
+    if trained and config.transfer.levels is not None:
+        weights = quantize(weights, config.transfer.levels)
+    targets = conductance_targets(config, hardware, weights)
+    pulses += write_targets(backend, targets, hardware.calibrations, tolerance)
+    backend.read_back()
+    if trained and config.transfer.rounds:
+        report = TransferReport()
+        refine(backend, weights, targets, hardware.calibrations, tolerance, config.transfer.rounds, report)
+        pulses += report.pulses
+        log.info("effective weight error (rms) by round: %s", ", ".join(f"{e:.3f}" for e in report.weight_error_rms))
+    hardware.rule.recall(backend)
     return pulses
 
 
@@ -342,7 +347,9 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
                 hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
                 run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
                 _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-                pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+                hybrid = config.model == "yao-hybrid"
+                tolerance = config.hybrid.transfer_tolerance if hybrid else config.initial_tolerance
+                pulses = program_weights(config, hardware, weights, tolerance, trained=hybrid)
                 accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
                 run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
                 log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
