@@ -23,7 +23,7 @@ from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
 from hil.link_record import record_link
-from hil.mapping import PlacementSpec, auto_place, resolve_placement
+from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
@@ -344,10 +344,13 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
                 check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
                 calibrations = characterize(config, boards, run) if config.calibrate else {}
                 spec = _placement_spec(config, network, boards, calibrations)
+                hybrid = config.model == "yao-hybrid"
+                if hybrid and calibrations and config.placement is None:  # weights known: keep the large ones whole
+                    broken = {name: c.mask & ~c.responsive for name, c in calibrations.items()}
+                    spec = remap_for_weights(_place(config, network, boards, spec).placement, weights, broken)
                 hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
                 run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
                 _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-                hybrid = config.model == "yao-hybrid"
                 tolerance = config.hybrid.transfer_tolerance if hybrid else config.initial_tolerance
                 pulses = program_weights(config, hardware, weights, tolerance, trained=hybrid)
                 accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
