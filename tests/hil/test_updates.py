@@ -137,6 +137,33 @@ def test_a_change_below_dvg_min_waits_until_changes_add_up(board: Board, monkeyp
     assert np.allclose(moved, 3 * small, atol=0.01)
 
 
+def test_stochastic_rounding_pulses_a_small_change_as_whole_steps_unbiased(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend, dvg_min=0.03, rounding="stochastic", seed=4)
+    memory = rule.memory["board0"]
+    used = backend.placement.used_mask("board0")
+    applied_before = memory.v_gate_applied.copy()
+    # dVg = 0.0102 V per device (+ on G+, - on G-), a third of dvg_min: each device is pulsed with
+    # probability about 0.34, by one step of dvg_min in the direction asked
+    moves: list[FloatArray] = []
+    for _ in range(12):
+        applied = memory.v_gate_applied.copy()
+        step(rule, backend, np.full(SHAPE, 0.02))
+        moves.append((memory.v_gate_applied - applied)[used])
+    steps = np.concatenate(moves)
+    pulsed = np.abs(steps[steps != 0])
+    assert (pulsed >= 0.03 - 1e-9).all() and (pulsed < 0.045).all()  # a step, or a change that added up past it
+    assert 0.2 < np.mean(steps != 0) < 0.5
+    # on average each device moved as asked (0.0102 V per update), not later
+    moved = np.abs(memory.v_gate_applied - applied_before)[used]
+    assert np.mean(moved) == pytest.approx(12 * 0.0102, rel=0.25)
+    # the draws are keyed by the update count, which a checkpoint keeps
+    restored = gate_coded(backend, dvg_min=0.03, rounding="stochastic", seed=4)
+    restored.load_state_arrays("board0", rule.state_arrays()["board0"])
+    assert restored.updates == 12
+    assert np.array_equal(restored.memory["board0"].v_gate_applied, memory.v_gate_applied)
+
+
 def test_dvg_min_zero_pulses_every_change(board: Board) -> None:
     backend = mid_window_backend(board)
     rule = gate_coded(backend, dvg_min=0.0)
