@@ -62,16 +62,19 @@ WBC_NETWORK = {
     "layers": [{"type": "dense", "out": 20, "activation": "relu"}, {"type": "dense", "out": 2}],
 }  # fmt: skip
 YAN_TASKS: dict[str, dict[str, Any]] = {
+    # a 64 x 32 array of the same preset holds the 30-20-2 network (60 rows, 22 columns)
     "breast-cancer": {"model": "mlp", "network": WBC_NETWORK, "dataset": "breast-cancer", "updates": 300,
-                      "batch_size": 16, "eval_every": 10, "target": 0.95},
+                      "batch_size": 16, "eval_every": 10, "target": 0.95, "array": "&rows=64&cols=32"},
     "mnist8": {"model": "mlp", "updates": 800, "batch_size": 50, "eval_every": 50, "target": 0.85},
 }  # fmt: skip
 
 
 def one_run(settings: dict[str, Any], seed: int, exact: bool, folder: str) -> dict[str, Any]:
-    """Train once as ``settings`` (TrainConfig fields) say; the run's figures."""
+    """Train once as ``settings`` (TrainConfig fields, and ``array``: the emulator's size) say; the run's figures."""
+    settings = dict(settings)
+    array = settings.pop("array", "")
     config = TrainConfig.model_validate(
-        {"seed": seed, "boards": {"board0": f"emulator://?preset={PRESET}&seed={seed}"},
+        {"seed": seed, "boards": {"board0": f"emulator://?preset={PRESET}&seed={seed}{array}"},
          **({"update": "exact"} if exact else {}), **settings}
     )  # fmt: skip
     path = Path(folder) / f"{config.model}-{'baseline' if exact else 'insitu'}-{seed}-{time.monotonic_ns()}.h5"
