@@ -58,10 +58,12 @@ class ArrayBackend:
         v_input: float = 0.2,
         column_gain: bool = True,
         vmm_readback: bool = False,
+        layer_g_unit: Mapping[str, float] | None = None,
     ) -> None:
         self.boards = dict(boards)
         self.placement = placement
         self.g_unit = g_unit
+        self.layer_g_unit = dict(layer_g_unit or {})  # layers whose weights use another g_unit, S
         self.v_input = v_input
         self.conductance: dict[str, FloatArray] = {}
         self.stuck_low: dict[str, BoolArray] = {}  # dead low devices (stuck low, unformed), per board
@@ -112,7 +114,7 @@ class ArrayBackend:
             for tile in tiles:
                 n = len(tile.plus_rows)
                 currents = self._tile_currents(tile, np.full(n, self.v_input) * np.eye(n))
-                effective = currents / (self.v_input * self.g_unit)
+                effective = currents / (self.v_input * self.unit(tile))
                 mapped = self._read_weights(tile)
                 roles = self.pair_roles(tile)
                 working = mapped if roles is None else np.where(roles.dead, 0.0, mapped)
@@ -130,7 +132,7 @@ class ArrayBackend:
         out = np.zeros((len(x), max(t.outputs.stop for t in tiles)))
         for index, tile in enumerate(tiles):
             x_tile = x[:, tile.inputs]
-            measured = self._tile_currents(tile, volts[:, tile.inputs]) * (scale / (self.v_input * self.g_unit))
+            measured = self._tile_currents(tile, volts[:, tile.inputs]) * (scale / (self.v_input * self.unit(tile)))
             w_read = self._tile_weights(tile)
             if self.column_gain:
                 measured /= self._column_gain((layer, index), x_tile @ w_read, measured)
@@ -159,6 +161,10 @@ class ArrayBackend:
         self.gains[key] = gain
         return gain
 
+    def unit(self, tile: Tile) -> float:
+        """Conductance difference per unit weight of the tile's layer, S."""
+        return self.layer_g_unit.get(tile.layer, self.g_unit)
+
     def _tile_weights(self, tile: Tile) -> FloatArray:
         """The tile's weights as the forward pass computes them: effective (VMM read-back) or the map's."""
         effective = self._effective.get(id(tile))
@@ -177,7 +183,7 @@ class ArrayBackend:
         if cached is not None and cached[0] is board_map:
             return cached[1]
         g_plus, g_minus = tile.pair(board_map)
-        w: FloatArray = (g_plus - g_minus) / self.g_unit
+        w: FloatArray = (g_plus - g_minus) / self.unit(tile)
         self._weights_cache[id(tile)] = (board_map, w)
         return w
 
@@ -206,8 +212,8 @@ class ArrayBackend:
         """The weights the host makes of the tile's pairs (``w_read``: as its VMM computes them)."""
         g_plus, g_minus = tile.pair(self.conductance[tile.board])
         reference = self.g_reference.get(tile.board, 0.0)
-        plus_alone = (g_plus - reference) / self.g_unit
-        minus_alone = (reference - g_minus) / self.g_unit
+        plus_alone = (g_plus - reference) / self.unit(tile)
+        minus_alone = (reference - g_minus) / self.unit(tile)
         w_map = self._read_weights(tile)
         wanted = np.where(roles.plus_only, plus_alone, np.where(roles.minus_only, minus_alone, w_map))
         # What the host replaces, in the VMM's terms: the map's difference, attenuated as the column is.
@@ -217,7 +223,7 @@ class ArrayBackend:
     def device_changes(self, tile: Tile, dw: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Conductance changes of the G+ and G- devices (S) that change the tile's weights by ``dw``:
         half each, or all of it on the working device of a single-device pair."""
-        dg = dw * self.g_unit / self.attenuation(tile)
+        dg = dw * self.unit(tile) / self.attenuation(tile)
         roles = self.pair_roles(tile)
         if roles is None:
             return dg / 2, -dg / 2

@@ -7,7 +7,7 @@ else. Every field has a default that reproduces the paper the model name refers 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
@@ -89,6 +89,11 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(100, ge=1, le=MAX_UPDATES, description="updates between test-set evaluations")
     init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the network's default initial weights")
     g_unit: float = Field(100e-6, gt=0, le=0.1, description="conductance per unit weight, S")
+    layer_g_unit: dict[str, Annotated[float, Field(gt=0, le=0.1)]] = Field(
+        default_factory=dict, max_length=1000,
+        description="per layer, a conductance per unit weight replacing g_unit (S): more conductance per "
+        "unit for a layer of small weights puts them further above the write and read noise",
+    )  # fmt: skip
     v_input: float = Field(0.2, gt=0, le=100, description="largest row voltage of an input vector, V")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="the training order and the initial weights")
 

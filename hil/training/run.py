@@ -52,7 +52,7 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import check_plan, check_vmm_currents
+from hil.training.plan import PlanError, check_plan, check_vmm_currents
 from hil.transfer import TransferReport, park_unused, quantize, refine, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from protocols.calibration import GateCalibration, calibrate_gate
@@ -123,10 +123,14 @@ def _place(
 ) -> ArrayBackend:
     shapes = {name: board.shape for name, board in boards.items()}
     weight_shapes = network.spec.weight_shapes()
+    unknown = sorted(set(config.layer_g_unit) - set(weight_shapes))
+    if unknown:
+        raise PlanError(f"layer_g_unit names layer {unknown[0]!r}, not one of the network's {sorted(weight_shapes)}; "
+                        "nothing was sent")  # fmt: skip
     spec = spec or config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
     placement = resolve_placement(spec, weight_shapes, shapes)
     return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input,
-                        vmm_readback=config.uses_vmm_readback)  # fmt: skip
+                        vmm_readback=config.uses_vmm_readback, layer_g_unit=config.layer_g_unit)  # fmt: skip
 
 
 def _placement_spec(
