@@ -1,13 +1,17 @@
-"""In-situ training accuracy of the four published networks on the emulated board.
+"""In-situ training accuracy on the emulated board: the papers' experiments, learning curves,
+Yao 2020's hybrid transfer and Yan 2020's optimizer comparison.
 
-For each network, on the embedded data and the realistic ``umass-ta-hfo2`` preset: the float
-baseline (the same loop with the array replaced by exact arithmetic) and in-situ training over
-several seeds (each seed is both the emulated chip and the training order), at the papers' update
-budgets. Prints a Markdown table, then one JSON object as the last line.
+Everything runs on the embedded data and the realistic ``umass-ta-hfo2`` preset, each seed being
+both the emulated chip and the training order; the float baseline is the same loop with the array
+replaced by exact arithmetic (same initial weights, same samples). Each experiment prints a
+Markdown table, then one JSON object as the last line.
 
-    python benchmarks/accuracy.py                 # every network, 3 seeds (about 10 minutes on 2 cores)
-    python benchmarks/accuracy.py --quick         # a smoke run: few updates, 1 seed
-    python benchmarks/accuracy.py --models mlp cnn --seeds 5
+    python benchmarks/accuracy.py                      # the papers' four networks, 3 seeds (about 10 min idle)
+    python benchmarks/accuracy.py --quick              # a smoke run: few updates, 1 seed
+    python benchmarks/accuracy.py --experiment curves  # MLP and CNN, float and in situ at 100 ... 1,600 updates
+    python benchmarks/accuracy.py --experiment yao     # software -> after transfer -> after in-situ retraining
+    python benchmarks/accuracy.py --experiment yan     # SGD, momentum, RMSprop, Adam on breast cancer and MNIST
+    python benchmarks/accuracy.py --experiment curves --models mlp --seeds 1 --updates 400
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,30 +36,48 @@ import numpy as np
 
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
-from hil.training.run import build_network, run_training
+from hil.training.run import build_network, load_data, run_training
 
-# The papers' budgets (shared/reference/device-parameters.md).
+PRESET = "umass-ta-hfo2"
+# The papers' budgets (shared/reference/device-parameters.md) with the tuned learning rates
+# (docs/training.md, "Learning speed").
 EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "mlp": {"updates": 1600, "batch_size": 50, "eval_every": 400, "optimizer": {"name": "sgd", "lr": 0.1}},
+    "mlp": {"updates": 1600, "batch_size": 50, "eval_every": 400, "optimizer": {"name": "sgd", "lr": 0.3}},
     "cnn": {"updates": 1200, "batch_size": 100, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
     "convlstm": {"updates": 1200, "batch_size": 50, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
     "yao-hybrid": {"updates": 400, "batch_size": 100, "eval_every": 100, "optimizer": {"name": "adam", "lr": 0.01},
                    "hybrid": {"pretrain_epochs": 5}},
 }  # fmt: skip
-PRESET = "umass-ta-hfo2"
+CURVE_POINTS = (100, 200, 400, 800, 1600)
+# Yan 2020's optimizers. The rates give plain SGD and momentum the same long-run step
+# (lr / (1 - momentum)), and the adaptive ones the rate their papers use.
+YAN_OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "sgd": {"name": "sgd", "lr": 0.3},
+    "momentum": {"name": "momentum", "lr": 0.03, "momentum": 0.9},
+    "rmsprop": {"name": "rmsprop", "lr": 0.01},
+    "adam": {"name": "adam", "lr": 0.01},
+}
+WBC_NETWORK = {
+    "input_shape": [30], "n_classes": 2,
+    "layers": [{"type": "dense", "out": 20, "activation": "relu"}, {"type": "dense", "out": 2}],
+}  # fmt: skip
+YAN_TASKS: dict[str, dict[str, Any]] = {
+    # a 64 x 32 array of the same preset holds the 30-20-2 network (60 rows, 22 columns)
+    "breast-cancer": {"model": "mlp", "network": WBC_NETWORK, "dataset": "breast-cancer", "updates": 300,
+                      "batch_size": 16, "eval_every": 10, "target": 0.95, "array": "&rows=64&cols=32"},
+    "mnist8": {"model": "mlp", "updates": 800, "batch_size": 50, "eval_every": 50, "target": 0.85},
+}  # fmt: skip
 
 
-def one_run(model: str, seed: int, exact: bool, quick: bool, folder: str) -> dict[str, Any]:
-    settings = dict(EXPERIMENTS[model])
-    if quick:
-        settings |= {"updates": 40, "eval_every": 20}
-        if model == "yao-hybrid":
-            settings["hybrid"] = {"pretrain_epochs": 1}
+def one_run(settings: dict[str, Any], seed: int, exact: bool, folder: str) -> dict[str, Any]:
+    """Train once as ``settings`` (TrainConfig fields, and ``array``: the emulator's size) say; the run's figures."""
+    settings = dict(settings)
+    array = settings.pop("array", "")
     config = TrainConfig.model_validate(
-        {"model": model, "seed": seed, "boards": {"board0": f"emulator://?preset={PRESET}&seed={seed}"},
+        {"seed": seed, "boards": {"board0": f"emulator://?preset={PRESET}&seed={seed}{array}"},
          **({"update": "exact"} if exact else {}), **settings}
     )  # fmt: skip
-    path = Path(folder) / f"{model}-{'baseline' if exact else 'insitu'}-{seed}.h5"
+    path = Path(folder) / f"{config.model}-{'baseline' if exact else 'insitu'}-{seed}-{time.monotonic_ns()}.h5"
     run = RunFile(path, procedure="train", config=config.model_dump(mode="json"), show_progress=False)
     with run:
         result = run_training(config, run)
@@ -62,100 +85,212 @@ def one_run(model: str, seed: int, exact: bool, quick: bool, folder: str) -> dic
     prepare = saved.attrs.get("prepare", {})
     pretrain = saved.datasets.get("pretrain/eval")
     n_train = len(saved.datasets["train/journal"])  # updates done
-    samples_per_epoch = _train_size(config)
+    samples_per_epoch = len(load_data(config)[0])
     return {
-        "model": model, "seed": seed, "exact": exact,
+        "model": config.model, "seed": seed, "exact": exact,
         "accuracy": result.final_test_accuracy, "best_accuracy": result.best_test_accuracy,
+        "evaluations": [[u, a] for u, a, _ in result.evaluations],
         "updates": n_train, "pulses": result.pulses, "vmm_round_trips": result.vmm_round_trips,
         "devices": result.devices, "weights": build_network(config).spec.n_weights,
         "seconds": result.seconds,
         "seconds_per_epoch": result.seconds * samples_per_epoch / max(1, n_train * config.batch_size),
         "accuracy_after_transfer": prepare.get("accuracy_after_transfer"),
+        "programming_pulses": prepare.get("programming_pulses"),
         "software_accuracy_before_transfer": float(pretrain[-1, 1]) if pretrain is not None else None,
     }  # fmt: skip
 
 
-def _train_size(config: TrainConfig) -> int:
-    from hil.training.run import load_data
+def run_all(jobs: list[tuple[str, dict[str, Any], int, bool]], workers: int) -> list[dict[str, Any]]:
+    """Every (label, settings, seed, exact) job on a process pool; results tagged with their label."""
+    results = []
+    with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(workers) as pool:
+        futures = [(label, pool.submit(one_run, spec, seed, exact, folder)) for label, spec, seed, exact in jobs]
+        for label, future in futures:
+            result = future.result() | {"label": label}
+            results.append(result)
+            kind = "float" if result["exact"] else f"in situ seed {result['seed']}"
+            print(f"{label:>24} {kind:>16}: {100 * result['accuracy']:.2f} % "
+                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses)", flush=True)  # fmt: skip
+    return results
 
-    return len(load_data(config)[0])
+
+# --------------------------------------------------------------------------- the papers' table
 
 
-def summarize(results: list[dict[str, Any]], models: list[str]) -> dict[str, Any]:
-    table: dict[str, Any] = {}
+def papers(args: argparse.Namespace) -> dict[str, Any]:
+    models = args.models or list(EXPERIMENTS)
+    jobs = []
     for model in models:
-        base = [r for r in results if r["model"] == model and r["exact"]]
-        insitu = [r for r in results if r["model"] == model and not r["exact"]]
+        settings = {"model": model, **EXPERIMENTS[model]}
+        if args.quick:
+            settings |= {"updates": 40, "eval_every": 20}
+            if model == "yao-hybrid":
+                settings["hybrid"] = {"pretrain_epochs": 1}
+        jobs += [(model, settings, s, False) for s in range(args.seeds)] + [(model, settings, 0, True)]
+    results = run_all(jobs, args.workers)
+    table = {}
+    for model in models:
+        base = [r for r in results if r["label"] == model and r["exact"]]
+        insitu = [r for r in results if r["label"] == model and not r["exact"]]
         accuracies = np.array([r["accuracy"] for r in insitu])
-        row = {
+        table[model] = {
             "weights": insitu[0]["weights"], "devices": insitu[0]["devices"], "updates": insitu[0]["updates"],
-            "baseline_accuracy": base[0]["accuracy"] if base else None,
-            "insitu_accuracy_mean": float(accuracies.mean()), "insitu_accuracy_std": float(accuracies.std()),
-            "insitu_accuracies": accuracies.tolist(),
-            "gap_points": 100 * (base[0]["accuracy"] - accuracies.mean()) if base else None,
+            "baseline_accuracy": base[0]["accuracy"], "insitu_accuracy_mean": float(accuracies.mean()),
+            "insitu_accuracy_std": float(accuracies.std()), "insitu_accuracies": accuracies.tolist(),
+            "gap_points": 100 * (base[0]["accuracy"] - accuracies.mean()),
             "pulses_mean": float(np.mean([r["pulses"] for r in insitu])),
             "vmm_round_trips_mean": float(np.mean([r["vmm_round_trips"] for r in insitu])),
             "seconds_per_epoch_mean": float(np.mean([r["seconds_per_epoch"] for r in insitu])),
-            "seconds_mean": float(np.mean([r["seconds"] for r in insitu])),
         }  # fmt: skip
-        transfer = [r["accuracy_after_transfer"] for r in insitu if r["accuracy_after_transfer"] is not None]
-        software = [r["software_accuracy_before_transfer"] for r in insitu if r["software_accuracy_before_transfer"]]
-        if model == "yao-hybrid" and software:
-            row["software_accuracy_mean"] = float(np.mean(software))
-            row["after_transfer_accuracy_mean"] = float(np.mean(transfer))
-        table[model] = row
-    return table
-
-
-def markdown(table: dict[str, Any], seeds: int) -> str:
-    lines = [
-        f"| network | weights | devices | updates | float baseline | in situ (mean of {seeds}) | gap (points) "
-        "| pulses | VMM round trips | s / epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"| network | weights | devices | updates | float baseline | in situ (mean of {args.seeds}) "
+             "| gap (points) | pulses | VMM round trips | s / epoch |", "|---" * 10 + "|"]  # fmt: skip
     for model, r in table.items():
-        base = f"{100 * r['baseline_accuracy']:.2f} %" if r["baseline_accuracy"] is not None else "-"
-        gap = f"{r['gap_points']:.2f}" if r["gap_points"] is not None else "-"
         lines.append(
-            f"| {model} | {r['weights']:,} | {r['devices']:,} | {r['updates']:,} | {base} "
-            f"| {100 * r['insitu_accuracy_mean']:.2f} ± {100 * r['insitu_accuracy_std']:.2f} % | {gap} "
+            f"| {model} | {r['weights']:,} | {r['devices']:,} | {r['updates']:,} "
+            f"| {100 * r['baseline_accuracy']:.2f} % "
+            f"| {100 * r['insitu_accuracy_mean']:.2f} ± {100 * r['insitu_accuracy_std']:.2f} % | {r['gap_points']:.2f} "
             f"| {r['pulses_mean']:,.0f} | {r['vmm_round_trips_mean']:,.0f} | {r['seconds_per_epoch_mean']:.1f} |"
         )
-    for model, r in table.items():
-        if "software_accuracy_mean" in r:
+    print("\n" + "\n".join(lines))
+    return {"networks": table, "runs": results}
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def curves(args: argparse.Namespace) -> dict[str, Any]:
+    """Float and in-situ test accuracy at 100, 200, 400, 800 and 1,600 updates (one run each, evaluated
+    at every point), per network and seed."""
+    models = args.models or ["mlp", "cnn"]
+    points = [p for p in CURVE_POINTS if p <= args.updates]
+    jobs = []
+    for model in models:
+        settings = {"model": model, **EXPERIMENTS[model], "updates": max(points), "eval_every": 100}
+        jobs += [(model, settings, s, exact) for s in range(args.seeds) for exact in (True, False)]
+    results = run_all(jobs, args.workers)
+    table: dict[str, Any] = {}
+    lines = ["| network | seed | " + " | ".join(f"{p:,}" for p in points) + " |", "|---|---|" + "---|" * len(points)]
+    for model in models:
+        rows = {}
+        for seed in range(args.seeds):
+            at = {exact: dict(next(r["evaluations"] for r in results if r["label"] == model and r["seed"] == seed
+                                   and r["exact"] == exact)) for exact in (True, False)}  # fmt: skip
+            row = {p: {"float": at[True][p], "in_situ": at[False][p], "gap": 100 * (at[True][p] - at[False][p])}
+                   for p in points}  # fmt: skip
+            rows[seed] = row
+            cells = [f"{100 * v['float']:.1f} / {100 * v['in_situ']:.1f}" for v in row.values()]
+            lines.append(f"| {model} | {seed} | " + " | ".join(cells) + " |")
+        mean_gap = {p: float(np.mean([rows[s][p]["gap"] for s in rows])) for p in points}
+        lines.append(f"| {model} | gap (mean) | " + " | ".join(f"{g:+.2f}" for g in mean_gap.values()) + " |")
+        table[model] = {"settings": EXPERIMENTS[model], "seeds": rows, "mean_gap_points": mean_gap,
+                        "worst_gap_points": max(max(r[p]["gap"] for p in points) for r in rows.values())}  # fmt: skip
+    print("\nfloat / in situ test accuracy (%) after each number of updates; gap in points (float - in situ)")
+    print("\n".join(lines))
+    return {"curves": table, "runs": results}
+
+
+# --------------------------------------------------------------------------- Yao 2020 hybrid
+
+
+def yao(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {"model": "yao-hybrid", **EXPERIMENTS["yao-hybrid"]}
+    if args.quick:
+        settings |= {"updates": 40, "eval_every": 20, "hybrid": {"pretrain_epochs": 1}}
+    results = run_all([("yao-hybrid", settings, s, False) for s in range(args.seeds)], args.workers)
+    software = np.array([r["software_accuracy_before_transfer"] for r in results])
+    transfer = np.array([r["accuracy_after_transfer"] for r in results])
+    final = np.array([r["accuracy"] for r in results])
+    lines = ["| seed | software | after transfer | after in-situ retraining | transfer loss (points) "
+             "| transfer pulses | retraining pulses |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r, s, t, f in zip(results, software, transfer, final, strict=True):
+        lines.append(f"| {r['seed']} | {100 * s:.2f} % | {100 * t:.2f} % | {100 * f:.2f} % | {100 * (s - t):.2f} "
+                     f"| {r['programming_pulses']:,} | {r['pulses']:,} |")  # fmt: skip
+    lines.append(f"| mean | {100 * software.mean():.2f} % | {100 * transfer.mean():.2f} % | {100 * final.mean():.2f} % "
+                 f"| {100 * (software - transfer).mean():.2f} | | |")  # fmt: skip
+    print("\n" + "\n".join(lines))
+    summary = {"software_mean": float(software.mean()), "after_transfer_mean": float(transfer.mean()),
+               "after_retraining_mean": float(final.mean()),
+               "transfer_loss_points": float(100 * (software - transfer).mean()),
+               "retrained_gap_points": float(100 * (software - final).mean())}  # fmt: skip
+    return {"yao": summary, "runs": results}
+
+
+# --------------------------------------------------------------------------- Yan 2020 optimizers
+
+
+def first_reaching(evaluations: list[list[float]], target: float) -> int | None:
+    return next((int(u) for u, a in evaluations if a >= target), None)
+
+
+def yan(args: argparse.Namespace) -> dict[str, Any]:
+    """Each optimizer in situ (and in float) on each task: updates to reach the task's target accuracy
+    and final accuracy, over seeds."""
+    jobs = []
+    tasks = {task: YAN_TASKS[task] for task in (args.tasks or YAN_TASKS)}
+    for task, spec in tasks.items():
+        settings = {k: v for k, v in spec.items() if k != "target"}
+        if args.quick:
+            settings |= {"updates": 60, "eval_every": 20}
+        for name, optimizer in YAN_OPTIMIZERS.items():
+            jobs += [(f"{task}/{name}", settings | {"optimizer": optimizer}, s, exact)
+                     for s in range(args.seeds) for exact in (False, True)]  # fmt: skip
+    results = run_all(jobs, args.workers)
+    table: dict[str, Any] = {}
+    lines = ["| task | optimizer | updates to target, in situ (float) | final accuracy, in situ (float) |",
+             "|---|---|---|---|"]  # fmt: skip
+    for task, spec in tasks.items():
+        for name in YAN_OPTIMIZERS:
+            row: dict[str, Any] = {}
+            for exact, kind in ((False, "in_situ"), (True, "float")):
+                runs = [r for r in results if r["label"] == f"{task}/{name}" and r["exact"] == exact]
+                reached = [first_reaching(r["evaluations"], spec["target"]) for r in runs]
+                row[kind] = {
+                    "updates_to_target": reached,
+                    "updates_to_target_mean": float(np.mean([u for u in reached if u is not None]))
+                    if any(u is not None for u in reached) else None,
+                    "final_accuracy_mean": float(np.mean([r["accuracy"] for r in runs])),
+                    "final_accuracy_std": float(np.std([r["accuracy"] for r in runs])),
+                }  # fmt: skip
+            table[f"{task}/{name}"] = row
+
+            def reach(kind: str, row: dict[str, Any] = row) -> str:
+                done = [u for u in row[kind]["updates_to_target"] if u is not None]
+                mean = f"{np.mean(done):.0f}" if done else "never"
+                return f"{mean} ({len(done)}/{len(row[kind]['updates_to_target'])})"
+
             lines.append(
-                f"\n{model}: software {100 * r['software_accuracy_mean']:.2f} % -> after transfer "
-                f"{100 * r['after_transfer_accuracy_mean']:.2f} % -> after in-situ retraining "
-                f"{100 * r['insitu_accuracy_mean']:.2f} %"
+                f"| {task} (target {100 * spec['target']:.0f} %) | {name} | {reach('in_situ')} / {reach('float')} "
+                f"| {100 * row['in_situ']['final_accuracy_mean']:.2f} "
+                f"± {100 * row['in_situ']['final_accuracy_std']:.2f} "
+                f"/ {100 * row['float']['final_accuracy_mean']:.2f} % |"
             )
-    return "\n".join(lines)
+    print("\nupdates to target: mean over the seeds that reached it (how many did)")
+    print("\n".join(lines))
+    return {"optimizers": table, "optimizer_settings": YAN_OPTIMIZERS, "tasks": tasks, "runs": results}
+
+
+EXPERIMENT_RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "papers": papers, "curves": curves, "yao": yao, "yan": yan,
+}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
+    parser.add_argument("--experiment", choices=list(EXPERIMENT_RUNNERS), default="papers")
+    parser.add_argument("--models", nargs="+", choices=list(EXPERIMENTS), help="networks (papers, curves)")
+    parser.add_argument("--tasks", nargs="+", choices=list(YAN_TASKS), help="Yan's tasks (yan)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--updates", type=int, default=max(CURVE_POINTS), help="last point of the curves")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true", help="a smoke run: few updates, 1 seed")
     args = parser.parse_args()
-    seeds = 1 if args.quick else args.seeds
-    jobs = [(m, s, False) for m in args.models for s in range(seeds)] + [(m, 0, True) for m in args.models]
+    if args.quick:
+        args.seeds = 1
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(one_run, m, s, exact, args.quick, folder) for m, s, exact in jobs]
-        results = []
-        for future in futures:
-            result = future.result()
-            results.append(result)
-            kind = "baseline" if result["exact"] else f"in situ seed {result['seed']}"
-            print(f"{result['model']:>10} {kind:>16}: {100 * result['accuracy']:.2f} % "
-                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses)", flush=True)  # fmt: skip
-    table = summarize(results, args.models)
-    print()
-    print(markdown(table, seeds))
+    figures = EXPERIMENT_RUNNERS[args.experiment](args)
     print(json.dumps({
-        "benchmark": "accuracy", "preset": PRESET, "seeds": seeds, "quick": args.quick, "networks": table,
-        "runs": results, "elapsed_s": time.perf_counter() - started,
+        "benchmark": "accuracy", "experiment": args.experiment, "preset": PRESET, "seeds": args.seeds,
+        "quick": args.quick, **figures, "elapsed_s": time.perf_counter() - started,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }))  # fmt: skip
     return 0

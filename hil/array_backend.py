@@ -57,10 +57,13 @@ class ArrayBackend:
         g_unit: float = G_UNIT,
         v_input: float = 0.2,
         column_gain: bool = True,
+        vmm_readback: bool = False,
+        layer_g_unit: Mapping[str, float] | None = None,
     ) -> None:
         self.boards = dict(boards)
         self.placement = placement
         self.g_unit = g_unit
+        self.layer_g_unit = dict(layer_g_unit or {})  # layers whose weights use another g_unit, S
         self.v_input = v_input
         self.conductance: dict[str, FloatArray] = {}
         self.stuck_low: dict[str, BoolArray] = {}  # dead low devices (stuck low, unformed), per board
@@ -68,6 +71,10 @@ class ArrayBackend:
         self.g_reference: dict[str, float] = {}  # what a dead low device's partner is weighed against
         self.column_gain = column_gain
         self.gains: dict[tuple[str, int], FloatArray] = {}
+        self.vmm_readback = vmm_readback
+        # Per tile (by identity), after a VMM read-back: the weights the VMM computes, and per column
+        # how much of a pair's conductance difference reaches its TIA (effective / read map).
+        self._effective: dict[int, tuple[FloatArray, FloatArray]] = {}
         self.vmm_calls = 0
         # Per tile (by identity), what depends only on the last read-back or on the defect maps.
         self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
@@ -84,9 +91,37 @@ class ArrayBackend:
             self.gains = kept
 
     def read_back(self, v_read: float = 0.2) -> dict[str, FloatArray]:
-        """Read every board's full conductance map (one round trip each)."""
+        """Read every board's full conductance map (one round trip each); with ``vmm_readback``, also
+        every tile's effective weights (one more round trip per tile, :meth:`read_effective`)."""
         self.conductance = {name: self.boards[name].read_map(v_read=v_read) for name in self.placement.boards()}
+        self._effective = {}
+        if self.vmm_readback:
+            self.read_effective()
         return self.conductance
+
+    def read_effective(self) -> None:
+        """Each tile's weights as its VMM computes them: one batch of one-hot inputs per tile.
+
+        A cell read alone sees almost no wire drop; in a VMM every cell's current passes through
+        the row and column lines its neighbours load, so what reaches the TIA is a fraction of
+        ``G``, smaller far from the drivers and the TIA. The lines are linear, so the currents of
+        unit inputs (+v on one pair's G+ row, -v on its G- row, the others at 0 V) are exactly each
+        pair's contribution to any VMM; they replace the map's weights in the forward correction
+        and the backward pass, and a per-column attenuation (effective over read-map weights,
+        fitted by least squares) scales the conductance change an update asks for.
+        """
+        for tiles in self.placement.tiles.values():
+            for tile in tiles:
+                n = len(tile.plus_rows)
+                currents = self._tile_currents(tile, np.full(n, self.v_input) * np.eye(n))
+                effective = currents / (self.v_input * self.unit(tile))
+                mapped = self._read_weights(tile)
+                roles = self.pair_roles(tile)
+                working = mapped if roles is None else np.where(roles.dead, 0.0, mapped)
+                energy = (working**2).sum(axis=0)
+                ratio = np.divide((effective * working).sum(axis=0), energy, out=np.ones_like(energy),
+                                  where=energy > 0)  # fmt: skip
+                self._effective[id(tile)] = (effective, np.clip(ratio, 0.2, 1.5))
 
     def matmul(self, layer: str, x: FloatArray) -> FloatArray:
         x = np.asarray(x, dtype=np.float64)
@@ -97,8 +132,8 @@ class ArrayBackend:
         out = np.zeros((len(x), max(t.outputs.stop for t in tiles)))
         for index, tile in enumerate(tiles):
             x_tile = x[:, tile.inputs]
-            measured = self._tile_currents(tile, volts[:, tile.inputs]) * (scale / (self.v_input * self.g_unit))
-            w_read = self._read_weights(tile)
+            measured = self._tile_currents(tile, volts[:, tile.inputs]) * (scale / (self.v_input * self.unit(tile)))
+            w_read = self._tile_weights(tile)
             if self.column_gain:
                 measured /= self._column_gain((layer, index), x_tile @ w_read, measured)
             roles = self.pair_roles(tile)
@@ -126,6 +161,20 @@ class ArrayBackend:
         self.gains[key] = gain
         return gain
 
+    def unit(self, tile: Tile) -> float:
+        """Conductance difference per unit weight of the tile's layer, S."""
+        return self.layer_g_unit.get(tile.layer, self.g_unit)
+
+    def _tile_weights(self, tile: Tile) -> FloatArray:
+        """The tile's weights as the forward pass computes them: effective (VMM read-back) or the map's."""
+        effective = self._effective.get(id(tile))
+        return effective[0] if effective is not None else self._read_weights(tile)
+
+    def attenuation(self, tile: Tile) -> FloatArray:
+        """Per column of the tile, effective over read-map weight (1 without a VMM read-back)."""
+        effective = self._effective.get(id(tile))
+        return effective[1] if effective is not None else np.ones(len(tile.cols))
+
     def _read_weights(self, tile: Tile) -> FloatArray:
         """``(G+ - G-) / g_unit`` of every pair of the tile, from the last read-back (computed once
         per read-back: the forward and backward passes of an update all ask for it)."""
@@ -134,7 +183,7 @@ class ArrayBackend:
         if cached is not None and cached[0] is board_map:
             return cached[1]
         g_plus, g_minus = tile.pair(board_map)
-        w: FloatArray = (g_plus - g_minus) / self.g_unit
+        w: FloatArray = (g_plus - g_minus) / self.unit(tile)
         self._weights_cache[id(tile)] = (board_map, w)
         return w
 
@@ -160,17 +209,21 @@ class ArrayBackend:
         return roles if roles.any() else None
 
     def _wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
+        """The weights the host makes of the tile's pairs (``w_read``: as its VMM computes them)."""
         g_plus, g_minus = tile.pair(self.conductance[tile.board])
         reference = self.g_reference.get(tile.board, 0.0)
-        plus_alone = (g_plus - reference) / self.g_unit
-        minus_alone = (reference - g_minus) / self.g_unit
-        wanted = np.where(roles.plus_only, plus_alone, np.where(roles.minus_only, minus_alone, w_read))
+        plus_alone = (g_plus - reference) / self.unit(tile)
+        minus_alone = (reference - g_minus) / self.unit(tile)
+        w_map = self._read_weights(tile)
+        wanted = np.where(roles.plus_only, plus_alone, np.where(roles.minus_only, minus_alone, w_map))
+        # What the host replaces, in the VMM's terms: the map's difference, attenuated as the column is.
+        wanted = w_read - (w_map - wanted) * self.attenuation(tile)
         return np.where(roles.dead, 0.0, wanted)
 
     def device_changes(self, tile: Tile, dw: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Conductance changes of the G+ and G- devices (S) that change the tile's weights by ``dw``:
         half each, or all of it on the working device of a single-device pair."""
-        dg = dw * self.g_unit
+        dg = dw * self.unit(tile) / self.attenuation(tile)
         roles = self.pair_roles(tile)
         if roles is None:
             return dg / 2, -dg / 2
@@ -194,7 +247,7 @@ class ArrayBackend:
         tiles = self.placement.tiles[layer]
         w = np.zeros((max(t.inputs.stop for t in tiles), max(t.outputs.stop for t in tiles)))
         for tile in tiles:
-            block = self._read_weights(tile)
+            block = self._tile_weights(tile)
             roles = self.pair_roles(tile)
             w[tile.inputs, tile.outputs] = block if roles is None else self._wanted_weights(tile, block, roles)
         return w

@@ -6,8 +6,11 @@
 * ``digits``: scikit-learn's 1,797 8x8 digits.
 * ``mnist-idx``: full MNIST (60k/10k) read from the standard IDX files in a directory.
 * ``mnist-sequences``: the ConvLSTM's synthetic 3-frame, 6-class motion set built from 8x8 MNIST.
+* ``breast-cancer``: scikit-learn's Wisconsin diagnostic breast-cancer set (Yan 2020's WBC task):
+  569 samples of 30 features, 2 classes.
 
-Images are float32 in [0, 1] shaped (n, H, W), sequences (n, T, H, W); labels are int64.
+Images are float32 in [0, 1] shaped (n, H, W), sequences (n, T, H, W), feature vectors (n, D);
+labels are int64.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ def _readonly(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
 class Dataset:
     """A train/test split: float32 inputs in [0, 1], int64 labels in ``range(n_classes)``.
 
-    Inputs are images ``(n, H, W)`` or frame sequences ``(n, T, H, W)``. The arrays are stored
-    as read-only views, so a trainer cannot modify a cached dataset by accident.
+    Inputs are feature vectors ``(n, D)``, images ``(n, H, W)`` or frame sequences ``(n, T, H, W)``.
+    The arrays are stored as read-only views, so a trainer cannot modify a cached dataset by accident.
     """
 
     name: str
@@ -86,8 +89,8 @@ class Dataset:
         for split in ("train", "test"):
             x: FloatArray = getattr(self, f"x_{split}")
             y: LabelArray = getattr(self, f"y_{split}")
-            if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim not in (3, 4):
-                raise DatasetError(f"{self.name}: x_{split} must be a float32 array of 3 or 4 dimensions")
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim not in (2, 3, 4):
+                raise DatasetError(f"{self.name}: x_{split} must be a float32 array of 2, 3 or 4 dimensions")
             if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (x.shape[0],):
                 raise DatasetError(f"{self.name}: y_{split} must be int64 of shape ({x.shape[0]},)")
             if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
@@ -104,7 +107,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample: ``(H, W)`` or ``(T, H, W)``."""
+        """Shape of one sample: ``(D,)``, ``(H, W)`` or ``(T, H, W)``."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
@@ -120,7 +123,9 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        """Values per input vector: H*W of one image, or of one frame for a sequence."""
+        """Values per input vector: D of a feature vector, H*W of one image, or of one frame for a sequence."""
+        if self.x_train.ndim == 2:
+            return self.input_shape[0]
         h, w = self.frame_shape
         return h * w
 
@@ -290,6 +295,25 @@ def load_sklearn_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         f"{1 - test_fraction:.0%}/{test_fraction:.0%} (seed {seed})"
     )
     return _split("digits", x, bunch.target, 10, test_fraction, seed, description)
+
+
+def load_breast_cancer(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's Wisconsin diagnostic breast-cancer set: 569 samples of 30 features (0: malignant,
+    1: benign). Each feature is scaled to [0, 1] by the training split's minimum and maximum (test
+    values outside are clipped), so no test statistic leaks into training."""
+    from sklearn.datasets import load_breast_cancer as sklearn_breast_cancer
+
+    bunch = sklearn_breast_cancer()
+    x = np.asarray(bunch.data, dtype=np.float64)
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    train, test = stratified_split(labels, test_fraction, seed)
+    low, high = x[train].min(axis=0), x[train].max(axis=0)
+    scaled = np.clip((x - low) / np.where(high > low, high - low, 1.0), 0.0, 1.0).astype(np.float32)
+    description = (
+        f"scikit-learn's Wisconsin breast-cancer set, 30 features min-max scaled on the training split; "
+        f"stratified split {1 - test_fraction:.0%}/{test_fraction:.0%} (seed {seed})"
+    )
+    return Dataset("breast-cancer", scaled[train], labels[train], scaled[test], labels[test], 2, description)
 
 
 # --- IDX files -------------------------------------------------------------------------------
@@ -510,6 +534,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_sklearn_digits,
     "mnist-idx": load_idx_mnist,
     "mnist-sequences": load_mnist_sequences,
+    "breast-cancer": load_breast_cancer,
 }
 """Dataset names for :func:`load_dataset`, each with its loader."""
 

@@ -300,3 +300,46 @@ def auto_place(
             out_start += n_out
         placed[layer] = LayerPlacementSpec(layer=layer, layout=layout, tiles=tiles)
     return PlacementSpec(layers=[placed[layer] for layer in weight_shapes], bad_lines=bad_lines)
+
+
+def remap_for_weights(
+    placement: Placement,
+    weights: Mapping[str, npt.NDArray[np.float64]],
+    defective: Mapping[str, npt.NDArray[np.bool_]],
+    passes: int = 2,
+) -> PlacementSpec:
+    """The same devices, with each tile's inputs and outputs reassigned so the largest weights avoid
+    defective pairs (defect-aware remapping of weights known before they are written).
+
+    Within a tile, which physical row pair holds which input, and which column which output, is
+    free: the host routes inputs and outputs. A pair with a defective device holds a weight badly
+    (a shorted or dead pair holds none), so the assignment minimizing the sum of squared weights on
+    such pairs is found (an assignment problem, solved exactly for rows given the columns, then for
+    columns given the rows, ``passes`` times). Only the order of the tile's lines changes.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    layers = []
+    for layer_spec in placement.spec.layers:
+        tiles = []
+        for tile in placement.tiles[layer_spec.layer]:
+            w2 = np.asarray(weights[tile.layer], dtype=np.float64)[tile.inputs, tile.outputs] ** 2
+            broken = defective.get(tile.board)
+            plus, minus, cols = tile.plus_rows.copy(), tile.minus_rows.copy(), tile.cols.copy()
+            if broken is not None:
+                for _ in range(passes):
+                    bad = (broken[np.ix_(plus, cols)] | broken[np.ix_(minus, cols)]).astype(np.float64)
+                    _, rows_for = linear_sum_assignment(w2 @ bad.T)  # input i -> physical pair rows_for[i]
+                    plus, minus = plus[rows_for], minus[rows_for]
+                    bad = (broken[np.ix_(plus, cols)] | broken[np.ix_(minus, cols)]).astype(np.float64)
+                    _, cols_for = linear_sum_assignment(w2.T @ bad)  # output o -> physical column cols_for[o]
+                    cols = cols[cols_for]
+            if layer_spec.layout == "paired-rows":
+                rows = np.column_stack([plus, minus]).ravel()
+            else:
+                rows = np.concatenate([plus, minus])
+            tiles.append(TileSpec(board=tile.board, rows=rows.tolist(), cols=cols.tolist(),
+                                  inputs=(tile.inputs.start, tile.inputs.stop),
+                                  outputs=(tile.outputs.start, tile.outputs.stop)))  # fmt: skip
+        layers.append(LayerPlacementSpec(layer=layer_spec.layer, layout=layer_spec.layout, tiles=tiles))
+    return PlacementSpec(layers=layers, bad_lines=placement.spec.bad_lines)

@@ -22,6 +22,7 @@ closed-loop write-verify.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,12 @@ class GateCodedConfig(BaseModel):
     dvg_min: float = Field(
         0.015, ge=0, le=100, description="pending gate change that earns a pulse, V (0: every change)"
     )
+    rounding: Literal["threshold", "stochastic"] = Field(
+        "threshold",
+        description="a pending change below dvg_min: 'threshold' waits until changes add up; 'stochastic' "
+        "pulses it by dvg_min with probability |change| / dvg_min (unbiased, no delay)",
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the stochastic rounding")
 
 
 @dataclass
@@ -89,17 +96,48 @@ class UpdateStats:
     batches: int = 0
 
 
+class UpdateRule(Protocol):
+    """How weight changes reach the devices: what every update rule offers the trainer.
+
+    ``install`` gives the rule what a board's characterization found, ``recall`` rebuilds its
+    memory from the conductances read back (at the start and on resume), ``apply`` turns one
+    update's weight changes into pulses, and ``state_arrays``/``load_state_arrays`` are what a
+    checkpoint saves per board and a resume loads.
+    """
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        """A board's per-device calibration and the devices never to pulse."""
+
+    def recall(self, backend: ArrayBackend) -> None: ...
+
+    def apply(self, backend: ArrayBackend, delta: dict[str, FloatArray]) -> UpdateStats: ...
+
+    def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:
+        """Per board, the arrays a resume needs; each holds a ``pulses`` count per device."""
+
+    def load_state_arrays(self, board: str, arrays: dict[str, npt.NDArray[np.generic]]) -> None: ...
+
+
 @dataclass
 class GateCodedUpdate:
     """The gate-coded update rule and the host's memory of every device."""
 
     config: GateCodedConfig
     memory: dict[str, DeviceMemory] = field(default_factory=dict)
+    updates: int = 0  # updates applied (keys the stochastic rounding's draws, so a resume redraws alike)
 
     def memory_for(self, backend: ArrayBackend, board: str) -> DeviceMemory:
         if board not in self.memory:
             self.memory[board] = DeviceMemory.nominal(backend.placement.board_shapes[board], self.config)
         return self.memory[board]
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        """Per-device k and c; the gates used narrow to the calibration's linear window (turn-on and
+        saturation left out)."""
+        low, high = calibration.v_gate_window
+        window = {"v_gate_min": max(low, self.config.v_gate_min), "v_gate_max": min(high, self.config.v_gate_max)}
+        self.config = self.config.model_copy(update=window)
+        self.memory_for(backend, board).calibrate(calibration, defective)
 
     def gate_for(self, memory: DeviceMemory, conductance: FloatArray) -> FloatArray:
         """The SET gate that gives ``conductance`` on each device, clipped to the gate window."""
@@ -124,39 +162,57 @@ class GateCodedUpdate:
                 target_plus, target_minus = tile.pair(memory.v_gate_target)
                 tile.put(memory.v_gate_target, target_plus + dg_plus / k_plus, target_minus + dg_minus / k_minus)
         stats = UpdateStats()
-        for board, memory in self.memory.items():
+        self.updates += 1
+        for index, (board, memory) in enumerate(sorted(self.memory.items())):
             memory.v_gate_target = np.clip(memory.v_gate_target, c.v_gate_min, c.v_gate_max)
             pending = memory.v_gate_target - memory.v_gate_applied
             due = (np.abs(pending) > max(c.dvg_min, 1e-9)) & ~memory.defective
-            self._pulse(backend, board, memory, reset=due & (pending < 0), set_mask=due, stats=stats)
+            gates = memory.v_gate_target.copy()
+            if c.rounding == "stochastic" and c.dvg_min > 0:
+                # Below dvg_min a change is pulsed as a whole step of dvg_min with probability
+                # |change| / dvg_min: on average the device moves as asked, now rather than later,
+                # for about as many pulses as waiting would cost.
+                draw = np.random.default_rng([c.seed, self.updates, index]).random(pending.shape)
+                small = ~due & ~memory.defective & (draw < np.abs(pending) / c.dvg_min)
+                gates = np.where(small, memory.v_gate_applied + np.sign(pending) * c.dvg_min, gates)
+                due |= small
+            self._pulse(backend, board, memory, gates, reset=due & (pending < 0), set_mask=due, stats=stats)
         return stats
 
     def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:
-        """Per board, what a resume needs: the gate each device should have, and pulse counts."""
-        return {b: {"v_gate_target": m.v_gate_target, "pulses": m.pulses} for b, m in self.memory.items()}
+        """Per board, what a resume needs: the gate each device should have and had, and pulse counts."""
+        return {
+            b: {"v_gate_target": m.v_gate_target, "v_gate_applied": m.v_gate_applied, "pulses": m.pulses,
+                "updates": np.array(self.updates, dtype=np.int64)}
+            for b, m in self.memory.items()
+        }  # fmt: skip
 
     def load_state_arrays(self, board: str, arrays: dict[str, npt.NDArray[np.generic]]) -> None:
         memory = self.memory[board]
         if "v_gate_target" in arrays:
             memory.v_gate_target = np.asarray(arrays["v_gate_target"], dtype=np.float64).copy()
+        if "v_gate_applied" in arrays:
+            memory.v_gate_applied = np.asarray(arrays["v_gate_applied"], dtype=np.float64).copy()
         if "pulses" in arrays:
             memory.pulses = np.asarray(arrays["pulses"], dtype=np.int64).copy()
+        if "updates" in arrays:
+            self.updates = int(np.asarray(arrays["updates"]))
 
     def _pulse(
-        self, backend: ArrayBackend, board: str, memory: DeviceMemory, reset: BoolArray, set_mask: BoolArray,
-        stats: UpdateStats,
+        self, backend: ArrayBackend, board: str, memory: DeviceMemory, gates: FloatArray, reset: BoolArray,
+        set_mask: BoolArray, stats: UpdateStats,
     ) -> None:  # fmt: skip
         c = self.config
         device = backend.boards[board]
+        gates = np.clip(np.where(set_mask, gates, c.v_gate_min), c.v_gate_min, c.v_gate_max)
         if reset.any():
             stats.pulses += device.apply_pulses(PulseKind.RESET, c.v_reset, c.v_gate_reset, c.width, mask=reset)
             stats.batches += 1
         if set_mask.any():
-            gates = np.where(set_mask, memory.v_gate_target, c.v_gate_min)
             stats.pulses += device.apply_pulses(PulseKind.SET, c.v_set, gates, c.width, mask=set_mask)
             stats.batches += 1
         stats.devices_changed += int(set_mask.sum())
-        memory.v_gate_applied = np.where(set_mask, memory.v_gate_target, memory.v_gate_applied)
+        memory.v_gate_applied = np.where(set_mask, gates, memory.v_gate_applied)
         memory.pulses += reset.astype(np.int64) + set_mask.astype(np.int64)
 
 
@@ -188,6 +244,10 @@ class WriteVerifyUpdate:
     g_target: dict[str, FloatArray] = field(default_factory=dict)
     pending: dict[str, FloatArray] = field(default_factory=dict)
     pulses: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+
+    def install(self, backend: ArrayBackend, board: str, calibration: GateCalibration, defective: BoolArray) -> None:
+        self.calibration[board] = calibration
+        self.defective[board] = defective.copy()
 
     def recall(self, backend: ArrayBackend) -> None:
         for board, g in backend.conductance.items():

@@ -31,6 +31,7 @@ class TrainingDefaults:
     updates: int
     eval_every: int
     update: UpdateRuleName = "gate-coded"
+    g_unit: float = 100e-6  # conductance per unit weight, S
     lr: MappingProxyType[str, float] = field(default_factory=lambda: MappingProxyType(dict(_GENERIC_LR)))
 
     def lr_for(self, optimizer: str) -> float:
@@ -40,7 +41,8 @@ class TrainingDefaults:
     def summary(self) -> str:
         """One line for ``--help``: optimizer, learning rate, batch, budget."""
         return (f"{self.paper}: {self.optimizer} lr {self.lr_for(self.optimizer):g}, batch {self.batch_size}, "
-                f"{self.updates:,} updates, {self.update}, {self.dataset}")  # fmt: skip
+                f"{self.updates:,} updates, {self.update}, {self.g_unit * 1e6:g} uS per unit weight, "
+                f"{self.dataset}")  # fmt: skip
 
 
 def _rates(**overrides: float) -> MappingProxyType[str, float]:
@@ -48,9 +50,11 @@ def _rates(**overrides: float) -> MappingProxyType[str, float]:
 
 
 MODEL_DEFAULTS: MappingProxyType[str, TrainingDefaults] = MappingProxyType({
-    # Li 2018: SGD, batch 50, 1,600 updates (80,000 samples).
+    # Li 2018: SGD, batch 50, 1,600 updates (80,000 samples). lr 0.3 and 200 uS per unit weight,
+    # not the paper's 0.1 and 100 uS: steps large against a device's noise (docs/training.md,
+    # "Learning speed in situ").
     "mlp": TrainingDefaults("Li 2018", "mnist8", "sgd", batch_size=50, updates=1600, eval_every=100,
-                            lr=_rates(sgd=0.1)),
+                            g_unit=200e-6, lr=_rates(sgd=0.3)),
     # Wang 2019: RMSprop lr 0.01, batch 100, 2 epochs of 60,000 = 1,200 updates.
     "cnn": TrainingDefaults("Wang 2019", "mnist8", "rmsprop", batch_size=100, updates=1200, eval_every=100,
                             lr=_rates(rmsprop=0.01)),

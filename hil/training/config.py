@@ -10,7 +10,7 @@ never changes another.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import (
@@ -29,6 +29,7 @@ from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_
 from hil.mapping import BadLines, PlacementSpec
 from hil.nn.defaults import MODEL_DEFAULTS, model_defaults
 from hil.optimizers import MAX_LR, OptimizerConfig
+from hil.transfer import TransferConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
 
 ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
@@ -51,7 +52,7 @@ class HybridConfig(BaseModel):
     retrain_layers: list[str] = Field(
         default_factory=lambda: ["dense1"], max_length=1000, description="layers trained in situ"
     )
-    transfer_tolerance: float = Field(4e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
+    transfer_tolerance: float = Field(2e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
 
 
 class TrainConfig(BaseModel):
@@ -84,6 +85,12 @@ class TrainConfig(BaseModel):
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    vmm_readback: StrictBool | None = Field(
+        None,
+        description="read each tile's effective weights by a VMM of one-hot inputs after every update (one more "
+        "round trip per tile); default: on where weights trained elsewhere are transferred (yao-hybrid)",
+    )
     initial_weights: str | None = Field(
         None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
         "'Deploying weights trained elsewhere'); default: random (yao-hybrid: trained in software first)",
@@ -107,7 +114,12 @@ class TrainConfig(BaseModel):
         "(yao-hybrid: hybrid.retrain_layers)",
     )  # fmt: skip
     init_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the network's default initial weights")
-    g_unit: float = Field(100e-6, gt=0, le=0.1, description="conductance per unit weight, S")
+    g_unit: float = Field(100e-6, gt=0, le=0.1, description="conductance per unit weight, S (default: the model's)")
+    layer_g_unit: dict[str, Annotated[float, Field(gt=0, le=0.1)]] = Field(
+        default_factory=dict, max_length=1000,
+        description="per layer, a conductance per unit weight replacing g_unit (S): more conductance per "
+        "unit for a layer of small weights puts them further above the write and read noise",
+    )  # fmt: skip
     v_input: float = Field(0.2, gt=0, le=100, description="largest row voltage of an input vector, V")
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="the training order and the initial weights "
@@ -129,7 +141,7 @@ class TrainConfig(BaseModel):
             return data  # the model field's own check names it
         defaults = model_defaults(model)
         data = dict(data)
-        for name in ("batch_size", "updates", "eval_every"):
+        for name in ("batch_size", "updates", "eval_every", "g_unit"):
             data.setdefault(name, getattr(defaults, name))
         optimizer = data.get("optimizer", {})
         if isinstance(optimizer, dict):
@@ -168,6 +180,10 @@ class TrainConfig(BaseModel):
     @property
     def dataset_name(self) -> str:
         return self.dataset or model_defaults(self.model).dataset
+
+    @property
+    def uses_vmm_readback(self) -> bool:
+        return self.vmm_readback if self.vmm_readback is not None else self.model == "yao-hybrid"
 
     @property
     def update_rule(self) -> str:

@@ -24,7 +24,7 @@ from hil.array_backend import ArrayBackend
 from hil.config import ConfigError
 from hil.datasets import load_dataset
 from hil.link_record import record_link
-from hil.mapping import PlacementSpec, auto_place, resolve_placement
+from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
 from hil.optimizers import Optimizer, OptimizerConfig
@@ -56,11 +56,11 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import check_plan, check_vmm_currents
-from hil.updates import G_TARGET_FLOOR, GateCodedUpdate, UpdateStats, WriteVerifyUpdate
+from hil.training.plan import PlanError, check_plan, check_vmm_currents
+from hil.transfer import TransferReport, park_unused, quantize, refine, write_targets
+from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
 from protocols.calibration import GateCalibration, calibrate_gate
-from protocols.programming import write_verify
 from protocols.recording import Recorder
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def load_data(config: TrainConfig) -> Data:
 class ArrayLearner:
     """Weights on the arrays: updates become pulses, then every board's map is read back."""
 
-    def __init__(self, backend: ArrayBackend, rule: GateCodedUpdate | WriteVerifyUpdate) -> None:
+    def __init__(self, backend: ArrayBackend, rule: UpdateRule) -> None:
         self.array_backend = backend
         self.rule = rule
 
@@ -121,7 +121,7 @@ class Hardware:
     """The boards of a run, with its placement and update rule."""
 
     backend: ArrayBackend
-    rule: GateCodedUpdate | WriteVerifyUpdate
+    rule: UpdateRule
     calibrations: dict[str, GateCalibration]
     restored: bool = False  # from a run file that had its weights on the array already
 
@@ -131,9 +131,14 @@ def _place(
 ) -> ArrayBackend:
     shapes = {name: board.shape for name, board in boards.items()}
     weight_shapes = network.spec.weight_shapes()
+    unknown = sorted(set(config.layer_g_unit) - set(weight_shapes))
+    if unknown:
+        raise PlanError(f"layer_g_unit names layer {unknown[0]!r}, not one of the network's {sorted(weight_shapes)}; "
+                        "nothing was sent")  # fmt: skip
     spec = spec or config.placement or auto_place(weight_shapes, shapes, config.bad_lines, config.layout)
     placement = resolve_placement(spec, weight_shapes, shapes)
-    return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input)
+    return ArrayBackend(boards, placement, g_unit=config.g_unit, v_input=config.v_input,
+                        vmm_readback=config.uses_vmm_readback, layer_g_unit=config.layer_g_unit)  # fmt: skip
 
 
 def _placement_spec(
@@ -147,7 +152,7 @@ def _placement_spec(
     return auto_place(network.spec.weight_shapes(), shapes, config.bad_lines, config.layout, defective)
 
 
-def _rule(config: TrainConfig) -> GateCodedUpdate | WriteVerifyUpdate:
+def _rule(config: TrainConfig) -> UpdateRule:
     if config.update_rule == "write-verify":
         return WriteVerifyUpdate(config.write_verify)
     return GateCodedUpdate(config.gate_coded)
@@ -215,14 +220,7 @@ def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tupl
         if config.prune_defective:
             hardware.backend.stuck_low[name] = stuck_low
             hardware.backend.stuck_high[name] = stuck_high
-        rule = hardware.rule
-        if isinstance(rule, GateCodedUpdate):
-            window = {"v_gate_min": max(low, rule.config.v_gate_min), "v_gate_max": min(high, rule.config.v_gate_max)}
-            rule.config = rule.config.model_copy(update=window)
-            rule.memory_for(hardware.backend, name).calibrate(calibration, stuck_low | stuck_high)
-        else:
-            rule.calibration[name] = calibration
-            rule.defective[name] = stuck_low | stuck_high
+        hardware.rule.install(hardware.backend, name, calibration, stuck_low | stuck_high)
 
 
 def conductance_targets(
@@ -249,25 +247,29 @@ def conductance_targets(
 
 
 def program_weights(
-    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float
+    config: TrainConfig,
+    hardware: Hardware,
+    weights: Mapping[str, FloatArray],
+    tolerance: float,
+    trained: bool = False,
 ) -> int:
-    """Write every device to its target by closed-loop write-verify; then read everything back."""
+    """Write every device to its target by closed-loop write-verify (:mod:`hil.transfer`); then read
+    everything back. Weights ``trained`` elsewhere are then corrected on what the VMMs compute."""
+    backend, g = hardware.backend, config.gate_coded
     pulses = 0
-    for name, (target, mask) in conductance_targets(config, hardware, weights).items():
-        calibration = hardware.calibrations.get(name)
-        if calibration is not None:  # whole-board maps: ask no device for more than it reaches
-            reach_low, reach_high = calibration.reach()
-            target = np.where(mask, np.clip(target, reach_low, reach_high), target)
-        # Nor for more than a cell may hold, whatever its fit says (as the update rule holds them).
-        g_cell_max = hardware.backend.boards[name].limits.g_cell_max
-        target = np.where(mask, np.clip(target, G_TARGET_FLOOR, g_cell_max), target)
-        result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
-                              mask=mask, calibration=calibration)  # fmt: skip
-        pulses += int(result.pulses.sum())
-        log.info("%s: weights written, %.1f %% of devices within %.1f uS", name,
-                 100 * result.converged_fraction, tolerance * 1e6)  # fmt: skip
-    hardware.backend.read_back()
-    hardware.rule.recall(hardware.backend)
+    if config.transfer.park_unused:
+        pulses += park_unused(backend, hardware.calibrations, g.v_reset, g.v_gate_reset, g.width)
+    if trained and config.transfer.levels is not None:
+        weights = quantize(weights, config.transfer.levels)
+    targets = conductance_targets(config, hardware, weights)
+    pulses += write_targets(backend, targets, hardware.calibrations, tolerance)
+    backend.read_back()
+    if trained and config.transfer.rounds:
+        report = TransferReport()
+        refine(backend, weights, targets, hardware.calibrations, tolerance, config.transfer.rounds, report)
+        pulses += report.pulses
+        log.info("effective weight error (rms) by round: %s", ", ".join(f"{e:.3f}" for e in report.weight_error_rms))
+    hardware.rule.recall(backend)
     return pulses
 
 
@@ -388,10 +390,17 @@ def prepare_hardware(
     check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
     calibrations = characterize(config, boards, run) if config.calibrate else {}
     spec = _placement_spec(config, network, boards, calibrations)
+    # Weights trained elsewhere (yao-hybrid's software phase, a deployment) are known before they
+    # are written: placed so the large ones avoid defective pairs, then corrected on what the VMMs compute.
+    trained = config.model == "yao-hybrid" or config.initial_weights is not None
+    if trained and calibrations and config.placement is None:
+        broken = {name: np.logical_or(*split_defects(c)) for name, c in calibrations.items()}
+        spec = remap_for_weights(_place(config, network, boards, spec).placement, weights, broken)
     hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
     run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
     _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-    pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+    tolerance = config.hybrid.transfer_tolerance if config.model == "yao-hybrid" else config.initial_tolerance
+    pulses = program_weights(config, hardware, weights, tolerance, trained=trained)
     accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
     run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
     log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)

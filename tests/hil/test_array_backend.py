@@ -263,3 +263,18 @@ def test_weights_follow_every_read_back_and_defect_map(programmed: ArrayBackend)
     dead[tile.plus_rows[1], tile.cols[1]] = True
     programmed.stuck_high[tile.board] = dead
     assert programmed.weights(layer)[1, 1] == 0.0  # a shorted pair is pruned as soon as it is known
+
+
+def test_a_layer_with_its_own_g_unit_holds_its_weights_in_that_many_siemens(board: Board) -> None:
+    shapes = {"a": (6, 3), "b": (4, 2)}
+    backend = backend_for(board, shapes, layer_g_unit={"a": 200e-6})
+    weights = {"a": np.full((6, 3), 0.25), "b": np.full((4, 2), 0.25)}
+    program(backend, weights)
+    for layer in shapes:
+        (tile,) = backend.placement.tiles[layer]
+        g_plus, g_minus = tile.pair(backend.conductance["board0"])
+        unit = 200e-6 if layer == "a" else 100e-6
+        assert np.allclose(g_plus - g_minus, 0.25 * unit, atol=5e-6)  # the conductances differ by w * unit
+        assert np.allclose(backend.weights(layer), 0.25, atol=0.05)  # and read back as the same weights
+        x = np.random.default_rng(0).uniform(0, 1, (5, shapes[layer][0]))
+        assert close_to(backend.matmul(layer, x), x @ backend.weights(layer), relative=0.02)

@@ -362,9 +362,10 @@ def test_sequences_per_image_and_options(mnist8: Dataset) -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert set(DATASETS) == {"mnist8", "mnist28", "digits", "mnist-idx", "mnist-sequences"}
+    assert set(DATASETS) == {"mnist8", "mnist28", "digits", "mnist-idx", "mnist-sequences", "breast-cancer"}
     assert load_dataset().name == "mnist8"
-    with pytest.raises(DatasetError, match="known datasets: mnist8, mnist28, digits, mnist-idx, mnist-sequences"):
+    known = "known datasets: mnist8, mnist28, digits, mnist-idx, mnist-sequences, breast-cancer"
+    with pytest.raises(DatasetError, match=known):
         load_dataset("cifar10")
     with pytest.raises(DatasetError, match="directory"):
         load_dataset("mnist-idx")
@@ -402,3 +403,14 @@ def test_dataset_validates_its_arrays() -> None:
     with pytest.raises(ValueError):
         ds.x_train[0, 0, 0] = 1.0
     assert "x_train" not in repr(ds)
+
+
+def test_breast_cancer_is_scaled_on_its_training_split_only() -> None:
+    data = load_dataset("breast-cancer")
+    assert (data.n_train, data.n_test, data.n_features, data.n_classes) == (456, 113, 30, 2)
+    assert data.x_train.shape[1:] == (30,) and data.input_shape == (30,)
+    # each feature spans exactly [0, 1] on the training split; the test split is clipped into it
+    assert np.allclose(data.x_train.min(axis=0), 0.0) and np.allclose(data.x_train.max(axis=0), 1.0)
+    assert data.x_test.min() >= 0.0 and data.x_test.max() <= 1.0
+    assert set(np.unique(data.y_train)) == {0, 1}
+    assert abs(data.y_train.mean() - data.y_test.mean()) < 0.03  # stratified: benign share alike

@@ -19,6 +19,7 @@ from hil.mapping import (
     PlacementError,
     PlacementSpec,
     auto_place,
+    remap_for_weights,
     resolve_placement,
 )
 from hil.nn import ARCHITECTURES, get_architecture
@@ -374,3 +375,38 @@ def test_both_layouts_compute_the_same_product() -> None:
     bound = np.abs(x) @ np.abs(read_weights["row-blocks"] - read_weights["paired-rows"])
     slack = 5e-3 * np.abs(products["paired-rows"]).max()
     assert (np.abs(products["row-blocks"] - products["paired-rows"]) <= bound + slack).all()
+
+
+@pytest.mark.parametrize("layout", ["paired-rows", "row-blocks"])
+def test_remapping_moves_the_large_weights_off_defective_pairs_on_the_same_devices(layout: Layout) -> None:
+    shapes = {"a": (10, 6), "b": (4, 3)}
+    boards = {"board0": (32, 16)}
+    rng = np.random.default_rng(5)
+    broken = rng.random((32, 16)) < 0.12
+    weights = {
+        layer: rng.normal(size=shape) * rng.uniform(0.1, 2.0, size=(shape[0], 1)) for layer, shape in shapes.items()
+    }
+    placement = resolve_placement(auto_place(shapes, boards, layout=layout), shapes, boards)
+
+    def on_broken(p: Placement) -> float:
+        total = 0.0
+        for tiles in p.tiles.values():
+            for tile in tiles:
+                (bp, bm) = tile.pair(broken)
+                total += float((weights[tile.layer][tile.inputs, tile.outputs] ** 2 * (bp | bm)).sum())
+        return total
+
+    remapped = resolve_placement(remap_for_weights(placement, weights, {"board0": broken}), shapes, boards)
+    assert on_broken(remapped) < 0.5 * on_broken(placement)
+    for layer in shapes:  # the same devices, only reassigned
+        assert np.array_equal(remapped.used_mask("board0"), placement.used_mask("board0"))
+        for old, new in zip(placement.tiles[layer], remapped.tiles[layer], strict=True):
+            assert (old.inputs, old.outputs) == (new.inputs, new.outputs)
+            assert sorted(new.plus_rows.tolist() + new.minus_rows.tolist()) == sorted(
+                old.plus_rows.tolist() + old.minus_rows.tolist()
+            )
+    unchanged = resolve_placement(remap_for_weights(placement, weights, {}), shapes, boards)  # no defects: no move
+    for layer in shapes:
+        for old, new in zip(placement.tiles[layer], unchanged.tiles[layer], strict=True):
+            assert np.array_equal(old.plus_rows, new.plus_rows) and np.array_equal(old.minus_rows, new.minus_rows)
+            assert np.array_equal(old.cols, new.cols)

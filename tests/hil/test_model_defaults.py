@@ -28,16 +28,18 @@ def test_one_table_names_every_model_and_a_rate_for_every_optimizer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "optimizer", "lr", "batch", "updates"),
-    [("mlp", "sgd", 0.1, 50, 1600), ("cnn", "rmsprop", 0.01, 100, 1200), ("convlstm", "rmsprop", 0.01, 50, 1200)],
-)
+    ("model", "optimizer", "lr", "batch", "updates", "g_unit"),
+    [("mlp", "sgd", 0.3, 50, 1600, 200e-6), ("cnn", "rmsprop", 0.01, 100, 1200, 100e-6),
+     ("convlstm", "rmsprop", 0.01, 50, 1200, 100e-6)],
+)  # fmt: skip
 def test_a_model_alone_brings_its_papers_settings(
-    model: str, optimizer: str, lr: float, batch: int, updates: int
+    model: str, optimizer: str, lr: float, batch: int, updates: int, g_unit: float
 ) -> None:
     config = TrainConfig.model_validate({"model": model})
-    assert (config.optimizer.name, config.optimizer.lr, config.batch_size, config.updates) == (
-        optimizer, lr, batch, updates
+    assert (config.optimizer.name, config.optimizer.lr, config.batch_size, config.updates, config.g_unit) == (
+        optimizer, lr, batch, updates, g_unit
     )  # fmt: skip
+    assert TrainConfig.model_validate({"model": model, "g_unit": 50e-6}).g_unit == 50e-6
 
 
 def train_config_from_cli(tmp_path: Path, *argv: str) -> dict[str, Any]:

@@ -149,3 +149,15 @@ def test_unknown_optimizer_and_bad_rates_are_refused() -> None:
         OptimizerConfig(lr=0.0)
     with pytest.raises(ValidationError, match="momentum"):
         OptimizerConfig(momentum=1.0)
+
+
+def test_the_registry_holds_every_optimizer_the_config_accepts() -> None:
+    from hil.optimizers import OPTIMIZER_RULES, OptimizerRule
+
+    assert set(OPTIMIZER_RULES) == set(NAMES)
+    for name in NAMES:
+        optimizer = Optimizer(OptimizerConfig(name=name))
+        assert isinstance(optimizer.rule, OPTIMIZER_RULES[name]) and isinstance(optimizer.rule, OptimizerRule)
+        optimizer.step({"w": np.ones((2, 2))})
+        # a rule's declared slots are exactly the state it keeps (so a checkpoint holds all of it)
+        assert sorted(optimizer.state) == sorted(f"{slot}/w" for slot in optimizer.rule.slots)

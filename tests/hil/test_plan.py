@@ -33,6 +33,7 @@ def test_a_sane_run_passes_and_names_its_board() -> None:
         ({"gate_coded": {"v_gate_reset": 9.0}}, "gate_coded.v_reset / v_gate_reset"),
         ({"gate_coded": {"width": 1.0}}, "gate_coded.width"),
         ({"gate_coded": {"v_gate_min": 2.0, "v_gate_max": 1.0}}, "gate_coded.v_gate_min = 2 V is above"),
+        ({"layer_g_unit": {"dense9": 2e-4}}, "layer_g_unit names layer 'dense9', not one of the network's ['dense1']"),
     ],
 )
 def test_what_only_the_board_can_tell_is_refused_naming_the_field(fields: dict[str, Any], message: str) -> None:

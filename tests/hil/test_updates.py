@@ -13,7 +13,14 @@ import pytest
 from drivers import Board, PulseBatch, PulseKind, open_board
 from hil.array_backend import ArrayBackend
 from hil.mapping import BadLines, auto_place, resolve_placement
-from hil.updates import GateCodedConfig, GateCodedUpdate, UpdateStats, WriteVerifyUpdate, WriteVerifyUpdateConfig
+from hil.updates import (
+    GateCodedConfig,
+    GateCodedUpdate,
+    UpdateRule,
+    UpdateStats,
+    WriteVerifyUpdate,
+    WriteVerifyUpdateConfig,
+)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -77,9 +84,7 @@ def gate_coded(backend: ArrayBackend, **config: Any) -> GateCodedUpdate:
     return rule
 
 
-def step(
-    rule: GateCodedUpdate | WriteVerifyUpdate, backend: ArrayBackend, dw: FloatArray
-) -> tuple[FloatArray, UpdateStats]:
+def step(rule: UpdateRule, backend: ArrayBackend, dw: FloatArray) -> tuple[FloatArray, UpdateStats]:
     """Apply one change to layer "w"; the read-back weight change and the stats."""
     before = backend.weights("w")
     stats = rule.apply(backend, {"w": dw})
@@ -130,6 +135,33 @@ def test_a_change_below_dvg_min_waits_until_changes_add_up(board: Board, monkeyp
     moved, stats = step(rule, backend, small)
     assert stats.devices_changed == 2 * small.size
     assert np.allclose(moved, 3 * small, atol=0.01)
+
+
+def test_stochastic_rounding_pulses_a_small_change_as_whole_steps_unbiased(board: Board) -> None:
+    backend = mid_window_backend(board)
+    rule = gate_coded(backend, dvg_min=0.03, rounding="stochastic", seed=4)
+    memory = rule.memory["board0"]
+    used = backend.placement.used_mask("board0")
+    applied_before = memory.v_gate_applied.copy()
+    # dVg = 0.0102 V per device (+ on G+, - on G-), a third of dvg_min: each device is pulsed with
+    # probability about 0.34, by one step of dvg_min in the direction asked
+    moves: list[FloatArray] = []
+    for _ in range(12):
+        applied = memory.v_gate_applied.copy()
+        step(rule, backend, np.full(SHAPE, 0.02))
+        moves.append((memory.v_gate_applied - applied)[used])
+    steps = np.concatenate(moves)
+    pulsed = np.abs(steps[steps != 0])
+    assert (pulsed >= 0.03 - 1e-9).all() and (pulsed < 0.045).all()  # a step, or a change that added up past it
+    assert 0.2 < np.mean(steps != 0) < 0.5
+    # on average each device moved as asked (0.0102 V per update), not later
+    moved = np.abs(memory.v_gate_applied - applied_before)[used]
+    assert np.mean(moved) == pytest.approx(12 * 0.0102, rel=0.25)
+    # the draws are keyed by the update count, which a checkpoint keeps
+    restored = gate_coded(backend, dvg_min=0.03, rounding="stochastic", seed=4)
+    restored.load_state_arrays("board0", rule.state_arrays()["board0"])
+    assert restored.updates == 12
+    assert np.array_equal(restored.memory["board0"].v_gate_applied, memory.v_gate_applied)
 
 
 def test_dvg_min_zero_pulses_every_change(board: Board) -> None:
@@ -292,3 +324,34 @@ def test_write_verify_targets_stay_in_the_window_a_device_can_hold(board: Board,
         step(rule, backend, np.full(SHAPE, change))
     target = rule.g_target["board0"]
     assert (target > 0).all() and (target <= board.limits.g_cell_max).all()
+
+
+# ---------------------------------------------------------------------------- the shared interface
+
+
+@pytest.mark.parametrize("kind", ["gate-coded", "write-verify"])
+def test_each_rule_takes_a_calibration_through_install_and_never_pulses_what_it_marks(
+    board: Board, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The trainer hands every rule the same things the same way (UpdateRule.install), whatever its type."""
+    from protocols.calibration import calibrate_gate
+
+    backend = mid_window_backend(board)
+    used = backend.placement.used_mask("board0")
+    calibration = calibrate_gate(board, np.linspace(0.8, 2.2, 4), mask=used)
+    board.apply_pulses(PulseKind.SET, 2.5, G_MID_GATE, 1e-6, mask=used)  # back to mid-window after the calibration
+    backend.read_back()
+    rule: UpdateRule = (
+        GateCodedUpdate(GateCodedConfig()) if kind == "gate-coded" else WriteVerifyUpdate(WriteVerifyUpdateConfig())
+    )
+    (tile,) = backend.placement.tiles["w"]
+    defective = np.zeros(board.shape, dtype=bool)
+    defective[tile.plus_rows[0], tile.cols[0]] = defective[tile.minus_rows[2], tile.cols[1]] = True
+    rule.install(backend, "board0", calibration, defective)
+    rule.recall(backend)
+    batches = spy_pulses(board, monkeypatch)
+    for seed in range(2):
+        step(rule, backend, signed_changes(seed))
+    assert batches and not any((b.mask & defective).any() for b in batches)
+    pulses = rule.state_arrays()["board0"]["pulses"]
+    assert pulses[defective].sum() == 0 and pulses[used & ~defective].sum() > 0
