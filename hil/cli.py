@@ -37,6 +37,7 @@ from drivers.resources import is_in_process
 from hil import interrupts, procedure_registry
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.ledger import cli as ledger_cli
 from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.optimizers import OPTIMIZER_NAMES
@@ -233,6 +234,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("model", "updates", "batch_size", "eval_every", "seed", "dataset", "update"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.reuse_calibration is not None:
+        overrides["calibration_max_age"] = args.reuse_calibration
     if args.baseline:
         overrides["update"] = "exact"
     if args.board:
@@ -321,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
+    train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "
+                           "calibration from its ledger when measured at most SECONDS ago (same pulse parameters)")
     train_cmd.add_argument("--baseline", action="store_true", help="the float software baseline (no array)")
     train_cmd.set_defaults(handler=cmd_train)
 
@@ -331,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=cmd_show)
     register_sweep(commands)
     twin_cli.register(commands)
+    ledger_cli.register(commands)
     return parser
 
 

@@ -59,6 +59,7 @@ class RunFile:
         show_progress: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.procedure = procedure
         if self.path.exists() and not overwrite:
             raise RunFileError(f"{self.path} exists; choose another name or pass overwrite (nothing was measured)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,7 @@ class RunFile:
         data = read_run(path)  # validates the format and version first
         run = cls.__new__(cls)
         run.path = Path(path)
+        run.procedure = data.procedure
         try:
             run._file = h5py.File(run.path, "r+")
         except OSError as exc:

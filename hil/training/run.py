@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.datasets import load_dataset
+from hil.ledger.facts import calibrate_or_reuse
 from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
@@ -160,11 +161,11 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         if bad is not None:
             usable[[r for r in bad.rows if 0 <= r < board.shape[0]], :] = False
             usable[:, [c for c in bad.cols if 0 <= c < board.shape[1]]] = False
-        calibration = calibrate_gate(
-            board, np.linspace(low, high, config.calibration_gates), amplitude=config.gate_coded.v_set,
-            width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
-            v_gate_reset=config.gate_coded.v_gate_reset, mask=usable,
-        )  # fmt: skip
+        g = config.gate_coded
+        parameters = {"amplitude": g.v_set, "width": g.width, "v_reset": g.v_reset, "v_gate_reset": g.v_gate_reset}
+        gates = np.linspace(low, high, config.calibration_gates)
+        measure = partial(calibrate_gate, board, gates, g.v_set, g.width, g.v_reset, g.v_gate_reset, mask=usable)
+        calibration = calibrate_or_reuse(board, name, recorder, parameters, config.calibration_max_age, measure)
         calibrations[name] = calibration
         stuck_low, stuck_high = split_defects(calibration)
         recorder.write(calibration_path(name, "k"), calibration.k, unit="S/V")
