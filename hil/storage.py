@@ -132,12 +132,12 @@ class RunFile:
     def read(self, name: str, /) -> np.ndarray[Any, Any] | None:
         """A dataset as stored so far (None if there is none): what a resumed run continues from."""
         dataset = self._data.get(name)
-        return dataset[()] if isinstance(dataset, h5py.Dataset) else None
+        return stored_array(dataset) if isinstance(dataset, h5py.Dataset) else None
 
     def read_attrs(self, name: str, /) -> dict[str, Attr]:
         """The stored attributes of a dataset or group (``""`` for ``/data``); none if it does not exist."""
         node = self._data if not name else self._data.get(name)
-        return {k: _plain(v) for k, v in node.attrs.items()} if node is not None else {}
+        return {k: _plain(v) for k, v in node.attrs.items() if k != layout.STORED_FROM} if node is not None else {}
 
     # ------------------------------------------------------------------ Recorder
 
@@ -155,9 +155,10 @@ class RunFile:
     def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         values = np.asarray(data)
         existing = self._dataset(name)
-        if existing is not None and existing.shape == values.shape and existing.dtype == values.dtype:
+        if existing is not None and existing.shape == values.shape and holds(existing.dtype, values):
             # In place: rewriting a checkpoint every update must not grow the file. The low-level
-            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map).
+            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map); HDF5 converts
+            # to the stored type, which holds every value exactly (``holds``).
             existing.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(values))
             if attrs:
                 self.set_attrs(name, **attrs)
@@ -167,7 +168,10 @@ class RunFile:
             del self._data[name]
         self._handles.pop(name, None)
         self._written_attrs.pop(name, None)
-        self._data.create_dataset(name, data=values)
+        stored, widen = smallest_dtype(values)
+        dataset = self._data.create_dataset(name, data=values.astype(stored), **storage_options(values.shape, stored))
+        if widen:
+            dataset.attrs[layout.STORED_FROM] = widen
         self._apply_pending()
         self.set_attrs(name, **attrs)
         self._flush_if_due()
@@ -176,16 +180,33 @@ class RunFile:
         values = np.asarray(row)
         dataset = self._dataset(name)
         if dataset is None:
+            stored, widen = smallest_dtype(values)
+            options = storage_options(values.shape, stored, rows=True)
             dataset = self._data.create_dataset(
-                name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=values.dtype, chunks=True
+                name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=stored, **options
             )
+            if widen:
+                dataset.attrs[layout.STORED_FROM] = widen
             self._handles[name] = dataset
             self._apply_pending()
         elif dataset.shape[1:] != values.shape:
             raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
+        elif not holds(dataset.dtype, values):
+            dataset = self._widen(name, dataset, values.dtype)
         dataset.resize(dataset.shape[0] + 1, axis=0)
         dataset[-1] = values
         self._flush_if_due()
+
+    def _widen(self, name: str, dataset: h5py.Dataset, dtype: np.dtype[Any]) -> h5py.Dataset:
+        """A series stored narrow whose new row needs its full type: copied once into that type."""
+        rows, attrs = dataset[()], dict(dataset.attrs)
+        attrs.pop(layout.STORED_FROM, None)
+        del self._data[name]
+        widened = self._data.create_dataset(name, data=rows.astype(dtype), maxshape=(None, *rows.shape[1:]),
+                                            **storage_options(rows.shape[1:], dtype, rows=True))  # fmt: skip
+        widened.attrs.update(attrs)
+        self._handles[name] = widened
+        return widened
 
     def set_attrs(self, name: str, /, **attrs: Attr) -> None:
         # Scalars already on disk with the same value are not written again: every flush rewrites
@@ -296,6 +317,55 @@ def _same_scalar(stored: Attr | None, value: Attr) -> bool:
     return isinstance(value, _SCALARS) and type(stored) is type(value) and bool(stored == value)
 
 
+def smallest_dtype(values: npt.NDArray[Any]) -> tuple[np.dtype[Any], str]:
+    """The smallest type that holds ``values`` exactly (float64 -> float32 where no digit is lost, as
+    for everything read from a board; int64 -> int32), and the type a reader widens them back to."""
+    if values.dtype == np.float64 and values.size and holds(np.dtype(np.float32), values):
+        return np.dtype(np.float32), "float64"
+    if values.dtype == np.int64 and values.size and holds(np.dtype(np.int32), values):
+        return np.dtype(np.int32), "int64"
+    return values.dtype, ""
+
+
+def holds(dtype: np.dtype[Any], values: npt.NDArray[Any]) -> bool:
+    """Whether a dataset of ``dtype`` stores ``values`` without losing anything."""
+    if dtype == values.dtype or not values.size:
+        return True
+    if values.dtype.kind == "f" and dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            narrow = values.astype(dtype)
+        return bool(np.array_equal(narrow, values, equal_nan=True))
+    if values.dtype.kind in "iub" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return bool(values.min() >= info.min and values.max() <= info.max)
+    return False
+
+
+COMPRESS_FROM = 1024
+"""Datasets of at least this many bytes (and every series) are chunked and compressed."""
+CHUNK_BYTES = 64 * 1024
+
+
+def storage_options(shape: tuple[int, ...], dtype: np.dtype[Any], rows: bool = False) -> dict[str, Any]:
+    """Chunks and compression of a dataset: gzip (readable by every HDF5 and netCDF reader) with the
+    byte shuffle, in chunks of about 64 KiB; a series (``rows``) is chunked along its first axis."""
+    item = np.dtype(dtype).itemsize
+    if rows:
+        row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * item)
+        chunk_rows = max(1, CHUNK_BYTES // row_bytes)
+        return {"chunks": (chunk_rows, *shape), "compression": "gzip", "compression_opts": 4, "shuffle": True}
+    if int(np.prod(shape, dtype=np.int64)) * item < COMPRESS_FROM or np.dtype(dtype).kind not in "fiub":
+        return {}
+    return {"chunks": True, "compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def stored_array(dataset: h5py.Dataset) -> np.ndarray[Any, Any]:
+    """A dataset in memory, in the type it was written with (a narrowed one widened back)."""
+    values: np.ndarray[Any, Any] = dataset[()]
+    widen = dataset.attrs.get(layout.STORED_FROM)
+    return values.astype(_plain(widen)) if widen else values
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -394,7 +464,8 @@ def _read_run(path: Path, locking: bool) -> RunData:
 
 
 def _collect(run: RunData, name: str, obj: h5py.Dataset | h5py.Group) -> None:
-    if obj.attrs:
-        run.attrs[name] = {k: _plain(v) for k, v in obj.attrs.items()}
+    attrs = {k: _plain(v) for k, v in obj.attrs.items() if k != layout.STORED_FROM}
+    if attrs:
+        run.attrs[name] = attrs
     if isinstance(obj, h5py.Dataset):
-        run.datasets[name] = obj[()]
+        run.datasets[name] = stored_array(obj)
