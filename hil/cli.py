@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
 from drivers.resources import is_in_process
-from hil import interrupts, procedure_registry
+from hil import interrupts, procedure_registry, run_export
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.ledger import cli as ledger_cli
@@ -250,7 +250,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    run = read_run(args.file)
+    run = read_run(args.file, lazy=True)
     print(describe_run(run))
     state = run_state(run)
     if state != run_status(run):
@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sweep(commands)
     twin_cli.register(commands)
     ledger_cli.register(commands)
+    run_export.register(commands)
     return parser
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -296,7 +296,8 @@ class RunData:
 
     path: Path
     root: dict[str, Any]
-    datasets: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    datasets: Mapping[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    """every dataset by name: in memory, or read when asked for (:func:`read_run` with ``lazy``)"""
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -432,21 +433,58 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def read_run(path: str | Path) -> RunData:
-    """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`."""
+class LazyDatasets(Mapping[str, np.ndarray[Any, Any]]):
+    """A run file's datasets, each read from the file only when asked for (``hil show`` on a file of
+    hundreds of MB holds one dataset at a time); opened without the writer's lock each time."""
+
+    def __init__(self, path: Path, shapes: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> None:
+        self.path = path
+        self.shapes = dict(shapes)
+        """shape and dtype (as written) of each dataset, known without reading it"""
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        if name not in self.shapes:
+            raise KeyError(name)
+        with h5py.File(self.path, "r", locking=False) as f:
+            return stored_array(f[DATA_GROUP][name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def extremes(self, name: str) -> tuple[float, float] | None:
+        """Smallest and largest finite value, read chunk by chunk (None: none, or not numbers)."""
+        low, high = np.inf, -np.inf
+        with h5py.File(self.path, "r", locking=False) as f:
+            dataset = f[DATA_GROUP][name]
+            if dataset.dtype.kind not in "fiu" or not dataset.size:
+                return None
+            for part in dataset.iter_chunks() if dataset.chunks else [()]:
+                values = np.asarray(dataset[part], dtype=np.float64)
+                values = values[np.isfinite(values)]
+                if values.size:
+                    low, high = min(low, float(values.min())), max(high, float(values.max()))
+        return (low, high) if low <= high else None
+
+
+def read_run(path: str | Path, lazy: bool = False) -> RunData:
+    """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`. With
+    ``lazy``, datasets are read only when asked for (:class:`LazyDatasets`)."""
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
     try:
-        return _read_run(path, locking=True)
+        return _read_run(path, locking=True, lazy=lazy)
     except RunFileError:
         # A live run holds its file's write lock; its last flushed state is still readable.
         with contextlib.suppress(RunFileError, TypeError):
-            return _read_run(path, locking=False)
+            return _read_run(path, locking=False, lazy=lazy)
         raise
 
 
-def _read_run(path: Path, locking: bool) -> RunData:
+def _read_run(path: Path, locking: bool, lazy: bool = False) -> RunData:
     try:
         with h5py.File(path, "r", locking=locking) as f:
             root = {k: _plain(v) for k, v in f.attrs.items()}
@@ -455,17 +493,29 @@ def _read_run(path: Path, locking: bool) -> RunData:
                 raise RunFileError(f"{path} {problem}")
             run = RunData(path, root)
             group = f.get(DATA_GROUP)
+            shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
             if isinstance(group, h5py.Group):
-                group.visititems(lambda name, obj: _collect(run, name, obj))
+                group.visititems(lambda name, obj: _collect(run, name, obj, shapes if lazy else None))
                 run.attrs[""] = {k: _plain(v) for k, v in group.attrs.items()}
+            if lazy:
+                run.datasets = LazyDatasets(path, shapes)
             return run
     except OSError as exc:
         raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
 
 
-def _collect(run: RunData, name: str, obj: h5py.Dataset | h5py.Group) -> None:
+def _collect(
+    run: RunData, name: str, obj: h5py.Dataset | h5py.Group,
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] | None,
+) -> None:  # fmt: skip
     attrs = {k: _plain(v) for k, v in obj.attrs.items() if k != layout.STORED_FROM}
     if attrs:
         run.attrs[name] = attrs
-    if isinstance(obj, h5py.Dataset):
+    if not isinstance(obj, h5py.Dataset):
+        return
+    if shapes is not None:
+        widen = obj.attrs.get(layout.STORED_FROM)
+        shapes[name] = (obj.shape, np.dtype(_plain(widen)) if widen else obj.dtype)
+    else:
+        assert isinstance(run.datasets, dict)
         run.datasets[name] = stored_array(obj)
