@@ -33,8 +33,9 @@ from pydantic import BaseModel
 
 from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
+from drivers.limits import limit_unit
 from drivers.resources import is_in_process
-from hil import interrupts, procedure_registry, run_export
+from hil import interrupts, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.ledger import cli as ledger_cli
@@ -46,7 +47,15 @@ from hil.procedures import ProcedureSpec
 from hil.run_layout import completed_updates, pulses_recorded
 from hil.run_layout import status as run_status
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, RunFileError, check_same_board, read_resumable, read_run, run_state
+from hil.storage import (
+    RunFile,
+    RunFileError,
+    check_same_board,
+    read_resumable,
+    read_run,
+    run_state,
+    software_version,
+)
 from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config
 from hil.training.run import PROCEDURE, preflight, resume_config, run_training
@@ -77,7 +86,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'limits':>22}:")
     assert isinstance(limits, dict)
     for name, limit in limits.items():
-        shown = f"[{limit['min']:g}, {limit['max']:g}]" if isinstance(limit, dict) else f"{limit:g}"
+        unit = limit_unit(name)
+        shown = f"[{limit['min']:g}, {limit['max']:g}] {unit}" if isinstance(limit, dict) else f"{limit:g} {unit}"
         print(f"{name:>22}  {shown}")
     return 0
 
@@ -265,7 +275,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Memristor crossbar hardware-in-the-loop platform")
-    parser.add_argument("--verbose", "-v", action="count", default=0, help="-v: info, -vv: wire traffic")
+    parser.add_argument("--verbose", "-v", action="count", default=0, help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {software_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     conformance_cli.register(commands)
 
@@ -276,9 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     for name, handler, text in (("map", cmd_map, "read the full conductance map and summarize it"),):
         sub = board_command(name, handler, text)
-        sub.add_argument("--v-read", type=float, default=0.2, help="read voltage, V (default 0.2)")
-        sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], help="usable window low end, S")
-        sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], help="usable window high end, S")
+        sub.add_argument("--v-read", type=float, default=0.2, metavar="V", help="read voltage, V (default 0.2)")
+        sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], metavar="S",
+                         help="usable window low end, S")  # fmt: skip
+        sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], metavar="S",
+                         help="usable window high end, S")  # fmt: skip
         sub.add_argument("--out", metavar="FILE", help="write the map to FILE (.npy or .csv)")
     characterize = commands.add_parser(
         "characterize", help="run a characterization procedure",
@@ -302,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "
                                "embedded emulator and data")  # fmt: skip
     demo.add_argument("--out", default="runs/demo-cnn.h5", metavar="FILE.h5", help="run file (default: %(default)s)")
-    demo.add_argument("--updates", type=int, help="weight updates (default: the paper's 1,200)")
+    demo.add_argument("--updates", type=int, metavar="N", help="weight updates (default: the paper's 1,200)")
     demo.set_defaults(handler=cmd_demo)
 
     train_cmd = commands.add_parser("train", help="in-situ training on the array",
@@ -315,13 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     train_cmd.add_argument("--force-other-board", action="store_true", help="with --resume: go on although "
                            "another chip answers than the one the run began on")  # fmt: skip
-    train_cmd.add_argument("--updates", type=int, help="weight updates (default 1200); with --resume: a new budget")
-    train_cmd.add_argument("--batch-size", type=int, help="samples per update (default 100)")
-    train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default 100)")
+    train_cmd.add_argument("--updates", type=int, metavar="N", help="weight updates (default 1200); with --resume: "
+                           "a new budget")  # fmt: skip
+    train_cmd.add_argument("--batch-size", type=int, metavar="N", help="samples per update (default 100)")
+    train_cmd.add_argument("--eval-every", type=int, metavar="N", help="updates between test evaluations (default 100)")
     train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES)
-    train_cmd.add_argument("--lr", type=float, help="learning rate")
-    train_cmd.add_argument("--seed", type=int)
-    train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
+    train_cmd.add_argument("--lr", type=float, metavar="X", help="learning rate")
+    train_cmd.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and batch order")
+    train_cmd.add_argument("--dataset", metavar="NAME", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
     train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "
@@ -338,7 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     twin_cli.register(commands)
     ledger_cli.register(commands)
     run_export.register(commands)
+    _accept_global_options(commands)
     return parser
+
+
+VERBOSE_HELP = "-v: progress messages, -vv: also every command on the wire (on the console and in the run's log)"
+
+
+def _accept_global_options(commands: Any) -> None:
+    """``-v`` after the subcommand too (``hil train -vv``), at every level of subcommands."""
+    for sub in set(commands.choices.values()):
+        if not any("--verbose" in action.option_strings for action in sub._actions):
+            sub.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_global_options(action)
 
 
 def board_command_on(
@@ -360,8 +388,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    terminal.configure_logging(args.verbose)
     interrupts.install()
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler

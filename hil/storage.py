@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import time
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from hil import run_layout as layout
+from hil import terminal
 from hil.interrupts import raise_if_stopped
 from hil.run_layout import DATA_GROUP
 from protocols.recording import Attr
@@ -36,7 +38,7 @@ class RunFileError(ValueError):
     """A run file that cannot be read or written; the message names the file and the problem."""
 
 
-def _software_version() -> str:
+def software_version() -> str:
     try:
         return version("memristor-hil")
     except PackageNotFoundError:
@@ -67,7 +69,7 @@ class RunFile:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
             raise RunFileError(f"cannot create {self.path}: {exc}") from None
-        self._file.attrs.update(layout.new_root(procedure, config, resource, board_identity, _software_version()))
+        self._file.attrs.update(layout.new_root(procedure, config, resource, board_identity, software_version()))
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
         self.flush_hooks: list[Callable[[], None]] = []
@@ -75,7 +77,7 @@ class RunFile:
         self._written_attrs: dict[str, dict[str, Attr]] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
-        self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        self._start_terminal(show_progress)
         self._file.flush()
 
     @classmethod
@@ -96,7 +98,7 @@ class RunFile:
         run._written_attrs = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
-        run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        run._start_terminal(show_progress)
         run._file.attrs.update(layout.resumed_root(data.root))
         run._file.flush()
         return run
@@ -235,15 +237,38 @@ class RunFile:
         for name in [n for n in self._pending_attrs if n in self._data]:
             self._data[name].attrs.update(self._pending_attrs.pop(name))
 
+    def _start_terminal(self, show_progress: bool) -> None:
+        """No bar yet (the first phase or step draws one, below what was printed before); the
+        run's log file beside it."""
+        self._show_progress = show_progress
+        self._bar: tqdm[Any] | None = None
+        self._status: dict[str, Attr] = {}
+        self._log: logging.Handler | None = terminal.open_run_log(self.path)
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """Begin a phase of the run: the last phase's bar stays on its own line, a new one starts."""
+        raise_if_stopped()
+        logging.getLogger(__name__).info("%s: %s", self.path.name, name)
+        if not self._show_progress:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        self._status = {}
+        self._bar = tqdm(desc=name, total=total, unit="step", dynamic_ncols=True, leave=True)
+
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
         raise_if_stopped()  # a step boundary: where a stop whose first raise was lost is raised again
-        if self._bar is None:
+        if not self._show_progress:
             return
+        if self._bar is None:
+            self.phase(self.procedure, total)
+        assert self._bar is not None
         if total is not None and total != self._bar.total:
             self._bar.total = total
             self._bar.refresh()
-        if status:
-            self._bar.set_postfix(status, refresh=False)
+        if status:  # fields stay until replaced: the last test accuracy shows while training goes on
+            self._status.update(status)
+            self._bar.set_postfix(self._status, refresh=False)
         self._bar.update(advance)
 
     # ------------------------------------------------------------------ lifecycle
@@ -263,6 +288,9 @@ class RunFile:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._log is not None:
+            terminal.close_run_log(self._log)
+            self._log = None
         if self._file:
             for name, attrs in self._pending_attrs.items():
                 self._data.require_group(name).attrs.update(attrs)

@@ -44,6 +44,7 @@ from hil.run_layout import (
 )
 from hil.run_layout import calibration as calibration_path
 from hil.storage import RunData, RunFile, RunFileError, check_same_board
+from hil.terminal import ProgressOnly, phase
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import (
     ExactLearner,
@@ -164,7 +165,9 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         g = config.gate_coded
         parameters = {"amplitude": g.v_set, "width": g.width, "v_reset": g.v_reset, "v_gate_reset": g.v_gate_reset}
         gates = np.linspace(low, high, config.calibration_gates)
-        measure = partial(calibrate_gate, board, gates, g.v_set, g.width, g.v_reset, g.v_gate_reset, mask=usable)
+        measure = partial(calibrate_gate, board, gates, g.v_set, g.width, g.v_reset, g.v_gate_reset, mask=usable,
+                          recorder=ProgressOnly(recorder))  # fmt: skip
+        phase(recorder, f"calibrating {name}", config.calibration_gates)
         calibration = calibrate_or_reuse(board, name, recorder, parameters, config.calibration_max_age, measure)
         calibrations[name] = calibration
         stuck_low, stuck_high = split_defects(calibration)
@@ -242,8 +245,9 @@ def conductance_targets(
 
 
 def program_weights(
-    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float
-) -> int:
+    config: TrainConfig, hardware: Hardware, weights: Mapping[str, FloatArray], tolerance: float,
+    recorder: Recorder | None = None,
+) -> int:  # fmt: skip
     """Write every device to its target by closed-loop write-verify; then read everything back."""
     pulses = 0
     for name, (target, mask) in conductance_targets(config, hardware, weights).items():
@@ -254,8 +258,11 @@ def program_weights(
         # Nor for more than a cell may hold, whatever its fit says (as the update rule holds them).
         g_cell_max = hardware.backend.boards[name].limits.g_cell_max
         target = np.where(mask, np.clip(target, G_TARGET_FLOOR, g_cell_max), target)
+        if recorder is not None:
+            phase(recorder, f"programming {name} ({int(mask.sum())} devices, write-verify)")
         result = write_verify(hardware.backend.boards[name], np.where(mask, target, 0.0), tolerance=tolerance,
-                              mask=mask, calibration=calibration)  # fmt: skip
+                              mask=mask, calibration=calibration,
+                              recorder=ProgressOnly(recorder) if recorder is not None else None)  # fmt: skip
         pulses += int(result.pulses.sum())
         log.info("%s: weights written, %.1f %% of devices within %.1f uS", name,
                  100 * result.converged_fraction, tolerance * 1e6)  # fmt: skip
@@ -332,6 +339,7 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
         learner: Learner = ExactLearner(weights)
         return train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start)
     with opened_boards(config) as boards:
+        phase(run, "checking the run against the boards")
         check_plan(config, boards)
         _check_same_boards(boards, previous, allow_other_board)
         run.set_root(board_identity=board_identities(boards))
@@ -346,16 +354,19 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
                 # a placement that cannot work fails before any pulse
                 check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
                 calibrations = characterize(config, boards, run) if config.calibrate else {}
+                phase(run, "placing the layers")
                 spec = _placement_spec(config, network, boards, calibrations)
                 hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
                 run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
                 _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
-                pulses = program_weights(config, hardware, weights, config.initial_tolerance)
+                pulses = program_weights(config, hardware, weights, config.initial_tolerance, run)
+                phase(run, "evaluating the transferred weights")
                 accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
                 run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
                 log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
             trainable = config.hybrid.retrain_layers if config.model == "yao-hybrid" else None
             learner = ArrayLearner(hardware.backend, hardware.rule)
+            phase(run, "training")
             result = train_loop(network, learner, _optimizer(config.optimizer, previous), data, start_update=start,
                                 trainable=trainable)  # fmt: skip
             result.vmm_round_trips = hardware.backend.vmm_calls
