@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,19 @@ def _dataset_line(run: RunData, name: str, unit: str) -> str:
     return text.rstrip()
 
 
+def plot_title(run: RunData) -> str:
+    """What a reader of a paper expects above a figure: what ran (and which model), on which chip,
+    when, and how it ended."""
+    what = run.procedure
+    if run.procedure == "train":
+        config = run.config
+        what = f"in-situ training of {config.get('model', '?') if not config.get('network') else 'a custom network'}"
+    chips = re.findall(r"serial ([^,)]+)", str(run.root.get("board_identity", "")))
+    on = f" on chip {', '.join(chips)}" if chips else ""
+    when = str(run.root.get("created_utc", ""))[:16].replace("T", " ")
+    return f"{what}{on}, {when} UTC ({status(run) or '?'}): {run.path.name}"
+
+
 def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
     """Draw the run's plot with its procedure's plot function; PNG beside the file by default."""
     plot = PLOTS.get(run.procedure)
@@ -72,6 +86,6 @@ def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
     out = Path(path) if path else run.path.with_suffix(".png")
     figure = Figure(figsize=(9, 6), layout="constrained")
     plot(run.datasets, run.attrs, figure)
-    figure.suptitle(f"{run.procedure}: {run.path.name} ({status(run) or '?'})")
+    figure.suptitle(plot_title(run))
     figure.savefig(out, dpi=110)
     return out
