@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     with _open(args) as board:
         print(f"reading {board.shape[0]} x {board.shape[1]} cells of {board.identity} at {args.v_read:g} V ...")
+        if args.out and Path(args.out).exists() and not args.overwrite:  # before the board is read
+            raise RunFileError(f"{args.out} exists; choose another name or pass --overwrite (nothing was read)")
         conductance = board.read_map(v_read=args.v_read)
+        read_at = datetime.now(UTC).isoformat(timespec="seconds")
     print(summarize(conductance, (args.window_min, args.window_max)))
     if args.out:
-        print(f"wrote {save_map(args.out, conductance)}")
+        about = {"v_read_V": args.v_read, "board": str(board.identity), "resource": board.resource,
+                 "read_utc": read_at, "software_version": software_version()}  # fmt: skip
+        print(f"wrote {save_map(args.out, conductance, about, args.overwrite)}")
     return 0
 
 
@@ -292,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="usable window low end, S")  # fmt: skip
         sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], metavar="S",
                          help="usable window high end, S")  # fmt: skip
-        sub.add_argument("--out", metavar="FILE", help="write the map to FILE (.npy or .csv)")
+        sub.add_argument("--out", metavar="FILE", help="write the map, with its read voltage, board and time, to "
+                         "FILE (.nc, .csv, or .npy with FILE.npy.json)")  # fmt: skip
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     characterize = commands.add_parser(
         "characterize", help="run a characterization procedure",
         description="Run a characterization procedure, or continue a killed one (--resume).",
