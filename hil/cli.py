@@ -40,6 +40,7 @@ from hil import interrupts, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.ledger import cli as ledger_cli
+from hil.ledger.facts import working_cells
 from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
 from hil.optimizers import OPTIMIZER_NAMES
@@ -133,6 +134,8 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     config = _board_config(args)
     board = _open(args, config)
     try:
+        if getattr(args, "working_cells", None) is not None:
+            options = _working_cells_only(spec, options, board, args.working_cells)
         run = RunFile(
             args.out,
             procedure=spec.name,
@@ -150,6 +153,21 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         raise
     print(f"{spec.name} on {board.identity} -> {run.path}")
     return _measure(spec, board, run, options, fresh=True)
+
+
+def _working_cells_only(spec: ProcedureSpec, options: BaseModel, board: Board, max_age: float) -> BaseModel:
+    """The procedure's options with ``cells`` = the region's cells that the chip's latest defect map
+    (from its ledger, younger than ``max_age`` s) calls normal."""
+    if getattr(options, "cells", None):
+        raise ConfigError("--working-cells chooses the cells itself: give it or --cells, not both")
+    region = dict(options)
+    rows, cols = board.shape
+    row_end = region["row0"] + (region["nrows"] or rows - region["row0"])
+    col_end = region["col0"] + (region["ncols"] or cols - region["col0"])
+    cells = [(r, c) for r, c in working_cells(board, max_age)
+             if region["row0"] <= r < row_end and region["col0"] <= c < col_end]  # fmt: skip
+    print(f"{len(cells)} working cells of the region, from the defect map in the ledger of {board.identity.serial}")
+    return spec.options.model_validate(region | {"cells": cells})
 
 
 def _resume_characterization(path: str, resource: str | None, allow_other_board: bool) -> int:
@@ -318,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+        if "cells" in spec.options.model_fields:
+            sub.add_argument("--working-cells", type=float, metavar="SECONDS", help="measure only the cells the "
+                             "chip's defect map (its ledger's, at most SECONDS old) calls normal")  # fmt: skip
     twin_cli.register_characterize_all(procedures)
 
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "

@@ -162,3 +162,17 @@ def calibrate_or_reuse(
             recorder.write(layout.calibration(board_name, key), np.asarray(value))
     recorder.set_attrs(layout.calibration(board_name, "").rstrip("/"), **parameters, **source)
     return calibration
+
+
+def working_cells(board: Board, max_age: float) -> list[tuple[int, int]]:
+    """The cells the chip's latest defect map (younger than ``max_age`` seconds) calls normal, from its
+    ledger: a characterization that skips the defective ones without mapping them again."""
+    directory = ledger_dir()
+    ledger = ChipLedger(directory, board.identity.serial) if directory is not None else None
+    history = ledger.read() if ledger is not None and ledger.exists() else None
+    defects = history.defects if history is not None else None
+    if history is None or defects is None or defects.age > max_age or history.shape != board.shape:
+        raise LedgerError(f"no defect map of chip {board.identity.serial} younger than {max_age:g} s in its ledger; "
+                          "map it first (hil characterize yield-map), or leave out --working-cells")  # fmt: skip
+    rows, cols = np.nonzero(np.asarray(defects.arrays["class"]) == 0)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]

@@ -39,8 +39,8 @@ def test_three_runs_on_one_chip_add_up_to_the_boards_own_pulse_count(
     runs = {
         "yield": ["characterize", "yield-map", emulator.resource, "--destructive"],
         "train": ["train", "--board", emulator.resource, "--config", str(config)],
-        "retention": ["characterize", "retention", emulator.resource, "--program", "set", "--cells", "[[1, 2], [3, 4]]",
-                      "--t-first", "0.01", "--t-last", "0.1"],
+        "retention": ["characterize", "retention", emulator.resource, "--program", "set", "--nrows", "3", "--ncols",
+                      "3", "--working-cells", "3600", "--t-first", "0.01", "--t-last", "0.1"],
     }  # fmt: skip
     for name, argv in runs.items():
         assert main([*argv, "--out", str(tmp_path / f"{name}.h5")]) == 0, capsys.readouterr().err
@@ -56,6 +56,9 @@ def test_three_runs_on_one_chip_add_up_to_the_boards_own_pulse_count(
     assert set(history.pulses) == {"set", "reset"}
     assert history.defects is not None and history.calibration is not None and history.conductance is not None
     assert history.defects.run.endswith("train.h5")  # the latest defect map: the training run's calibration
+    cells = read_run(tmp_path / "retention.h5").config["options"]["cells"]
+    normal = history.defects.arrays["class"][:3, :3] == 0  # the retention took the working cells from it
+    assert sorted(map(tuple, cells)) == [(int(r), int(c)) for r, c in zip(*np.nonzero(normal), strict=True)]
     assert len(history.yield_history) == 2
 
     capsys.readouterr()
