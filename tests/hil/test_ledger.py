@@ -12,22 +12,10 @@ from hil.cli import main
 from hil.ledger import ChipLedger, LedgerError
 from hil.storage import read_run
 from tests.conftest import EmulatorFactory
+from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML
 
-EMULATOR = ("--rows", "32", "--cols", "10")
-TINY_TOML = """
-dataset = "digits"
-updates = 6
-eval_every = 3
-batch_size = 20
-calibration_gates = 3
-[network]
-input_shape = [8, 8]
-n_classes = 10
-layers = [{type = "maxpool", size = 2}, {type = "flatten"}, {type = "dense", out = 10}]
-[optimizer]
-name = "rmsprop"
-lr = 0.05
-"""
+EMULATOR = EMULATOR_ARGS  # a 32 x 10 array: room for the tiny network
+SHORT = ["--updates", "6", "--eval-every", "3"]
 
 
 def test_three_runs_on_one_chip_add_up_to_the_boards_own_pulse_count(
@@ -38,7 +26,7 @@ def test_three_runs_on_one_chip_add_up_to_the_boards_own_pulse_count(
     config.write_text(TINY_TOML)
     runs = {
         "yield": ["characterize", "yield-map", emulator.resource, "--destructive"],
-        "train": ["train", "--board", emulator.resource, "--config", str(config)],
+        "train": ["train", "--board", emulator.resource, "--config", str(config), *SHORT],
         "retention": ["characterize", "retention", emulator.resource, "--program", "set", "--nrows", "3", "--ncols",
                       "3", "--working-cells", "3600", "--t-first", "0.01", "--t-last", "0.1"],
     }  # fmt: skip
