@@ -185,6 +185,9 @@ class Board:
                 self.link.start_framing()
             rows, cols = (int(f) for f in self._ask(cmd.ARR).fields)
             self.shape: tuple[int, int] = (rows, cols)
+            self.pulses_by_cell: dict[str, npt.NDArray[np.int64]] = {}
+            """pulses the board confirmed applying since this session opened, per cell, by kind (``set``,
+            ``reset``, ``form``, ``sweep``): what a chip's ledger adds to its device history"""
             self.firmware_limits = self._query_limits()
             self.read_gate_voltage = float(self._ask(cmd.VGRE).text)
             self.tia_gains: tuple[float, ...] = tuple(float(f) for f in self._ask(cmd.TIA_GAIN).fields)
@@ -469,6 +472,7 @@ class Board:
         self._check_pulse_values(kind, *values)
         self._ask(cmd.PULSE_COMMANDS[kind], row, col, *(float(v) for v in values))
         self.pulses_applied += 1
+        self._cell_counts(kind.name.lower())[row, col] += 1
 
     def set_pulse(self, row: int, col: int, amplitude: float, v_gate: float, width: float) -> None:
         self.pulse(PulseKind.SET, row, col, amplitude, v_gate, width)
@@ -603,6 +607,7 @@ class Board:
             return np.zeros(0)
         currents = self._ask_block(cmd.SWEEP, (row, col, gate, step_width, len(steps)), len(steps), steps)
         self.pulses_applied += len(steps)
+        self._cell_counts("sweep")[row, col] += len(steps)
         return currents.astype(np.float64)
 
     def check_pulses(
@@ -650,8 +655,17 @@ class Board:
             reply = self.link.exchange(form.header, (batch.kind.value, *sub.args(), *form.args), form.block)
             applied += int(reply.text)
             self.pulses_applied += int(reply.text)
+            counts = self._cell_counts(batch.kind.name.lower())
+            pulsed = batch.planes[3, start : start + nrows] != 0
+            counts[sub.row0 : sub.row0 + nrows, sub.col0 : sub.col0 + sub.ncols] += pulsed
             self._report("pulses", start + nrows, batch.region.nrows, "rows", len(forms))
         return applied
+
+    def _cell_counts(self, kind: str) -> npt.NDArray[np.int64]:
+        counts = self.pulses_by_cell.get(kind)
+        if counts is None:
+            counts = self.pulses_by_cell[kind] = np.zeros(self.shape, dtype=np.int64)
+        return counts
 
     def _batch_forms(self, batch: PulseBatch, start: int, nrows: int) -> list[tuple[int, int, pulse_forms.BatchForm]]:
         """Rows ``start .. start+nrows-1`` of a batch as commands in their smaller form, halved until

@@ -53,6 +53,13 @@ class SafetyLimits(BaseModel):
         return [n for n in names if not getattr(absolute, n).contains(getattr(self, n))]
 
 
+def limit_unit(name: str) -> str:
+    """The SI unit of a safety limit, as its field's description ends (``v_row`` -> ``V``)."""
+    field = SafetyLimits.model_fields.get(name)
+    description = (field.description or "") if field is not None else ""
+    return description.rsplit(", ", 1)[-1].split(";")[0].strip() if ", " in description else ""
+
+
 def check_value(parameter: str, value: float, limit: Range, unit: str) -> None:
     """Refuse ``value`` if it is not finite or lies outside ``limit``."""
     if not np.isfinite(value) or not limit.min <= value <= limit.max:

@@ -101,7 +101,8 @@ class Link:
         """Drop the reply of an interrupted exchange so the next reply is the next command's."""
         dropped = self.transport.discard_input(quiet=0.2)
         if dropped:
-            log.warning("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
+            # Expected after a Ctrl-C mid-command (the reply arrives late): routine, not alarming.
+            log.info("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
         self._desynced = False
 
     def exchange(

@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,13 @@ from pydantic import BaseModel
 
 from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
+from drivers.limits import limit_unit
 from drivers.resources import is_in_process
-from hil import interrupts, procedure_registry
+from hil import interrupts, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.ledger import cli as ledger_cli
+from hil.ledger.facts import working_cells
 from hil.lifecycle import cli as lifecycle_cli
 from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
@@ -46,7 +50,15 @@ from hil.procedures import ProcedureSpec
 from hil.run_layout import completed_updates
 from hil.run_layout import status as run_status
 from hil.run_report import describe_run, draw_run_plot
-from hil.storage import RunFile, check_same_board, read_resumable, read_run, run_state
+from hil.storage import (
+    RunFile,
+    RunFileError,
+    check_same_board,
+    read_resumable,
+    read_run,
+    run_state,
+    software_version,
+)
 from hil.sweep.cli import register as register_sweep
 from hil.training.config import MODEL_NAMES, load_train_config, models_help
 from hil.training.run import PROCEDURE, preflight, resume_config
@@ -78,7 +90,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'limits':>22}:")
     assert isinstance(limits, dict)
     for name, limit in limits.items():
-        shown = f"[{limit['min']:g}, {limit['max']:g}]" if isinstance(limit, dict) else f"{limit:g}"
+        unit = limit_unit(name)
+        shown = f"[{limit['min']:g}, {limit['max']:g}] {unit}" if isinstance(limit, dict) else f"{limit:g} {unit}"
         print(f"{name:>22}  {shown}")
     return 0
 
@@ -86,10 +99,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     with _open(args) as board:
         print(f"reading {board.shape[0]} x {board.shape[1]} cells of {board.identity} at {args.v_read:g} V ...")
+        if args.out and Path(args.out).exists() and not args.overwrite:  # before the board is read
+            raise RunFileError(f"{args.out} exists; choose another name or pass --overwrite (nothing was read)")
         conductance = board.read_map(v_read=args.v_read)
+        read_at = datetime.now(UTC).isoformat(timespec="seconds")
     print(summarize(conductance, (args.window_min, args.window_max)))
     if args.out:
-        print(f"wrote {save_map(args.out, conductance)}")
+        about = {"v_read_V": args.v_read, "board": str(board.identity), "resource": board.resource,
+                 "read_utc": read_at, "software_version": software_version()}  # fmt: skip
+        print(f"wrote {save_map(args.out, conductance, about, args.overwrite)}")
     return 0
 
 
@@ -118,6 +136,8 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     config = _board_config(args)
     board = _open(args, config)
     try:
+        if getattr(args, "working_cells", None) is not None:
+            options = _working_cells_only(spec, options, board, args.working_cells)
         run = RunFile(
             args.out,
             procedure=spec.name,
@@ -135,6 +155,21 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         raise
     print(f"{spec.name} on {board.identity} -> {run.path}")
     return _measure(spec, board, run, options, fresh=True)
+
+
+def _working_cells_only(spec: ProcedureSpec, options: BaseModel, board: Board, max_age: float) -> BaseModel:
+    """The procedure's options with ``cells`` = the region's cells that the chip's latest defect map
+    (from its ledger, younger than ``max_age`` s) calls normal."""
+    if getattr(options, "cells", None):
+        raise ConfigError("--working-cells chooses the cells itself: give it or --cells, not both")
+    region = dict(options)
+    rows, cols = board.shape
+    row_end = region["row0"] + (region["nrows"] or rows - region["row0"])
+    col_end = region["col0"] + (region["ncols"] or cols - region["col0"])
+    cells = [(r, c) for r, c in working_cells(board, max_age)
+             if region["row0"] <= r < row_end and region["col0"] <= c < col_end]  # fmt: skip
+    print(f"{len(cells)} working cells of the region, from the defect map in the ledger of {board.identity.serial}")
+    return spec.options.model_validate(region | {"cells": cells})
 
 
 def _resume_characterization(path: str, resource: str | None, allow_other_board: bool) -> int:
@@ -224,6 +259,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("model", "updates", "batch_size", "eval_every", "seed", "chip_seed", "dataset", "update"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.reuse_calibration is not None:
+        overrides["calibration_max_age"] = args.reuse_calibration
     if args.baseline:
         overrides["update"] = "exact"
     if args.board:
@@ -238,7 +275,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    run = read_run(args.file)
+    run = read_run(args.file, lazy=True)
     print(describe_run(run))
     state = run_state(run)
     if state != run_status(run):
@@ -253,7 +290,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description="Memristor crossbar hardware-in-the-loop platform")
-    parser.add_argument("--verbose", "-v", action="count", default=0, help="-v: info, -vv: wire traffic")
+    parser.add_argument("--verbose", "-v", action="count", default=0, help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {software_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     conformance_cli.register(commands)
 
@@ -264,10 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     for name, handler, text in (("map", cmd_map, "read the full conductance map and summarize it"),):
         sub = board_command(name, handler, text)
-        sub.add_argument("--v-read", type=float, default=0.2, help="read voltage, V (default 0.2)")
-        sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], help="usable window low end, S")
-        sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], help="usable window high end, S")
-        sub.add_argument("--out", metavar="FILE", help="write the map to FILE (.npy or .csv)")
+        sub.add_argument("--v-read", type=float, default=0.2, metavar="V", help="read voltage, V (default 0.2)")
+        sub.add_argument("--window-min", type=float, default=DEFAULT_WINDOW[0], metavar="S",
+                         help="usable window low end, S")  # fmt: skip
+        sub.add_argument("--window-max", type=float, default=DEFAULT_WINDOW[1], metavar="S",
+                         help="usable window high end, S")  # fmt: skip
+        sub.add_argument("--out", metavar="FILE", help="write the map, with its read voltage, board and time, to "
+                         "FILE (.nc, .csv, or .npy with FILE.npy.json)")  # fmt: skip
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
     characterize = commands.add_parser(
         "characterize", help="run a characterization procedure",
         description="Run a characterization procedure, or continue a killed one (--resume).",
@@ -285,12 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, metavar="FILE.h5", help="run file to write (HDF5)")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         add_option_flags(sub, spec.options)
+        if "cells" in spec.options.model_fields:
+            sub.add_argument("--working-cells", type=float, metavar="SECONDS", help="measure only the cells the "
+                             "chip's defect map (its ledger's, at most SECONDS old) calls normal")  # fmt: skip
     twin_cli.register_characterize_all(procedures)
 
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "
                                "embedded emulator and data")  # fmt: skip
     demo.add_argument("--out", default="runs/demo-cnn.h5", metavar="FILE.h5", help="run file (default: %(default)s)")
-    demo.add_argument("--updates", type=int, help="weight updates (default: the paper's 1,200)")
+    demo.add_argument("--updates", type=int, metavar="N", help="weight updates (default: the paper's 1,200)")
     demo.set_defaults(handler=cmd_demo)
 
     train_cmd = commands.add_parser("train", help="in-situ training on the array",
@@ -306,22 +351,25 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     train_cmd.add_argument("--force-other-board", action="store_true", help="with --resume: go on although "
                            "another chip answers than the one the run began on")  # fmt: skip
-    train_cmd.add_argument("--updates", type=int, help="weight updates (default: the model's); with --resume: a new "
-                           "budget")  # fmt: skip
-    train_cmd.add_argument("--batch-size", type=int, help="samples per update (default: the model's)")
-    train_cmd.add_argument("--eval-every", type=int, help="updates between test evaluations (default: the model's)")
-    train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="default: the model's; alone, it keeps the "
-                           "model's learning rate for that optimizer")  # fmt: skip
-    train_cmd.add_argument("--lr", type=float, help="learning rate (default: the model's for the optimizer); alone, "
-                           "it keeps the model's optimizer")  # fmt: skip
-    train_cmd.add_argument("--seed", type=int, help="seeds the training order and the initial weights (default 0); "
-                           "not the emulated chip")  # fmt: skip
-    train_cmd.add_argument("--chip-seed", type=int, help="seeds the emulated chip (defects, device spread, "
-                           "noise) of emulator:// boards (default: the resource's seed; the embedded emulator's "
-                           "is 1)")  # fmt: skip
-    train_cmd.add_argument("--dataset", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
+    train_cmd.add_argument("--updates", type=int, metavar="N", help="weight updates (default: the model's); "
+                           "with --resume: a new budget")  # fmt: skip
+    train_cmd.add_argument("--batch-size", type=int, metavar="N", help="samples per update (default: the model's)")
+    train_cmd.add_argument("--eval-every", type=int, metavar="N",
+                           help="updates between test evaluations (default: the model's)")  # fmt: skip
+    train_cmd.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="default: the model's; alone, it keeps "
+                           "the model's learning rate for that optimizer")  # fmt: skip
+    train_cmd.add_argument("--lr", type=float, metavar="X", help="learning rate (default: the model's for the "
+                           "optimizer); alone, it keeps the model's optimizer")  # fmt: skip
+    train_cmd.add_argument("--seed", type=int, metavar="N", help="seeds the training order and the initial "
+                           "weights (default 0); not the emulated chip")  # fmt: skip
+    train_cmd.add_argument("--chip-seed", type=int, metavar="N", help="seeds the emulated chip (defects, device "
+                           "spread, noise) of emulator:// boards (default: the resource's seed; the embedded "
+                           "emulator's is 1)")  # fmt: skip
+    train_cmd.add_argument("--dataset", metavar="NAME", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
+    train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "
+                           "calibration from its ledger when measured at most SECONDS ago (same pulse parameters)")
     train_cmd.add_argument("--baseline", action="store_true", help="the float software baseline (no array)")
     train_cmd.set_defaults(handler=cmd_train)
 
@@ -333,7 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     register_sweep(commands)
     twin_cli.register(commands)
     lifecycle_cli.register(commands)
+    ledger_cli.register(commands)
+    run_export.register(commands)
+    _accept_global_options(commands)
     return parser
+
+
+VERBOSE_HELP = "-v: progress messages, -vv: also every command on the wire (on the console and in the run's log)"
+
+
+def _accept_global_options(commands: Any) -> None:
+    """``-v`` after the subcommand too (``hil train -vv``), at every level of subcommands."""
+    for sub in set(commands.choices.values()):
+        if not any("--verbose" in action.option_strings for action in sub._actions):
+            sub.add_argument("--verbose", "-v", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_global_options(action)
 
 
 def board_command_on(
@@ -355,8 +419,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    terminal.configure_logging(args.verbose)
     interrupts.install()
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler

@@ -8,6 +8,7 @@ next step raises it again (:func:`raise_if_stopped`, called by the run file at e
 from __future__ import annotations
 
 import signal
+import weakref
 from types import FrameType
 
 STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # SIGHUP: the terminal closed (no such signal on Windows)
@@ -24,6 +25,10 @@ class Terminated(KeyboardInterrupt):
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     _pending.append(signum)
+    if frame is not None and frame.f_code.co_filename == weakref.__file__:
+        # Inside a weakref callback (h5py's object registry, say) Python would only print the
+        # exception as "ignored", with a traceback: leave it pending for the run's next step.
+        return
     raise Terminated(signum)
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from drivers import Board, FirmwareError
+from hil.ledger.facts import record_sessions
 from hil.run_layout import link
 from hil.storage import RunFile
 
@@ -66,3 +67,4 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
     finally:
         run.flush_hooks.remove(record)
         record()
+        record_sessions(boards, run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +57,35 @@ def summarize(conductance: FloatArray, window: tuple[float, float] = DEFAULT_WIN
     )
 
 
-def save_map(path: str | Path, conductance: FloatArray) -> Path:
-    """Write a map as ``.npy`` (numpy) or ``.csv`` (siemens, one array row per line)."""
+MAP_SUFFIXES = (".npy", ".csv", ".nc")
+
+
+def save_map(
+    path: str | Path, conductance: FloatArray, about: Mapping[str, str | float] | None = None, overwrite: bool = False
+) -> Path:
+    """Write a map, S, with what it is (``about``: read voltage, board, time): ``.nc`` (netCDF, with
+    row and column coordinates and the facts as attributes), ``.csv`` (one array row per line
+    under ``#`` header lines) or ``.npy`` (numpy, the facts in ``FILE.npy.json`` beside it). An
+    existing file is replaced only with ``overwrite``."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".npy", ".csv"):
-        raise ValueError(f"cannot write {path}: use a .npy or .csv file name")
+    if suffix not in MAP_SUFFIXES:
+        raise ValueError(f"cannot write {path}: use a {', '.join(MAP_SUFFIXES)} file name")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; choose another name or pass --overwrite (the map was not written)")
+    facts = {"unit": "S", **(about or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
         np.save(path, conductance)
+        path.with_name(path.name + ".json").write_text(json.dumps(facts, indent=2) + "\n")
+    elif suffix == ".csv":
+        header = "\n".join(f"{key}: {value}" for key, value in facts.items())
+        np.savetxt(path, conductance, delimiter=",", fmt="%.6e", header=header)
     else:
-        np.savetxt(path, conductance, delimiter=",", fmt="%.6e")
+        import xarray as xr  # only for this format: a light import path for the rest
+
+        rows, cols = conductance.shape
+        array = xr.DataArray(conductance, dims=("row", "col"), coords={"row": np.arange(rows), "col": np.arange(cols)},
+                             name="conductance", attrs={"units": "S", **facts})  # fmt: skip
+        array.to_netcdf(path, engine="h5netcdf")
     return path

@@ -26,6 +26,18 @@ def _json_value(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"{text[:60]!r} is not usable JSON (e.g. [[0, 0], [3, 5]]): {exc}") from None
 
 
+UNITS = {"V", "S", "s", "A", "Hz", "S/V", "V/s", "K", "Ohm"}
+
+
+def _metavar(scalar: type, description: str) -> str:
+    """What a flag's value is, for help: its SI unit where the description ends with one (``--v-read V``),
+    else ``N`` for a count and ``X`` for a number."""
+    unit = description.rsplit(", ", 1)[-1].strip() if ", " in description else ""
+    if scalar is float and unit in UNITS:
+        return unit
+    return {int: "N", float: "X", str: "TEXT"}[scalar]
+
+
 def add_option_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One ``--flag`` per field; values the user gives are validated by the model itself."""
     group = parser.add_argument_group("procedure options")
@@ -38,7 +50,7 @@ def add_option_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
         if annotation is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif scalar is not None:
-            group.add_argument(flag, type=scalar, **common)
+            group.add_argument(flag, type=scalar, metavar=_metavar(scalar, field.description or ""), **common)
         elif get_origin(annotation) is Literal:
             group.add_argument(flag, choices=[str(a) for a in get_args(annotation)], **common)
         else:

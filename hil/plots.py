@@ -64,6 +64,18 @@ def _individuals(count: int) -> npt.NDArray[np.intp]:
     return np.unique(np.linspace(0, count - 1, min(count, INDIVIDUAL_CELLS)).astype(np.intp))
 
 
+def _map_image(ax: Axes, values: npt.ArrayLike, attrs: Attrs, group: str, **kwargs: Any) -> Any:
+    """A map drawn in array coordinates: row and column indices on the axes (a region's offset
+    included), row 0 at the top as on the chip's layout."""
+    shown = np.asarray(values)
+    row0, col0 = (int(attrs.get(group, {}).get(key, 0)) for key in ("row0", "col0"))
+    extent = (col0 - 0.5, col0 + shown.shape[1] - 0.5, row0 + shown.shape[0] - 0.5, row0 - 0.5)
+    image = ax.imshow(shown, interpolation="nearest", extent=extent, **kwargs)
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    return image
+
+
 def _band(ax: Axes, x: FloatArray, values: FloatArray, label: str, color: str | None = None) -> None:
     """Median over cells (axis 1) with the band between the quartiles.
 
@@ -92,14 +104,14 @@ def plot_yield_map(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     classes = datasets.get("yield/class")
     (ax_map, ax_class), (ax_window, ax_hist) = fig.subplots(2, 2)
 
-    image = ax_map.imshow(g_initial * US, cmap="viridis", interpolation="nearest")
+    image = _map_image(ax_map, g_initial * US, attrs, "yield", cmap="viridis")
     fig.colorbar(image, ax=ax_map, label="G (uS)")
     ax_map.set_title("initial conductance")
 
     if classes is not None:
         cmap = ListedColormap(CLASS_COLORS)
         norm = BoundaryNorm(np.arange(len(CLASS_NAMES) + 1) - 0.5, cmap.N)
-        ax_class.imshow(classes, cmap=cmap, norm=norm, interpolation="nearest")
+        _map_image(ax_class, classes, attrs, "yield", cmap=cmap, norm=norm)
         counts = np.bincount(np.asarray(classes, dtype=np.intp).ravel(), minlength=len(CLASS_NAMES))
         handles = [
             Patch(color=color, label=f"{name.replace('_', ' ')}: {count} ({count / classes.size:.1%})")
@@ -111,7 +123,7 @@ def plot_yield_map(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
         ax_class.set_axis_off()
 
     if g_set is not None and g_reset is not None:
-        image = ax_window.imshow((g_set - g_reset) * US, cmap="magma", interpolation="nearest")
+        image = _map_image(ax_window, (g_set - g_reset) * US, attrs, "yield", cmap="magma")
         fig.colorbar(image, ax=ax_window, label="G_set - G_reset (uS)")
         ax_window.set_title("switching window")
     else:
@@ -292,12 +304,15 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
         _no_data(fig, "gate calibration")
         return
     m = min(len(v_gate), len(g))
+    region_cols = g.shape[-1] if g.ndim == 3 else 1
+    row0, col0 = (int(attrs.get("calibration", {}).get(key, 0)) for key in ("row0", "col0"))
     v_gate, g = v_gate[:m], g[:m].reshape(m, -1)
     k, c = _get(datasets, "calibration/k"), _get(datasets, "calibration/c")
     (ax_curves, ax_hist), (ax_k, ax_c) = fig.subplots(2, 2)
     for n, i in enumerate(_individuals(g.shape[1])):
         color = f"C{n}"
-        ax_curves.plot(v_gate, g[:, i] * US, "o", color=color, ms=3)
+        cell = f"cell ({row0 + i // region_cols}, {col0 + i % region_cols})"
+        ax_curves.plot(v_gate, g[:, i] * US, "o", color=color, ms=3, label=cell)
         if k is not None and c is not None and np.isfinite(k.ravel()[i]):
             ax_curves.plot(v_gate, (k.ravel()[i] * v_gate + c.ravel()[i]) * US, color=color, lw=1)
     _band(ax_curves, v_gate, g * US, "all cells", color="k")
@@ -313,7 +328,7 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
     ax_hist.set_xlabel("k (uS/V)")
     ax_hist.set_ylabel("cells")
     for ax, values, title in ((ax_k, k, "k (uS/V)"), (ax_c, c, "c (uS)")):
-        image = ax.imshow(values * US, interpolation="nearest")
+        image = _map_image(ax, values * US, attrs, "calibration")
         fig.colorbar(image, ax=ax)
         ax.set_title(title)
 
@@ -333,15 +348,19 @@ def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
         accuracy.plot(journal[:, 0], 100 * journal[:, 3], lw=0.5, color="tab:gray", alpha=0.6, label="batch")
     if evaluations is not None and len(evaluations):
         accuracy.plot(evaluations[:, 0], 100 * evaluations[:, 1], "o-", color="tab:red", label="test")
-    accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title="accuracy")
+    title = "accuracy"
+    if evaluations is not None and len(evaluations):
+        title = f"test accuracy: final {100 * evaluations[-1, 1]:.1f} %"
+        accuracy.axhline(100 * evaluations[-1, 1], color="tab:red", lw=0.6, ls=":")
+    accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title=title)
     if accuracy.lines:
         accuracy.legend(fontsize="small")
     snapshots = layout.snapshot_boards(datasets)
     for board in snapshots:
         maps = datasets[layout.snapshots(board)]
         for index in sorted({0, len(maps) - 1}):
-            label = f"{board} eval {index + 1}"
+            label = f"{board}, end of epoch {index + 1}"
             histogram.hist(1e6 * maps[index].ravel(), bins=80, histtype="step", label=label)
-    histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance")
+    histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance, whole array")
     if snapshots:
         histogram.legend(fontsize="small")

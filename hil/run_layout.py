@@ -20,9 +20,12 @@ if TYPE_CHECKING:
     from hil.storage import RunData
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 """The minor version grows when datasets or attributes are added; the major one when a meaning changes."""
 DATA_GROUP = "data"
+STORED_FROM = "stored_from"
+"""Attribute of a dataset stored in a smaller type than it was written with (``float64``, ``int64``),
+holding every value exactly: readers widen it back (new in 1.2)."""
 
 # ---------------------------------------------------------------------- root attributes
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from hil import run_layout as layout
+from hil import terminal
 from hil.interrupts import raise_if_stopped
 from hil.run_layout import DATA_GROUP
 from protocols.recording import Attr
@@ -36,7 +38,7 @@ class RunFileError(ValueError):
     """A run file that cannot be read or written; the message names the file and the problem."""
 
 
-def _software_version() -> str:
+def software_version() -> str:
     try:
         return version("memristor-hil")
     except PackageNotFoundError:
@@ -59,6 +61,7 @@ class RunFile:
         show_progress: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.procedure = procedure
         if self.path.exists() and not overwrite:
             raise RunFileError(f"{self.path} exists; choose another name or pass overwrite (nothing was measured)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ class RunFile:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
             raise RunFileError(f"cannot create {self.path}: {exc}") from None
-        self._file.attrs.update(layout.new_root(procedure, config, resource, board_identity, _software_version()))
+        self._file.attrs.update(layout.new_root(procedure, config, resource, board_identity, software_version()))
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs: dict[str, dict[str, Attr]] = {}
         self.flush_hooks: list[Callable[[], None]] = []
@@ -74,7 +77,7 @@ class RunFile:
         self._written_attrs: dict[str, dict[str, Attr]] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
-        self._bar: tqdm[Any] | None = tqdm(desc=procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        self._start_terminal(show_progress)
         self._file.flush()
 
     @classmethod
@@ -83,6 +86,7 @@ class RunFile:
         data = read_run(path)  # validates the format and version first
         run = cls.__new__(cls)
         run.path = Path(path)
+        run.procedure = data.procedure
         try:
             run._file = h5py.File(run.path, "r+")
         except OSError as exc:
@@ -94,7 +98,7 @@ class RunFile:
         run._written_attrs = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
-        run._bar = tqdm(desc=data.procedure, unit="step", dynamic_ncols=True) if show_progress else None
+        run._start_terminal(show_progress)
         run._file.attrs.update(layout.resumed_root(data.root))
         run._file.flush()
         return run
@@ -130,12 +134,12 @@ class RunFile:
     def read(self, name: str, /) -> np.ndarray[Any, Any] | None:
         """A dataset as stored so far (None if there is none): what a resumed run continues from."""
         dataset = self._data.get(name)
-        return dataset[()] if isinstance(dataset, h5py.Dataset) else None
+        return stored_array(dataset) if isinstance(dataset, h5py.Dataset) else None
 
     def read_attrs(self, name: str, /) -> dict[str, Attr]:
         """The stored attributes of a dataset or group (``""`` for ``/data``); none if it does not exist."""
         node = self._data if not name else self._data.get(name)
-        return {k: _plain(v) for k, v in node.attrs.items()} if node is not None else {}
+        return {k: _plain(v) for k, v in node.attrs.items() if k != layout.STORED_FROM} if node is not None else {}
 
     # ------------------------------------------------------------------ Recorder
 
@@ -153,9 +157,10 @@ class RunFile:
     def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         values = np.asarray(data)
         existing = self._dataset(name)
-        if existing is not None and existing.shape == values.shape and existing.dtype == values.dtype:
+        if existing is not None and existing.shape == values.shape and holds(existing.dtype, values):
             # In place: rewriting a checkpoint every update must not grow the file. The low-level
-            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map).
+            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map); HDF5 converts
+            # to the stored type, which holds every value exactly (``holds``).
             existing.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(values))
             if attrs:
                 self.set_attrs(name, **attrs)
@@ -165,7 +170,10 @@ class RunFile:
             del self._data[name]
         self._handles.pop(name, None)
         self._written_attrs.pop(name, None)
-        self._data.create_dataset(name, data=values)
+        stored, widen = smallest_dtype(values)
+        dataset = self._data.create_dataset(name, data=values.astype(stored), **storage_options(values.shape, stored))
+        if widen:
+            dataset.attrs[layout.STORED_FROM] = widen
         self._apply_pending()
         self.set_attrs(name, **attrs)
         self._flush_if_due()
@@ -174,16 +182,33 @@ class RunFile:
         values = np.asarray(row)
         dataset = self._dataset(name)
         if dataset is None:
+            stored, widen = smallest_dtype(values)
+            options = storage_options(values.shape, stored, rows=True)
             dataset = self._data.create_dataset(
-                name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=values.dtype, chunks=True
+                name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=stored, **options
             )
+            if widen:
+                dataset.attrs[layout.STORED_FROM] = widen
             self._handles[name] = dataset
             self._apply_pending()
         elif dataset.shape[1:] != values.shape:
             raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
+        elif not holds(dataset.dtype, values):
+            dataset = self._widen(name, dataset, values.dtype)
         dataset.resize(dataset.shape[0] + 1, axis=0)
         dataset[-1] = values
         self._flush_if_due()
+
+    def _widen(self, name: str, dataset: h5py.Dataset, dtype: np.dtype[Any]) -> h5py.Dataset:
+        """A series stored narrow whose new row needs its full type: copied once into that type."""
+        rows, attrs = dataset[()], dict(dataset.attrs)
+        attrs.pop(layout.STORED_FROM, None)
+        del self._data[name]
+        widened = self._data.create_dataset(name, data=rows.astype(dtype), maxshape=(None, *rows.shape[1:]),
+                                            **storage_options(rows.shape[1:], dtype, rows=True))  # fmt: skip
+        widened.attrs.update(attrs)
+        self._handles[name] = widened
+        return widened
 
     def set_attrs(self, name: str, /, **attrs: Attr) -> None:
         # Scalars already on disk with the same value are not written again: every flush rewrites
@@ -212,15 +237,38 @@ class RunFile:
         for name in [n for n in self._pending_attrs if n in self._data]:
             self._data[name].attrs.update(self._pending_attrs.pop(name))
 
+    def _start_terminal(self, show_progress: bool) -> None:
+        """No bar yet (the first phase or step draws one, below what was printed before); the
+        run's log file beside it."""
+        self._show_progress = show_progress
+        self._bar: tqdm[Any] | None = None
+        self._status: dict[str, Attr] = {}
+        self._log: logging.Handler | None = terminal.open_run_log(self.path)
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """Begin a phase of the run: the last phase's bar stays on its own line, a new one starts."""
+        raise_if_stopped()
+        logging.getLogger(__name__).info("%s: %s", self.path.name, name)
+        if not self._show_progress:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        self._status = {}
+        self._bar = tqdm(desc=name, total=total, unit="step", dynamic_ncols=True, leave=True)
+
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
         raise_if_stopped()  # a step boundary: where a stop whose first raise was lost is raised again
-        if self._bar is None:
+        if not self._show_progress:
             return
+        if self._bar is None:
+            self.phase(self.procedure, total)
+        assert self._bar is not None
         if total is not None and total != self._bar.total:
             self._bar.total = total
             self._bar.refresh()
-        if status:
-            self._bar.set_postfix(status, refresh=False)
+        if status:  # fields stay until replaced: the last test accuracy shows while training goes on
+            self._status.update(status)
+            self._bar.set_postfix(self._status, refresh=False)
         self._bar.update(advance)
 
     # ------------------------------------------------------------------ lifecycle
@@ -240,6 +288,9 @@ class RunFile:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._log is not None:
+            terminal.close_run_log(self._log)
+            self._log = None
         if self._file:
             for name, attrs in self._pending_attrs.items():
                 self._data.require_group(name).attrs.update(attrs)
@@ -273,7 +324,8 @@ class RunData:
 
     path: Path
     root: dict[str, Any]
-    datasets: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    datasets: Mapping[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    """every dataset by name: in memory, or read when asked for (:func:`read_run` with ``lazy``)"""
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -292,6 +344,57 @@ _SCALARS = (bool, int, float, str, np.bool_, np.integer, np.floating)
 def _same_scalar(stored: Attr | None, value: Attr) -> bool:
     """``value`` is a scalar equal to, and of the same type as, ``stored``."""
     return isinstance(value, _SCALARS) and type(stored) is type(value) and bool(stored == value)
+
+
+def smallest_dtype(values: npt.NDArray[Any]) -> tuple[np.dtype[Any], str]:
+    """The smallest type that holds ``values`` exactly (float64 -> float32 where no digit is lost, as
+    for everything read from a board; int64 -> int32), and the type a reader widens them back to."""
+    if values.dtype == np.float64 and values.size and holds(np.dtype(np.float32), values):
+        return np.dtype(np.float32), "float64"
+    if values.dtype == np.int64 and values.size and holds(np.dtype(np.int32), values):
+        return np.dtype(np.int32), "int64"
+    return values.dtype, ""
+
+
+def holds(dtype: np.dtype[Any], values: npt.NDArray[Any]) -> bool:
+    """Whether a dataset of ``dtype`` stores ``values`` without losing anything."""
+    if dtype == values.dtype or not values.size:
+        return True
+    if values.dtype.kind == "f" and dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            narrow = values.astype(dtype)
+        return bool(np.array_equal(narrow, values, equal_nan=True))
+    if values.dtype.kind in "iub" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return bool(values.min() >= info.min and values.max() <= info.max)
+    return False
+
+
+COMPRESS_FROM = 1024
+"""Datasets of at least this many bytes (and every series) are chunked and compressed."""
+SERIES_CHUNK_BYTES = 8 * 1024
+"""A series is flushed after every journaled step, which recompresses its last chunk: small chunks
+keep that cheap (64 KiB chunks made an endurance step's flush several times slower)."""
+
+
+def storage_options(shape: tuple[int, ...], dtype: np.dtype[Any], rows: bool = False) -> dict[str, Any]:
+    """Chunks and compression of a dataset: gzip (readable by every HDF5 and netCDF reader) with the
+    byte shuffle; a series (``rows``) in chunks of about 8 KiB along its first axis."""
+    item = np.dtype(dtype).itemsize
+    if rows:
+        row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * item)
+        chunk_rows = max(1, SERIES_CHUNK_BYTES // row_bytes)
+        return {"chunks": (chunk_rows, *shape), "compression": "gzip", "compression_opts": 4, "shuffle": True}
+    if int(np.prod(shape, dtype=np.int64)) * item < COMPRESS_FROM or np.dtype(dtype).kind not in "fiub":
+        return {}
+    return {"chunks": True, "compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def stored_array(dataset: h5py.Dataset) -> np.ndarray[Any, Any]:
+    """A dataset in memory, in the type it was written with (a narrowed one widened back)."""
+    values: np.ndarray[Any, Any] = dataset[()]
+    widen = dataset.attrs.get(layout.STORED_FROM)
+    return values.astype(_plain(widen)) if widen else values
 
 
 def _plain(value: Any) -> Any:
@@ -360,21 +463,58 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def read_run(path: str | Path) -> RunData:
-    """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`."""
+class LazyDatasets(Mapping[str, np.ndarray[Any, Any]]):
+    """A run file's datasets, each read from the file only when asked for (``hil show`` on a file of
+    hundreds of MB holds one dataset at a time); opened without the writer's lock each time."""
+
+    def __init__(self, path: Path, shapes: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> None:
+        self.path = path
+        self.shapes = dict(shapes)
+        """shape and dtype (as written) of each dataset, known without reading it"""
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        if name not in self.shapes:
+            raise KeyError(name)
+        with h5py.File(self.path, "r", locking=False) as f:
+            return stored_array(f[DATA_GROUP][name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def extremes(self, name: str) -> tuple[float, float] | None:
+        """Smallest and largest finite value, read chunk by chunk (None: none, or not numbers)."""
+        low, high = np.inf, -np.inf
+        with h5py.File(self.path, "r", locking=False) as f:
+            dataset = f[DATA_GROUP][name]
+            if dataset.dtype.kind not in "fiu" or not dataset.size:
+                return None
+            for part in dataset.iter_chunks() if dataset.chunks else [()]:
+                values = np.asarray(dataset[part], dtype=np.float64)
+                values = values[np.isfinite(values)]
+                if values.size:
+                    low, high = min(low, float(values.min())), max(high, float(values.max()))
+        return (low, high) if low <= high else None
+
+
+def read_run(path: str | Path, lazy: bool = False) -> RunData:
+    """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`. With
+    ``lazy``, datasets are read only when asked for (:class:`LazyDatasets`)."""
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
     try:
-        return _read_run(path, locking=True)
+        return _read_run(path, locking=True, lazy=lazy)
     except RunFileError:
         # A live run holds its file's write lock; its last flushed state is still readable.
         with contextlib.suppress(RunFileError, TypeError):
-            return _read_run(path, locking=False)
+            return _read_run(path, locking=False, lazy=lazy)
         raise
 
 
-def _read_run(path: Path, locking: bool) -> RunData:
+def _read_run(path: Path, locking: bool, lazy: bool = False) -> RunData:
     try:
         with h5py.File(path, "r", locking=locking) as f:
             root = {k: _plain(v) for k, v in f.attrs.items()}
@@ -383,16 +523,29 @@ def _read_run(path: Path, locking: bool) -> RunData:
                 raise RunFileError(f"{path} {problem}")
             run = RunData(path, root)
             group = f.get(DATA_GROUP)
+            shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
             if isinstance(group, h5py.Group):
-                group.visititems(lambda name, obj: _collect(run, name, obj))
+                group.visititems(lambda name, obj: _collect(run, name, obj, shapes if lazy else None))
                 run.attrs[""] = {k: _plain(v) for k, v in group.attrs.items()}
+            if lazy:
+                run.datasets = LazyDatasets(path, shapes)
             return run
     except OSError as exc:
         raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
 
 
-def _collect(run: RunData, name: str, obj: h5py.Dataset | h5py.Group) -> None:
-    if obj.attrs:
-        run.attrs[name] = {k: _plain(v) for k, v in obj.attrs.items()}
-    if isinstance(obj, h5py.Dataset):
-        run.datasets[name] = obj[()]
+def _collect(
+    run: RunData, name: str, obj: h5py.Dataset | h5py.Group,
+    shapes: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] | None,
+) -> None:  # fmt: skip
+    attrs = {k: _plain(v) for k, v in obj.attrs.items() if k != layout.STORED_FROM}
+    if attrs:
+        run.attrs[name] = attrs
+    if not isinstance(obj, h5py.Dataset):
+        return
+    if shapes is not None:
+        widen = obj.attrs.get(layout.STORED_FROM)
+        shapes[name] = (obj.shape, np.dtype(_plain(widen)) if widen else obj.dtype)
+    else:
+        assert isinstance(run.datasets, dict)
+        run.datasets[name] = stored_array(obj)

@@ -30,9 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from drivers import PulseKind
 from hil.array_backend import ArrayBackend
+from hil.terminal import ProgressOnly, phase
 from hil.updates import G_TARGET_FLOOR
 from protocols.calibration import GateCalibration
 from protocols.programming import write_verify
+from protocols.recording import Recorder
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -143,8 +145,10 @@ def write_targets(
     targets: dict[str, tuple[FloatArray, BoolArray]],
     calibrations: Mapping[str, GateCalibration],
     tolerance: float,
+    recorder: Recorder | None = None,
 ) -> int:
-    """Write-verify every masked device to its target (held to what the device reaches); the pulses."""
+    """Write-verify every masked device to its target (held to what the device reaches); the pulses.
+    A ``recorder`` shows each board's programming as a phase of the run, with its progress."""
     pulses = 0
     for name, (target, mask) in targets.items():
         board = backend.boards[name]
@@ -153,8 +157,11 @@ def write_targets(
             reach_low, reach_high = calibration.reach()
             np.copyto(target, np.clip(target, reach_low, reach_high), where=mask)
         np.copyto(target, np.clip(target, G_TARGET_FLOOR, board.limits.g_cell_max), where=mask)
+        if recorder is not None:
+            phase(recorder, f"programming {name} ({int(mask.sum())} devices, write-verify)")
         result = write_verify(board, np.where(mask, target, 0.0), tolerance=tolerance, mask=mask,
-                              calibration=calibration)  # fmt: skip
+                              calibration=calibration,
+                              recorder=ProgressOnly(recorder) if recorder is not None else None)  # fmt: skip
         pulses += int(result.pulses.sum())
     return pulses
 

@@ -156,3 +156,11 @@ def killable() -> Iterator[list[subprocess.Popen[bytes]]]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(autouse=True)
+def chip_ledgers(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's runs append to chip ledgers of its own, never to the user's."""
+    directory = tmp_path_factory.mktemp("chips")
+    monkeypatch.setenv("MEMRISTOR_HIL_LEDGER", str(directory))
+    return directory

@@ -80,6 +80,10 @@ class TrainConfig(BaseModel):
         True, description="characterize the used devices first (per-device SET fit; finds defective devices)"
     )
     calibration_gates: int = Field(6, ge=2, le=64, description="gate voltages measured by the calibration")
+    calibration_max_age: float | None = Field(
+        None, ge=0, description="reuse the chip's gate calibration from its ledger when measured at most this many "
+        "seconds ago with the same pulse parameters, s; default: always measure",
+    )  # fmt: skip
     prune_defective: StrictBool = Field(True, description="cancel defective pairs' currents on the host (weight 0)")
     initial_tolerance: float = Field(4e-6, gt=0, le=0.1, description="write-verify tolerance of the initial weights, S")
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)

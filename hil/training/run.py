@@ -23,6 +23,7 @@ from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.config import ConfigError
 from hil.datasets import load_dataset
+from hil.ledger.facts import calibrate_or_reuse
 from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
@@ -47,6 +48,7 @@ from hil.run_layout import (
 )
 from hil.run_layout import calibration as calibration_path
 from hil.storage import RunData, RunFile, RunFileError, check_same_board
+from hil.terminal import ProgressOnly, phase
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import (
     ExactLearner,
@@ -173,11 +175,13 @@ def characterize(config: TrainConfig, boards: Mapping[str, Board], recorder: Rec
         if bad is not None:
             usable[[r for r in bad.rows if 0 <= r < board.shape[0]], :] = False
             usable[:, [c for c in bad.cols if 0 <= c < board.shape[1]]] = False
-        calibration = calibrate_gate(
-            board, np.linspace(low, high, config.calibration_gates), amplitude=config.gate_coded.v_set,
-            width=config.gate_coded.width, v_reset=config.gate_coded.v_reset,
-            v_gate_reset=config.gate_coded.v_gate_reset, mask=usable,
-        )  # fmt: skip
+        g = config.gate_coded
+        parameters = {"amplitude": g.v_set, "width": g.width, "v_reset": g.v_reset, "v_gate_reset": g.v_gate_reset}
+        gates = np.linspace(low, high, config.calibration_gates)
+        measure = partial(calibrate_gate, board, gates, g.v_set, g.width, g.v_reset, g.v_gate_reset, mask=usable,
+                          recorder=ProgressOnly(recorder))  # fmt: skip
+        phase(recorder, f"calibrating {name}", config.calibration_gates)
+        calibration = calibrate_or_reuse(board, name, recorder, parameters, config.calibration_max_age, measure)
         calibrations[name] = calibration
         stuck_low, stuck_high = split_defects(calibration)
         recorder.write(calibration_path(name, "k"), calibration.k, unit="S/V")
@@ -252,6 +256,7 @@ def program_weights(
     weights: Mapping[str, FloatArray],
     tolerance: float,
     trained: bool = False,
+    recorder: Recorder | None = None,
 ) -> int:
     """Write every device to its target by closed-loop write-verify (:mod:`hil.transfer`); then read
     everything back. Weights ``trained`` elsewhere are then corrected on what the VMMs compute."""
@@ -262,7 +267,7 @@ def program_weights(
     if trained and config.transfer.levels is not None:
         weights = quantize(weights, config.transfer.levels)
     targets = conductance_targets(config, hardware, weights)
-    pulses += write_targets(backend, targets, hardware.calibrations, tolerance)
+    pulses += write_targets(backend, targets, hardware.calibrations, tolerance, recorder)
     backend.read_back()
     if trained and config.transfer.rounds:
         report = TransferReport()
@@ -339,6 +344,7 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
     if config.update_rule == "exact":
         return train_exact(config, weights, previous, partial(train_loop, start_update=start))
     with opened_boards(config) as boards:
+        phase(run, "checking the run against the boards")
         check_plan(config, boards)
         _check_same_boards(boards, previous, allow_other_board)
         run.set_root(board_identity=board_identities(boards))
@@ -347,6 +353,7 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
             if not hardware.restored:
                 start = 0  # a run killed before its weights were on the array starts over
             learner = ArrayLearner(hardware.backend, hardware.rule)
+            phase(run, "training")
             result = train_loop(learner, _optimizer(config.optimizer, previous), start_update=start)
             record_final_state(hardware, run)
             result.vmm_round_trips = hardware.backend.vmm_calls
@@ -389,6 +396,7 @@ def prepare_hardware(
     # a placement that cannot work fails before any pulse
     check_vmm_currents(config, _place(config, network, boards, None).placement, boards)
     calibrations = characterize(config, boards, run) if config.calibrate else {}
+    phase(run, "placing the layers")
     spec = _placement_spec(config, network, boards, calibrations)
     # Weights trained elsewhere (yao-hybrid's software phase, a deployment) are known before they
     # are written: placed so the large ones avoid defective pairs, then corrected on what the VMMs compute.
@@ -400,7 +408,8 @@ def prepare_hardware(
     run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
     _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
     tolerance = config.hybrid.transfer_tolerance if config.model == "yao-hybrid" else config.initial_tolerance
-    pulses = program_weights(config, hardware, weights, tolerance, trained=trained)
+    pulses = program_weights(config, hardware, weights, tolerance, trained=trained, recorder=run)
+    phase(run, "evaluating the transferred weights")
     accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
     run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
     log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)

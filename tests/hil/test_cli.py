@@ -33,6 +33,26 @@ def test_map_prints_summary_and_writes_file(tmp_path: Path, capsys: pytest.Captu
     assert "8 x 4 map" in text
 
 
+def test_a_map_file_says_what_it_holds_and_is_never_replaced_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import xarray as xr
+
+    for name in ("map.npy", "map.csv", "map.nc"):
+        assert main(["map", IDEAL, "--v-read", "0.1", "--out", str(tmp_path / name)]) == 0
+    about = json.loads((tmp_path / "map.npy.json").read_text())
+    assert about["v_read_V"] == 0.1 and about["unit"] == "S" and "SN-" in about["board"] and about["read_utc"]
+    header = [line for line in (tmp_path / "map.csv").read_text().splitlines() if line.startswith("#")]
+    assert "# v_read_V: 0.1" in header and np.loadtxt(tmp_path / "map.csv", delimiter=",").shape == (8, 4)
+    with xr.open_dataarray(tmp_path / "map.nc", engine="h5netcdf") as array:
+        assert array.dims == ("row", "col") and array.attrs["units"] == "S" and array.attrs["v_read_V"] == 0.1
+    before = (tmp_path / "map.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["map", IDEAL, "--out", str(tmp_path / "map.csv")]) == EXIT_ERROR
+    assert "exists" in capsys.readouterr().err and (tmp_path / "map.csv").read_bytes() == before
+    assert main(["map", IDEAL, "--out", str(tmp_path / "map.csv"), "--overwrite"]) == 0
+
+
 def test_map_counts_cells_outside_the_window(capsys: pytest.CaptureFixture[str]) -> None:
     # Every fresh ideal cell is near 120 uS: a 200-300 uS window puts all 32 below it.
     assert main(["map", IDEAL, "--window-min", "200e-6", "--window-max", "300e-6"]) == 0
@@ -59,7 +79,7 @@ def test_config_file_supplies_resource_and_limits(tmp_path: Path, capsys: pytest
         (["info", "emulator://?write_noise=loud"], "write_noise"),
         (["info", "--config", "/nonexistent/board.toml"], "cannot read board config"),
         (["map", IDEAL, "--v-read", "0.9"], "v_read = 0.9 V is outside the limit [-0.5, 0.5] V"),
-        (["map", IDEAL, "--out", "map.txt"], "use a .npy or .csv file name"),
+        (["map", IDEAL, "--out", "map.txt"], "use a .npy, .csv, .nc file name"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,178 @@
+"""What a run tells about a chip: the pulses of its session and what it measured, for the ledger.
+
+A training run's gate calibration (``prepare/calibration/<board>``), a yield map's defect classes
+and initial conductances, and a gate-calibration run's fits are the findings a later run can use;
+the others add their pulses and their entry in the chip's list of runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers import Board
+from hil import run_layout as layout
+from hil.ledger.store import ChipLedger, LedgerError, Session, ledger_dir
+from hil.storage import RunFile
+from protocols.calibration import GateCalibration
+from protocols.recording import Recorder
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_KEYS = ("k", "c", "residual", "mask", "v_gate_window", "origin", "v_gates", "g_measured")
+"""A :class:`GateCalibration` as plain arrays (its ``to_dict``), as the ledger and a training run store it."""
+PULSE_PARAMETERS = ("amplitude", "width", "v_reset", "v_gate_reset")
+"""What a calibration depends on besides the chip: a calibration is reused only where these match."""
+TRAINING_CLASSES = ("normal", "stuck_low", "stuck_high", "untested")
+REUSED = "ledger"
+"""The ``source`` attribute of a calibration a run took from the ledger (not recorded again)."""
+
+
+def _read_group(run: RunFile, prefix: str, keys: tuple[str, ...]) -> dict[str, npt.NDArray[Any]] | None:
+    arrays = {key: run.read(f"{prefix}/{key}") for key in keys}
+    found = {key: value for key, value in arrays.items() if value is not None}
+    return found if "k" in found else None
+
+
+def _training(session: Session, run: RunFile, board: str, shape: tuple[int, int]) -> None:
+    snapshots = run.read(layout.snapshots(board))
+    if snapshots is not None and len(snapshots):
+        session.conductance = {"g": np.asarray(snapshots[-1], np.float32)}
+        session.conductance_attrs = {"unit": "S", "source": "training snapshot"}
+    prefix = layout.calibration(board, "").rstrip("/")
+    attrs = run.read_attrs(prefix)
+    calibration = _read_group(run, prefix, (*CALIBRATION_KEYS, "stuck_low", "stuck_high"))
+    if calibration is None or attrs.get("source") == REUSED or calibration["k"].shape != shape:
+        return
+    stuck_low = calibration.pop("stuck_low", np.zeros(shape)).astype(bool)
+    stuck_high = calibration.pop("stuck_high", np.zeros(shape)).astype(bool)
+    session.calibration = calibration
+    session.calibration_attrs = {k: v for k, v in attrs.items() if k in PULSE_PARAMETERS}
+    mask = calibration.get("mask", np.ones(shape, bool)).astype(bool)
+    classes = np.where(stuck_low, 1, np.where(stuck_high, 2, np.where(mask, 0, 3))).astype(np.int8)
+    session.defects = {"class": classes}
+    session.defects_attrs = {"class_names": ",".join(TRAINING_CLASSES), "source": "training calibration"}
+    session.working_fraction = float((classes == 0).sum() / max(1, mask.sum()))
+
+
+def _yield_map(session: Session, run: RunFile, shape: tuple[int, int]) -> None:
+    classes, g_initial = run.read("yield/class"), run.read("yield/g_initial")
+    attrs = run.read_attrs("yield/class")
+    if classes is None or classes.shape != shape:
+        return  # a region of the chip: not a whole-chip map
+    session.defects = {"class": classes.astype(np.int8)}
+    session.defects_attrs = {"class_names": str(attrs.get("class_names", "")), "source": "yield-map"}
+    session.working_fraction = float((classes == 0).mean())
+    if g_initial is not None:
+        session.conductance = {"g": g_initial.astype(np.float32)}
+        session.conductance_attrs = {"unit": "S", "source": "yield-map"}
+
+
+def _gate_calibration(session: Session, run: RunFile, shape: tuple[int, int]) -> None:
+    k, c, residual = run.read("calibration/k"), run.read("calibration/c"), run.read("calibration/residual")
+    v_gates, g = run.read("calibration/v_gate"), run.read("calibration/g")
+    if k is None or c is None or residual is None or v_gates is None or k.shape != shape:
+        return
+    attrs = run.read_attrs("calibration")
+    low, high = attrs.get("fit_v_turn_on", np.nan), attrs.get("fit_v_saturation", np.nan)
+    window = (float(low) if np.isfinite(low) else float(v_gates[0]),
+              float(high) if np.isfinite(high) else float(v_gates[-1]))  # fmt: skip
+    measured = g if g is not None else np.zeros((0, 0, 0))
+    calibration = GateCalibration(k=k, c=c, residual=residual, v_gate_window=window, mask=np.isfinite(k),
+                                  v_gates=v_gates.ravel(), g_measured=measured)  # fmt: skip
+    session.calibration = calibration.to_dict()
+    session.calibration_attrs = {k: v for k, v in attrs.items() if k in PULSE_PARAMETERS}
+
+
+FINDINGS = {"yield-map": _yield_map, "gate-calibration": _gate_calibration}
+
+
+def session_of(board_name: str, board: Board, run: RunFile) -> Session:
+    """What one board's session in ``run`` adds to its chip's ledger."""
+    session = Session(str(run.path), run.procedure, board_name, {k: v.copy() for k, v in board.pulses_by_cell.items()})
+    if run.procedure == layout.TRAIN:
+        _training(session, run, board_name, board.shape)
+    elif run.procedure in FINDINGS:
+        FINDINGS[run.procedure](session, run, board.shape)
+    return session
+
+
+def record_sessions(boards: Mapping[str, Board], run: RunFile) -> None:
+    """Append each board's session to its chip's ledger; a ledger that fails is logged, never fails the run.
+
+    An in-process emulator's chip lives only as long as its process: it has no history to keep.
+    """
+    directory = ledger_dir()
+    if directory is None:
+        return
+    from drivers.resources import is_in_process
+
+    for name, board in boards.items():
+        if is_in_process(board.resource):
+            continue
+        try:
+            ChipLedger(directory, board.identity.serial).record(session_of(name, board, run), str(board.identity),
+                                                                board.shape)  # fmt: skip
+        except (OSError, LedgerError, ValueError, KeyError) as exc:
+            log.warning("the chip ledger of %s was not updated: %s", board.identity.serial, exc)
+
+
+def fresh_calibration(
+    board: Board, max_age: float, parameters: Mapping[str, float]
+) -> tuple[GateCalibration, str] | None:
+    """The chip's latest gate calibration from its ledger, if measured less than ``max_age`` seconds
+    ago with these pulse ``parameters`` on this shape; with when it was measured."""
+    directory = ledger_dir()
+    ledger = ChipLedger(directory, board.identity.serial) if directory is not None else None
+    if ledger is None or not ledger.exists():
+        return None
+    try:
+        history = ledger.read()
+    except LedgerError as exc:
+        log.warning("%s", exc)
+        return None
+    stored = history.calibration
+    if stored is None or history.shape != board.shape or stored.age > max_age:
+        return None
+    if any(not np.isclose(float(stored.attrs.get(k, np.nan)), float(v)) for k, v in parameters.items()):
+        return None
+    return GateCalibration.from_dict(stored.arrays), stored.measured_utc
+
+
+def calibrate_or_reuse(
+    board: Board, board_name: str, recorder: Recorder, parameters: Mapping[str, float], max_age: float | None,
+    measure: Callable[[], GateCalibration],
+) -> GateCalibration:  # fmt: skip
+    """The board's gate calibration: from its chip's ledger when one with these pulse ``parameters`` is
+    younger than ``max_age`` seconds (None: never), else measured; stored whole in the run file."""
+    found = fresh_calibration(board, max_age, parameters) if max_age is not None else None
+    if found is not None:
+        calibration, measured = found
+        log.info("%s: gate calibration of %s reused from its ledger (measured %s)", board_name,
+                 board.identity.serial, measured)  # fmt: skip
+        source: dict[str, str] = {"source": REUSED, "measured_utc": measured}
+    else:
+        calibration, source = measure(), {"source": "measured"}
+    for key, value in calibration.to_dict().items():
+        if key not in ("k", "c", "v_gate_window"):  # those the training run writes with their units
+            recorder.write(layout.calibration(board_name, key), np.asarray(value))
+    recorder.set_attrs(layout.calibration(board_name, "").rstrip("/"), **parameters, **source)
+    return calibration
+
+
+def working_cells(board: Board, max_age: float) -> list[tuple[int, int]]:
+    """The cells the chip's latest defect map (younger than ``max_age`` seconds) calls normal, from its
+    ledger: a characterization that skips the defective ones without mapping them again."""
+    directory = ledger_dir()
+    ledger = ChipLedger(directory, board.identity.serial) if directory is not None else None
+    history = ledger.read() if ledger is not None and ledger.exists() else None
+    defects = history.defects if history is not None else None
+    if history is None or defects is None or defects.age > max_age or history.shape != board.shape:
+        raise LedgerError(f"no defect map of chip {board.identity.serial} younger than {max_age:g} s in its ledger; "
+                          "map it first (hil characterize yield-map), or leave out --working-cells")  # fmt: skip
+    rows, cols = np.nonzero(np.asarray(defects.arrays["class"]) == 0)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]

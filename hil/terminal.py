@@ -1,0 +1,92 @@
+"""What the terminal shows while a run works: one line or bar per phase, messages that never
+collide with a bar, and a log file beside each run file.
+
+A run goes through phases (checking, calibrating, placing, programming, evaluating, training); each
+gets its own bar (a count and the time left, once the count is known) that stays on its own
+line when the next begins. Messages go through :func:`say` and logging goes through
+:class:`BarSafeHandler`, both of which print above the live bar instead of into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+from tqdm import tqdm
+
+from protocols.recording import Attr, Recorder
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def say(message: str, err: bool = False) -> None:
+    """Print a line above any live progress bar (never into it)."""
+    tqdm.write(message, file=sys.stderr if err else sys.stdout)
+
+
+class BarSafeHandler(logging.Handler):
+    """Log records printed above the live bar, on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Console at WARNING (0), INFO (-v) or DEBUG with the wire traffic (-vv); the run's log file
+    beside its run file keeps INFO, or DEBUG with -vv."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, BarSafeHandler)]:
+        root.removeHandler(handler)
+    console = BarSafeHandler({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+
+
+def open_run_log(run_path: Path) -> logging.Handler:
+    """A log file beside the run file (``RUN.log``, appended across sessions), at the level the
+    command line asked for (INFO; DEBUG, with every command on the wire, under -vv)."""
+    handler = logging.FileHandler(run_path.with_suffix(".log"), encoding="utf-8", delay=True)
+    root = logging.getLogger()
+    handler.setLevel(root.level or logging.INFO)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    return handler
+
+
+def close_run_log(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+
+
+def phase(recorder: Recorder, name: str, total: int | None = None) -> None:
+    """Begin a phase of a run on the recorder's terminal (a recorder without one ignores it)."""
+    begin = getattr(recorder, "phase", None)
+    if callable(begin):
+        begin(name, total)
+
+
+class ProgressOnly:
+    """A recorder that passes a step's progress to the run's bar and stores nothing (a protocol
+    called inside a phase whose data the run stores its own way)."""
+
+    def __init__(self, inner: Recorder) -> None:
+        self.inner = inner
+
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
+        pass
+
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
+        pass
+
+    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
+        pass
+
+    def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
+        self.inner.progress(advance, total, **status)

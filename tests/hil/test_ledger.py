@@ -1,0 +1,95 @@
+"""The chip ledger: a chip's pulses, findings and runs across run files, and their reuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers import open_board
+from hil.cli import main
+from hil.ledger import ChipLedger, LedgerError
+from hil.storage import read_run
+from tests.conftest import EmulatorFactory
+from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML
+
+EMULATOR = EMULATOR_ARGS  # a 32 x 10 array: room for the tiny network
+SHORT = ["--updates", "6", "--eval-every", "3"]
+
+
+def test_three_runs_on_one_chip_add_up_to_the_boards_own_pulse_count(
+    emulator_process: EmulatorFactory, tmp_path: Path, chip_ledgers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = emulator_process(preset="umass-ta-hfo2", seed=2, extra=EMULATOR)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    runs = {
+        "yield": ["characterize", "yield-map", emulator.resource, "--destructive"],
+        "train": ["train", "--board", emulator.resource, "--config", str(config), *SHORT],
+        "retention": ["characterize", "retention", emulator.resource, "--program", "set", "--nrows", "3", "--ncols",
+                      "3", "--working-cells", "3600", "--t-first", "0.01", "--t-last", "0.1"],
+    }  # fmt: skip
+    for name, argv in runs.items():
+        assert main([*argv, "--out", str(tmp_path / f"{name}.h5")]) == 0, capsys.readouterr().err
+    with open_board(emulator.resource, timeout=5) as board:
+        counted = board.pulse_count()
+    history = ChipLedger(chip_ledgers, "SN-0001").read()
+    assert history.shape == (32, 10)
+    assert counted > 0 and int(history.total_pulses.sum()) == counted
+    in_files = [int(read_run(tmp_path / f"{name}.h5").attrs[f"link/{board}"]["pulses_applied"])
+                for name, board in (("yield", "board"), ("train", "board0"), ("retention", "board"))]  # fmt: skip
+    assert [r["pulses"] for r in history.runs] == in_files and sum(in_files) == counted
+    assert [r["procedure"] for r in history.runs] == ["yield-map", "train", "retention"]
+    assert set(history.pulses) == {"set", "reset"}
+    assert history.defects is not None and history.calibration is not None and history.conductance is not None
+    assert history.defects.run.endswith("train.h5")  # the latest defect map: the training run's calibration
+    cells = read_run(tmp_path / "retention.h5").config["options"]["cells"]
+    normal = history.defects.arrays["class"][:3, :3] == 0  # the retention took the working cells from it
+    assert sorted(map(tuple, cells)) == [(int(r), int(c)) for r, c in zip(*np.nonzero(normal), strict=True)]
+    assert len(history.yield_history) == 2
+
+    capsys.readouterr()
+    assert main(["chip", "SN-0001", "--cell", "3,7", "--plot", str(tmp_path / "chip.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"pulses: {counted:,} (reset " in out and "3 run(s)" in out and (tmp_path / "chip.png").is_file()
+    assert f"cell: (3, 7): {int(history.total_pulses[3, 7]):,} pulses" in out and "window" in out
+    assert main(["chip", "SN-0404"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_training_reuses_a_fresh_calibration_and_measures_a_stale_one(
+    emulator_process: EmulatorFactory, tmp_path: Path, chip_ledgers: Path
+) -> None:
+    emulator = emulator_process(preset="umass-ta-hfo2", seed=2, extra=EMULATOR)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    base = ["train", "--board", emulator.resource, "--config", str(config), "--updates", "2"]
+    assert main([*base, "--out", str(tmp_path / "first.h5")]) == 0
+    first = read_run(tmp_path / "first.h5")
+    assert first.attrs["prepare/calibration/board0"]["source"] == "measured"
+    assert main([*base, "--reuse-calibration", "3600", "--out", str(tmp_path / "second.h5")]) == 0
+    second = read_run(tmp_path / "second.h5")
+    assert second.attrs["prepare/calibration/board0"]["source"] == "ledger"
+    for key in ("k", "c", "stuck_low", "stuck_high", "g_measured"):
+        name = f"prepare/calibration/board0/{key}"
+        np.testing.assert_array_equal(second.datasets[name], first.datasets[name])
+    calibration_pulses = int(first.datasets["prepare/calibration/board0/g_measured"].shape[0]) * 2 * 32 * 10
+    spent = [int(r.attrs["link/board0"]["pulses_applied"]) for r in (first, second)]
+    assert spent[0] - spent[1] >= calibration_pulses * 0.9  # no calibration pulses the second time
+    history = ChipLedger(chip_ledgers, "SN-0001").read()
+    assert history.calibration is not None and history.calibration.run.endswith("first.h5")  # not re-dated
+    assert main([*base, "--reuse-calibration", "0", "--out", str(tmp_path / "third.h5")]) == 0
+    assert read_run(tmp_path / "third.h5").attrs["prepare/calibration/board0"]["source"] == "measured"
+
+
+def test_a_ledger_refuses_another_shape_and_reading_a_missing_chip(tmp_path: Path) -> None:
+    from hil.ledger.store import Session
+
+    ledger = ChipLedger(tmp_path, "SN-9")
+    with pytest.raises(LedgerError, match="no ledger for chip 'SN-9'"):
+        ledger.read()
+    ledger.record(Session("a.h5", "train", "board0", {"set": np.ones((2, 3), np.int64)}), "X", (2, 3))
+    with pytest.raises(LedgerError, match="2 x 3 chip; this board is 4 x 4"):
+        ledger.record(Session("b.h5", "train", "board0", {"set": np.ones((4, 4), np.int64)}), "X", (4, 4))
+    assert int(ledger.read().total_pulses.sum()) == 6

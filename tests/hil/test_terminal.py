@@ -1,0 +1,59 @@
+"""What the terminal shows: each phase of a run on its own line, messages never inside a bar,
+a log file beside the run, global options after the subcommand, help with units."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hil.cli import build_parser, main
+from hil.storage import software_version
+from tests.hil.test_training import TINY_TOML
+
+BOARD = "emulator://?preset=umass-ta-hfo2&seed=3&rows=32&cols=10"
+PHASES = ("checking the run against the boards", "calibrating board0", "placing the layers", "programming board0",
+          "evaluating the transferred weights", "training")  # fmt: skip
+
+
+def test_a_training_run_shows_each_phase_and_no_message_runs_into_a_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "run.h5"
+    assert main(["train", "--config", str(config), "--board", BOARD, "--updates", "6", "--eval-every", "3",
+                 "--out", str(out), "-v"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    err = captured.err
+    starts = [re.search(rf"(?:^|[\r\n]){re.escape(name)}[:( ]", err) for name in PHASES]
+    assert all(starts), err  # each phase has a bar of its own
+    positions = [match.start() for match in starts if match]
+    assert positions == sorted(positions)  # in the order the run goes through them
+    assert re.search(r"calibrating board0: 100%\|[^\r\n]*\| 3/3 \[", err)  # a count (and time left) per phase
+    # Every bar update ends where the next begins (\r) or on a new line: nothing is printed into it.
+    assert not re.search(r"step/s[^\]\r\n]*\][ \t]*[^ \t\r\n]", err)
+    assert captured.out.startswith("training ")  # the opening message on a line of its own
+    last_training = [line for line in re.split(r"[\r\n]", err) if line.startswith("training:")][-1]
+    assert "test=" in last_training and "loss=" in last_training  # the last evaluation stays in view
+    log = out.with_suffix(".log").read_text()
+    assert "calibrating board0" in log and "INFO" in log and "-> " not in log  # no wire traffic without -vv
+
+
+def test_minus_vv_after_the_subcommand_writes_the_wire_traffic_to_the_runs_log(tmp_path: Path) -> None:
+    out = tmp_path / "yield.h5"
+    assert main(["characterize", "yield-map", BOARD, "--out", str(out), "-vv"]) == 0
+    log = out.with_suffix(".log").read_text()
+    assert "DEBUG drivers.link" in log and "-> MAP" in log  # the map read (MAP? or its compact MAP:CODE?)
+
+
+def test_version_help_metavars_and_units(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == f"hil {software_version()}"
+    help_text = build_parser()._subparsers._group_actions[0].choices["characterize"]  # type: ignore[union-attr]
+    endurance = help_text._subparsers._group_actions[0].choices["endurance"].format_help()
+    assert "--v-read V " in endurance and "--max-cycles N " in endurance and "OPTION_" not in endurance
+    assert main(["info", BOARD]) == 0
+    assert re.search(r"v_row  \[-?[\d.]+, [\d.]+\] V\n", capsys.readouterr().out)
