@@ -126,18 +126,26 @@ def refine(
     for _ in range(rounds):
         errors = effective_error(backend, weights)
         report.weight_error_rms.append(_rms(errors))
-        for layer, error in errors.items():
-            for tile in backend.placement.tiles[layer]:
-                target = targets[tile.board][0]
-                dg_plus, dg_minus = backend.device_changes(tile, error[tile.inputs, tile.outputs])
-                plus, minus = tile.pair(target)
-                tile.put(target, plus + dg_plus, minus + dg_minus)
+        shift_targets(backend, targets, errors)
         report.pulses += write_targets(backend, targets, calibrations, tolerance)
         backend.read_back()
     report.weight_error_rms.append(_rms(effective_error(backend, weights)))
     if not kept:
         backend.vmm_readback = False
         backend.read_back()
+
+
+def shift_targets(
+    backend: ArrayBackend, targets: dict[str, tuple[FloatArray, BoolArray]], changes: Mapping[str, FloatArray]
+) -> None:
+    """Move each board's conductance targets by the device changes that make each layer's weights
+    change by ``changes`` (weight units, ``(fan_in, fan_out)`` per layer), in place."""
+    for layer, change in changes.items():
+        for tile in backend.placement.tiles[layer]:
+            target = targets[tile.board][0]
+            dg_plus, dg_minus = backend.device_changes(tile, change[tile.inputs, tile.outputs])
+            plus, minus = tile.pair(target)
+            tile.put(target, plus + dg_plus, minus + dg_minus)
 
 
 def write_targets(

@@ -59,7 +59,7 @@ from hil.training.loop import (
     train,
 )
 from hil.training.plan import PlanError, check_plan, check_vmm_currents
-from hil.transfer import TransferReport, park_unused, quantize, refine, write_targets
+from hil.transfer import TransferReport, park_unused, quantize, refine, shift_targets, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
 from protocols.calibration import GateCalibration, calibrate_gate
@@ -241,12 +241,7 @@ def conductance_targets(
         shape = backend.placement.board_shapes[name]
         dead = backend.stuck_low.get(name, np.zeros(shape, bool)) | backend.stuck_high.get(name, np.zeros(shape, bool))
         out[name] = (np.full(shape, middle), backend.placement.used_mask(name) & ~dead)
-    for layer, w in weights.items():
-        for tile in backend.placement.tiles[layer]:
-            target = out[tile.board][0]
-            dg_plus, dg_minus = backend.device_changes(tile, w[tile.inputs, tile.outputs])
-            plus, minus = tile.pair(target)
-            tile.put(target, plus + dg_plus, minus + dg_minus)
+    shift_targets(backend, out, weights)  # from the middle of the window by the whole weights
     return out
 
 
