@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from drivers import Board, SafetyLimits, open_board
+from hil.terminal import TransferBar
 
 EMBEDDED_EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -47,11 +48,20 @@ class BoardConfig(BaseModel):
         None, description="numbered, checksummed frames: true, false, or (default) whenever the firmware offers them"
     )
     limits: SafetyLimits | None = Field(None, description="host safety limits; default: the firmware's")
+    baud_rate: int | None = Field(None, ge=50, le=100_000_000, description="an ASRL resource's baud rate "
+                                  "(serial:// resources state it in their URL)")  # fmt: skip
+    link_rate: float | None = Field(None, gt=0, le=1e11, description="the link's speed, bytes/s, so that maps "
+                                    "and batches are split into commands of at most a few seconds each with a bar "
+                                    "that moves; default: a serial resource's baud rate / 10")  # fmt: skip
 
     def open(self, resource: str | None = None) -> Board:
         """Open this board (or ``resource`` with these settings); use it as a context manager."""
-        return open_board(resource or self.resource, limits=self.limits, timeout=self.timeout,
-                          visa_backend=self.visa_backend, framing=self.framing)  # fmt: skip
+        board = open_board(resource or self.resource, limits=self.limits, timeout=self.timeout,
+                           visa_backend=self.visa_backend, baud_rate=self.baud_rate, framing=self.framing,
+                           link_rate=self.link_rate)  # fmt: skip
+        if board.link_rate is not None:  # a slow link: long transfers are split, and show it
+            board.progress = TransferBar(str(board.identity))
+        return board
 
 
 def validation_problems(error: ValidationError) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy.typing as npt
 from tqdm import tqdm
 
+from drivers import Progress
 from protocols.recording import Attr, Recorder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -90,3 +91,29 @@ class ProgressOnly:
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
         self.inner.progress(advance, total, **status)
+
+
+class TransferBar:
+    """A :attr:`drivers.Board.progress` hook: a transient bar for each operation the board splits
+    over several commands (a map, VMM batch or pulse batch on a slow link), so a long transfer is
+    seen to move. Drawn only on a terminal unless a ``file`` is given."""
+
+    def __init__(self, label: str, file: TextIO | None = None) -> None:
+        self.label = label
+        self.file = file
+        self.bar: tqdm[Any] | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        desc = f"{self.label}: {progress.operation}"
+        if self.bar is None or self.bar.desc != desc or self.bar.total != progress.total or progress.done < self.bar.n:
+            self.close()
+            self.bar = tqdm(desc=desc, total=progress.total, unit=progress.unit, leave=False, dynamic_ncols=True,
+                            file=self.file, disable=None if self.file is None else False)  # fmt: skip
+        self.bar.update(progress.done - self.bar.n)
+        if progress.done >= progress.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -57,3 +57,32 @@ def test_version_help_metavars_and_units(capsys: pytest.CaptureFixture[str]) -> 
     assert "--v-read V " in endurance and "--max-cycles N " in endurance and "OPTION_" not in endurance
     assert main(["info", BOARD]) == 0
     assert re.search(r"v_row  \[-?[\d.]+, [\d.]+\] V\n", capsys.readouterr().out)
+
+
+def test_a_board_on_a_slow_link_shows_its_long_transfers_moving() -> None:
+    """A stated link rate splits a map into commands of a bounded time, and the bar follows them."""
+    from io import StringIO
+
+    from drivers import Progress
+    from hil.config import BoardConfig
+    from hil.terminal import TransferBar
+
+    with BoardConfig(resource="emulator://?seed=1").open() as fast:
+        assert fast.progress is None  # no link rate: nothing is split, no bar
+    with BoardConfig(resource="emulator://?seed=1", link_rate=4000).open() as board:
+        assert isinstance(board.progress, TransferBar)
+        shown = StringIO()
+        bar = TransferBar("chip", file=shown)
+        seen: list[tuple[int, int]] = []
+
+        def follow(progress: Progress) -> None:
+            seen.append((progress.done, progress.total))
+            bar(progress)
+
+        board.progress = follow
+        rows = board.shape[0]
+        board.read_map()
+    assert len(seen) > 2 and seen[-1] == (rows, rows)  # several commands, the last one completing the map
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert bar.bar is None  # the bar is closed once the map is whole
+    assert f"chip: map:   0%|          | 0/{rows}" in shown.getvalue()
