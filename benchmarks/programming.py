@@ -33,13 +33,12 @@ import time
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from traffic import count_traffic
 
 from drivers import Board, PulseKind, Region, open_board
 from protocols.calibration import GateCalibration, calibrate_gate
 from protocols.programming import CellOutcome, WriteVerifyResult, WriteVerifySettings, write_verify
-from protocols.recording import Attr
+from protocols.recording import Attr, DiscardingRecorder
 
 PRESET = "umass-ta-hfo2"
 REFERENCE_WINDOW = (100e-6, 700e-6)  # S: where the Li 2018 / Hu 2018 work maps weights
@@ -51,22 +50,13 @@ BITS_PER_SERIAL_BYTE = 10  # 8N1
 Json = dict[str, Any]
 
 
-class PrintRecorder:
+class PrintRecorder(DiscardingRecorder):
     """A Recorder that keeps nothing and prints one line per progress report."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.done = 0
         self.total: int | None = None
-
-    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
-        pass
-
-    def append(self, name: str, row: npt.ArrayLike, /) -> None:
-        pass
-
-    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
-        pass
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
         self.done += advance

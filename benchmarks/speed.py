@@ -59,6 +59,7 @@ from mock_hardware.array_model import CrossbarArray
 from mock_hardware.array_model import PulseKind as ArrayPulseKind
 from mock_hardware.device_params import DeviceParameters, preset
 from mock_hardware.physics import line_resistance
+from protocols.recording import DiscardingRecorder
 
 FloatArray = npt.NDArray[np.float64]
 PRESET = "umass-ta-hfo2"
@@ -271,20 +272,11 @@ class BareArrays:
         pass
 
 
-class TickingRecorder:
+class TickingRecorder(DiscardingRecorder):
     """A recorder that stores nothing and ticks the clocks."""
 
     def __init__(self, clocks: Clocks) -> None:
         self.clocks = clocks
-
-    def write(self, name: str, data: Any, /, **attrs: Any) -> None:
-        pass
-
-    def append(self, name: str, row: Any, /) -> None:
-        pass
-
-    def set_attrs(self, name: str, /, **attrs: Any) -> None:
-        pass
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
         if advance == 1 or total is not None:

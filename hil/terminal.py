@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy.typing as npt
 from tqdm import tqdm
 
 from drivers import Progress
-from protocols.recording import Attr, Recorder
+from protocols.recording import DiscardingRecorder, Recorder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -73,21 +72,12 @@ def phase(recorder: Recorder, name: str, total: int | None = None) -> None:
         begin(name, total)
 
 
-class ProgressOnly:
+class ProgressOnly(DiscardingRecorder):
     """A recorder that passes a step's progress to the run's bar and stores nothing (a protocol
     called inside a phase whose data the run stores its own way)."""
 
     def __init__(self, inner: Recorder) -> None:
         self.inner = inner
-
-    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
-        pass
-
-    def append(self, name: str, row: npt.ArrayLike, /) -> None:
-        pass
-
-    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
-        pass
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
         self.inner.progress(advance, total, **status)

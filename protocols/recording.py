@@ -55,6 +55,23 @@ class StoredRecorder(Recorder, Protocol):
         """Put everything recorded so far on disk."""
 
 
+class DiscardingRecorder:
+    """A :class:`Recorder` that stores nothing: the base of recorders that only follow progress
+    (override :meth:`progress`)."""
+
+    def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
+        pass
+
+    def append(self, name: str, row: npt.ArrayLike, /) -> None:
+        pass
+
+    def set_attrs(self, name: str, /, **attrs: Attr) -> None:
+        pass
+
+    def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
+        pass
+
+
 class MemoryRecorder:
     """A :class:`Recorder` that keeps everything in memory."""
 

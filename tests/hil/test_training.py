@@ -32,6 +32,7 @@ from hil.storage import RunData, RunFile, read_run
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import ExactLearner, Schedule, train
 from hil.training.run import PROCEDURE, run_training
+from protocols.recording import DiscardingRecorder
 from tests.conftest import REPO_ROOT, EmulatorFactory
 
 FloatArray = npt.NDArray[np.float64]
@@ -430,21 +431,12 @@ def test_ctrl_c_inside_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path
     assert np.allclose(final_weights(resumed), final_weights(straight))
 
 
-class ProgressLog:
+class ProgressLog(DiscardingRecorder):
     """A recorder that keeps only what the progress bar would show."""
 
     def __init__(self) -> None:
         self.total: int | None = None
         self.position = 0
-
-    def write(self, name: str, data: Any, /, **attrs: Any) -> None:
-        pass
-
-    def append(self, name: str, row: Any, /) -> None:
-        pass
-
-    def set_attrs(self, name: str, /, **attrs: Any) -> None:
-        pass
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
         self.total = total if total is not None else self.total
