@@ -7,6 +7,9 @@ last line of stdout is one JSON object.
 
     .venv/bin/python benchmarks/run_files.py --out-dir /tmp/sizes            # about 2 min on 2 cores
     .venv/bin/python benchmarks/run_files.py --cycles 100 --updates 10 --out-dir /tmp/quick
+
+A run file is written plain and compressed when it closes (``hil.run_compaction``); the time that
+takes for a long endurance run is measured on a file of ``--compact-cycles`` rows of 64 cells.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from hil.cli import main
+from hil.run_compaction import compact
 
 EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
 
@@ -52,13 +57,34 @@ def measure(out_dir: Path, cycles: int, updates: int) -> dict[str, object]:
     return figures
 
 
+def compaction(out_dir: Path, cycles: int) -> dict[str, object]:
+    """Seconds to compress a closed endurance-like file (two conductance series of 64 cells, float64)."""
+    path = out_dir / "compaction.h5"
+    path.unlink(missing_ok=True)
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as plain_file:  # as a live run leaves it: plain series
+        for name, level in (("g_on", 50e-6), ("g_off", 5e-6)):
+            plain_file.create_dataset(f"data/endurance/{name}", data=rng.normal(level, level / 10, (cycles, 64)),
+                                      maxshape=(None, 64), chunks=(128, 64))  # fmt: skip
+    plain = os.path.getsize(path)
+    started = time.perf_counter()
+    compact(path)
+    seconds = time.perf_counter() - started
+    compressed = os.path.getsize(path)
+    print(f"compaction of {cycles} cycles: {plain / 1e6:.1f} MB -> {compressed / 1e6:.1f} MB in {seconds:.2f} s")
+    return {"cycles": cycles, "plain_bytes": plain, "compressed_bytes": compressed, "seconds": round(seconds, 2)}
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--cycles", type=int, default=2000, help="endurance cycles (read after every one)")
     parser.add_argument("--updates", type=int, default=100, help="training updates (2 epochs of 50)")
+    parser.add_argument("--compact-cycles", type=int, default=100_000, help="rows of the compaction measurement")
     args = parser.parse_args()
-    print(json.dumps(measure(args.out_dir, args.cycles, args.updates)))
+    figures = measure(args.out_dir, args.cycles, args.updates)
+    figures["compaction"] = compaction(args.out_dir, args.compact_cycles)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 :class:`RunFile` is a :class:`~protocols.recording.Recorder`: procedures write into it directly.
 Datasets are flushed to disk at least every ``flush_interval`` seconds, so a killed process
-leaves a readable file with everything up to the last flush.
+leaves a readable file with everything up to the last flush. They are written plain and
+compressed when the file is closed (:mod:`hil.run_compaction` says why).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from hil import run_layout as layout
 from hil import terminal
 from hil.interrupts import raise_if_stopped
+from hil.run_compaction import compact, expand, live_options
 from hil.run_layout import DATA_GROUP
 from protocols.recording import Attr
 
@@ -88,6 +90,7 @@ class RunFile:
         run.path = Path(path)
         run.procedure = data.procedure
         try:
+            expand(run.path)  # compressed data rewritten in place would not survive a kill
             run._file = h5py.File(run.path, "r+")
         except OSError as exc:
             raise RunFileError(f"cannot open {run.path} for writing: {exc}") from None
@@ -171,7 +174,7 @@ class RunFile:
         self._handles.pop(name, None)
         self._written_attrs.pop(name, None)
         stored, widen = smallest_dtype(values)
-        dataset = self._data.create_dataset(name, data=values.astype(stored), **storage_options(values.shape, stored))
+        dataset = self._data.create_dataset(name, data=values.astype(stored), **live_options(values.shape, stored))
         if widen:
             dataset.attrs[layout.STORED_FROM] = widen
         self._apply_pending()
@@ -183,7 +186,7 @@ class RunFile:
         dataset = self._dataset(name)
         if dataset is None:
             stored, widen = smallest_dtype(values)
-            options = storage_options(values.shape, stored, rows=True)
+            options = live_options(values.shape, stored, rows=True)
             dataset = self._data.create_dataset(
                 name, shape=(0, *values.shape), maxshape=(None, *values.shape), dtype=stored, **options
             )
@@ -205,7 +208,7 @@ class RunFile:
         attrs.pop(layout.STORED_FROM, None)
         del self._data[name]
         widened = self._data.create_dataset(name, data=rows.astype(dtype), maxshape=(None, *rows.shape[1:]),
-                                            **storage_options(rows.shape[1:], dtype, rows=True))  # fmt: skip
+                                            **live_options(rows.shape[1:], dtype, rows=True))  # fmt: skip
         widened.attrs.update(attrs)
         self._handles[name] = widened
         return widened
@@ -300,6 +303,7 @@ class RunFile:
                     hook()
             self._file.attrs.update(layout.closed_root(status))
             self._file.close()
+            compact(self.path)
 
     def __enter__(self) -> RunFile:
         return self
@@ -368,26 +372,6 @@ def holds(dtype: np.dtype[Any], values: npt.NDArray[Any]) -> bool:
         info = np.iinfo(dtype)
         return bool(values.min() >= info.min and values.max() <= info.max)
     return False
-
-
-COMPRESS_FROM = 1024
-"""Datasets of at least this many bytes (and every series) are chunked and compressed."""
-SERIES_CHUNK_BYTES = 8 * 1024
-"""A series is flushed after every journaled step, which recompresses its last chunk: small chunks
-keep that cheap (64 KiB chunks made an endurance step's flush several times slower)."""
-
-
-def storage_options(shape: tuple[int, ...], dtype: np.dtype[Any], rows: bool = False) -> dict[str, Any]:
-    """Chunks and compression of a dataset: gzip (readable by every HDF5 and netCDF reader) with the
-    byte shuffle; a series (``rows``) in chunks of about 8 KiB along its first axis."""
-    item = np.dtype(dtype).itemsize
-    if rows:
-        row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * item)
-        chunk_rows = max(1, SERIES_CHUNK_BYTES // row_bytes)
-        return {"chunks": (chunk_rows, *shape), "compression": "gzip", "compression_opts": 4, "shuffle": True}
-    if int(np.prod(shape, dtype=np.int64)) * item < COMPRESS_FROM or np.dtype(dtype).kind not in "fiub":
-        return {}
-    return {"chunks": True, "compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 def stored_array(dataset: h5py.Dataset) -> np.ndarray[Any, Any]:

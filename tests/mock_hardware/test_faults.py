@@ -118,11 +118,13 @@ def test_chunked_replies_are_reassembled(emulator_process: EmulatorFactory) -> N
 
 
 def test_a_late_reply_is_a_timeout_naming_the_command(emulator_process: EmulatorFactory) -> None:
+    # The delay is far past the three attempts' timeouts (about 1.3 s in all): on a loaded machine
+    # a late first reply must not reach the last attempt, which plain mode would take as its own.
     emulator = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4"))
-    with open_board(emulator.resource, timeout=0.3) as board:
+    with open_board(emulator.resource, timeout=2.0) as board:
         pass  # the handshake works without faults; now one that delays every reply
     slow = emulator_process(preset="ideal", extra=("--rows", "4", "--cols", "4", "--fault", "delay_reply=1",
-                                                   "--fault", "delay_seconds=1"))  # fmt: skip
+                                                   "--fault", "delay_seconds=5"))  # fmt: skip
     with pytest.raises(LinkError, match=r"timed out after 0.3 s .*\*IDN\?"):
         open_board(slow.resource, timeout=0.3)
     assert board.closed
