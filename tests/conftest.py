@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 60.0  # s: a safety net against a hang; a loaded 2-core machine starts an emulator in 15 s+
 STOP_TIMEOUT = 5.0
 
 
