@@ -47,7 +47,7 @@ class HybridConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    pretrain_epochs: int = Field(3, ge=0, le=1000, description="software training epochs before transfer")
+    pretrain_epochs: int = Field(5, ge=0, le=1000, description="software training epochs before transfer")
     pretrain_lr: float = Field(0.05, gt=0, le=MAX_LR, description="learning rate of the software pre-training (Adam)")
     weight_clip: float = Field(0.8, gt=0, le=1000, description="largest |weight| the software pre-training allows")
     pretrain_noise: WeightNoise = Field(
