@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ from hil.parallel import (
 )
 from hil.storage import RunFile
 from hil.training.config import TrainConfig
+from tests.conftest import EmulatorFactory
 
 FloatArray = npt.NDArray[np.float64]
 SMALL_CNN = {
@@ -91,10 +93,16 @@ def test_only_convolutions_are_replicated_and_every_copy_gets_the_weights() -> N
     assert all(np.array_equal(copies[f"conv1@{g}"], weights["conv1"]) for g in (1, 2))
 
 
-def test_parallel_mode_places_writes_and_retrains_the_copies_on_an_emulated_chip(tmp_path: object) -> None:
+@pytest.mark.parametrize("link", ["in-process", "tcp"])
+def test_parallel_mode_places_writes_and_retrains_the_copies_on_an_emulated_chip(
+    link: str, emulator_process: EmulatorFactory, tmp_path: Path
+) -> None:
+    if link == "tcp":  # the emulator as a separate process, over a real socket
+        resource = emulator_process(seed=5, preset="umass-ta-hfo2", extra=("--rows", "64", "--cols", "32")).resource
+    else:
+        resource = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=32"
     config = TrainConfig.model_validate({
-        "model": "cnn", "network": SMALL_CNN, "dataset": "digits", "seed": 1,
-        "boards": {"board0": "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=32"},
+        "model": "cnn", "network": SMALL_CNN, "dataset": "digits", "seed": 1, "boards": {"board0": resource},
         "updates": 3, "eval_every": 3, "batch_size": 20, "retrain_layers": ["dense1"],
         "optimizer": {"name": "sgd", "lr": 0.1},
     })  # fmt: skip
