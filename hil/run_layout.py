@@ -158,6 +158,8 @@ def snapshot_boards(datasets: Mapping[str, Any]) -> list[str]:
 FINAL = "final"
 DEPLOY = "deploy"
 """Group of a deployment (``initial_weights``): its weights as written; attributes ``scale_<layer>``."""
+PARALLEL = "parallel"
+"""Group of a parallel-mode run (hil/parallel.py): attributes hold each copy's and the combined accuracies."""
 
 
 def final_conductance(board: str) -> str:

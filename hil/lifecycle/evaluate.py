@@ -10,9 +10,10 @@ devices drift. Two compensations, each with its cost:
   tolerance are written back by closed-loop write-verify (pulses, counted per point);
 - **column gains**: a fixed probe batch through every layer at the first point is the reference;
   at each later point the same probe gives each output column's gain against it, and the layer's
-  outputs are divided by it (no pulse; one VMM batch per tile per point). It takes out what
-  scales a column (a TIA or ADC gain, multiplicative conductance drift, a wire's drop), not the
-  devices' independent random drift, which only a refresh undoes.
+  outputs are divided by it where the gain explains the column's change (no pulse; one VMM batch
+  per tile per point). It takes out what scales a column (a TIA or ADC gain, multiplicative
+  conductance drift, a wire's drop), not the devices' independent random drift, which only a
+  refresh undoes (there the gain is left at 1).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ taken not to hold the run's weights (a day of drift moves a device by about 1 uS
 MAX_POINTS = 10_000
 MAX_REFRESH_TOLERANCE = 1e-3  # S: a tolerance past a device's whole window is a typo
 PROBE_SEED = 20_200_101
+GAIN_EXPLAINS = 0.75
+"""Share of a column's squared change that its gain must explain for the gain to be applied."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,22 @@ class EvaluationPoint:
     probe_round_trips: int = 0
 
 
-def column_gains(response: FloatArray, reference: FloatArray) -> FloatArray:
-    """Per column, the least-squares gain of ``response`` against ``reference`` (both (probes, columns));
-    1 where a column carries nothing or the fit is implausible (outside 0.2 to 5)."""
+def column_gains(response: FloatArray, reference: FloatArray, explained: float = GAIN_EXPLAINS) -> FloatArray:
+    """Per column, the least-squares gain of ``response`` against ``reference`` (both (probes, columns)).
+
+    1 where a column carries nothing, where the fit is implausible (outside 0.2 to 5), and where a
+    gain does not explain the column's change: unless scaling the reference leaves at most
+    ``1 - explained`` of the squared change from it, the change is not a gain (the devices' own
+    drift, independent per device, moves a column's response in directions no gain reaches) and
+    dividing by the fitted gain would only mis-scale that column (a class column of the output layer
+    against the others).
+    """
     energy = (reference**2).sum(axis=0)
     fitted = np.divide((response * reference).sum(axis=0), energy, out=np.ones_like(energy), where=energy > 0)
-    return np.where((fitted > 0.2) & (fitted < 5.0), fitted, 1.0)
+    change = ((response - reference) ** 2).sum(axis=0)
+    left = ((response - fitted * reference) ** 2).sum(axis=0)
+    is_gain = left <= (1 - explained) * change
+    return np.where((fitted > 0.2) & (fitted < 5.0) & is_gain, fitted, 1.0)
 
 
 class GainCorrected:
@@ -136,7 +149,9 @@ class ChipEvaluator:
         self.gains: dict[str, FloatArray] = {}
         self._probe_reference: dict[str, FloatArray] = {}
         rng = np.random.default_rng(PROBE_SEED)
-        self._probes = {layer: rng.uniform(0.0, 1.0, (compensation.probe_vectors, shape[0]))
+        # Zero-mean probes (rows driven at +v and -v alike): with inputs of one sign, every probe would
+        # mostly measure a column's sum of weights, which any drift changes as a gain would.
+        self._probes = {layer: rng.uniform(-1.0, 1.0, (compensation.probe_vectors, shape[0]))
                         for layer, shape in network.weight_shapes.items()}  # fmt: skip
 
     def working_used(self, board: str) -> BoolArray:

@@ -28,6 +28,7 @@ from drivers.resources import is_in_process
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
 from hil.mapping import BadLines, PlacementSpec
 from hil.nn.defaults import MODEL_DEFAULTS, model_defaults
+from hil.noise_aware import WeightNoise
 from hil.optimizers import MAX_LR, OptimizerConfig
 from hil.transfer import TransferConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
@@ -46,9 +47,13 @@ class HybridConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    pretrain_epochs: int = Field(3, ge=0, le=1000, description="software training epochs before transfer")
+    pretrain_epochs: int = Field(5, ge=0, le=1000, description="software training epochs before transfer")
     pretrain_lr: float = Field(0.05, gt=0, le=MAX_LR, description="learning rate of the software pre-training (Adam)")
     weight_clip: float = Field(0.8, gt=0, le=1000, description="largest |weight| the software pre-training allows")
+    pretrain_noise: WeightNoise = Field(
+        default_factory=WeightNoise, description="weight errors the software pre-training draws on every forward "
+        "pass (noise-aware training, hil/noise_aware.py); default: none",
+    )  # fmt: skip
     retrain_layers: list[str] = Field(
         default_factory=lambda: ["dense1"], max_length=1000, description="layers trained in situ"
     )

@@ -28,6 +28,7 @@ from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
 from hil.nn import Network, get_architecture, load_network_spec
 from hil.nn.backend import MatmulBackend
+from hil.noise_aware import NoisyLearner
 from hil.optimizers import Optimizer, OptimizerConfig
 from hil.run_layout import (
     DEPLOY,
@@ -497,7 +498,7 @@ def _initial_weights(
     hybrid = config.hybrid
     # Hardware-aware pre-training: weights kept inside what a device pair holds transfer better
     # than weights clipped (or scaled, which scales their write errors too) at transfer.
-    learner = ExactLearner(weights, clip=hybrid.weight_clip)
+    learner = NoisyLearner(weights, hybrid.pretrain_noise, config.seed, clip=hybrid.weight_clip)
     updates = hybrid.pretrain_epochs * max(1, len(data[0]) // config.batch_size)
     result = train(network, learner, Optimizer(OptimizerConfig(name="adam", lr=hybrid.pretrain_lr)), data,
                    updates=updates, batch_size=config.batch_size, eval_every=max(1, updates),

@@ -244,6 +244,22 @@ def test_column_gains_take_out_what_scales_a_column() -> None:
     np.testing.assert_allclose(GainCorrected(drifted, {"d": gains}).matmul("d", x), x @ w)
 
 
+def test_column_gains_leave_alone_a_change_no_gain_explains() -> None:
+    """Independent drift of every device (the emulator's) is not a column gain: the gains stay 1,
+    and the network's outputs are not mis-scaled; a real gain on some columns is still taken out."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(16, 10))
+    probe = rng.uniform(-1, 1, (32, 16))  # zero-mean, as the evaluator's: a column's sum is not its gain
+    reference = ExactBackend({"d": w}).matmul("d", probe)
+    drifted = w + 0.3 * rng.normal(size=w.shape)  # every weight moved on its own
+    np.testing.assert_array_equal(column_gains(probe @ drifted, reference), np.ones(10))
+    scaled = drifted.copy()
+    scaled[:, :3] = 0.6 * w[:, :3]  # three columns lose 40 % of their gain, without noise
+    gains = column_gains(probe @ scaled, reference)
+    np.testing.assert_allclose(gains[:3], 0.6)
+    np.testing.assert_array_equal(gains[3:], 1.0)
+
+
 def test_durations_and_evaluation_times() -> None:
     assert [parse_duration(t) for t in ("90", "90s", "30min", "2h", "1d", "1h30m", "1.5h")] == [
         90, 90, 1800, 7200, DAY, 5400, 5400
