@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hil.storage import RunData
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 """The minor version grows when datasets or attributes are added; the major one when a meaning changes."""
 DATA_GROUP = "data"
 STORED_FROM = "stored_from"
@@ -107,6 +107,16 @@ LINK = "link"
 def link(board: str) -> str:
     """Group whose attributes count the pulses and link costs of ``board`` (:mod:`hil.link_record`)."""
     return f"{LINK}/{board}"
+
+
+WEAR = "wear"
+
+
+def wear(board: str) -> str:
+    """A board's pulses per device in the latest session, ``(kinds, rows, cols)``, with attributes
+    ``kinds`` and ``session`` (new in 1.3): rewritten with every flush, so a killed session's
+    wear reaches its chip's ledger (:mod:`hil.ledger.facts`)."""
+    return f"{WEAR}/{board}"
 
 
 def links(run: RunData) -> dict[str, dict[str, Any]]:

@@ -16,8 +16,17 @@ import numpy.typing as npt
 
 from drivers import Board
 from hil import run_layout as layout
-from hil.ledger.store import ChipLedger, LedgerError, Session, ledger_dir
-from hil.storage import RunFile
+from hil.ledger.store import (
+    ChipHistory,
+    ChipLedger,
+    LedgerError,
+    OpenSession,
+    Session,
+    add_session,
+    ledger_dir,
+    utc_now,
+)
+from hil.storage import RunFile, RunFileError, read_run, run_state
 from protocols.calibration import GateCalibration
 from protocols.recording import Recorder
 
@@ -93,7 +102,10 @@ FINDINGS = {"yield-map": _yield_map, "gate-calibration": _gate_calibration}
 
 def session_of(board_name: str, board: Board, run: RunFile) -> Session:
     """What one board's session in ``run`` adds to its chip's ledger."""
-    session = Session(str(run.path), run.procedure, board_name, {k: v.copy() for k, v in board.pulses_by_cell.items()})
+    link = run.read_attrs(layout.link(board_name))
+    counts = {k: v.copy() for k, v in board.pulses_by_cell.items()}
+    session = Session(str(run.path), run.procedure, board_name, counts, session=int(link.get("sessions", 0)),
+                      counter_at_start=int(link.get("counter_at_start", -1)))  # fmt: skip
     if run.procedure == layout.TRAIN:
         _training(session, run, board_name, board.shape)
     elif run.procedure in FINDINGS:
@@ -101,24 +113,126 @@ def session_of(board_name: str, board: Board, run: RunFile) -> Session:
     return session
 
 
-def record_sessions(boards: Mapping[str, Board], run: RunFile) -> None:
-    """Append each board's session to its chip's ledger; a ledger that fails is logged, never fails the run.
-
-    An in-process emulator's chip lives only as long as its process: it has no history to keep.
-    """
+def _chip_ledgers(boards: Mapping[str, Board]) -> list[tuple[str, Board, ChipLedger]]:
+    """The boards whose chips keep a ledger: not an in-process emulator, whose chip lives only as long
+    as its process and has no history to keep."""
     directory = ledger_dir()
     if directory is None:
-        return
+        return []
     from drivers.resources import is_in_process
 
-    for name, board in boards.items():
-        if is_in_process(board.resource):
-            continue
+    return [(name, board, ChipLedger(directory, board.identity.serial)) for name, board in boards.items()
+            if not is_in_process(board.resource)]  # fmt: skip
+
+
+def write_wear(run: RunFile, board_name: str, board: Board, session: int) -> None:
+    """The session's pulses per device so far, in the run file (on disk with every flush): what a
+    killed session adds to its chip's ledger."""
+    kinds = sorted(board.pulses_by_cell)
+    if kinds:
+        counts = np.stack([board.pulses_by_cell[kind] for kind in kinds])
+        run.write(layout.wear(board_name), counts, kinds=",".join(kinds), session=session)
+
+
+def begin_sessions(boards: Mapping[str, Board], run: RunFile, started: Mapping[str, tuple[int, int]]) -> None:
+    """Register each board's session as open in its chip's ledger, given its (session number, board
+    counter at start; -1 unknown); sessions earlier runs left open are settled first. A ledger that
+    fails is logged, never fails the run."""
+    for name, board, ledger in _chip_ledgers(boards):
+        session, counter = started[name]
+        opened = OpenSession(str(run.path), name, run.procedure, session, counter, utc_now())
+
+        def begin(history: ChipHistory, opened: OpenSession = opened, identity: str = str(board.identity)) -> None:
+            settle_open_sessions(history, run)
+            live = [s for s in history.open_sessions.values() if s.run != opened.run]
+            if (opened.counter_at_start >= 0 and history.counter_expected >= 0 and not live
+                    and history.counter_identity == identity):  # fmt: skip
+                # pulses the board applied since the last settled session ended that no run file
+                # put on a device (a killed session's after its last flush, or outside any run)
+                history.unattributed_pulses += max(0, opened.counter_at_start - history.counter_expected)
+            history.counter_identity, history.counter_expected = identity, -1
+            history.open_sessions[opened.key] = opened
+
         try:
-            ChipLedger(directory, board.identity.serial).record(session_of(name, board, run), str(board.identity),
-                                                                board.shape)  # fmt: skip
+            ledger.update(begin, str(board.identity), board.shape)
         except (OSError, LedgerError, ValueError, KeyError) as exc:
             log.warning("the chip ledger of %s was not updated: %s", board.identity.serial, exc)
+
+
+def record_sessions(boards: Mapping[str, Board], run: RunFile) -> None:
+    """Settle each board's session (its exact pulses and findings) into its chip's ledger; a ledger
+    that fails is logged, never fails the run."""
+    for name, board, ledger in _chip_ledgers(boards):
+        session = session_of(name, board, run)
+
+        def close(history: ChipHistory, session: Session = session, board: Board = board) -> None:
+            add_session(history, session)
+            history.counter_identity = str(board.identity)
+            history.counter_expected = (session.counter_at_start + board.pulses_applied
+                                        if session.counter_at_start >= 0 else -1)  # fmt: skip
+
+        try:
+            ledger.update(close, str(board.identity), board.shape)
+        except (OSError, LedgerError, ValueError, KeyError) as exc:
+            log.warning("the chip ledger of %s was not updated: %s", board.identity.serial, exc)
+
+
+def _session_wear(
+    session: OpenSession, own: RunFile | None
+) -> tuple[str, dict[str, Any], dict[str, npt.NDArray[np.int64]]] | None:
+    """(run state, link record, flushed pulses per device by kind) of an open session's run file;
+    None if it cannot be read now."""
+    name = layout.wear(session.board)
+    if own is not None and str(own.path) == session.run:
+        state, link = "running", own.read_attrs(layout.link(session.board))
+        attrs, stored = own.read_attrs(name), own.read(name)
+    else:
+        try:
+            data = read_run(session.run, lazy=True)
+            state, link = run_state(data), data.attrs.get(layout.link(session.board), {})
+            attrs, stored = data.attrs.get(name, {}), data.datasets.get(name)
+        except (RunFileError, OSError, KeyError, ValueError) as exc:
+            log.warning("open session of %s not settled: %s", session.run, exc)
+            return None
+    wear: dict[str, npt.NDArray[np.int64]] = {}
+    if stored is not None and int(attrs.get("session", -1)) == session.session:
+        kinds = str(attrs.get("kinds", "")).split(",")
+        wear = {kind: np.asarray(stored[i], np.int64) for i, kind in enumerate(kinds) if kind}
+    return state, link, wear
+
+
+def settle_open_sessions(history: ChipHistory, own: RunFile | None = None) -> None:
+    """Add what each session left open on the chip has flushed to its run file. A live one stays open
+    (its later pulses come when it closes); a killed one is closed, as ``killed``. ``own``: the run
+    file this process has open (whose previous session, if killed, is read through it)."""
+    for key, session in list(history.open_sessions.items()):
+        found = _session_wear(session, own)
+        if found is None:
+            continue
+        state, link, wear = found
+        same_session = int(link.get("sessions", -1)) == session.session
+        history.add_pulses({kind: counts - session.credited.get(kind, 0) for kind, counts in wear.items()})
+        session.credited = {kind: counts.copy() for kind, counts in wear.items()}
+        own_file = own is not None and str(own.path) == session.run
+        if state.startswith("running") and same_session and not own_file:
+            continue  # live elsewhere: settled again later, and when it closes
+        del history.open_sessions[key]
+        flushed = int(sum(int(c.sum()) for c in wear.values()))
+        history.runs.append({"run": session.run, "procedure": session.procedure, "board": session.board,
+                             "recorded_utc": utc_now(), "pulses": flushed,
+                             "status": "killed" if state.startswith("running") else state})  # fmt: skip
+        if same_session and session.counter_at_start >= 0:
+            history.counter_expected = session.counter_at_start + int(link.get("session_pulses", flushed))
+
+
+def settled_history(ledger: ChipLedger) -> ChipHistory:
+    """A chip's history with the sessions left open settled from their run files (``hil chip``)."""
+    if not ledger.exists():
+        return ledger.read()  # the one-line error
+    history = ledger.read()
+    if not history.open_sessions:
+        return history
+    return ledger.update(settle_open_sessions, history.identity, history.shape)
 
 
 def fresh_calibration(
