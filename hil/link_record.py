@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from drivers import Board, FirmwareError
 from hil.ledger.facts import begin_sessions, record_sessions, write_wear
-from hil.run_layout import link
+from hil.run_layout import COMPLETED, INTERRUPTED, link
 from hil.storage import RunFile
 
 
@@ -73,9 +73,16 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
     record()
     run.flush()  # where the board's count started is on disk before the first pulse
     run.flush_hooks.append(record)
+    status = COMPLETED
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
+        status = INTERRUPTED
+        raise
+    except BaseException as exc:
+        status = f"failed: {type(exc).__name__}"
+        raise
     finally:
         run.flush_hooks.remove(record)
         record()
-        record_sessions(boards, run)
+        record_sessions(boards, run, status)

@@ -125,13 +125,18 @@ def _chip_ledgers(boards: Mapping[str, Board]) -> list[tuple[str, Board, ChipLed
             if not is_in_process(board.resource)]  # fmt: skip
 
 
+WEAR_KINDS = ("set", "reset", "form", "sweep")
+"""The kinds of pulse the driver counts per device (``Board.pulses_by_cell``), in the order stored."""
+
+
 def write_wear(run: RunFile, board_name: str, board: Board, session: int) -> None:
     """The session's pulses per device so far, in the run file (on disk with every flush): what a
-    killed session adds to its chip's ledger."""
-    kinds = sorted(board.pulses_by_cell)
-    if kinds:
-        counts = np.stack([board.pulses_by_cell[kind] for kind in kinds])
-        run.write(layout.wear(board_name), counts, kinds=",".join(kinds), session=session)
+    killed session adds to its chip's ledger. Every kind is stored from the start, so the dataset
+    keeps its shape and type and is rewritten in place, never moved."""
+    kinds = [*WEAR_KINDS, *sorted(set(board.pulses_by_cell) - set(WEAR_KINDS))]
+    none = np.zeros(board.shape, np.int64)
+    counts = np.stack([board.pulses_by_cell.get(kind, none) for kind in kinds])
+    run.write(layout.wear(board_name), counts, kinds=",".join(kinds), session=session)
 
 
 def begin_sessions(boards: Mapping[str, Board], run: RunFile, started: Mapping[str, tuple[int, int]]) -> None:
@@ -159,11 +164,12 @@ def begin_sessions(boards: Mapping[str, Board], run: RunFile, started: Mapping[s
             log.warning("the chip ledger of %s was not updated: %s", board.identity.serial, exc)
 
 
-def record_sessions(boards: Mapping[str, Board], run: RunFile) -> None:
-    """Settle each board's session (its exact pulses and findings) into its chip's ledger; a ledger
-    that fails is logged, never fails the run."""
+def record_sessions(boards: Mapping[str, Board], run: RunFile, status: str = "") -> None:
+    """Settle each board's session (its exact pulses and findings, how it ended) into its chip's
+    ledger; a ledger that fails is logged, never fails the run."""
     for name, board, ledger in _chip_ledgers(boards):
         session = session_of(name, board, run)
+        session.status = status
 
         def close(history: ChipHistory, session: Session = session, board: Board = board) -> None:
             add_session(history, session)
@@ -197,7 +203,7 @@ def _session_wear(
     wear: dict[str, npt.NDArray[np.int64]] = {}
     if stored is not None and int(attrs.get("session", -1)) == session.session:
         kinds = str(attrs.get("kinds", "")).split(",")
-        wear = {kind: np.asarray(stored[i], np.int64) for i, kind in enumerate(kinds) if kind}
+        wear = {kind: np.asarray(stored[i], np.int64) for i, kind in enumerate(kinds) if stored[i].any()}
     return state, link, wear
 
 

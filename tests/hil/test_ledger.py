@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,8 @@ from drivers import open_board
 from hil.cli import main
 from hil.ledger import ChipLedger, LedgerError
 from hil.storage import read_run
-from tests.conftest import EmulatorFactory
+from tests.conftest import REPO_ROOT, EmulatorFactory
+from tests.hil.test_kill_resume import steps_on_disk
 from tests.hil.test_training import EMULATOR_ARGS, TINY_TOML
 
 EMULATOR = EMULATOR_ARGS  # a 32 x 10 array: room for the tiny network
@@ -93,3 +99,91 @@ def test_a_ledger_refuses_another_shape_and_reading_a_missing_chip(tmp_path: Pat
     with pytest.raises(LedgerError, match="2 x 3 chip; this board is 4 x 4"):
         ledger.record(Session("b.h5", "train", "board0", {"set": np.ones((4, 4), np.int64)}), "X", (4, 4))
     assert int(ledger.read().total_pulses.sum()) == 6
+
+
+# ---------------------------------------------------------------------------- killed sessions
+
+WRITER = """
+import sys
+import numpy as np
+from hil.ledger.store import ChipLedger, Session
+ledger = ChipLedger(sys.argv[1], "SN-KILL")
+while True:
+    ones = np.ones((32, 10), np.int64)
+    ledger.record(Session("run.h5", "train", "board0", {"set": ones, "reset": 2 * ones},
+                          calibration={"k": ones * 1e-5, "c": ones * 1e-6, "v_gate_window": np.array([0.6, 1.2])}),
+                  "emulator", (32, 10))
+    print("recorded", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_a_ledger_writer_killed_again_and_again_leaves_a_whole_ledger(
+    tmp_path: Path, killable: list[subprocess.Popen[bytes]]
+) -> None:
+    """Each update is a whole new ledger moved over the old one: a writer killed anywhere inside an
+    update leaves the ledger as it was before the update or after it, never torn."""
+    rng = np.random.default_rng(12)
+    updates = 0
+    for _ in range(5):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO_ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        killable.append(writer)
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"recorded\n", writer.stderr.read() if writer.stderr else b""
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere in a later update
+        os.kill(writer.pid, signal.SIGKILL)
+        assert writer.wait() == -signal.SIGKILL
+        history = ChipLedger(tmp_path, "SN-KILL").read()  # whatever the kill interrupted, it opens whole
+        done = len(history.runs)
+        assert done > updates  # nothing recorded was lost, and the first update of this writer is in
+        np.testing.assert_array_equal(history.pulses["set"], np.full((32, 10), done))
+        np.testing.assert_array_equal(history.pulses["reset"], np.full((32, 10), 2 * done))
+        assert len(history.calibrations) == done
+        updates = done
+
+
+def test_a_killed_session_s_wear_is_settled_once_by_the_next_session_on_the_chip(
+    emulator_process: EmulatorFactory, tmp_path: Path, chip_ledgers: Path, killable: list[subprocess.Popen[bytes]]
+) -> None:
+    emulator = emulator_process(preset="umass-ta-hfo2", seed=3, extra=EMULATOR)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    path = tmp_path / "train.h5"
+    train = ["train", "--board", emulator.resource, "--config", str(config), "--out", str(path),
+             "--updates", "16", "--eval-every", "8"]  # fmt: skip
+    log = tmp_path / "killed.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "hil.cli", *train], cwd=REPO_ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    killable.append(process)
+    give_up = time.monotonic() + 180  # a safety net against a hang, not a timing assertion
+    while steps_on_disk(path, lambda f: int(f["data/train"].attrs["completed_updates"])) < 2:
+        assert process.poll() is None and time.monotonic() < give_up, log.read_text()[-3000:]
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    opened = ChipLedger(chip_ledgers, "SN-0001").read()
+    assert [s.run for s in opened.open_sessions.values()] == [str(path)]  # registered as it began
+    killed_wear = read_run(path).datasets["wear/board0"]
+
+    # Another run on the chip settles the killed session first; then the killed run is resumed to its end.
+    yield_map = tmp_path / "yield.h5"
+    assert main(["characterize", "yield-map", emulator.resource, "--destructive", "--out", str(yield_map)]) == 0
+    settled = ChipLedger(chip_ledgers, "SN-0001").read()
+    assert [(r["run"], r["status"]) for r in settled.runs] == [(str(path), "killed"), (str(yield_map), "completed")]
+    assert main(["train", "--resume", str(path)]) == 0
+
+    with open_board(emulator.resource, timeout=5) as board:
+        counted = board.pulse_count()
+    history = ChipLedger(chip_ledgers, "SN-0001").read()
+    assert not history.open_sessions
+    assert [r["status"] for r in history.runs] == ["killed", "completed", "completed"]
+    assert history.pulses_counted == counted > 0  # every pulse once: the killed session's not twice
+    # Per device: the killed session's flushed wear, the yield map's and the resumed session's, each once.
+    kinds = str(read_run(path).attrs["wear/board0"]["kinds"]).split(",")
+    resumed = dict(zip(kinds, read_run(path).datasets["wear/board0"], strict=True))
+    assert int(killed_wear.sum()) > 0 and int(resumed["set"].sum()) > 0
+    assert int(history.total_pulses.sum()) == int(killed_wear.sum()) + settled.runs[1]["pulses"] + sum(
+        int(c.sum()) for c in resumed.values())
+    assert history.unattributed_pulses == counted - int(history.total_pulses.sum()) >= 0
