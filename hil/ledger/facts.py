@@ -82,6 +82,8 @@ def _yield_map(session: Session, run: RunFile, shape: tuple[int, int]) -> None:
 
 
 def _gate_calibration(session: Session, run: RunFile, shape: tuple[int, int]) -> None:
+    if run.read_attrs("calibration").get("source") == REUSED:
+        return  # the ledger has it, with its original date
     k, c, residual = run.read("calibration/k"), run.read("calibration/c"), run.read("calibration/residual")
     v_gates, g = run.read("calibration/v_gate"), run.read("calibration/g")
     if k is None or c is None or residual is None or v_gates is None or k.shape != shape:
@@ -296,3 +298,59 @@ def working_cells(board: Board, max_age: float) -> list[tuple[int, int]]:
                           "map it first (hil characterize yield-map), or leave out --working-cells")  # fmt: skip
     rows, cols = np.nonzero(np.asarray(defects.arrays["class"]) == 0)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True)]
+
+
+def reuse_gate_calibration(max_age: float) -> Callable[..., object]:
+    """``gate-calibration``'s measure function that takes the chip's calibration from its ledger when
+    one was measured at most ``max_age`` seconds ago with the same pulse parameters and gate voltages
+    (no pulse is sent; the run says ``source = ledger``), and measures otherwise."""
+    from protocols.characterization.common import select_region, start_group
+    from protocols.characterization.figures import record_figures
+    from protocols.characterization.gate_calibration import (
+        GROUP,
+        GateCalibrationOptions,
+        GateCalibrationResult,
+        gate_figures,
+        measure_gate_calibration,
+    )
+
+    def measure(board: Board, recorder: Recorder, **options: Any) -> GateCalibrationResult:
+        opts = GateCalibrationOptions.model_validate(options)
+        selection = select_region(board, opts)
+        parameters = {key: float(getattr(opts, key)) for key in PULSE_PARAMETERS}
+        found = fresh_calibration(board, max_age, parameters)
+        gates = np.linspace(opts.v_gate_min, opts.v_gate_max, opts.n_gates)
+        stored = found[0] if found is not None else None
+        if found is None or stored is None or stored.v_gates.shape != gates.shape or not np.allclose(
+                stored.v_gates, gates):  # fmt: skip
+            log.info("no gate calibration of %s in its ledger younger than %g s with these pulses and gates: "
+                     "measuring", board.identity.serial, max_age)  # fmt: skip
+            return measure_gate_calibration(board, recorder, **options)
+        measured = found[1]
+        log.info("gate calibration of %s reused from its ledger (measured %s)", board.identity.serial, measured)
+        rows = slice(selection.region.row0, selection.region.row0 + selection.region.nrows)
+        cols = slice(selection.region.col0, selection.region.col0 + selection.region.ncols)
+        calibration = GateCalibration(
+            k=stored.k[rows, cols], c=stored.c[rows, cols], residual=stored.residual[rows, cols],
+            v_gate_window=stored.v_gate_window, mask=stored.mask[rows, cols],
+            origin=(selection.region.row0, selection.region.col0), v_gates=stored.v_gates,
+            g_measured=stored.g_measured[:, rows, cols],
+        )  # fmt: skip
+        recorder.write(f"{GROUP}/v_gate", calibration.v_gates)
+        recorder.write(f"{GROUP}/g", calibration.g_measured)
+        recorder.write(f"{GROUP}/k", calibration.k, unit="S/V")
+        recorder.write(f"{GROUP}/c", calibration.c, unit="S")
+        recorder.write(f"{GROUP}/residual", calibration.residual, unit="S")
+        recorder.write(f"{GROUP}/responsive", calibration.responsive)
+        recorder.set_attrs(GROUP, **parameters, source=REUSED, measured_utc=measured)
+        start_group(recorder, GROUP, "gate-calibration", opts, responsive=int(calibration.responsive.sum()))
+        figures, notes = gate_figures(calibration)
+        record_figures(recorder, GROUP, figures)
+        return GateCalibrationResult(calibration, figures, (f"taken from the chip's ledger (measured {measured})",
+                                                            *notes))  # fmt: skip
+
+    return measure
+
+
+LEDGER_REUSE: dict[str, Callable[[float], Callable[..., object]]] = {"gate-calibration": reuse_gate_calibration}
+"""Procedures that can take their result from the chip's ledger (``--reuse-calibration SECONDS``)."""

@@ -187,3 +187,37 @@ def test_a_killed_session_s_wear_is_settled_once_by_the_next_session_on_the_chip
     assert int(history.total_pulses.sum()) == int(killed_wear.sum()) + settled.runs[1]["pulses"] + sum(
         int(c.sum()) for c in resumed.values())
     assert history.unattributed_pulses == counted - int(history.total_pulses.sum()) >= 0
+
+
+def test_gate_calibration_reuses_a_fresh_one_from_the_ledger_which_keeps_every_calibration(
+    emulator_process: EmulatorFactory, tmp_path: Path, chip_ledgers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = emulator_process(preset="umass-ta-hfo2", seed=4, extra=EMULATOR)
+    base = ["characterize", "gate-calibration", emulator.resource, "--n-gates", "4", "--v-gate-min", "0.6",
+            "--v-gate-max", "1.5"]  # fmt: skip
+    runs = {
+        "first": base,
+        "reused": [*base, "--reuse-calibration", "3600"],
+        "other-pulses": [*base, "--amplitude", "2.4", "--reuse-calibration", "3600"],  # not the same calibration
+        "stale": [*base, "--reuse-calibration", "0"],
+    }
+    for name, argv in runs.items():
+        assert main([*argv, "--out", str(tmp_path / f"{name}.h5")]) == 0, capsys.readouterr().err
+    data = {name: read_run(tmp_path / f"{name}.h5") for name in runs}
+    pulses = {name: int(run.attrs["link/board"]["pulses_applied"]) for name, run in data.items()}
+    assert pulses["reused"] == 0 and pulses["first"] == pulses["other-pulses"] == pulses["stale"] > 0
+    assert data["reused"].attrs["calibration"]["source"] == "ledger"
+    assert "source" not in data["first"].attrs["calibration"]
+    for key in ("k", "c", "residual", "g", "v_gate"):
+        np.testing.assert_array_equal(data["reused"].datasets[f"calibration/{key}"],
+                                      data["first"].datasets[f"calibration/{key}"])  # fmt: skip
+    assert "taken from the chip's ledger" in capsys.readouterr().out
+
+    history = ChipLedger(chip_ledgers, "SN-0001").read()
+    # Three measured, each kept with its date and run; the reused one is not recorded again.
+    assert [Path(d.run).stem for d in history.calibrations] == ["first", "other-pulses", "stale"]
+    windows = history.window_history((3, 7))
+    assert len(windows) == 3 and all(high > low for _, low, high in windows)
+    assert main(["chip", "SN-0001", "--cell", "3,7", "--plot", str(tmp_path / "chip.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("window ") == 3 and "calibrations:   3" not in out and "calibrations: 3," in out
