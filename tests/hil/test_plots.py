@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,26 @@ def test_the_read_disturb_figure_draws_the_read_noise_floor() -> None:
     assert f"read-noise floor: +-{expected:.3g} uS" in _texts(figure)
     attrs = {"read_disturb": {"options": json.dumps({"record_every": 1})}}  # single reads: no floor to draw
     assert read_noise_floor(datasets, attrs) is None
+
+
+def test_a_long_series_is_drawn_from_rows_that_line_up_and_read_block_by_block(tmp_path: Path) -> None:
+    from hil.run_report import ThinnedDatasets, kept_rows
+    from hil.storage import LazyDatasets, RunFile, read_run
+
+    keep = kept_rows(100_000)
+    assert len(keep) <= 20_000 and list(keep[:5_000]) == list(range(5_000)) and np.all(np.diff(keep) > 0)
+    assert list(kept_rows(100_001)[: len(keep)]) == list(keep)  # a torn last row changes no kept row
+    assert list(kept_rows(300)) == list(range(300))
+
+    path = tmp_path / "long.h5"
+    g = np.linspace(1e-6, 2e-4, 3000 * 4).reshape(3000, 4).astype(np.float32).astype(np.float64)
+    with RunFile(path, procedure="endurance", config={}, show_progress=False) as run:
+        for row in g:
+            run.append("endurance/g_on", row)
+    lazy = read_run(path, lazy=True).datasets
+    assert isinstance(lazy, LazyDatasets)
+    thinned = ThinnedDatasets(lazy, budget=400)
+    drawn = thinned["endurance/g_on"]
+    np.testing.assert_array_equal(drawn, g[kept_rows(3000, 400)])  # the very rows, widened back exactly
+    assert drawn.dtype == np.float64 and thinned.thinned == {"endurance/g_on": 3000}
+    assert "endurance/g_on" in thinned and "endurance/g_off" not in thinned
