@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,13 +107,19 @@ def session_of(board_name: str, board: Board, run: RunFile) -> Session:
     """What one board's session in ``run`` adds to its chip's ledger."""
     link = run.read_attrs(layout.link(board_name))
     counts = {k: v.copy() for k, v in board.pulses_by_cell.items()}
-    session = Session(str(run.path), run.procedure, board_name, counts, session=int(link.get("sessions", 0)),
+    session = Session(run_key(run), run.procedure, board_name, counts, session=int(link.get("sessions", 0)),
                       counter_at_start=int(link.get("counter_at_start", -1)))  # fmt: skip
     if run.procedure == layout.TRAIN:
         _training(session, run, board_name, board.shape)
     elif run.procedure in FINDINGS:
         FINDINGS[run.procedure](session, run, board.shape)
     return session
+
+
+def run_key(run: RunFile) -> str:
+    """How the ledger names a run file: its absolute path (a killed session is settled from it later,
+    from wherever the next command runs)."""
+    return str(Path(run.path).resolve())
 
 
 def _chip_ledgers(boards: Mapping[str, Board]) -> list[tuple[str, Board, ChipLedger]]:
@@ -147,7 +154,7 @@ def begin_sessions(boards: Mapping[str, Board], run: RunFile, started: Mapping[s
     fails is logged, never fails the run."""
     for name, board, ledger in _chip_ledgers(boards):
         session, counter = started[name]
-        opened = OpenSession(str(run.path), name, run.procedure, session, counter, utc_now())
+        opened = OpenSession(run_key(run), name, run.procedure, session, counter, utc_now())
 
         def begin(history: ChipHistory, opened: OpenSession = opened, identity: str = str(board.identity)) -> None:
             settle_open_sessions(history, run)
@@ -191,9 +198,11 @@ def _session_wear(
     """(run state, link record, flushed pulses per device by kind) of an open session's run file;
     None if it cannot be read now."""
     name = layout.wear(session.board)
-    if own is not None and str(own.path) == session.run:
+    if own is not None and run_key(own) == session.run:
         state, link = "running", own.read_attrs(layout.link(session.board))
         attrs, stored = own.read_attrs(name), own.read(name)
+    elif not Path(session.run).exists():
+        return "run file gone", {}, {}  # what it credited stays; the rest is lost with the file
     else:
         try:
             data = read_run(session.run, lazy=True)
@@ -221,7 +230,7 @@ def settle_open_sessions(history: ChipHistory, own: RunFile | None = None) -> No
         same_session = int(link.get("sessions", -1)) == session.session
         history.add_pulses({kind: counts - session.credited.get(kind, 0) for kind, counts in wear.items()})
         session.credited = {kind: counts.copy() for kind, counts in wear.items()}
-        own_file = own is not None and str(own.path) == session.run
+        own_file = own is not None and run_key(own) == session.run
         if state.startswith("running") and same_session and not own_file:
             continue  # live elsewhere: settled again later, and when it closes
         del history.open_sessions[key]

@@ -221,3 +221,21 @@ def test_gate_calibration_reuses_a_fresh_one_from_the_ledger_which_keeps_every_c
     assert main(["chip", "SN-0001", "--cell", "3,7", "--plot", str(tmp_path / "chip.png")]) == 0
     out = capsys.readouterr().out
     assert out.count("window ") == 3 and "calibrations:   3" not in out and "calibrations: 3," in out
+
+
+def test_an_open_session_whose_run_file_is_gone_is_closed_with_what_it_credited(tmp_path: Path) -> None:
+    from hil.ledger.facts import settled_history
+    from hil.ledger.store import ChipHistory, OpenSession
+
+    ledger = ChipLedger(tmp_path, "SN-7")
+    gone = OpenSession(str(tmp_path / "deleted.h5"), "board0", "train", 1, -1, "2026-12-03T12:00:00+00:00",
+                       credited={"set": np.full((2, 3), 4, np.int64)})  # fmt: skip
+
+    def begin(history: ChipHistory) -> None:
+        history.open_sessions[gone.key] = gone
+        history.add_pulses(gone.credited)
+
+    ledger.update(begin, "X", (2, 3))
+    history = settled_history(ledger)
+    assert not history.open_sessions and history.runs[-1]["status"] == "run file gone"
+    assert int(history.total_pulses.sum()) == 24 == int(ChipLedger(tmp_path, "SN-7").read().total_pulses.sum())
