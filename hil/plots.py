@@ -402,27 +402,31 @@ def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     baseline = float_baseline(datasets)
     if baseline is not None:
         accuracy.axhline(100 * baseline, color="tab:green", lw=1, ls="--",
-                         label=f"float baseline (software, before transfer): {100 * baseline:.1f} %")  # fmt: skip
+                         label=f"float baseline: {100 * baseline:.1f} %")  # fmt: skip
         title += f"; float {100 * baseline:.1f} %"
     else:
-        accuracy.text(0.02, 0.02, "no float baseline in this run (hil train --baseline trains one)",
+        accuracy.text(0.02, 0.02, "no float baseline recorded\n(hil train --baseline trains one)",
                       transform=accuracy.transAxes, fontsize="x-small", color="0.4")  # fmt: skip
     transferred = attrs.get(layout.PREPARE, {}).get("accuracy_after_transfer")
     if isinstance(transferred, float | int) and not isinstance(transferred, bool):
         accuracy.plot([0], [100 * float(transferred)], "D", color="tab:purple",
-                      label=f"on the array before training: {100 * float(transferred):.1f} %")  # fmt: skip
+                      label=f"before training: {100 * float(transferred):.1f} %")  # fmt: skip
     accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title=title)
     if accuracy.lines:
-        accuracy.legend(fontsize="small")
+        accuracy.legend(fontsize="x-small", loc="upper left")
     snapshots = layout.snapshot_boards(datasets)
     for board in snapshots:
         maps = datasets[layout.snapshots(board)]
         for index in sorted({0, len(maps) - 1}):
             label = f"{board}, end of epoch {index + 1}"
             histogram.hist(1e6 * maps[index].ravel(), bins=80, histtype="step", label=label)
+    if not snapshots:  # a run shorter than an epoch: the map read after its last update
+        for board in layout.final_boards(datasets):
+            final = datasets[layout.final_conductance(board)]
+            histogram.hist(1e6 * np.ravel(final), bins=80, histtype="step", label=f"{board}, after the last update")
     histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance, whole array")
-    if snapshots:
-        histogram.legend(fontsize="small")
+    if histogram.patches:
+        histogram.legend(fontsize="x-small")
 
 
 def float_baseline(datasets: Datasets) -> float | None:

@@ -177,6 +177,12 @@ def final_conductance(board: str) -> str:
     return f"{FINAL}/conductance/{board}"
 
 
+def final_boards(datasets: Mapping[str, Any]) -> list[str]:
+    """The boards whose map after the last update a run file holds."""
+    prefix = f"{FINAL}/conductance/"
+    return sorted(name[len(prefix) :] for name in datasets if name.startswith(prefix))
+
+
 def deployed_weights(layer: str) -> str:
     """A deployment's weights of ``layer`` as written onto the chip."""
     return f"{DEPLOY}/weights/{layer}"

@@ -28,7 +28,8 @@ def _texts(figure: Figure) -> str:
 def _training(pretrain: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
     updates = np.arange(40, dtype=np.float64)
     journal = np.column_stack([updates, updates, np.linspace(2.3, 0.4, 40), np.linspace(0.1, 0.9, 40)])
-    datasets = {layout.JOURNAL: journal, layout.EVALUATIONS: np.array([[20, 0.71], [40, 0.874]])}
+    datasets = {layout.JOURNAL: journal, layout.EVALUATIONS: np.array([[20, 0.71], [40, 0.874]]),
+                layout.final_conductance("board0"): np.full((4, 3), 50e-6)}  # fmt: skip
     if pretrain:
         datasets[layout.PRETRAIN_EVALUATIONS] = np.array([[300, 0.9125]])
     return datasets, {layout.PREPARE: {"accuracy_after_transfer": 0.655}}
@@ -39,13 +40,14 @@ def test_the_training_figure_shows_the_float_baseline_or_says_there_is_none() ->
     plot_training(*_training(pretrain=True), figure)
     text = _texts(figure)
     assert "test accuracy: final 87.4 %; float 91.2 %" in text
-    assert "float baseline (software, before transfer): 91.2 %" in text
-    assert "on the array before training: 65.5 %" in text
+    assert "float baseline: 91.2 %" in text
+    assert "before training: 65.5 %" in text
     figure = Figure()
     plot_training(*_training(pretrain=False), figure)
     text = _texts(figure)
     assert "float baseline" not in text.replace("no float baseline", "")
-    assert "no float baseline in this run" in text
+    assert "no float baseline recorded" in text
+    assert "board0, after the last update" in text  # no epoch ended: the final map instead of snapshots
 
 
 def test_the_gate_calibration_figure_marks_the_defective_spike_and_names_its_cells() -> None:
