@@ -330,10 +330,15 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
         ax_curves.plot(v_gate, g[:, i] * US, "o", color=color, ms=3, label=cell)
         if k is not None and c is not None and np.isfinite(k.ravel()[i]):
             ax_curves.plot(v_gate, (k.ravel()[i] * v_gate + c.ravel()[i]) * US, color=color, lw=1)
+    responsive = datasets.get("calibration/responsive")
+    if responsive is not None and np.size(responsive) == g.shape[1] and not np.all(responsive):
+        i = int(np.flatnonzero(~np.asarray(responsive, bool).ravel())[0])  # one defective cell, for contrast
+        ax_curves.plot(v_gate, g[:, i] * US, "x--", color="C3", ms=4, lw=0.8,
+                       label=f"cell ({row0 + i // region_cols}, {col0 + i % region_cols}), not responding")  # fmt: skip
     _band(ax_curves, v_gate, g * US, "all cells", color="k")
     ax_curves.set_xlabel("v_gate (V)")
     ax_curves.set_ylabel("G after SET (uS)")
-    ax_curves.legend(fontsize="small")
+    ax_curves.legend(fontsize="x-small", loc="upper left")
     if k is None or c is None:
         for ax in (ax_hist, ax_k, ax_c):
             ax.set_axis_off()
@@ -368,16 +373,18 @@ def _k_histogram(ax: Axes, datasets: Datasets, k: FloatArray, row0: int, col0: i
     bins = [float(b) for b in np.linspace(low, high + 1e-12, 41)]  # one set of bins: the spike beside the rest
     ax.hist(working, bins=bins, color="C0", label=f"responding: {working.size} cells")
     if defective.size:
-        ax.hist(flat[defective], bins=bins, color="C3", label=f"not responding: {defective.size} cells")
+        names = _cell_names(defective, row0, col0, region_cols)
+        counts, _, _ = ax.hist(flat[defective], bins=bins, color="C3",
+                               label=f"not responding: {defective.size} cells,\n{names}")  # fmt: skip
         spike = float(np.median(flat[defective]))
         ax.axvline(spike, color="C3", ls="--", lw=1)
-        ax.annotate(f"defective spike at {spike:.2g} uS/V:\n{_cell_names(defective, row0, col0, region_cols)}",
-                    xy=(spike, 0.95), xycoords=("data", "axes fraction"), ha="left", va="top", fontsize="x-small",
-                    color="C3")  # fmt: skip
+        ax.annotate(f"defective spike\n(k = {spike:.2g} uS/V)", xy=(spike, float(np.max(counts))), xytext=(8, 0),
+                    textcoords="offset points", ha="left", va="top", fontsize="x-small", color="C3",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})  # fmt: skip
     ax.set_xlabel("k (uS/V)")
     ax.set_ylabel("cells")
     ax.set_yscale("log")
-    ax.legend(fontsize="small", loc="center right")
+    ax.legend(fontsize="x-small", loc="center right")
 
 
 def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:

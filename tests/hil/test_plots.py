@@ -62,8 +62,9 @@ def test_the_gate_calibration_figure_marks_the_defective_spike_and_names_its_cel
     figure = Figure()
     plot_gate_calibration(datasets, attrs, figure)
     text = _texts(figure)
-    assert "not responding: 2 cells" in text and "responding: 10 cells" in text
-    assert "defective spike at 0.01 uS/V:\n(6, 4), (7, 2)" in text
+    assert "not responding: 2 cells,\n(6, 4), (7, 2)" in text and "responding: 10 cells" in text
+    assert "defective spike\n(k = 0.01 uS/V)" in text
+    assert "cell (6, 4), not responding" in text  # its curve beside the working ones
     datasets["calibration/responsive"] = np.ones((rows, cols), bool)  # nothing defective: nothing marked
     figure = Figure()
     plot_gate_calibration(datasets, attrs, figure)
