@@ -108,6 +108,9 @@ def plot_chip(history: ChipHistory, figure: Figure, cell: tuple[int, int] | None
         yields.plot(times, 100 * history.yield_history[:, 1], "o-")
         figure.autofmt_xdate()
     yields.set(title="yield over time", ylabel="working devices (%)", ylim=(0, 100))
+    if not len(history.yield_history):
+        yields.set_title("yield: never measured")
+        yields.set_axis_off()
     for ax, dated, title in ((conductance, history.conductance, "conductance"), (defects, history.defects, "defects")):
         if dated is None:
             ax.set_title(f"{title}: never measured")
