@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from hil.cli import main
-from hil.storage import storage_options
+from hil.run_compaction import closed_options
 
 EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
 BLOCK = 10_000  # rows written at a time: the benchmark itself stays small
@@ -40,7 +40,7 @@ def _regrow(data: h5py.Group, name: str, rows: int, fill: object) -> None:
     attrs, tail, dtype = dict(old.attrs), old.shape[1:], old.dtype
     del data[name]
     grown = data.create_dataset(name, shape=(rows, *tail), maxshape=(None, *tail), dtype=dtype,
-                                **storage_options(tail, dtype, rows=True))  # fmt: skip
+                                **closed_options(tail, dtype, rows=True))  # fmt: skip
     grown.attrs.update(attrs)
     for start in range(0, rows, BLOCK):
         stop = min(rows, start + BLOCK)
