@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from drivers.resources import is_in_process
 from hil import interrupts, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.figure_report import reporting
 from hil.ledger import cli as ledger_cli
-from hil.ledger.facts import working_cells
+from hil.ledger.facts import LEDGER_REUSE, working_cells
 from hil.lifecycle import cli as lifecycle_cli
 from hil.link_record import record_link
 from hil.map_summary import DEFAULT_WINDOW, save_map, summarize
@@ -138,6 +140,8 @@ def cmd_characterize(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "working_cells", None) is not None:
             options = _working_cells_only(spec, options, board, args.working_cells)
+        if getattr(args, "reuse_calibration", None) is not None:
+            spec = replace(spec, run=reporting(LEDGER_REUSE[spec.name](args.reuse_calibration)))
         run = RunFile(
             args.out,
             procedure=spec.name,
@@ -330,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
         if "cells" in spec.options.model_fields:
             sub.add_argument("--working-cells", type=float, metavar="SECONDS", help="measure only the cells the "
                              "chip's defect map (its ledger's, at most SECONDS old) calls normal")  # fmt: skip
+        if spec.name in LEDGER_REUSE:
+            sub.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take the chip's gate "
+                             "calibration from its ledger when measured at most SECONDS ago with the same pulses "
+                             "and gates, instead of measuring")  # fmt: skip
     twin_cli.register_characterize_all(procedures)
 
     demo = commands.add_parser("demo", help="the main job: in-situ training of the Wang 2019 CNN on the "

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from drivers import Board, FirmwareError
-from hil.ledger.facts import record_sessions
-from hil.run_layout import link
+from hil.ledger.facts import begin_sessions, record_sessions, write_wear
+from hil.run_layout import COMPLETED, INTERRUPTED, link
 from hil.storage import RunFile
 
 
@@ -50,21 +50,39 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
                       "counter_at_start": -1 if counter is None else counter,
                       "sessions": int(stored.get("sessions", 0)) + 1}  # fmt: skip
 
-    def record() -> None:
-        for name, board in boards.items():
-            start = base[name]
-            run.set_attrs(link(name), framed=board.link.framed, session_pulses=board.pulses_applied,
-                          **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
-                          **asdict(board.link.stats))  # fmt: skip
+    writing = False
 
+    def record() -> None:
+        nonlocal writing
+        if writing:  # writing the wear may flush, which calls this hook again
+            return
+        writing = True
+        try:
+            for name, board in boards.items():
+                start = base[name]
+                run.set_attrs(link(name), framed=board.link.framed, session_pulses=board.pulses_applied,
+                              **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
+                              **asdict(board.link.stats))  # fmt: skip
+                write_wear(run, name, board, start["sessions"])
+        finally:
+            writing = False
+
+    begin_sessions(boards, run, {name: (start["sessions"], start["counter_at_start"]) for name, start in base.items()})
     for name in boards:
         run.require_group(link(name))
     record()
     run.flush()  # where the board's count started is on disk before the first pulse
     run.flush_hooks.append(record)
+    status = COMPLETED
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP
+        status = INTERRUPTED
+        raise
+    except BaseException as exc:
+        status = f"failed: {type(exc).__name__}"
+        raise
     finally:
         run.flush_hooks.remove(record)
         record()
-        record_sessions(boards, run)
+        record_sessions(boards, run, status)

@@ -286,12 +286,27 @@ def plot_read_disturb(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     worst = np.abs(drift).max(axis=1)
     ax.plot(reads, worst, color="C3", lw=1, label="largest |drift| of any cell")
     ax.axhline(0, color="0.7", lw=0.5)
+    floor = read_noise_floor(datasets, attrs)
+    if floor is not None:
+        ax.axhspan(-floor, floor, color="0.5", alpha=0.15, lw=0,
+                   label=f"read-noise floor: +-{floor:.3g} uS (2 sigma of a block-mean difference)")  # fmt: skip
     v_read = _options(attrs, "read_disturb").get("v_read")
     at = f" at {v_read:g} V" if isinstance(v_read, float | int) else ""
     ax.set_title(f"read disturb{at}: max |drift| {worst.max():.3g} uS after {int(reads[-1])} reads", fontsize="medium")
     ax.set_xlabel("reads")
     ax.set_ylabel("G - first block's G (uS)")
     ax.legend(fontsize="small")
+
+
+def read_noise_floor(datasets: Datasets, attrs: Attrs) -> float | None:
+    """The drift read noise alone gives a typical cell, uS: two standard deviations of the difference
+    of two block means (each the mean of ``record_every`` reads, median per-read sigma)."""
+    g_std = _get(datasets, "read_disturb/g_std")
+    block = _options(attrs, "read_disturb").get("record_every")
+    if g_std is None or not isinstance(block, int) or block < 2:
+        return None
+    sigma = float(np.nanmedian(g_std.reshape(len(g_std), -1)[0])) * US  # the first block: before any disturb
+    return 2.0 * sigma * float(np.sqrt(2.0 / block)) if np.isfinite(sigma) else None
 
 
 # ---------------------------------------------------------------------------------- gate calibration
@@ -315,22 +330,61 @@ def plot_gate_calibration(datasets: Datasets, attrs: Attrs, fig: Figure) -> None
         ax_curves.plot(v_gate, g[:, i] * US, "o", color=color, ms=3, label=cell)
         if k is not None and c is not None and np.isfinite(k.ravel()[i]):
             ax_curves.plot(v_gate, (k.ravel()[i] * v_gate + c.ravel()[i]) * US, color=color, lw=1)
+    responsive = datasets.get("calibration/responsive")
+    if responsive is not None and np.size(responsive) == g.shape[1] and not np.all(responsive):
+        i = int(np.flatnonzero(~np.asarray(responsive, bool).ravel())[0])  # one defective cell, for contrast
+        ax_curves.plot(v_gate, g[:, i] * US, "x--", color="C3", ms=4, lw=0.8,
+                       label=f"cell ({row0 + i // region_cols}, {col0 + i % region_cols}), not responding")  # fmt: skip
     _band(ax_curves, v_gate, g * US, "all cells", color="k")
     ax_curves.set_xlabel("v_gate (V)")
     ax_curves.set_ylabel("G after SET (uS)")
-    ax_curves.legend(fontsize="small")
+    ax_curves.legend(fontsize="x-small", loc="upper left")
     if k is None or c is None:
         for ax in (ax_hist, ax_k, ax_c):
             ax.set_axis_off()
         return
-    finite = k[np.isfinite(k)] * US
-    ax_hist.hist(finite, bins=40)
-    ax_hist.set_xlabel("k (uS/V)")
-    ax_hist.set_ylabel("cells")
+    _k_histogram(ax_hist, datasets, k, row0, col0, region_cols)
     for ax, values, title in ((ax_k, k, "k (uS/V)"), (ax_c, c, "c (uS)")):
         image = _map_image(ax, values * US, attrs, "calibration")
         fig.colorbar(image, ax=ax)
         ax.set_title(title)
+
+
+NAMED_CELLS = 4
+"""Cells named by their indices where a plot points at a handful of them."""
+
+
+def _cell_names(flat: npt.NDArray[np.intp], row0: int, col0: int, region_cols: int) -> str:
+    names = ", ".join(f"({row0 + i // region_cols}, {col0 + i % region_cols})" for i in flat[:NAMED_CELLS])
+    return names + (f" and {len(flat) - NAMED_CELLS} more" if len(flat) > NAMED_CELLS else "")
+
+
+def _k_histogram(ax: Axes, datasets: Datasets, k: FloatArray, row0: int, col0: int, region_cols: int) -> None:
+    """The slopes of the cells that respond to the gate, and apart from them the defective spike (the
+    cells that do not, k near 0: stuck low or high), marked and named."""
+    flat = k.ravel() * US
+    stored = datasets.get("calibration/responsive")
+    responsive = (np.asarray(stored, bool).ravel() if stored is not None and np.size(stored) == flat.size
+                  else np.ones(flat.size, bool))  # fmt: skip
+    finite = np.isfinite(flat)
+    working, defective = flat[finite & responsive], np.flatnonzero(finite & ~responsive)
+    values = flat[finite]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    bins = [float(b) for b in np.linspace(low, high + 1e-12, 41)]  # one set of bins: the spike beside the rest
+    ax.hist(working, bins=bins, color="C0", label=f"responding: {working.size} cells")
+    if defective.size:
+        names = _cell_names(defective, row0, col0, region_cols)
+        counts, _, _ = ax.hist(flat[defective], bins=bins, color="C3",
+                               label=f"not responding: {defective.size} cells,\n{names}")  # fmt: skip
+        spike = float(np.median(flat[defective]))
+        ax.axvline(spike, color="C3", ls="--", lw=1)
+        ax.annotate(f"defective spike\n(k = {spike:.2g} uS/V)", xy=(spike, float(np.max(counts))), xytext=(8, 0),
+                    textcoords="offset points", ha="left", va="top", fontsize="x-small", color="C3",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})  # fmt: skip
+    ax.set_xlabel("k (uS/V)")
+    ax.set_ylabel("cells")
+    ax.set_yscale("log")
+    ax.legend(fontsize="x-small", loc="center right")
 
 
 def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
@@ -352,15 +406,40 @@ def plot_training(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     if evaluations is not None and len(evaluations):
         title = f"test accuracy: final {100 * evaluations[-1, 1]:.1f} %"
         accuracy.axhline(100 * evaluations[-1, 1], color="tab:red", lw=0.6, ls=":")
+    baseline = float_baseline(datasets)
+    if baseline is not None:
+        accuracy.axhline(100 * baseline, color="tab:green", lw=1, ls="--",
+                         label=f"float baseline: {100 * baseline:.1f} %")  # fmt: skip
+        title += f"; float {100 * baseline:.1f} %"
+    else:
+        accuracy.text(0.02, 0.02, "no float baseline recorded\n(hil train --baseline trains one)",
+                      transform=accuracy.transAxes, fontsize="x-small", color="0.4")  # fmt: skip
+    transferred = attrs.get(layout.PREPARE, {}).get("accuracy_after_transfer")
+    if isinstance(transferred, float | int) and not isinstance(transferred, bool):
+        accuracy.plot([0], [100 * float(transferred)], "D", color="tab:purple",
+                      label=f"before training: {100 * float(transferred):.1f} %")  # fmt: skip
     accuracy.set(xlabel="update", ylabel="accuracy (%)", ylim=(0, 100), title=title)
     if accuracy.lines:
-        accuracy.legend(fontsize="small")
+        accuracy.legend(fontsize="x-small", loc="upper left")
     snapshots = layout.snapshot_boards(datasets)
     for board in snapshots:
         maps = datasets[layout.snapshots(board)]
         for index in sorted({0, len(maps) - 1}):
             label = f"{board}, end of epoch {index + 1}"
             histogram.hist(1e6 * maps[index].ravel(), bins=80, histtype="step", label=label)
+    if not snapshots:  # a run shorter than an epoch: the map read after its last update
+        for board in layout.final_boards(datasets):
+            final = datasets[layout.final_conductance(board)]
+            histogram.hist(1e6 * np.ravel(final), bins=80, histtype="step", label=f"{board}, after the last update")
     histogram.set(xlabel="G (uS)", ylabel="devices", yscale="log", title="conductance, whole array")
-    if snapshots:
-        histogram.legend(fontsize="small")
+    if histogram.patches:
+        histogram.legend(fontsize="x-small")
+
+
+def float_baseline(datasets: Datasets) -> float | None:
+    """The test accuracy of the same network in floating point, where the run trained one (the hybrid
+    scheme's software phase, ``pretrain/eval``); None where it did not."""
+    pretrain = datasets.get(layout.PRETRAIN_EVALUATIONS)
+    if pretrain is None or not len(pretrain):
+        return None
+    return float(np.asarray(pretrain)[-1, 1])

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hil.storage import RunData
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 """The minor version grows when datasets or attributes are added; the major one when a meaning changes."""
 DATA_GROUP = "data"
 STORED_FROM = "stored_from"
@@ -109,6 +109,16 @@ def link(board: str) -> str:
     return f"{LINK}/{board}"
 
 
+WEAR = "wear"
+
+
+def wear(board: str) -> str:
+    """A board's pulses per device in the latest session, ``(kinds, rows, cols)``, with attributes
+    ``kinds`` and ``session`` (new in 1.3): rewritten with every flush, so a killed session's
+    wear reaches its chip's ledger (:mod:`hil.ledger.facts`)."""
+    return f"{WEAR}/{board}"
+
+
 def links(run: RunData) -> dict[str, dict[str, Any]]:
     """Every board's link record, by board name."""
     prefix = f"{LINK}/"
@@ -165,6 +175,12 @@ PARALLEL = "parallel"
 def final_conductance(board: str) -> str:
     """A board's map read after the run's last update (or after the transfer, without updates), S."""
     return f"{FINAL}/conductance/{board}"
+
+
+def final_boards(datasets: Mapping[str, Any]) -> list[str]:
+    """The boards whose map after the last update a run file holds."""
+    prefix = f"{FINAL}/conductance/"
+    return sorted(name[len(prefix) :] for name in datasets if name.startswith(prefix))
 
 
 def deployed_weights(layer: str) -> str:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
+import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from hil.lifecycle.plots import plot_evaluation
 from hil.plots import plot_training
 from hil.procedure_registry import REGISTRY
 from hil.procedures import Attrs, Datasets
-from hil.run_layout import EVALUATE, HEADER_KEYS, links, status
+from hil.run_layout import DATA_GROUP, EVALUATE, HEADER_KEYS, STORED_FROM, links, status
 from hil.storage import LazyDatasets, RunData, RunFileError
 
 PlotFunction = Callable[[Datasets, Attrs, Figure], None]
@@ -80,14 +83,75 @@ def plot_title(run: RunData) -> str:
     return f"{what}{on}, {when} UTC ({status(run) or '?'}): {run.path.name}"
 
 
+PLOT_ROWS = 20_000
+"""A series of more rows is drawn from some of them (:func:`kept_rows`): a plot of 100,000 cycles
+shows no more than one of 20,000, and drawing from every row held each series whole in memory."""
+READ_ROWS = 8192
+"""Rows read at a time while picking the kept ones (memory stays at one block per series)."""
+
+
+def kept_rows(rows: int, budget: int = PLOT_ROWS) -> npt.NDArray[np.int64]:
+    """The rows of a long series that are drawn: the first quarter of ``budget`` all (early cycles,
+    spread out on a log axis), then every ``stride``-th, a power of two. Two series whose lengths
+    differ by a torn last row keep the same rows, so they still line up row by row."""
+    if rows <= budget:
+        return np.arange(rows, dtype=np.int64)
+    head = budget // 4
+    stride = 1 << int(np.ceil(np.log2((rows - head) / (budget - head))))
+    return np.concatenate([np.arange(head), np.arange(head + (-head) % stride, rows, stride)]).astype(np.int64)
+
+
+class ThinnedDatasets(Mapping[str, np.ndarray[Any, Any]]):
+    """A lazily read run file's datasets for drawing: a series longer than ``budget`` rows is read block
+    by block and only its :func:`kept_rows` kept; ``thinned`` names those series and their lengths."""
+
+    def __init__(self, lazy: LazyDatasets, budget: int = PLOT_ROWS) -> None:
+        self.lazy, self.budget = lazy, budget
+        self.thinned: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        shape, _ = self.lazy.shapes[name]
+        if not shape or shape[0] <= self.budget:
+            return self.lazy[name]
+        keep = kept_rows(shape[0], self.budget)
+        with h5py.File(self.lazy.path, "r", locking=False) as f:
+            dataset = f[DATA_GROUP][name]
+            parts = []
+            for start in range(0, shape[0], READ_ROWS):
+                chosen = keep[(keep >= start) & (keep < start + READ_ROWS)] - start
+                if chosen.size:
+                    parts.append(dataset[start : start + READ_ROWS][chosen])
+            widen = dataset.attrs.get(STORED_FROM)
+        self.thinned[name] = shape[0]
+        values = np.concatenate(parts)
+        return values.astype(str(widen.decode() if isinstance(widen, bytes) else widen)) if widen else values
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.lazy.shapes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lazy.shapes)
+
+    def __len__(self) -> int:
+        return len(self.lazy.shapes)
+
+
 def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
-    """Draw the run's plot with its procedure's plot function; PNG beside the file by default."""
+    """Draw the run's plot with its procedure's plot function; PNG beside the file by default. A
+    lazily read file's long series are drawn from some of their rows, and the figure says so."""
     plot = PLOTS.get(run.procedure)
     if plot is None:
         raise RunFileError(f"{run.path}: no plot is known for procedure {run.procedure!r}")
     out = Path(path) if path else run.path.with_suffix(".png")
     figure = Figure(figsize=(9, 6), layout="constrained")
-    plot(run.datasets, run.attrs, figure)
+    datasets = ThinnedDatasets(run.datasets) if isinstance(run.datasets, LazyDatasets) else run.datasets
+    plot(datasets, run.attrs, figure)
     figure.suptitle(plot_title(run))
+    if isinstance(datasets, ThinnedDatasets) and datasets.thinned:
+        longest = max(datasets.thinned.values())
+        # a figure-level label takes its own room in the layout: it never covers an axis label
+        note = (f"series of up to {longest:,} rows drawn from {len(kept_rows(longest)):,} of them (the first "
+                f"{PLOT_ROWS // 4:,}, then evenly spaced)")  # fmt: skip
+        figure.supxlabel(note, fontsize="x-small", color="0.4", ha="right", x=0.99)
     figure.savefig(out, dpi=110)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,19 +50,44 @@ def configure_logging(verbosity: int) -> None:
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
 
 
+class _OwnRunOnly(logging.Filter):
+    """A run log's filter: while other runs' logs are open in this process too (a sweep's cells in
+    threads), only the records of the thread that opened this run; alone, every record (a board's
+    helper threads included)."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _OPEN_LOCK:
+            alone = len(_OPEN_LOGS) <= 1
+        return alone or record.thread == self.thread
+
+
+_OPEN_LOGS: set[logging.Handler] = set()
+_OPEN_LOCK = threading.Lock()
+
+
 def open_run_log(run_path: Path) -> logging.Handler:
     """A log file beside the run file (``RUN.log``, appended across sessions), at the level the
-    command line asked for (INFO; DEBUG, with every command on the wire, under -vv)."""
+    command line asked for (INFO; DEBUG, with every command on the wire, under -vv); it takes only
+    its own run's records when several runs share the process."""
     handler = logging.FileHandler(run_path.with_suffix(".log"), encoding="utf-8", delay=True)
     root = logging.getLogger()
     handler.setLevel(root.level or logging.INFO)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_OwnRunOnly(threading.get_ident()))
+    with _OPEN_LOCK:
+        _OPEN_LOGS.add(handler)
     root.addHandler(handler)
     return handler
 
 
 def close_run_log(handler: logging.Handler) -> None:
     logging.getLogger().removeHandler(handler)
+    with _OPEN_LOCK:
+        _OPEN_LOGS.discard(handler)
     handler.close()
 
 

@@ -9,7 +9,7 @@ the recorder with the optimizer's state, so a killed run resumes from its last c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -107,16 +107,23 @@ class TrainResult:
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
 
 
-def evaluate(network: Network, backend: MatmulBackend, x: FloatArray, y: IntArray) -> tuple[float, float]:
-    """Test accuracy and loss, forward passes in large chunks (one VMM batch per layer per chunk).
+def evaluate(
+    network: Network, backend: MatmulBackend, x: FloatArray, y: IntArray,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[float, float]:  # fmt: skip
+    """Test accuracy and loss, forward passes in large chunks (one VMM batch per layer per chunk);
+    ``progress`` is told the samples of each chunk done (a phase's bar).
 
     A backend that learns from its products (column gains) learns nothing here, so when a run
     evaluates does not change how it trains.
     """
+    chunks = []
     with backend.evaluation() if isinstance(backend, EvaluationAware) else nullcontext():
-        logits = np.concatenate(
-            [network.forward(x[i : i + EVAL_CHUNK], backend, train=False) for i in range(0, len(x), EVAL_CHUNK)]
-        )
+        for i in range(0, len(x), EVAL_CHUNK):
+            chunks.append(network.forward(x[i : i + EVAL_CHUNK], backend, train=False))
+            if progress is not None:
+                progress(len(chunks[-1]))
+    logits = np.concatenate(chunks)
     loss, _ = softmax_cross_entropy(logits, y)
     return accuracy(logits, y), float(loss)
 

@@ -405,8 +405,8 @@ def prepare_hardware(
     _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
     tolerance = config.hybrid.transfer_tolerance if config.model == "yao-hybrid" else config.initial_tolerance
     pulses = program_weights(config, hardware, weights, tolerance, trained=trained, recorder=run)
-    phase(run, "evaluating the transferred weights")
-    accuracy, _ = evaluate(network, hardware.backend, data[2], data[3])
+    phase(run, "evaluating the transferred weights", len(data[2]))
+    accuracy, _ = evaluate(network, hardware.backend, data[2], data[3], progress=run.progress)
     run.set_attrs(PREPARE, done=True, programming_pulses=pulses, accuracy_after_transfer=accuracy)
     log.info("weights on the array: test accuracy %.1f %% before in-situ training", 100 * accuracy)
     return hardware

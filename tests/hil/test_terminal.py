@@ -32,6 +32,7 @@ def test_a_training_run_shows_each_phase_and_no_message_runs_into_a_bar(
     positions = [match.start() for match in starts if match]
     assert positions == sorted(positions)  # in the order the run goes through them
     assert re.search(r"calibrating board0: 100%\|[^\r\n]*\| 3/3 \[", err)  # a count (and time left) per phase
+    assert re.search(r"evaluating the transferred weights: 100%\|[^\r\n]*\| (\d+)/\1 \[", err)  # test samples
     # Every bar update ends where the next begins (\r) or on a new line: nothing is printed into it.
     assert not re.search(r"step/s[^\]\r\n]*\][ \t]*[^ \t\r\n]", err)
     assert captured.out.startswith("training ")  # the opening message on a line of its own
@@ -86,3 +87,35 @@ def test_a_board_on_a_slow_link_shows_its_long_transfers_moving() -> None:
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert bar.bar is None  # the bar is closed once the map is whole
     assert f"chip: map:   0%|          | 0/{rows}" in shown.getvalue()
+
+
+def test_two_runs_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:
+    """Runs in threads of one process (a sweep's cells): each run's log holds its own records only."""
+    import logging
+    import threading
+
+    from hil.storage import RunFile
+
+    both_open = threading.Barrier(2, timeout=60)  # a safety net against a hang, not a timing assertion
+    log = logging.getLogger("hil.test_terminal")
+    previous = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+
+    def run(name: str) -> None:
+        with RunFile(tmp_path / f"{name}.h5", procedure="test", config={}, show_progress=False):
+            both_open.wait()
+            for step in range(20):
+                log.info("%s step %d", name, step)
+            both_open.wait()
+
+    try:
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        logging.getLogger().setLevel(previous)
+    for name, other in (("first", "second"), ("second", "first")):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert text.count(f"{name} step") == 20 and f"{other} step" not in text

@@ -42,10 +42,10 @@ def test_an_evaluation_leaves_the_column_gains_as_it_found_them(
     seen: list[dict[tuple[str, int], np.ndarray]] = []
     original = training_run.evaluate
 
-    def spying_evaluate(network, backend, x, y):  # type: ignore[no-untyped-def]
+    def spying_evaluate(network, backend, x, y, **options):  # type: ignore[no-untyped-def]
         assert isinstance(backend, ArrayBackend)
         before = {key: gain.copy() for key, gain in backend.gains.items()}
-        result = original(network, backend, x, y)
+        result = original(network, backend, x, y, **options)  # options: the phase's progress
         seen.append(before)
         assert backend.gains.keys() == before.keys()
         for key, gain in before.items():
