@@ -127,9 +127,10 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
     volts = np.asarray(volts, dtype=np.float64)
-    codes = np.round(volts / step).astype(np.int64)
-    short = np.abs(codes * step) < np.abs(volts)
-    codes[short] += np.sign(volts[short]).astype(np.int64)
+    nearest = np.rint(volts / step)
+    short = np.abs(nearest * step) < np.abs(volts)
+    nearest += np.copysign(short, volts)  # +-1 where short, else +-0
+    codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
     return codes
 
 
@@ -176,12 +177,19 @@ def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
     """Input codes ``(nvec, driven rows)`` in the smaller of the two forms."""
     flat = np.asarray(codes).ravel()
     nonzero = flat != 0
-    every = flat.astype(VMM_CODE_DTYPE).tobytes()
-    sparse_bytes = math.ceil(flat.size / 8) + int(nonzero.sum()) * VMM_CODE_DTYPE.itemsize
-    if sparse_bytes >= len(every):
-        return Inputs.ALL, every
-    return Inputs.NONZERO, np.packbits(nonzero, bitorder="little").tobytes() + flat[nonzero].astype(
-        VMM_CODE_DTYPE).tobytes()  # fmt: skip
+    return encode_nonzero_inputs(nonzero, flat[nonzero])
+
+
+def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
+    """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
+    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros."""
+    flat = nonzero.ravel()
+    sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
+    if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
+        every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
+        every[flat] = values
+        return Inputs.ALL, every.tobytes()
+    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE).tobytes()
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:

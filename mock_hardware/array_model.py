@@ -30,7 +30,7 @@ from mock_hardware.physics.cells import CellPopulation
 from mock_hardware.physics.clock import Clock
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.line_resistance import TransferSolver, series_read, series_segments, solve_dc
-from mock_hardware.physics.noise import fast_normal, fast_normal_into
+from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
 from mock_hardware.physics.threads import one_blas_thread
@@ -81,8 +81,8 @@ class _VmmWorkspace:
         self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
-        self.normal = np.empty((nvec, ncols), dtype=np.float32)
-        self.indices = np.empty(nvec * ncols, dtype=np.intp)
+        self.normal = np.empty((ncols, nvec), dtype=np.float32)  # a column's draws contiguous
+        self.indices = np.empty(nvec, dtype=np.intp)
 
 
 class CrossbarArray:
@@ -208,7 +208,10 @@ class CrossbarArray:
         self._dc_cache = (key, self._version, now, columns, cells)
         return columns, cells
 
-    def vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
+    def vmm(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None = None, columns: npt.NDArray[np.intp] | None = None,
+    ) -> FloatArray:  # fmt: skip
         """Column currents ``(n, ncols)`` for row-voltage vectors ``(n, nrows)`` on a region.
 
         All rows of the region are driven at once with their gates on; every column is at virtual
@@ -217,24 +220,75 @@ class CrossbarArray:
         products. With read noise on, both run in float32, the wire format's precision: their
         rounding (about 1e-7 of the largest term) is five orders below the noise. Without read
         noise the product is float64.
+
+        ``rows``: the rows of the region (0-based within it) that ``v_rows``'s columns drive, the
+        region's other rows at 0 V (they add no current, so they cost nothing); ``columns``: the
+        columns of the region to measure, the result then ``(n, len(columns))``. Either way the
+        currents are those of the whole region driven so.
         """
         with one_blas_thread():
-            return self._vmm(v_rows, row0, col0, ncols)
+            return self._vmm(v_rows, row0, col0, ncols, rows, columns)
 
-    def _vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
-        v = np.asarray(v_rows, dtype=np.float64)
-        nvec, nrows = v.shape
-        transfer = self._transfer_matrix(row0, nrows, col0, ncols)[:, col0 : col0 + ncols]
+    def vmm_bound(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp],
+    ) -> float:  # fmt: skip
+        """An upper bound on the magnitude of any current :meth:`vmm` could return in ``columns`` for
+        these inputs, read noise included, without measuring them (no clock, no noise drawn): the
+        board's TIA protection watches the columns a VMM does not send back too.
+
+        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| T_rc``: the I-V factor grows
+        with ``|v|`` and the noise's spread is at most the sum of the cells' currents.
+        """
+        if not len(columns):
+            return 0.0
+        magnitude = np.abs(np.asarray(v_rows, dtype=np.float32))
+        picked = self._region_transfer(row0, col0, ncols, magnitude.shape[1], rows, columns)
+        if not magnitude.size:
+            return 0.0
+        with one_blas_thread():
+            column_sum = float((magnitude @ picked.max(axis=1).astype(np.float32)).max())
+        v_max = float(magnitude.max())
+        factor = float(self._iv.factor(np.array([v_max]))[0])
+        # 1e-5: float32 rounding of the products, far above it
+        return column_sum * factor * (1.0 + self.params.read_noise * MAX_ABS_DRAW) * (1.0 + 1e-5)
+
+    def _region_transfer(
+        self, row0: int, col0: int, ncols: int, nrows: int, rows: npt.NDArray[np.intp] | None,
+        columns: npt.NDArray[np.intp] | None,
+    ) -> FloatArray:  # fmt: skip
+        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``)."""
+        span = nrows if rows is None else int(np.max(rows, initial=-1)) + 1
+        whole = self._transfer_matrix(row0, span, col0, ncols)
+        picked_rows = whole[:nrows] if rows is None else whole[np.asarray(rows, dtype=np.intp)]
+        if columns is None:
+            return picked_rows[:, col0 : col0 + ncols]
+        return picked_rows[:, col0 + np.asarray(columns, dtype=np.intp)]
+
+    def _vmm(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp] | None,
+    ) -> FloatArray:  # fmt: skip
+        v = np.asarray(v_rows)
+        nvec, ndriven = v.shape
+        transfer = self._region_transfer(row0, col0, ncols, ndriven, rows, columns)
+        nout = transfer.shape[1]
         sigma = self.params.read_noise
         nonlinear = not self._iv.is_ohmic
         self._clock.advance(nvec * self.params.read_duration)
         if not sigma:
+            v = np.asarray(v, dtype=np.float64)
             if nonlinear:
                 v = v * self._iv.factor(v)
             return np.asarray(v @ transfer)
-        work = self._vmm_workspace(nvec, nrows, ncols)
+        work = self._vmm_workspace(nvec, ndriven, nout)
         inputs = work.inputs32
         np.copyto(inputs, v, casting="same_kind")
+        # The read's key is what is driven; each column's noise has its own stream within it, so a
+        # column reads the same whichever other columns are measured with it.
+        driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
+        read_key = self._read_key(b"VMM", inputs, driven, np.array([row0]))
+        measured = col0 + (np.arange(nout) if columns is None else np.asarray(columns, dtype=np.int64))
         if nonlinear:
             # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
             # per-element factor on the inputs.
@@ -245,8 +299,9 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        fast_normal_into(self._read_rng(b"VMM", v, np.array([row0, col0, ncols])), work.normal, work.indices)
-        work.spread *= work.normal
+        for j, column in enumerate(measured):
+            fast_normal_into(self._stream(read_key, int(column)), work.normal[j], work.indices)
+        work.spread *= work.normal.T
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
@@ -259,6 +314,10 @@ class CrossbarArray:
         evaluation between two training updates leaves the training's reads (and so its
         trajectory) exactly as they would have been without it.
         """
+        return self._stream(self._read_key(kind, *inputs))
+
+    def _read_key(self, kind: bytes, *inputs: npt.NDArray[np.generic]) -> tuple[int, ...]:
+        """The spawn key of a read's streams (see :meth:`_read_rng`)."""
         digest = hashlib.blake2b(kind, digest_size=16)
         for array in inputs:
             digest.update(_fingerprint(array))
@@ -268,8 +327,10 @@ class CrossbarArray:
         repeat = self._read_repeats.get(key, 0)
         self._read_repeats[key] = repeat + 1
         words = np.frombuffer(key[1], dtype=np.uint32)
-        spawn_key = (self._version, repeat, *(int(w) for w in words))
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=spawn_key)))
+        return (self._version, repeat, *(int(w) for w in words))
+
+    def _stream(self, key: tuple[int, ...], *sub: int) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=key + sub)))
 
     def _vmm_workspace(self, nvec: int, nrows: int, ncols: int) -> _VmmWorkspace:
         key = (nvec, nrows, ncols)
