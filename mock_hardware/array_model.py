@@ -75,14 +75,14 @@ class _LineSolution:
 class _VmmWorkspace:
     """Scratch arrays of one VMM batch shape, reused: fresh large arrays cost page faults."""
 
-    def __init__(self, nvec: int, nrows: int, ncols: int) -> None:
+    def __init__(self, nvec: int, nrows: int, ncols: int, region_cols: int) -> None:
         self.inputs32 = np.empty((nvec, nrows), dtype=np.float32)
         self.factor32 = np.empty((nvec, nrows), dtype=np.float32)
         self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
-        self.normal = np.empty((ncols, nvec), dtype=np.float32)  # a column's draws contiguous
-        self.indices = np.empty(nvec, dtype=np.intp)
+        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # every column of the region
+        self.indices = np.empty(region_cols * nvec, dtype=np.intp)
 
 
 class CrossbarArray:
@@ -123,7 +123,7 @@ class CrossbarArray:
         self._line_solution: _LineSolution | None = None
         self._transfer_solver: TransferSolver | None = None
         self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have used
-        self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
+        self._vmm_workspaces: dict[tuple[int, int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
 
@@ -281,14 +281,13 @@ class CrossbarArray:
             if nonlinear:
                 v = v * self._iv.factor(v)
             return np.asarray(v @ transfer)
-        work = self._vmm_workspace(nvec, ndriven, nout)
+        work = self._vmm_workspace(nvec, ndriven, nout, ncols)
         inputs = work.inputs32
         np.copyto(inputs, v, casting="same_kind")
-        # The read's key is what is driven; each column's noise has its own stream within it, so a
-        # column reads the same whichever other columns are measured with it.
+        # The read's key is what is driven and the region; noise is drawn for every column of the
+        # region, so a column reads the same whichever other columns are measured with it.
         driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
-        read_key = self._read_key(b"VMM", inputs, driven, np.array([row0]))
-        measured = col0 + (np.arange(nout) if columns is None else np.asarray(columns, dtype=np.int64))
+        rng = self._read_rng(b"VMM", inputs, driven, np.array([row0, col0, ncols]))
         if nonlinear:
             # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
             # per-element factor on the inputs.
@@ -299,9 +298,8 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        for j, column in enumerate(measured):
-            fast_normal_into(self._stream(read_key, int(column)), work.normal[j], work.indices)
-        work.spread *= work.normal.T
+        fast_normal_into(rng, work.normal, work.indices)
+        work.spread *= (work.normal if columns is None else work.normal[np.asarray(columns, dtype=np.intp)]).T
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
@@ -314,10 +312,6 @@ class CrossbarArray:
         evaluation between two training updates leaves the training's reads (and so its
         trajectory) exactly as they would have been without it.
         """
-        return self._stream(self._read_key(kind, *inputs))
-
-    def _read_key(self, kind: bytes, *inputs: npt.NDArray[np.generic]) -> tuple[int, ...]:
-        """The spawn key of a read's streams (see :meth:`_read_rng`)."""
         digest = hashlib.blake2b(kind, digest_size=16)
         for array in inputs:
             digest.update(_fingerprint(array))
@@ -327,18 +321,16 @@ class CrossbarArray:
         repeat = self._read_repeats.get(key, 0)
         self._read_repeats[key] = repeat + 1
         words = np.frombuffer(key[1], dtype=np.uint32)
-        return (self._version, repeat, *(int(w) for w in words))
+        spawn_key = (self._version, repeat, *(int(w) for w in words))
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=spawn_key)))
 
-    def _stream(self, key: tuple[int, ...], *sub: int) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=key + sub)))
-
-    def _vmm_workspace(self, nvec: int, nrows: int, ncols: int) -> _VmmWorkspace:
-        key = (nvec, nrows, ncols)
+    def _vmm_workspace(self, nvec: int, nrows: int, ncols: int, region_cols: int) -> _VmmWorkspace:
+        key = (nvec, nrows, ncols, region_cols)
         work = self._vmm_workspaces.get(key)
         if work is None:
             if len(self._vmm_workspaces) >= _WORKSPACE_CACHE_SIZE:
                 self._vmm_workspaces.clear()
-            work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols)
+            work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols, region_cols)
         return work
 
     def _transfer_matrix(self, row0: int, nrows: int, col0: int, ncols: int) -> FloatArray:
