@@ -126,11 +126,14 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
-    volts = np.asarray(volts, dtype=np.float64)
-    nearest = np.rint(volts / step)
-    short = np.abs(nearest * step) < np.abs(volts)
-    nearest += np.copysign(short, volts)  # +-1 where short, else +-0
+    magnitude = np.abs(np.asarray(volts, dtype=np.float64))
+    # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
+    nearest = np.multiply(magnitude, 1.0 / step)
+    np.rint(nearest, out=nearest)
+    level = np.multiply(nearest, step)
+    nearest += level < magnitude  # a step further where the nearest code falls short
     codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
+    np.negative(codes, out=codes, where=np.signbit(volts))
     return codes
 
 
