@@ -724,7 +724,7 @@ class Firmware:
         v_driven *= np.float32(step)
         rows, measured, others = np.flatnonzero(driven), np.flatnonzero(wanted), np.flatnonzero(~wanted)
         protected = min(-self.spec.limits.ICOL[0], self.spec.limits.ICOL[1])
-        if len(others) and self.array.vmm_bound(v_driven, row0, col0, ncols, rows, others) > protected:
+        if len(others) and not self.array.vmm_bound(v_driven, row0, col0, ncols, rows, others) <= protected:
             measured = np.arange(ncols)  # the columns not sent back might trip the TIA protection: measure them too
         currents = self.array.vmm(v_driven, row0, col0, ncols, rows=rows, columns=measured)
         self._check_column_currents(currents)
