@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from drivers import Board, open_board
+from hil import mapping
 from hil.array_backend import ArrayBackend
 from hil.mapping import (
     BadLines,
@@ -412,8 +413,12 @@ def test_remapping_moves_the_large_weights_off_defective_pairs_on_the_same_devic
             assert np.array_equal(old.cols, new.cols)
 
 
-def test_defect_aware_placement_puts_a_tiles_columns_side_by_side_where_the_defects_allow() -> None:
-    """A VMM's rectangle spans a tile's columns: adjacent columns keep it as narrow as the outputs."""
+def test_defect_aware_placement_puts_a_tiles_columns_side_by_side_where_the_defects_allow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VMM's rectangle spans a tile's columns: adjacent columns keep it as narrow as the outputs (when
+    asked for: off by default)."""
+    monkeypatch.setattr(mapping, "CONTIGUOUS_DEFECT_ALLOWANCE", 0.0)
     defective = np.zeros((32, 16), dtype=bool)
     defective[0, [1, 3]] = True  # columns 0, 2, 4 are as clean as 6, 7, 8 and come first
     defective[[0, 1], 5] = True
