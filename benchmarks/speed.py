@@ -123,7 +123,8 @@ def patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
 def instrumented(clocks: Clocks) -> Iterator[None]:
     """Time the Board calls, the physics, the line solve and the run file's calls."""
     hooks = [(Board, m, "board") for m in ("vmm", "read_map", "apply_pulses")]
-    hooks += [(CrossbarArray, m, "physics") for m in ("vmm", "read_conductance", "apply_pulses", "column_currents")]
+    hooks += [(CrossbarArray, m, "physics") for m in ("vmm", "vmm_bound", "read_conductance", "apply_pulses",
+                                                      "column_currents")]
     if hasattr(line_resistance, "TransferSolver"):
         hooks += [(line_resistance.TransferSolver, "transfer", "line_solve")]
     else:  # before the TransferSolver existed (to measure older "before" figures)

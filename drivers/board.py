@@ -540,44 +540,71 @@ class Board:
             wanted[:] = False
             wanted[picked] = True
         check_array("v_rows", inputs, self.limits.v_read, "V")
-        worst = np.abs(inputs.astype(np.float64)).sum(axis=1) * self.limits.g_cell_max
+        magnitude = np.abs(inputs)
+        worst = np.add.reduce(magnitude, axis=1, dtype=np.float64) * self.limits.g_cell_max
         check_array("predicted column current of vector", worst, self.limits.i_col, "A")
-        codes = self._vmm_codes(inputs)
-        driven = (inputs != 0).any(axis=0) if codes is not None else np.ones(region.nrows, dtype=bool)
-        if codes is not None and not driven.any():
-            driven[0] = True  # every input is 0 V: one row still carries the vectors
-        measured = wanted if codes is not None else np.ones(region.ncols, dtype=bool)
-        if codes is not None:
-            size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
-        else:
-            size_in = size_out = codec.BLOCK_DTYPE.itemsize
-        per_vector = (int(driven.sum()) * size_in, int(measured.sum()) * size_out)
-        chunks = self._chunks(len(inputs), sum(per_vector), max(per_vector))
-        out = np.full((len(inputs), region.ncols), np.nan)
-        selection = layouts.encode_vmm_selection(driven, measured) if codes is not None else b""
+        if self._takes_codes():
+            driven: npt.NDArray[np.bool_] = np.asarray(magnitude.any(axis=0))
+            if not driven.any():
+                driven[0] = True  # every input is 0 V: one row still carries the vectors
+            coded = self._vmm_codes(inputs[:, driven])
+            if coded is not None:
+                return self._vmm_compact(region, wanted, driven, *coded)
+        return self._vmm_float(region, wanted, inputs)
+
+    def _vmm_compact(
+        self, region: Region, wanted: npt.NDArray[np.bool_], driven: npt.NDArray[np.bool_],
+        nonzero: npt.NDArray[np.bool_], codes: npt.NDArray[np.int64],
+    ) -> FloatArray:  # fmt: skip
+        """``VMM:CODE?``: the driven rows' non-zero DAC codes (``codes``, where ``nonzero``, row-major)."""
+        nvec = len(nonzero)
+        size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
+        per_vector = (int(driven.sum()) * size_in, int(wanted.sum()) * size_out)
+        chunks = self._chunks(nvec, sum(per_vector), max(per_vector))
+        # Where each vector's codes start in ``codes`` (only needed to split the batch).
+        starts = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]) if len(chunks) > 1 else {0: 0, nvec: codes.size}
+        out = np.full((nvec, region.ncols), np.nan)
+        selection = layouts.encode_vmm_selection(driven, wanted)
         for start, count in chunks:
-            if codes is not None:
-                form, block = layouts.encode_inputs(codes[start : start + count][:, driven])
-                args = (*region.args(), count, form.value)
-                values = self._ask_codes(cmd.VMM_CODE, args, count * int(measured.sum()), selection + block)
-                out[start : start + count, measured] = values.reshape(count, -1)
-            else:
-                batch = inputs[start : start + count]
-                values32 = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch)
-                out[start : start + count] = values32.reshape(count, region.ncols)
+            mask = nonzero[start : start + count]
+            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]])
+            args = (*region.args(), count, form.value)
+            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), selection + block)
+            out[start : start + count, wanted] = values.reshape(count, -1)
+            self._report("vmm", start + count, nvec, "vectors", len(chunks))
+        return out
+
+    def _vmm_float(self, region: Region, wanted: npt.NDArray[np.bool_], inputs: npt.NDArray[np.float32]) -> FloatArray:
+        """``VMM?``: every input as float32, every column back."""
+        size = codec.BLOCK_DTYPE.itemsize
+        chunks = self._chunks(len(inputs), (region.nrows + region.ncols) * size, max(region.nrows, region.ncols) * size)
+        out = np.full((len(inputs), region.ncols), np.nan)
+        for start, count in chunks:
+            batch = inputs[start : start + count]
+            values32 = self._ask_block(cmd.VMM, (*region.args(), count), count * region.ncols, batch)
+            out[start : start + count] = values32.reshape(count, region.ncols)
             self._report("vmm", start + count, len(inputs), "vectors", len(chunks))
         out[:, ~wanted] = np.nan
         return out
 
-    def _vmm_codes(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.int64] | None:
-        """VMM inputs as the nearest row DAC codes, when the board takes them, they fit int16 and every
-        level they stand for is inside the read limit (else the float32 form)."""
-        if self.scales is None or not self._adc_codes:
-            return None
+    def _takes_codes(self) -> bool:
+        return self.scales is not None and self._adc_codes
+
+    def _vmm_codes(
+        self, inputs: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]] | None:
+        """The non-zero inputs as the nearest row DAC codes (a mask and the codes, row-major), when they
+        fit int16 and every level they stand for, 0 V included, is inside the read limit (else ``None``:
+        the float32 form). A non-zero input never becomes code 0 (codes round away from 0 V)."""
+        assert self.scales is not None
         step = self.scales.dac_step(Line.ROW)
-        codes = layouts.dac_codes(inputs, step)
-        levels_ok = layouts.within(codes * step, self.limits.v_read.min, self.limits.v_read.max)
-        return codes if layouts.fits(codes, layouts.VMM_CODE_DTYPE) and levels_ok else None
+        nonzero = inputs != 0
+        codes = layouts.dac_codes(inputs[nonzero], step)
+        low, high = self.limits.v_read.min, self.limits.v_read.max
+        # code * step is monotonic in the code: the extreme codes decide
+        levels_ok = not codes.size or (low <= int(codes.min()) * step and int(codes.max()) * step <= high)
+        zero_ok = nonzero.all() or low <= 0.0 <= high
+        return (nonzero, codes) if layouts.fits(codes, layouts.VMM_CODE_DTYPE) and levels_ok and zero_ok else None
 
     def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
         """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.

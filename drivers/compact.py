@@ -126,10 +126,14 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
-    volts = np.asarray(volts, dtype=np.float64)
-    codes = np.round(volts / step).astype(np.int64)
-    short = np.abs(codes * step) < np.abs(volts)
-    codes[short] += np.sign(volts[short]).astype(np.int64)
+    magnitude = np.abs(np.asarray(volts, dtype=np.float64))
+    # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
+    nearest = np.multiply(magnitude, 1.0 / step)
+    np.rint(nearest, out=nearest)
+    level = np.multiply(nearest, step)
+    nearest += level < magnitude  # a step further where the nearest code falls short
+    codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
+    np.negative(codes, out=codes, where=np.signbit(volts))
     return codes
 
 
@@ -176,12 +180,19 @@ def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
     """Input codes ``(nvec, driven rows)`` in the smaller of the two forms."""
     flat = np.asarray(codes).ravel()
     nonzero = flat != 0
-    every = flat.astype(VMM_CODE_DTYPE).tobytes()
-    sparse_bytes = math.ceil(flat.size / 8) + int(nonzero.sum()) * VMM_CODE_DTYPE.itemsize
-    if sparse_bytes >= len(every):
-        return Inputs.ALL, every
-    return Inputs.NONZERO, np.packbits(nonzero, bitorder="little").tobytes() + flat[nonzero].astype(
-        VMM_CODE_DTYPE).tobytes()  # fmt: skip
+    return encode_nonzero_inputs(nonzero, flat[nonzero])
+
+
+def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
+    """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
+    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros."""
+    flat = nonzero.ravel()
+    sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
+    if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
+        every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
+        every[flat] = values
+        return Inputs.ALL, every.tobytes()
+    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE).tobytes()
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:

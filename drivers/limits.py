@@ -80,6 +80,8 @@ def check_array(
     float32 values are on their way into a block and meet the limits as float32 can express them.
     """
     low, high = block_bounds(limit.min, limit.max) if values.dtype == np.float32 else (limit.min, limit.max)
+    if where is None and (not values.size or (low <= values.min() and values.max() <= high)):
+        return  # NaN fails both comparisons (min and max propagate it), so it is found below
     bad = ~np.isfinite(values) | (values < low) | (values > high)
     if where is not None:
         bad &= where

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 
-from hil.run_data import open_run
 from hil.storage import RunFileError
+
+if TYPE_CHECKING:  # pandas, xarray and dask take seconds to import: only an export needs them
+    import xarray as xr
 
 FORMATS = ("netcdf", "parquet", "csv")
 SUFFIX = {"netcdf": ".nc", "parquet": "", "csv": ""}
@@ -40,7 +40,9 @@ def _netcdf_node(node: xr.Dataset) -> xr.Dataset:
 
 def export_netcdf(tree: xr.DataTree, out: Path) -> list[Path]:
     nodes = {node.path: _netcdf_node(node.to_dataset(inherit=False)) for node in tree.subtree}
-    converted = xr.DataTree.from_dict(nodes)
+    import xarray
+
+    converted = xarray.DataTree.from_dict(nodes)
     converted.attrs = _netcdf_attrs({str(k): v for k, v in tree.attrs.items()})
     converted.to_netcdf(out, engine="h5netcdf")
     return [out]
@@ -48,6 +50,8 @@ def export_netcdf(tree: xr.DataTree, out: Path) -> list[Path]:
 
 def _tables(tree: xr.DataTree) -> dict[str, Any]:
     """Every table of the run: a journal as it is, every other variable in long form."""
+    import pandas
+
     tables: dict[str, Any] = {}
     for node in tree.subtree:
         dataset = node.to_dataset(inherit=False)
@@ -60,7 +64,7 @@ def _tables(tree: xr.DataTree) -> dict[str, Any]:
             if variable.ndim:
                 tables[f"{stem}.{name}"] = variable.to_dataframe(name=str(name)).reset_index()
             else:  # a single value
-                tables[f"{stem}.{name}"] = pd.DataFrame({str(name): [variable.values.item()]})
+                tables[f"{stem}.{name}"] = pandas.DataFrame({str(name): [variable.values.item()]})
     return tables
 
 
@@ -86,6 +90,8 @@ def export_run(path: str | Path, kind: str, out: str | Path | None = None, overw
         f"{source.stem}-{kind}")  # fmt: skip
     if target.exists() and not overwrite:
         raise RunFileError(f"{target} exists; choose another --out or pass --overwrite (nothing was written)")
+    from hil.run_data import open_run
+
     tree = open_run(source)
     return export_netcdf(tree, target) if kind == "netcdf" else export_tables(tree, target, kind)
 

@@ -30,7 +30,7 @@ from mock_hardware.physics.cells import CellPopulation
 from mock_hardware.physics.clock import Clock
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.line_resistance import TransferSolver, series_read, series_segments, solve_dc
-from mock_hardware.physics.noise import fast_normal, fast_normal_into
+from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
 from mock_hardware.physics.threads import one_blas_thread
@@ -75,14 +75,14 @@ class _LineSolution:
 class _VmmWorkspace:
     """Scratch arrays of one VMM batch shape, reused: fresh large arrays cost page faults."""
 
-    def __init__(self, nvec: int, nrows: int, ncols: int) -> None:
+    def __init__(self, nvec: int, nrows: int, ncols: int, region_cols: int) -> None:
         self.inputs32 = np.empty((nvec, nrows), dtype=np.float32)
         self.factor32 = np.empty((nvec, nrows), dtype=np.float32)
         self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
-        self.normal = np.empty((nvec, ncols), dtype=np.float32)
-        self.indices = np.empty(nvec * ncols, dtype=np.intp)
+        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # every column of the region
+        self.indices = np.empty(region_cols * nvec, dtype=np.intp)
 
 
 class CrossbarArray:
@@ -123,7 +123,7 @@ class CrossbarArray:
         self._line_solution: _LineSolution | None = None
         self._transfer_solver: TransferSolver | None = None
         self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have used
-        self._vmm_workspaces: dict[tuple[int, int, int], _VmmWorkspace] = {}
+        self._vmm_workspaces: dict[tuple[int, int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
 
@@ -208,7 +208,10 @@ class CrossbarArray:
         self._dc_cache = (key, self._version, now, columns, cells)
         return columns, cells
 
-    def vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
+    def vmm(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None = None, columns: npt.NDArray[np.intp] | None = None,
+    ) -> FloatArray:  # fmt: skip
         """Column currents ``(n, ncols)`` for row-voltage vectors ``(n, nrows)`` on a region.
 
         All rows of the region are driven at once with their gates on; every column is at virtual
@@ -217,24 +220,74 @@ class CrossbarArray:
         products. With read noise on, both run in float32, the wire format's precision: their
         rounding (about 1e-7 of the largest term) is five orders below the noise. Without read
         noise the product is float64.
+
+        ``rows``: the rows of the region (0-based within it) that ``v_rows``'s columns drive, the
+        region's other rows at 0 V (they add no current, so they cost nothing); ``columns``: the
+        columns of the region to measure, the result then ``(n, len(columns))``. Either way the
+        currents are those of the whole region driven so.
         """
         with one_blas_thread():
-            return self._vmm(v_rows, row0, col0, ncols)
+            return self._vmm(v_rows, row0, col0, ncols, rows, columns)
 
-    def _vmm(self, v_rows: FloatArray, row0: int, col0: int, ncols: int) -> FloatArray:
-        v = np.asarray(v_rows, dtype=np.float64)
-        nvec, nrows = v.shape
-        transfer = self._transfer_matrix(row0, nrows, col0, ncols)[:, col0 : col0 + ncols]
+    def vmm_bound(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp],
+    ) -> float:  # fmt: skip
+        """An upper bound on the magnitude of any current :meth:`vmm` could return in ``columns`` for
+        these inputs, read noise included, without measuring them (no clock, no noise drawn): the
+        board's TIA protection watches the columns a VMM does not send back too.
+
+        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| T_rc``: the I-V factor grows
+        with ``|v|`` and the noise's spread is at most the sum of the cells' currents.
+        """
+        if not len(columns):
+            return 0.0
+        magnitude = np.abs(np.asarray(v_rows, dtype=np.float32))
+        picked = self._region_transfer(row0, col0, ncols, magnitude.shape[1], rows, columns)
+        if not magnitude.size:
+            return 0.0
+        with one_blas_thread():
+            column_sum = float((magnitude @ picked.max(axis=1).astype(np.float32)).max())
+        v_max = float(magnitude.max())
+        factor = float(self._iv.factor(np.array([v_max]))[0])
+        # 1e-5: float32 rounding of the products, far above it
+        return column_sum * factor * (1.0 + self.params.read_noise * MAX_ABS_DRAW) * (1.0 + 1e-5)
+
+    def _region_transfer(
+        self, row0: int, col0: int, ncols: int, nrows: int, rows: npt.NDArray[np.intp] | None,
+        columns: npt.NDArray[np.intp] | None,
+    ) -> FloatArray:  # fmt: skip
+        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``)."""
+        span = nrows if rows is None else int(np.max(rows, initial=-1)) + 1
+        whole = self._transfer_matrix(row0, span, col0, ncols)
+        picked_rows = whole[:nrows] if rows is None else whole[np.asarray(rows, dtype=np.intp)]
+        if columns is None:
+            return picked_rows[:, col0 : col0 + ncols]
+        return picked_rows[:, col0 + np.asarray(columns, dtype=np.intp)]
+
+    def _vmm(
+        self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
+        rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp] | None,
+    ) -> FloatArray:  # fmt: skip
+        v = np.asarray(v_rows)
+        nvec, ndriven = v.shape
+        transfer = self._region_transfer(row0, col0, ncols, ndriven, rows, columns)
+        nout = transfer.shape[1]
         sigma = self.params.read_noise
         nonlinear = not self._iv.is_ohmic
         self._clock.advance(nvec * self.params.read_duration)
         if not sigma:
+            v = np.asarray(v, dtype=np.float64)
             if nonlinear:
                 v = v * self._iv.factor(v)
             return np.asarray(v @ transfer)
-        work = self._vmm_workspace(nvec, nrows, ncols)
+        work = self._vmm_workspace(nvec, ndriven, nout, ncols)
         inputs = work.inputs32
         np.copyto(inputs, v, casting="same_kind")
+        # The read's key is what is driven and the region; noise is drawn for every column of the
+        # region, so a column reads the same whichever other columns are measured with it.
+        driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
+        rng = self._read_rng(b"VMM", inputs, driven, np.array([row0, col0, ncols]))
         if nonlinear:
             # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
             # per-element factor on the inputs.
@@ -245,8 +298,8 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        fast_normal_into(self._read_rng(b"VMM", v, np.array([row0, col0, ncols])), work.normal, work.indices)
-        work.spread *= work.normal
+        fast_normal_into(rng, work.normal, work.indices)
+        work.spread *= (work.normal if columns is None else work.normal[np.asarray(columns, dtype=np.intp)]).T
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
@@ -271,13 +324,13 @@ class CrossbarArray:
         spawn_key = (self._version, repeat, *(int(w) for w in words))
         return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self._read_entropy, spawn_key=spawn_key)))
 
-    def _vmm_workspace(self, nvec: int, nrows: int, ncols: int) -> _VmmWorkspace:
-        key = (nvec, nrows, ncols)
+    def _vmm_workspace(self, nvec: int, nrows: int, ncols: int, region_cols: int) -> _VmmWorkspace:
+        key = (nvec, nrows, ncols, region_cols)
         work = self._vmm_workspaces.get(key)
         if work is None:
             if len(self._vmm_workspaces) >= _WORKSPACE_CACHE_SIZE:
                 self._vmm_workspaces.clear()
-            work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols)
+            work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols, region_cols)
         return work
 
     def _transfer_matrix(self, row0: int, nrows: int, col0: int, ncols: int) -> FloatArray:

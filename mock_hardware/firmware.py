@@ -710,13 +710,26 @@ class Firmware:
             codes = compact.decode_inputs(payload[sum(heads) :], form, nvec * int(driven.sum())).reshape(nvec, -1)
         except ValueError as exc:
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block after the row and column bitmaps: {exc}") from None
-        v_rows = np.zeros((nvec, nrows))
-        v_rows[:, driven] = codes.astype(np.float64) * self._dac_step(Line.ROW)  # the others held at 0 V
-        self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
-        currents = self.array.vmm(v_rows, row0, col0, ncols)
+        step = self._dac_step(Line.ROW)
+        low, high = self.spec.limits.VREAD
+        # The levels are code * step, monotonic in the code: the extreme codes decide; a level
+        # outside is named element by element (the undriven rows are at 0 V).
+        if (codes.size and not low <= int(codes.min()) * step <= int(codes.max()) * step <= high) or (
+                not driven.all() and not low <= 0.0 <= high):  # fmt: skip
+            v_rows = np.zeros((nvec, nrows))
+            v_rows[:, driven] = codes.astype(np.float64) * step
+            self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
+        # float32, the block precision the array computes in
+        v_driven = codes.astype(np.float32)
+        v_driven *= np.float32(step)
+        rows, measured, others = np.flatnonzero(driven), np.flatnonzero(wanted), np.flatnonzero(~wanted)
+        protected = min(-self.spec.limits.ICOL[0], self.spec.limits.ICOL[1])
+        if len(others) and not self.array.vmm_bound(v_driven, row0, col0, ncols, rows, others) <= protected:
+            measured = np.arange(ncols)  # the columns not sent back might trip the TIA protection: measure them too
+        currents = self.array.vmm(v_driven, row0, col0, ncols, rows=rows, columns=measured)
         self._check_column_currents(currents)
         self._go_idle()
-        return self._adc_code_reply(currents[:, wanted])
+        return self._adc_code_reply(currents if len(measured) == wanted.sum() else currents[:, wanted])
 
     def _pulse_value(self, text: str, name: str, dac: Line | None) -> float | compact.ValueForm:
         """A PULS:SPAR value argument: a number shared by every cell, or how the block carries it per cell."""

@@ -25,6 +25,8 @@ def _quantile_table() -> npt.NDArray[np.float32]:
 
 
 _TABLE = _quantile_table()
+MAX_ABS_DRAW = float(np.abs(_TABLE).max())
+"""the largest magnitude a draw can have (about 4.3)"""
 
 
 def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:

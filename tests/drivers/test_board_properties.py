@@ -40,9 +40,9 @@ class LineChecker:
             self._check("width", np.asarray(width)[mask], LIMITS.pulse_width)
             return pulses(kind, row0, col0, amplitude, v_gate, width, mask)
 
-        def checked_vmm(v_rows: Any, *args: Any) -> Any:
+        def checked_vmm(v_rows: Any, *args: Any, **kwargs: Any) -> Any:
             self._check("VMM row voltage", np.asarray(v_rows), LIMITS.v_read)
-            return vmm(v_rows, *args)
+            return vmm(v_rows, *args, **kwargs)
 
         def checked_read(*args: Any) -> Any:
             # READ?/MAP? read at v_read; a SWEEP? step measures at its own voltage, on a row or column line.

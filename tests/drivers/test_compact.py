@@ -236,3 +236,23 @@ def test_mostly_zero_inputs_travel_as_a_bitmap_and_their_non_zero_codes() -> Non
     firmware = _firmware()
     every = compact.encode_vmm_selection(np.ones(8, bool), np.ones(8, bool))
     assert error_code(firmware, codec.encode_command("VMM:CODE?", (0, 0, 8, 8, 1, "NZ"), every + b"\x01")) == -160
+
+
+@pytest.mark.parametrize("density", [0.05, 0.99])
+def test_inputs_given_as_their_non_zero_codes_encode_as_the_whole_array_does(density: float) -> None:
+    rng = np.random.default_rng(1)
+    codes = np.where(rng.random((40, 13)) < density, rng.integers(-3000, 3000, (40, 13)), 0)
+    nonzero = codes != 0
+    assert compact.encode_nonzero_inputs(nonzero, codes[nonzero]) == compact.encode_inputs(codes)
+    form = compact.encode_inputs(codes)[0]
+    assert form is (compact.Inputs.NONZERO if density < 0.5 else compact.Inputs.ALL)
+
+
+def test_dac_codes_are_never_weaker_than_asked_and_within_one_step() -> None:
+    step = 10.0 / (2**16 - 1)
+    rng = np.random.default_rng(2)
+    volts = np.concatenate([rng.uniform(-0.5, 0.5, 10_000), np.arange(-50, 51) * step, [0.0, 1e-12, -1e-12]])
+    codes = compact.dac_codes(volts, step)
+    levels = codes * step
+    assert (np.abs(levels) >= np.abs(volts)).all() and (np.abs(levels - volts) < step).all()
+    assert ((codes == 0) == (volts == 0)).all()  # 0 V stays 0, any other level is at least a code away

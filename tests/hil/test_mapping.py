@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from drivers import Board, open_board
+from hil import mapping
 from hil.array_backend import ArrayBackend
 from hil.mapping import (
     BadLines,
@@ -410,3 +411,26 @@ def test_remapping_moves_the_large_weights_off_defective_pairs_on_the_same_devic
         for old, new in zip(placement.tiles[layer], unchanged.tiles[layer], strict=True):
             assert np.array_equal(old.plus_rows, new.plus_rows) and np.array_equal(old.minus_rows, new.minus_rows)
             assert np.array_equal(old.cols, new.cols)
+
+
+def test_defect_aware_placement_puts_a_tiles_columns_side_by_side_where_the_defects_allow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VMM's rectangle spans a tile's columns: adjacent columns keep it as narrow as the outputs (when
+    asked for: off by default)."""
+    monkeypatch.setattr(mapping, "CONTIGUOUS_DEFECT_ALLOWANCE", 0.0)
+    defective = np.zeros((32, 16), dtype=bool)
+    defective[0, [1, 3]] = True  # columns 0, 2, 4 are as clean as 6, 7, 8 and come first
+    defective[[0, 1], 5] = True
+    boards = {"board0": (32, 16)}
+    placement = resolve_placement(auto_place({"a": (4, 3)}, boards, defective={"board0": defective}), {"a": (4, 3)},
+                                  boards)  # fmt: skip
+    (tile,) = placement.tiles["a"]
+    assert tile.cols.tolist() == [6, 7, 8]
+    # Every window of adjacent columns far more defective than the best columns: scattered ones.
+    striped = np.zeros((32, 16), dtype=bool)
+    striped[:, 1::2] = True
+    placement = resolve_placement(auto_place({"a": (4, 3)}, {"board0": (32, 16)}, defective={"board0": striped}),
+                                  {"a": (4, 3)}, {"board0": (32, 16)})  # fmt: skip
+    (tile,) = placement.tiles["a"]
+    assert tile.cols.tolist() == [0, 2, 4] and not striped[np.ix_(tile.plus_rows, tile.cols)].any()
