@@ -32,6 +32,8 @@ class TrainingDefaults:
     eval_every: int
     update: UpdateRuleName = "gate-coded"
     g_unit: float = 100e-6  # conductance per unit weight, S
+    # per layer, a conductance per unit weight replacing g_unit, S (layers of small weights get more)
+    layer_g_unit: MappingProxyType[str, float] = field(default_factory=lambda: MappingProxyType({}))
     lr: MappingProxyType[str, float] = field(default_factory=lambda: MappingProxyType(dict(_GENERIC_LR)))
 
     def lr_for(self, optimizer: str) -> float:
