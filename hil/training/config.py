@@ -98,7 +98,8 @@ class TrainConfig(BaseModel):
     vmm_readback: StrictBool | None = Field(
         None,
         description="read each tile's effective weights by a VMM of one-hot inputs after every update (one more "
-        "round trip per tile); default: on where weights trained elsewhere are transferred (yao-hybrid)",
+        "round trip per tile) for the forward correction, the backward pass and the update's scale; default: "
+        "the model's (on for the seed papers' MLP, CNN and Yao network)",
     )
     initial_weights: str | None = Field(
         None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
@@ -195,7 +196,7 @@ class TrainConfig(BaseModel):
 
     @property
     def uses_vmm_readback(self) -> bool:
-        return self.vmm_readback if self.vmm_readback is not None else self.model == "yao-hybrid"
+        return self.vmm_readback if self.vmm_readback is not None else model_defaults(self.model).vmm_readback
 
     @property
     def update_rule(self) -> str:
