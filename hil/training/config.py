@@ -151,8 +151,9 @@ class TrainConfig(BaseModel):
             return data  # the model field's own check names it
         defaults = model_defaults(model)
         data = dict(data)
-        if "g_unit" not in data and "layer_g_unit" not in data:
-            # the model's per-layer conductances go with its g_unit: a run that sets either sets both
+        if "g_unit" not in data and "layer_g_unit" not in data and data.get("network") is None:
+            # the model's per-layer conductances go with its g_unit and its network: a run that sets
+            # either conductance, or its own network, sets both
             data["layer_g_unit"] = dict(defaults.layer_g_unit)
         for name in ("batch_size", "updates", "eval_every", "g_unit"):
             data.setdefault(name, getattr(defaults, name))
