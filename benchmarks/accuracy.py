@@ -123,8 +123,10 @@ def run_all(jobs: list[tuple[str, dict[str, Any], int, bool]], workers: int) -> 
             result = future.result() | {"label": label}
             results.append(result)
             kind = "float" if result["exact"] else f"in situ seed {result['seed']}"
+            # every evaluation of every run as it ends: a set cut short still leaves its curves
+            curve = " ".join(f"{int(u)}:{100 * a:.1f}" for u, a in result["evaluations"])
             print(f"{label:>24} {kind:>16}: {100 * result['accuracy']:.2f} % "
-                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses)", flush=True)  # fmt: skip
+                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses) [{curve}]", flush=True)  # fmt: skip
     return results
 
 
