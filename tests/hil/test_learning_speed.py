@@ -9,37 +9,20 @@ the VMM read-back the backward pass and the update's scale use the VMM's own wei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from drivers import Board, open_board
-from hil.array_backend import ArrayBackend
-from hil.mapping import auto_place, resolve_placement
+from drivers import Board
 from hil.nn.defaults import MODEL_DEFAULTS
 from hil.training.config import TrainConfig
 from hil.training.run import Hardware, conductance_targets
 from hil.transfer import write_targets
 from hil.updates import GateCodedConfig, GateCodedUpdate
+from tests.hil.test_transfer import SHAPES, backend_for, board  # the small board with thick wires
 
 FloatArray = npt.NDArray[np.float64]
-# Thick wires on a small array: a VMM sees clearly less than the cells read one at a time.
-WIRED = "emulator://?preset=ideal&seed=2&rows=32&cols=16&line_resistance=4&read_noise=0"
-SHAPES = {"w": (12, 5)}
-
-
-@pytest.fixture
-def board() -> Iterator[Board]:
-    with open_board(WIRED) as opened:
-        yield opened
-
-
-def backend_for(board: Board, vmm_readback: bool) -> ArrayBackend:
-    shapes = {"board0": board.shape}
-    placement = resolve_placement(auto_place(SHAPES, shapes), SHAPES, shapes)
-    return ArrayBackend({"board0": board}, placement, column_gain=False, vmm_readback=vmm_readback)
+__all__ = ["board"]  # the fixture, shared with the transfer's tests
 
 
 def vmm_weights(board: Board) -> FloatArray:
