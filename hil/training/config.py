@@ -99,7 +99,7 @@ class TrainConfig(BaseModel):
         None,
         description="read each tile's effective weights by a VMM of one-hot inputs after every update (one more "
         "round trip per tile) for the forward correction, the backward pass and the update's scale; default: "
-        "the model's (on for the seed papers' MLP, CNN and Yao network)",
+        "the model's (on for the CNN and the Yao network)",
     )
     initial_weights: str | None = Field(
         None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
