@@ -36,21 +36,29 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from hil.nn.defaults import MODEL_DEFAULTS, model_defaults
 from hil.parallel import run_parallel
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import build_network, load_data, run_training
 
 PRESET = "umass-ta-hfo2"
-# The papers' budgets (shared/reference/device-parameters.md) with the tuned learning rates
-# (docs/training.md, "Learning speed").
-EXPERIMENTS: dict[str, dict[str, Any]] = {
-    "mlp": {"updates": 1600, "batch_size": 50, "eval_every": 400, "optimizer": {"name": "sgd", "lr": 0.3}},
-    "cnn": {"updates": 1200, "batch_size": 100, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
-    "convlstm": {"updates": 1200, "batch_size": 50, "eval_every": 300, "optimizer": {"name": "rmsprop", "lr": 0.01}},
-    "yao-hybrid": {"updates": 400, "batch_size": 100, "eval_every": 100, "optimizer": {"name": "adam", "lr": 0.01},
-                   "hybrid": {"pretrain_epochs": 5}},
-}  # fmt: skip
+# What a benchmark run adds to a model's defaults: the Yao hybrid's longer software pre-training.
+EXPERIMENT_EXTRAS: dict[str, dict[str, Any]] = {"yao-hybrid": {"hybrid": {"pretrain_epochs": 5}}}
+
+
+def paper_settings(model: str) -> dict[str, Any]:
+    """A network's settings as its paper's budget: optimizer, rate, batch, budget and conductance per unit
+    weight read from ``MODEL_DEFAULTS`` (their one owner, docs/training.md "Each model's defaults"),
+    evaluated four times along the run. Spelled out, so the JSON records what ran."""
+    d = model_defaults(model)
+    return {"updates": d.updates, "batch_size": d.batch_size, "eval_every": max(1, d.updates // 4),
+            "optimizer": {"name": d.optimizer, "lr": d.lr_for(d.optimizer)}, "g_unit": d.g_unit,
+            **({"layer_g_unit": dict(d.layer_g_unit)} if d.layer_g_unit else {}),
+            **EXPERIMENT_EXTRAS.get(model, {})}  # fmt: skip
+
+
+EXPERIMENTS: dict[str, dict[str, Any]] = {model: paper_settings(model) for model in MODEL_DEFAULTS}
 CURVE_POINTS = (100, 200, 400, 800, 1600)
 # Yan 2020's optimizers. The rates give plain SGD and momentum the same long-run step
 # (lr / (1 - momentum)), and the adaptive ones the rate their papers use.
@@ -67,8 +75,11 @@ WBC_NETWORK = {
 YAN_TASKS: dict[str, dict[str, Any]] = {
     # a 64 x 32 array of the same preset holds the 30-20-2 network (60 rows, 22 columns)
     "breast-cancer": {"model": "mlp", "network": WBC_NETWORK, "dataset": "breast-cancer", "updates": 300,
-                      "batch_size": 16, "eval_every": 10, "target": 0.95, "array": "&rows=64&cols=32"},
-    "mnist8": {"model": "mlp", "updates": 800, "batch_size": 50, "eval_every": 50, "target": 0.85},
+                      "batch_size": 16, "eval_every": 10, "target": 0.95, "array": "&rows=64&cols=32",
+                      "g_unit": 200e-6},
+    # one conductance per unit weight for every layer and optimizer (what the recorded figures used)
+    "mnist8": {"model": "mlp", "updates": 800, "batch_size": 50, "eval_every": 50, "target": 0.85,
+               "g_unit": 200e-6},
 }  # fmt: skip
 
 
@@ -112,8 +123,10 @@ def run_all(jobs: list[tuple[str, dict[str, Any], int, bool]], workers: int) -> 
             result = future.result() | {"label": label}
             results.append(result)
             kind = "float" if result["exact"] else f"in situ seed {result['seed']}"
+            # every evaluation of every run as it ends: a set cut short still leaves its curves
+            curve = " ".join(f"{int(u)}:{100 * a:.1f}" for u, a in result["evaluations"])
             print(f"{label:>24} {kind:>16}: {100 * result['accuracy']:.2f} % "
-                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses)", flush=True)  # fmt: skip
+                  f"({result['seconds']:.0f} s, {result['pulses']:,} pulses) [{curve}]", flush=True)  # fmt: skip
     return results
 
 

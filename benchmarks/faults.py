@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from drivers import open_board
+from hil.nn.defaults import model_defaults
 from hil.run_layout import EVALUATIONS, JOURNAL
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
@@ -39,6 +40,7 @@ from hil.training.run import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "umass-ta-hfo2"
+MODEL = "mlp"  # Li 2018, trained with its defaults (hil/nn/defaults.py)
 TIMEOUT = 1.0  # s: the longest command of this run takes a few ms (more on a loaded machine); a lost reply costs one
 
 
@@ -67,8 +69,8 @@ def one_run(name: str, framing: bool, faults: dict[str, str], args: argparse.Nam
     process, resource = start_emulator(args.seed, faults)
     try:
         config = TrainConfig.model_validate({
-            "model": "mlp", "seed": args.seed, "updates": args.updates, "batch_size": 50,
-            "eval_every": max(1, args.updates // 4), "optimizer": {"name": "sgd", "lr": 0.1},
+            # optimizer, rate, batch and conductance per unit weight: the MLP's defaults (MODEL_DEFAULTS)
+            "model": MODEL, "seed": args.seed, "updates": args.updates, "eval_every": max(1, args.updates // 4),
             "boards": {"board0": {"resource": resource, "timeout": TIMEOUT, "framing": framing}},
         })  # fmt: skip
         path = folder / f"{name}.h5"
@@ -102,7 +104,8 @@ def one_run(name: str, framing: bool, faults: dict[str, str], args: argparse.Nam
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=1600, help="weight updates per run (the paper: 1,600)")
+    parser.add_argument("--updates", type=int, default=model_defaults(MODEL).updates,
+                        help="weight updates per run (default: the paper's, %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="the emulated chip and the training order")
     parser.add_argument("--drop", type=float, default=0.005, help="fraction of replies lost")
     parser.add_argument("--corrupt", type=float, default=0.005, help="fraction of replies damaged")

@@ -98,7 +98,8 @@ class TrainConfig(BaseModel):
     vmm_readback: StrictBool | None = Field(
         None,
         description="read each tile's effective weights by a VMM of one-hot inputs after every update (one more "
-        "round trip per tile); default: on where weights trained elsewhere are transferred (yao-hybrid)",
+        "round trip per tile) for the forward correction, the backward pass and the update's scale; default: "
+        "the model's (on for the CNN and the Yao network)",
     )
     initial_weights: str | None = Field(
         None, max_length=4096, description="a .npz of weights trained elsewhere to start from (docs/training.md, "
@@ -150,6 +151,10 @@ class TrainConfig(BaseModel):
             return data  # the model field's own check names it
         defaults = model_defaults(model)
         data = dict(data)
+        if "g_unit" not in data and "layer_g_unit" not in data and data.get("network") is None:
+            # the model's per-layer conductances go with its g_unit and its network: a run that sets
+            # either conductance, or its own network, sets both
+            data["layer_g_unit"] = dict(defaults.layer_g_unit)
         for name in ("batch_size", "updates", "eval_every", "g_unit"):
             data.setdefault(name, getattr(defaults, name))
         optimizer = data.get("optimizer", {})
@@ -192,7 +197,7 @@ class TrainConfig(BaseModel):
 
     @property
     def uses_vmm_readback(self) -> bool:
-        return self.vmm_readback if self.vmm_readback is not None else self.model == "yao-hybrid"
+        return self.vmm_readback if self.vmm_readback is not None else model_defaults(self.model).vmm_readback
 
     @property
     def update_rule(self) -> str:

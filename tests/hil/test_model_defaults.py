@@ -28,18 +28,28 @@ def test_one_table_names_every_model_and_a_rate_for_every_optimizer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "optimizer", "lr", "batch", "updates", "g_unit"),
-    [("mlp", "sgd", 0.3, 50, 1600, 200e-6), ("cnn", "rmsprop", 0.01, 100, 1200, 100e-6),
-     ("convlstm", "rmsprop", 0.01, 50, 1200, 100e-6)],
+    ("model", "optimizer", "lr", "batch", "updates", "g_unit", "layer_g_unit"),
+    [("mlp", "sgd", 0.5, 50, 1600, 200e-6, {"dense2": 100e-6}), ("cnn", "rmsprop", 0.01, 100, 1200, 100e-6, {}),
+     ("convlstm", "rmsprop", 0.01, 50, 1200, 100e-6, {})],
 )  # fmt: skip
 def test_a_model_alone_brings_its_papers_settings(
-    model: str, optimizer: str, lr: float, batch: int, updates: int, g_unit: float
+    model: str, optimizer: str, lr: float, batch: int, updates: int, g_unit: float, layer_g_unit: dict[str, float]
 ) -> None:
     config = TrainConfig.model_validate({"model": model})
     assert (config.optimizer.name, config.optimizer.lr, config.batch_size, config.updates, config.g_unit) == (
         optimizer, lr, batch, updates, g_unit
     )  # fmt: skip
-    assert TrainConfig.model_validate({"model": model, "g_unit": 50e-6}).g_unit == 50e-6
+    assert config.layer_g_unit == layer_g_unit
+    # a run's own conductance per unit weight holds for every layer: the model's per-layer ones go with its own
+    given = TrainConfig.model_validate({"model": model, "g_unit": 50e-6})
+    assert (given.g_unit, given.layer_g_unit) == (50e-6, {})
+    assert TrainConfig.model_validate({"model": model, "layer_g_unit": {"x": 1e-4}}).layer_g_unit == {"x": 1e-4}
+
+
+def test_a_network_of_its_own_does_not_take_the_models_per_layer_conductances() -> None:
+    network = {"input_shape": [30], "n_classes": 2, "layers": [{"type": "dense", "out": 2}]}
+    config = TrainConfig.model_validate({"model": "mlp", "network": network})
+    assert config.layer_g_unit == {} and config.g_unit == MODEL_DEFAULTS["mlp"].g_unit
 
 
 def train_config_from_cli(tmp_path: Path, *argv: str) -> dict[str, Any]:
