@@ -42,14 +42,14 @@ from hil.training.run import (
     Hardware,
     build_network,
     characterize,
+    initial_weights,
+    install_calibrations,
     load_data,
     opened_boards,
     program_weights,
     split_defects,
+    update_rule,
 )
-from hil.training.run import _initial_weights as initial_weights
-from hil.training.run import _install as install_calibrations
-from hil.training.run import _rule as update_rule
 from hil.updates import UpdateRule
 
 FloatArray = npt.NDArray[np.float64]

@@ -155,7 +155,7 @@ def _placement_spec(
     return auto_place(network.spec.weight_shapes(), shapes, config.bad_lines, config.layout, defective)
 
 
-def _rule(config: TrainConfig) -> UpdateRule:
+def update_rule(config: TrainConfig) -> UpdateRule:
     if config.update_rule == "write-verify":
         return WriteVerifyUpdate(config.write_verify)
     return GateCodedUpdate(config.gate_coded)
@@ -213,7 +213,9 @@ def split_defects(calibration: GateCalibration) -> tuple[npt.NDArray[np.bool_], 
     return defective & ~stuck_high, stuck_high
 
 
-def _install(hardware: Hardware, config: TrainConfig, defects: Mapping[str, tuple[BoolArray, BoolArray]]) -> None:
+def install_calibrations(
+    hardware: Hardware, config: TrainConfig, defects: Mapping[str, tuple[BoolArray, BoolArray]]
+) -> None:
     """Give the backend and the rule what the calibration found."""
     for name, calibration in hardware.calibrations.items():
         # The calibration's linear window (turn-on and saturation left out) bounds the gates used.
@@ -333,7 +335,7 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
     network = build_network(config)
     data = load_data(config)
     start = resume_point(config, run, previous, len(data[0]))
-    weights = _initial_weights(config, network, data, run, previous)
+    weights = initial_weights(config, network, data, run, previous)
     train_loop = partial(train, network, data=data, updates=config.updates, batch_size=config.batch_size,
                          eval_every=config.eval_every, seed=config.seed, recorder=run,
                          trainable=_trained_layers(config, network))  # fmt: skip
@@ -400,9 +402,9 @@ def prepare_hardware(
     if trained and calibrations and config.placement is None:
         broken = {name: np.logical_or(*split_defects(c)) for name, c in calibrations.items()}
         spec = remap_for_weights(_place(config, network, boards, spec).placement, weights, broken)
-    hardware = Hardware(_place(config, network, boards, spec), _rule(config), calibrations)
+    hardware = Hardware(_place(config, network, boards, spec), update_rule(config), calibrations)
     run.set_attrs(PREPARE, placement=hardware.backend.placement.spec.model_dump_json())
-    _install(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
+    install_calibrations(hardware, config, {name: split_defects(cal) for name, cal in calibrations.items()})
     tolerance = config.hybrid.transfer_tolerance if config.model == "yao-hybrid" else config.initial_tolerance
     pulses = program_weights(config, hardware, weights, tolerance, trained=trained, recorder=run)
     phase(run, "evaluating the transferred weights", len(data[2]))
@@ -420,7 +422,7 @@ def restore_hardware(config: TrainConfig, network: Network, boards: Mapping[str,
         raise RunFileError(f"{previous.path}: the run's weights never reached the array (it stopped while "
                            "preparing); nothing to use")  # fmt: skip
     saved = PlacementSpec.model_validate_json(prepared["placement"])
-    hardware = Hardware(_place(config, network, boards, saved), _rule(config), {}, restored=True)
+    hardware = Hardware(_place(config, network, boards, saved), update_rule(config), {}, restored=True)
     _restore(config, hardware, previous)
     return hardware
 
@@ -473,7 +475,7 @@ def _evaluations_before(previous: RunData | None, update: int) -> int:
     return int((previous.datasets[EVALUATIONS][:, 0] <= update).sum())
 
 
-def _initial_weights(
+def initial_weights(
     config: TrainConfig, network: Network, data: Data, run: RunFile, previous: RunData | None
 ) -> dict[str, FloatArray]:
     """Random initial weights, weights trained elsewhere (``initial_weights``), or for the hybrid
@@ -528,7 +530,7 @@ def _restore(config: TrainConfig, hardware: Hardware, previous: RunData) -> None
                 previous.datasets[calibration_path(name, "stuck_low")].astype(bool),
                 previous.datasets[calibration_path(name, "stuck_high")].astype(bool),
             )
-    _install(hardware, config, defects)
+    install_calibrations(hardware, config, defects)
     hardware.backend.read_back()
     hardware.rule.recall(hardware.backend)
     saved = _saved(previous, "devices")
