@@ -1,109 +1,164 @@
-"""What the figures tell a reader: the float baseline, the defective spike and its cells, the read-noise floor."""
+"""Plots of every registered procedure, drawn from a MemoryRecorder's datasets and attributes alone."""
 
 from __future__ import annotations
 
-import json
+import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from pydantic_core import PydanticUndefined
 
-from hil import run_layout as layout
-from hil.plots import plot_gate_calibration, plot_read_disturb, plot_training, read_noise_floor
+from drivers import Board, open_board
+from hil.procedure_registry import REGISTRY
+from hil.storage import RunFile, read_run
+from protocols.recording import Attr, MemoryRecorder
 
+RESOURCE = "emulator://?preset=umass-ta-hfo2&seed=3&rows=16&cols=8"
 
-def _texts(figure: Figure) -> str:
-    """Every title, legend entry and annotation of a figure, one per line."""
-    texts = []
-    for ax in figure.axes:
-        texts.append(ax.get_title())
-        texts += [t.get_text() for t in ax.texts]
-        legend = ax.get_legend()
-        if legend is not None:
-            texts += [t.get_text() for t in legend.get_texts()]
-    return "\n".join(texts)
-
-
-def _training(pretrain: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
-    updates = np.arange(40, dtype=np.float64)
-    journal = np.column_stack([updates, updates, np.linspace(2.3, 0.4, 40), np.linspace(0.1, 0.9, 40)])
-    datasets = {layout.JOURNAL: journal, layout.EVALUATIONS: np.array([[20, 0.71], [40, 0.874]]),
-                layout.final_conductance("board0"): np.full((4, 3), 50e-6)}  # fmt: skip
-    if pretrain:
-        datasets[layout.PRETRAIN_EVALUATIONS] = np.array([[300, 0.9125]])
-    return datasets, {layout.PREPARE: {"accuracy_after_transfer": 0.655}}
+SMALL: dict[str, dict[str, Any]] = {
+    "yield-map": {},
+    "iv-sweep": {"cells": [(1, 1), (2, 3)], "cycles": 2},
+    "gate-calibration": {"n_gates": 4},
+    "pulse-response": {"n_pulses": 5},
+    "endurance": {"max_cycles": 30, "read_every": 5},
+    "retention": {"program": "set", "t_last": 100.0},
+    "read-disturb": {"n_reads": 60, "record_every": 10},
+    "forming": {},
+    "write-noise": {"cycles": 3},
+    "wire-resistance": {"reads": 2, "vectors": 4},
+}
 
 
-def test_the_training_figure_shows_the_float_baseline_or_says_there_is_none() -> None:
-    figure = Figure()
-    plot_training(*_training(pretrain=True), figure)
-    text = _texts(figure)
-    assert "test accuracy: final 87.4 %; float 91.2 %" in text
-    assert "float baseline: 91.2 %" in text
-    assert "before training: 65.5 %" in text
-    figure = Figure()
-    plot_training(*_training(pretrain=False), figure)
-    text = _texts(figure)
-    assert "float baseline" not in text.replace("no float baseline", "")
-    assert "no float baseline recorded" in text
-    assert "board0, after the last update" in text  # no epoch ended: the final map instead of snapshots
+@pytest.fixture
+def board() -> Iterator[Board]:
+    with open_board(RESOURCE) as board:
+        yield board
 
 
-def test_the_gate_calibration_figure_marks_the_defective_spike_and_names_its_cells() -> None:
-    rows, cols, gates = 3, 4, np.linspace(0.6, 1.5, 4)
-    k = np.full((rows, cols), 80e-6)
-    k[1, 2] = k[2, 0] = 1e-8  # two cells that do not answer the gate
-    c = np.full((rows, cols), -20e-6)
-    g = k[None] * gates[:, None, None] + c[None]
-    datasets = {"calibration/v_gate": gates, "calibration/g": g, "calibration/k": k, "calibration/c": c,
-                "calibration/responsive": k > 1e-6}  # fmt: skip
-    attrs = {"calibration": {"row0": 5, "col0": 2}}  # a region of the array: indices include its offset
-    figure = Figure()
-    plot_gate_calibration(datasets, attrs, figure)
-    text = _texts(figure)
-    assert "not responding: 2 cells,\n(6, 4), (7, 2)" in text and "responding: 10 cells" in text
-    assert "defective spike\n(k = 0.01 uS/V)" in text
-    assert "cell (6, 4), not responding" in text  # its curve beside the working ones
-    datasets["calibration/responsive"] = np.ones((rows, cols), bool)  # nothing defective: nothing marked
-    figure = Figure()
-    plot_gate_calibration(datasets, attrs, figure)
-    assert "defective spike" not in _texts(figure)
+def _render(fig: Figure) -> None:
+    """Draw to PNG bytes: catches errors that only appear at draw time."""
+    fig.savefig(io.BytesIO(), format="png", dpi=40)
 
 
-def test_the_read_disturb_figure_draws_the_read_noise_floor() -> None:
-    blocks, cells, block = 6, 5, 16
-    datasets = {"read_disturb/reads": np.arange(1, blocks + 1) * block,
-                "read_disturb/g_mean": np.full((blocks, cells), 100e-6),
-                "read_disturb/g_std": np.full((blocks, cells), 1e-6)}  # fmt: skip
-    attrs = {"read_disturb": {"options": json.dumps({"record_every": block, "v_read": 0.2})}}
-    expected = 2 * 1.0 * np.sqrt(2 / block)  # uS: 2 sigma of the difference of two means of 16 reads
-    assert read_noise_floor(datasets, attrs) == pytest.approx(expected)
-    figure = Figure()
-    plot_read_disturb(datasets, attrs, figure)
-    assert f"read-noise floor: +-{expected:.3g} uS" in _texts(figure)
-    attrs = {"read_disturb": {"options": json.dumps({"record_every": 1})}}  # single reads: no floor to draw
-    assert read_noise_floor(datasets, attrs) is None
+def _drawn_points(fig: Figure) -> int:
+    """Finite data points in the figure's lines, images, bars and bands."""
+    count = 0
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            count += int(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).sum())
+        for image in ax.get_images():
+            assert isinstance(image, AxesImage)
+            count += int(np.isfinite(np.asarray(image.get_array(), dtype=float)).sum())
+        count += len(ax.patches)
+        count += sum(1 for c in ax.collections if isinstance(c, PolyCollection))
+    return count
 
 
-def test_a_long_series_is_drawn_from_rows_that_line_up_and_read_block_by_block(tmp_path: Path) -> None:
-    from hil.run_report import ThinnedDatasets, kept_rows
-    from hil.storage import LazyDatasets, RunFile, read_run
+def test_every_procedure_is_registered() -> None:
+    assert set(SMALL) <= set(REGISTRY)
+    for spec in REGISTRY.values():
+        assert spec.summary
+        assert spec.options.model_config.get("extra") == "forbid"
 
-    keep = kept_rows(100_000)
-    assert len(keep) <= 20_000 and list(keep[:5_000]) == list(range(5_000)) and np.all(np.diff(keep) > 0)
-    assert list(kept_rows(100_001)[: len(keep)]) == list(keep)  # a torn last row changes no kept row
-    assert list(kept_rows(300)) == list(range(300))
 
-    path = tmp_path / "long.h5"
-    g = np.linspace(1e-6, 2e-4, 3000 * 4).reshape(3000, 4).astype(np.float32).astype(np.float64)
-    with RunFile(path, procedure="endurance", config={}, show_progress=False) as run:
-        for row in g:
-            run.append("endurance/g_on", row)
-    lazy = read_run(path, lazy=True).datasets
-    assert isinstance(lazy, LazyDatasets)
-    thinned = ThinnedDatasets(lazy, budget=400)
-    drawn = thinned["endurance/g_on"]
-    np.testing.assert_array_equal(drawn, g[kept_rows(3000, 400)])  # the very rows, widened back exactly
-    assert drawn.dtype == np.float64 and thinned.thinned == {"endurance/g_on": 3000}
-    assert "endurance/g_on" in thinned and "endurance/g_off" not in thinned
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_options_have_defaults_and_descriptions(name: str) -> None:
+    # The CLI generates a --flag per field from its default and description.
+    for field_name, field in REGISTRY[name].options.model_fields.items():
+        assert field.default is not PydanticUndefined, field_name
+        assert field.description, field_name
+    REGISTRY[name].options()  # the defaults are valid together
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_plot_draws_a_full_run(board: Board, name: str) -> None:
+    spec = REGISTRY[name]
+    recorder = MemoryRecorder()
+    spec.run(board, recorder, **SMALL[name])
+    fig = Figure(figsize=(8, 6))
+    spec.plot(recorder.datasets, recorder.attrs, fig)
+    assert fig.axes
+    assert _drawn_points(fig) > 10
+    _render(fig)
+
+
+GROUPS = {
+    "yield-map": "yield", "iv-sweep": "iv", "gate-calibration": "calibration", "pulse-response": "pulse_response",
+    "endurance": "endurance", "retention": "retention", "read-disturb": "read_disturb", "forming": "forming",
+    "write-noise": "write_noise", "wire-resistance": "wire_resistance",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_plot_redraws_from_a_run_file(board: Board, tmp_path: Path, name: str) -> None:
+    # What `hil characterize` writes and `hil show` re-draws: the HDF5 file, not the recorder in memory.
+    spec = REGISTRY[name]
+    path = tmp_path / "run.h5"
+    with RunFile(path, procedure=name, config={}, show_progress=False) as run:
+        spec.run(board, run, **SMALL[name])
+    saved = read_run(path)
+    # The group's description survives the file (the plot reads options from it).
+    assert saved.attrs[GROUPS[name]]["procedure"] == name
+    assert "options" in saved.attrs[GROUPS[name]]
+    fig = Figure(figsize=(8, 6))
+    spec.plot(saved.datasets, saved.attrs, fig)
+    assert _drawn_points(fig) > 10
+    _render(fig)
+
+
+class _StopAfter(MemoryRecorder):
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls_left = calls
+
+    def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
+        super().progress(advance, total, **status)
+        self.calls_left -= 1
+        if self.calls_left == 0:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_plot_draws_an_interrupted_run(board: Board, name: str) -> None:
+    spec = REGISTRY[name]
+    recorder = _StopAfter(calls=2)
+    with pytest.raises(KeyboardInterrupt):
+        spec.run(board, recorder, **SMALL[name])
+    fig = Figure()
+    spec.plot(recorder.datasets, recorder.attrs, fig)
+    assert fig.axes
+    _render(fig)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_plot_of_a_run_without_data_says_so(name: str) -> None:
+    fig = Figure()
+    REGISTRY[name].plot({}, {}, fig)
+    (ax,) = fig.axes
+    assert "no " in ax.texts[0].get_text()
+    _render(fig)
+
+
+def test_yield_plot_of_a_read_only_run(board: Board) -> None:
+    recorder = MemoryRecorder()
+    REGISTRY["yield-map"].run(board, recorder, destructive=False)
+    fig = Figure()
+    REGISTRY["yield-map"].plot(recorder.datasets, recorder.attrs, fig)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("non-destructive" in t for t in texts)
+    _render(fig)
+
+
+def test_retention_plot_shows_the_fitted_slope(board: Board) -> None:
+    recorder = MemoryRecorder()
+    REGISTRY["retention"].run(board, recorder, program="set", t_last=1e3)
+    fig = Figure()
+    REGISTRY["retention"].plot(recorder.datasets, recorder.attrs, fig)
+    labels = [str(line.get_label()) for ax in fig.axes for line in ax.get_lines()]
+    assert any("per ln(t)" in label for label in labels)
