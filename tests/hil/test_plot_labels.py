@@ -25,7 +25,7 @@ def _texts(figure: Figure) -> str:
     return "\n".join(texts)
 
 
-def _training(pretrain: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, object]]]:
+def _training(pretrain: bool) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
     updates = np.arange(40, dtype=np.float64)
     journal = np.column_stack([updates, updates, np.linspace(2.3, 0.4, 40), np.linspace(0.1, 0.9, 40)])
     datasets = {layout.JOURNAL: journal, layout.EVALUATIONS: np.array([[20, 0.71], [40, 0.874]]),
