@@ -36,13 +36,14 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from served import serve_tcp
+
 from hil.lifecycle.evaluate import Compensation, EvaluationPoint, evaluate_run
 from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from mock_hardware.device_params import preset
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = "umass-ta-hfo2"
 CHIP_SEED = 1
 HOUR, DAY = 3600.0, 86400.0
@@ -70,15 +71,7 @@ def serve(drift_scale: float) -> tuple[subprocess.Popen[bytes], str]:
     """The training's chip as a separate process, its drift scaled; the process and its resource."""
     params = preset(PRESET)
     mean, spread = params.drift_mean * drift_scale, params.drift_spread * drift_scale
-    argv = [sys.executable, "-m", "mock_hardware", "serve", "--tcp", "127.0.0.1:0", "--preset", PRESET,
-            "--seed", str(CHIP_SEED), "--set", f"drift_mean={mean!r}", "--set", f"drift_spread={spread!r}"]  # fmt: skip
-    process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    ready = process.stdout.readline().decode()
-    if not ready.startswith("READY "):
-        process.kill()
-        raise RuntimeError(f"the emulator did not start: {ready!r}")
-    return process, ready.split()[1]
+    return serve_tcp(PRESET, CHIP_SEED, "--set", f"drift_mean={mean!r}", "--set", f"drift_spread={spread!r}")
 
 
 def follow(run: Path, folder: Path, drift_scale: float, name: str, every: float) -> dict[str, Any]:

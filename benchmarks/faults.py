@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from served import serve_tcp
 
 from drivers import open_board
 from hil.nn.defaults import model_defaults
@@ -38,7 +39,6 @@ from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = "umass-ta-hfo2"
 MODEL = "mlp"  # Li 2018, trained with its defaults (hil/nn/defaults.py)
 TIMEOUT = 1.0  # s: the longest command of this run takes a few ms (more on a loaded machine); a lost reply costs one
@@ -46,17 +46,7 @@ TIMEOUT = 1.0  # s: the longest command of this run takes a few ms (more on a lo
 
 def start_emulator(seed: int, faults: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     """``python -m mock_hardware serve --tcp`` on a free loopback port; the process and its resource."""
-    argv = [sys.executable, "-m", "mock_hardware", "serve", "--tcp", "127.0.0.1:0", "--preset", PRESET,
-            "--seed", str(seed)]  # fmt: skip
-    for name, value in faults.items():
-        argv += ["--fault", f"{name}={value}"]
-    process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    ready = process.stdout.readline().decode()
-    if not ready.startswith("READY "):
-        process.kill()
-        raise RuntimeError(f"the emulator did not start: {ready!r}")
-    return process, ready.split()[1]
+    return serve_tcp(PRESET, seed, *(f"--fault={name}={value}" for name, value in faults.items()))
 
 
 def board_pulse_count(resource: str) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ import h5py
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+StorageOptions = Callable[..., dict[str, Any]]
+"""How a dataset is stored, from its (row) shape, type and whether it is a series: :func:`live_options`
+or :func:`closed_options`."""
 
 COMPRESS_FROM = 1024
 """Datasets of at least this many bytes (and every series) are compressed in a closed file."""
@@ -77,7 +82,7 @@ def _has_filters(path: Path) -> bool:
         return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Dataset) and obj.compression else None) is True
 
 
-def _rewrite(path: Path, options: Any) -> None:
+def _rewrite(path: Path, options: StorageOptions) -> None:
     """Copy every group, dataset and attribute of ``path`` into a file beside it, datasets stored
     by ``options``, then swap the copy in; the original stays whole until the swap."""
     partial = path.with_name(path.name + ".partial")
@@ -93,7 +98,7 @@ def _rewrite(path: Path, options: Any) -> None:
             partial.unlink()
 
 
-def _copy_object(name: str, obj: h5py.Group | h5py.Dataset, copy: h5py.File, options: Any) -> None:
+def _copy_object(name: str, obj: h5py.Group | h5py.Dataset, copy: h5py.File, options: StorageOptions) -> None:
     if isinstance(obj, h5py.Group):
         _copy_attrs(obj, copy.require_group(name))
         return
