@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy.typing as npt
 
 from drivers import codec, commands
-from drivers.errors import BoardError, FirmwareError, LinkError, LinkLost
+from drivers.errors import BoardError, FirmwareError, LinkError, LinkLost, LinkTimeout
 from drivers.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 # (drivers/commands.py): the link only asks it.
 RECONNECT_FIRST_PAUSE = 0.1  # s, doubled after each failed attempt
 RECONNECT_MAX_PAUSE = 5.0  # s
+# Plain lines carry no number, so a reply that comes after its command timed out would be read as
+# the next command's (and every answer after it would be one behind). After a timeout the link
+# waits for that reply, dropping it, before it sends anything else: up to this many timeouts after
+# the command was sent, and at most LATE_REPLY_MAX_EXTRA past its timeout.
+LATE_REPLY_WAIT = 3.0
+LATE_REPLY_MAX_EXTRA = 5.0  # s
 
 
 @dataclass
@@ -37,7 +43,8 @@ class LinkStats:
     reconnects: int = 0
     """times the link was opened again"""
     stale_replies: int = 0
-    """late replies to earlier attempts, recognised by their sequence number and dropped"""
+    """late replies to earlier attempts, dropped (recognised by their sequence number in framed
+    mode; awaited after a timeout in plain mode)"""
     applied_before_loss: int = 0
     """commands (not safe to repeat) the board had run when their reply was lost: answered, not re-run"""
 
@@ -65,6 +72,8 @@ class Link:
         self.closed = False
         self.unreachable = False  # reconnecting failed, or another board answered: nothing more is sent
         self._desynced = False  # a reply may be in flight from an interrupted exchange
+        self._owed = 0  # plain mode: replies of timed-out commands the board may still send
+        self._owed_until = 0.0  # monotonic time after which they are taken as lost
         self._session: str | None = None  # framed mode's session token
         self._seq = 0  # last sequence number sent
         self._acknowledged = 0  # last sequence number run and answered (refusals do not count)
@@ -99,11 +108,29 @@ class Link:
 
     def _resync(self) -> None:
         """Drop the reply of an interrupted exchange so the next reply is the next command's."""
+        self._await_owed_replies()
         dropped = self.transport.discard_input(quiet=0.2)
         if dropped:
             # Expected after a Ctrl-C mid-command (the reply arrives late): routine, not alarming.
             log.info("%s: discarded %d stale bytes from an interrupted command", self.resource, dropped)
         self._desynced = False
+
+    def _await_owed_replies(self) -> None:
+        """Read and drop the late replies plain mode still expects, until they are taken as lost."""
+        saved = self.transport.timeout
+        try:
+            while self._owed and (remaining := self._owed_until - time.monotonic()) > 0:
+                self.transport.timeout = remaining
+                try:
+                    codec.read_reply(self.transport.read_exact, self.transport.read_line)
+                except (LinkError, ValueError):
+                    break  # not come (lost) or damaged: whatever is left is drained after
+                self._owed -= 1
+                self.stats.stale_replies += 1
+                log.info("%s: dropped a late reply to a command that had timed out", self.resource)
+        finally:
+            self.transport.timeout = saved
+            self._owed = 0
 
     def exchange(
         self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | bytes | None = None,
@@ -166,6 +193,7 @@ class Link:
             self._resync()
         log.debug("%s -> %s (%d bytes)", self.resource, command, len(wire))
         self._desynced = True
+        sent = time.monotonic()
         try:
             self.transport.write(wire)
             if seq is None:
@@ -173,6 +201,11 @@ class Link:
             else:
                 reply = self._read_framed_reply(seq)
         except LinkError as exc:
+            if seq is None and isinstance(exc, LinkTimeout):
+                timeout = self.transport.timeout
+                wait = min(LATE_REPLY_WAIT * timeout, timeout + LATE_REPLY_MAX_EXTRA)
+                self._owed += 1
+                self._owed_until = max(self._owed_until, sent + wait)
             exc.command = command
             exc.args = (f"{exc} during {command!r}",)
             raise
