@@ -237,8 +237,8 @@ class ChipEvaluator:
         backend = self.hardware.backend
         chosen = {}
         for board in backend.placement.boards():
-            shape = backend.placement.board_shapes[board]
-            dead = backend.stuck_low.get(board, np.zeros(shape, bool)) | backend.stuck_high.get(board, np.zeros(shape, bool))
+            none = np.zeros(backend.placement.board_shapes[board], bool)
+            dead = backend.stuck_low.get(board, none) | backend.stuck_high.get(board, none)
             calibration = self.hardware.calibrations.get(board)
             levels = reference_levels(self.reference[board], self.working_used(board))
             rows, cols, targets = choose_reference_cells(backend.placement, board, dead,
@@ -246,9 +246,9 @@ class ChipEvaluator:
             if calibration is not None:  # ask no device for more than it reaches
                 low, high = calibration.reach()
                 targets = np.clip(targets, low[rows, cols], high[rows, cols])
-            mask = np.zeros(shape, bool)
+            mask = np.zeros_like(none)
             mask[rows, cols] = True
-            goal = np.zeros(shape)
+            goal = np.zeros(mask.shape)
             goal[rows, cols] = targets
             result = write_verify(backend.boards[board], goal, tolerance=self.write_tolerance, mask=mask,
                                   calibration=calibration)  # fmt: skip
@@ -385,7 +385,7 @@ def _follow(
 ) -> list[EvaluationPoint]:
     run.set_attrs(POINTS, columns=",".join(POINT_COLUMNS))
     run.progress(0, total=len(times))
-    points = []
+    points: list[EvaluationPoint] = []
     now = 0.0
     started = time.perf_counter()
     for t in times:
@@ -395,8 +395,8 @@ def _follow(
         now = t
         point = evaluator.point(t)
         if not points:  # the references were written at the first point: where, and what they read then
-            for board, cells in evaluator.references.items():
-                run.write(reference_cells(board), cells.table(), columns="row,col,target,baseline")
+            for name, cells in evaluator.references.items():
+                run.write(reference_cells(name), cells.table(), columns="row,col,target,baseline")
         points.append(point)
         run.append(POINTS, np.array([getattr(point, name) for name in POINT_COLUMNS], dtype=np.float64))
         run.flush()
