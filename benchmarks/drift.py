@@ -142,10 +142,20 @@ def main() -> int:
     parser.add_argument("--drift-scales", type=float, nargs="+", default=[1.0, 10.0, 50.0])
     parser.add_argument("--every-hours", type=float, default=2.0)
     parser.add_argument("--compensations", nargs="+", default=list(COMPENSATIONS), choices=list(COMPENSATIONS))
-    parser.add_argument("--drift-exponents", type=float, nargs="*", default=[0.05],
-                        help="common multiplicative drifts (nu of G0 (1 + t)^-nu), each with the preset's own law")  # fmt: skip
-    parser.add_argument("--exponent-compensations", nargs="+", default=["none", "column-gains", "reference-cells"],
-                        choices=list(COMPENSATIONS), help="the compensations tried on the multiplicative drifts")  # fmt: skip
+    parser.add_argument(
+        "--drift-exponents",
+        type=float,
+        nargs="*",
+        default=[0.05],
+        help="common multiplicative drifts (nu of G0 (1 + t)^-nu), each with the preset's law",
+    )
+    parser.add_argument(
+        "--exponent-compensations",
+        nargs="+",
+        default=["none", "column-gains", "reference-cells"],
+        choices=list(COMPENSATIONS),
+        help="the compensations tried on those drifts",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 updates, drift x50, every 6 h")
     args = parser.parse_args()
     if args.quick:

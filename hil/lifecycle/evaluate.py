@@ -308,6 +308,8 @@ def read_trained_run(path: str | Path) -> RunData:
     if previous.procedure != PROCEDURE:
         raise RunFileError(f"{path} is a {previous.procedure!r} run, not a training or deployment run")
     check_not_live(path, previous)
+    if previous.config.get("parallel"):
+        raise RunFileError(f"{path} is a parallel-mode run: its copies' placement is not one hil evaluate restores")
     if previous.config.get("update") == "exact":
         raise RunFileError(f"{path} is an exact-arithmetic run: it has no weights on a chip to evaluate")
     if not prepared(previous):

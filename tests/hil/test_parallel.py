@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from hil.cli import EXIT_ERROR, main
 from hil.nn import Network, load_network_spec
 from hil.parallel import (
     ParallelBackend,
@@ -18,7 +20,7 @@ from hil.parallel import (
     replicated_weights,
     run_parallel,
 )
-from hil.storage import RunFile
+from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from tests.conftest import EmulatorFactory
 
@@ -116,3 +118,66 @@ def test_parallel_mode_places_writes_and_retrains_the_copies_on_an_emulated_chip
     # each copy is written on its own devices and holds the weights within the write noise
     assert result.copy_cells == [{"board0": 2 * 9 * 3}] * 2
     assert all(0 < error < 0.1 for error in result.copy_weight_error)
+
+
+PARALLEL_TOML = """
+model = "cnn"
+dataset = "digits"
+updates = 3
+eval_every = 3
+batch_size = 20
+retrain_layers = ["dense1"]
+optimizer = {name = "sgd", lr = 0.1}
+
+[network]
+input_shape = [8, 8]
+n_classes = 10
+layers = [{type = "conv", kernels = 3, size = 3, padding = "valid", activation = "relu"},
+          {type = "maxpool", size = 2}, {type = "flatten"}, {type = "dense", out = 10}]
+
+[parallel]
+groups = 3
+"""
+PARALLEL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=32"
+
+
+def test_parallel_mode_runs_from_the_command_line_and_is_recorded_in_the_run_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "parallel.toml"
+    config.write_text(PARALLEL_TOML)
+    out = tmp_path / "parallel.h5"
+    assert main(["parallel", "--config", str(config), "--groups", "2", "--board", PARALLEL_CHIP, "--out",
+                 str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "conv1 x 2" in printed and "together" in printed and "after retraining" in printed
+    saved = read_run(out)
+    assert saved.config["parallel"] == {"groups": 2, "layers": ["conv1"]}  # the flag replaced the file's 3
+    parallel = saved.attrs["parallel"]
+    assert len(json.loads(str(parallel["groups_after_retraining"]))) == 2 and int(parallel["transfer_pulses"]) > 0
+
+    # not resumable, not evaluable as a one-copy network, not trainable by `hil train`: each one line
+    for argv in (["train", "--resume", str(out), "--updates", "10"], ["evaluate", str(out), "--refresh", "8e-6"],
+                 ["train", "--config", str(config), "--board", PARALLEL_CHIP, "--out", str(tmp_path / "t.h5")]):
+        assert main(argv) == EXIT_ERROR, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "parallel" in err, argv
+    assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--layers", "dense1"], "'dense1' is not a convolution"),
+    (["--groups", "1"], "parallel.groups"),
+    (["--layers", "conv9"], "'conv9' is not a convolution"),
+])  # fmt: skip
+def test_bad_parallel_options_are_one_line_and_leave_no_file(
+    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "parallel.toml"
+    config.write_text(PARALLEL_TOML)
+    out = tmp_path / "never.h5"
+    argv = ["parallel", "--config", str(config), "--board", PARALLEL_CHIP, "--out", str(out), *flags]
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and named in err
+    assert not out.exists()
