@@ -305,7 +305,6 @@ def test_reference_cells_take_out_a_drift_that_scales_every_device(
                  str(referenced)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     without, kept = points(plain), points(referenced)
-    print(trained, without, kept)
     assert without[-1, 1] < trained - 0.1  # the single-device pairs ruin it
     assert kept[-1, 1] > without[-1, 1] + 0.1 and abs(kept[-1, 1] - trained) < 0.08
     assert kept[0, 7] == pytest.approx(1.0, abs=0.02) and kept[-1, 7] == pytest.approx((1 + DAY) ** -0.1, rel=0.03)
