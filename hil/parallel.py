@@ -193,10 +193,11 @@ def run_parallel(config: TrainConfig, run: RunFile, layers: Sequence[str] = ("co
     copies = replicated_weights(weights, layers, groups)
     with opened_boards(config) as boards, record_link(boards, run):
         check_plan(config, boards)
+        board_shapes = {name: board.shape for name, board in boards.items()}
+        auto_place(shapes, board_shapes, config.bad_lines, config.layout)  # copies that cannot fit: before a pulse
         calibrations = characterize(config, boards, run)
         defects = {name: split_defects(c) for name, c in calibrations.items()}
         broken = {name: np.logical_or(*d) for name, d in defects.items()}
-        board_shapes = {name: board.shape for name, board in boards.items()}
         spec = auto_place(shapes, board_shapes, config.bad_lines, config.layout, broken)
         spec = remap_for_weights(resolve_placement(spec, shapes, board_shapes), copies, broken)
         placement = resolve_placement(spec, shapes, board_shapes)

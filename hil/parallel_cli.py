@@ -15,6 +15,8 @@ from typing import Any
 
 from hil.config import EMBEDDED_EMULATOR, ConfigError
 from hil.parallel import ParallelResult, check_replicable, run_parallel
+from hil.run_layout import pulses_recorded
+from hil.storage import read_run
 from hil.training.config import MODEL_NAMES, TrainConfig, load_train_config
 from hil.training.run import build_network
 from hil.training.session import create_run, describe_resources
@@ -64,8 +66,13 @@ def cmd_parallel(args: argparse.Namespace) -> int:
     run = create_run(config, out, args.overwrite, parallel=True)
     print(f"parallel mode: {', '.join(config.parallel.layers)} x {config.parallel.groups} on "
           f"{describe_resources(config)} -> {out}")  # fmt: skip
-    with run:
-        result = run_parallel(config, run, layers=config.parallel.layers, groups=config.parallel.groups)
+    try:
+        with run:
+            result = run_parallel(config, run, layers=config.parallel.layers, groups=config.parallel.groups)
+    except ValueError:  # refused once the boards were open (e.g. the copies do not fit): no file if no pulse
+        if not pulses_recorded(read_run(out)):
+            out.unlink(missing_ok=True)
+        raise
     print(report(result))
     print(f"data in {out}")
     return 0

@@ -181,3 +181,18 @@ def test_bad_parallel_options_are_one_line_and_leave_no_file(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and named in err
     assert not out.exists()
+
+
+def test_copies_that_do_not_fit_the_boards_are_refused_in_one_line_and_leave_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "parallel.toml"
+    config.write_text(PARALLEL_TOML)
+    out = tmp_path / "never.h5"
+    small = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=16"  # 13 columns for the network, 3 per copy
+    argv = ["parallel", "--config", str(config), "--board", small, "--groups", "8", "--out", str(out)]
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]  # after the calibration's bars
+    assert "'conv1@2'" in error and "does not fit" in error
+    assert not out.exists()
