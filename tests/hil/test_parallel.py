@@ -141,13 +141,18 @@ groups = 3
 PARALLEL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=32"
 
 
+@pytest.fixture
+def parallel_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "parallel.toml"
+    path.write_text(PARALLEL_TOML)
+    return path
+
+
 def test_parallel_mode_runs_from_the_command_line_and_is_recorded_in_the_run_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    parallel_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "parallel.toml"
-    config.write_text(PARALLEL_TOML)
     out = tmp_path / "parallel.h5"
-    assert main(["parallel", "--config", str(config), "--groups", "2", "--board", PARALLEL_CHIP, "--out",
+    assert main(["parallel", "--config", str(parallel_toml), "--groups", "2", "--board", PARALLEL_CHIP, "--out",
                  str(out)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "conv1 x 2" in printed and "together" in printed and "after retraining" in printed
@@ -158,41 +163,27 @@ def test_parallel_mode_runs_from_the_command_line_and_is_recorded_in_the_run_fil
 
     # not resumable, not evaluable as a one-copy network, not trainable by `hil train`: each one line
     for argv in (["train", "--resume", str(out), "--updates", "10"], ["evaluate", str(out), "--refresh", "8e-6"],
-                 ["train", "--config", str(config), "--board", PARALLEL_CHIP, "--out", str(tmp_path / "t.h5")]):
+                 ["train", "--config", str(parallel_toml), "--board", PARALLEL_CHIP, "--out", str(tmp_path / "t.h5")]):
         assert main(argv) == EXIT_ERROR, argv
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "parallel" in err, argv
     assert not (tmp_path / "t.h5").exists()
 
 
-@pytest.mark.parametrize(("flags", "named"), [
-    (["--layers", "dense1"], "'dense1' is not a convolution"),
-    (["--groups", "1"], "parallel.groups"),
-    (["--layers", "conv9"], "'conv9' is not a convolution"),
+SMALL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=16"  # 13 columns for the network, 3 per copy
+
+
+@pytest.mark.parametrize(("board", "flags", "named"), [
+    (PARALLEL_CHIP, ["--layers", "dense1"], "'dense1' is not a convolution"),
+    (PARALLEL_CHIP, ["--groups", "1"], "parallel.groups"),
+    (PARALLEL_CHIP, ["--layers", "conv9"], "'conv9' is not a convolution"),
+    (SMALL_CHIP, ["--groups", "8"], "'conv1@2' (9 x 3 weights) does not fit"),  # found before the first pulse
 ])  # fmt: skip
-def test_bad_parallel_options_are_one_line_and_leave_no_file(
-    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_bad_parallel_runs_are_refused_in_one_line_and_leave_no_file(
+    board: str, flags: list[str], named: str, parallel_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "parallel.toml"
-    config.write_text(PARALLEL_TOML)
     out = tmp_path / "never.h5"
-    argv = ["parallel", "--config", str(config), "--board", PARALLEL_CHIP, "--out", str(out), *flags]
-    assert main(argv) == EXIT_ERROR
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and named in err
-    assert not out.exists()
-
-
-def test_copies_that_do_not_fit_the_boards_are_refused_in_one_line_and_leave_no_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "parallel.toml"
-    config.write_text(PARALLEL_TOML)
-    out = tmp_path / "never.h5"
-    small = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=16"  # 13 columns for the network, 3 per copy
-    argv = ["parallel", "--config", str(config), "--board", small, "--groups", "8", "--out", str(out)]
-    assert main(argv) == EXIT_ERROR
-    err = capsys.readouterr().err.strip()
-    (error,) = [line for line in err.splitlines() if line.startswith("error:")]  # after the calibration's bars
-    assert "'conv1@2'" in error and "does not fit" in error
+    assert main(["parallel", "--config", str(parallel_toml), "--board", board, "--out", str(out), *flags]) == EXIT_ERROR
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # after any bars
+    assert named in error
     assert not out.exists()
