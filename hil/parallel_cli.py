@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.config import EMBEDDED_EMULATOR, ConfigError
-from hil.parallel import ParallelResult, check_replicable, run_parallel
+from hil.parallel import ParallelResult, check_replicable, check_retrained, run_parallel
 from hil.run_layout import pulses_recorded
 from hil.storage import read_run
 from hil.training.config import MODEL_NAMES, TrainConfig, load_train_config
@@ -25,7 +25,7 @@ from hil.training.session import create_run, describe_resources
 def parallel_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config (file, then flags) with its parallel mode, checked against the network."""
     overrides: dict[str, Any] = {}
-    for name in ("model", "updates", "seed", "chip_seed", "batch_size", "eval_every"):
+    for name in ("model", "updates", "seed", "chip_seed", "batch_size", "eval_every", "retrain_layers"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.board:
@@ -41,6 +41,7 @@ def parallel_config(args: argparse.Namespace) -> TrainConfig:
     assert config.parallel is not None
     try:
         check_replicable(build_network(config), config.parallel.layers, config.parallel.groups)
+        check_retrained(config.trained_layers, config.parallel.layers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return config
@@ -96,6 +97,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="seeds the training order and weights (default 0)")
     parser.add_argument("--updates", type=int, metavar="N", help="in-situ retraining updates (default: the model's)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="samples per update (default: the model's)")
+    parser.add_argument("--retrain-layers", nargs="+", metavar="LAYER", help="the layers retrained in situ, none "
+                        "of them replicated (default: the model's hybrid.retrain_layers, dense1)")  # fmt: skip
     parser.add_argument("--eval-every", type=int, metavar="N", help="updates between test evaluations")
     parser.add_argument("--out", metavar="FILE.h5", help="run file (default: runs/parallel-<model>-<time>.h5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run file")

@@ -14,6 +14,7 @@ from hil.cli import EXIT_ERROR, main
 from hil.nn import Network, load_network_spec
 from hil.parallel import (
     ParallelBackend,
+    check_retrained,
     position_groups,
     replica_name,
     replicated_shapes,
@@ -82,6 +83,14 @@ def test_each_band_is_computed_by_its_own_copy_and_one_group_alone_by_one_copy()
                                x[:3, :1].repeat(27, axis=1) @ weights["dense1"])  # fmt: skip
     alone = ParallelBackend(inner, network, ["conv1"], groups=3, only=2)  # type: ignore[arg-type]
     np.testing.assert_allclose(alone.matmul("conv1", x), 3 * (x @ weights["conv1"]))
+
+
+def test_a_replicated_layer_is_never_retrained() -> None:
+    check_retrained(["dense1"], ["conv1"])
+    with pytest.raises(ValueError, match="retrains named layers only"):
+        check_retrained(None, ["conv1"])  # every layer: conv1 too
+    with pytest.raises(ValueError, match="conv1 is replicated"):
+        check_retrained(["conv1", "dense1"], ["conv1"])
 
 
 def test_only_convolutions_are_replicated_and_every_copy_gets_the_weights() -> None:
@@ -178,6 +187,7 @@ SMALL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=16"  # 13 col
     (PARALLEL_CHIP, ["--groups", "1"], "parallel.groups"),
     (PARALLEL_CHIP, ["--layers", "conv9"], "'conv9' is not a convolution"),
     (SMALL_CHIP, ["--groups", "8"], "'conv1@2' (9 x 3 weights) does not fit"),  # found before the first pulse
+    (PARALLEL_CHIP, ["--retrain-layers", "conv1", "dense1"], "retrain_layers: conv1 is replicated"),
 ])  # fmt: skip
 def test_bad_parallel_runs_are_refused_in_one_line_and_leave_no_file(
     board: str, flags: list[str], named: str, parallel_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
