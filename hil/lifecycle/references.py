@@ -62,7 +62,8 @@ def choose_reference_cells(
     placement: Placement, board: str, dead: BoolArray, per_column: int, levels: FloatArray
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """Up to ``per_column`` unused, working devices in each column the network uses on ``board`` (rows
-    spread over the column), each given one of ``levels`` in turn; rows, columns and targets."""
+    spread over the column), or, where those columns hold fewer than one per level, in spare columns
+    too; each given one of ``levels`` in turn. Rows, columns and targets."""
     if per_column < 1:
         raise ReferenceError(f"--reference-cells {per_column}: at least 1 per column")
     used = placement.used_mask(board)
@@ -77,9 +78,16 @@ def choose_reference_cells(
         picks = free[np.unique(np.linspace(0, len(free) - 1, min(per_column, len(free))).round().astype(int))]
         rows_out.extend(int(r) for r in picks)
         cols_out.extend([col] * len(picks))
+    if len(rows_out) < len(levels):  # the network's columns are full: spare columns hold the references
+        for col in (c for c in range(spare.shape[1]) if c not in set(columns)):
+            free = np.flatnonzero(spare[:, col])[: max(per_column, len(levels))]
+            rows_out.extend(int(r) for r in free)
+            cols_out.extend([col] * len(free))
+            if len(rows_out) >= len(levels):
+                break
     if len(rows_out) < 2:
-        raise ReferenceError(f"{board}: {len(rows_out)} unused working device(s) in the columns the network uses; "
-                             "reference cells need at least 2")  # fmt: skip
+        raise ReferenceError(f"{board}: {len(rows_out)} unused working device(s) on the array; reference cells "
+                             "need at least 2")  # fmt: skip
     targets = np.resize(np.asarray(levels, dtype=np.float64), len(rows_out))
     return np.array(rows_out, dtype=np.int64), np.array(cols_out, dtype=np.int64), targets
 

@@ -316,6 +316,12 @@ def test_reference_cells_take_out_a_drift_that_scales_every_device(
     out = capsys.readouterr().out
     assert "reference cells" in out and "reads" in out
 
+    assert main(["evaluate", str(run), *rewrite, str(tmp_path / "w3.h5")]) == 0
+    per_column = tmp_path / "per-column.h5"  # a line per column, from its 4 references only
+    assert main(["evaluate", str(run), "--every", "1d", "--for", "1d", "--reference-cells", "4", "--reference-fit",
+                 "column", "--out", str(per_column)]) == 0  # fmt: skip
+    assert abs(points(per_column)[-1, 1] - trained) < 0.08
+
 
 def test_reference_cells_are_refused_with_a_refresh_in_one_line(
     tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -37,6 +37,16 @@ def test_references_go_on_unused_working_devices_of_the_used_columns() -> None:
         choose_reference_cells(placed, "board0", ~used, 2, levels)
 
 
+def test_when_the_networks_columns_are_full_spare_columns_hold_the_references() -> None:
+    placed = placement(rows=8)  # dense1 fills its 8 rows; dense2 leaves 2 per column
+    used = placed.used_mask("board0")
+    dead = np.zeros_like(used)
+    dead[:, :] = used.any(axis=0) & ~used  # and those are defective
+    rows, cols, _ = choose_reference_cells(placed, "board0", dead, 2, np.array([1e-4, 2e-4, 3e-4]))
+    assert len(rows) >= 3 and not used.any(axis=0)[cols].any()  # all in columns the network does not use
+    assert not dead[rows, cols].any()
+
+
 def test_the_line_measures_a_common_gain_and_shift_and_not_independent_drift() -> None:
     rng = np.random.default_rng(0)
     then = np.resize([100e-6, 200e-6, 300e-6, 400e-6], 80) + rng.normal(0, 3e-6, 80)
