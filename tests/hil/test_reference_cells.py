@@ -43,7 +43,7 @@ def test_when_the_networks_columns_are_full_spare_columns_hold_the_references() 
     dead = np.zeros_like(used)
     dead[:, :] = used.any(axis=0) & ~used  # and those are defective
     rows, cols, _ = choose_reference_cells(placed, "board0", dead, 2, np.array([1e-4, 2e-4, 3e-4]))
-    assert len(rows) >= 3 and not used.any(axis=0)[cols].any()  # all in columns the network does not use
+    assert len(rows) >= 3 and not np.asarray(used.any(axis=0))[cols].any()  # all in columns the network does not use
     assert not dead[rows, cols].any()
 
 
@@ -69,3 +69,17 @@ def test_each_layer_gets_the_gain_of_the_array_or_column_holding_it() -> None:
     mixed = layer_gains(placed, {"board0": line}, {"board0": column})
     assert mixed["dense2"].tolist() == pytest.approx([0.5, 0.8])
     assert mixed["dense1"].tolist() == pytest.approx([0.5] * 3)
+
+
+def test_the_evaluation_plot_shows_the_reference_gain_only_where_references_measured_one() -> None:
+    from matplotlib.figure import Figure
+
+    from hil.lifecycle.plots import plot_evaluation
+    from hil.run_layout import EVALUATION_POINTS
+
+    table = np.array([[0, 0.9, 1, 1e-6, 0, 0, 0, 1.0, 80, 40], [3600, 0.9, 1, 2e-6, 0, 0, 0, 0.7, 0, 40]])
+    for points, axes in ((table, 4), (table[:, :7], 3), (np.column_stack([table[:, :7], np.ones((2, 3))]), 3)):
+        fig = Figure()
+        plot_evaluation({EVALUATION_POINTS: points}, {}, fig)
+        assert len(fig.axes) == axes
+    assert fig.axes[1].get_ylabel() == "median drift, uS"
