@@ -10,7 +10,13 @@ freshly programmed at t = 0, as after training), and follows it for a day with `
 - ``none``: inference only;
 - ``column-gains``: each output column's gain against a probe batch at t = 0 (no pulse);
 - ``refresh``: devices more than 8 uS from the trained conductances written back (pulses);
-- ``both``.
+- ``both``;
+- ``reference-cells``: 4 spare devices per used column written to known levels at t = 0 and read
+  at each point, their drift line divided out of the outputs (pulses once, reads every point).
+
+Drift levels: the preset's additive HfOx law scaled (``--drift-scales``), and, with the preset's
+law, a drift common to every device that scales it (``--drift-exponents``: ``G0 (1 + t)^-nu``, as
+in phase-change memory), where reference cells have something to measure.
 
 Drift levels: the preset's (the HfOx fit: -0.09 uS per unit of ln t, spread 0.088 uS) and that
 scaled by 10 and 50 (Yao 2020 lost 1.9 points in 2 hours, far more than the HfOx fit predicts).
@@ -53,6 +59,7 @@ COMPENSATIONS = {
     "column-gains": Compensation(column_gains=True),
     "refresh": Compensation(refresh_tolerance=REFRESH_TOLERANCE),
     "both": Compensation(refresh_tolerance=REFRESH_TOLERANCE, column_gains=True),
+    "reference-cells": Compensation(reference_cells=4),
 }
 REPORTED_HOURS = (0, 2, 6, 12, 24)
 
@@ -67,17 +74,21 @@ def train(folder: Path, updates: int) -> Path:
     return path
 
 
-def serve(drift_scale: float) -> tuple[subprocess.Popen[bytes], str]:
-    """The training's chip as a separate process, its drift scaled; the process and its resource."""
+def serve(drift_scale: float, exponent: float) -> tuple[subprocess.Popen[bytes], str]:
+    """The training's chip as a separate process, its drift scaled (and a common multiplicative drift
+    of ``exponent`` added); the process and its resource."""
     params = preset(PRESET)
     mean, spread = params.drift_mean * drift_scale, params.drift_spread * drift_scale
-    return serve_tcp(PRESET, CHIP_SEED, "--set", f"drift_mean={mean!r}", "--set", f"drift_spread={spread!r}")
+    return serve_tcp(PRESET, CHIP_SEED, "--set", f"drift_mean={mean!r}", "--set", f"drift_spread={spread!r}",
+                     "--set", f"drift_exponent={exponent!r}")  # fmt: skip
 
 
-def follow(run: Path, folder: Path, drift_scale: float, name: str, every: float) -> dict[str, Any]:
-    process, resource = serve(drift_scale)
+def follow(
+    run: Path, folder: Path, drift_scale: float, name: str, every: float, exponent: float = 0.0
+) -> dict[str, Any]:
+    process, resource = serve(drift_scale, exponent)
     try:
-        tag = f"{drift_scale:g}-{name}"
+        tag = f"{drift_scale:g}-{exponent:g}-{name}"
         rewrite = evaluate_run(run, folder / f"rewrite-{tag}.h5", board=resource, show_progress=False,
                                compensation=Compensation(refresh_tolerance=REFRESH_TOLERANCE))  # fmt: skip
         started = time.perf_counter()
@@ -89,7 +100,9 @@ def follow(run: Path, folder: Path, drift_scale: float, name: str, every: float)
         process.stdin.close()
         process.wait(timeout=30)
     return {
-        "drift_scale": drift_scale, "compensation": name, "rewrite_pulses": rewrite[0].refresh_pulses,
+        "drift_scale": drift_scale, "drift_exponent": exponent, "compensation": name,
+        "rewrite_pulses": rewrite[0].refresh_pulses, "reference_pulses": sum(p.reference_pulses for p in points),
+        "reference_reads": sum(p.reference_reads for p in points),
         "accuracy_after_rewrite": rewrite[0].accuracy, "points": [vars(p) for p in points],
         "refresh_pulses": sum(p.refresh_pulses for p in points),
         "probe_round_trips": sum(p.probe_round_trips for p in points), "seconds": seconds,
@@ -106,17 +119,20 @@ def at_hour(points: list[dict[str, Any]], hour: float) -> EvaluationPoint | None
 def markdown(results: list[dict[str, Any]], trained: float) -> str:
     hours = " | ".join(f"{h} h" for h in REPORTED_HOURS)
     lines = [f"trained in situ: {100 * trained:.2f} %", "",
-             f"| drift | compensation | {hours} | median drift at 24 h | refresh pulses | probe VMM round trips |",
-             "|---|---|" + "---|" * len(REPORTED_HOURS) + "---|---|---|"]  # fmt: skip
+             f"| drift | compensation | {hours} | median drift at 24 h | refresh pulses | probe VMM round trips "
+             "| reference pulses / reads |",
+             "|---|---|" + "---|" * len(REPORTED_HOURS) + "---|---|---|---|"]  # fmt: skip
     for r in results:
         cells = []
         for h in REPORTED_HOURS:
             p = at_hour(r["points"], h)
             cells.append(f"{100 * p.accuracy:.2f} %" if p else "-")
         last = EvaluationPoint(**r["points"][-1])
-        lines.append(f"| x{r['drift_scale']:g} | {r['compensation']} | {' | '.join(cells)} | "
+        drift = f"x{r['drift_scale']:g}" + (f", nu {r['drift_exponent']:g}" if r.get("drift_exponent") else "")
+        lines.append(f"| {drift} | {r['compensation']} | {' | '.join(cells)} | "
                      f"{last.drift_median * 1e6:.2f} uS | {r['refresh_pulses']:,} | "
-                     f"{r['probe_round_trips']:,} |")  # fmt: skip
+                     f"{r['probe_round_trips']:,} | {r.get('reference_pulses', 0):,} / "
+                     f"{r.get('reference_reads', 0):,} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -126,10 +142,24 @@ def main() -> int:
     parser.add_argument("--drift-scales", type=float, nargs="+", default=[1.0, 10.0, 50.0])
     parser.add_argument("--every-hours", type=float, default=2.0)
     parser.add_argument("--compensations", nargs="+", default=list(COMPENSATIONS), choices=list(COMPENSATIONS))
+    parser.add_argument(
+        "--drift-exponents",
+        type=float,
+        nargs="*",
+        default=[0.05],
+        help="common multiplicative drifts (nu of G0 (1 + t)^-nu), each with the preset's law",
+    )
+    parser.add_argument(
+        "--exponent-compensations",
+        nargs="+",
+        default=["none", "column-gains", "reference-cells"],
+        choices=list(COMPENSATIONS),
+        help="the compensations tried on those drifts",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 60 updates, drift x50, every 6 h")
     args = parser.parse_args()
     if args.quick:
-        args.updates, args.drift_scales, args.every_hours = 60, [50.0], 6.0
+        args.updates, args.drift_scales, args.every_hours, args.drift_exponents = 60, [50.0], 6.0, [0.05]
     started = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,14 +168,15 @@ def main() -> int:
         trained = float(read_run(run).datasets["train/eval"][-1, 1])
         print(f"trained: {100 * trained:.2f} % after {args.updates} updates ({time.perf_counter() - started:.0f} s)",
               flush=True)  # fmt: skip
-        for scale in args.drift_scales:
-            for name in args.compensations:
-                result = follow(run, folder, scale, name, args.every_hours * HOUR)
-                results.append(result)
-                last = result["points"][-1]
-                print(f"drift x{scale:g} {name:>12}: {100 * result['points'][0]['accuracy']:.2f} % -> "
-                      f"{100 * last['accuracy']:.2f} % after a day, {result['refresh_pulses']:,} refresh pulses "
-                      f"({result['seconds']:.0f} s)", flush=True)  # fmt: skip
+        scenarios = [(scale, 0.0, name) for scale in args.drift_scales for name in args.compensations]
+        scenarios += [(1.0, nu, name) for nu in args.drift_exponents for name in args.exponent_compensations]
+        for scale, exponent, name in scenarios:
+            result = follow(run, folder, scale, name, args.every_hours * HOUR, exponent)
+            results.append(result)
+            last = result["points"][-1]
+            print(f"drift x{scale:g} nu {exponent:g} {name:>15}: {100 * result['points'][0]['accuracy']:.2f} % -> "
+                  f"{100 * last['accuracy']:.2f} % after a day, {result['refresh_pulses']:,} refresh pulses "
+                  f"({result['seconds']:.0f} s)", flush=True)  # fmt: skip
     print()
     print(markdown(results, trained))
     print(json.dumps({

@@ -37,7 +37,7 @@ from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
 from drivers.limits import limit_unit
 from drivers.resources import is_in_process
-from hil import interrupts, procedure_registry, run_export, terminal
+from hil import interrupts, parallel_cli, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.figure_report import reporting
@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sweep(commands)
     twin_cli.register(commands)
     lifecycle_cli.register(commands)
+    parallel_cli.register(commands)
     ledger_cli.register(commands)
     run_export.register(commands)
     _accept_global_options(commands)

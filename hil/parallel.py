@@ -92,6 +92,18 @@ def check_replicable(network: Network, layers: Sequence[str], groups: int) -> No
                              f"({', '.join(sorted(n for n in convs if n)) or 'none'})")  # fmt: skip
 
 
+def check_retrained(trained: Sequence[str] | None, layers: Sequence[str]) -> None:
+    """The in-situ retraining updates one device pair per weight, so it cannot train a replicated
+    layer (its copies would part ways): only the other layers, named."""
+    if trained is None:
+        raise ValueError(f"retrain_layers: parallel mode retrains named layers only, not the replicated "
+                         f"{', '.join(layers)} (e.g. retrain_layers = [\"dense1\"])")  # fmt: skip
+    replicated = sorted(set(trained) & set(layers))
+    if replicated:
+        raise ValueError(f"retrain_layers: {', '.join(replicated)} is replicated in parallel mode; its copies "
+                         "cannot be retrained in situ (retrain the layers after it)")  # fmt: skip
+
+
 def position_groups(output_rows: int, output_cols: int, n_vectors: int, groups: int) -> IntArray:
     """For each VMM vector of a convolution (images x output rows x output columns, row-major), its
     group: the band of output rows it lies in (``groups`` bands as equal as the rows allow)."""
@@ -183,6 +195,7 @@ def run_parallel(config: TrainConfig, run: RunFile, layers: Sequence[str] = ("co
     """Yao 2020's parallel mode end to end: software pre-training (``config.hybrid``), the transfer of
     every copy, each copy's and the combined accuracy, in-situ retraining of ``config.trained_layers``
     with the copies sharing the positions, and the accuracies again."""
+    check_retrained(config.trained_layers, layers)
     network = build_network(config)
     data = load_data(config)
     test = (data[2], data[3])
@@ -193,10 +206,11 @@ def run_parallel(config: TrainConfig, run: RunFile, layers: Sequence[str] = ("co
     copies = replicated_weights(weights, layers, groups)
     with opened_boards(config) as boards, record_link(boards, run):
         check_plan(config, boards)
+        board_shapes = {name: board.shape for name, board in boards.items()}
+        auto_place(shapes, board_shapes, config.bad_lines, config.layout)  # copies that cannot fit: before a pulse
         calibrations = characterize(config, boards, run)
         defects = {name: split_defects(c) for name, c in calibrations.items()}
         broken = {name: np.logical_or(*d) for name, d in defects.items()}
-        board_shapes = {name: board.shape for name, board in boards.items()}
         spec = auto_place(shapes, board_shapes, config.bad_lines, config.layout, broken)
         spec = remap_for_weights(resolve_placement(spec, shapes, board_shapes), copies, broken)
         placement = resolve_placement(spec, shapes, board_shapes)

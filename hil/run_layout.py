@@ -237,3 +237,9 @@ def prepared(run: RunData) -> bool:
 EVALUATE = "evaluate"
 """Procedure name of an evaluation file, and group whose attributes sum it up."""
 EVALUATION_POINTS = f"{EVALUATE}/points"
+REFERENCE_CELLS = f"{EVALUATE}/reference_cells"
+
+
+def reference_cells(board: str) -> str:
+    """One board's reference cells of an evaluation (rows: row, col, target S, baseline S)."""
+    return f"{REFERENCE_CELLS}/{board}"

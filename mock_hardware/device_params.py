@@ -128,6 +128,11 @@ class DeviceParameters(BaseModel):
         0.088e-6, ge=0, le=0.01, description="sigma of that change across programming events, S"
     )
     drift_time_constant: float = Field(1.0, gt=0, le=1e9, description="t0 of the drift law, s")
+    drift_exponent: float = Field(
+        0.0, ge=0, le=0.5,
+        description="nu of a drift common to every cell that scales it, G0 (1 + t/t0)^-nu (phase-change "
+        "memory's kind; 0: none)",
+    )
 
     # --- wires -----------------------------------------------------------------------------------
     line_resistance: float = Field(0.0, ge=0, le=1e4, description="resistance of one row or column line segment, ohm")

@@ -66,17 +66,24 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
     out = Path(args.out or run.with_name(f"{run.stem}-evaluate-{time.strftime('%Y%m%d-%H%M%S')}.h5"))
-    compensation = Compensation(refresh_tolerance=args.refresh, column_gains=args.column_gains)
+    compensation = Compensation(refresh_tolerance=args.refresh, column_gains=args.column_gains,
+                                reference_cells=args.reference_cells, reference_fit=args.reference_fit)  # fmt: skip
     points = evaluate_run(run, out, every=args.every, duration=args.duration, compensation=compensation,
                           board=args.board, allow_other_board=args.force_other_board,
                           overwrite=args.overwrite)  # fmt: skip
-    print(f"{'time':>12} {'accuracy':>9} {'drift':>9} {'refreshed':>9} {'pulses':>8}")
+    references = compensation.reference_cells > 0
+    print(f"{'time':>12} {'accuracy':>9} {'drift':>9} {'refreshed':>9} {'pulses':>8}"
+          + (f" {'ref. gain':>9}" if references else ""))  # fmt: skip
     for p in points:
         print(f"{_hours(p.seconds):>12} {100 * p.accuracy:8.2f}% {p.drift_median * 1e6:6.2f} uS "
-              f"{p.devices_refreshed:>9,} {p.refresh_pulses:>8,}")  # fmt: skip
+              f"{p.devices_refreshed:>9,} {p.refresh_pulses + p.reference_pulses:>8,}"
+              + (f" {p.reference_gain:9.4f}" if references else ""))  # fmt: skip
     total = sum(p.refresh_pulses for p in points)
-    print(f"{len(points)} evaluations of {run}; refresh pulses {total:,}; data in {out}; "
-          f"{draw_run_plot(read_run(out))}")  # fmt: skip
+    cost = f"refresh pulses {total:,}"
+    if references:
+        cost += (f"; reference cells: {sum(p.reference_pulses for p in points):,} pulses to write, "
+                 f"{sum(p.reference_reads for p in points):,} reads")  # fmt: skip
+    print(f"{len(points)} evaluations of {run}; {cost}; data in {out}; {draw_run_plot(read_run(out))}")
     return 0
 
 
@@ -132,6 +139,12 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--column-gains", action="store_true", help="before each evaluation, recalibrate each "
                           "output column's gain against its response to a probe batch at the first evaluation "
                           "(no pulses; for drift that scales whole columns, docs/training.md)")  # fmt: skip
+    evaluate.add_argument("--reference-cells", type=int, default=0, metavar="N", help="write N spare devices per "
+                          "column the network uses to known levels at the first evaluation, read them at each, and "
+                          "take the drift they share with the network out of its outputs (pulses once, N reads per "
+                          "column per evaluation; for drift common to the devices, docs/training.md)")  # fmt: skip
+    evaluate.add_argument("--reference-fit", choices=("board", "column"), default="board", help="one drift line per "
+                          "array from all its references (default), or per column from that column's")  # fmt: skip
     evaluate.add_argument("--out", metavar="FILE.h5", help="where to record the evaluations (default: beside RUN)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing file")
     evaluate.set_defaults(handler=cmd_evaluate)

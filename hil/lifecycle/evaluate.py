@@ -13,7 +13,12 @@ devices drift. Two compensations, each with its cost:
   outputs are divided by it where the gain explains the column's change (no pulse; one VMM batch
   per tile per point). It takes out what scales a column (a TIA or ADC gain, multiplicative
   conductance drift, a wire's drop), not the devices' independent random drift, which only a
-  refresh undoes (there the gain is left at 1).
+  refresh undoes (there the gain is left at 1);
+- **reference cells** (:mod:`hil.lifecycle.references`): spare devices in the network's columns
+  written to known levels at the first point and read at each, their drift line taken out of the
+  layers' outputs (pulses once, a read per reference per point). It takes out what every device
+  shares (a drift that scales them, or a common shift against the digital reference of
+  single-device pairs), not the devices' independent drift.
 """
 
 from __future__ import annotations
@@ -29,10 +34,20 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import Board
+from hil.lifecycle.references import (
+    IDENTITY,
+    DriftLine,
+    ReferenceCells,
+    board_lines,
+    choose_reference_cells,
+    column_lines,
+    layer_gains,
+    reference_levels,
+)
 from hil.link_record import record_link
 from hil.nn import Network
 from hil.nn.backend import EvaluationAware, FloatArray, MatmulBackend
-from hil.run_layout import EVALUATE, EVALUATION_POINTS, final_conductance, prepared
+from hil.run_layout import EVALUATE, EVALUATION_POINTS, final_conductance, prepared, reference_cells
 from hil.storage import RunData, RunFile, RunFileError, check_not_live, check_same_board, read_run
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import IntArray, evaluate
@@ -53,7 +68,8 @@ BoolArray = npt.NDArray[np.bool_]
 EVALUATE_PROCEDURE = EVALUATE
 POINTS = EVALUATION_POINTS
 POINT_COLUMNS = ("seconds", "accuracy", "loss", "drift_median", "devices_refreshed", "refresh_pulses",
-                 "probe_round_trips")  # fmt: skip
+                 "probe_round_trips", "reference_gain", "reference_pulses", "reference_reads")  # fmt: skip
+REFERENCE_FITS = ("board", "column")
 HOLDS_WEIGHTS_LIMIT = 20e-6
 """Median distance (S) of the used devices from the run's final conductances beyond which a chip is
 taken not to hold the run's weights (a day of drift moves a device by about 1 uS)."""
@@ -73,6 +89,10 @@ class Compensation:
     column_gains: bool = False
     """Divide each layer's outputs by their columns' gains against the first point's probe."""
     probe_vectors: int = 32
+    reference_cells: int = 0
+    """Reference cells per column the network uses (0: none), written at the first point."""
+    reference_fit: str = "board"
+    """One drift line per array (``board``) or per column (``column``, from that column's references)."""
 
     def __post_init__(self) -> None:
         tolerance = self.refresh_tolerance
@@ -80,6 +100,15 @@ class Compensation:
             raise ValueError(f"--refresh {tolerance:g} S is outside (0, {MAX_REFRESH_TOLERANCE:g}] S")
         if not 1 <= self.probe_vectors <= 4096:
             raise ValueError(f"probe_vectors = {self.probe_vectors} is outside [1, 4096]")
+        if not 0 <= self.reference_cells <= 64:
+            raise ValueError(f"--reference-cells {self.reference_cells} is outside [0, 64] per column")
+        if self.reference_fit not in REFERENCE_FITS:
+            raise ValueError(f"--reference-fit {self.reference_fit!r} is not one of {', '.join(REFERENCE_FITS)}")
+        if self.reference_cells and tolerance is not None:
+            raise ValueError("--reference-cells with --refresh: a refresh restarts the drift of the devices it "
+                             "rewrites, which the references then no longer share; choose one")  # fmt: skip
+        if self.reference_cells and self.column_gains:
+            raise ValueError("--reference-cells with --column-gains: both rescale the columns; choose one")
 
 
 @dataclass
@@ -93,6 +122,10 @@ class EvaluationPoint:
     devices_refreshed: int = 0
     refresh_pulses: int = 0
     probe_round_trips: int = 0
+    reference_gain: float = 1.0
+    """Mean over the arrays of the gain their reference cells measured (1: none)."""
+    reference_pulses: int = 0
+    reference_reads: int = 0
 
 
 def column_gains(response: FloatArray, reference: FloatArray, explained: float = GAIN_EXPLAINS) -> FloatArray:
@@ -147,6 +180,8 @@ class ChipEvaluator:
         self.compensation = compensation
         self.write_tolerance = write_tolerance
         self.gains: dict[str, FloatArray] = {}
+        self.references: dict[str, ReferenceCells] = {}
+        self._g_reference = dict(hardware.backend.g_reference)  # the single-device pairs' digital reference
         self._probe_reference: dict[str, FloatArray] = {}
         rng = np.random.default_rng(PROBE_SEED)
         # Zero-mean probes (rows driven at +v and -v alike): with inputs of one sign, every probe would
@@ -197,6 +232,46 @@ class ChipEvaluator:
                 self.gains[layer] = column_gains(response, self._probe_reference.setdefault(layer, response))
         point.probe_round_trips += backend.vmm_calls - before
 
+    def write_references(self, point: EvaluationPoint) -> None:
+        """Write reference cells beside the network on every array, and read what they hold now."""
+        backend = self.hardware.backend
+        chosen = {}
+        for board in backend.placement.boards():
+            none = np.zeros(backend.placement.board_shapes[board], bool)
+            dead = backend.stuck_low.get(board, none) | backend.stuck_high.get(board, none)
+            calibration = self.hardware.calibrations.get(board)
+            levels = reference_levels(self.reference[board], self.working_used(board))
+            rows, cols, targets = choose_reference_cells(backend.placement, board, dead,
+                                                         self.compensation.reference_cells, levels)  # fmt: skip
+            if calibration is not None:  # ask no device for more than it reaches
+                low, high = calibration.reach()
+                targets = np.clip(targets, low[rows, cols], high[rows, cols])
+            mask = np.zeros_like(none)
+            mask[rows, cols] = True
+            goal = np.zeros(mask.shape)
+            goal[rows, cols] = targets
+            result = write_verify(backend.boards[board], goal, tolerance=self.write_tolerance, mask=mask,
+                                  calibration=calibration)  # fmt: skip
+            point.reference_pulses += int(result.pulses.sum())
+            chosen[board] = (rows, cols, targets)
+        maps = backend.read_back()
+        for board, (rows, cols, targets) in chosen.items():
+            self.references[board] = ReferenceCells(board, rows, cols, targets, maps[board][rows, cols].copy())
+
+    def reference_gains(self, point: EvaluationPoint) -> dict[str, FloatArray]:
+        """Each layer's output gains from the references as the last read holds them; the single-device
+        pairs' digital reference moved along each array's drift line."""
+        backend = self.hardware.backend
+        lines = board_lines(self.references, backend.conductance)
+        columns: dict[str, dict[int, DriftLine]] | None = None
+        if self.compensation.reference_fit == "column":
+            columns = {b: column_lines(r, backend.conductance[b]) for b, r in self.references.items()}
+        for board, g_reference in self._g_reference.items():
+            backend.g_reference[board] = lines.get(board, IDENTITY).apply(g_reference)
+        point.reference_gain = float(np.mean([line.gain for line in lines.values()]))
+        point.reference_reads += sum(len(r.rows) for r in self.references.values())
+        return layer_gains(backend.placement, lines, columns)
+
     def point(self, seconds: float) -> EvaluationPoint:
         backend = self.hardware.backend
         backend.read_back()
@@ -204,6 +279,10 @@ class ChipEvaluator:
         if self.compensation.refresh_tolerance is not None:
             self.refresh(point)
         model: MatmulBackend = backend
+        if self.compensation.reference_cells:
+            if not self.references:
+                self.write_references(point)
+            model = GainCorrected(backend, self.reference_gains(point))
         if self.compensation.column_gains:
             self.recalibrate_gains(point)
             model = GainCorrected(backend, self.gains)
@@ -229,6 +308,8 @@ def read_trained_run(path: str | Path) -> RunData:
     if previous.procedure != PROCEDURE:
         raise RunFileError(f"{path} is a {previous.procedure!r} run, not a training or deployment run")
     check_not_live(path, previous)
+    if previous.config.get("parallel"):
+        raise RunFileError(f"{path} is a parallel-mode run: its copies' placement is not one hil evaluate restores")
     if previous.config.get("update") == "exact":
         raise RunFileError(f"{path} is an exact-arithmetic run: it has no weights on a chip to evaluate")
     if not prepared(previous):
@@ -306,7 +387,7 @@ def _follow(
 ) -> list[EvaluationPoint]:
     run.set_attrs(POINTS, columns=",".join(POINT_COLUMNS))
     run.progress(0, total=len(times))
-    points = []
+    points: list[EvaluationPoint] = []
     now = 0.0
     started = time.perf_counter()
     for t in times:
@@ -315,6 +396,9 @@ def _follow(
                 board.idle_for(t - now)
         now = t
         point = evaluator.point(t)
+        if not points:  # the references were written at the first point: where, and what they read then
+            for name, cells in evaluator.references.items():
+                run.write(reference_cells(name), cells.table(), columns="row,col,target,baseline")
         points.append(point)
         run.append(POINTS, np.array([getattr(point, name) for name in POINT_COLUMNS], dtype=np.float64))
         run.flush()

@@ -9,6 +9,7 @@ from hil.procedures import Attrs, Datasets
 from hil.run_layout import EVALUATION_POINTS
 
 HOUR = 3600.0
+REFERENCE_GAIN = 7  # column of evaluate/points (files before session 6 stop at 7 columns)
 
 
 def plot_evaluation(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
@@ -23,6 +24,10 @@ def plot_evaluation(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     top.set_ylabel("test accuracy, %")
     middle.plot(hours, 1e6 * table[:, 3], "o-", color="tab:orange")
     middle.set_ylabel("median drift, uS")
+    if table.shape[1] > REFERENCE_GAIN and not np.allclose(table[:, REFERENCE_GAIN], 1.0):
+        gain = middle.twinx()  # what the reference cells measured of the drift the devices share
+        gain.plot(hours, table[:, REFERENCE_GAIN], "s--", color="tab:purple")
+        gain.set_ylabel("reference gain")
     bottom.bar(hours, table[:, 5], width=0.6 * (hours[1] - hours[0]) if len(hours) > 1 else 0.5, color="tab:green")
     bottom.set_ylabel("refresh pulses")
     bottom.set_xlabel("time since the first evaluation, h")

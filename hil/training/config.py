@@ -60,6 +60,18 @@ class HybridConfig(BaseModel):
     transfer_tolerance: float = Field(2e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
 
 
+class ParallelConfig(BaseModel):
+    """Yao 2020's parallel mode (hil/parallel.py, ``hil parallel``): convolutions written ``groups``
+    times, each copy computing one band of output positions."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    groups: int = Field(3, ge=2, le=64, description="copies of each replicated layer")
+    layers: list[str] = Field(
+        default_factory=lambda: ["conv1"], min_length=1, max_length=64, description="the convolutions replicated"
+    )
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -94,6 +106,7 @@ class TrainConfig(BaseModel):
     gate_coded: GateCodedConfig = Field(default_factory=GateCodedConfig)
     write_verify: WriteVerifyUpdateConfig = Field(default_factory=WriteVerifyUpdateConfig)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
+    parallel: ParallelConfig | None = Field(None, description="parallel mode (run by `hil parallel`); default: off")
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     vmm_readback: StrictBool | None = Field(
         None,

@@ -462,6 +462,9 @@ def resume_config(path: str, previous: RunData, updates: int | None = None) -> T
     if updates is not None:
         stored["updates"] = updates
     config = load_train_config("", stored)
+    if config.parallel is not None:
+        raise RunFileError(f"{path} is a parallel-mode run (hil parallel), which cannot be resumed: its copies' "
+                           "state is not journaled; start it again")  # fmt: skip
     done = completed_updates(previous)
     if done >= config.updates:
         raise RunFileError(f"{path}: {done} of {config.updates} updates are done; nothing to resume "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hil.config import ConfigError
 from hil.run_layout import pulses_recorded
 from hil.storage import RunData, RunFile, RunFileError, read_run
 from hil.training.config import TrainConfig
@@ -22,8 +23,11 @@ def describe_resources(config: TrainConfig) -> str:
     return ", ".join(b.resource for b in config.board_configs.values())
 
 
-def create_run(config: TrainConfig, out: Path, overwrite: bool = False) -> RunFile:
-    """The run file of a new run, created only once the whole run has been checked against its boards."""
+def create_run(config: TrainConfig, out: Path, overwrite: bool = False, parallel: bool = False) -> RunFile:
+    """The run file of a new run, created only once the whole run has been checked against its boards
+    (a parallel-mode config only where ``parallel``: :func:`execute` would train it as one copy)."""
+    if config.parallel is not None and not parallel:
+        raise ConfigError("parallel: a parallel-mode config runs through `hil parallel --config FILE`")
     if out.exists() and not overwrite:
         raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was measured)")
     identity = preflight(config)

@@ -5,6 +5,10 @@ A cell programmed to ``G0`` at time ``t_p`` reads, at time ``t``,
 ``nu ~ N(drift_mean, drift_spread)``, so across cells the mean shift is ``drift_mean * ln(...)``
 (about -0.09 uS per e-fold of time) and the spread grows in proportion, to about 1 uS after a
 day. Virgin and stuck cells do not drift.
+
+``drift_exponent`` (``nu_m``, default 0) adds a drift that every cell shares and that scales it, as
+in phase-change memory: ``G(t) = G0 (1 + (t - t_p) / t0)^-nu_m + nu ln(1 + (t - t_p) / t0)``. Its
+common multiplicative part is what reference cells can measure and take out.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class DriftState:
         self.g_programmed = g_programmed.copy()
         self.t_programmed = np.zeros_like(g_programmed)
         self.rate = np.where(drifts, self._draw_rates(g_programmed.shape), 0.0)
-        self.enabled = bool(params.drift_mean or params.drift_spread)
+        self.enabled = bool(params.drift_mean or params.drift_spread or params.drift_exponent)
 
     def _draw_rates(self, shape: tuple[int, ...]) -> FloatArray:
         p = self._params
@@ -46,8 +50,13 @@ class DriftState:
         np.maximum(out, 0.0, out=out)
         out *= 1.0 / self._params.drift_time_constant
         np.log1p(out, out=out)
-        out *= self.rate
-        out += self.g_programmed
+        if self._params.drift_exponent:
+            scale = np.exp(-self._params.drift_exponent * out)  # (1 + dt/t0)^-nu_m, from ln(1 + dt/t0)
+            out *= self.rate
+            out += self.g_programmed * scale
+        else:
+            out *= self.rate
+            out += self.g_programmed
         np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
         return out
 

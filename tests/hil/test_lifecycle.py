@@ -276,3 +276,59 @@ def test_durations_and_evaluation_times() -> None:
     for bad in (-1.0, 0.0, float("nan"), 1.0):
         with pytest.raises(ValueError, match="--refresh"):
             Compensation(refresh_tolerance=bad)
+
+
+# ------------------------------------------------------------------------------- reference cells
+
+
+def test_reference_cells_take_out_a_drift_that_scales_every_device(
+    emulator_process: EmulatorFactory, tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chip whose devices all shrink by the same power of time (phase-change memory's drift, x0.32 in
+    a day): the pairs' differences shrink alike, which a network without biases shrugs off, but the
+    single-device pairs (one device dead) are weighed against a fixed digital reference and go wrong.
+    Reference cells measure the common line and put the network back, for their pulses and reads."""
+    server = emulator_process(seed=3, preset="umass-ta-hfo2", extra=(
+        "--rows", "48", "--cols", "10", "--set", "drift_mean=0", "--set", "drift_spread=0",
+        "--set", "drift_exponent=0.1"))  # fmt: skip
+    run = tmp_path / "run.h5"
+    assert main(["train", "--config", str(tiny_toml), "--board", server.resource, "--out", str(run)]) == 0
+    trained = last_accuracy(read_run(run))
+    rewrite = ["--refresh", "4e-6", "--out"]  # each evaluation starts from freshly written weights
+    assert main(["evaluate", str(run), *rewrite, str(tmp_path / "w1.h5")]) == 0
+    plain = tmp_path / "plain.h5"
+    assert main(["evaluate", str(run), "--every", "1d", "--for", "1d", "--out", str(plain)]) == 0
+    assert main(["evaluate", str(run), *rewrite, str(tmp_path / "w2.h5")]) == 0
+    capsys.readouterr()
+    referenced = tmp_path / "referenced.h5"
+    code = main(["evaluate", str(run), "--every", "1d", "--for", "1d", "--reference-cells", "4", "--out",
+                 str(referenced)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    without, kept = points(plain), points(referenced)
+    assert without[-1, 1] < trained - 0.1  # the single-device pairs ruin it
+    assert kept[-1, 1] > without[-1, 1] + 0.1 and abs(kept[-1, 1] - trained) < 0.08
+    assert kept[0, 7] == pytest.approx(1.0, abs=0.02) and kept[-1, 7] == pytest.approx((1 + DAY) ** -0.1, rel=0.03)
+    assert kept[0, 8] > 0 and kept[1, 8] == 0  # the references are written once ...
+    assert (kept[:, 9] > 10).all()  # ... and read at every point
+    assert pulses_recorded(read_run(referenced)) == int(kept[:, 8].sum())
+    table = np.asarray(read_run(referenced).datasets["evaluate/reference_cells/board0"])
+    assert table.shape == (int(kept[0, 9]), 4) and (table[:, 0] >= 0).all()
+    out = capsys.readouterr().out
+    assert "reference cells" in out and "reads" in out
+
+    assert main(["evaluate", str(run), *rewrite, str(tmp_path / "w3.h5")]) == 0
+    per_column = tmp_path / "per-column.h5"  # a line per column, from its 4 references only
+    assert main(["evaluate", str(run), "--every", "1d", "--for", "1d", "--reference-cells", "4", "--reference-fit",
+                 "column", "--out", str(per_column)]) == 0  # fmt: skip
+    assert abs(points(per_column)[-1, 1] - trained) < 0.08
+
+
+def test_reference_cells_are_refused_with_a_refresh_in_one_line(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never.h5"
+    assert main(["evaluate", str(tmp_path / "any.h5"), "--refresh", "8e-6", "--reference-cells", "4", "--out",
+                 str(out)]) == EXIT_ERROR  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--reference-cells" in err and "--refresh" in err
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -9,16 +10,18 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from hil.cli import EXIT_ERROR, main
 from hil.nn import Network, load_network_spec
 from hil.parallel import (
     ParallelBackend,
+    check_retrained,
     position_groups,
     replica_name,
     replicated_shapes,
     replicated_weights,
     run_parallel,
 )
-from hil.storage import RunFile
+from hil.storage import RunFile, read_run
 from hil.training.config import TrainConfig
 from tests.conftest import EmulatorFactory
 
@@ -82,6 +85,14 @@ def test_each_band_is_computed_by_its_own_copy_and_one_group_alone_by_one_copy()
     np.testing.assert_allclose(alone.matmul("conv1", x), 3 * (x @ weights["conv1"]))
 
 
+def test_a_replicated_layer_is_never_retrained() -> None:
+    check_retrained(["dense1"], ["conv1"])
+    with pytest.raises(ValueError, match="retrains named layers only"):
+        check_retrained(None, ["conv1"])  # every layer: conv1 too
+    with pytest.raises(ValueError, match="conv1 is replicated"):
+        check_retrained(["conv1", "dense1"], ["conv1"])
+
+
 def test_only_convolutions_are_replicated_and_every_copy_gets_the_weights() -> None:
     network = small_network()
     with pytest.raises(ValueError, match="'dense1' is not a convolution"):
@@ -116,3 +127,73 @@ def test_parallel_mode_places_writes_and_retrains_the_copies_on_an_emulated_chip
     # each copy is written on its own devices and holds the weights within the write noise
     assert result.copy_cells == [{"board0": 2 * 9 * 3}] * 2
     assert all(0 < error < 0.1 for error in result.copy_weight_error)
+
+
+PARALLEL_TOML = """
+model = "cnn"
+dataset = "digits"
+updates = 3
+eval_every = 3
+batch_size = 20
+retrain_layers = ["dense1"]
+optimizer = {name = "sgd", lr = 0.1}
+
+[network]
+input_shape = [8, 8]
+n_classes = 10
+layers = [{type = "conv", kernels = 3, size = 3, padding = "valid", activation = "relu"},
+          {type = "maxpool", size = 2}, {type = "flatten"}, {type = "dense", out = 10}]
+
+[parallel]
+groups = 3
+"""
+PARALLEL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=32"
+
+
+@pytest.fixture
+def parallel_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "parallel.toml"
+    path.write_text(PARALLEL_TOML)
+    return path
+
+
+def test_parallel_mode_runs_from_the_command_line_and_is_recorded_in_the_run_file(
+    parallel_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "parallel.h5"
+    assert main(["parallel", "--config", str(parallel_toml), "--groups", "2", "--board", PARALLEL_CHIP, "--out",
+                 str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "conv1 x 2" in printed and "together" in printed and "after retraining" in printed
+    saved = read_run(out)
+    assert saved.config["parallel"] == {"groups": 2, "layers": ["conv1"]}  # the flag replaced the file's 3
+    parallel = saved.attrs["parallel"]
+    assert len(json.loads(str(parallel["groups_after_retraining"]))) == 2 and int(parallel["transfer_pulses"]) > 0
+
+    # not resumable, not evaluable as a one-copy network, not trainable by `hil train`: each one line
+    for argv in (["train", "--resume", str(out), "--updates", "10"], ["evaluate", str(out), "--refresh", "8e-6"],
+                 ["train", "--config", str(parallel_toml), "--board", PARALLEL_CHIP, "--out", str(tmp_path / "t.h5")]):
+        assert main(argv) == EXIT_ERROR, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "parallel" in err, argv
+    assert not (tmp_path / "t.h5").exists()
+
+
+SMALL_CHIP = "emulator://?preset=umass-ta-hfo2&seed=5&rows=64&cols=16"  # 13 columns for the network, 3 per copy
+
+
+@pytest.mark.parametrize(("board", "flags", "named"), [
+    (PARALLEL_CHIP, ["--layers", "dense1"], "'dense1' is not a convolution"),
+    (PARALLEL_CHIP, ["--groups", "1"], "parallel.groups"),
+    (PARALLEL_CHIP, ["--layers", "conv9"], "'conv9' is not a convolution"),
+    (SMALL_CHIP, ["--groups", "8"], "'conv1@2' (9 x 3 weights) does not fit"),  # found before the first pulse
+    (PARALLEL_CHIP, ["--retrain-layers", "conv1", "dense1"], "retrain_layers: conv1 is replicated"),
+])  # fmt: skip
+def test_bad_parallel_runs_are_refused_in_one_line_and_leave_no_file(
+    board: str, flags: list[str], named: str, parallel_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never.h5"
+    assert main(["parallel", "--config", str(parallel_toml), "--board", board, "--out", str(out), *flags]) == EXIT_ERROR
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # after any bars
+    assert named in error
+    assert not out.exists()

@@ -96,3 +96,24 @@ def test_same_seed_gives_the_same_drift() -> None:
         program(array)
         array.wait(1234.0)
     np.testing.assert_array_equal(a.conductance, b.conductance)
+
+
+def test_drift_exponent_scales_every_cell_by_the_same_power_law() -> None:
+    array = make(rows=16, cols=16, drift_mean=0.0, drift_spread=0.0, drift_exponent=0.05)
+    program(array)
+    g0 = array.conductance
+    array.wait(DAY)
+    ratio = array.conductance / g0
+    # g0 is read just after the pulses (each cell already drifted for a few ms since its own), hence 1e-4.
+    np.testing.assert_allclose(ratio, (1 + DAY) ** -0.05, rtol=1e-4)
+
+
+def test_drift_exponent_adds_to_the_cells_own_log_drift() -> None:
+    plain, scaled = make(seed=2, rows=16, cols=16), make(seed=2, rows=16, cols=16, drift_exponent=0.02)
+    for array in (plain, scaled):
+        program(array)
+    g0 = plain.conductance
+    for array in (plain, scaled):
+        array.wait(3600.0)
+    np.testing.assert_allclose(scaled.conductance - plain.conductance, g0 * ((1 + 3600.0) ** -0.02 - 1), rtol=1e-4,
+                               atol=1e-12)  # fmt: skip
