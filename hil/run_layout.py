@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hil.storage import RunData
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
 """The minor version grows when datasets or attributes are added; the major one when a meaning changes."""
 DATA_GROUP = "data"
 STORED_FROM = "stored_from"
@@ -89,6 +89,15 @@ def format_problem(root: Mapping[str, Any]) -> str | None:
     if str(root.get(VERSION, "0")).split(".")[0] != FORMAT_VERSION.split(".")[0]:
         return f"has layout version {root.get(VERSION)}; this software reads {FORMAT_VERSION}"
     return None
+
+
+def layout_version(root: Mapping[str, Any]) -> tuple[int, int]:
+    """The (major, minor) layout version a file with these root attributes was written in (1.0 when absent)."""
+    major, _, minor = str(root.get(VERSION, "1.0")).partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        return 1, 0
 
 
 def status(run: RunData) -> str:

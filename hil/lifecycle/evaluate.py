@@ -49,7 +49,7 @@ from hil.nn import Network
 from hil.nn.backend import EvaluationAware, FloatArray, MatmulBackend
 from hil.run_layout import EVALUATE, EVALUATION_POINTS, final_conductance, prepared, reference_cells
 from hil.storage import RunData, RunFile, RunFileError, check_not_live, check_same_board, read_run
-from hil.training.config import TrainConfig, load_train_config
+from hil.training.config import TrainConfig, stored_train_config
 from hil.training.loop import IntArray, evaluate
 from hil.training.run import (
     PROCEDURE,
@@ -292,7 +292,7 @@ class ChipEvaluator:
 
 def evaluation_config(previous: RunData, board: str | None = None) -> TrainConfig:
     """The run's config, on another resource when ``board`` is given (a run of one board only)."""
-    config = load_train_config("", dict(previous.config))
+    config = stored_train_config(previous)
     if board is None:
         return config
     if len(config.boards) != 1:

@@ -9,8 +9,9 @@ never changes another.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import (
@@ -30,8 +31,12 @@ from hil.mapping import BadLines, PlacementSpec
 from hil.nn.defaults import MODEL_DEFAULTS, model_defaults
 from hil.noise_aware import WeightNoise
 from hil.optimizers import MAX_LR, OptimizerConfig
+from hil.run_layout import layout_version
 from hil.transfer import TransferConfig
 from hil.updates import GateCodedConfig, WriteVerifyUpdateConfig
+
+if TYPE_CHECKING:
+    from hil.storage import RunData
 
 ModelName = Literal["mlp", "cnn", "convlstm", "yao-hybrid"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
@@ -170,6 +175,9 @@ class TrainConfig(BaseModel):
             data["layer_g_unit"] = dict(defaults.layer_g_unit)
         for name in ("batch_size", "updates", "eval_every", "g_unit"):
             data.setdefault(name, getattr(defaults, name))
+        if data.get("vmm_readback") is None:
+            # stored resolved, so a run file keeps what it trained with when the model's default changes
+            data["vmm_readback"] = defaults.vmm_readback
         optimizer = data.get("optimizer", {})
         if isinstance(optimizer, dict):
             data["optimizer"] = _optimizer_defaults(model, optimizer)
@@ -268,6 +276,27 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"training config has errors:\n{validation_problems(exc)}") from None
+
+
+RESOLVED_READBACK_LAYOUT = (1, 4)
+"""The first run-file layout whose training config stores ``vmm_readback`` resolved (true or false)."""
+
+
+def _readback_before_1_4(model: str) -> bool:
+    """What ``vmm_readback = null`` meant in a file written before layout 1.4: on for the Yao network
+    only (the CNN's read-back default came later)."""
+    return model == "yao-hybrid"
+
+
+def stored_train_config(run: RunData, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The training config a run file holds, as it meant when written, with ``overrides`` on top.
+
+    A field left null meant "the model's default" of the software that wrote the file; where that
+    default has changed since, the file's layout version says which meaning applies."""
+    data = dict(run.config)
+    if layout_version(run.root) < RESOLVED_READBACK_LAYOUT and data.get("vmm_readback") is None:
+        data["vmm_readback"] = _readback_before_1_4(str(data.get("model", "cnn")))
+    return load_train_config("", data | dict(overrides or {}))
 
 
 def models_help() -> str:

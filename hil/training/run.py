@@ -50,7 +50,7 @@ from hil.run_layout import (
 from hil.run_layout import calibration as calibration_path
 from hil.storage import RunData, RunFile, RunFileError, check_same_board
 from hil.terminal import ProgressOnly, phase
-from hil.training.config import TrainConfig, load_train_config
+from hil.training.config import TrainConfig, stored_train_config
 from hil.training.loop import (
     ExactLearner,
     Learner,
@@ -458,10 +458,7 @@ def resume_config(path: str, previous: RunData, updates: int | None = None) -> T
     """The config a killed or extended training run continues with; ``updates`` raises its budget.
 
     A run with nothing left to do is refused: resuming it would only rewrite its record."""
-    stored = dict(previous.config)
-    if updates is not None:
-        stored["updates"] = updates
-    config = load_train_config("", stored)
+    config = stored_train_config(previous, {} if updates is None else {"updates": updates})
     if config.parallel is not None:
         raise RunFileError(f"{path} is a parallel-mode run (hil parallel), which cannot be resumed: its copies' "
                            "state is not journaled; start it again")  # fmt: skip

@@ -52,7 +52,7 @@ def test_new_files_are_compressed_narrow_and_read_back_in_their_written_types(tm
         assert data["counts"].dtype == np.int32
         assert data["series/g"].dtype == np.float32 and data["series/g"].chunks[1:] == (32,)
         assert data["series/late"].dtype == np.float64
-        assert f.attrs["format_version"] == layout.FORMAT_VERSION == "1.3"
+        assert f.attrs["format_version"] == layout.FORMAT_VERSION == "1.4"
     run_data = read_run(path)
     np.testing.assert_array_equal(run_data.datasets["map"], measured)
     assert run_data.datasets["map"].dtype == np.float64 and run_data.datasets["counts"].dtype == np.int64
