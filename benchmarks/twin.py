@@ -25,6 +25,7 @@ chip (what ``hil characterize all`` spends).
         # 6 seeds, 300 updates: 42 runs, about 35 min on an idle 2-core machine, an hour under load
     python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
+    python benchmarks/twin.py --fit-only   # each chip's fitted parameters against its true ones (half a minute)
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
+from mock_hardware.device_params import preset as device_preset
+from mock_hardware.emulator import parse_emulator_url
 
 CHIP_SEED = 101
 TWIN_SEED = 7
@@ -167,9 +170,13 @@ def main() -> int:
                         "completed runs are kept (default: a new temporary folder)")  # fmt: skip
     parser.add_argument("--summarize", metavar="FOLDER", type=Path,
                         help="only summarize the completed runs in a benchmark's folder")  # fmt: skip
+    parser.add_argument("--fit-only", action="store_true",
+                        help="only fit each chip and compare the fit with its true parameters")  # fmt: skip
     args = parser.parse_args()
     if args.summarize:
         return summarize_folder(args.summarize, args.eval_points)
+    if args.fit_only:
+        return compare_fits(args.chips)
     seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
     kinds = ["chip", *args.kinds]
@@ -274,6 +281,42 @@ def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
     print(json.dumps({"benchmark": "twin", **extra, "chips": results, "worst_twin_error_points": worst_twin,
                       "cpus": os.cpu_count()}))  # fmt: skip
     return 0 if math.isfinite(worst_twin) else 1
+
+
+def true_parameters(resource: str) -> dict[str, Any]:
+    """The parameters an emulator resource string draws its chip from, as the fit reports them."""
+    name, _, overrides = parse_emulator_url(resource)
+    true = device_preset(name, **overrides).model_dump()
+    # The fit measures c's spread as one absolute figure: the relative and absolute parts combined.
+    true["set_intercept_spread_abs"] = math.hypot(true["set_intercept"] * true["set_intercept_spread"],
+                                                  true["set_intercept_spread_abs"])  # fmt: skip
+    true["set_intercept_spread"] = 0.0
+    return true
+
+
+# Not compared: the array's size, and c's relative spread (folded into the absolute one).
+SHAPE_AND_FOLDED = ("rows", "cols", "set_intercept_spread")
+
+
+def compare_fits(chips: list[str]) -> int:
+    """Each chip's fitted parameters against the ones it was drawn with, relative error per parameter."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in chips:
+        true = true_parameters(chip_resource(name))
+        fitted = fit_twin(suite_cost(chip_resource(name))["runs"], cell_map=False).parameters
+        rows = {}
+        print(f"\n{name}\n\n| parameter | true | fitted | error |\n|---|---|---|---|")
+        for parameter, value in fitted.items():
+            expected = true.get(parameter)
+            if isinstance(value, list) or not isinstance(expected, int | float) or parameter in SHAPE_AND_FOLDED:
+                continue
+            relative = (value - expected) / abs(expected) if expected else math.nan
+            rows[parameter] = {"true": float(expected), "fitted": float(value), "relative_error": relative}
+            error = f"{100 * relative:+.1f} %" if expected else f"{value:.3g} (true 0)"
+            print(f"| {parameter} | {expected:.4g} | {value:.4g} | {error} |")
+        results[name] = rows
+    print(json.dumps({"benchmark": "twin-fit", "chips": results}))
+    return 0
 
 
 def population_twin(path: Path) -> Path:
