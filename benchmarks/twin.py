@@ -160,6 +160,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds from this one on (a second process "
+                        "on the same folder takes the later seeds; --summarize then tables them all)")  # fmt: skip
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
@@ -214,7 +216,7 @@ def main() -> int:
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
     # Seeds outermost: a run stopped early still has whole pairs.
-    jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
+    jobs = [(name, kind, seed) for seed in range(args.first_seed, seeds) for name in chips for kind in kinds]
     done = completed_runs(Path(folder), updates)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         # The same board and seed is the same run (the nearest preset is often one preset for every chip).
