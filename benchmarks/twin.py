@@ -364,10 +364,11 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
             runs.setdefault((name, "preset", preset_seed), preset_run)
     chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
-    seeds = max((key[2] for key in runs), default=-1) + 1
-    # Only whole seeds: every board of every chip ran it.
-    while seeds and not all((c, k, seeds - 1) in runs for c in chips for k in kinds):
-        seeds -= 1
+    # Only whole seeds, from 0 up to the first that some board of some chip has not completed
+    # (processes started with --first-seed fill the later seeds at the same time).
+    seeds = 0
+    while chips and all((c, k, seeds) in runs for c in chips for k in kinds):
+        seeds += 1
     results = summarize(runs, chips, kinds, seeds, presets, eval_points)
     return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
                             "runs_completed": len(runs)})  # fmt: skip
