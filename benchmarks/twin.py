@@ -22,7 +22,7 @@ Also measured: the pulse cost and emulator time of the twin suite on the ``umass
 chip (what ``hil characterize all`` spends).
 
     nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
-        # 6 seeds, 300 updates: 42 runs, about 35 min on an idle 2-core machine, an hour under load
+        # 6 seeds, 300 updates: 42 runs of about 14 s of CPU each (session 6); under load, the machine's share
     python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
     python benchmarks/twin.py --fit-only   # each chip's fitted parameters against its true ones (half a minute)
