@@ -22,9 +22,10 @@ Also measured: the pulse cost and emulator time of the twin suite on the ``umass
 chip (what ``hil characterize all`` spends).
 
     nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
-        # 6 seeds, 300 updates: 42 runs, about 35 min on an idle 2-core machine, an hour under load
+        # 6 seeds, 300 updates: 42 runs of about 14 s of CPU each (session 6); under load, the machine's share
     python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
+    python benchmarks/twin.py --fit-only   # each chip's fitted parameters against its true ones (half a minute)
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
+from mock_hardware.device_params import preset as device_preset
+from mock_hardware.emulator import parse_emulator_url
 
 CHIP_SEED = 101
 TWIN_SEED = 7
@@ -157,6 +160,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
     parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds from this one on (a second process "
+                        "on the same folder takes the later seeds; --summarize then tables them all)")  # fmt: skip
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
@@ -167,9 +172,13 @@ def main() -> int:
                         "completed runs are kept (default: a new temporary folder)")  # fmt: skip
     parser.add_argument("--summarize", metavar="FOLDER", type=Path,
                         help="only summarize the completed runs in a benchmark's folder")  # fmt: skip
+    parser.add_argument("--fit-only", action="store_true",
+                        help="only fit each chip and compare the fit with its true parameters")  # fmt: skip
     args = parser.parse_args()
     if args.summarize:
         return summarize_folder(args.summarize, args.eval_points)
+    if args.fit_only:
+        return compare_fits(args.chips)
     seeds = 2 if args.quick else args.seeds
     updates = 10 if args.quick else args.updates
     kinds = ["chip", *args.kinds]
@@ -207,7 +216,7 @@ def main() -> int:
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
     # Seeds outermost: a run stopped early still has whole pairs.
-    jobs = [(name, kind, seed) for seed in range(seeds) for name in chips for kind in kinds]
+    jobs = [(name, kind, seed) for seed in range(args.first_seed, seeds) for name in chips for kind in kinds]
     done = completed_runs(Path(folder), updates)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         # The same board and seed is the same run (the nearest preset is often one preset for every chip).
@@ -276,6 +285,42 @@ def report(results: dict[str, Any], extra: dict[str, Any]) -> int:
     return 0 if math.isfinite(worst_twin) else 1
 
 
+def true_parameters(resource: str) -> dict[str, Any]:
+    """The parameters an emulator resource string draws its chip from, as the fit reports them."""
+    name, _, overrides = parse_emulator_url(resource)
+    true = device_preset(name, **overrides).model_dump()
+    # The fit measures c's spread as one absolute figure: the relative and absolute parts combined.
+    true["set_intercept_spread_abs"] = math.hypot(true["set_intercept"] * true["set_intercept_spread"],
+                                                  true["set_intercept_spread_abs"])  # fmt: skip
+    true["set_intercept_spread"] = 0.0
+    return true
+
+
+# Not compared: the array's size, and c's relative spread (folded into the absolute one).
+SHAPE_AND_FOLDED = ("rows", "cols", "set_intercept_spread")
+
+
+def compare_fits(chips: list[str]) -> int:
+    """Each chip's fitted parameters against the ones it was drawn with, relative error per parameter."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in chips:
+        true = true_parameters(chip_resource(name))
+        fitted = fit_twin(suite_cost(chip_resource(name))["runs"], cell_map=False).parameters
+        rows = {}
+        print(f"\n{name}\n\n| parameter | true | fitted | error |\n|---|---|---|---|")
+        for parameter, value in fitted.items():
+            expected = true.get(parameter)
+            if isinstance(value, list) or not isinstance(expected, int | float) or parameter in SHAPE_AND_FOLDED:
+                continue
+            relative = (value - expected) / abs(expected) if expected else math.nan
+            rows[parameter] = {"true": float(expected), "fitted": float(value), "relative_error": relative}
+            error = f"{100 * relative:+.1f} %" if expected else f"{value:.3g} (true 0)"
+            print(f"| {parameter} | {expected:.4g} | {value:.4g} | {error} |")
+        results[name] = rows
+    print(json.dumps({"benchmark": "twin-fit", "chips": results}))
+    return 0
+
+
 def population_twin(path: Path) -> Path:
     """The twin file without its cell map: a twin of any chip with the same figures."""
     document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -319,10 +364,11 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
             runs.setdefault((name, "preset", preset_seed), preset_run)
     chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
-    seeds = max((key[2] for key in runs), default=-1) + 1
-    # Only whole seeds: every board of every chip ran it.
-    while seeds and not all((c, k, seeds - 1) in runs for c in chips for k in kinds):
-        seeds -= 1
+    # Only whole seeds, from 0 up to the first that some board of some chip has not completed
+    # (processes started with --first-seed fill the later seeds at the same time).
+    seeds = 0
+    while chips and all((c, k, seeds) in runs for c in chips for k in kinds):
+        seeds += 1
     results = summarize(runs, chips, kinds, seeds, presets, eval_points)
     return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
                             "runs_completed": len(runs)})  # fmt: skip

@@ -21,6 +21,7 @@ import tomli_w
 from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
 from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
+from hil.twin.reset_floor import g_min_from_reset_floor
 from protocols.characterization.figures import Figure, read_figures
 
 BASE_PRESET = "umass-ta-hfo2"
@@ -143,6 +144,16 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         twin.parameters[item.parameter] = value
         twin.sources[item.parameter] = Source(str(run.path), item.procedure, item.figure, figure.uncertainty,
                                               figure.unit)  # fmt: skip
+    if "g_min" in twin.parameters:
+        # The yield map's floor is the RESET floor at its amplitude; the twin's model adds the
+        # excess at that amplitude itself (hil/twin/reset_floor.py).
+        measured_floor = twin.parameters["g_min"]
+        yield_attrs = chosen["yield-map"].attrs.get(GROUPS["yield-map"], {})
+        twin.parameters["g_min"] = g_min_from_reset_floor(measured_floor, twin.parameters, preset, yield_attrs)
+        source = twin.sources["g_min"]
+        twin.sources["g_min"] = Source(source.file, source.procedure, f"{source.figure} less the model's excess "
+                                       f"({1e6 * (measured_floor - twin.parameters['g_min']):.2f} uS) at its RESET "
+                                       "amplitude", source.uncertainty, source.unit)  # fmt: skip
     if "set_intercept_spread_abs" in twin.parameters:
         # The measured spread of c is absolute: it replaces the preset's relative one.
         twin.parameters["set_intercept_spread"] = 0.0

@@ -1,0 +1,63 @@
+"""The RESET floor a twin needs: ``g_min`` such that the twin's yield-map RESET lands where the chip's did.
+
+The yield map measures where one RESET pulse of its amplitude (1.8 V by default) leaves the
+working cells. That level is not ``g_min`` (the floor a RESET reaches with infinite overdrive):
+the device model's floor at a finite amplitude sits ``(g_max - g_min) e^(-overdrive / scale)``
+above it (about 2 uS on the UMass preset), with parameters no procedure measures. Taken for
+``g_min`` as it stands, the twin's floor would land that much higher again (11 % on a chip
+whose floor is 20 uS). The correction is measured, not computed: the same yield map runs on a
+small emulated board with the twin's parameters (noise and defects off), and its floor's excess
+over the ``g_min`` it was given is subtracted. The excess hardly depends on ``g_min`` itself (its
+slope is the factor ``e^(-overdrive / scale)``, 0.25 % at 1.8 V), so one pass is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from drivers import open_board
+from protocols.characterization.figures import read_figures
+from protocols.characterization.yield_map import measure_yield_map
+from protocols.recording import MemoryRecorder
+
+# The simulated board: enough cells that its mean floor is known to well under 0.1 uS.
+SIZE = 32
+# Fields of the twin the simulation does not take: the array's own size and cells, and what
+# only scatters the floor (noise) or removes cells from its mean (defects).
+LEFT_OUT = frozenset({
+    "rows", "cols", "cell_map", "bad_rows", "bad_cols", "write_noise", "read_noise",
+    "stuck_low_fraction", "stuck_high_fraction", "unformed_fraction",
+})  # fmt: skip
+# Yield-map options that place it on the chip: the simulation covers its whole small board.
+REGION_OPTIONS = frozenset({"row0", "col0", "nrows", "ncols"})
+
+
+def reset_floor_excess(parameters: Mapping[str, Any], preset: str, yield_options: Mapping[str, Any]) -> float:
+    """How far above ``parameters["g_min"]`` the yield map's RESET leaves a working cell, S, on an
+    emulated board with these parameters (the rest from ``preset``); NaN when it finds no working cell."""
+    fields = {name: value for name, value in parameters.items() if name not in LEFT_OUT and not isinstance(value, list)}
+    query = urlencode({"preset": preset, "seed": 0, "rows": SIZE, "cols": SIZE, "write_noise": 0.0,
+                       "read_noise": 0.0, **fields})  # fmt: skip
+    options = {name: value for name, value in yield_options.items() if name not in REGION_OPTIONS}
+    recorder = MemoryRecorder()
+    with open_board(f"emulator://?{query}") as board:
+        measure_yield_map(board, recorder, **options)
+    floor = read_figures(recorder.attrs.get("yield", {})).get("g_reset")
+    if floor is None or not math.isfinite(floor.value):
+        return math.nan
+    return floor.value - float(parameters["g_min"])
+
+
+def g_min_from_reset_floor(
+    measured_floor: float, parameters: Mapping[str, Any], preset: str, yield_attrs: Mapping[str, Any]
+) -> float:
+    """``g_min`` whose floor at the yield map's RESET is ``measured_floor`` on the twin; the
+    measured floor itself if the simulation finds no excess to take off or would leave none."""
+    options = json.loads(str(yield_attrs.get("options", "{}")))
+    excess = reset_floor_excess({**parameters, "g_min": measured_floor}, preset, options)
+    corrected = measured_floor - excess
+    return corrected if math.isfinite(corrected) and 0 < corrected <= measured_floor else measured_floor
