@@ -122,7 +122,7 @@ class CrossbarArray:
         self._g_now = g0.copy()
         self._line_solution: _LineSolution | None = None
         self._transfer_solver: TransferSolver | None = None
-        self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have used
+        self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have measured
         self._vmm_workspaces: dict[tuple[int, int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
@@ -234,18 +234,23 @@ class CrossbarArray:
         rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp],
     ) -> float:  # fmt: skip
         """An upper bound on the magnitude of any current :meth:`vmm` could return in ``columns`` for
-        these inputs, read noise included, without measuring them (no clock, no noise drawn): the
-        board's TIA protection watches the columns a VMM does not send back too.
+        these inputs, read noise included, without measuring them (no clock, no noise drawn, no line
+        solve): the board's TIA protection watches the columns a VMM does not send back too.
 
-        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| T_rc``: the I-V factor grows
-        with ``|v|`` and the noise's spread is at most the sum of the cells' currents.
+        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| G_rc``: the I-V factor grows
+        with ``|v|``, the noise's spread is at most the sum of the cells' currents, and on the passive
+        line network ``0 <= G_eff <= G`` (with one row at 1 V and the others and the TIAs at 0 V every
+        node lies between 0 and 1 V, so the cell passes at most ``G`` and the TIA takes at most its
+        cell's current), so the columns not measured need no line solve.
         """
         if not len(columns):
             return 0.0
         magnitude = np.abs(np.asarray(v_rows, dtype=np.float32))
-        picked = self._region_transfer(row0, col0, ncols, magnitude.shape[1], rows, columns)
         if not magnitude.size:
             return 0.0
+        g = self._conductance_now()
+        driven = g[row0 : row0 + magnitude.shape[1]] if rows is None else g[row0 + np.asarray(rows, dtype=np.intp)]
+        picked = driven[:, col0 + np.asarray(columns, dtype=np.intp)]
         with one_blas_thread():
             column_sum = float((magnitude @ picked.max(axis=1).astype(np.float32)).max())
         v_max = float(magnitude.max())
@@ -257,13 +262,16 @@ class CrossbarArray:
         self, row0: int, col0: int, ncols: int, nrows: int, rows: npt.NDArray[np.intp] | None,
         columns: npt.NDArray[np.intp] | None,
     ) -> FloatArray:  # fmt: skip
-        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``)."""
+        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``).
+        With wires, only the measured columns are solved (the line solve's back substitution costs
+        what it measures)."""
+        measured = np.arange(col0, col0 + ncols) if columns is None else col0 + np.asarray(columns, dtype=np.intp)
         span = nrows if rows is None else int(np.max(rows, initial=-1)) + 1
-        whole = self._transfer_matrix(row0, span, col0, ncols)
+        whole = self._transfer_matrix(row0, span, measured)
         picked_rows = whole[:nrows] if rows is None else whole[np.asarray(rows, dtype=np.intp)]
         if columns is None:
             return picked_rows[:, col0 : col0 + ncols]
-        return picked_rows[:, col0 + np.asarray(columns, dtype=np.intp)]
+        return picked_rows[:, measured]
 
     def _vmm(
         self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
@@ -333,20 +341,21 @@ class CrossbarArray:
             work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols, region_cols)
         return work
 
-    def _transfer_matrix(self, row0: int, nrows: int, col0: int, ncols: int) -> FloatArray:
-        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together.
+    def _transfer_matrix(self, row0: int, nrows: int, columns: npt.NDArray[np.intp]) -> FloatArray:
+        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together, valid
+        (with wires) in ``columns`` and the columns earlier VMMs measured.
 
         Rows outside the region are held at 0 V with their gates on, so one solve of the whole
         array serves every region: a VMM on any rows is the matching rows of one ``G_eff``.
         """
         if self.params.line_resistance == 0:
             return self._conductance_now()[row0 : row0 + nrows, :]
-        self._line_columns[col0 : col0 + ncols] = True
+        self._line_columns[columns] = True
         return self._whole_array_transfer()[row0 : row0 + nrows, :]
 
     def _whole_array_transfer(self) -> FloatArray:
-        """``G_eff`` of the whole array, valid in the columns VMMs have used so far (NaN elsewhere):
-        a network on part of a large array pays for its own columns only."""
+        """``G_eff`` of the whole array, valid in the columns VMMs have measured so far (NaN elsewhere):
+        a network pays for the columns it reads only."""
         g = self._conductance_now()
         r_segment = self.params.line_resistance
         solution = self._line_solution
