@@ -30,7 +30,7 @@ from mock_hardware.physics.cells import CellPopulation
 from mock_hardware.physics.clock import Clock
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.line_resistance import TransferSolver, series_read, series_segments, solve_dc
-from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into
+from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into, fast_normal_rows_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
 from mock_hardware.physics.threads import one_blas_thread
@@ -81,7 +81,7 @@ class _VmmWorkspace:
         self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
-        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # every column of the region
+        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # up to every column of the region
         self.indices = np.empty(region_cols * nvec, dtype=np.intp)
 
 
@@ -237,26 +237,26 @@ class CrossbarArray:
         these inputs, read noise included, without measuring them (no clock, no noise drawn, no line
         solve): the board's TIA protection watches the columns a VMM does not send back too.
 
-        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| G_rc``: the I-V factor grows
-        with ``|v|``, the noise's spread is at most the sum of the cells' currents, and on the passive
-        line network ``0 <= G_eff <= G`` (with one row at 1 V and the others and the TIAs at 0 V every
-        node lies between 0 and 1 V, so the cell passes at most ``G`` and the TIA takes at most its
-        cell's current), so the columns not measured need no line solve.
+        The VMM computes ``I_c = sum_r v'_r T_rc`` (``v' = v f(v)``, the I-V factor on the inputs) on
+        a passive network whose drivers sit between ``min(v', 0)`` and ``max(v', 0)``, so every node
+        does too and each cell of column ``c`` (all rows: sneak paths run through the rows at 0 V)
+        passes at most that span times its ``G``: ``|I_c| <= span * sum_r G_rc``; likewise
+        ``sum_r T_rc <= sum_r G_rc`` bounds the read noise's spread, ``sigma * max|v'| * sum_r T_rc``.
+        ``f`` is even and grows with ``|v|``. No line solve is needed for the columns not measured.
         """
         if not len(columns):
             return 0.0
-        magnitude = np.abs(np.asarray(v_rows, dtype=np.float32))
-        if not magnitude.size:
+        v = np.asarray(v_rows)
+        if not v.size:
             return 0.0
-        g = self._conductance_now()
-        driven = g[row0 : row0 + magnitude.shape[1]] if rows is None else g[row0 + np.asarray(rows, dtype=np.intp)]
-        picked = driven[:, col0 + np.asarray(columns, dtype=np.intp)]
-        with one_blas_thread():
-            column_sum = float((magnitude @ picked.max(axis=1).astype(np.float32)).max())
-        v_max = float(magnitude.max())
+        highest, lowest = max(float(v.max()), 0.0), min(float(v.min()), 0.0)
+        v_max = max(highest, -lowest)
         factor = float(self._iv.factor(np.array([v_max]))[0])
+        column_sums = self._conductance_now()[:, col0 + np.asarray(columns, dtype=np.intp)].sum(axis=0)
+        worst_column = float(column_sums.max())
+        swing = (highest - lowest) + self.params.read_noise * MAX_ABS_DRAW * v_max
         # 1e-5: float32 rounding of the products, far above it
-        return column_sum * factor * (1.0 + self.params.read_noise * MAX_ABS_DRAW) * (1.0 + 1e-5)
+        return swing * factor * worst_column * (1.0 + 1e-5)
 
     def _region_transfer(
         self, row0: int, col0: int, ncols: int, nrows: int, rows: npt.NDArray[np.intp] | None,
@@ -306,8 +306,15 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        fast_normal_into(rng, work.normal, work.indices)
-        work.spread *= (work.normal if columns is None else work.normal[np.asarray(columns, dtype=np.intp)]).T
+        measured = None if columns is None else np.asarray(columns, dtype=np.intp)
+        if measured is not None and np.all(np.diff(measured) > 0):
+            # the measured columns' draws only, the same as among the whole region's
+            normal = work.normal[:nout]
+            fast_normal_rows_into(rng, normal, measured, work.indices[: normal.size])
+        else:
+            fast_normal_into(rng, work.normal, work.indices)
+            normal = work.normal if measured is None else work.normal[measured]
+        work.spread *= normal.T
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
