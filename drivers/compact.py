@@ -126,14 +126,16 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
-    magnitude = np.abs(np.asarray(volts, dtype=np.float64))
+    volts = np.asarray(volts)
+    magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
     nearest = np.multiply(magnitude, 1.0 / step)
     np.rint(nearest, out=nearest)
     level = np.multiply(nearest, step)
-    nearest += level < magnitude  # a step further where the nearest code falls short
+    nearest += np.less(level, magnitude)  # a step further where the nearest code falls short
+    # The sign on the float (a masked integer negation is several times slower); a -0.0 stays code 0.
+    np.copysign(nearest, volts, out=nearest)
     codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
-    np.negative(codes, out=codes, where=np.signbit(volts))
     return codes
 
 
@@ -207,12 +209,14 @@ def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.in
     nonzero = np.unpackbits(np.frombuffer(payload[:head], np.uint8), bitorder="little")
     if nonzero[count:].any():
         raise ValueError("the non-zero bitmap sets bits past the last input")
-    need = head + int(nonzero.sum()) * VMM_CODE_DTYPE.itemsize
+    # Positions, not a boolean mask: a scatter through indices is about 4x faster on large batches.
+    where = np.flatnonzero(nonzero[:count].view(bool))  # as bool: nonzero() on uint8 is 4x slower
+    need = head + where.size * VMM_CODE_DTYPE.itemsize
     if len(payload) != need:
-        raise ValueError(f"a bitmap of {int(nonzero.sum())} non-zero inputs and their codes need {need} bytes, "
+        raise ValueError(f"a bitmap of {where.size} non-zero inputs and their codes need {need} bytes, "
                          f"not {len(payload)}")  # fmt: skip
     codes = np.zeros(count, dtype=np.int16)
-    codes[nonzero[:count].astype(bool)] = np.frombuffer(payload[head:], VMM_CODE_DTYPE)
+    codes[where] = np.frombuffer(payload[head:], VMM_CODE_DTYPE)
     return codes
 
 

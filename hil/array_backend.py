@@ -79,6 +79,8 @@ class ArrayBackend:
         # Per tile (by identity), what depends only on the last read-back or on the defect maps.
         self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._roles_cache: dict[int, tuple[BoolArray | None, BoolArray | None, PairRoles | None]] = {}
+        self._drive_cache: dict[int, tuple[int, int, int, int, npt.NDArray[np.intp], npt.NDArray[np.float32],
+                                           npt.NDArray[np.intp]]] = {}  # fmt: skip
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -232,15 +234,31 @@ class ArrayBackend:
         return np.where(roles.dead, 0.0, plus), np.where(roles.dead, 0.0, minus)
 
     def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
-        row0, nrows = tile.row_span
-        col0, ncols = tile.col_span
-        # float32, the wire format's precision: the Board would convert a float64 drive anyway
-        drive = np.zeros((len(volts), nrows), dtype=np.float32)
-        drive[:, tile.plus_rows - row0] = volts
-        drive[:, tile.minus_rows - row0] = -volts
+        row0, nrows, col0, ncols, source, sign, columns = self._tile_drive(tile)
+        # One gather builds the drive (float32, the wire format's precision: the Board would
+        # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r]
+        # (+1 on a G+ row, -1 on a G- row, 0 on a row the tile does not use).
+        drive = np.asarray(volts, dtype=np.float32)[:, source]
+        drive *= sign
         self.vmm_calls += 1
-        currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols), columns=tile.cols - col0)
-        return currents[:, tile.cols - col0]
+        currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols), columns=columns)
+        return currents[:, columns]
+
+    def _tile_drive(self, tile: Tile) -> tuple[int, int, int, int, npt.NDArray[np.intp], npt.NDArray[np.float32],
+                                                npt.NDArray[np.intp]]:  # fmt: skip
+        """The tile's VMM rectangle, which input drives each of its rows and with which sign, and
+        its columns within the rectangle (fixed by the placement: computed once per tile)."""
+        cached = self._drive_cache.get(id(tile))
+        if cached is None:
+            row0, nrows = tile.row_span
+            col0, ncols = tile.col_span
+            source = np.zeros(nrows, dtype=np.intp)
+            sign = np.zeros(nrows, dtype=np.float32)
+            inputs = np.arange(len(tile.plus_rows))
+            source[tile.plus_rows - row0], sign[tile.plus_rows - row0] = inputs, 1.0
+            source[tile.minus_rows - row0], sign[tile.minus_rows - row0] = inputs, -1.0
+            cached = self._drive_cache[id(tile)] = (row0, nrows, col0, ncols, source, sign, tile.cols - col0)
+        return cached
 
     def weights(self, layer: str) -> FloatArray:
         """Effective weights ``(G+ - G-) / g_unit`` from the last read-back, as the host corrects them."""

@@ -30,7 +30,7 @@ from mock_hardware.physics.cells import CellPopulation
 from mock_hardware.physics.clock import Clock
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.line_resistance import TransferSolver, series_read, series_segments, solve_dc
-from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into
+from mock_hardware.physics.noise import MAX_ABS_DRAW, fast_normal, fast_normal_into, fast_normal_rows_into
 from mock_hardware.physics.retention import DriftState
 from mock_hardware.physics.switching import apply_reset, apply_set
 from mock_hardware.physics.threads import one_blas_thread
@@ -41,6 +41,9 @@ BoolArray = npt.NDArray[np.bool_]
 # Line-network solutions kept per row band of VMM regions (a training run uses a few bands).
 # Scratch space kept for this many VMM batch shapes (layers of a network use a few).
 _WORKSPACE_CACHE_SIZE = 4
+# What a jump of the noise stream to another column costs, in draws (about 20 us against 4-12 ns a
+# draw, measured under load; rounded up so the whole region is drawn when in doubt).
+_DRAWS_PER_JUMP = 5000
 
 
 def _fingerprint(array: npt.NDArray[np.generic]) -> bytes:
@@ -81,7 +84,7 @@ class _VmmWorkspace:
         self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
-        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # every column of the region
+        self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # up to every column of the region
         self.indices = np.empty(region_cols * nvec, dtype=np.intp)
 
 
@@ -122,7 +125,7 @@ class CrossbarArray:
         self._g_now = g0.copy()
         self._line_solution: _LineSolution | None = None
         self._transfer_solver: TransferSolver | None = None
-        self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have used
+        self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have measured
         self._vmm_workspaces: dict[tuple[int, int, int, int], _VmmWorkspace] = {}
         self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
@@ -234,36 +237,44 @@ class CrossbarArray:
         rows: npt.NDArray[np.intp] | None, columns: npt.NDArray[np.intp],
     ) -> float:  # fmt: skip
         """An upper bound on the magnitude of any current :meth:`vmm` could return in ``columns`` for
-        these inputs, read noise included, without measuring them (no clock, no noise drawn): the
-        board's TIA protection watches the columns a VMM does not send back too.
+        these inputs, read noise included, without measuring them (no clock, no noise drawn, no line
+        solve): the board's TIA protection watches the columns a VMM does not send back too.
 
-        ``|I_c| <= (1 + sigma * max|draw|) * f(max|v|) * sum_r |v_r| T_rc``: the I-V factor grows
-        with ``|v|`` and the noise's spread is at most the sum of the cells' currents.
+        The VMM computes ``I_c = sum_r v'_r T_rc`` (``v' = v f(v)``, the I-V factor on the inputs) on
+        a passive network whose drivers sit between ``min(v', 0)`` and ``max(v', 0)``, so every node
+        does too and each cell of column ``c`` (all rows: sneak paths run through the rows at 0 V)
+        passes at most that span times its ``G``: ``|I_c| <= span * sum_r G_rc``; likewise
+        ``sum_r T_rc <= sum_r G_rc`` bounds the read noise's spread, ``sigma * max|v'| * sum_r T_rc``.
+        ``f`` is even and grows with ``|v|``. No line solve is needed for the columns not measured.
         """
         if not len(columns):
             return 0.0
-        magnitude = np.abs(np.asarray(v_rows, dtype=np.float32))
-        picked = self._region_transfer(row0, col0, ncols, magnitude.shape[1], rows, columns)
-        if not magnitude.size:
+        v = np.asarray(v_rows)
+        if not v.size:
             return 0.0
-        with one_blas_thread():
-            column_sum = float((magnitude @ picked.max(axis=1).astype(np.float32)).max())
-        v_max = float(magnitude.max())
+        highest, lowest = max(float(v.max()), 0.0), min(float(v.min()), 0.0)
+        v_max = max(highest, -lowest)
         factor = float(self._iv.factor(np.array([v_max]))[0])
+        column_sums = self._conductance_now()[:, col0 + np.asarray(columns, dtype=np.intp)].sum(axis=0)
+        worst_column = float(column_sums.max())
+        swing = (highest - lowest) + self.params.read_noise * MAX_ABS_DRAW * v_max
         # 1e-5: float32 rounding of the products, far above it
-        return column_sum * factor * (1.0 + self.params.read_noise * MAX_ABS_DRAW) * (1.0 + 1e-5)
+        return swing * factor * worst_column * (1.0 + 1e-5)
 
     def _region_transfer(
         self, row0: int, col0: int, ncols: int, nrows: int, rows: npt.NDArray[np.intp] | None,
         columns: npt.NDArray[np.intp] | None,
     ) -> FloatArray:  # fmt: skip
-        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``)."""
+        """``T`` of the driven rows and measured columns (``(driven, measured)``; all when ``None``).
+        With wires, only the measured columns are solved (the line solve's back substitution costs
+        what it measures)."""
+        measured = np.arange(col0, col0 + ncols) if columns is None else col0 + np.asarray(columns, dtype=np.intp)
         span = nrows if rows is None else int(np.max(rows, initial=-1)) + 1
-        whole = self._transfer_matrix(row0, span, col0, ncols)
+        whole = self._transfer_matrix(row0, span, measured)
         picked_rows = whole[:nrows] if rows is None else whole[np.asarray(rows, dtype=np.intp)]
         if columns is None:
             return picked_rows[:, col0 : col0 + ncols]
-        return picked_rows[:, col0 + np.asarray(columns, dtype=np.intp)]
+        return picked_rows[:, measured]
 
     def _vmm(
         self, v_rows: npt.NDArray[np.floating], row0: int, col0: int, ncols: int,
@@ -298,11 +309,29 @@ class CrossbarArray:
         np.square(inputs, out=inputs)
         np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
         np.sqrt(work.spread, out=work.spread)
-        fast_normal_into(rng, work.normal, work.indices)
-        work.spread *= (work.normal if columns is None else work.normal[np.asarray(columns, dtype=np.intp)]).T
+        measured = None if columns is None else np.asarray(columns, dtype=np.intp)
+        if measured is not None and self._draw_measured_only(measured, ncols, nvec):
+            # the measured columns' draws only, the same as among the whole region's
+            normal = work.normal[:nout]
+            fast_normal_rows_into(rng, normal, measured, work.indices[: normal.size])
+        else:
+            fast_normal_into(rng, work.normal, work.indices)
+            normal = work.normal if measured is None else work.normal[measured]
+        work.spread *= normal.T
         work.spread *= np.float32(sigma)
         work.currents32 += work.spread
         return work.currents32.astype(np.float64)
+
+    @staticmethod
+    def _draw_measured_only(measured: npt.NDArray[np.intp], region_cols: int, nvec: int) -> bool:
+        """Whether drawing the read noise of the measured columns alone (a jump of the stream per run
+        of adjacent columns) beats drawing every column of the region. Either way a column gets the
+        same draws."""
+        steps = np.diff(measured)
+        if np.any(steps <= 0):
+            return False  # not ascending: the whole region's draws, then picked
+        runs = 1 + int(np.count_nonzero(steps != 1))
+        return runs * _DRAWS_PER_JUMP < (region_cols - len(measured)) * nvec
 
     def _read_rng(self, kind: bytes, *inputs: npt.NDArray[np.generic]) -> np.random.Generator:
         """The noise stream of one read: keyed by the array's programming state, what is read (the
@@ -333,20 +362,21 @@ class CrossbarArray:
             work = self._vmm_workspaces[key] = _VmmWorkspace(nvec, nrows, ncols, region_cols)
         return work
 
-    def _transfer_matrix(self, row0: int, nrows: int, col0: int, ncols: int) -> FloatArray:
-        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together.
+    def _transfer_matrix(self, row0: int, nrows: int, columns: npt.NDArray[np.intp]) -> FloatArray:
+        """``T`` with ``I = V_eff @ T`` for the rows ``row0 .. row0+nrows-1`` driven together, valid
+        (with wires) in ``columns`` and the columns earlier VMMs measured.
 
         Rows outside the region are held at 0 V with their gates on, so one solve of the whole
         array serves every region: a VMM on any rows is the matching rows of one ``G_eff``.
         """
         if self.params.line_resistance == 0:
             return self._conductance_now()[row0 : row0 + nrows, :]
-        self._line_columns[col0 : col0 + ncols] = True
+        self._line_columns[columns] = True
         return self._whole_array_transfer()[row0 : row0 + nrows, :]
 
     def _whole_array_transfer(self) -> FloatArray:
-        """``G_eff`` of the whole array, valid in the columns VMMs have used so far (NaN elsewhere):
-        a network on part of a large array pays for its own columns only."""
+        """``G_eff`` of the whole array, valid in the columns VMMs have measured so far (NaN elsewhere):
+        a network pays for the columns it reads only."""
         g = self._conductance_now()
         r_segment = self.params.line_resistance
         solution = self._line_solution

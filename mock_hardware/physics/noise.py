@@ -45,3 +45,38 @@ def fast_normal_into(rng: np.random.Generator, out: npt.NDArray[np.float32], ind
     np.copyto(indices, np.frombuffer(rng.bytes(2 * out.size), dtype="<u2"))
     # Every index is in range by construction; "wrap" skips the bounds check.
     np.take(_TABLE, indices, out=out.reshape(-1), mode="wrap")
+
+
+def fast_normal_rows_into(
+    rng: np.random.Generator, out: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], indices: npt.NDArray[np.intp]
+) -> None:
+    """Fill ``out`` (``(len(rows), n)``, C-contiguous) with the rows ``rows`` (ascending) of what
+    :func:`fast_normal_into` would draw into a ``(max(rows) + 1, n)`` array from ``rng``'s present
+    state, bit for bit, without drawing the other rows: a VMM draws noise for the columns it
+    measures only, yet each column gets the draws it would get among all of the region's.
+
+    The draws are consecutive 16-bit pieces of the generator's 64-bit words, so a row starts at a
+    known word: the generator jumps there (``advance``, logarithmic in the distance). ``indices``
+    is scratch of ``out.size`` intp. ``rng`` is left at an unspecified state.
+    """
+    length = out.shape[1]
+    if not len(rows) or not length:
+        return
+    bits = rng.bit_generator
+    start = bits.state
+    flat_out = out.reshape(-1)
+    rows = np.asarray(rows, dtype=np.intp)
+    # Runs of consecutive rows are drawn in one piece.
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for run in np.split(np.arange(len(rows)), breaks):
+        first_row, count = int(rows[run[0]]), len(run)
+        first_byte = 2 * first_row * length
+        word = first_byte // 8
+        skip = first_byte - 8 * word
+        words = -(-(skip + 2 * count * length) // 8)
+        bits.state = start
+        bits.advance(word)  # type: ignore[attr-defined]  # every numpy bit generator used here has it
+        raw = bits.random_raw(words).astype("<u8", copy=False)
+        piece = slice(int(run[0]) * length, (int(run[0]) + count) * length)
+        np.copyto(indices[piece], np.frombuffer(raw.tobytes(), dtype="<u2", count=count * length, offset=skip))
+        np.take(_TABLE, indices[piece], out=flat_out[piece], mode="wrap")

@@ -7,6 +7,8 @@ import numpy as np
 from drivers import codec, compact
 from mock_hardware.array_model import CrossbarArray
 from mock_hardware.device_params import preset
+from mock_hardware.physics.line_resistance import TransferSolver
+from mock_hardware.physics.noise import fast_normal_into, fast_normal_rows_into
 from tests.mock_hardware.test_firmware import ask, batch_planes, command, make_firmware, state
 from tests.mock_hardware.test_physics_lines import QUIET
 
@@ -83,3 +85,37 @@ def test_a_column_not_sent_back_still_trips_the_tia_protection() -> None:
     assert reply.kind == "block"
     codes_back, _ = compact.decode_adc_codes(reply.payload, 1)
     assert codes_back.shape == (1,) and codes_back[0] > 0
+
+
+def test_noise_of_the_measured_columns_is_bit_for_bit_the_whole_regions() -> None:
+    """The VMM draws read noise only for the columns it measures, jumping the stream to each run of
+    them: the same bits as drawing every column of the region (odd and even vector counts, so the
+    columns start mid-word)."""
+    for nvec, rows in ((7, [0, 1, 5, 6, 9]), (64, [0, 9, 18, 27]), (1, [3]), (5, [2, 3, 4])):
+        picked = np.array(rows)
+        every = np.empty((picked.max() + 1, nvec), np.float32)
+        fast_normal_into(np.random.Generator(np.random.PCG64(3)), every, np.empty(every.size, np.intp))
+        some = np.empty((len(picked), nvec), np.float32)
+        fast_normal_rows_into(np.random.Generator(np.random.PCG64(3)), some, picked, np.empty(some.size, np.intp))
+        np.testing.assert_array_equal(some, every[picked])
+    rows = np.array([0, 2, 3, 9])
+    v = _inputs(2000, rows)[:, rows]  # enough vectors that jumping to the two runs of columns pays
+    assert CrossbarArray._draw_measured_only(np.array([1, 2, 10]), 12, 2000)
+    whole = _array().vmm(v, 0, 0, 12, rows=rows)
+    unordered = _array().vmm(v, 0, 0, 12, rows=rows, columns=np.array([10, 1, 2]))  # the full draw, then picked
+    ordered = _array().vmm(v, 0, 0, 12, rows=rows, columns=np.array([1, 2, 10]))
+    # the same draws; the float32 products may round differently by shape (1e-7 relative)
+    np.testing.assert_allclose(ordered, whole[:, [1, 2, 10]], rtol=1e-5)
+    np.testing.assert_allclose(unordered, whole[:, [10, 1, 2]], rtol=1e-5)
+
+
+def test_the_line_networks_column_transfer_never_exceeds_the_columns_conductance() -> None:
+    """The TIA-protection bound on the columns a VMM does not measure rests on ``0 <= G_eff`` and
+    ``sum_r G_eff[r, c] <= sum_r G[r, c]`` (no line solve for those columns); a single ``G_eff``
+    may exceed its cell's ``G`` (sneak paths through the rows at 0 V), here with wires 30x the
+    preset's so the drops are large."""
+    params = preset("umass-ta-hfo2").model_copy(update={"rows": 32, "cols": 16, "line_resistance": 10.0})
+    g = CrossbarArray(params, seed=2).conductance
+    g_eff = TransferSolver(32, 16, 10.0).transfer(g)
+    assert np.all(g_eff >= 0) and np.all(g_eff.sum(axis=0) <= g.sum(axis=0))
+    assert (g_eff / g).min() < 0.7 and (g_eff > g).any()  # the wires matter here, and sneak paths
