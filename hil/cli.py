@@ -37,7 +37,7 @@ from drivers import Board, BoardError, InvalidRequest, open_board
 from drivers.conformance import cli as conformance_cli
 from drivers.limits import limit_unit
 from drivers.resources import is_in_process
-from hil import interrupts, parallel_cli, procedure_registry, run_export, terminal
+from hil import allocator, interrupts, parallel_cli, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
 from hil.figure_report import reporting
@@ -430,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     terminal.configure_logging(args.verbose)
     interrupts.install()
+    allocator.retain_freed_memory()
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
