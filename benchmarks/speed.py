@@ -48,6 +48,7 @@ import numpy.typing as npt
 import hil.training.run as training_run
 import mock_hardware.array_model as array_model
 from drivers import Board, Region
+from hil.allocator import retain_freed_memory
 from hil.nn import Network, get_architecture
 from hil.nn.backend import ExactBackend
 from hil.optimizers import Optimizer, OptimizerConfig
@@ -328,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="array sizes to scan, ROWSxCOLS,... ('' for none)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 updates, two sizes")
     parser.add_argument("--stack-only", action="store_true", help="time only the whole stack (before/after pairs)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (hil raises them)")  # fmt: skip
     args = parser.parse_args(argv)
+    if not args.default_malloc:
+        retain_freed_memory()  # as the hil command does
     updates = 4 if args.quick else args.updates
     size_updates = 3 if args.quick else args.size_updates
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",") if size]
