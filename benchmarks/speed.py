@@ -54,7 +54,7 @@ from hil.nn.backend import ExactBackend
 from hil.optimizers import Optimizer, OptimizerConfig
 from hil.storage import RunFile
 from hil.training.config import TrainConfig
-from hil.training.loop import train
+from hil.training.loop import ExactLearner, train
 from hil.updates import GateCodedConfig, UpdateStats
 from mock_hardware.array_model import CrossbarArray
 from mock_hardware.array_model import PulseKind as ArrayPulseKind
@@ -123,7 +123,7 @@ def patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
 @contextmanager
 def instrumented(clocks: Clocks) -> Iterator[None]:
     """Time the Board calls, the physics, the line solve and the run file's calls."""
-    hooks = [(Board, m, "board") for m in ("vmm", "read_map", "apply_pulses")]
+    hooks: list[tuple[Any, str, str]] = [(Board, m, "board") for m in ("vmm", "read_map", "apply_pulses")]
     hooks += [(CrossbarArray, m, "physics") for m in ("vmm", "vmm_bound", "read_conductance", "apply_pulses",
                                                       "column_currents")]
     if hasattr(line_resistance, "TransferSolver"):
@@ -170,9 +170,10 @@ class DirectBoard:
         return self.array.read_conductance(0, 0, self.shape[0], self.shape[1], v_read)
 
     def apply_pulses(self, kind: str, amplitude: Any, v_gate: Any, width: Any, mask: Any = None) -> int:
-        full = [np.broadcast_to(np.asarray(a, dtype=np.float64), self.shape) for a in (amplitude, v_gate, width)]
+        amplitude, v_gate, width = (np.broadcast_to(np.asarray(a, dtype=np.float64), self.shape)
+                                    for a in (amplitude, v_gate, width))  # fmt: skip
         mask = np.ones(self.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
-        return self.array.apply_pulses(ArrayPulseKind(str(kind)), 0, 0, *full, mask)
+        return self.array.apply_pulses(ArrayPulseKind(str(kind)), 0, 0, amplitude, v_gate, width, mask)
 
 
 def config_for(model: str, updates: int, resource: str) -> TrainConfig:
@@ -183,7 +184,7 @@ def config_for(model: str, updates: int, resource: str) -> TrainConfig:
 
 def run_stack(model: str, updates: int, resource: str, direct: bool, folder: Path) -> dict[str, float]:
     clocks = Clocks()
-    real_train = training_run.train
+    real_train = train
 
     def direct_train(network: Any, learner: Any, *args: Any, **kwargs: Any) -> Any:
         backend = learner.array_backend
@@ -305,7 +306,7 @@ def run_exact(model: str, updates: int) -> dict[str, float]:
     data = training_run.load_data(config)
     weights = network.init_weights(np.random.default_rng(0), scale=1.0)
     clocks = Clocks()
-    learner = training_run.ExactLearner(weights)
+    learner = ExactLearner(weights)
     assert isinstance(learner.backend, ExactBackend)
     train(network, learner, Optimizer(OptimizerConfig.model_validate(MODELS[model]["optimizer"])), data,
           updates=updates, batch_size=config.batch_size, eval_every=10**6, seed=0,
