@@ -211,16 +211,20 @@ class ChipEvaluator:
             due = self.working_used(board) & (np.abs(backend.conductance[board] - target) > tolerance)
             if not due.any():
                 continue
-            calibration = self.hardware.calibrations.get(board)
-            goal = target
-            if calibration is not None:  # ask no device for more than it reaches
-                low, high = calibration.reach()
-                goal = np.clip(target, low, high)
-            result = write_verify(backend.boards[board], np.where(due, goal, 0.0), tolerance=self.write_tolerance,
-                                  mask=due, calibration=calibration)  # fmt: skip
+            point.refresh_pulses += self._write(board, target, due)[0]
             point.devices_refreshed += int(due.sum())
-            point.refresh_pulses += int(result.pulses.sum())
         backend.read_back()
+
+    def _write(self, board: str, goal: FloatArray, mask: BoolArray) -> tuple[int, FloatArray]:
+        """Write-verify ``mask``'s devices toward ``goal``, held to what each device reaches; the
+        pulses sent and the goal as held."""
+        calibration = self.hardware.calibrations.get(board)
+        if calibration is not None:  # ask no device for more than it reaches
+            low, high = calibration.reach()
+            goal = np.clip(goal, low, high)
+        result = write_verify(self.hardware.backend.boards[board], np.where(mask, goal, 0.0),
+                              tolerance=self.write_tolerance, mask=mask, calibration=calibration)  # fmt: skip
+        return int(result.pulses.sum()), goal
 
     def recalibrate_gains(self, point: EvaluationPoint) -> None:
         """Each layer's column gains from the probe batch, against its response at the first point."""
@@ -239,21 +243,16 @@ class ChipEvaluator:
         for board in backend.placement.boards():
             none = np.zeros(backend.placement.board_shapes[board], bool)
             dead = backend.stuck_low.get(board, none) | backend.stuck_high.get(board, none)
-            calibration = self.hardware.calibrations.get(board)
             levels = reference_levels(self.reference[board], self.working_used(board))
             rows, cols, targets = choose_reference_cells(backend.placement, board, dead,
                                                          self.compensation.reference_cells, levels)  # fmt: skip
-            if calibration is not None:  # ask no device for more than it reaches
-                low, high = calibration.reach()
-                targets = np.clip(targets, low[rows, cols], high[rows, cols])
             mask = np.zeros_like(none)
             mask[rows, cols] = True
             goal = np.zeros(mask.shape)
             goal[rows, cols] = targets
-            result = write_verify(backend.boards[board], goal, tolerance=self.write_tolerance, mask=mask,
-                                  calibration=calibration)  # fmt: skip
-            point.reference_pulses += int(result.pulses.sum())
-            chosen[board] = (rows, cols, targets)
+            pulses, held = self._write(board, goal, mask)
+            point.reference_pulses += pulses
+            chosen[board] = (rows, cols, held[rows, cols])
         maps = backend.read_back()
         for board, (rows, cols, targets) in chosen.items():
             self.references[board] = ReferenceCells(board, rows, cols, targets, maps[board][rows, cols].copy())
