@@ -15,11 +15,9 @@ from typing import Any
 
 from hil.config import EMBEDDED_EMULATOR, ConfigError
 from hil.parallel import ParallelResult, check_replicable, check_retrained, run_parallel
-from hil.run_layout import pulses_recorded
-from hil.storage import read_run
 from hil.training.config import MODEL_NAMES, TrainConfig, load_train_config
 from hil.training.run import build_network
-from hil.training.session import create_run, describe_resources
+from hil.training.session import create_run, describe_resources, no_file_if_refused
 
 
 def parallel_config(args: argparse.Namespace) -> TrainConfig:
@@ -67,13 +65,8 @@ def cmd_parallel(args: argparse.Namespace) -> int:
     run = create_run(config, out, args.overwrite, parallel=True)
     print(f"parallel mode: {', '.join(config.parallel.layers)} x {config.parallel.groups} on "
           f"{describe_resources(config)} -> {out}")  # fmt: skip
-    try:
-        with run:
-            result = run_parallel(config, run, layers=config.parallel.layers, groups=config.parallel.groups)
-    except ValueError:  # refused once the boards were open (e.g. the copies do not fit): no file if no pulse
-        if not pulses_recorded(read_run(out)):
-            out.unlink(missing_ok=True)
-        raise
+    with no_file_if_refused(run):  # refused once the boards are open (copies that do not fit): no file
+        result = run_parallel(config, run, layers=config.parallel.layers, groups=config.parallel.groups)
     print(report(result))
     print(f"data in {out}")
     return 0

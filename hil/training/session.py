@@ -6,6 +6,8 @@ pulse leaves no file behind.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hil.config import ConfigError
@@ -40,10 +42,18 @@ def execute(
 ) -> TrainResult:
     """Run (or resume) the training into ``run`` and close it; a new run refused before its first
     pulse (bad input found once the boards are open) leaves no file."""
+    with no_file_if_refused(run, new=previous is None):
+        return run_training(config, run, previous, allow_other_board=allow_other_board)
+
+
+@contextmanager
+def no_file_if_refused(run: RunFile, new: bool = True) -> Iterator[None]:
+    """Work on ``run`` inside the block and close it; a new run refused before its first pulse (bad
+    input found once the boards are open) leaves no file."""
     try:
         with run:
-            return run_training(config, run, previous, allow_other_board=allow_other_board)
+            yield
     except ValueError as exc:  # bad input (InvalidRequest, ConfigError, DatasetError, ...)
-        if previous is None and not pulses_recorded(read_run(run.path)):
+        if new and not pulses_recorded(read_run(run.path)):
             run.path.unlink(missing_ok=True)
         raise exc from None
