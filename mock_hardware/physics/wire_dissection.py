@@ -1,0 +1,251 @@
+"""The wire network's ``G_eff`` by nested dissection: an exact solve whose cost grows like cells^1.5.
+
+The block sweep of :class:`~mock_hardware.physics.line_resistance.TransferSolver` costs
+``rows x cols^3`` (cells squared at a fixed aspect ratio). Here the array is cut into tiles, each
+tile's network is reduced exactly to its edges (the Schur complement of its nodal matrix onto the
+nodes it shares with its neighbours: a Kron reduction), and neighbouring tiles are merged pairwise,
+eliminating the nodes they share, until what is left is the whole array reduced onto its
+terminals: the row drivers and the column TIAs. That reduced matrix is the network's admittance
+``Y`` between terminals, and ``G_eff[i, j] = -Y[driver i, TIA j]`` (all terminals held at their
+voltages, the TIAs at 0 V). Nothing is approximated; the work is dense LAPACK on the separators,
+``O((rows cols)^1.5)``.
+
+Node layout (the same geometry as ``line_resistance``): ``u(i, j)`` on row line ``i`` at cell
+column ``j``, with ``u(i, -1)`` the row's driver; ``w(i, j)`` on column line ``j`` at cell row
+``i``, with ``w(rows, j)`` the column's TIA. A tile of cells ``[r0, r1) x [c0, c1)`` owns its
+cells, the row segment to the left of each of its cells and the column segment below each, so
+its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
+``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
+
+Two stages: small tiles are all alike, so they are merged in batches (numpy's stacked ``solve``
+and ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
+(Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
+of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
+they can be. The array is padded to a multiple of the tile with cells of zero conductance (open
+wire stubs beyond the last row and column: they carry no current, so the answer is unchanged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy.linalg.blas import dsyrk, dtrsm
+from scipy.linalg.lapack import dpotrf
+
+from mock_hardware.physics.threads import one_blas_thread
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Tiles of this many cells a side end the batched stage (merges above it are one at a time).
+DEFAULT_TILE = 32
+
+
+def _schur_batched(matrix: FloatArray, eliminated: int) -> FloatArray:
+    """Schur complements of a stack of symmetric matrices onto all but their first ``eliminated``
+    rows and columns."""
+    inner = matrix[:, :eliminated, :eliminated]
+    coupling = matrix[:, :eliminated, eliminated:]
+    outer = matrix[:, eliminated:, eliminated:]
+    if eliminated == 1:  # one pivot: a rank-1 update, no LAPACK call per matrix
+        scaled = coupling[:, 0, :] / inner[:, 0, :1]
+        return np.asarray(outer - coupling[:, 0, :, None] * scaled[:, None, :])
+    return np.asarray(outer - np.matmul(coupling.transpose(0, 2, 1), np.linalg.solve(inner, coupling)))
+
+
+def _schur(matrix: FloatArray, eliminate: npt.NDArray[np.bool_]) -> FloatArray:
+    """Schur complement of one symmetric positive (semi)definite matrix onto the rows not in
+    ``eliminate`` (whose block must be positive definite)."""
+    inner_index = np.flatnonzero(eliminate)
+    outer_index = np.flatnonzero(~eliminate)
+    if not inner_index.size:
+        return matrix
+    inner = np.asfortranarray(matrix[np.ix_(inner_index, inner_index)])
+    factor, info = dpotrf(inner, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
+    coupling = np.asfortranarray(matrix[np.ix_(inner_index, outer_index)])
+    solved = dtrsm(1.0, factor, coupling, lower=1, overwrite_b=1)
+    outer = np.asfortranarray(matrix[np.ix_(outer_index, outer_index)])
+    lower = dsyrk(-1.0, solved, beta=1.0, c=outer, trans=1, lower=1, overwrite_c=1)
+    # dsyrk fills the lower triangle only: mirror it.
+    return np.asarray(np.tril(lower) + np.tril(lower, -1).T)
+
+
+class _Tile:
+    """A tile reduced onto its kept nodes: their global ids and the reduced (symmetric) matrix."""
+
+    __slots__ = ("ids", "matrix")
+
+    def __init__(self, ids: IntArray, matrix: FloatArray) -> None:
+        self.ids, self.matrix = ids, matrix
+
+
+class DissectionSolver:
+    """``G_eff`` of a whole array (rows driven at column 0, columns into TIAs) by nested dissection.
+
+    The same answer as :class:`~mock_hardware.physics.line_resistance.TransferSolver` (to rounding),
+    at ``O((rows cols)^1.5)`` work instead of ``rows x cols^3``.
+    """
+
+    def __init__(self, rows: int, cols: int, r_segment: float, end_segments: int = 1, tile: int = DEFAULT_TILE):
+        if tile < 1 or tile & (tile - 1):
+            raise ValueError(f"tile must be a power of two, got {tile}")
+        self.rows, self.cols = rows, cols
+        self.g_wire = 1.0 / r_segment
+        self.g_end = 1.0 / (r_segment * end_segments)
+        # Tiles no larger than the array needs, each side a power of two.
+        self.tile_rows = min(tile, 1 << max(rows - 1, 0).bit_length())
+        self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
+        self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
+        self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
+
+    # --- node ids ------------------------------------------------------------------------------
+
+    def _u(self, i: IntArray | int, j: IntArray | int) -> IntArray:
+        """Row-line node ``u(i, j)`` (``j = -1``: the driver), padded coordinates."""
+        return np.asarray(np.asarray(i) * (self.padded_cols + 1) + (np.asarray(j) + 1), dtype=np.int64)
+
+    def _w(self, i: IntArray | int, j: IntArray | int) -> IntArray:
+        """Column-line node ``w(i, j)`` (``i = padded rows``: the TIA), padded coordinates."""
+        base = self.padded_rows * (self.padded_cols + 1)
+        return np.asarray(base + np.asarray(i) * self.padded_cols + np.asarray(j), dtype=np.int64)
+
+    # --- the solve -----------------------------------------------------------------------------
+
+    def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
+        """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
+        are solved (the others are NaN)."""
+        wanted = np.arange(self.cols) if columns is None else np.unique(np.asarray(columns, dtype=np.intp))
+        g_eff = np.full((self.rows, self.cols), np.nan)
+        if not wanted.size:
+            return g_eff
+        with one_blas_thread():
+            tiles = self._batched_stage(np.asarray(g_cells, dtype=np.float64))
+            whole = self._merged_stage(tiles, wanted)
+        pad = self.padded_rows - self.rows
+        drivers = self._u(pad + np.arange(self.rows), -1)
+        tias = self._w(self.padded_rows, wanted)
+        where = {int(node): k for k, node in enumerate(whole.ids)}
+        rows_at = np.array([where[int(node)] for node in drivers])
+        cols_at = np.array([where[int(node)] for node in tias])
+        g_eff[:, wanted] = -whole.matrix[np.ix_(rows_at, cols_at)]
+        return g_eff
+
+    def _batched_stage(self, g: FloatArray) -> FloatArray:
+        """Reduced matrices of every ``tile_rows x tile_cols`` tile, ``(tile rows, tile cols, b, b)``
+        with ``b = 2 tile_rows + 2 tile_cols`` in the edge order ``L, R, T, B``."""
+        rows_p, cols_p = self.padded_rows, self.padded_cols
+        padded = np.zeros((rows_p, cols_p))
+        padded[rows_p - self.rows :, : self.cols] = g  # zero-conductance cells above and to the right
+        gw = self.g_wire
+        below = np.full((rows_p, cols_p), gw)
+        below[-1, :] = self.g_end  # the last row's segment goes to the TIA
+        # One cell: L = u(i, j-1), R = u(i, j), T = w(i, j), B = w(i+1, j).
+        leaf = np.zeros((rows_p, cols_p, 4, 4))
+        leaf[..., 0, 0] = gw
+        leaf[..., 0, 1] = leaf[..., 1, 0] = -gw
+        leaf[..., 1, 1] = gw + padded
+        leaf[..., 1, 2] = leaf[..., 2, 1] = -padded
+        leaf[..., 2, 2] = padded + below
+        leaf[..., 2, 3] = leaf[..., 3, 2] = -below
+        leaf[..., 3, 3] = below
+        tiles, h, w = leaf, 1, 1
+        while (h, w) != (self.tile_rows, self.tile_cols):
+            if w < self.tile_cols and (w <= h or h == self.tile_rows):
+                tiles, w = self._merge_across(tiles, h, w), 2 * w
+            else:
+                tiles, h = self._merge_down(tiles, h, w), 2 * h
+        return tiles
+
+    @staticmethod
+    def _merge_across(tiles: FloatArray, h: int, w: int) -> FloatArray:
+        """Pairs of side-by-side tiles (h x w) into h x 2w tiles: the shared line ``R = L`` eliminated."""
+        n_r, n_c, b, _ = tiles.shape
+        left = tiles[:, 0::2].reshape(-1, b, b)
+        right = tiles[:, 1::2].reshape(-1, b, b)
+        # Combined order: [shared (h) | L (h), R (h), T (2w), B (2w)].
+        span = np.arange
+        pos_left = np.concatenate([h + span(h), span(h), 3 * h + span(w), 3 * h + 2 * w + span(w)])
+        pos_right = np.concatenate([span(h), 2 * h + span(h), 3 * h + w + span(w), 3 * h + 3 * w + span(w)])
+        size = 3 * h + 4 * w
+        combined = np.zeros((left.shape[0], size, size))
+        combined[:, pos_left[:, None], pos_left[None, :]] = left
+        combined[:, pos_right[:, None], pos_right[None, :]] += right
+        reduced = _schur_batched(combined, h)
+        return reduced.reshape(n_r, n_c // 2, size - h, size - h)
+
+    @staticmethod
+    def _merge_down(tiles: FloatArray, h: int, w: int) -> FloatArray:
+        """Pairs of stacked tiles (h x w) into 2h x w tiles: the shared line ``B = T`` eliminated."""
+        n_r, n_c, b, _ = tiles.shape
+        top = tiles[0::2].reshape(-1, b, b)
+        bottom = tiles[1::2].reshape(-1, b, b)
+        # Combined order: [shared (w) | L (2h), R (2h), T (w), B (w)].
+        span = np.arange
+        pos_top = np.concatenate([w + span(h), w + 2 * h + span(h), w + 4 * h + span(w), span(w)])
+        pos_bottom = np.concatenate([w + h + span(h), w + 3 * h + span(h), span(w), 2 * w + 4 * h + span(w)])
+        size = 4 * h + 3 * w
+        combined = np.zeros((top.shape[0], size, size))
+        combined[:, pos_top[:, None], pos_top[None, :]] = top
+        combined[:, pos_bottom[:, None], pos_bottom[None, :]] += bottom
+        reduced = _schur_batched(combined, w)
+        return reduced.reshape(n_r // 2, n_c, size - w, size - w)
+
+    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
+        """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
+        reduced onto the real rows' drivers and the wanted columns' TIAs."""
+        n_r, n_c = tiles.shape[:2]
+        th, tw = self.tile_rows, self.tile_cols
+        pad = self.padded_rows - self.rows
+        wanted_tia = np.zeros(self.padded_cols, dtype=bool)
+        wanted_tia[wanted] = True
+        reduced: dict[tuple[int, int], _Tile] = {}
+        for tr in range(n_r):
+            for tc in range(n_c):
+                r0, c0 = tr * th, tc * tw
+                rows = r0 + np.arange(th)
+                cols = c0 + np.arange(tw)
+                ids = np.concatenate(
+                    [self._u(rows, c0 - 1), self._u(rows, c0 + tw - 1), self._w(r0, cols), self._w(r0 + th, cols)]
+                )
+                drop = np.zeros(ids.size, dtype=bool)  # terminals held at 0 V that nobody reads
+                eliminate = np.zeros(ids.size, dtype=bool)  # open line ends: touched by nothing else
+                if c0 == 0:
+                    drop[:th] = rows < pad
+                if r0 + th == self.padded_rows:
+                    drop[2 * th + tw :] = ~wanted_tia[cols]
+                if r0 == 0:
+                    eliminate[2 * th : 2 * th + tw] = True
+                if c0 + tw == self.padded_cols:
+                    eliminate[th : 2 * th] = True
+                matrix = tiles[tr, tc][np.ix_(~drop, ~drop)]
+                ids, eliminate = ids[~drop], eliminate[~drop]
+                reduced[(tr, tc)] = _Tile(ids[~eliminate], _schur(matrix, eliminate))
+        return self._merge_block(reduced, 0, n_r, 0, n_c)
+
+    def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
+        if r1 - r0 == 1 and c1 - c0 == 1:
+            return reduced[(r0, c0)]
+        # Cut across the longer side (in cells), so the separator is the shorter one.
+        if (c1 - c0) * self.tile_cols >= (r1 - r0) * self.tile_rows and c1 - c0 > 1:
+            middle = (c0 + c1) // 2
+            first = self._merge_block(reduced, r0, r1, c0, middle)
+            second = self._merge_block(reduced, r0, r1, middle, c1)
+        else:
+            middle = (r0 + r1) // 2
+            first = self._merge_block(reduced, r0, middle, c0, c1)
+            second = self._merge_block(reduced, middle, r1, c0, c1)
+        return _merge(first, second)
+
+
+def _merge(first: _Tile, second: _Tile) -> _Tile:
+    """Two reduced tiles into one, the nodes they share eliminated (nothing else touches them)."""
+    ids, inverse = np.unique(np.concatenate([first.ids, second.ids]), return_inverse=True)
+    at_first, at_second = inverse[: first.ids.size], inverse[first.ids.size :]
+    combined = np.zeros((ids.size, ids.size))
+    combined[np.ix_(at_first, at_first)] = first.matrix
+    combined[np.ix_(at_second, at_second)] += second.matrix
+    shared = np.zeros(ids.size, dtype=bool)
+    shared[np.intersect1d(at_first, at_second)] = True
+    return _Tile(ids[~shared], _schur(combined, shared))
