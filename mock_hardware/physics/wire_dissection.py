@@ -39,18 +39,8 @@ IntArray = npt.NDArray[np.int64]
 
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time).
 DEFAULT_TILE = 32
-
-
-def _schur_batched(matrix: FloatArray, eliminated: int) -> FloatArray:
-    """Schur complements of a stack of symmetric matrices onto all but their first ``eliminated``
-    rows and columns."""
-    inner = matrix[:, :eliminated, :eliminated]
-    coupling = matrix[:, :eliminated, eliminated:]
-    outer = matrix[:, eliminated:, eliminated:]
-    if eliminated == 1:  # one pivot: a rank-1 update, no LAPACK call per matrix
-        scaled = coupling[:, 0, :] / inner[:, 0, :1]
-        return np.asarray(outer - coupling[:, 0, :, None] * scaled[:, None, :])
-    return np.asarray(outer - np.matmul(coupling.transpose(0, 2, 1), np.linalg.solve(inner, coupling)))
+# Separators up to this many nodes are eliminated without a LAPACK call per tile.
+_SMALL_SEPARATOR = 4
 
 
 def _schur(matrix: FloatArray, eliminate: npt.NDArray[np.bool_]) -> FloatArray:
@@ -70,6 +60,61 @@ def _schur(matrix: FloatArray, eliminate: npt.NDArray[np.bool_]) -> FloatArray:
     lower = dsyrk(-1.0, solved, beta=1.0, c=outer, trans=1, lower=1, overwrite_c=1)
     # dsyrk fills the lower triangle only: mirror it.
     return np.asarray(np.tril(lower) + np.tril(lower, -1).T)
+
+
+def _edges(h: int, w: int) -> dict[str, slice]:
+    """Where each edge of an ``h x w`` tile sits in its matrix (layout ``L, R, T, B``)."""
+    return {"L": slice(0, h), "R": slice(h, 2 * h), "T": slice(2 * h, 2 * h + w), "B": slice(2 * h + w, 2 * h + 2 * w)}
+
+
+def _merge_pairs(
+    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> FloatArray:  # fmt: skip
+    """Stacks of pairs of tiles merged: the edge ``shared[0]`` of the first and ``shared[1]`` of the
+    second are the same nodes and are eliminated; ``kept`` lists the merged tile's edges in order
+    (which tile, which edge). The two tiles touch only through the shared nodes, so the merged
+    matrix is ``blockdiag - P S^-1 P^T`` with ``S`` the shared block and ``P`` the kept nodes'
+    coupling to it; it is built from block copies (no scatter)."""
+    pair = (first.reshape(-1, *first.shape[-2:]), second.reshape(-1, *second.shape[-2:]))
+    own = [edges[shared[0]], edges[shared[1]]]
+    inner = pair[0][:, own[0], own[0]] + pair[1][:, own[1], own[1]]
+    sizes = [edges[name].stop - edges[name].start for _, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    size = int(starts[-1])
+    merged = np.zeros((pair[0].shape[0], size, size))
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                merged[:, rows, starts[c] : starts[c + 1]] = pair[tile_a][:, edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][:, edges[name], own[t]] for t, name in kept], axis=1)  # (n, size, s)
+    if inner.shape[-1] <= _SMALL_SEPARATOR:
+        # Tiny separators of very many tiles: one LAPACK call per matrix costs more than the
+        # arithmetic, so invert them by vectorized elimination and contract with einsum.
+        scaled = np.einsum("nes,nst->net", coupling, _small_inverse(inner))
+        merged -= np.einsum("nes,nfs->nef", scaled, coupling)
+    else:
+        merged -= np.matmul(coupling, np.linalg.solve(inner, coupling.transpose(0, 2, 1)))
+    return merged
+
+
+def _small_inverse(matrix: FloatArray) -> FloatArray:
+    """Inverses of a stack of small symmetric positive-definite matrices (Gauss-Jordan, no pivoting:
+    the diagonal dominates), vectorized over the stack."""
+    work = matrix.copy()
+    size = work.shape[-1]
+    inverse = np.broadcast_to(np.eye(size), work.shape).copy()
+    for k in range(size):
+        pivot = work[:, k, k].copy()
+        work[:, k, :] /= pivot[:, None]
+        inverse[:, k, :] /= pivot[:, None]
+        for row in range(size):
+            if row != k:
+                factor = work[:, row, k].copy()
+                work[:, row, :] -= factor[:, None] * work[:, k, :]
+                inverse[:, row, :] -= factor[:, None] * inverse[:, k, :]
+    return inverse
 
 
 class _Tile:
@@ -161,36 +206,21 @@ class DissectionSolver:
     @staticmethod
     def _merge_across(tiles: FloatArray, h: int, w: int) -> FloatArray:
         """Pairs of side-by-side tiles (h x w) into h x 2w tiles: the shared line ``R = L`` eliminated."""
-        n_r, n_c, b, _ = tiles.shape
-        left = tiles[:, 0::2].reshape(-1, b, b)
-        right = tiles[:, 1::2].reshape(-1, b, b)
-        # Combined order: [shared (h) | L (h), R (h), T (2w), B (2w)].
-        span = np.arange
-        pos_left = np.concatenate([h + span(h), span(h), 3 * h + span(w), 3 * h + 2 * w + span(w)])
-        pos_right = np.concatenate([span(h), 2 * h + span(h), 3 * h + w + span(w), 3 * h + 3 * w + span(w)])
-        size = 3 * h + 4 * w
-        combined = np.zeros((left.shape[0], size, size))
-        combined[:, pos_left[:, None], pos_left[None, :]] = left
-        combined[:, pos_right[:, None], pos_right[None, :]] += right
-        reduced = _schur_batched(combined, h)
-        return reduced.reshape(n_r, n_c // 2, size - h, size - h)
+        n_r, n_c = tiles.shape[:2]
+        edges = _edges(h, w)
+        # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (left's, right's).
+        kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+        reduced = _merge_pairs(tiles[:, 0::2], tiles[:, 1::2], edges, ("R", "L"), kept)
+        return reduced.reshape(n_r, n_c // 2, *reduced.shape[1:])
 
     @staticmethod
     def _merge_down(tiles: FloatArray, h: int, w: int) -> FloatArray:
         """Pairs of stacked tiles (h x w) into 2h x w tiles: the shared line ``B = T`` eliminated."""
-        n_r, n_c, b, _ = tiles.shape
-        top = tiles[0::2].reshape(-1, b, b)
-        bottom = tiles[1::2].reshape(-1, b, b)
-        # Combined order: [shared (w) | L (2h), R (2h), T (w), B (w)].
-        span = np.arange
-        pos_top = np.concatenate([w + span(h), w + 2 * h + span(h), w + 4 * h + span(w), span(w)])
-        pos_bottom = np.concatenate([w + h + span(h), w + 3 * h + span(h), span(w), 2 * w + 4 * h + span(w)])
-        size = 4 * h + 3 * w
-        combined = np.zeros((top.shape[0], size, size))
-        combined[:, pos_top[:, None], pos_top[None, :]] = top
-        combined[:, pos_bottom[:, None], pos_bottom[None, :]] += bottom
-        reduced = _schur_batched(combined, w)
-        return reduced.reshape(n_r // 2, n_c, size - w, size - w)
+        n_r, n_c = tiles.shape[:2]
+        edges = _edges(h, w)
+        kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+        reduced = _merge_pairs(tiles[0::2], tiles[1::2], edges, ("B", "T"), kept)
+        return reduced.reshape(n_r // 2, n_c, *reduced.shape[1:])
 
     def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
@@ -241,11 +271,26 @@ class DissectionSolver:
 
 def _merge(first: _Tile, second: _Tile) -> _Tile:
     """Two reduced tiles into one, the nodes they share eliminated (nothing else touches them)."""
-    ids, inverse = np.unique(np.concatenate([first.ids, second.ids]), return_inverse=True)
-    at_first, at_second = inverse[: first.ids.size], inverse[first.ids.size :]
+    shared_ids = np.intersect1d(first.ids, second.ids, assume_unique=True)
+    rest = np.setdiff1d(np.union1d(first.ids, second.ids), shared_ids, assume_unique=True)
+    ids = np.concatenate([shared_ids, rest])  # shared nodes first: the blocks are then slices
+    order = np.argsort(ids)
+    at_first = order[np.searchsorted(ids, first.ids, sorter=order)]
+    at_second = order[np.searchsorted(ids, second.ids, sorter=order)]
     combined = np.zeros((ids.size, ids.size))
     combined[np.ix_(at_first, at_first)] = first.matrix
     combined[np.ix_(at_second, at_second)] += second.matrix
-    shared = np.zeros(ids.size, dtype=bool)
-    shared[np.intersect1d(at_first, at_second)] = True
-    return _Tile(ids[~shared], _schur(combined, shared))
+    return _Tile(rest, _schur_leading(combined, shared_ids.size))
+
+
+def _schur_leading(matrix: FloatArray, eliminated: int) -> FloatArray:
+    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows."""
+    if not eliminated:
+        return matrix
+    factor, info = dpotrf(matrix[:eliminated, :eliminated], lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
+    solved = dtrsm(1.0, factor, matrix[:eliminated, eliminated:], lower=1, overwrite_b=1)
+    lower = dsyrk(-1.0, solved, beta=1.0, c=matrix[eliminated:, eliminated:], trans=1, lower=1, overwrite_c=1)
+    # dsyrk fills the lower triangle only: mirror it.
+    return np.asarray(np.tril(lower) + np.tril(lower, -1).T)
