@@ -89,31 +89,52 @@ def _merge_pairs(
             if tile_a == tile_c:
                 merged[:, rows, starts[c] : starts[c + 1]] = pair[tile_a][:, edges[name_a], edges[name_c]]
     coupling = np.concatenate([pair[t][:, edges[name], own[t]] for t, name in kept], axis=1)  # (n, size, s)
-    if inner.shape[-1] <= _SMALL_SEPARATOR:
-        # Tiny separators of very many tiles: one LAPACK call per matrix costs more than the
-        # arithmetic, so invert them by vectorized elimination and contract with einsum.
-        scaled = np.einsum("nes,nst->net", coupling, _small_inverse(inner))
-        merged -= np.einsum("nes,nfs->nef", scaled, coupling)
-    else:
-        merged -= np.matmul(coupling, np.linalg.solve(inner, coupling.transpose(0, 2, 1)))
+    merged -= np.matmul(coupling, np.linalg.solve(inner, coupling.transpose(0, 2, 1)))
+    return merged
+
+
+def _merge_small(
+    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> FloatArray:  # fmt: skip
+    """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
+    so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
+    vectorized elimination and the products are einsums over the stack."""
+    pair = (first.reshape(*first.shape[:2], -1), second.reshape(*second.shape[:2], -1))
+    own = [edges[shared[0]], edges[shared[1]]]
+    inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
+    sizes = [edges[name].stop - edges[name].start for _, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    size = int(starts[-1])
+    merged = np.zeros((size, size, pair[0].shape[-1]))
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, n)
+    scaled = np.einsum("esn,stn->etn", coupling, _small_inverse(inner))
+    merged -= np.einsum("esn,fsn->efn", scaled, coupling)
     return merged
 
 
 def _small_inverse(matrix: FloatArray) -> FloatArray:
-    """Inverses of a stack of small symmetric positive-definite matrices (Gauss-Jordan, no pivoting:
-    the diagonal dominates), vectorized over the stack."""
+    """Inverses of a stack-last ``(s, s, n)`` stack of small symmetric positive-definite matrices
+    (Gauss-Jordan without pivoting: the diagonal dominates), vectorized over the stack."""
     work = matrix.copy()
-    size = work.shape[-1]
-    inverse = np.broadcast_to(np.eye(size), work.shape).copy()
+    size = work.shape[0]
+    inverse = np.zeros_like(work)
     for k in range(size):
-        pivot = work[:, k, k].copy()
-        work[:, k, :] /= pivot[:, None]
-        inverse[:, k, :] /= pivot[:, None]
+        inverse[k, k] = 1.0
+    for k in range(size):
+        pivot = work[k, k].copy()
+        work[k] /= pivot
+        inverse[k] /= pivot
         for row in range(size):
             if row != k:
-                factor = work[:, row, k].copy()
-                work[:, row, :] -= factor[:, None] * work[:, k, :]
-                inverse[:, row, :] -= factor[:, None] * inverse[:, k, :]
+                factor = work[row, k].copy()
+                work[row] -= factor * work[k]
+                inverse[row] -= factor * inverse[k]
     return inverse
 
 
@@ -186,41 +207,44 @@ class DissectionSolver:
         gw = self.g_wire
         below = np.full((rows_p, cols_p), gw)
         below[-1, :] = self.g_end  # the last row's segment goes to the TIA
-        # One cell: L = u(i, j-1), R = u(i, j), T = w(i, j), B = w(i+1, j).
-        leaf = np.zeros((rows_p, cols_p, 4, 4))
-        leaf[..., 0, 0] = gw
-        leaf[..., 0, 1] = leaf[..., 1, 0] = -gw
-        leaf[..., 1, 1] = gw + padded
-        leaf[..., 1, 2] = leaf[..., 2, 1] = -padded
-        leaf[..., 2, 2] = padded + below
-        leaf[..., 2, 3] = leaf[..., 3, 2] = -below
-        leaf[..., 3, 3] = below
-        tiles, h, w = leaf, 1, 1
+        # One cell: L = u(i, j-1), R = u(i, j), T = w(i, j), B = w(i+1, j). While the tiles are
+        # small the stack index comes last (each block operation then runs over contiguous memory).
+        tiles = np.zeros((4, 4, rows_p, cols_p))
+        tiles[0, 0] = gw
+        tiles[0, 1] = tiles[1, 0] = -gw
+        tiles[1, 1] = gw + padded
+        tiles[1, 2] = tiles[2, 1] = -padded
+        tiles[2, 2] = padded + below
+        tiles[2, 3] = tiles[3, 2] = -below
+        tiles[3, 3] = below
+        stack_last, h, w = True, 1, 1
         while (h, w) != (self.tile_rows, self.tile_cols):
-            if w < self.tile_cols and (w <= h or h == self.tile_rows):
-                tiles, w = self._merge_across(tiles, h, w), 2 * w
+            across = w < self.tile_cols and (w <= h or h == self.tile_rows)
+            if stack_last and (h if across else w) > _SMALL_SEPARATOR:
+                tiles, stack_last = np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)), False
+            edges = _edges(h, w)
+            if across:
+                # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (same).
+                kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+                if stack_last:
+                    first, second = tiles[..., 0::2], tiles[..., 1::2]
+                else:
+                    first, second = tiles[:, 0::2], tiles[:, 1::2]
+                shared, w = ("R", "L"), 2 * w
             else:
-                tiles, h = self._merge_down(tiles, h, w), 2 * h
-        return tiles
-
-    @staticmethod
-    def _merge_across(tiles: FloatArray, h: int, w: int) -> FloatArray:
-        """Pairs of side-by-side tiles (h x w) into h x 2w tiles: the shared line ``R = L`` eliminated."""
-        n_r, n_c = tiles.shape[:2]
-        edges = _edges(h, w)
-        # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (left's, right's).
-        kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
-        reduced = _merge_pairs(tiles[:, 0::2], tiles[:, 1::2], edges, ("R", "L"), kept)
-        return reduced.reshape(n_r, n_c // 2, *reduced.shape[1:])
-
-    @staticmethod
-    def _merge_down(tiles: FloatArray, h: int, w: int) -> FloatArray:
-        """Pairs of stacked tiles (h x w) into 2h x w tiles: the shared line ``B = T`` eliminated."""
-        n_r, n_c = tiles.shape[:2]
-        edges = _edges(h, w)
-        kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
-        reduced = _merge_pairs(tiles[0::2], tiles[1::2], edges, ("B", "T"), kept)
-        return reduced.reshape(n_r // 2, n_c, *reduced.shape[1:])
+                kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+                if stack_last:
+                    first, second = tiles[..., 0::2, :], tiles[..., 1::2, :]
+                else:
+                    first, second = tiles[0::2], tiles[1::2]
+                shared, h = ("B", "T"), 2 * h
+            if stack_last:
+                merged = _merge_small(first, second, edges, shared, kept)
+                tiles = merged.reshape(*merged.shape[:2], *first.shape[2:])
+            else:
+                merged = _merge_pairs(first, second, edges, shared, kept)
+                tiles = merged.reshape(*first.shape[:2], *merged.shape[1:])
+        return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
     def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
