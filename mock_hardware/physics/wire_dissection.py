@@ -27,6 +27,8 @@ wire stubs beyond the last row and column: they carry no current, so the answer 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg.blas import dsyrk, dtrsm
@@ -35,7 +37,6 @@ from scipy.linalg.lapack import dpotrf
 from mock_hardware.physics.threads import one_blas_thread
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time).
 DEFAULT_TILE = 32
@@ -43,23 +44,10 @@ DEFAULT_TILE = 32
 _SMALL_SEPARATOR = 4
 
 
-def _schur(matrix: FloatArray, eliminate: npt.NDArray[np.bool_]) -> FloatArray:
-    """Schur complement of one symmetric positive (semi)definite matrix onto the rows not in
-    ``eliminate`` (whose block must be positive definite)."""
-    inner_index = np.flatnonzero(eliminate)
-    outer_index = np.flatnonzero(~eliminate)
-    if not inner_index.size:
-        return matrix
-    inner = np.asfortranarray(matrix[np.ix_(inner_index, inner_index)])
-    factor, info = dpotrf(inner, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
-        raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    coupling = np.asfortranarray(matrix[np.ix_(inner_index, outer_index)])
-    solved = dtrsm(1.0, factor, coupling, lower=1, overwrite_b=1)
-    outer = np.asfortranarray(matrix[np.ix_(outer_index, outer_index)])
-    lower = dsyrk(-1.0, solved, beta=1.0, c=outer, trans=1, lower=1, overwrite_c=1)
-    # dsyrk fills the lower triangle only: mirror it.
-    return np.asarray(np.tril(lower) + np.tril(lower, -1).T)
+@functools.lru_cache(maxsize=16)
+def _upper(size: int) -> npt.NDArray[np.bool_]:
+    """Where the strict upper triangle of a ``size x size`` matrix is."""
+    return np.triu(np.ones((size, size), dtype=bool), 1)
 
 
 def _edges(h: int, w: int) -> dict[str, slice]:
@@ -139,12 +127,18 @@ def _small_inverse(matrix: FloatArray) -> FloatArray:
 
 
 class _Tile:
-    """A tile reduced onto its kept nodes: their global ids and the reduced (symmetric) matrix."""
+    """A tile reduced onto its edges: the (symmetric) matrix, its nodes in the order ``L, R, T, B``,
+    and how many nodes each edge keeps (open line ends are eliminated, unread terminals dropped)."""
 
-    __slots__ = ("ids", "matrix")
+    __slots__ = ("matrix", "sizes")
 
-    def __init__(self, ids: IntArray, matrix: FloatArray) -> None:
-        self.ids, self.matrix = ids, matrix
+    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...]) -> None:
+        self.matrix, self.sizes = matrix, sizes
+
+    def edge(self, name: str) -> slice:
+        k = "LRTB".index(name)
+        start = sum(self.sizes[:k])
+        return slice(start, start + self.sizes[k])
 
 
 class DissectionSolver:
@@ -166,17 +160,6 @@ class DissectionSolver:
         self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
         self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
 
-    # --- node ids ------------------------------------------------------------------------------
-
-    def _u(self, i: IntArray | int, j: IntArray | int) -> IntArray:
-        """Row-line node ``u(i, j)`` (``j = -1``: the driver), padded coordinates."""
-        return np.asarray(np.asarray(i) * (self.padded_cols + 1) + (np.asarray(j) + 1), dtype=np.int64)
-
-    def _w(self, i: IntArray | int, j: IntArray | int) -> IntArray:
-        """Column-line node ``w(i, j)`` (``i = padded rows``: the TIA), padded coordinates."""
-        base = self.padded_rows * (self.padded_cols + 1)
-        return np.asarray(base + np.asarray(i) * self.padded_cols + np.asarray(j), dtype=np.int64)
-
     # --- the solve -----------------------------------------------------------------------------
 
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
@@ -189,13 +172,10 @@ class DissectionSolver:
         with one_blas_thread():
             tiles = self._batched_stage(np.asarray(g_cells, dtype=np.float64))
             whole = self._merged_stage(tiles, wanted)
-        pad = self.padded_rows - self.rows
-        drivers = self._u(pad + np.arange(self.rows), -1)
-        tias = self._w(self.padded_rows, wanted)
-        where = {int(node): k for k, node in enumerate(whole.ids)}
-        rows_at = np.array([where[int(node)] for node in drivers])
-        cols_at = np.array([where[int(node)] for node in tias])
-        g_eff[:, wanted] = -whole.matrix[np.ix_(rows_at, cols_at)]
+        # What is left: the real rows' drivers (L, top to bottom) and the wanted TIAs (B).
+        drivers = whole.edge("L")
+        tias = whole.edge("B")
+        g_eff[:, wanted] = -whole.matrix[drivers, tias]
         return g_eff
 
     def _batched_stage(self, g: FloatArray) -> FloatArray:
@@ -258,24 +238,23 @@ class DissectionSolver:
         for tr in range(n_r):
             for tc in range(n_c):
                 r0, c0 = tr * th, tc * tw
-                rows = r0 + np.arange(th)
-                cols = c0 + np.arange(tw)
-                ids = np.concatenate(
-                    [self._u(rows, c0 - 1), self._u(rows, c0 + tw - 1), self._w(r0, cols), self._w(r0 + th, cols)]
-                )
-                drop = np.zeros(ids.size, dtype=bool)  # terminals held at 0 V that nobody reads
-                eliminate = np.zeros(ids.size, dtype=bool)  # open line ends: touched by nothing else
-                if c0 == 0:
-                    drop[:th] = rows < pad
-                if r0 + th == self.padded_rows:
-                    drop[2 * th + tw :] = ~wanted_tia[cols]
-                if r0 == 0:
-                    eliminate[2 * th : 2 * th + tw] = True
-                if c0 + tw == self.padded_cols:
-                    eliminate[th : 2 * th] = True
-                matrix = tiles[tr, tc][np.ix_(~drop, ~drop)]
-                ids, eliminate = ids[~drop], eliminate[~drop]
-                reduced[(tr, tc)] = _Tile(ids[~eliminate], _schur(matrix, eliminate))
+                keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+                drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+                if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
+                    drop["L"] = r0 + np.arange(th) < pad
+                if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
+                    drop["B"] = ~wanted_tia[c0 : c0 + tw]
+                if r0 == 0:  # the open top ends of the column lines: nothing else touches them
+                    keep["T"][:] = False
+                if c0 + tw == self.padded_cols:  # the open right ends of the row lines
+                    keep["R"][:] = False
+                eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
+                kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
+                order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
+                matrix = tiles[tr, tc]
+                if order.size != matrix.shape[0] or np.any(eliminate):
+                    matrix = _schur_leading(np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()))
+                reduced[(tr, tc)] = _Tile(matrix, tuple(int(kept[name].sum()) for name in "LRTB"))
         return self._merge_block(reduced, 0, n_r, 0, n_c)
 
     def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
@@ -286,25 +265,37 @@ class DissectionSolver:
             middle = (c0 + c1) // 2
             first = self._merge_block(reduced, r0, r1, c0, middle)
             second = self._merge_block(reduced, r0, r1, middle, c1)
-        else:
-            middle = (r0 + r1) // 2
-            first = self._merge_block(reduced, r0, middle, c0, c1)
-            second = self._merge_block(reduced, middle, r1, c0, c1)
-        return _merge(first, second)
+            return _merge(first, second, ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")])
+        middle = (r0 + r1) // 2
+        first = self._merge_block(reduced, r0, middle, c0, c1)
+        second = self._merge_block(reduced, middle, r1, c0, c1)
+        return _merge(first, second, ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")])
 
 
-def _merge(first: _Tile, second: _Tile) -> _Tile:
-    """Two reduced tiles into one, the nodes they share eliminated (nothing else touches them)."""
-    shared_ids = np.intersect1d(first.ids, second.ids, assume_unique=True)
-    rest = np.setdiff1d(np.union1d(first.ids, second.ids), shared_ids, assume_unique=True)
-    ids = np.concatenate([shared_ids, rest])  # shared nodes first: the blocks are then slices
-    order = np.argsort(ids)
-    at_first = order[np.searchsorted(ids, first.ids, sorter=order)]
-    at_second = order[np.searchsorted(ids, second.ids, sorter=order)]
-    combined = np.zeros((ids.size, ids.size))
-    combined[np.ix_(at_first, at_first)] = first.matrix
-    combined[np.ix_(at_second, at_second)] += second.matrix
-    return _Tile(rest, _schur_leading(combined, shared_ids.size))
+def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tuple[int, str]]) -> _Tile:
+    """Two reduced tiles into one: edge ``shared[0]`` of the first and ``shared[1]`` of the second
+    are the same nodes (nothing else touches them) and are eliminated; ``kept`` lists the merged
+    tile's edges in order (which tile, which edge), the same way the batched stage does."""
+    pair = (first, second)
+    own = (first.edge(shared[0]), second.edge(shared[1]))
+    sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    s = first.sizes["LRTB".index(shared[0])]
+    size = s + int(starts[-1])
+    combined = np.zeros((size, size))
+    combined[:s, :s] = first.matrix[own[0], own[0]] + second.matrix[own[1], own[1]]
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(s + starts[a], s + starts[a + 1])
+        edge_a = pair[tile_a].edge(name_a)
+        combined[rows, :s] = pair[tile_a].matrix[edge_a, own[tile_a]]
+        combined[:s, rows] = pair[tile_a].matrix[own[tile_a], edge_a]
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                combined[rows, s + starts[c] : s + starts[c + 1]] = pair[tile_a].matrix[edge_a, pair[tile_c].edge(name_c)]
+    merged_sizes = [0, 0, 0, 0]
+    for (tile, name), size_k in zip(kept, sizes, strict=True):
+        merged_sizes["LRTB".index(name)] += size_k
+    return _Tile(_schur_leading(combined, s), tuple(merged_sizes))
 
 
 def _schur_leading(matrix: FloatArray, eliminated: int) -> FloatArray:
@@ -317,4 +308,11 @@ def _schur_leading(matrix: FloatArray, eliminated: int) -> FloatArray:
     solved = dtrsm(1.0, factor, matrix[:eliminated, eliminated:], lower=1, overwrite_b=1)
     lower = dsyrk(-1.0, solved, beta=1.0, c=matrix[eliminated:, eliminated:], trans=1, lower=1, overwrite_c=1)
     # dsyrk fills the lower triangle only: mirror it.
-    return np.asarray(np.tril(lower) + np.tril(lower, -1).T)
+    np.copyto(lower, lower.T, where=_upper(lower.shape[0]))
+    return np.asarray(lower)
+
+
+@functools.lru_cache(maxsize=16)
+def _upper(size: int) -> npt.NDArray[np.bool_]:
+    """Where the strict upper triangle of a ``size x size`` matrix is."""
+    return np.triu(np.ones((size, size), dtype=bool), 1)
