@@ -39,15 +39,9 @@ from mock_hardware.physics.threads import one_blas_thread
 FloatArray = npt.NDArray[np.float64]
 
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time).
-DEFAULT_TILE = 32
+DEFAULT_TILE = 64
 # Separators up to this many nodes are eliminated without a LAPACK call per tile.
-_SMALL_SEPARATOR = 4
-
-
-@functools.lru_cache(maxsize=16)
-def _upper(size: int) -> npt.NDArray[np.bool_]:
-    """Where the strict upper triangle of a ``size x size`` matrix is."""
-    return np.triu(np.ones((size, size), dtype=bool), 1)
+_SMALL_SEPARATOR = 8
 
 
 def _edges(h: int, w: int) -> dict[str, slice]:
@@ -291,9 +285,10 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
         combined[:s, rows] = pair[tile_a].matrix[own[tile_a], edge_a]
         for c, (tile_c, name_c) in enumerate(kept):
             if tile_a == tile_c:
-                combined[rows, s + starts[c] : s + starts[c + 1]] = pair[tile_a].matrix[edge_a, pair[tile_c].edge(name_c)]
+                block = pair[tile_a].matrix[edge_a, pair[tile_c].edge(name_c)]
+                combined[rows, s + starts[c] : s + starts[c + 1]] = block
     merged_sizes = [0, 0, 0, 0]
-    for (tile, name), size_k in zip(kept, sizes, strict=True):
+    for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
     return _Tile(_schur_leading(combined, s), tuple(merged_sizes))
 
