@@ -210,10 +210,11 @@ _STORE_BYTES = 64 * 2**20
 _MAX_WIRE_TO_CELL = 1e12
 # The sweep costs rows x cols^3, nested dissection (wire_dissection.py) about (rows x cols)^1.5 with
 # a larger constant (memory-bound numpy at the bottom of its tree): their ratio is
-# cols^1.5 / rows^0.5. Measured (docs/benchmarks.md, fifth pass): about even at 128 x 64 (a ratio
-# of 45) and 256 x 128 (91), dissection 4-5x faster at 512 x 256 (181). From this ratio on the
-# solver dissects; below it the sweep's results are kept bit for bit.
-DISSECTION_FROM = 128.0
+# cols^1.5 / rows^0.5. Measured (benchmarks/wire_solve.py, docs/benchmarks.md's fifth pass): the
+# sweep 1.2x faster at 128 x 64 (a ratio of 45), dissection 1.7x faster at 256 x 128 (91) and 5-6x
+# at 512 x 256 (181). From this ratio on the solver dissects; below it (the 128 x 64 and 128 x 16
+# presets) the sweep's results are kept bit for bit.
+DISSECTION_FROM = 64.0
 
 
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -42,6 +42,9 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_TILE = 64
 # Separators up to this many nodes are eliminated without a LAPACK call per tile.
 _SMALL_SEPARATOR = 8
+# Cells reduced together in the batched stage (a band of whole tile rows): about 1 MB of cell data,
+# 16x that in reduced matrices.
+_BAND_CELLS = 16384
 
 
 def _edges(h: int, w: int) -> dict[str, slice]:
@@ -178,9 +181,20 @@ class DissectionSolver:
         rows_p, cols_p = self.padded_rows, self.padded_cols
         padded = np.zeros((rows_p, cols_p))
         padded[rows_p - self.rows :, : self.cols] = g  # zero-conductance cells above and to the right
-        gw = self.g_wire
-        below = np.full((rows_p, cols_p), gw)
+        below = np.full((rows_p, cols_p), self.g_wire)
         below[-1, :] = self.g_end  # the last row's segment goes to the TIA
+        # Tiles do not meet before the merged stage: reduce them a band of rows at a time, so that a
+        # band's matrices stay in the caches through all the batched levels.
+        band = max(self.tile_rows, _BAND_CELLS // cols_p // self.tile_rows * self.tile_rows)
+        return np.concatenate(
+            [self._reduce_band(padded[r0 : r0 + band], below[r0 : r0 + band]) for r0 in range(0, rows_p, band)]
+        )
+
+    def _reduce_band(self, padded: FloatArray, below: FloatArray) -> FloatArray:
+        """:meth:`_batched_stage` for a band of whole tile rows (cells ``padded``, conductance
+        ``below`` of the column segment under each cell)."""
+        rows_p, cols_p = padded.shape
+        gw = self.g_wire
         # One cell: L = u(i, j-1), R = u(i, j), T = w(i, j), B = w(i+1, j). While the tiles are
         # small the stack index comes last (each block operation then runs over contiguous memory).
         tiles = np.zeros((4, 4, rows_p, cols_p))

@@ -85,6 +85,7 @@ def test_a_tile_must_be_a_power_of_two() -> None:
 
 def test_wide_arrays_dissect_and_the_presets_small_arrays_keep_the_sweep() -> None:
     assert TransferSolver(512, 256, 0.35).method == "dissection"
+    assert TransferSolver(256, 128, 0.35).method == "dissection"
     assert TransferSolver(128, 64, 0.35).method == "sweep"  # the demo's array: bit for bit as before
     assert TransferSolver(128, 16, 0.35).method == "sweep"
     g = np.random.default_rng(2).uniform(100e-6, 900e-6, (4, 64))
