@@ -78,6 +78,15 @@ def test_stacked_and_per_tile_eliminations_agree(monkeypatch: pytest.MonkeyPatch
     np.testing.assert_allclose(expected, effective_conductance(g, 0.35, 1), rtol=1e-9, atol=1e-20)
 
 
+def test_a_longer_lead_to_the_tias_is_one_series_resistor() -> None:
+    # end_segments: the TIAs sit that many segments below the last row (the sweep's and the LU's
+    # parameter too).
+    g = np.random.default_rng(4).uniform(100e-6, 900e-6, (6, 40))
+    np.testing.assert_allclose(
+        DissectionSolver(6, 40, 0.35, end_segments=3, tile=8).transfer(g), effective_conductance(g, 0.35, 3), rtol=1e-9
+    )
+
+
 def test_a_tile_must_be_a_power_of_two() -> None:
     with pytest.raises(ValueError, match="power of two"):
         DissectionSolver(8, 8, 0.35, tile=6)
