@@ -14,8 +14,10 @@ Three solvers, from cheapest to most general:
   voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (each a tridiagonal chain,
   whose inverse is semiseparable) and the column-line system left, block tridiagonal by rows, is
   solved by a block Cholesky sweep: exact, ``rows x cols^3`` work in dense LAPACK calls, nothing
-  kept between calls. :func:`effective_conductance` is the same ``G_eff`` from one sparse LU
-  factorization (the reference in tests, and the fallback for extreme parameters).
+  kept between calls. On wide arrays (``cols^1.5 / rows^0.5 >= DISSECTION_FROM``) it solves by
+  nested dissection instead (:mod:`mock_hardware.physics.wire_dissection`, ``(rows cols)^1.5``).
+  :func:`effective_conductance` is the same ``G_eff`` from one sparse LU factorization (the
+  reference in tests, and the fallback for extreme parameters).
 - :func:`solve_dc`: arbitrary row and column voltages, any gate pattern and a nonlinear I-V, by
   Newton iteration on the sparse nodal equations (one solve per iteration).
 """
