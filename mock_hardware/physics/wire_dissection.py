@@ -21,8 +21,9 @@ Two stages: small tiles are all alike, so they are merged in batches (numpy's st
 and ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
 (Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
 of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
-they can be. The array is padded to a multiple of the tile with cells of zero conductance (open
-wire stubs beyond the last row and column: they carry no current, so the answer is unchanged).
+they can be. The array is padded to a multiple of the tile with cells of zero conductance above
+its first row and beyond its last column (open wire stubs: they carry no current, so the answer
+is unchanged).
 """
 
 from __future__ import annotations
