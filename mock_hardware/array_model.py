@@ -396,7 +396,8 @@ class CrossbarArray:
                 return np.asarray(g / (1.0 + g * solution.r_cell))
         if self._transfer_solver is None:
             self._transfer_solver = TransferSolver(self.rows, self.cols, r_segment, end_segments=1)
-        # An exact block sweep of the whole array's network (physics/line_resistance.py).
+        # An exact solve of the whole array's network: the block sweep, or nested dissection on wide
+        # arrays (physics/line_resistance.py, physics/wire_dissection.py).
         columns = self._line_columns.copy()
         g_eff = self._transfer_solver.transfer(g, np.flatnonzero(columns))
         # The series resistance each cell effectively sees; G_eff >= G cannot happen on a passive

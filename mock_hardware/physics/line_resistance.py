@@ -14,8 +14,10 @@ Three solvers, from cheapest to most general:
   voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (each a tridiagonal chain,
   whose inverse is semiseparable) and the column-line system left, block tridiagonal by rows, is
   solved by a block Cholesky sweep: exact, ``rows x cols^3`` work in dense LAPACK calls, nothing
-  kept between calls. :func:`effective_conductance` is the same ``G_eff`` from one sparse LU
-  factorization (the reference in tests, and the fallback for extreme parameters).
+  kept between calls. On wide arrays (``cols^1.5 / rows^0.5 >= DISSECTION_FROM``) it solves by
+  nested dissection instead (:mod:`mock_hardware.physics.wire_dissection`, ``(rows cols)^1.5``).
+  :func:`effective_conductance` is the same ``G_eff`` from one sparse LU factorization (the
+  reference in tests, and the fallback for extreme parameters).
 - :func:`solve_dc`: arbitrary row and column voltages, any gate pattern and a nonlinear I-V, by
   Newton iteration on the sparse nodal equations (one solve per iteration).
 """
@@ -33,6 +35,7 @@ from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
 
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.threads import one_blas_thread
+from mock_hardware.physics.wire_dissection import DissectionSolver
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -207,6 +210,13 @@ _STORE_BYTES = 64 * 2**20
 # like eps * g_wire / g_cell (still 1e-12 relative at a ratio of 1e11, checked against the LU);
 # beyond this ratio (wires a millionth of an ohm) the solver uses the sparse LU instead.
 _MAX_WIRE_TO_CELL = 1e12
+# The sweep costs rows x cols^3, nested dissection (wire_dissection.py) about (rows x cols)^1.5 with
+# a larger constant (memory-bound numpy at the bottom of its tree): their ratio is
+# cols^1.5 / rows^0.5. Measured (benchmarks/wire_solve.py, docs/benchmarks.md's fifth pass): the
+# sweep 1.2x faster at 128 x 64 (a ratio of 45), dissection 1.7x faster at 256 x 128 (91) and 5-6x
+# at 512 x 256 (181). From this ratio on the solver dissects; below it (the 128 x 64 and 128 x 16
+# presets) the sweep's results are kept bit for bit.
+DISSECTION_FROM = 64.0
 
 
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -238,6 +248,16 @@ class TransferSolver:
         self.g_wire = 1.0 / r_segment
         self.g_end = 1.0 / (r_segment * end_segments)
         self.factorizations = 0  # fallbacks to the sparse LU (extreme wire-to-cell ratios), over its life
+        self.dissections = 0  # solves by nested dissection (large arrays), over its life
+        self._dissection = (
+            DissectionSolver(rows, cols, r_segment, end_segments) if cols**1.5 / rows**0.5 >= DISSECTION_FROM else None
+        )
+
+    @property
+    def method(self) -> str:
+        """``"dissection"`` on arrays wide enough for it to win, else ``"sweep"`` (the sparse LU
+        stays the fallback for extreme parameters either way)."""
+        return "sweep" if self._dissection is None else "dissection"
 
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
         """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
@@ -248,6 +268,10 @@ class TransferSolver:
         if self.g_wire > _MAX_WIRE_TO_CELL * max(float(g.mean()), 1e-300):
             self.factorizations += 1
             g_eff[:, wanted] = effective_conductance(g, self.r_segment, self.end_segments)[:, wanted]
+            return g_eff
+        if self._dissection is not None:
+            self.dissections += 1
+            g_eff[:, wanted] = self._dissection.transfer(g, wanted)[:, wanted]
             return g_eff
         row_blocks = self._row_blocks(g)
         if row_blocks is None:  # row lines so lossy that their inverse underflows: solve by LU

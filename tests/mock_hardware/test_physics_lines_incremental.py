@@ -12,7 +12,9 @@ from mock_hardware.physics.line_resistance import TransferSolver, effective_cond
 from tests.mock_hardware.test_physics_lines import QUIET, dense_column_currents
 
 
-@pytest.mark.parametrize(("rows", "cols", "r_segment"), [(48, 24, 0.35), (20, 40, 1.0), (1, 6, 2.0), (7, 1, 2.0)])
+@pytest.mark.parametrize(
+    ("rows", "cols", "r_segment"), [(48, 24, 0.35), (20, 40, 1.0), (1, 6, 2.0), (7, 1, 2.0), (6, 48, 0.35)]
+)
 def test_solves_after_programming_events_stay_within_1e_6_of_lu(rows: int, cols: int, r_segment: float) -> None:
     rng = np.random.default_rng(rows * cols)
     g = rng.uniform(100e-6, 900e-6, (rows, cols))
@@ -42,12 +44,21 @@ def test_the_back_substitution_from_checkpoints_gives_the_same_answer(monkeypatc
     np.testing.assert_allclose(stored, effective_conductance(g, 0.35, 1), rtol=1e-9)
 
 
-def test_row_lines_too_lossy_for_the_semiseparable_form_fall_back_to_the_sparse_lu() -> None:
+def test_row_lines_too_lossy_for_the_semiseparable_form_fall_back_to_the_sparse_lu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # 10 kohm segments against 1 mS cells on a 420-column row: the row line's inverse decays by
     # about 10x per cell, below the smallest double at the far end.
     g = np.random.default_rng(3).uniform(900e-6, 1e-3, (2, 420))
+    exact = effective_conductance(g, 1e4, 1)
+    # Nested dissection (what an array this wide gets) has no semiseparable form to underflow.
+    dissected = TransferSolver(2, 420, 1e4)
+    assert dissected.method == "dissection"
+    np.testing.assert_allclose(dissected.transfer(g), exact, rtol=1e-12)
+    assert dissected.factorizations == 0
+    monkeypatch.setattr(line_resistance, "DISSECTION_FROM", np.inf)
     solver = TransferSolver(2, 420, 1e4)
-    np.testing.assert_allclose(solver.transfer(g), effective_conductance(g, 1e4, 1), rtol=1e-12)
+    np.testing.assert_allclose(solver.transfer(g), exact, rtol=1e-12)
     assert solver.factorizations == 1
 
 

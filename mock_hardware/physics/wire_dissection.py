@@ -1,0 +1,328 @@
+"""The wire network's ``G_eff`` by nested dissection: an exact solve whose cost grows like cells^1.5.
+
+The block sweep of :class:`~mock_hardware.physics.line_resistance.TransferSolver` costs
+``rows x cols^3`` (cells squared at a fixed aspect ratio). Here the array is cut into tiles, each
+tile's network is reduced exactly to its edges (the Schur complement of its nodal matrix onto the
+nodes it shares with its neighbours: a Kron reduction), and neighbouring tiles are merged pairwise,
+eliminating the nodes they share, until what is left is the whole array reduced onto its
+terminals: the row drivers and the column TIAs. That reduced matrix is the network's admittance
+``Y`` between terminals, and ``G_eff[i, j] = -Y[driver i, TIA j]`` (all terminals held at their
+voltages, the TIAs at 0 V). Nothing is approximated; the work is dense LAPACK on the separators,
+``O((rows cols)^1.5)``.
+
+Node layout (the same geometry as ``line_resistance``): ``u(i, j)`` on row line ``i`` at cell
+column ``j``, with ``u(i, -1)`` the row's driver; ``w(i, j)`` on column line ``j`` at cell row
+``i``, with ``w(rows, j)`` the column's TIA. A tile of cells ``[r0, r1) x [c0, c1)`` owns its
+cells, the row segment to the left of each of its cells and the column segment below each, so
+its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
+``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
+
+Two stages: small tiles are all alike, so they are merged in batches (numpy's stacked ``solve``
+and ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
+(Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
+of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
+they can be. The array is padded to a multiple of the tile with cells of zero conductance above
+its first row and beyond its last column (open wire stubs: they carry no current, so the answer
+is unchanged).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import numpy.typing as npt
+from scipy.linalg.blas import dsyrk, dtrsm
+from scipy.linalg.lapack import dpotrf
+
+from mock_hardware.physics.threads import one_blas_thread
+
+FloatArray = npt.NDArray[np.float64]
+
+# Tiles of this many cells a side end the batched stage (merges above it are one at a time).
+DEFAULT_TILE = 64
+# Separators up to this many nodes are eliminated without a LAPACK call per tile.
+_SMALL_SEPARATOR = 8
+# Cells reduced together in the batched stage (a band of whole tile rows): about 1 MB of cell data,
+# 16x that in reduced matrices.
+_BAND_CELLS = 16384
+
+
+def _edges(h: int, w: int) -> dict[str, slice]:
+    """Where each edge of an ``h x w`` tile sits in its matrix (layout ``L, R, T, B``)."""
+    return {"L": slice(0, h), "R": slice(h, 2 * h), "T": slice(2 * h, 2 * h + w), "B": slice(2 * h + w, 2 * h + 2 * w)}
+
+
+def _merge_pairs(
+    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> FloatArray:  # fmt: skip
+    """Stacks of pairs of tiles merged: the edge ``shared[0]`` of the first and ``shared[1]`` of the
+    second are the same nodes and are eliminated; ``kept`` lists the merged tile's edges in order
+    (which tile, which edge). The two tiles touch only through the shared nodes, so the merged
+    matrix is ``blockdiag - P S^-1 P^T`` with ``S`` the shared block and ``P`` the kept nodes'
+    coupling to it; it is built from block copies (no scatter)."""
+    pair = (first.reshape(-1, *first.shape[-2:]), second.reshape(-1, *second.shape[-2:]))
+    own = [edges[shared[0]], edges[shared[1]]]
+    inner = pair[0][:, own[0], own[0]] + pair[1][:, own[1], own[1]]
+    sizes = [edges[name].stop - edges[name].start for _, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    size = int(starts[-1])
+    merged = np.zeros((pair[0].shape[0], size, size))
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                merged[:, rows, starts[c] : starts[c + 1]] = pair[tile_a][:, edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][:, edges[name], own[t]] for t, name in kept], axis=1)  # (n, size, s)
+    merged -= np.matmul(coupling, np.linalg.solve(inner, coupling.transpose(0, 2, 1)))
+    return merged
+
+
+def _merge_small(
+    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> FloatArray:  # fmt: skip
+    """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
+    so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
+    vectorized elimination and the products are einsums over the stack."""
+    pair = (first.reshape(*first.shape[:2], -1), second.reshape(*second.shape[:2], -1))
+    own = [edges[shared[0]], edges[shared[1]]]
+    inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
+    sizes = [edges[name].stop - edges[name].start for _, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    size = int(starts[-1])
+    merged = np.zeros((size, size, pair[0].shape[-1]))
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, n)
+    scaled = np.einsum("esn,stn->etn", coupling, _small_inverse(inner))
+    merged -= np.einsum("esn,fsn->efn", scaled, coupling)
+    return merged
+
+
+def _small_inverse(matrix: FloatArray) -> FloatArray:
+    """Inverses of a stack-last ``(s, s, n)`` stack of small symmetric positive-definite matrices
+    (Gauss-Jordan without pivoting: the diagonal dominates), vectorized over the stack."""
+    work = matrix.copy()
+    size = work.shape[0]
+    inverse = np.zeros_like(work)
+    for k in range(size):
+        inverse[k, k] = 1.0
+    for k in range(size):
+        pivot = work[k, k].copy()
+        work[k] /= pivot
+        inverse[k] /= pivot
+        for row in range(size):
+            if row != k:
+                factor = work[row, k].copy()
+                work[row] -= factor * work[k]
+                inverse[row] -= factor * inverse[k]
+    return inverse
+
+
+class _Tile:
+    """A tile reduced onto its edges: the (symmetric) matrix, its nodes in the order ``L, R, T, B``,
+    and how many nodes each edge keeps (open line ends are eliminated, unread terminals dropped)."""
+
+    __slots__ = ("matrix", "sizes")
+
+    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...]) -> None:
+        self.matrix, self.sizes = matrix, sizes
+
+    def edge(self, name: str) -> slice:
+        k = "LRTB".index(name)
+        start = sum(self.sizes[:k])
+        return slice(start, start + self.sizes[k])
+
+
+class DissectionSolver:
+    """``G_eff`` of a whole array (rows driven at column 0, columns into TIAs) by nested dissection.
+
+    The same answer as :class:`~mock_hardware.physics.line_resistance.TransferSolver` (to rounding),
+    at ``O((rows cols)^1.5)`` work instead of ``rows x cols^3``.
+    """
+
+    def __init__(self, rows: int, cols: int, r_segment: float, end_segments: int = 1, tile: int = DEFAULT_TILE):
+        if tile < 1 or tile & (tile - 1):
+            raise ValueError(f"tile must be a power of two, got {tile}")
+        self.rows, self.cols = rows, cols
+        self.g_wire = 1.0 / r_segment
+        self.g_end = 1.0 / (r_segment * end_segments)
+        # Tiles no larger than the array needs, each side a power of two.
+        self.tile_rows = min(tile, 1 << max(rows - 1, 0).bit_length())
+        self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
+        self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
+        self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
+
+    # --- the solve -----------------------------------------------------------------------------
+
+    def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
+        """``G_eff`` (rows x cols) for ohmic cells ``g_cells``; with ``columns``, only those columns
+        are solved (the others are NaN)."""
+        wanted = np.arange(self.cols) if columns is None else np.unique(np.asarray(columns, dtype=np.intp))
+        g_eff = np.full((self.rows, self.cols), np.nan)
+        if not wanted.size:
+            return g_eff
+        with one_blas_thread():
+            tiles = self._batched_stage(np.asarray(g_cells, dtype=np.float64))
+            whole = self._merged_stage(tiles, wanted)
+        # What is left: the real rows' drivers (L, top to bottom) and the wanted TIAs (B).
+        drivers = whole.edge("L")
+        tias = whole.edge("B")
+        g_eff[:, wanted] = -whole.matrix[drivers, tias]
+        return g_eff
+
+    def _batched_stage(self, g: FloatArray) -> FloatArray:
+        """Reduced matrices of every ``tile_rows x tile_cols`` tile, ``(tile rows, tile cols, b, b)``
+        with ``b = 2 tile_rows + 2 tile_cols`` in the edge order ``L, R, T, B``."""
+        rows_p, cols_p = self.padded_rows, self.padded_cols
+        padded = np.zeros((rows_p, cols_p))
+        padded[rows_p - self.rows :, : self.cols] = g  # zero-conductance cells above and to the right
+        below = np.full((rows_p, cols_p), self.g_wire)
+        below[-1, :] = self.g_end  # the last row's segment goes to the TIA
+        # Tiles do not meet before the merged stage: reduce them a band of rows at a time, so that a
+        # band's matrices stay in the caches through all the batched levels.
+        band = max(self.tile_rows, _BAND_CELLS // cols_p // self.tile_rows * self.tile_rows)
+        return np.concatenate(
+            [self._reduce_band(padded[r0 : r0 + band], below[r0 : r0 + band]) for r0 in range(0, rows_p, band)]
+        )
+
+    def _reduce_band(self, padded: FloatArray, below: FloatArray) -> FloatArray:
+        """:meth:`_batched_stage` for a band of whole tile rows (cells ``padded``, conductance
+        ``below`` of the column segment under each cell)."""
+        rows_p, cols_p = padded.shape
+        gw = self.g_wire
+        # One cell: L = u(i, j-1), R = u(i, j), T = w(i, j), B = w(i+1, j). While the tiles are
+        # small the stack index comes last (each block operation then runs over contiguous memory).
+        tiles = np.zeros((4, 4, rows_p, cols_p))
+        tiles[0, 0] = gw
+        tiles[0, 1] = tiles[1, 0] = -gw
+        tiles[1, 1] = gw + padded
+        tiles[1, 2] = tiles[2, 1] = -padded
+        tiles[2, 2] = padded + below
+        tiles[2, 3] = tiles[3, 2] = -below
+        tiles[3, 3] = below
+        stack_last, h, w = True, 1, 1
+        while (h, w) != (self.tile_rows, self.tile_cols):
+            across = w < self.tile_cols and (w <= h or h == self.tile_rows)
+            if stack_last and (h if across else w) > _SMALL_SEPARATOR:
+                tiles, stack_last = np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)), False
+            edges = _edges(h, w)
+            if across:
+                # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (same).
+                kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+                if stack_last:
+                    first, second = tiles[..., 0::2], tiles[..., 1::2]
+                else:
+                    first, second = tiles[:, 0::2], tiles[:, 1::2]
+                shared, w = ("R", "L"), 2 * w
+            else:
+                kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+                if stack_last:
+                    first, second = tiles[..., 0::2, :], tiles[..., 1::2, :]
+                else:
+                    first, second = tiles[0::2], tiles[1::2]
+                shared, h = ("B", "T"), 2 * h
+            if stack_last:
+                merged = _merge_small(first, second, edges, shared, kept)
+                tiles = merged.reshape(*merged.shape[:2], *first.shape[2:])
+            else:
+                merged = _merge_pairs(first, second, edges, shared, kept)
+                tiles = merged.reshape(*first.shape[:2], *merged.shape[1:])
+        return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
+
+    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
+        """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
+        reduced onto the real rows' drivers and the wanted columns' TIAs."""
+        n_r, n_c = tiles.shape[:2]
+        th, tw = self.tile_rows, self.tile_cols
+        pad = self.padded_rows - self.rows
+        wanted_tia = np.zeros(self.padded_cols, dtype=bool)
+        wanted_tia[wanted] = True
+        reduced: dict[tuple[int, int], _Tile] = {}
+        for tr in range(n_r):
+            for tc in range(n_c):
+                r0, c0 = tr * th, tc * tw
+                keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+                drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+                if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
+                    drop["L"] = r0 + np.arange(th) < pad
+                if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
+                    drop["B"] = ~wanted_tia[c0 : c0 + tw]
+                if r0 == 0:  # the open top ends of the column lines: nothing else touches them
+                    keep["T"][:] = False
+                if c0 + tw == self.padded_cols:  # the open right ends of the row lines
+                    keep["R"][:] = False
+                eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
+                kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
+                order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
+                matrix = tiles[tr, tc]
+                if order.size != matrix.shape[0] or np.any(eliminate):
+                    matrix = _schur_leading(np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()))
+                reduced[(tr, tc)] = _Tile(matrix, tuple(int(kept[name].sum()) for name in "LRTB"))
+        return self._merge_block(reduced, 0, n_r, 0, n_c)
+
+    def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
+        if r1 - r0 == 1 and c1 - c0 == 1:
+            return reduced[(r0, c0)]
+        # Cut across the longer side (in cells), so the separator is the shorter one.
+        if (c1 - c0) * self.tile_cols >= (r1 - r0) * self.tile_rows and c1 - c0 > 1:
+            middle = (c0 + c1) // 2
+            first = self._merge_block(reduced, r0, r1, c0, middle)
+            second = self._merge_block(reduced, r0, r1, middle, c1)
+            return _merge(first, second, ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")])
+        middle = (r0 + r1) // 2
+        first = self._merge_block(reduced, r0, middle, c0, c1)
+        second = self._merge_block(reduced, middle, r1, c0, c1)
+        return _merge(first, second, ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")])
+
+
+def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tuple[int, str]]) -> _Tile:
+    """Two reduced tiles into one: edge ``shared[0]`` of the first and ``shared[1]`` of the second
+    are the same nodes (nothing else touches them) and are eliminated; ``kept`` lists the merged
+    tile's edges in order (which tile, which edge), the same way the batched stage does."""
+    pair = (first, second)
+    own = (first.edge(shared[0]), second.edge(shared[1]))
+    sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    s = first.sizes["LRTB".index(shared[0])]
+    size = s + int(starts[-1])
+    combined = np.zeros((size, size))
+    combined[:s, :s] = first.matrix[own[0], own[0]] + second.matrix[own[1], own[1]]
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(s + starts[a], s + starts[a + 1])
+        edge_a = pair[tile_a].edge(name_a)
+        combined[rows, :s] = pair[tile_a].matrix[edge_a, own[tile_a]]
+        combined[:s, rows] = pair[tile_a].matrix[own[tile_a], edge_a]
+        for c, (tile_c, name_c) in enumerate(kept):
+            if tile_a == tile_c:
+                block = pair[tile_a].matrix[edge_a, pair[tile_c].edge(name_c)]
+                combined[rows, s + starts[c] : s + starts[c + 1]] = block
+    merged_sizes = [0, 0, 0, 0]
+    for (_, name), size_k in zip(kept, sizes, strict=True):
+        merged_sizes["LRTB".index(name)] += size_k
+    return _Tile(_schur_leading(combined, s), tuple(merged_sizes))
+
+
+def _schur_leading(matrix: FloatArray, eliminated: int) -> FloatArray:
+    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows."""
+    if not eliminated:
+        return matrix
+    factor, info = dpotrf(matrix[:eliminated, :eliminated], lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
+    solved = dtrsm(1.0, factor, matrix[:eliminated, eliminated:], lower=1, overwrite_b=1)
+    lower = dsyrk(-1.0, solved, beta=1.0, c=matrix[eliminated:, eliminated:], trans=1, lower=1, overwrite_c=1)
+    # dsyrk fills the lower triangle only: mirror it.
+    np.copyto(lower, lower.T, where=_upper(lower.shape[0]))
+    return np.asarray(lower)
+
+
+@functools.lru_cache(maxsize=16)
+def _upper(size: int) -> npt.NDArray[np.bool_]:
+    """Where the strict upper triangle of a ``size x size`` matrix is."""
+    return np.triu(np.ones((size, size), dtype=bool), 1)
