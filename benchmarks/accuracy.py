@@ -180,9 +180,10 @@ def curves(args: argparse.Namespace) -> dict[str, Any]:
     at every point), per network and seed."""
     models = args.models or ["mlp", "cnn"]
     points = [p for p in CURVE_POINTS if p <= args.updates]
+    chip = {} if args.chip_seed is None else {"chip_seed": args.chip_seed}  # else each seed is its own chip
     jobs = []
     for model in models:
-        settings = {"model": model, **EXPERIMENTS[model], "updates": max(points), "eval_every": 100}
+        settings = {"model": model, **EXPERIMENTS[model], "updates": max(points), "eval_every": 100, **chip}
         jobs += [(model, settings, s, exact) for s in range(args.seeds) for exact in (True, False)]
     results = run_all(jobs, args.workers)
     table: dict[str, Any] = {}
@@ -197,9 +198,15 @@ def curves(args: argparse.Namespace) -> dict[str, Any]:
             rows[seed] = row
             cells = [f"{100 * v['float']:.1f} / {100 * v['in_situ']:.1f}" for v in row.values()]
             lines.append(f"| {model} | {seed} | " + " | ".join(cells) + " |")
-        mean_gap = {p: float(np.mean([rows[s][p]["gap"] for s in rows])) for p in points}
-        lines.append(f"| {model} | gap (mean) | " + " | ".join(f"{g:+.2f}" for g in mean_gap.values()) + " |")
-        table[model] = {"settings": EXPERIMENTS[model], "seeds": rows, "mean_gap_points": mean_gap,
+        gaps = {p: np.array([rows[s][p]["gap"] for s in rows]) for p in points}
+        mean_gap = {p: float(g.mean()) for p, g in gaps.items()}
+        # the mean's standard error: how far another draw of as many seeds may put it
+        stderr = {p: float(g.std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else float("nan") for p, g in gaps.items()}
+        lines.append(f"| {model} | gap (mean ± s.e.) | "
+                     + " | ".join(f"{mean_gap[p]:+.2f} ± {stderr[p]:.2f}" for p in points) + " |")  # fmt: skip
+        table[model] = {"settings": EXPERIMENTS[model] | chip, "seeds": rows, "mean_gap_points": mean_gap,
+                        "mean_gap_stderr_points": stderr,
+                        "within_1_point": {p: mean_gap[p] <= 1.0 for p in points},
                         "worst_gap_points": max(max(r[p]["gap"] for p in points) for r in rows.values())}  # fmt: skip
     print("\nfloat / in situ test accuracy (%) after each number of updates; gap in points (float - in situ)")
     print("\n".join(lines))
@@ -344,7 +351,9 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=list(EXPERIMENTS), help="networks (papers, curves)")
     parser.add_argument("--tasks", nargs="+", choices=list(YAN_TASKS), help="Yan's tasks (yan)")
     parser.add_argument("--optimizers", nargs="+", choices=list(YAN_OPTIMIZERS), help="Yan's optimizers (yan)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1: each the training order and the chip")
+    parser.add_argument("--chip-seed", type=int, help="one emulated chip for every run (curves): to tell the chip "
+                        "from the training order")  # fmt: skip
     parser.add_argument("--updates", type=int, default=max(CURVE_POINTS), help="last point of the curves")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true", help="a smoke run: few updates, 1 seed")

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from drivers import PulseKind
 from hil.array_backend import ArrayBackend
@@ -57,6 +57,11 @@ class GateCodedConfig(BaseModel):
         "pulses it by dvg_min with probability |change| / dvg_min (unbiased, no delay)",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the stochastic rounding")
+    reset_above: StrictBool = Field(
+        False,
+        description="RESET first a device raised whose read-back conductance is already above the level its "
+        "SET aims at: a SET never lowers G, so without it small raises keep the higher of two write errors",
+    )
 
 
 @dataclass
@@ -176,7 +181,10 @@ class GateCodedUpdate:
                 small = ~due & ~memory.defective & (draw < np.abs(pending) / c.dvg_min)
                 gates = np.where(small, memory.v_gate_applied + np.sign(pending) * c.dvg_min, gates)
                 due |= small
-            self._pulse(backend, board, memory, gates, reset=due & (pending < 0), set_mask=due, stats=stats)
+            reset = due & (pending < 0)
+            if c.reset_above and board in backend.conductance:
+                reset |= due & (backend.conductance[board] > memory.k * gates + memory.c)
+            self._pulse(backend, board, memory, gates, reset=reset, set_mask=due, stats=stats)
         return stats
 
     def state_arrays(self) -> dict[str, dict[str, npt.NDArray[np.generic]]]:

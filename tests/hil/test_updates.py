@@ -190,6 +190,36 @@ def test_reset_precedes_set_where_the_gate_falls(board: Board, monkeypatch: pyte
     assert np.allclose(batches[1].v_gate[batches[1].mask], memory.v_gate_target[batches[1].mask], atol=1e-6)
 
 
+# Only write noise (4 uS per programming event), on a 16 x 8 layer: a device SET lands at
+# max(its compliance level + noise, where it was), so small raises keep the higher of two errors.
+WRITE_NOISE_ONLY = "emulator://?preset=ideal&seed=3&rows=32&cols=16&write_noise=4e-6"
+
+
+def mean_weight_error_after_small_raises(reset_above: bool) -> float:
+    """Raise every weight of a 16 x 8 layer by 0.01 (0.5 uS per device, a third of dvg_min) 45
+    times; the mean of the read weights minus what was asked."""
+    with open_board(WRITE_NOISE_ONLY) as board:
+        shapes, boards = {"w": (16, 8)}, {"board0": board.shape}
+        placement = resolve_placement(auto_place(shapes, boards), shapes, boards)
+        board.apply_pulses(PulseKind.SET, 2.5, G_MID_GATE, 1e-6, mask=placement.used_mask("board0"))
+        backend = ArrayBackend({"board0": board}, placement)
+        backend.read_back()
+        start = backend.weights("w")
+        rule = gate_coded(backend, reset_above=reset_above)
+        for _ in range(45):
+            rule.apply(backend, {"w": np.full((16, 8), 0.01)})
+            backend.read_back()
+        return float(np.mean(backend.weights("w") - start - 0.45))
+
+
+def test_small_raises_ratchet_upward_unless_a_device_above_its_level_is_reset_first() -> None:
+    # without: G+ (raised in steps of about 1.5 uS against 4 uS of noise) sits about 0.6 sigma above
+    # its level, 2.5 uS, a weight error of +0.025 at 100 uS per unit weight (G-, lowered by RESET
+    # and SET, lands unbiased)
+    assert mean_weight_error_after_small_raises(reset_above=False) > 0.012
+    assert abs(mean_weight_error_after_small_raises(reset_above=True)) < 0.008
+
+
 def test_the_gate_is_clipped_to_its_window(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = mid_window_backend(board)
     rule = gate_coded(backend)
