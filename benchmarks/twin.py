@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
+from mock_hardware.array_model import CrossbarArray
 from mock_hardware.device_params import preset as device_preset
 from mock_hardware.emulator import parse_emulator_url
 
@@ -74,7 +76,12 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
-KINDS = ("chip", "twin", "population", "preset")
+KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map")
+# A run file's name: ``{chip}-{kind}-{training seed}.h5``.
+RUN_LABEL = re.compile(rf"(?P<chip>.+)-(?P<kind>{'|'.join(sorted(KINDS, key=len, reverse=True))})-(?P<seed>[0-9]+)")
+# Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
+# emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
+# the chip's true cell map (its defect positions, stuck levels and every device's k and c).
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -83,9 +90,24 @@ TRAINING = {
 }  # fmt: skip
 
 
-def chip_resource(name: str) -> str:
+def chip_resource(name: str, seed: int | str | None = None) -> str:
+    """The chip's resource; another ``seed`` draws another chip of the same true parameters."""
     fields = {"rows": 128, "cols": 64, **CHIPS[name]}
-    return f"emulator://?preset=umass-ta-hfo2&seed={CHIP_SEED}&" + "&".join(f"{k}={v}" for k, v in fields.items())
+    seed = CHIP_SEED if seed is None else seed
+    return f"emulator://?preset=umass-ta-hfo2&seed={seed}&" + "&".join(f"{k}={v}" for k, v in fields.items())
+
+
+def true_cell_map(name: str, chip_seed: int, path: Path) -> Path:
+    """The chip's true cells as a cell map: what a perfect characterization would have found."""
+    preset_name, seed, overrides = parse_emulator_url(chip_resource(name, chip_seed))
+    cells = CrossbarArray(device_preset(preset_name, **overrides), seed=seed).cells
+    stuck = cells.stuck
+    arrays = {"stuck_low": cells.stuck_low, "stuck_high": cells.stuck_high, "unformed": cells.unformed,
+              "set_slope": cells.set_slope, "set_intercept": cells.set_intercept,
+              "g_stuck": np.where(stuck, cells.g_stuck, np.nan)}  # fmt: skip
+    with path.open("wb") as out:
+        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+    return path
 
 
 def nearest_preset(fitted: dict[str, Any]) -> str:
@@ -166,6 +188,8 @@ def main() -> int:
     parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
+    parser.add_argument("--chip-seed", type=int, default=CHIP_SEED, help="the chip's emulator seed (another "
+                        "draw of the same true parameters: use another folder)")  # fmt: skip
     parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
                         help="boards compared with the chip")  # fmt: skip
     parser.add_argument("--folder", type=Path, help="where the run files go; run again on the same folder, "
@@ -201,17 +225,19 @@ def main() -> int:
         start = time.perf_counter()
         path = Path(folder) / f"{name}.toml"
         if not path.exists():  # a folder run again keeps the twin its runs were made with
-            write_twin(fit_twin(suite_cost(chip_resource(name))["runs"]), path)
+            write_twin(fit_twin(suite_cost(chip_resource(name, args.chip_seed))["runs"]), path)
         population = population_twin(path)
         fit_seconds[name] = time.perf_counter() - start
         preset = nearest_preset(read_twin_parameters(path)[0])
         boards[name] = {
-            "chip": chip_resource(name),
+            "chip": chip_resource(name, args.chip_seed),
             # The twin and the preset predict with their own noise: an emulator seed per training seed.
             "twin": f"emulator://?params={path}&seed={{seed}}",
             "population": f"emulator://?params={population}&seed={{seed}}",
             "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
+            "oracle": chip_resource(name, "{seed}"),
+            "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_cell_map(name, args.chip_seed, Path(folder) / f'{name}.true-cells.npz')}",
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
@@ -257,8 +283,9 @@ def summarize(
             accuracy = {k: [accuracy_of(got[(k, s)], figure, eval_points) for s in range(seeds)] for k in kinds}
             entry: dict[str, Any] = {"accuracy": accuracy}
             for kind in kinds[1:]:
+                ran = [a for a in accuracy[kind] if math.isfinite(a)]
                 entry[kind] = paired(accuracy[kind], accuracy["chip"]) | {
-                    "mean_accuracy": float(np.nanmean(accuracy[kind]))}  # fmt: skip
+                    "mean_accuracy": float(np.mean(ran)) if ran else math.nan}  # fmt: skip
             results[name][figure] = entry
     header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
     for figure, title in FIGURES.items():
@@ -270,6 +297,9 @@ def summarize(
             cells = [f"{100 * np.nanmean(chip):.2f} % ({100 * np.nanstd(chip, ddof=1):.1f})"]
             for kind in kinds[1:]:
                 pair = entry[kind]
+                if not pair["pairs"]:  # not run for this chip
+                    cells += ["-", "-"]
+                    continue
                 difference, error = pair["mean_difference_points"], pair["standard_error_points"]
                 cells += [f"{100 * pair['mean_accuracy']:.2f} %", f"{difference:+.2f} (+- {error:.2f})"]
             print(f"| {name} | " + " | ".join(cells) + " |")
@@ -349,7 +379,10 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     preset_runs: dict[tuple[str, int], dict[str, Any]] = {}  # by (preset, seed): one run serves every chip
     for path in sorted(folder.glob("*.h5")):
-        chip, kind, seed = path.stem.rsplit("-", 2)
+        label = RUN_LABEL.fullmatch(path.stem)
+        if label is None:
+            continue
+        chip, kind, seed = label["chip"], label["kind"], label["seed"]
         data = read_run(path)
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
@@ -364,10 +397,12 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
             runs.setdefault((name, "preset", preset_seed), preset_run)
     chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
+    # A control (the oracles) may have been run for some chips only.
+    chip_kinds = {c: [k for k in kinds if any(key[:2] == (c, k) for key in runs)] for c in chips}
     # Only whole seeds, from 0 up to the first that some board of some chip has not completed
     # (processes started with --first-seed fill the later seeds at the same time).
     seeds = 0
-    while chips and all((c, k, seeds) in runs for c in chips for k in kinds):
+    while chips and all((c, k, seeds) in runs for c in chips for k in chip_kinds[c]):
         seeds += 1
     results = summarize(runs, chips, kinds, seeds, presets, eval_points)
     return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),
