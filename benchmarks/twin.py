@@ -119,16 +119,27 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
     return str(min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name])))
 
 
-def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> dict[str, Any]:
+def train_once(
+    resource: str, seed: int, updates: int, folder: str, label: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The run's learning curve ``[[update, test accuracy], ...]``, or why it failed (a limit hit,
     say: counted apart)."""
     start = time.perf_counter()
     try:
-        evaluations = _train(resource, seed, updates, folder, label)
+        evaluations = _train(resource, seed, updates, folder, label, overrides or {})
     except Exception as exc:  # a failed run is a finding, not the end of the benchmark
         print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
     return {"curve": [[int(u), float(a)] for u, a, _ in evaluations], "seconds": time.perf_counter() - start}
+
+
+def training_override(text: str) -> tuple[str, Any]:
+    """``FIELD=JSON`` -> (field, value)."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value after '=' is not JSON") from None
 
 
 def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> float:
@@ -144,10 +155,12 @@ def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> fl
     return float(early.mean()) if early.size else math.nan
 
 
-def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
+def _train(
+    resource: str, seed: int, updates: int, folder: str, label: str, overrides: dict[str, Any]
+) -> list[tuple[int, float, float]]:
     every = max(updates // 10, 1)
     # A file left by a run killed part-way is started over (completed ones were kept by the caller).
-    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": every,
+    config = TrainConfig.model_validate({**TRAINING, **overrides, "seed": seed, "updates": updates, "eval_every": every,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
                   show_progress=False, overwrite=True)  # fmt: skip
@@ -187,6 +200,9 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", metavar="FIELD=JSON", action="append", default=[], type=training_override,
+                        help="a training config field changed on every board, e.g. vmm_readback=false (a control: "
+                        "use another folder)")  # fmt: skip
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
     parser.add_argument("--chip-seed", type=int, default=CHIP_SEED, help="the chip's emulator seed (another "
                         "draw of the same true parameters: use another folder)")  # fmt: skip
@@ -229,6 +245,7 @@ def main() -> int:
         population = population_twin(path)
         fit_seconds[name] = time.perf_counter() - start
         preset = nearest_preset(read_twin_parameters(path)[0])
+        true_map = true_cell_map(name, args.chip_seed, Path(folder) / f"{name}.true-cells.npz")
         boards[name] = {
             "chip": chip_resource(name, args.chip_seed),
             # The twin and the preset predict with their own noise: an emulator seed per training seed.
@@ -237,7 +254,7 @@ def main() -> int:
             "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
             "oracle": chip_resource(name, "{seed}"),
-            "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_cell_map(name, args.chip_seed, Path(folder) / f'{name}.true-cells.npz')}",
+            "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
@@ -250,7 +267,8 @@ def main() -> int:
         for name, kind, seed in jobs:
             resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
             if (resource, seed) not in submitted and (resource, seed) not in done:
-                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}")
+                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}",
+                                                          dict(args.set))  # fmt: skip
         finished = {key: future.result() for key, future in submitted.items()} | done
         runs = {(name, kind, seed): finished[(boards[name][kind].replace("{seed}", str(TWIN_SEED + seed)), seed)]
                 for name, kind, seed in jobs}  # fmt: skip
