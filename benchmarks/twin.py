@@ -76,12 +76,14 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
-KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map")
+KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "same-chip")
 # A run file's name: ``{chip}-{kind}-{training seed}.h5``.
 RUN_LABEL = re.compile(rf"(?P<chip>.+)-(?P<kind>{'|'.join(sorted(KINDS, key=len, reverse=True))})-(?P<seed>[0-9]+)")
 # Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
 # emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
-# the chip's true cell map (its defect positions, stuck levels and every device's k and c).
+# the chip's true cell map (its defect positions, stuck levels and every device's k and c); and
+# ``same-chip``: the chip itself (its cells and fresh state) with another noise future per training
+# seed, as a physical chip meets in each run (the emulator's ``noise_seed``).
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -216,7 +218,7 @@ def main() -> int:
                         help="only fit each chip and compare the fit with its true parameters")  # fmt: skip
     args = parser.parse_args()
     if args.summarize:
-        return summarize_folder(args.summarize, args.eval_points)
+        return summarize_folder(args.summarize, args.eval_points, args.chips)
     if args.fit_only:
         return compare_fits(args.chips)
     seeds = 2 if args.quick else args.seeds
@@ -255,6 +257,7 @@ def main() -> int:
             "preset_name": preset,
             "oracle": chip_resource(name, "{seed}"),
             "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
+            "same-chip": chip_resource(name, args.chip_seed) + "&noise_seed={seed}",
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
@@ -392,7 +395,7 @@ def completed_runs(folder: Path, updates: int) -> dict[tuple[str, int], dict[str
     return runs
 
 
-def summarize_folder(folder: Path, eval_points: int) -> int:
+def summarize_folder(folder: Path, eval_points: int, only: list[str]) -> int:
     """The tables and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     preset_runs: dict[tuple[str, int], dict[str, Any]] = {}  # by (preset, seed): one run serves every chip
@@ -413,7 +416,7 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
     for (preset, preset_seed), preset_run in preset_runs.items():
         for name in (name for name, nearest in presets.items() if nearest == preset):
             runs.setdefault((name, "preset", preset_seed), preset_run)
-    chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
+    chips = [name for name in CHIPS if any(key[0] == name for key in runs) and name in only]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
     # A control (the oracles) may have been run for some chips only.
     chip_kinds = {c: [k for k in kinds if any(key[:2] == (c, k) for key in runs)] for c in chips}
