@@ -62,6 +62,7 @@ from mock_hardware.emulator import parse_emulator_url
 
 CHIP_SEED = 101
 TWIN_SEED = 7
+CHIP_NOISE_SEED = 1000  # the chip's noise seed for training seed s: this plus s (same-chip runs)
 CHIPS: dict[str, dict[str, Any]] = {
     "narrow-window": {"set_slope": 45e-6, "set_intercept": 45e-6, "g_min": 20e-6, "g_initial_mean": 60e-6,
                       "v_gate_saturation": 1.7, "v_gate_threshold": 0.6, "write_noise": 3e-6},
@@ -110,6 +111,11 @@ def true_cell_map(name: str, chip_seed: int, path: Path) -> Path:
     with path.open("wb") as out:
         np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
     return path
+
+
+def resource_for(template: str, seed: int) -> str:
+    """A board's resource for training seed ``seed``: its emulator seed (and the chip's noise seed) filled in."""
+    return template.replace("{seed}", str(TWIN_SEED + seed)).replace("{noise}", str(CHIP_NOISE_SEED + seed))
 
 
 def nearest_preset(fitted: dict[str, Any]) -> str:
@@ -257,7 +263,8 @@ def main() -> int:
             "preset_name": preset,
             "oracle": chip_resource(name, "{seed}"),
             "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
-            "same-chip": chip_resource(name, args.chip_seed) + "&noise_seed={seed}",
+            # Its own noise seeds: a twin's runs cannot share the chip's noise.
+            "same-chip": chip_resource(name, args.chip_seed) + "&noise_seed={noise}",
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
@@ -268,12 +275,12 @@ def main() -> int:
         # The same board and seed is the same run (the nearest preset is often one preset for every chip).
         submitted: dict[tuple[str, int], Future[dict[str, Any]]] = {}
         for name, kind, seed in jobs:
-            resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
+            resource = resource_for(boards[name][kind], seed)
             if (resource, seed) not in submitted and (resource, seed) not in done:
                 submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}",
                                                           dict(args.set))  # fmt: skip
         finished = {key: future.result() for key, future in submitted.items()} | done
-        runs = {(name, kind, seed): finished[(boards[name][kind].replace("{seed}", str(TWIN_SEED + seed)), seed)]
+        runs = {(name, kind, seed): finished[(resource_for(boards[name][kind], seed), seed)]
                 for name, kind, seed in jobs}  # fmt: skip
 
     results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
