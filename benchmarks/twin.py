@@ -79,7 +79,7 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
 }  # fmt: skip
 KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "same-chip")
 # A run file's name: ``{chip}-{kind}-{training seed}.h5``.
-RUN_LABEL = re.compile(rf"(?P<chip>.+)-(?P<kind>{'|'.join(sorted(KINDS, key=len, reverse=True))})-(?P<seed>[0-9]+)")
+RUN_LABEL = re.compile(rf"(?P<chip>{'|'.join(CHIPS)})-(?P<kind>{'|'.join(KINDS)})-(?P<seed>[0-9]+)")
 # Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
 # emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
 # the chip's true cell map (its defect positions, stuck levels and every device's k and c); and
