@@ -10,19 +10,24 @@ training seeds.
 Paired: training seed ``s`` (data order and initial weights) is the same on every board, so the
 seed-to-seed spread of accuracy, which is much larger than the 1 point to resolve, cancels in the
 difference ``accuracy(board, s) - accuracy(chip, s)``. A board's prediction error is the mean of
-those paired differences, given with its standard error. The chip is one emulator seed; the twin
-and the preset get another emulator seed for each training seed (the twin cannot know the
-chip's future write noise). A run's accuracy is the mean of its last ``--eval-points`` test
-evaluations (one every tenth of the run), which smooths the update-to-update jitter of the last one.
+those paired differences, given with its standard error. The chip is one emulator seed (its
+cells and fresh state) with a noise seed of its own for each training seed: a physical chip meets
+fresh write, read and drift noise in every run. The twin and the preset get another emulator seed
+for each training seed (the twin cannot know the chip's future noise). A run's accuracy is the
+mean of its last ``--eval-points`` test evaluations (one every tenth of the run), which smooths
+the update-to-update jitter of the last one.
 
 ``--kinds`` adds ``population`` (a twin fitted without the cell map: any chip with the same figures),
-to show what the cell map adds.
+to show what the cell map adds, and controls: ``oracle`` and ``oracle-map`` (the chip's true
+parameters, without and with its true cells) and ``frozen-chip`` (the chip with one noise future
+for every run, as this benchmark's chip was until session 7: every run's calibration then met the
+same noise, a share of the chip's accuracy that no number of training seeds averages out).
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
 
     nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
-        # 6 seeds, 300 updates: 42 runs of about 14 s of CPU each (session 6); under load, the machine's share
+        # 16 seeds, 300 updates: 112 runs of about 14 s of CPU each; under load, the machine's share
     python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
     python benchmarks/twin.py --fit-only   # each chip's fitted parameters against its true ones (half a minute)
@@ -62,7 +67,7 @@ from mock_hardware.emulator import parse_emulator_url
 
 CHIP_SEED = 101
 TWIN_SEED = 7
-CHIP_NOISE_SEED = 1000  # the chip's noise seed for training seed s: this plus s (same-chip runs)
+CHIP_NOISE_SEED = 1000  # the chip's noise seed for training seed s: this plus s
 CHIPS: dict[str, dict[str, Any]] = {
     "narrow-window": {"set_slope": 45e-6, "set_intercept": 45e-6, "g_min": 20e-6, "g_initial_mean": 60e-6,
                       "v_gate_saturation": 1.7, "v_gate_threshold": 0.6, "write_noise": 3e-6},
@@ -77,14 +82,13 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
-KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "same-chip")
+KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "frozen-chip")
 # A run file's name: ``{chip}-{kind}-{training seed}.h5``.
 RUN_LABEL = re.compile(rf"(?P<chip>{'|'.join(CHIPS)})-(?P<kind>{'|'.join(KINDS)})-(?P<seed>[0-9]+)")
 # Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
 # emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
 # the chip's true cell map (its defect positions, stuck levels and every device's k and c); and
-# ``same-chip``: the chip itself (its cells and fresh state) with another noise future per training
-# seed, as a physical chip meets in each run (the emulator's ``noise_seed``).
+# ``frozen-chip``: the chip with its emulator seed's one noise future in every run.
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -202,7 +206,7 @@ def suite_cost(resource: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=16, help="training seeds (paired on every board)")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds from this one on (a second process "
                         "on the same folder takes the later seeds; --summarize then tables them all)")  # fmt: skip
     parser.add_argument("--updates", type=int, default=300)
@@ -255,7 +259,8 @@ def main() -> int:
         preset = nearest_preset(read_twin_parameters(path)[0])
         true_map = true_cell_map(name, args.chip_seed, Path(folder) / f"{name}.true-cells.npz")
         boards[name] = {
-            "chip": chip_resource(name, args.chip_seed),
+            # The chip's own noise seeds (never a twin's): fresh noise in each run, as on a chip.
+            "chip": chip_resource(name, args.chip_seed) + "&noise_seed={noise}",
             # The twin and the preset predict with their own noise: an emulator seed per training seed.
             "twin": f"emulator://?params={path}&seed={{seed}}",
             "population": f"emulator://?params={population}&seed={{seed}}",
@@ -263,8 +268,7 @@ def main() -> int:
             "preset_name": preset,
             "oracle": chip_resource(name, "{seed}"),
             "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
-            # Its own noise seeds: a twin's runs cannot share the chip's noise.
-            "same-chip": chip_resource(name, args.chip_seed) + "&noise_seed={noise}",
+            "frozen-chip": chip_resource(name, args.chip_seed),
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
