@@ -10,19 +10,24 @@ training seeds.
 Paired: training seed ``s`` (data order and initial weights) is the same on every board, so the
 seed-to-seed spread of accuracy, which is much larger than the 1 point to resolve, cancels in the
 difference ``accuracy(board, s) - accuracy(chip, s)``. A board's prediction error is the mean of
-those paired differences, given with its standard error. The chip is one emulator seed; the twin
-and the preset get another emulator seed for each training seed (the twin cannot know the
-chip's future write noise). A run's accuracy is the mean of its last ``--eval-points`` test
-evaluations (one every tenth of the run), which smooths the update-to-update jitter of the last one.
+those paired differences, given with its standard error. The chip is one emulator seed (its
+cells and fresh state) with a noise seed of its own for each training seed: a physical chip meets
+fresh write, read and drift noise in every run. The twin and the preset get another emulator seed
+for each training seed (the twin cannot know the chip's future noise). A run's accuracy is the
+mean of its last ``--eval-points`` test evaluations (one every tenth of the run), which smooths
+the update-to-update jitter of the last one.
 
 ``--kinds`` adds ``population`` (a twin fitted without the cell map: any chip with the same figures),
-to show what the cell map adds.
+to show what the cell map adds, and controls: ``oracle`` and ``oracle-map`` (the chip's true
+parameters, without and with its true cells) and ``frozen-chip`` (the chip with one noise future
+for every run, as this benchmark's chip was until session 7: every run's calibration then met the
+same noise, a share of the chip's accuracy that no number of training seeds averages out).
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
 
     nice -n 10 python benchmarks/twin.py --folder runs/twin-bench   # 3 chips x 2 boards + the shared preset,
-        # 6 seeds, 300 updates: 42 runs of about 14 s of CPU each (session 6); under load, the machine's share
+        # 16 seeds, 300 updates: 112 runs of about 14 s of CPU each; under load, the machine's share
     python benchmarks/twin.py --summarize runs/twin-bench       # the tables of what completed so far
     python benchmarks/twin.py --quick      # a smoke run: few updates, 2 seeds
     python benchmarks/twin.py --fit-only   # each chip's fitted parameters against its true ones (half a minute)
@@ -34,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -55,11 +61,13 @@ from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
 from hil.twin.suite_runner import plan, run_suite_in_memory
+from mock_hardware.array_model import CrossbarArray
 from mock_hardware.device_params import preset as device_preset
 from mock_hardware.emulator import parse_emulator_url
 
 CHIP_SEED = 101
 TWIN_SEED = 7
+CHIP_NOISE_SEED = 1000  # the chip's noise seed for training seed s: this plus s
 CHIPS: dict[str, dict[str, Any]] = {
     "narrow-window": {"set_slope": 45e-6, "set_intercept": 45e-6, "g_min": 20e-6, "g_initial_mean": 60e-6,
                       "v_gate_saturation": 1.7, "v_gate_threshold": 0.6, "write_noise": 3e-6},
@@ -74,7 +82,13 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
     "tsinghua-taox-hfox": {"set_slope": 30e-6, "set_intercept": -10e-6, "write_noise": 1e-6,
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
-KINDS = ("chip", "twin", "population", "preset")
+KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "frozen-chip")
+# A run file's name: ``{chip}-{kind}-{training seed}.h5``.
+RUN_LABEL = re.compile(rf"(?P<chip>{'|'.join(CHIPS)})-(?P<kind>{'|'.join(KINDS)})-(?P<seed>[0-9]+)")
+# Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
+# emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
+# the chip's true cell map (its defect positions, stuck levels and every device's k and c); and
+# ``frozen-chip``: the chip with its emulator seed's one noise future in every run.
 TRAINING = {
     "dataset": "digits",
     "network": {"input_shape": [8, 8], "n_classes": 10, "layers": [
@@ -83,9 +97,29 @@ TRAINING = {
 }  # fmt: skip
 
 
-def chip_resource(name: str) -> str:
+def chip_resource(name: str, seed: int | str | None = None) -> str:
+    """The chip's resource; another ``seed`` draws another chip of the same true parameters."""
     fields = {"rows": 128, "cols": 64, **CHIPS[name]}
-    return f"emulator://?preset=umass-ta-hfo2&seed={CHIP_SEED}&" + "&".join(f"{k}={v}" for k, v in fields.items())
+    seed = CHIP_SEED if seed is None else seed
+    return f"emulator://?preset=umass-ta-hfo2&seed={seed}&" + "&".join(f"{k}={v}" for k, v in fields.items())
+
+
+def true_cell_map(name: str, chip_seed: int, path: Path) -> Path:
+    """The chip's true cells as a cell map: what a perfect characterization would have found."""
+    preset_name, seed, overrides = parse_emulator_url(chip_resource(name, chip_seed))
+    cells = CrossbarArray(device_preset(preset_name, **overrides), seed=seed).cells
+    stuck = cells.stuck
+    arrays = {"stuck_low": cells.stuck_low, "stuck_high": cells.stuck_high, "unformed": cells.unformed,
+              "set_slope": cells.set_slope, "set_intercept": cells.set_intercept,
+              "g_stuck": np.where(stuck, cells.g_stuck, np.nan)}  # fmt: skip
+    with path.open("wb") as out:
+        np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def resource_for(template: str, seed: int) -> str:
+    """A board's resource for training seed ``seed``: its emulator seed (and the chip's noise seed) filled in."""
+    return template.replace("{seed}", str(TWIN_SEED + seed)).replace("{noise}", str(CHIP_NOISE_SEED + seed))
 
 
 def nearest_preset(fitted: dict[str, Any]) -> str:
@@ -97,16 +131,27 @@ def nearest_preset(fitted: dict[str, Any]) -> str:
     return str(min(PRESET_FIGURES, key=lambda name: distance(PRESET_FIGURES[name])))
 
 
-def train_once(resource: str, seed: int, updates: int, folder: str, label: str) -> dict[str, Any]:
+def train_once(
+    resource: str, seed: int, updates: int, folder: str, label: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The run's learning curve ``[[update, test accuracy], ...]``, or why it failed (a limit hit,
     say: counted apart)."""
     start = time.perf_counter()
     try:
-        evaluations = _train(resource, seed, updates, folder, label)
+        evaluations = _train(resource, seed, updates, folder, label, overrides or {})
     except Exception as exc:  # a failed run is a finding, not the end of the benchmark
         print(f"{label} seed {seed} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
     return {"curve": [[int(u), float(a)] for u, a, _ in evaluations], "seconds": time.perf_counter() - start}
+
+
+def training_override(text: str) -> tuple[str, Any]:
+    """``FIELD=JSON`` -> (field, value)."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value after '=' is not JSON") from None
 
 
 def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> float:
@@ -122,10 +167,12 @@ def accuracy_of(run: dict[str, Any] | None, figure: str, eval_points: int) -> fl
     return float(early.mean()) if early.size else math.nan
 
 
-def _train(resource: str, seed: int, updates: int, folder: str, label: str) -> list[tuple[int, float, float]]:
+def _train(
+    resource: str, seed: int, updates: int, folder: str, label: str, overrides: dict[str, Any]
+) -> list[tuple[int, float, float]]:
     every = max(updates // 10, 1)
     # A file left by a run killed part-way is started over (completed ones were kept by the caller).
-    config = TrainConfig.model_validate({**TRAINING, "seed": seed, "updates": updates, "eval_every": every,
+    config = TrainConfig.model_validate({**TRAINING, **overrides, "seed": seed, "updates": updates, "eval_every": every,
                                          "boards": {"board0": resource}})  # fmt: skip
     run = RunFile(Path(folder) / f"{label}-{seed}.h5", procedure="train", config=config.model_dump(mode="json"),
                   show_progress=False, overwrite=True)  # fmt: skip
@@ -159,13 +206,18 @@ def suite_cost(resource: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few updates, two seeds (a smoke run)")
-    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=16, help="training seeds (paired on every board)")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds from this one on (a second process "
                         "on the same folder takes the later seeds; --summarize then tables them all)")  # fmt: skip
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--eval-points", type=int, default=3, help="last evaluations averaged into a run's accuracy")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", metavar="FIELD=JSON", action="append", default=[], type=training_override,
+                        help="a training config field changed on every board, e.g. vmm_readback=false (a control: "
+                        "use another folder)")  # fmt: skip
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
+    parser.add_argument("--chip-seed", type=int, default=CHIP_SEED, help="the chip's emulator seed (another "
+                        "draw of the same true parameters: use another folder)")  # fmt: skip
     parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
                         help="boards compared with the chip")  # fmt: skip
     parser.add_argument("--folder", type=Path, help="where the run files go; run again on the same folder, "
@@ -176,7 +228,7 @@ def main() -> int:
                         help="only fit each chip and compare the fit with its true parameters")  # fmt: skip
     args = parser.parse_args()
     if args.summarize:
-        return summarize_folder(args.summarize, args.eval_points)
+        return summarize_folder(args.summarize, args.eval_points, args.chips)
     if args.fit_only:
         return compare_fits(args.chips)
     seeds = 2 if args.quick else args.seeds
@@ -201,17 +253,22 @@ def main() -> int:
         start = time.perf_counter()
         path = Path(folder) / f"{name}.toml"
         if not path.exists():  # a folder run again keeps the twin its runs were made with
-            write_twin(fit_twin(suite_cost(chip_resource(name))["runs"]), path)
+            write_twin(fit_twin(suite_cost(chip_resource(name, args.chip_seed))["runs"]), path)
         population = population_twin(path)
         fit_seconds[name] = time.perf_counter() - start
         preset = nearest_preset(read_twin_parameters(path)[0])
+        true_map = true_cell_map(name, args.chip_seed, Path(folder) / f"{name}.true-cells.npz")
         boards[name] = {
-            "chip": chip_resource(name),
+            # The chip's own noise seeds (never a twin's): fresh noise in each run, as on a chip.
+            "chip": chip_resource(name, args.chip_seed) + "&noise_seed={noise}",
             # The twin and the preset predict with their own noise: an emulator seed per training seed.
             "twin": f"emulator://?params={path}&seed={{seed}}",
             "population": f"emulator://?params={population}&seed={{seed}}",
             "preset": f"emulator://?preset={preset}&seed={{seed}}&rows=128&cols=64",
             "preset_name": preset,
+            "oracle": chip_resource(name, "{seed}"),
+            "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
+            "frozen-chip": chip_resource(name, args.chip_seed),
         }
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
@@ -222,11 +279,12 @@ def main() -> int:
         # The same board and seed is the same run (the nearest preset is often one preset for every chip).
         submitted: dict[tuple[str, int], Future[dict[str, Any]]] = {}
         for name, kind, seed in jobs:
-            resource = boards[name][kind].replace("{seed}", str(TWIN_SEED + seed))
+            resource = resource_for(boards[name][kind], seed)
             if (resource, seed) not in submitted and (resource, seed) not in done:
-                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}")
+                submitted[(resource, seed)] = pool.submit(train_once, resource, seed, updates, folder, f"{name}-{kind}",
+                                                          dict(args.set))  # fmt: skip
         finished = {key: future.result() for key, future in submitted.items()} | done
-        runs = {(name, kind, seed): finished[(boards[name][kind].replace("{seed}", str(TWIN_SEED + seed)), seed)]
+        runs = {(name, kind, seed): finished[(resource_for(boards[name][kind], seed), seed)]
                 for name, kind, seed in jobs}  # fmt: skip
 
     results = summarize(runs, chips, kinds, seeds, {n: boards[n]["preset_name"] for n in chips}, args.eval_points)
@@ -257,8 +315,9 @@ def summarize(
             accuracy = {k: [accuracy_of(got[(k, s)], figure, eval_points) for s in range(seeds)] for k in kinds}
             entry: dict[str, Any] = {"accuracy": accuracy}
             for kind in kinds[1:]:
+                ran = [a for a in accuracy[kind] if math.isfinite(a)]
                 entry[kind] = paired(accuracy[kind], accuracy["chip"]) | {
-                    "mean_accuracy": float(np.nanmean(accuracy[kind]))}  # fmt: skip
+                    "mean_accuracy": float(np.mean(ran)) if ran else math.nan}  # fmt: skip
             results[name][figure] = entry
     header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
     for figure, title in FIGURES.items():
@@ -270,6 +329,9 @@ def summarize(
             cells = [f"{100 * np.nanmean(chip):.2f} % ({100 * np.nanstd(chip, ddof=1):.1f})"]
             for kind in kinds[1:]:
                 pair = entry[kind]
+                if not pair["pairs"]:  # not run for this chip
+                    cells += ["-", "-"]
+                    continue
                 difference, error = pair["mean_difference_points"], pair["standard_error_points"]
                 cells += [f"{100 * pair['mean_accuracy']:.2f} %", f"{difference:+.2f} (+- {error:.2f})"]
             print(f"| {name} | " + " | ".join(cells) + " |")
@@ -344,12 +406,15 @@ def completed_runs(folder: Path, updates: int) -> dict[tuple[str, int], dict[str
     return runs
 
 
-def summarize_folder(folder: Path, eval_points: int) -> int:
+def summarize_folder(folder: Path, eval_points: int, only: list[str]) -> int:
     """The tables and JSON of the completed runs in a benchmark's folder (of a run stopped early)."""
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     preset_runs: dict[tuple[str, int], dict[str, Any]] = {}  # by (preset, seed): one run serves every chip
     for path in sorted(folder.glob("*.h5")):
-        chip, kind, seed = path.stem.rsplit("-", 2)
+        label = RUN_LABEL.fullmatch(path.stem)
+        if label is None:
+            continue
+        chip, kind, seed = label["chip"], label["kind"], label["seed"]
         data = read_run(path)
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
@@ -362,12 +427,14 @@ def summarize_folder(folder: Path, eval_points: int) -> int:
     for (preset, preset_seed), preset_run in preset_runs.items():
         for name in (name for name, nearest in presets.items() if nearest == preset):
             runs.setdefault((name, "preset", preset_seed), preset_run)
-    chips = [name for name in CHIPS if any(key[0] == name for key in runs)]
+    chips = [name for name in CHIPS if any(key[0] == name for key in runs) and name in only]
     kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
+    # A control (the oracles) may have been run for some chips only.
+    chip_kinds = {c: [k for k in kinds if any(key[:2] == (c, k) for key in runs)] for c in chips}
     # Only whole seeds, from 0 up to the first that some board of some chip has not completed
     # (processes started with --first-seed fill the later seeds at the same time).
     seeds = 0
-    while chips and all((c, k, seeds) in runs for c in chips for k in kinds):
+    while chips and all((c, k, seeds) in runs for c in chips for k in chip_kinds[c]):
         seeds += 1
     results = summarize(runs, chips, kinds, seeds, presets, eval_points)
     return report(results, {"seeds": seeds, "eval_points": eval_points, "kinds": kinds, "folder": str(folder),

@@ -91,13 +91,18 @@ class _VmmWorkspace:
 class CrossbarArray:
     """A seeded, vectorized model of an array of 1T1R cells."""
 
-    def __init__(self, params: DeviceParameters, seed: int = 0) -> None:
+    def __init__(self, params: DeviceParameters, seed: int = 0, noise_seed: int | None = None) -> None:
+        """``seed`` draws the chip (its cells and fresh state) and its noise; ``noise_seed``, if
+        given, draws the noise instead (write, read and drift): the same chip, another noise future,
+        as a physical chip has in each run (``noise_seed == seed`` is the chip as ``seed`` alone)."""
         self.params = params
         self.rows, self.cols = params.rows, params.cols
         shape = (self.rows, self.cols)
         # Independent streams: what a technician reads never changes what a pulse does, and
         # the device population does not depend on how the array is later used.
         cell_seed, state_seed, drift_seed, write_seed, read_seed = np.random.SeedSequence(seed).spawn(5)
+        if noise_seed is not None:
+            drift_seed, write_seed, read_seed = np.random.SeedSequence(noise_seed).spawn(5)[2:]
         self._read_entropy = read_seed.generate_state(4)
         self.cells = CellPopulation.draw(params, cell_seed)
         state_rng = np.random.default_rng(state_seed)

@@ -20,7 +20,8 @@ def build_firmware(
     """An emulated board: the named device preset with ``overrides`` (field -> value), seeded.
 
     ``latency`` among the overrides sets the firmware's simulated per-command latency, ``serial``
-    its serial number (another chip), and
+    its serial number (another chip), ``noise_seed`` the seed of its noise alone (the same chip,
+    another noise future: :class:`~mock_hardware.array_model.CrossbarArray`), and
     ``fault_<name>`` fields a :class:`~mock_hardware.faults.FaultPlan`.
     """
     fields = dict(overrides or {})
@@ -29,6 +30,11 @@ def build_firmware(
         spec = FirmwareSpec(command_latency=float(fields.pop("latency")))
     if "serial" in fields:  # another chip: what a run checks on resume
         spec = spec.model_copy(update={"serial": fields.pop("serial")[:40]})
+    noise_text = fields.pop("noise_seed", None)
+    try:
+        noise_seed = None if noise_text is None else int(noise_text)
+    except ValueError:
+        raise ValueError(f"noise_seed {noise_text!r} is not a whole number") from None
     fault_fields = {name[len("fault_") :]: fields.pop(name) for name in list(fields) if name.startswith("fault_")}
     try:
         params = preset(preset_name, **fields)
@@ -36,7 +42,8 @@ def build_firmware(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"bad emulator parameters: {problems}") from None
-    return Firmware(CrossbarArray(params, seed=seed), spec, FaultInjector(plan) if plan.any else None)
+    array = CrossbarArray(params, seed=seed, noise_seed=noise_seed)
+    return Firmware(array, spec, FaultInjector(plan) if plan.any else None)
 
 
 def parse_emulator_url(resource: str) -> tuple[str, int, dict[str, str]]:
