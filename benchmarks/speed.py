@@ -142,12 +142,19 @@ def instrumented(clocks: Clocks) -> Iterator[None]:
 
 
 class TickingRunFile(RunFile):
-    """A run file that ticks the clocks at the loop's start and after every update."""
+    """A run file that ticks the clocks at the loop's start and after every update.
+
+    The phases before the loop (gate calibration, write-verify of the initial weights) report
+    their steps to the same ``progress``; a bar's ``total`` starts the ticks afresh, so only the
+    training loop's bar (the last one) is timed."""
 
     clocks: Clocks
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Any) -> None:
-        if advance == 1 or total is not None:
+        if total is not None:
+            self.clocks.ticks.clear()
+            self.clocks.tick()
+        elif advance == 1:
             self.clocks.tick()
         super().progress(advance, total, **status)
 
