@@ -126,6 +126,13 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
+    codes: npt.NDArray[np.int64] = dac_levels(volts, step).astype(np.int64)
+    return codes
+
+
+def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
+    """:func:`dac_codes` as whole numbers in float64, for a caller that checks their range before casting
+    them to the wire's integer type (one cast instead of two on a large VMM batch)."""
     volts = np.asarray(volts)
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
@@ -135,8 +142,7 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     nearest += np.less(level, magnitude)  # a step further where the nearest code falls short
     # The sign on the float (a masked integer negation is several times slower); a -0.0 stays code 0.
     np.copysign(nearest, volts, out=nearest)
-    codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
-    return codes
+    return nearest
 
 
 def within(levels: npt.NDArray[np.floating], low: float, high: float) -> bool:
@@ -194,7 +200,7 @@ def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
         return Inputs.ALL, every.tobytes()
-    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE).tobytes()
+    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE, copy=False).tobytes()
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
