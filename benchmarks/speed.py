@@ -79,6 +79,9 @@ SIZES = ((128, 64), (256, 128), (512, 256))
 class Clocks:
     """Seconds spent inside groups of methods (outermost call only), read at every update tick."""
 
+    clock: Callable[[], float] = time.perf_counter
+    """wall time; ``--cpu-time`` sets ``time.process_time`` (the process's CPU: steadier on a loaded machine)"""
+
     def __init__(self) -> None:
         self.spent: dict[str, float] = defaultdict(float)
         self._depth: dict[str, int] = defaultdict(int)
@@ -88,18 +91,18 @@ class Clocks:
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
             self._depth[group] += 1
-            start = time.perf_counter()
+            start = self.clock()
             try:
                 return function(*args, **kwargs)
             finally:
                 self._depth[group] -= 1
                 if self._depth[group] == 0:
-                    self.spent[group] += time.perf_counter() - start
+                    self.spent[group] += self.clock() - start
 
         return timed
 
     def tick(self) -> None:
-        self.ticks.append((time.perf_counter(), dict(self.spent)))
+        self.ticks.append((self.clock(), dict(self.spent)))
 
     def per_update(self) -> dict[str, float]:
         """Mean per update of the wall time and of each group (ticks: loop start, then each update)."""
@@ -344,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack-only", action="store_true", help="time only the whole stack (before/after pairs)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc thresholds as they are (hil raises them)")  # fmt: skip
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time in CPU seconds of this process, not wall time (A/B pairs on a loaded machine)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        Clocks.clock = time.process_time
     if not args.default_malloc:
         retain_freed_memory()  # as the hil command does
     updates = 4 if args.quick else args.updates
@@ -409,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     results |= {
         "preset": PRESET,
         "updates_timed": updates,
+        "clock": "cpu" if args.cpu_time else "wall",
         "seconds": round(time.perf_counter() - started, 1),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -528,7 +528,8 @@ class Board:
         0 V in every vector are not sent either (the board holds them at 0 V).
         """
         region = self._region(region)
-        inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32))
+        # C-ordered (a copy only if the caller's is not): the passes below go vector by vector
+        inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32, order="C"))
         if inputs.ndim != 2 or inputs.shape[1] != region.nrows:
             raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {region.nrows}) for this region")
         wanted = np.ones(region.ncols, dtype=bool)

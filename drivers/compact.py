@@ -136,7 +136,7 @@ def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.f
     volts = np.asarray(volts)
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
-    nearest = np.multiply(magnitude, 1.0 / step)
+    nearest: npt.NDArray[np.float64] = np.multiply(magnitude, 1.0 / step)
     np.rint(nearest, out=nearest)
     level = np.multiply(nearest, step)
     nearest += np.less(level, magnitude)  # a step further where the nearest code falls short
