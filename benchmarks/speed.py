@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc thresholds as they are (hil raises them)")  # fmt: skip
     parser.add_argument("--cpu-time", action="store_true",
-                        help="time in CPU seconds of this process, not wall time (A/B pairs on a loaded machine)")  # fmt: skip
+                        help="CPU seconds of this process, not wall time (A/B pairs on a loaded machine)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.cpu_time:
         Clocks.clock = time.process_time

@@ -200,7 +200,8 @@ def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
         return Inputs.ALL, every.tobytes()
-    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE, copy=False).tobytes()
+    codes = values.astype(VMM_CODE_DTYPE, copy=False)
+    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + codes.tobytes()
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
