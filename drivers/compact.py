@@ -206,10 +206,23 @@ def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
     """``count`` input codes from a payload in ``form``; ``ValueError`` if its length does not fit."""
+    where, values = decode_input_values(payload, form, count)
+    if where is None:
+        return values
+    codes = np.zeros(count, dtype=np.int16)
+    codes[where] = values
+    return codes
+
+
+def decode_input_values(
+    payload: bytes, form: Inputs, count: int
+) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.int16]]:
+    """What :func:`decode_inputs` reads, before the zeros are filled in: the positions of the codes
+    sent (``None``: every position, in order) and those codes. ``ValueError`` if the length does not fit."""
     if form is Inputs.ALL:
         if len(payload) != count * VMM_CODE_DTYPE.itemsize:
             raise ValueError(f"{count} int16 codes need {count * VMM_CODE_DTYPE.itemsize} bytes, not {len(payload)}")
-        return np.frombuffer(payload, VMM_CODE_DTYPE)
+        return None, np.frombuffer(payload, VMM_CODE_DTYPE)
     head = math.ceil(count / 8)
     if len(payload) < head:
         raise ValueError(f"the non-zero bitmap of {count} inputs needs {head} bytes, not {len(payload)}")
@@ -222,9 +235,7 @@ def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.in
     if len(payload) != need:
         raise ValueError(f"a bitmap of {where.size} non-zero inputs and their codes need {need} bytes, "
                          f"not {len(payload)}")  # fmt: skip
-    codes = np.zeros(count, dtype=np.int16)
-    codes[where] = np.frombuffer(payload[head:], VMM_CODE_DTYPE)
-    return codes
+    return where, np.frombuffer(payload, VMM_CODE_DTYPE, offset=head)
 
 
 def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_]) -> bytes:
