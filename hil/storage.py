@@ -81,6 +81,7 @@ class RunFile:
         self._written_attrs: dict[str, dict[str, Attr]] = {}
         self._written: dict[str, tuple[h5py.Dataset, npt.NDArray[Any]]] = {}
         self._nodes: dict[str, h5py.Group | h5py.Dataset] = {}
+        self._attributes: dict[tuple[str, str], _OpenAttribute] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
         self._start_terminal(show_progress)
@@ -105,6 +106,7 @@ class RunFile:
         run._written_attrs = {}
         run._written = {}
         run._nodes = {}
+        run._attributes = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._start_terminal(show_progress)
@@ -138,6 +140,7 @@ class RunFile:
         self._written_attrs.clear()
         self._written.clear()
         self._nodes.clear()
+        self._attributes.clear()
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs.clear()
         self.flush()
@@ -211,6 +214,7 @@ class RunFile:
         """A dataset deleted or replaced: its kept handle and what it held go."""
         self._handles.pop(name, None)
         self._nodes.pop(name, None)
+        self._forget_attributes(name)
         self._written.pop(name, None)
         self._written_attrs.pop(name, None)
 
@@ -270,7 +274,8 @@ class RunFile:
         for key, value in attrs.items():
             # A number whose attribute exists with its type and shape is written in place; h5py's
             # assignment deletes and creates the attribute (several times the cost).
-            if not _write_attr_in_place(node, key, value):
+            if not self._write_attr_in_place(name, node, key, value):
+                self._attributes.pop((name, key), None)  # deleted and created anew: its open id goes
                 node.attrs[key] = value
         cache = self._written_attrs.setdefault(name, {})
         for key, value in attrs.items():
@@ -293,7 +298,35 @@ class RunFile:
 
     def _apply_pending(self) -> None:
         for name in [n for n in self._pending_attrs if n in self._data]:
+            self._forget_attributes(name)
             self._data[name].attrs.update(self._pending_attrs.pop(name))
+
+    def _write_attr_in_place(self, name: str, node: h5py.Group | h5py.Dataset, key: str, value: Attr) -> bool:
+        """Overwrite the existing scalar attribute ``key`` of ``node`` with ``value`` (an int, float or
+        str; not a bool: h5py stores those as an enum) when it has the type ``value`` would be given
+        anew; whether it did. The attribute stays open for the next write (an update rewrites the
+        same few counters every time)."""
+        new: npt.NDArray[Any]
+        if type(value) is str:
+            new = np.array(value, dtype=_UTF8)
+        elif type(value) in (int, float) or isinstance(value, np.integer | np.floating):
+            new = np.asarray(value)
+        else:
+            return False
+        opened = self._attributes.get((name, key))
+        if opened is None:
+            opened = _open_attribute(node, key)
+            if opened is None:
+                return False
+            self._attributes[(name, key)] = opened
+        if (type(value) is str) != opened.text or (not opened.text and opened.dtype != new.dtype):
+            return False
+        opened.id.write(new)
+        return True
+
+    def _forget_attributes(self, name: str) -> None:
+        for held in [k for k in self._attributes if k[0] == name]:
+            del self._attributes[held]
 
     def _start_terminal(self, show_progress: bool) -> None:
         """No bar yet (the first phase or step draws one, below what was printed before); the
@@ -357,6 +390,7 @@ class RunFile:
                 with contextlib.suppress(Exception):  # a failing hook must not lose how the run ended
                     hook()
             self._file.attrs.update(layout.closed_root(status))
+            self._attributes.clear()
             self._file.close()
             compact(self.path)
 
@@ -455,31 +489,30 @@ def _equal(stored: npt.NDArray[Any], values: npt.NDArray[Any]) -> bool:
 _UTF8 = h5py.string_dtype("utf-8")
 
 
-def _write_attr_in_place(node: h5py.Group | h5py.Dataset, key: str, value: Attr) -> bool:
-    """Overwrite the existing scalar attribute ``key`` with ``value`` (an int, float or str; not a bool:
-    h5py stores those as an enum) when it has the type ``value`` would be given anew; whether it did."""
-    new: npt.NDArray[Any]
-    if type(value) is str:
-        new = np.array(value, dtype=_UTF8)
-    elif type(value) in (int, float) or isinstance(value, np.integer | np.floating):
-        new = np.asarray(value)
-    else:
-        return False
+@dataclass(frozen=True)
+class _OpenAttribute:
+    """A scalar attribute held open to be overwritten: a UTF-8 string (``text``) or a number of ``dtype``."""
+
+    id: h5py.h5a.AttrID
+    text: bool
+    dtype: np.dtype[Any]
+
+
+def _open_attribute(node: h5py.Group | h5py.Dataset, key: str) -> _OpenAttribute | None:
+    """The existing scalar attribute ``key`` of ``node``, if it is a number or a variable-length UTF-8
+    string (what h5py makes of a Python str); None otherwise."""
     name = key.encode()
     if not h5py.h5a.exists(node.id, name):
-        return False
+        return None
     attribute = h5py.h5a.open(node.id, name)
     if attribute.shape != ():
-        return False
-    stored = attribute.dtype
-    if type(value) is str:
-        info = h5py.check_string_dtype(stored)
-        if info is None or info.length is not None or info.encoding != "utf-8":
-            return False
-    elif stored != new.dtype:
-        return False
-    attribute.write(new)
-    return True
+        return None
+    dtype = attribute.dtype
+    info = h5py.check_string_dtype(dtype)
+    if info is not None:
+        text = info.length is None and info.encoding == "utf-8"
+        return _OpenAttribute(attribute, True, dtype) if text else None
+    return _OpenAttribute(attribute, False, dtype) if dtype.kind in "iuf" else None
 
 
 def stored_array(dataset: h5py.Dataset) -> np.ndarray[Any, Any]:
