@@ -105,16 +105,22 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
-    """SIGKILL mid-run: the file opens and holds every row flushed before the kill."""
-    path = tmp_path / "killed.h5"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+def _kill_when(source: str, path: Path, steps: int) -> int:
+    """Run a writer (``source``, given ``path``) until it reports ``steps`` done, SIGKILL it; what it reported."""
+    writer = subprocess.Popen([sys.executable, "-c", source, str(path)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None
     reported = 0
-    while reported < 500:
+    while reported < steps:
         reported = int(writer.stdout.readline())
     writer.send_signal(signal.SIGKILL)
     writer.wait(10)
+    return reported
+
+
+def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
+    """SIGKILL mid-run: the file opens and holds every row flushed before the kill."""
+    path = tmp_path / "killed.h5"
+    reported = _kill_when(WRITER, path, 500)
     data = read_run(path)
     assert data.root["status"] == "running"  # it never got to say otherwise
     rows = data.datasets["series/g"]
@@ -184,13 +190,7 @@ def test_a_killed_loop_loses_at_most_the_update_in_flight(tmp_path: Path) -> Non
     counters rewritten in place, attributes updated in place): the update the file names as
     completed is whole on disk, and nothing of a later one is taken for it."""
     path = tmp_path / "killed.h5"
-    writer = subprocess.Popen([sys.executable, "-c", LOOP_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout is not None
-    reported = 0
-    while reported < 300:
-        reported = int(writer.stdout.readline())
-    writer.send_signal(signal.SIGKILL)
-    writer.wait(10)
+    reported = _kill_when(LOOP_WRITER, path, 300)
     data = read_run(path)
     train = data.attrs["train"]
     completed = train["completed"]
