@@ -126,17 +126,23 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     """The DAC codes for ``volts``, rounded away from 0 V to the next code (within one step): a level is
     never weaker than the one asked, so a pulse asked at a threshold (a gate at the transistor's) still
     reaches it. The caller checks the levels the codes stand for against the limits before sending them."""
+    codes: npt.NDArray[np.int64] = dac_levels(volts, step).astype(np.int64)
+    return codes
+
+
+def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
+    """:func:`dac_codes` as whole numbers in float64, for a caller that checks their range before casting
+    them to the wire's integer type (one cast instead of two on a large VMM batch)."""
     volts = np.asarray(volts)
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
-    nearest = np.multiply(magnitude, 1.0 / step)
+    nearest: npt.NDArray[np.float64] = np.multiply(magnitude, 1.0 / step)
     np.rint(nearest, out=nearest)
     level = np.multiply(nearest, step)
     nearest += np.less(level, magnitude)  # a step further where the nearest code falls short
     # The sign on the float (a masked integer negation is several times slower); a -0.0 stays code 0.
     np.copysign(nearest, volts, out=nearest)
-    codes: npt.NDArray[np.int64] = nearest.astype(np.int64)
-    return codes
+    return nearest
 
 
 def within(levels: npt.NDArray[np.floating], low: float, high: float) -> bool:
@@ -194,15 +200,29 @@ def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
         return Inputs.ALL, every.tobytes()
-    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + values.astype(VMM_CODE_DTYPE).tobytes()
+    codes = values.astype(VMM_CODE_DTYPE, copy=False)
+    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + codes.tobytes()
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
     """``count`` input codes from a payload in ``form``; ``ValueError`` if its length does not fit."""
+    where, values = decode_input_values(payload, form, count)
+    if where is None:
+        return values
+    codes = np.zeros(count, dtype=np.int16)
+    codes[where] = values
+    return codes
+
+
+def decode_input_values(
+    payload: bytes, form: Inputs, count: int
+) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.int16]]:
+    """What :func:`decode_inputs` reads, before the zeros are filled in: the positions of the codes
+    sent (``None``: every position, in order) and those codes. ``ValueError`` if the length does not fit."""
     if form is Inputs.ALL:
         if len(payload) != count * VMM_CODE_DTYPE.itemsize:
             raise ValueError(f"{count} int16 codes need {count * VMM_CODE_DTYPE.itemsize} bytes, not {len(payload)}")
-        return np.frombuffer(payload, VMM_CODE_DTYPE)
+        return None, np.frombuffer(payload, VMM_CODE_DTYPE)
     head = math.ceil(count / 8)
     if len(payload) < head:
         raise ValueError(f"the non-zero bitmap of {count} inputs needs {head} bytes, not {len(payload)}")
@@ -215,9 +235,7 @@ def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.in
     if len(payload) != need:
         raise ValueError(f"a bitmap of {where.size} non-zero inputs and their codes need {need} bytes, "
                          f"not {len(payload)}")  # fmt: skip
-    codes = np.zeros(count, dtype=np.int16)
-    codes[where] = np.frombuffer(payload[head:], VMM_CODE_DTYPE)
-    return codes
+    return where, np.frombuffer(payload, VMM_CODE_DTYPE, offset=head)
 
 
 def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_]) -> bytes:

@@ -238,7 +238,9 @@ class ArrayBackend:
         # One gather builds the drive (float32, the wire format's precision: the Board would
         # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r]
         # (+1 on a G+ row, -1 on a G- row, 0 on a row the tile does not use).
-        drive = np.asarray(volts, dtype=np.float32)[:, source]
+        # take(), not [:, source]: indexing the second axis with an array gives a Fortran-ordered
+        # copy, which every pass of the VMM path over the batch (row by row) then strides across.
+        drive = np.asarray(volts, dtype=np.float32).take(source, axis=1)
         drive *= sign
         self.vmm_calls += 1
         currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols), columns=columns)

@@ -34,6 +34,8 @@ from hil.run_layout import DATA_GROUP
 from protocols.recording import Attr
 
 FLUSH_INTERVAL = 2.0
+REMEMBER_BYTES = 1 << 20
+"""a dataset rewritten in place up to this size is kept in memory, so an identical rewrite is skipped"""
 
 
 class RunFileError(ValueError):
@@ -77,6 +79,9 @@ class RunFile:
         self.flush_hooks: list[Callable[[], None]] = []
         self._handles: dict[str, h5py.Dataset] = {}
         self._written_attrs: dict[str, dict[str, Attr]] = {}
+        self._written: dict[str, tuple[h5py.Dataset, npt.NDArray[Any]]] = {}
+        self._nodes: dict[str, h5py.Group | h5py.Dataset] = {}
+        self._attributes: dict[tuple[str, str], _OpenAttribute] = {}
         self._flush_interval = flush_interval
         self._last_flush = time.monotonic()
         self._start_terminal(show_progress)
@@ -99,6 +104,9 @@ class RunFile:
         run.flush_hooks = []
         run._handles = {}
         run._written_attrs = {}
+        run._written = {}
+        run._nodes = {}
+        run._attributes = {}
         run._flush_interval = flush_interval
         run._last_flush = time.monotonic()
         run._start_terminal(show_progress)
@@ -130,6 +138,9 @@ class RunFile:
         del self._file[DATA_GROUP]
         self._handles.clear()
         self._written_attrs.clear()
+        self._written.clear()
+        self._nodes.clear()
+        self._attributes.clear()
         self._data = self._file.create_group(DATA_GROUP)
         self._pending_attrs.clear()
         self.flush()
@@ -160,26 +171,52 @@ class RunFile:
     def write(self, name: str, data: npt.ArrayLike, /, **attrs: Attr) -> None:
         values = np.asarray(data)
         existing = self._dataset(name)
-        if existing is not None and existing.shape == values.shape and holds(existing.dtype, values):
+        # Values equal to what this file last wrote there are on disk already: not written again
+        # (a flush hook rewrites the same pulse counts at every flush, twice an update).
+        last = self._written.get(name)
+        if last is not None and last[0] is existing and last[1].shape == values.shape and _equal(last[1], values):
+            if attrs:
+                self.set_attrs(name, **attrs)
+            self._flush_if_due()
+            return
+        # DatasetID.shape: h5py's Dataset.shape costs about 60 us a call
+        same_shape = existing is not None and existing.id.shape == values.shape
+        stored = _as_stored(existing.dtype, values) if existing is not None and same_shape else None
+        if existing is not None and stored is not None:
             # In place: rewriting a checkpoint every update must not grow the file. The low-level
-            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map); HDF5 converts
-            # to the stored type, which holds every value exactly (``holds``).
-            existing.id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(values))
+            # write skips h5py's selection machinery (7x cheaper for a 128 x 64 map), and the values
+            # go in the stored type, converted once here (``_as_stored`` checked nothing is lost).
+            existing.id.write(h5py.h5s.ALL, h5py.h5s.ALL, stored)
+            self._remember(name, existing, stored, values)
             if attrs:
                 self.set_attrs(name, **attrs)
             self._flush_if_due()
             return
         if name in self._data:
             del self._data[name]
-        self._handles.pop(name, None)
-        self._written_attrs.pop(name, None)
-        stored, widen = smallest_dtype(values)
-        dataset = self._data.create_dataset(name, data=values.astype(stored), **live_options(values.shape, stored))
+        self._forget(name)
+        narrowed, widen = smallest_dtype(values)
+        dataset = self._data.create_dataset(name, data=values.astype(narrowed), **live_options(values.shape, narrowed))
         if widen:
             dataset.attrs[layout.STORED_FROM] = widen
         self._apply_pending()
         self.set_attrs(name, **attrs)
         self._flush_if_due()
+
+    def _remember(self, name: str, dataset: h5py.Dataset, stored: npt.NDArray[Any], values: npt.NDArray[Any]) -> None:
+        """Keep a copy of what a rewritten dataset now holds (small ones: checkpoints, counts)."""
+        if stored.nbytes <= REMEMBER_BYTES:
+            self._written[name] = (dataset, stored.copy() if stored is values or stored.base is not None else stored)
+        else:
+            self._written.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        """A dataset deleted or replaced: its kept handle and what it held go."""
+        self._handles.pop(name, None)
+        self._nodes.pop(name, None)
+        self._forget_attributes(name)
+        self._written.pop(name, None)
+        self._written_attrs.pop(name, None)
 
     def append(self, name: str, row: npt.ArrayLike, /) -> None:
         values = np.asarray(row)
@@ -194,12 +231,20 @@ class RunFile:
                 dataset.attrs[layout.STORED_FROM] = widen
             self._handles[name] = dataset
             self._apply_pending()
-        elif dataset.shape[1:] != values.shape:
-            raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {dataset.shape[1:]}")
-        elif not holds(dataset.dtype, values):
+        shape = dataset.id.shape  # the low-level call: h5py's Dataset.shape costs several times more
+        if shape[1:] != values.shape:
+            raise RunFileError(f"cannot append a row of shape {values.shape} to {name} of rows {shape[1:]}")
+        narrow = _as_stored(dataset.dtype, values)
+        if narrow is None:
             dataset = self._widen(name, dataset, values.dtype)
-        dataset.resize(dataset.shape[0] + 1, axis=0)
-        dataset[-1] = values
+            narrow = np.ascontiguousarray(values)
+        # One more row, written through HDF5's low-level calls (h5py's resize and slice assignment
+        # build the same selections with several times the Python around them).
+        rows = shape[0]
+        dataset.id.set_extent((rows + 1, *values.shape))
+        target = dataset.id.get_space()
+        target.select_hyperslab((rows, *(0,) * values.ndim), (1, *values.shape))
+        dataset.id.write(h5py.h5s.create_simple((1, *values.shape)), target, narrow)
         self._flush_if_due()
 
     def _widen(self, name: str, dataset: h5py.Dataset, dtype: np.dtype[Any]) -> h5py.Dataset:
@@ -210,6 +255,7 @@ class RunFile:
         widened = self._data.create_dataset(name, data=rows.astype(dtype), maxshape=(None, *rows.shape[1:]),
                                             **live_options(rows.shape[1:], dtype, rows=True))  # fmt: skip
         widened.attrs.update(attrs)
+        self._forget(name)
         self._handles[name] = widened
         return widened
 
@@ -221,14 +267,16 @@ class RunFile:
             attrs = {key: value for key, value in attrs.items() if not _same_scalar(written.get(key), value)}
             if not attrs:
                 return
-        if not name:
-            node: h5py.Group | h5py.Dataset = self._data
-        elif name in self._data:
-            node = self._data[name]
-        else:  # a dataset or group still to come: applied once it exists (or as a group at close)
+        node = self._node(name)
+        if node is None:  # a dataset or group still to come: applied once it exists (or as a group at close)
             self._pending_attrs.setdefault(name, {}).update(attrs)
             return
-        node.attrs.update(attrs)
+        for key, value in attrs.items():
+            # A number whose attribute exists with its type and shape is written in place; h5py's
+            # assignment deletes and creates the attribute (several times the cost).
+            if not self._write_attr_in_place(name, node, key, value):
+                self._attributes.pop((name, key), None)  # deleted and created anew: its open id goes
+                node.attrs[key] = value
         cache = self._written_attrs.setdefault(name, {})
         for key, value in attrs.items():
             if isinstance(value, _SCALARS):
@@ -236,9 +284,49 @@ class RunFile:
             else:
                 cache.pop(key, None)
 
+    def _node(self, name: str) -> h5py.Group | h5py.Dataset | None:
+        """The group or dataset ``name`` (``""``: the data group), its handle kept; None if it does not exist."""
+        if not name:
+            return self._data
+        node = self._nodes.get(name)
+        if node is None or not node.id.valid:
+            found = self._data.get(name)
+            node = found if isinstance(found, h5py.Group | h5py.Dataset) else None
+            if node is not None:
+                self._nodes[name] = node
+        return node
+
     def _apply_pending(self) -> None:
         for name in [n for n in self._pending_attrs if n in self._data]:
+            self._forget_attributes(name)
             self._data[name].attrs.update(self._pending_attrs.pop(name))
+
+    def _write_attr_in_place(self, name: str, node: h5py.Group | h5py.Dataset, key: str, value: Attr) -> bool:
+        """Overwrite the existing scalar attribute ``key`` of ``node`` with ``value`` (an int, float or
+        str; not a bool: h5py stores those as an enum) when it has the type ``value`` would be given
+        anew; whether it did. The attribute stays open for the next write (an update rewrites the
+        same few counters every time)."""
+        new: npt.NDArray[Any]
+        if type(value) is str:
+            new = np.array(value, dtype=_UTF8)
+        elif type(value) in (int, float) or isinstance(value, np.integer | np.floating):
+            new = np.asarray(value)
+        else:
+            return False
+        opened = self._attributes.get((name, key))
+        if opened is None:
+            opened = _open_attribute(node, key)
+            if opened is None:
+                return False
+            self._attributes[(name, key)] = opened
+        if (type(value) is str) != opened.text or (not opened.text and opened.dtype != new.dtype):
+            return False
+        opened.id.write(new)
+        return True
+
+    def _forget_attributes(self, name: str) -> None:
+        for held in [k for k in self._attributes if k[0] == name]:
+            del self._attributes[held]
 
     def _start_terminal(self, show_progress: bool) -> None:
         """No bar yet (the first phase or step draws one, below what was printed before); the
@@ -302,6 +390,7 @@ class RunFile:
                 with contextlib.suppress(Exception):  # a failing hook must not lose how the run ended
                     hook()
             self._file.attrs.update(layout.closed_root(status))
+            self._attributes.clear()
             self._file.close()
             compact(self.path)
 
@@ -372,6 +461,58 @@ def holds(dtype: np.dtype[Any], values: npt.NDArray[Any]) -> bool:
         info = np.iinfo(dtype)
         return bool(values.min() >= info.min and values.max() <= info.max)
     return False
+
+
+def _as_stored(dtype: np.dtype[Any], values: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+    """``values`` in a dataset's ``dtype``, C-ordered (0-d stays 0-d), ready for a low-level write;
+    None when that type would lose something (``holds``)."""
+    if dtype == values.dtype or not values.size:
+        return np.asarray(values, dtype=dtype, order="C")
+    if values.dtype.kind == "f" and dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            narrow = np.asarray(values, dtype=dtype, order="C")
+        return narrow if np.array_equal(narrow, values, equal_nan=True) else None
+    if values.dtype.kind in "iub" and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        fits = values.min() >= info.min and values.max() <= info.max
+        return np.asarray(values, dtype=dtype, order="C") if fits else None
+    return None
+
+
+def _equal(stored: npt.NDArray[Any], values: npt.NDArray[Any]) -> bool:
+    """Whether ``values`` are, number for number, what ``stored`` holds (its type may be narrower)."""
+    if stored.dtype.kind in "fc" or values.dtype.kind in "fc":
+        return bool(np.array_equal(stored, values, equal_nan=True))
+    return bool(np.array_equal(stored, values))
+
+
+_UTF8 = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class _OpenAttribute:
+    """A scalar attribute held open to be overwritten: a UTF-8 string (``text``) or a number of ``dtype``."""
+
+    id: h5py.h5a.AttrID
+    text: bool
+    dtype: np.dtype[Any]
+
+
+def _open_attribute(node: h5py.Group | h5py.Dataset, key: str) -> _OpenAttribute | None:
+    """The existing scalar attribute ``key`` of ``node``, if it is a number or a variable-length UTF-8
+    string (what h5py makes of a Python str); None otherwise."""
+    name = key.encode()
+    if not h5py.h5a.exists(node.id, name):
+        return None
+    attribute = h5py.h5a.open(node.id, name)
+    if attribute.shape != ():
+        return None
+    dtype = attribute.dtype
+    info = h5py.check_string_dtype(dtype)
+    if info is not None:
+        text = info.length is None and info.encoding == "utf-8"
+        return _OpenAttribute(attribute, True, dtype) if text else None
+    return _OpenAttribute(attribute, False, dtype) if dtype.kind in "iuf" else None
 
 
 def stored_array(dataset: h5py.Dataset) -> np.ndarray[Any, Any]:

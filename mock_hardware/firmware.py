@@ -706,22 +706,32 @@ class Firmware:
         except ValueError as exc:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
         self._reply_block_fits(nvec * int(wanted.sum()), compact.BYTES_PER_ADC_VALUE)
+        count = nvec * int(driven.sum())
         try:
-            codes = compact.decode_inputs(payload[sum(heads) :], form, nvec * int(driven.sum())).reshape(nvec, -1)
+            where, values = compact.decode_input_values(payload[sum(heads) :], form, count)
         except ValueError as exc:
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block after the row and column bitmaps: {exc}") from None
         step = self._dac_step(Line.ROW)
         low, high = self.spec.limits.VREAD
-        # The levels are code * step, monotonic in the code: the extreme codes decide; a level
-        # outside is named element by element (the undriven rows are at 0 V).
-        if (codes.size and not low <= int(codes.min()) * step <= int(codes.max()) * step <= high) or (
-                not driven.all() and not low <= 0.0 <= high):  # fmt: skip
+        # The levels are code * step, monotonic in the code: the extreme codes decide (the codes not
+        # sent are 0); a level outside is named element by element (the undriven rows are at 0 V).
+        first, last = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if where is not None and where.size < count:
+            first, last = min(first, 0), max(last, 0)
+        if not low <= first * step <= last * step <= high or (not driven.all() and not low <= 0.0 <= high):
+            codes = compact.decode_inputs(payload[sum(heads) :], form, count).reshape(nvec, -1)
             v_rows = np.zeros((nvec, nrows))
             v_rows[:, driven] = codes.astype(np.float64) * step
             self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
-        # float32, the block precision the array computes in
-        v_driven = codes.astype(np.float32)
-        v_driven *= np.float32(step)
+        # float32, the block precision the array computes in; the levels of the codes sent, scattered
+        # into zeros (the same numbers as scaling every code: 0 * step is 0)
+        levels = values.astype(np.float32)
+        levels *= np.float32(step)
+        if where is not None:
+            scattered = np.zeros(count, dtype=np.float32)
+            scattered[where] = levels
+            levels = scattered
+        v_driven = levels.reshape(nvec, -1)
         rows, measured, others = np.flatnonzero(driven), np.flatnonzero(wanted), np.flatnonzero(~wanted)
         protected = min(-self.spec.limits.ICOL[0], self.spec.limits.ICOL[1])
         if len(others) and not self.array.vmm_bound(v_driven, row0, col0, ncols, rows, others) <= protected:

@@ -105,16 +105,22 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
-    """SIGKILL mid-run: the file opens and holds every row flushed before the kill."""
-    path = tmp_path / "killed.h5"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+def _kill_when(source: str, path: Path, steps: int) -> int:
+    """Run a writer (``source``, given ``path``) until it reports ``steps`` done, SIGKILL it; what it reported."""
+    writer = subprocess.Popen([sys.executable, "-c", source, str(path)], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None
     reported = 0
-    while reported < 500:
+    while reported < steps:
         reported = int(writer.stdout.readline())
     writer.send_signal(signal.SIGKILL)
     writer.wait(10)
+    return reported
+
+
+def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:
+    """SIGKILL mid-run: the file opens and holds every row flushed before the kill."""
+    path = tmp_path / "killed.h5"
+    reported = _kill_when(WRITER, path, 500)
     data = read_run(path)
     assert data.root["status"] == "running"  # it never got to say otherwise
     rows = data.datasets["series/g"]
@@ -152,3 +158,74 @@ def test_attributes_rewritten_only_when_changed_yet_always_stored(tmp_path: Path
     assert not isinstance(data.attrs["link/b"]["framed"], bool)
     assert data.attrs["cp/w"] == {"unit": "S"}
     np.testing.assert_array_equal(data.datasets["cp/w"], np.full(4, 2.0))
+
+
+LOOP_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from hil.storage import RunFile
+    # as the training loop journals an update: a journal row, the state in the slot the last one did
+    # not use, counts rewritten at every flush (often unchanged), then the slot named last
+    run = RunFile(sys.argv[1], procedure="killed", config={}, show_progress=False, flush_interval=1e9)
+    run.require_group("train")
+    k = 0
+    while True:
+        run.append("journal", np.array([k, 0.5 * k]))
+        slot = "ab"[k % 2]
+        run.write(f"state/{slot}", np.full(64, float(k)))
+        run.write("counts", np.full(8, k // 3))
+        run.flush()
+        run.set_attrs("train", completed=k + 1, state=slot, loss=0.25 * k)
+        run.write("counts", np.full(8, k // 3))
+        run.flush()
+        k += 1
+        if k % 50 == 0:
+            print(k, flush=True)
+    """
+)
+
+
+def test_a_killed_loop_loses_at_most_the_update_in_flight(tmp_path: Path) -> None:
+    """SIGKILL of a writer journaling as the training loop does (rows appended, checkpoints and
+    counters rewritten in place, attributes updated in place): the update the file names as
+    completed is whole on disk, and nothing of a later one is taken for it."""
+    path = tmp_path / "killed.h5"
+    reported = _kill_when(LOOP_WRITER, path, 300)
+    data = read_run(path)
+    train = data.attrs["train"]
+    completed = train["completed"]
+    assert completed >= reported
+    last = completed - 1
+    assert train["loss"] == 0.25 * last and train["state"] == "ab"[last % 2]
+    journal = data.datasets["journal"]
+    assert completed <= journal.shape[0] <= completed + 1  # the row of the update in flight, at most
+    np.testing.assert_array_equal(journal[:, 0], np.arange(journal.shape[0], dtype=float))
+    np.testing.assert_array_equal(data.datasets[f"state/{train['state']}"], np.full(64, float(last)))
+    assert data.datasets["counts"][0] in (last // 3, completed // 3)
+
+
+def test_rewrites_in_place_store_what_was_last_written(tmp_path: Path) -> None:
+    # An identical rewrite is skipped, numbers are rewritten in place: what the file holds must be
+    # the last value written either way, with the type it was given.
+    path = tmp_path / "run.h5"
+    with _run_file(path) as run:
+        run.write("w", np.zeros(5))
+        run.write("w", np.ones(5))
+        run.write("w", np.zeros(5))  # back to the first value: must be written again
+        counts = np.zeros(3, np.int32)  # stored as it is: the file keeps no copy of its own
+        run.write("c", counts)
+        run.write("c", counts)  # in place (and kept to compare with)
+        counts[1] = 7  # the caller's array changes after the write: the next write must see it
+        run.write("c", counts)
+        run.write("narrow", np.full(2, 0.5))  # stored float32 (exact)
+        run.write("narrow", np.full(2, 0.1))  # not exact in float32: stored anew as float64
+        run.require_group("g")
+        run.set_attrs("g", n=1, x=1.5, flag=True, name="a")
+        run.set_attrs("g", n=2, x=2.5, flag=False, name="b")
+        run.set_attrs("g", n=3.5, x=np.float32(0.25))  # another type: written anew
+    data = read_run(path)
+    np.testing.assert_array_equal(data.datasets["w"], np.zeros(5))
+    np.testing.assert_array_equal(data.datasets["c"], [0, 7, 0])
+    np.testing.assert_array_equal(data.datasets["narrow"], np.full(2, 0.1))
+    assert data.attrs["g"] == {"n": 3.5, "x": 0.25, "flag": False, "name": "b"}
+    assert isinstance(data.attrs["g"]["flag"], bool) and isinstance(data.attrs["g"]["n"], float)

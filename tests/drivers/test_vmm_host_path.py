@@ -1,0 +1,93 @@
+"""The host's VMM path: its fast checks decide as the element-by-element ones do, and the bytes it
+sends do not depend on how the caller's batch is laid out in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drivers import Board, LimitError, Range, Region, SafetyLimits, open_board
+from drivers.limits import check_array
+
+I_COL = Range(min=-2e-3, max=2e-3)
+LIMITS = SafetyLimits(
+    v_row=Range(min=-3.0, max=3.0), v_col=Range(min=-3.0, max=3.0), v_gate=Range(min=0.0, max=5.0),
+    v_read=Range(min=-0.3, max=0.3), pulse_width=Range(min=1e-8, max=1e-4), i_col=I_COL, g_cell_max=1e-3,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def board() -> Iterator[Board]:
+    with open_board("emulator://?preset=ideal&rows=16&cols=8&seed=3", limits=LIMITS) as opened:
+        yield opened
+
+
+def refused_exactly(inputs: np.ndarray) -> bool:
+    """The check as it reads: every vector's sum of |v| times ``g_cell_max`` against ``i_col``."""
+    worst = np.add.reduce(np.abs(inputs.astype(np.float32)), axis=1, dtype=np.float64) * LIMITS.g_cell_max
+    try:
+        check_array("predicted column current of vector", worst, I_COL, "A")
+    except LimitError:
+        return True
+    return False
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    nvec=st.integers(1, 6), driven=st.integers(1, 16), level=st.floats(0.0, 0.3), fill=st.floats(0.3, 1.0),
+    spread=st.floats(0.0, 0.5), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_the_current_bound_refuses_what_the_sums_refuse_and_nothing_else(
+    board: Board, nvec: int, driven: int, level: float, fill: float, spread: float, seed: int
+) -> None:
+    # Batches around the limit: 16 rows at up to 0.3 V and 1 mS reach 4.8 mA, the limit is 2 mA,
+    # so the bound (rows x largest input) settles some batches and the sums the others.
+    rng = np.random.default_rng(seed)
+    inputs = np.zeros((nvec, 16))
+    signs = rng.choice([-1.0, 1.0], (nvec, driven)) * (rng.random((nvec, driven)) < fill)
+    inputs[:, :driven] = level * signs * rng.uniform(1.0 - spread, 1.0, (nvec, driven))
+    transport = board.link.transport
+    write, writes = transport.write, []
+
+    def counting(data: bytes) -> None:
+        writes.append(len(data))
+        write(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    try:
+        board.vmm(inputs, Region(0, 0, 16, 8))
+        refused = False
+    except LimitError as exc:
+        refused = True
+        assert "predicted column current of vector" in str(exc)
+        assert not writes  # refused before a byte was sent
+    finally:
+        transport.write = write  # type: ignore[method-assign]
+    assert refused == refused_exactly(inputs)
+
+
+def test_a_batch_laid_out_column_major_sends_the_same_bytes(board: Board) -> None:
+    rng = np.random.default_rng(5)
+    batch = (rng.uniform(-0.2, 0.2, (40, 16)) * (rng.random((40, 16)) < 0.4)).astype(np.float32)
+    batch[:, [3, 11]] = 0.0  # rows no vector drives
+    sent: list[bytes] = []
+    transport = board.link.transport
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        sent.append(data.split(b"\n", 1)[1] if data[:1] == b"!" else data)  # the command inside its frame
+        write(data)
+
+    transport.write = recording  # type: ignore[method-assign]
+    try:
+        board.vmm(batch, Region(0, 0, 16, 8), columns=[1, 4])
+        board.vmm(np.asfortranarray(batch), Region(0, 0, 16, 8), columns=[1, 4])
+        board.vmm(batch.astype(np.float64)[:, ::-1][:, ::-1], Region(0, 0, 16, 8), columns=[1, 4])
+    finally:
+        transport.write = write  # type: ignore[method-assign]
+    assert len(sent) == 3 and sent[0].startswith(b"VMM:CODE?")
+    assert sent[0] == sent[1] == sent[2]
