@@ -74,8 +74,12 @@ def shrunk_gate_fits(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) 
     """Each cell's ``(k, c)`` on ``g_maps`` (the window only), shrunk toward the population of ``cells``.
 
     The fit is parametrized by ``k`` and the level at the window's mean gate, whose fit errors are
-    independent; each is pulled toward its population mean by ``spread^2 / (spread^2 + noise^2)``
-    (its own fit variance as noise), then ``c`` follows. NaN outside ``cells``.
+    independent (variances ``D``). The two are shrunk together toward the population mean ``mu``:
+    ``mu + S (S + D)^-1 (x - mu)``, with ``S`` the population's own covariance (the scatter's
+    covariance less the mean fit noise). They must be shrunk jointly: the level carries ``k``'s
+    spread times the mean gate, so shrinking each by its own factor leaves ``k``'s spread in ``c``
+    (``c = level - k v_mean``) and over-disperses the cells' ``c`` when the fit is noisy (high write
+    noise: 8.2 uS fitted against 6.0 uS true). NaN outside ``cells``.
     """
     v = np.asarray(v_gates, dtype=np.float64)
     n = v.size
@@ -83,16 +87,21 @@ def shrunk_gate_fits(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) 
     s2 = residual**2 * n / max(n - 2, 1)
     v_mean = float(v.mean())
     sxx = float(((v - v_mean) ** 2).sum())
-    level = k * v_mean + c
-    estimates = []
-    for value, noise in ((k, s2 / sxx), (level, s2 / n)):
-        mean = float(value[cells].mean())
-        own = max(float(value[cells].var(ddof=1)) - float(noise[cells].mean()), 0.0)
-        weight = own / (own + noise) if own > 0 else np.zeros_like(noise)
-        estimates.append(mean + (value - mean) * weight)
-    k_cell, level_cell = estimates
-    c_cell = level_cell - k_cell * v_mean
-    return np.where(cells, k_cell, np.nan), np.where(cells, c_cell, np.nan)
+    x = np.stack([k, k * v_mean + c], axis=-1)  # (..., 2): slope, level at the mean gate
+    noise = np.stack([s2 / sxx, s2 / n], axis=-1)  # the fit's variances (uncorrelated)
+    mean = x[cells].mean(axis=0)
+    scatter = np.cov(x[cells], rowvar=False) - np.diag(noise[cells].mean(axis=0))
+    values, vectors = np.linalg.eigh(scatter)
+    own = (vectors * np.clip(values, 0.0, None)) @ vectors.T  # the devices' own covariance, PSD
+    # A whisker of ridge keeps a noiseless fit of a degenerate population solvable.
+    ridge = 1e-12 * max(float(np.trace(own)), np.finfo(float).tiny) * np.eye(2)
+    total = own + ridge + noise[cells][:, :, None] * np.eye(2)  # (cells, 2, 2)
+    gain = np.linalg.solve(total, np.broadcast_to(own, total.shape)).swapaxes(-1, -2)  # own @ total^-1
+    estimate = mean + (gain @ (x[cells] - mean)[:, :, None])[:, :, 0]
+    k_cell, c_cell = np.full(k.shape, np.nan), np.full(k.shape, np.nan)
+    k_cell[cells] = estimate[:, 0]
+    c_cell[cells] = estimate[:, 1] - estimate[:, 0] * v_mean
+    return k_cell, c_cell
 
 
 def gate_map(run: RunData, shape: tuple[int, int]) -> CellMap:

@@ -46,6 +46,21 @@ def test_shrunk_fits_are_closer_to_the_devices_than_the_raw_fits() -> None:
     assert np.isnan(k_fit[0, 0]) and np.isnan(c_fit[0, 0])
 
 
+def test_noisy_fits_do_not_lend_the_slopes_spread_to_the_intercepts() -> None:
+    # A chip with high write noise: the level at the window's middle carries k's spread times the
+    # mean gate; shrinking k and the level each on its own left that spread in c (over-dispersed).
+    rng = np.random.default_rng(1)
+    shape = (64, 64)
+    k = 98e-6 * (1 + 0.15 * rng.standard_normal(shape))
+    c = 120e-6 + 6e-6 * rng.standard_normal(shape)
+    v = np.linspace(0.6, 2.5, 12)
+    g = k * v[:, None, None] + c + 16e-6 * rng.standard_normal((v.size, *shape))
+    cells = np.ones(shape, dtype=bool)
+    _, c_fit = shrunk_gate_fits(v, g, cells)
+    assert c_fit.std() <= c.std()  # a best estimate is never more scattered than what it estimates
+    assert np.sqrt(np.mean((c_fit - c) ** 2)) < c.std()  # and closer than the population's mean
+
+
 @pytest.fixture(scope="module")
 def twin_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     resource = f"emulator://?preset=umass-ta-hfo2&seed={CHIP_SEED}&" + "&".join(f"{k}={v}" for k, v in CHIP.items())
