@@ -25,13 +25,20 @@ CHIP: dict[str, Any] = {
 CHIP_SEED = 3
 
 
-def test_shrunk_fits_are_closer_to_the_devices_than_the_raw_fits() -> None:
-    rng = np.random.default_rng(0)
-    shape = (40, 50)
-    k = 100e-6 * (1 + 0.15 * rng.standard_normal(shape))
+def gate_maps(
+    seed: int, shape: tuple[int, int], k_mean: float, v: np.ndarray, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells with 15 % spread of k and 6 uS of c, and their conductance at each gate with ``noise``."""
+    rng = np.random.default_rng(seed)
+    k = k_mean * (1 + 0.15 * rng.standard_normal(shape))
     c = 120e-6 + 6e-6 * rng.standard_normal(shape)
+    return k, c, k * v[:, None, None] + c + noise * rng.standard_normal((v.size, *shape))
+
+
+def test_shrunk_fits_are_closer_to_the_devices_than_the_raw_fits() -> None:
+    shape = (40, 50)
     v = np.linspace(0.6, 2.0, 8)
-    g = k * v[:, None, None] + c + 20e-6 * rng.standard_normal((v.size, *shape))
+    k, c, g = gate_maps(0, shape, 100e-6, v, 20e-6)
     cells = np.ones(shape, dtype=bool)
     cells[0, 0] = False
     k_fit, c_fit = shrunk_gate_fits(v, g, cells)
@@ -49,12 +56,8 @@ def test_shrunk_fits_are_closer_to_the_devices_than_the_raw_fits() -> None:
 def test_noisy_fits_do_not_lend_the_slopes_spread_to_the_intercepts() -> None:
     # A chip with high write noise: the level at the window's middle carries k's spread times the
     # mean gate; shrinking k and the level each on its own left that spread in c (over-dispersed).
-    rng = np.random.default_rng(1)
-    shape = (64, 64)
-    k = 98e-6 * (1 + 0.15 * rng.standard_normal(shape))
-    c = 120e-6 + 6e-6 * rng.standard_normal(shape)
-    v = np.linspace(0.6, 2.5, 12)
-    g = k * v[:, None, None] + c + 16e-6 * rng.standard_normal((v.size, *shape))
+    shape, v = (64, 64), np.linspace(0.6, 2.5, 12)
+    _, c, g = gate_maps(1, shape, 98e-6, v, 16e-6)
     cells = np.ones(shape, dtype=bool)
     _, c_fit = shrunk_gate_fits(v, g, cells)
     assert c_fit.std() <= c.std()  # a best estimate is never more scattered than what it estimates
