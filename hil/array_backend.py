@@ -47,6 +47,18 @@ class PairRoles:
         return bool(self.dead.any() or self.plus_only.any() or self.minus_only.any())
 
 
+@dataclass(frozen=True)
+class TileDrive:
+    """How a tile's VMM is driven (fixed by the placement): its rectangle, which input drives each
+    of its rows and with which sign (+1 on a G+ row, -1 on a G- row, 0 on a row it does not use),
+    and its columns within the rectangle."""
+
+    region: Region
+    source: npt.NDArray[np.intp]
+    sign: npt.NDArray[np.float32]
+    columns: npt.NDArray[np.intp]
+
+
 class ArrayBackend:
     """Computes ``x @ W[layer]`` on the arrays a :class:`Placement` names."""
 
@@ -79,8 +91,7 @@ class ArrayBackend:
         # Per tile (by identity), what depends only on the last read-back or on the defect maps.
         self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._roles_cache: dict[int, tuple[BoolArray | None, BoolArray | None, PairRoles | None]] = {}
-        self._drive_cache: dict[int, tuple[int, int, int, int, npt.NDArray[np.intp], npt.NDArray[np.float32],
-                                           npt.NDArray[np.intp]]] = {}  # fmt: skip
+        self._drive_cache: dict[int, TileDrive] = {}
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -234,22 +245,19 @@ class ArrayBackend:
         return np.where(roles.dead, 0.0, plus), np.where(roles.dead, 0.0, minus)
 
     def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
-        row0, nrows, col0, ncols, source, sign, columns = self._tile_drive(tile)
+        plan = self._tile_drive(tile)
         # One gather builds the drive (float32, the wire format's precision: the Board would
-        # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r]
-        # (+1 on a G+ row, -1 on a G- row, 0 on a row the tile does not use).
+        # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r].
         # take(), not [:, source]: indexing the second axis with an array gives a Fortran-ordered
         # copy, which every pass of the VMM path over the batch (row by row) then strides across.
-        drive = np.asarray(volts, dtype=np.float32).take(source, axis=1)
-        drive *= sign
+        drive = np.asarray(volts, dtype=np.float32).take(plan.source, axis=1)
+        drive *= plan.sign
         self.vmm_calls += 1
-        currents = self.boards[tile.board].vmm(drive, Region(row0, col0, nrows, ncols), columns=columns)
-        return currents[:, columns]
+        currents = self.boards[tile.board].vmm(drive, plan.region, columns=plan.columns)
+        return currents[:, plan.columns]
 
-    def _tile_drive(self, tile: Tile) -> tuple[int, int, int, int, npt.NDArray[np.intp], npt.NDArray[np.float32],
-                                                npt.NDArray[np.intp]]:  # fmt: skip
-        """The tile's VMM rectangle, which input drives each of its rows and with which sign, and
-        its columns within the rectangle (fixed by the placement: computed once per tile)."""
+    def _tile_drive(self, tile: Tile) -> TileDrive:
+        """The tile's :class:`TileDrive`, computed once per tile."""
         cached = self._drive_cache.get(id(tile))
         if cached is None:
             row0, nrows = tile.row_span
@@ -259,7 +267,8 @@ class ArrayBackend:
             inputs = np.arange(len(tile.plus_rows))
             source[tile.plus_rows - row0], sign[tile.plus_rows - row0] = inputs, 1.0
             source[tile.minus_rows - row0], sign[tile.minus_rows - row0] = inputs, -1.0
-            cached = self._drive_cache[id(tile)] = (row0, nrows, col0, ncols, source, sign, tile.cols - col0)
+            region = Region(row0, col0, nrows, ncols)
+            cached = self._drive_cache[id(tile)] = TileDrive(region, source, sign, tile.cols - col0)
         return cached
 
     def weights(self, layer: str) -> FloatArray:

@@ -31,10 +31,7 @@ def build_firmware(
     if "serial" in fields:  # another chip: what a run checks on resume
         spec = spec.model_copy(update={"serial": fields.pop("serial")[:40]})
     noise_text = fields.pop("noise_seed", None)
-    try:
-        noise_seed = None if noise_text is None else int(noise_text)
-    except ValueError:
-        raise ValueError(f"noise_seed {noise_text!r} is not a whole number") from None
+    noise_seed = None if noise_text is None else _whole_number("noise_seed", noise_text)
     fault_fields = {name[len("fault_") :]: fields.pop(name) for name in list(fields) if name.startswith("fault_")}
     try:
         params = preset(preset_name, **fields)
@@ -50,9 +47,11 @@ def parse_emulator_url(resource: str) -> tuple[str, int, dict[str, str]]:
     """``emulator://?preset=NAME&seed=N&field=value`` -> (preset, seed, overrides)."""
     query = dict(parse_qsl(urlsplit(resource).query, keep_blank_values=True))
     name = query.pop("preset", DEFAULT_PRESET)
-    seed_text = query.pop("seed", "0")
+    return name, _whole_number("seed", query.pop("seed", "0"), f" in {resource!r}"), query
+
+
+def _whole_number(field: str, text: str, where: str = "") -> int:
     try:
-        seed = int(seed_text)
+        return int(text)
     except ValueError:
-        raise ValueError(f"seed {seed_text!r} in {resource!r} is not a whole number") from None
-    return name, seed, query
+        raise ValueError(f"{field} {text!r}{where} is not a whole number") from None
