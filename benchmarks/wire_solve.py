@@ -168,6 +168,8 @@ def variants(rows: int, cols: int, rounds: int, measured: int) -> dict[str, Any]
     line_resistance.DISSECTION_FROM = kept
     times: dict[str, list[float]] = {name: [] for name in solvers}
     answers: dict[str, np.ndarray] = {}
+    for solver in solvers.values():  # a first call is slower (imports, caches): not timed
+        solver.transfer(g, columns)
     for _ in range(rounds):
         for name, solver in solvers.items():
             elapsed, answers[name] = timed_transfer(solver, g, columns)
