@@ -56,7 +56,7 @@ import tomli_w
 
 from drivers import open_board
 from hil import run_layout as layout
-from hil.storage import RunFile, read_run
+from hil.storage import RunFile, RunFileError, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
@@ -461,7 +461,10 @@ def summarize_folder(folder: Path, eval_points: int, only: list[str]) -> int:
         if label is None:
             continue
         chip, kind, seed = label["chip"], label["kind"], label["seed"]
-        data = read_run(path)
+        try:
+            data = read_run(path)
+        except RunFileError:  # a run still being written (its file locked): not completed
+            continue
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
         run = {"curve": data.datasets[layout.EVALUATIONS][:, :2].tolist()}
