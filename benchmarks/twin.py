@@ -22,6 +22,9 @@ to show what the cell map adds, and controls: ``oracle`` and ``oracle-map`` (the
 parameters, without and with its true cells) and ``frozen-chip`` (the chip with one noise future
 for every run, as this benchmark's chip was until session 7: every run's calibration then met the
 same noise, a share of the chip's accuracy that no number of training seeds averages out).
+Ablations find which fit carries a bias: ``twin-true-PARAMETER`` is the twin file with that one
+figure replaced by the chip's true value, ``twin-true-cells`` with the chip's true cell map,
+``twin-true-defects`` with the true defects and stuck levels but the fitted lines.
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
