@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from drivers import InvalidRequest
 from hil.storage import RunData
 from protocols.calibration import population_fit
 from protocols.characterization.figures import Figure, mean_of, read_figures
@@ -123,7 +124,10 @@ def _gate_refit(run: RunData, r_segment: float, array_shape: tuple[int, int]) ->
     inside = (v >= figures["v_window_low"].value - 1e-9) & (v <= figures["v_window_high"].value + 1e-9)
     if inside.sum() < 3:
         return []
-    fit = population_fit(v[inside], g[inside], np.asarray(responsive, dtype=bool))
+    try:
+        fit = population_fit(v[inside], g[inside], np.asarray(responsive, dtype=bool))
+    except InvalidRequest:  # too few responsive cells: the procedure's own figures stand
+        return []
     return [
         Refit("set_slope", "gate-calibration", "k", Figure(fit.k_mean, fit.k_mean_sigma, "S/V")),
         Refit("set_intercept", "gate-calibration", "c", Figure(fit.c_mean, fit.c_mean_sigma, "S")),
