@@ -22,6 +22,9 @@ to show what the cell map adds, and controls: ``oracle`` and ``oracle-map`` (the
 parameters, without and with its true cells) and ``frozen-chip`` (the chip with one noise future
 for every run, as this benchmark's chip was until session 7: every run's calibration then met the
 same noise, a share of the chip's accuracy that no number of training seeds averages out).
+Ablations find which fit carries a bias: ``twin-true-PARAMETER`` is the twin file with that one
+figure replaced by the chip's true value, ``twin-true-cells`` with the chip's true cell map,
+``twin-true-defects`` with the true defects and stuck levels but the fitted lines.
 
 Also measured: the pulse cost and emulator time of the twin suite on the ``umass-ta-hfo2`` 128 x 64
 chip (what ``hil characterize all`` spends).
@@ -56,7 +59,7 @@ import tomli_w
 
 from drivers import open_board
 from hil import run_layout as layout
-from hil.storage import RunFile, read_run
+from hil.storage import RunFile, RunFileError, read_run
 from hil.training.config import TrainConfig
 from hil.training.run import run_training
 from hil.twin.fit import fit_twin, read_twin_parameters, write_twin
@@ -83,8 +86,13 @@ PRESET_FIGURES: dict[str, dict[str, float]] = {
                            "stuck_low_fraction": 0.01, "stuck_high_fraction": 0.002},
 }  # fmt: skip
 KINDS = ("chip", "twin", "population", "preset", "oracle", "oracle-map", "frozen-chip")
+# Ablations: the twin with ONE fitted figure replaced by the chip's true value
+# (``twin-true-set_slope``), or its cell map by the chip's true cells (``twin-true-cells``) or by the
+# true defects with the fitted k and c (``twin-true-defects``): which fit carries a bias.
+ABLATION = "twin-true-"
+ABLATION_LABEL = rf"{ABLATION}[a-z_]+"
 # A run file's name: ``{chip}-{kind}-{training seed}.h5``.
-RUN_LABEL = re.compile(rf"(?P<chip>{'|'.join(CHIPS)})-(?P<kind>{'|'.join(KINDS)})-(?P<seed>[0-9]+)")
+RUN_LABEL = re.compile(rf"(?P<chip>{'|'.join(CHIPS)})-(?P<kind>{'|'.join(KINDS)}|{ABLATION_LABEL})-(?P<seed>[0-9]+)")
 # Controls, not predictions a user could make: the chip's own true parameters run as a twin (another
 # emulator seed per training seed, as a twin's runs), without (``oracle``) and with (``oracle-map``)
 # the chip's true cell map (its defect positions, stuck levels and every device's k and c); and
@@ -120,6 +128,41 @@ def true_cell_map(name: str, chip_seed: int, path: Path) -> Path:
 def resource_for(template: str, seed: int) -> str:
     """A board's resource for training seed ``seed``: its emulator seed (and the chip's noise seed) filled in."""
     return template.replace("{seed}", str(TWIN_SEED + seed)).replace("{noise}", str(CHIP_NOISE_SEED + seed))
+
+
+def kind_argument(text: str) -> str:
+    """A ``--kinds`` entry: one of :data:`KINDS` or an ablation ``twin-true-NAME``."""
+    if text in KINDS[1:] or re.fullmatch(ABLATION_LABEL, text):
+        return text
+    raise argparse.ArgumentTypeError(f"kind {text!r}: one of {', '.join(KINDS[1:])} or {ABLATION}PARAMETER, "
+                                     f"{ABLATION}cells, {ABLATION}defects")  # fmt: skip
+
+
+DEFECT_ARRAYS = ("stuck_low", "stuck_high", "unformed", "g_stuck")
+
+
+def ablated_twin(twin_path: Path, replaced: str, true: dict[str, Any], true_map: Path) -> Path:
+    """The twin file with ``replaced`` taken from the chip's truth: a parameter's true value, the
+    chip's true cell map (``cells``), or its true defect positions and stuck levels in the fitted
+    map (``defects``). Written beside the twin (``{chip}-twin-true-{replaced}.toml``)."""
+    document = tomllib.loads(twin_path.read_text(encoding="utf-8"))
+    parameters = document["parameters"]
+    out = twin_path.with_name(f"{twin_path.stem}-{ABLATION}{replaced}.toml")
+    if replaced == "cells":
+        parameters["cell_map"] = true_map.name
+    elif replaced == "defects":
+        with np.load(twin_path.parent / parameters["cell_map"]) as fitted, np.load(true_map) as truth:
+            arrays = {name: truth[name] if name in DEFECT_ARRAYS else fitted[name] for name in fitted.files}
+        map_path = out.with_suffix(".cells.npz")
+        with map_path.open("wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        parameters["cell_map"] = map_path.name
+    elif replaced in parameters and replaced in true:
+        parameters[replaced] = true[replaced]
+    else:
+        raise ValueError(f"{ABLATION}{replaced}: not a parameter the twin file fits ({', '.join(sorted(parameters))})")
+    out.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return out
 
 
 def nearest_preset(fitted: dict[str, Any]) -> str:
@@ -218,8 +261,10 @@ def main() -> int:
     parser.add_argument("--chips", nargs="+", choices=sorted(CHIPS), default=list(CHIPS))
     parser.add_argument("--chip-seed", type=int, default=CHIP_SEED, help="the chip's emulator seed (another "
                         "draw of the same true parameters: use another folder)")  # fmt: skip
-    parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=["twin", "preset"],
-                        help="boards compared with the chip")  # fmt: skip
+    parser.add_argument("--kinds", nargs="+", type=kind_argument, default=["twin", "preset"],
+                        help=f"boards compared with the chip: {', '.join(KINDS[1:])}, or an ablation "
+                        f"{ABLATION}PARAMETER (the twin with that figure's true value), {ABLATION}cells, "
+                        f"{ABLATION}defects")  # fmt: skip
     parser.add_argument("--folder", type=Path, help="where the run files go; run again on the same folder, "
                         "completed runs are kept (default: a new temporary folder)")  # fmt: skip
     parser.add_argument("--summarize", metavar="FOLDER", type=Path,
@@ -270,6 +315,10 @@ def main() -> int:
             "oracle-map": chip_resource(name, "{seed}") + f"&cell_map={true_map}",
             "frozen-chip": chip_resource(name, args.chip_seed),
         }
+        true = true_parameters(chip_resource(name, args.chip_seed))
+        for kind in (kind for kind in args.kinds if kind.startswith(ABLATION)):
+            ablated = ablated_twin(path, kind[len(ABLATION) :], true, true_map)
+            boards[name][kind] = f"emulator://?params={ablated}&seed={{seed}}"
         print(f"{name}: characterized and fitted in {fit_seconds[name]:.1f} s; nearest preset {preset}", flush=True)
 
     # Seeds outermost: a run stopped early still has whole pairs.
@@ -415,7 +464,10 @@ def summarize_folder(folder: Path, eval_points: int, only: list[str]) -> int:
         if label is None:
             continue
         chip, kind, seed = label["chip"], label["kind"], label["seed"]
-        data = read_run(path)
+        try:
+            data = read_run(path)
+        except RunFileError:  # a run still being written (its file locked): not completed
+            continue
         if layout.status(data) != layout.COMPLETED or chip not in CHIPS:
             continue
         run = {"curve": data.datasets[layout.EVALUATIONS][:, :2].tolist()}
@@ -428,7 +480,8 @@ def summarize_folder(folder: Path, eval_points: int, only: list[str]) -> int:
         for name in (name for name, nearest in presets.items() if nearest == preset):
             runs.setdefault((name, "preset", preset_seed), preset_run)
     chips = [name for name in CHIPS if any(key[0] == name for key in runs) and name in only]
-    kinds = ["chip", *(kind for kind in KINDS[1:] if any(key[1] == kind for key in runs))]
+    ablations = sorted({key[1] for key in runs if key[1].startswith(ABLATION)})
+    kinds = ["chip", *(kind for kind in [*KINDS[1:], *ablations] if any(key[1] == kind for key in runs))]
     # A control (the oracles) may have been run for some chips only.
     chip_kinds = {c: [k for k in kinds if any(key[:2] == (c, k) for key in runs)] for c in chips}
     # Only whole seeds, from 0 up to the first that some board of some chip has not completed

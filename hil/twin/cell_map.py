@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hil.storage import RunData, RunFileError
+from hil.twin.wire_reads import device_conductance
 from protocols.calibration import fit_lines, typical_cells
 from protocols.characterization.figures import read_figures
 from protocols.characterization.yield_map import CellClass
@@ -45,8 +46,9 @@ def _whole_array(run: RunData, group: str, shape: tuple[int, int], name: str) ->
     return array if array.shape[-2:] == shape else None
 
 
-def defect_map(runs: Mapping[str, RunData], shape: tuple[int, int]) -> CellMap:
-    """Stuck-low, stuck-high and virgin cells, and the stuck cells' levels."""
+def defect_map(runs: Mapping[str, RunData], shape: tuple[int, int], r_segment: float = 0.0) -> CellMap:
+    """Stuck-low, stuck-high and virgin cells, and the stuck cells' levels (the reads less the
+    wires' series resistance ``r_segment`` per segment: hil/twin/wire_reads.py)."""
     cells: CellMap = {}
     yield_run = runs.get("yield-map")
     classes = _whole_array(yield_run, "yield", shape, "class") if yield_run else None
@@ -55,7 +57,7 @@ def defect_map(runs: Mapping[str, RunData], shape: tuple[int, int]) -> CellMap:
         cells["stuck_low"], cells["stuck_high"] = stuck_low, stuck_high
         cells["unformed"] = classes == CellClass.UNFORMED
         reads = [_whole_array(yield_run, "yield", shape, name) for name in ("g_initial", "g_set", "g_reset")]
-        present = [np.asarray(r, dtype=np.float64) for r in reads if r is not None]
+        present = [device_conductance(r, r_segment, shape) for r in reads if r is not None]
         if present:
             level = np.mean(present, axis=0)
             cells["g_stuck"] = np.where((stuck_low | stuck_high) & (level > 0), level, np.nan)
@@ -104,8 +106,9 @@ def shrunk_gate_fits(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) 
     return k_cell, c_cell
 
 
-def gate_map(run: RunData, shape: tuple[int, int]) -> CellMap:
-    """Per-cell ``set_slope`` and ``set_intercept`` of the responsive cells (NaN elsewhere)."""
+def gate_map(run: RunData, shape: tuple[int, int], r_segment: float = 0.0) -> CellMap:
+    """Per-cell ``set_slope`` and ``set_intercept`` of the responsive cells (NaN elsewhere), fitted
+    on the devices' conductances (the reads less the wires' ``r_segment`` per segment)."""
     g = _whole_array(run, "calibration", shape, "g")
     responsive = _whole_array(run, "calibration", shape, "responsive")
     v = run.datasets.get("calibration/v_gate")
@@ -116,7 +119,7 @@ def gate_map(run: RunData, shape: tuple[int, int]) -> CellMap:
     inside = (v >= low - 1e-9) & (v <= high + 1e-9)
     if inside.sum() < 3:
         return {}
-    maps = np.asarray(g, dtype=np.float64)[inside]
+    maps = device_conductance(g, r_segment, shape)[inside]
     cells = typical_cells(maps, np.asarray(responsive, dtype=bool))
     if cells.sum() < 3:
         return {}
@@ -127,11 +130,12 @@ def gate_map(run: RunData, shape: tuple[int, int]) -> CellMap:
     return {"set_slope": k, "set_intercept": c}
 
 
-def fit_cell_map(runs: Mapping[str, RunData], shape: tuple[int, int]) -> CellMap:
-    """The chip's cells from whichever of forming, yield-map and gate-calibration were given."""
-    cells = defect_map(runs, shape)
+def fit_cell_map(runs: Mapping[str, RunData], shape: tuple[int, int], r_segment: float = 0.0) -> CellMap:
+    """The chip's cells from whichever of forming, yield-map and gate-calibration were given;
+    levels and lines of the devices behind the wires' ``r_segment`` ohm per segment."""
+    cells = defect_map(runs, shape, r_segment)
     if "gate-calibration" in runs:
-        cells |= gate_map(runs["gate-calibration"], shape)
+        cells |= gate_map(runs["gate-calibration"], shape, r_segment)
     return cells
 
 

@@ -22,6 +22,7 @@ from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
 from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
 from hil.twin.reset_floor import g_min_from_reset_floor
+from hil.twin.wire_reads import refit_on_devices
 from protocols.characterization.figures import Figure, read_figures
 
 BASE_PRESET = "umass-ta-hfo2"
@@ -144,6 +145,16 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         twin.parameters[item.parameter] = value
         twin.sources[item.parameter] = Source(str(run.path), item.procedure, item.figure, figure.uncertainty,
                                               figure.unit)  # fmt: skip
+    r_segment = float(twin.parameters.get("line_resistance", 0.0))
+    if r_segment > 0 and shape is not None:
+        # Map reads lose G^2 r to the wires, and the twin's wires take it again (hil/twin/wire_reads.py).
+        for refit in refit_on_devices(chosen, r_segment, shape):
+            if not math.isfinite(refit.value.value):
+                continue
+            twin.parameters[refit.parameter] = max(refit.value.value, 0.0)
+            twin.sources[refit.parameter] = Source(str(chosen[refit.procedure].path), refit.procedure,
+                                                   f"{refit.figure} of the reads less the wires' series resistance",
+                                                   refit.value.uncertainty, refit.value.unit)  # fmt: skip
     if "g_min" in twin.parameters:
         # The yield map's floor is the RESET floor at its amplitude; the twin's model adds the
         # excess at that amplitude itself (hil/twin/reset_floor.py).
@@ -164,7 +175,7 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         for name in ("bad_rows", "bad_cols"):
             twin.sources[name] = Source(str(run.path), "yield-map", "bad_lines", 0.0)
     if cell_map and shape is not None:
-        twin.cell_map = fit_cell_map(chosen, shape)
+        twin.cell_map = fit_cell_map(chosen, shape, r_segment)
         used = [name for name in MAP_PROCEDURES if name in chosen]
         if twin.cell_map:
             twin.sources["cell_map"] = Source(", ".join(str(chosen[name].path) for name in used), ", ".join(used),

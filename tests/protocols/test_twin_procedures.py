@@ -16,7 +16,7 @@ from protocols.characterization.gate_calibration import measure_gate_calibration
 from protocols.characterization.retention import measure_retention
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
-from protocols.characterization.yield_map import measure_yield_map
+from protocols.characterization.yield_map import CellClass, YieldMapOptions, classify_switching, measure_yield_map
 from protocols.recording import MemoryRecorder
 
 
@@ -121,6 +121,17 @@ def test_write_noise_leaves_out_a_shorted_cell_whose_read_noise_looks_like_a_win
     working, figures = noise_figures(g_reset, g_set, 20e-6)
     assert not working[0, 0] and working.sum() == working.size - 1
     assert figures["g_reset_spread_relative"].value == pytest.approx(0.05, rel=0.15)
+
+
+def test_yield_map_takes_a_shorted_cell_whose_read_noise_looks_like_a_window_for_stuck_high() -> None:
+    # Regression: 5 of the 164 shorted cells of a 128 x 64 chip under 2 % read noise were mapped
+    # as working (their SET read 50 uS above their RESET read by the noise's luck).
+    options = YieldMapOptions()
+    g_initial = np.array([[150e-6, 1.0e-3]])
+    g_set = np.array([[260e-6, 1.03e-3]])
+    g_reset = np.array([[100e-6, 0.97e-3]])
+    classes = classify_switching(g_initial, g_set, g_reset, options)
+    assert classes.tolist() == [[CellClass.NORMAL, CellClass.STUCK_HIGH]]
 
 
 def test_wire_model_without_wires_is_a_plain_product() -> None:
