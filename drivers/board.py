@@ -540,8 +540,10 @@ class Board:
                                      "region")  # fmt: skip
             wanted[:] = False
             wanted[picked] = True
-        check_array("v_rows", inputs, self.limits.v_read, "V")
-        self._check_vmm_current(inputs)
+        # one pass each for the batch's extremes, shared by the two checks
+        extremes = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
+        check_array("v_rows", inputs, self.limits.v_read, "V", extremes=extremes)
+        self._check_vmm_current(inputs, max(extremes[1], -extremes[0]))
         if self._takes_codes():
             nonzero = inputs != 0
             driven: npt.NDArray[np.bool_] = np.asarray(nonzero.any(axis=0))
@@ -552,16 +554,15 @@ class Board:
                 return self._vmm_compact(region, wanted, driven, *coded)
         return self._vmm_float(region, wanted, inputs)
 
-    def _check_vmm_current(self, inputs: npt.NDArray[np.float32]) -> None:
-        """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``."""
+    def _check_vmm_current(self, inputs: npt.NDArray[np.float32], peak: float) -> None:
+        """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``.
+        ``peak``: the batch's largest input magnitude (its inputs passed the read-voltage check)."""
         limit, g_max = self.limits.i_col, self.limits.g_cell_max
-        if inputs.size and limit.min <= 0.0:
-            # No vector's sum exceeds its length times the batch's largest input: when that bound is
-            # inside the limit, so is every vector's (the sums are only needed when it is not; the
-            # decision is the same either way, the margin covers the float64 sums' rounding).
-            peak = max(float(inputs.max()), -float(inputs.min()))
-            if inputs.shape[1] * peak * g_max * (1.0 + 1e-9) <= limit.max:
-                return
+        # No vector's sum exceeds its length times the batch's largest input: when that bound is
+        # inside the limit, so is every vector's (the sums are only needed when it is not; the
+        # decision is the same either way, the margin covers the float64 sums' rounding).
+        if inputs.size and limit.min <= 0.0 and inputs.shape[1] * peak * g_max * (1.0 + 1e-9) <= limit.max:
+            return
         worst = np.add.reduce(np.abs(inputs), axis=1, dtype=np.float64) * g_max
         check_array("predicted column current of vector", worst, limit, "A")
 

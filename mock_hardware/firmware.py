@@ -725,8 +725,7 @@ class Firmware:
             self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
         # float32, the block precision the array computes in; the levels of the codes sent, scattered
         # into zeros (the same numbers as scaling every code: 0 * step is 0)
-        levels = values.astype(np.float32)
-        levels *= np.float32(step)
+        levels = np.multiply(values, np.float32(step), dtype=np.float32)  # one pass: cast and scale
         if where is not None:
             scattered = np.zeros(count, dtype=np.float32)
             scattered[where] = levels

@@ -91,3 +91,19 @@ def test_a_batch_laid_out_column_major_sends_the_same_bytes(board: Board) -> Non
         transport.write = write  # type: ignore[method-assign]
     assert len(sent) == 3 and sent[0].startswith(b"VMM:CODE?")
     assert sent[0] == sent[1] == sent[2]
+
+
+def test_pulse_values_outside_the_limits_are_refused_only_where_the_mask_selects_them(board: Board) -> None:
+    """The check's shortcut (every value inside: nothing to refuse) must not hide a selected value outside,
+    nor refuse an unselected one."""
+    gates = np.full((16, 8), 2.0)
+    gates[4, 5] = 9.0  # beyond v_gate (5 V)
+    mask = np.ones((16, 8), dtype=bool)
+    mask[4, 5] = False
+    board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)  # the cell beyond the limit is not pulsed
+    mask[4, 5] = True
+    with pytest.raises(LimitError, match=r"SET v_gate\[4, 5\]"):
+        board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)
+    gates[4, 5] = np.nan
+    with pytest.raises(LimitError, match=r"SET v_gate\[4, 5\]"):
+        board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)
