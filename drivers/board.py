@@ -581,9 +581,9 @@ class Board:
         selection = layouts.encode_vmm_selection(driven, wanted)
         for start, count in chunks:
             mask = nonzero[start : start + count]
-            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]])
+            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]], selection)
             args = (*region.args(), count, form.value)
-            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), selection + block)
+            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), block)
             out[start : start + count, wanted] = values.reshape(count, -1)
             self._report("vmm", start + count, nvec, "vectors", len(chunks))
         return out

@@ -206,17 +206,20 @@ def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
     return encode_nonzero_inputs(nonzero, flat[nonzero])
 
 
-def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
+def encode_nonzero_inputs(
+    nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer], head: bytes = b""
+) -> tuple[Inputs, bytes]:
     """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
-    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros."""
+    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros.
+    ``head``: bytes the block starts with (``VMM:CODE?``'s bitmaps), joined in the same copy."""
     flat = nonzero.ravel()
     sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
     if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
-        return Inputs.ALL, every.tobytes()
-    codes = values.astype(VMM_CODE_DTYPE, copy=False)
-    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + codes.tobytes()
+        return Inputs.ALL, b"".join((head, every.data))
+    codes = np.ascontiguousarray(values, dtype=VMM_CODE_DTYPE)
+    return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
