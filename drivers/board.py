@@ -651,7 +651,7 @@ class Board:
         mask = nonzero if driven.all() else nonzero.take(np.flatnonzero(driven), axis=1)
         levels = layouts.dac_levels(np.extract(nonzero, inputs), step)  # whole numbers, cast once checked
         low, high = self.limits.v_read.min, self.limits.v_read.max
-        zero_ok = mask.all() or low <= 0.0 <= high
+        zero_ok = low <= 0.0 <= high or mask.all()  # the mask's pass only when 0 V is outside the limit
         if not levels.size:
             return (mask, levels.astype(layouts.VMM_CODE_DTYPE)) if zero_ok else None
         # code * step is monotonic in the code: the extreme codes decide (both checks, one pass each)

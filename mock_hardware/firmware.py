@@ -308,6 +308,8 @@ class Firmware:
         low, high = getattr(self.spec.limits, limit)
         if values.dtype == np.float32:  # block values meet the limits as float32 expresses them
             low, high = codec.block_bounds(low, high)
+        if not values.size or (low <= values.min() and values.max() <= high):
+            return  # every value inside (NaN fails both comparisons: min and max propagate it)
         bad = ~np.isfinite(values) | (values < low) | (values > high)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
