@@ -50,8 +50,8 @@ class PairRoles:
 @dataclass(frozen=True)
 class TileDrive:
     """How a tile's VMM is driven (fixed by the placement): its rectangle, which input drives each
-    of its rows and with which sign (+1 on a G+ row, -1 on a G- row, 0 on a row it does not use),
-    and its columns within the rectangle."""
+    row the tile uses and with which sign (+1 on a G+ row, -1 on a G- row; the rectangle's other
+    rows are held at 0 V), and its columns within the rectangle."""
 
     region: Region
     source: npt.NDArray[np.intp]
