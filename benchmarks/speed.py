@@ -178,8 +178,12 @@ class DirectBoard:
         self.array: CrossbarArray = transport._endpoint.firmware.array
         self.shape = board.shape
 
-    def vmm(self, v_rows: FloatArray, region: Region, columns: Any = None) -> FloatArray:
-        return self.array.vmm(np.asarray(v_rows, dtype=np.float64), region.row0, region.col0, region.ncols)
+    def vmm(self, v_rows: FloatArray, region: Region, columns: Any = None, rows: Any = None) -> FloatArray:
+        volts = np.asarray(v_rows, dtype=np.float64)
+        if rows is not None:  # the rows given, the others at 0 V
+            volts = np.zeros((len(volts), region.nrows))
+            volts[:, rows] = v_rows
+        return self.array.vmm(volts, region.row0, region.col0, region.ncols)
 
     def read_map(self, v_read: float = 0.2) -> FloatArray:
         return self.array.read_conductance(0, 0, self.shape[0], self.shape[1], v_read)

@@ -519,19 +519,26 @@ class Board:
             raise LinkError(self.resource, f"garbled reply to {command.header}: {exc}", command.header) from exc
 
     def vmm(
-        self, v_rows: npt.ArrayLike, region: Region | None = None, columns: npt.ArrayLike | None = None
-    ) -> FloatArray:
+        self, v_rows: npt.ArrayLike, region: Region | None = None, columns: npt.ArrayLike | None = None,
+        rows: npt.ArrayLike | None = None,
+    ) -> FloatArray:  # fmt: skip
         """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out.
 
         ``columns``: the columns of the region (0-based within it) the caller needs; the others come
-        back NaN, and a board with the compact forms neither measures nor sends them. Rows that are
-        0 V in every vector are not sent either (the board holds them at 0 V).
+        back NaN, and a board with the compact forms neither measures nor sends them. ``rows``: the
+        rows of the region (0-based within it, ascending) the vectors drive, when not all of them:
+        ``v_rows`` is then ``(n, len(rows))`` and the other rows are at 0 V (the same command as the
+        whole-region batch with zeros there, without building or scanning those zeros). Rows that
+        are 0 V in every vector are not sent either (the board holds them at 0 V).
         """
         region = self._region(region)
         # C-ordered (a copy only if the caller's is not): the passes below go vector by vector
         inputs = np.atleast_2d(np.asarray(v_rows, dtype=np.float32, order="C"))
-        if inputs.ndim != 2 or inputs.shape[1] != region.nrows:
-            raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {region.nrows}) for this region")
+        given = self._vmm_rows(region, rows)
+        width = region.nrows if given is None else len(given)
+        if inputs.ndim != 2 or inputs.shape[1] != width:
+            what = "this region" if given is None else f"the {width} rows given"
+            raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {width}) for {what}")
         wanted = np.ones(region.ncols, dtype=bool)
         if columns is not None:
             picked = np.asarray(columns, dtype=np.int64).ravel()
@@ -540,28 +547,53 @@ class Board:
                                      "region")  # fmt: skip
             wanted[:] = False
             wanted[picked] = True
-        check_array("v_rows", inputs, self.limits.v_read, "V")
-        self._check_vmm_current(inputs)
+        # one pass each for the batch's extremes, shared by the two checks
+        extremes = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
+        check_array("v_rows", inputs, self.limits.v_read, "V", extremes=extremes)
+        if given is not None and len(given) < region.nrows:
+            check_value("v_rows (the rows not given)", 0.0, self.limits.v_read, "V")
+        self._check_vmm_current(inputs, max(extremes[1], -extremes[0]))
         if self._takes_codes():
             nonzero = inputs != 0
-            driven: npt.NDArray[np.bool_] = np.asarray(nonzero.any(axis=0))
-            if not driven.any():
-                driven[0] = True  # every input is 0 V: one row still carries the vectors
-            coded = self._vmm_codes(inputs, nonzero, driven)
+            active = np.asarray(nonzero.any(axis=0))  # over the batch's rows (the region's, or those given)
+            if given is None:
+                driven = active.copy()
+            else:
+                driven = np.zeros(region.nrows, dtype=bool)
+                driven[given[active]] = True
+            if driven.any():
+                coded = self._vmm_codes(inputs, nonzero, active)
+            else:  # every input is 0 V: one row still carries the vectors, all its inputs 0
+                driven[0] = True
+                coded = self._vmm_codes(np.zeros((len(inputs), 1), np.float32), np.zeros((len(inputs), 1), bool),
+                                        np.ones(1, dtype=bool))  # fmt: skip
             if coded is not None:
                 return self._vmm_compact(region, wanted, driven, *coded)
+        if given is not None:  # the float32 form carries every row of the region
+            every = np.zeros((len(inputs), region.nrows), dtype=np.float32)
+            every[:, given] = inputs
+            inputs = every
         return self._vmm_float(region, wanted, inputs)
 
-    def _check_vmm_current(self, inputs: npt.NDArray[np.float32]) -> None:
-        """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``."""
+    def _vmm_rows(self, region: Region, rows: npt.ArrayLike | None) -> npt.NDArray[np.intp] | None:
+        """The rows a :meth:`vmm` names, checked (``None``: every row of the region)."""
+        if rows is None:
+            return None
+        given = np.asarray(rows, dtype=np.intp).ravel()
+        if not given.size or given[0] < 0 or given[-1] >= region.nrows or (np.diff(given) <= 0).any():
+            raise InvalidRequest(f"rows {given.tolist()[:8]} must name rows 0..{region.nrows - 1} of the region, "
+                                 "ascending, each once")  # fmt: skip
+        return given
+
+    def _check_vmm_current(self, inputs: npt.NDArray[np.float32], peak: float) -> None:
+        """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``.
+        ``peak``: the batch's largest input magnitude (its inputs passed the read-voltage check)."""
         limit, g_max = self.limits.i_col, self.limits.g_cell_max
-        if inputs.size and limit.min <= 0.0:
-            # No vector's sum exceeds its length times the batch's largest input: when that bound is
-            # inside the limit, so is every vector's (the sums are only needed when it is not; the
-            # decision is the same either way, the margin covers the float64 sums' rounding).
-            peak = max(float(inputs.max()), -float(inputs.min()))
-            if inputs.shape[1] * peak * g_max * (1.0 + 1e-9) <= limit.max:
-                return
+        # No vector's sum exceeds its length times the batch's largest input: when that bound is
+        # inside the limit, so is every vector's (the sums are only needed when it is not; the
+        # decision is the same either way, the margin covers the float64 sums' rounding).
+        if inputs.size and limit.min <= 0.0 and inputs.shape[1] * peak * g_max * (1.0 + 1e-9) <= limit.max:
+            return
         worst = np.add.reduce(np.abs(inputs), axis=1, dtype=np.float64) * g_max
         check_array("predicted column current of vector", worst, limit, "A")
 
@@ -580,9 +612,9 @@ class Board:
         selection = layouts.encode_vmm_selection(driven, wanted)
         for start, count in chunks:
             mask = nonzero[start : start + count]
-            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]])
+            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]], selection)
             args = (*region.args(), count, form.value)
-            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), selection + block)
+            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), block)
             out[start : start + count, wanted] = values.reshape(count, -1)
             self._report("vmm", start + count, nvec, "vectors", len(chunks))
         return out
@@ -609,7 +641,8 @@ class Board:
         """The non-zero inputs of the driven rows as the nearest row DAC codes (a mask over the
         ``nvec x driven`` inputs and the codes, row-major), when they fit int16 and every level they
         stand for, 0 V included, is inside the read limit (else ``None``: the float32 form). A non-zero
-        input never becomes code 0 (codes round away from 0 V). ``nonzero``: ``inputs != 0``."""
+        input never becomes code 0 (codes round away from 0 V). ``nonzero``: ``inputs != 0``;
+        ``driven``: which of the batch's rows (its columns, ascending rows of the region) are sent."""
         assert self.scales is not None
         step = self.scales.dac_step(Line.ROW)
         # The rows not driven hold no non-zero input, so the non-zero inputs of the whole batch, in
@@ -618,7 +651,7 @@ class Board:
         mask = nonzero if driven.all() else nonzero.take(np.flatnonzero(driven), axis=1)
         levels = layouts.dac_levels(np.extract(nonzero, inputs), step)  # whole numbers, cast once checked
         low, high = self.limits.v_read.min, self.limits.v_read.max
-        zero_ok = mask.all() or low <= 0.0 <= high
+        zero_ok = low <= 0.0 <= high or mask.all()  # the mask's pass only when 0 V is outside the limit
         if not levels.size:
             return (mask, levels.astype(layouts.VMM_CODE_DTYPE)) if zero_ok else None
         # code * step is monotonic in the code: the extreme codes decide (both checks, one pass each)

@@ -158,7 +158,9 @@ def encode_command(
     if block is None:
         return text.encode("ascii") + TERMINATOR
     separator = "," if fields else " "
-    return (text + separator).encode("ascii") + encode_block(block) + TERMINATOR
+    payload = block if isinstance(block, bytes) else np.ascontiguousarray(block, dtype=BLOCK_DTYPE).tobytes()
+    # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
+    return b"".join(((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR))
 
 
 @dataclass(frozen=True)
@@ -358,7 +360,8 @@ class CommandParser:
         header = self._frame
         if len(buf) < header.length:
             return None
-        body = bytes(buf[: header.length])
+        with memoryview(buf) as view:  # one copy out of the buffer (a bytearray slice would be two)
+            body = bytes(view[: header.length])
         del buf[: header.length]
         self._frame = None
         if not header.checks(body):
@@ -420,7 +423,8 @@ class CommandParser:
             if len(buf) < need + 2:
                 return None  # the \n of a \r\n has not arrived yet
             tail = 2
-        payload = bytes(buf[:need])
+        with memoryview(buf) as view:  # one copy out of the buffer (a bytearray slice would be two)
+            payload = bytes(view[:need])
         prefix = self._block_prefix or b""
         self._block_prefix = None
         if buf[need + tail - 1 : need + tail] != TERMINATOR:

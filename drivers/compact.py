@@ -130,10 +130,25 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
     return codes
 
 
+DAC_CHUNK = 16_384
+"""inputs :func:`dac_levels` takes at a time: its float64 temporaries (128 kB each) stay in the CPU's
+cache instead of streaming megabytes through memory per pass (a 6,400 x 128 VMM batch: about 2x faster)"""
+
+
 def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
     """:func:`dac_codes` as whole numbers in float64, for a caller that checks their range before casting
     them to the wire's integer type (one cast instead of two on a large VMM batch)."""
     volts = np.asarray(volts)
+    if volts.size <= DAC_CHUNK:
+        return _dac_levels(volts, step)
+    flat = volts.ravel()
+    out = np.empty(flat.size, dtype=np.float64)
+    for start in range(0, flat.size, DAC_CHUNK):
+        out[start : start + DAC_CHUNK] = _dac_levels(flat[start : start + DAC_CHUNK], step)
+    return out.reshape(volts.shape)
+
+
+def _dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
     nearest: npt.NDArray[np.float64] = np.multiply(magnitude, 1.0 / step)
@@ -191,17 +206,20 @@ def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
     return encode_nonzero_inputs(nonzero, flat[nonzero])
 
 
-def encode_nonzero_inputs(nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
+def encode_nonzero_inputs(
+    nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer], head: bytes = b""
+) -> tuple[Inputs, bytes]:
     """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
-    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros."""
+    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros.
+    ``head``: bytes the block starts with (``VMM:CODE?``'s bitmaps), joined in the same copy."""
     flat = nonzero.ravel()
     sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
     if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
-        return Inputs.ALL, every.tobytes()
-    codes = values.astype(VMM_CODE_DTYPE, copy=False)
-    return Inputs.NONZERO, np.packbits(flat, bitorder="little").tobytes() + codes.tobytes()
+        return Inputs.ALL, b"".join((head, every.data))
+    codes = np.ascontiguousarray(values, dtype=VMM_CODE_DTYPE)
+    return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
 
 
 def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:

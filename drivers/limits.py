@@ -73,15 +73,22 @@ def check_array(
     unit: str,
     where: npt.NDArray[np.bool_] | None = None,
     origin: tuple[int, ...] = (),
+    extremes: tuple[float, float] | None = None,
 ) -> None:
     """Refuse the first element of ``values`` (among ``where``) that is not finite or outside ``limit``.
 
     The error names the element's index, offset by ``origin`` so it reads as array coordinates.
     float32 values are on their way into a block and meet the limits as float32 can express them.
+    ``extremes``: ``(values.min(), values.max())`` when the caller has them already (one pass each).
     """
     low, high = block_bounds(limit.min, limit.max) if values.dtype == np.float32 else (limit.min, limit.max)
-    if where is None and (not values.size or (low <= values.min() and values.max() <= high)):
-        return  # NaN fails both comparisons (min and max propagate it), so it is found below
+    # Every element inside, selected or not: nothing to refuse (NaN fails both comparisons, since min
+    # and max propagate it, and is found below); else the selected elements are checked one by one.
+    if not values.size:
+        return
+    smallest, largest = extremes if extremes is not None else (values.min(), values.max())
+    if low <= smallest and largest <= high:
+        return
     bad = ~np.isfinite(values) | (values < low) | (values > high)
     if where is not None:
         bad &= where

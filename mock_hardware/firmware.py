@@ -308,6 +308,8 @@ class Firmware:
         low, high = getattr(self.spec.limits, limit)
         if values.dtype == np.float32:  # block values meet the limits as float32 expresses them
             low, high = codec.block_bounds(low, high)
+        if not values.size or (low <= values.min() and values.max() <= high):
+            return  # every value inside (NaN fails both comparisons: min and max propagate it)
         bad = ~np.isfinite(values) | (values < low) | (values > high)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
@@ -725,8 +727,7 @@ class Firmware:
             self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
         # float32, the block precision the array computes in; the levels of the codes sent, scattered
         # into zeros (the same numbers as scaling every code: 0 * step is 0)
-        levels = values.astype(np.float32)
-        levels *= np.float32(step)
+        levels = np.multiply(values, np.float32(step), dtype=np.float32)  # one pass: cast and scale
         if where is not None:
             scattered = np.zeros(count, dtype=np.float32)
             scattered[where] = levels

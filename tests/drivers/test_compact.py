@@ -256,3 +256,21 @@ def test_dac_codes_are_never_weaker_than_asked_and_within_one_step() -> None:
     levels = codes * step
     assert (np.abs(levels) >= np.abs(volts)).all() and (np.abs(levels - volts) < step).all()
     assert ((codes == 0) == (volts == 0)).all()  # 0 V stays 0, any other level is at least a code away
+
+
+def test_dac_levels_in_chunks_give_the_codes_of_one_pass_over_the_whole_batch() -> None:
+    """A batch longer than a chunk (and not a whole number of chunks, in two dimensions) is coded piece by
+    piece: every code, sign and -0.0 where the single pass puts them."""
+    step = 10.0 / (2**16 - 1)
+    rng = np.random.default_rng(4)
+    size = 3 * compact.DAC_CHUNK + 17
+    volts = rng.uniform(-0.5, 0.5, size).astype(np.float32)
+    volts[::97] = (np.arange(len(volts[::97])) % 400 - 200) * np.float32(step)  # on and next to code levels
+    volts[5], volts[compact.DAC_CHUNK] = -0.0, 0.0
+    batch = volts[: size - 17].reshape(-1, 64)
+    for values in (volts, batch):
+        chunked = compact.dac_levels(values, step)
+        whole = compact._dac_levels(values, step)
+        assert chunked.shape == values.shape
+        np.testing.assert_array_equal(chunked, whole)
+        assert (np.signbit(chunked) == np.signbit(whole)).all()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers import Board, LimitError, Range, Region, SafetyLimits, open_board
+from drivers import Board, InvalidRequest, LimitError, Range, Region, SafetyLimits, open_board
 from drivers.limits import check_array
 
 I_COL = Range(min=-2e-3, max=2e-3)
@@ -91,3 +91,67 @@ def test_a_batch_laid_out_column_major_sends_the_same_bytes(board: Board) -> Non
         transport.write = write  # type: ignore[method-assign]
     assert len(sent) == 3 and sent[0].startswith(b"VMM:CODE?")
     assert sent[0] == sent[1] == sent[2]
+
+
+def test_pulse_values_outside_the_limits_are_refused_only_where_the_mask_selects_them(board: Board) -> None:
+    """The check's shortcut (every value inside: nothing to refuse) must not hide a selected value outside,
+    nor refuse an unselected one."""
+    gates = np.full((16, 8), 2.0)
+    gates[4, 5] = 9.0  # beyond v_gate (5 V)
+    mask = np.ones((16, 8), dtype=bool)
+    mask[4, 5] = False
+    board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)  # the cell beyond the limit is not pulsed
+    mask[4, 5] = True
+    with pytest.raises(LimitError, match=r"SET v_gate\[4, 5\]"):
+        board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)
+    gates[4, 5] = np.nan
+    with pytest.raises(LimitError, match=r"SET v_gate\[4, 5\]"):
+        board.check_pulses("SET", 1.0, gates, 1e-6, mask=mask)
+
+
+def _sent_commands(board: Board, calls: list[tuple[np.ndarray, dict]]) -> tuple[list[bytes], list[np.ndarray]]:
+    sent: list[bytes] = []
+    transport = board.link.transport
+    write = transport.write
+
+    def recording(data: bytes) -> None:
+        sent.append(data.split(b"\n", 1)[1] if data[:1] == b"!" else data)  # the command inside its frame
+        write(data)
+
+    transport.write = recording  # type: ignore[method-assign]
+    try:
+        results = [board.vmm(batch, Region(0, 0, 16, 8), **kwargs) for batch, kwargs in calls]
+    finally:
+        transport.write = write  # type: ignore[method-assign]
+    return sent, results
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_batch_of_the_driven_rows_only_sends_what_the_whole_region_batch_sends(compact: bool) -> None:
+    """``rows=``: the same command, bytes for bytes, as the region's batch with zeros in the other rows
+    (among the rows given, one no vector drives: it is not sent either), and the same currents."""
+    rng = np.random.default_rng(7)
+    rows = np.array([0, 2, 3, 7, 8, 12, 15])
+    part = (rng.uniform(-0.2, 0.2, (30, len(rows))) * (rng.random((30, len(rows))) < 0.5)).astype(np.float32)
+    part[:, 3] = 0.0
+    whole = np.zeros((30, 16), np.float32)
+    whole[:, rows] = part
+    resource = "emulator://?preset=ideal&rows=16&cols=8&seed=3"
+    outcomes = []
+    for kwargs in ({}, {"rows": rows}):
+        with open_board(resource, limits=LIMITS, compact=compact) as fresh:
+            sent, results = _sent_commands(fresh, [(whole if not kwargs else part, {"columns": [1, 4], **kwargs})])
+            outcomes.append((sent, results[0]))
+    (sent_whole, currents_whole), (sent_part, currents_part) = outcomes
+    assert len(sent_whole) == len(sent_part) == 1 and sent_whole[0].startswith(b"VMM:CODE?" if compact else b"VMM?")
+    assert sent_part == sent_whole
+    np.testing.assert_array_equal(currents_part, currents_whole)
+
+
+def test_rows_must_be_ascending_rows_of_the_region_and_match_the_batch(board: Board) -> None:
+    batch = np.full((2, 3), 0.1)
+    for rows in ([0, 2, 2], [3, 1, 2], [14, 15, 16], [-1, 0, 1]):
+        with pytest.raises(InvalidRequest, match="rows"):
+            board.vmm(batch, Region(0, 0, 16, 8), rows=rows)
+    with pytest.raises(InvalidRequest, match=r"expected \(n, 4\) for the 4 rows given"):
+        board.vmm(batch, Region(0, 0, 16, 8), rows=[0, 1, 2, 3])

@@ -213,8 +213,8 @@ def test_column_gain_is_fitted_per_column(
     vmm = board.vmm
     per_column = np.linspace(0.7, 1.1, board.shape[1])
 
-    def uneven(v_rows: FloatArray, region: Any = None, columns: Any = None) -> FloatArray:
-        out = vmm(v_rows, region, columns)
+    def uneven(v_rows: FloatArray, region: Any = None, columns: Any = None, rows: Any = None) -> FloatArray:
+        out = vmm(v_rows, region, columns, rows)
         return out * per_column[region.col0 : region.col0 + region.ncols]
 
     monkeypatch.setattr(board, "vmm", uneven)
