@@ -55,10 +55,17 @@ def test_null_read_back_means_the_default_of_the_files_layout(model: str, before
 
 def test_a_new_run_file_stores_the_read_back_resolved(tmp_path: Path) -> None:
     assert TrainConfig.model_validate({"model": "cnn"}).vmm_readback is True
-    assert TrainConfig.model_validate({"model": "mlp", "vmm_readback": None}).vmm_readback is False
+    assert TrainConfig.model_validate({"model": "convlstm", "vmm_readback": None}).vmm_readback is False
     out = tmp_path / "run.h5"
     argv = ["train", "--model", "cnn", "--baseline", "--updates", "1", "--dataset", "digits"]
     assert main([*argv, "--out", str(out)]) == 0
     with h5py.File(out) as f:
         assert f.attrs[layout.VERSION] == layout.FORMAT_VERSION
     assert read_run(out).config["vmm_readback"] is True
+
+
+def test_a_stored_pulse_threshold_is_kept_when_the_models_default_changes() -> None:
+    """Every file stores ``gate_coded`` whole: the layout-1.1 CNN run trained at 0.015 V and resumes so."""
+    run = read_run(OLD_CNN_RUN)
+    assert run.config["gate_coded"]["dvg_min"] == 0.015 != MODEL_DEFAULTS["cnn"].dvg_min
+    assert stored_train_config(run).gate_coded.dvg_min == 0.015
