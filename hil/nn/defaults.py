@@ -54,7 +54,7 @@ class TrainingDefaults:
                 f"{self.g_unit * 1e6:g} uS per unit weight{self._layer_units()}, {self.dataset}")  # fmt: skip
 
     def _pulse_threshold(self) -> str:
-        return f" (pulse at {self.dvg_min:g} V)" if self.update == "gate-coded" else ""
+        return f" (dvg_min {self.dvg_min:g} V)" if self.update == "gate-coded" else ""
 
     def _layer_units(self) -> str:
         return "".join(f" ({layer} {g * 1e6:g} uS)" for layer, g in self.layer_g_unit.items())
