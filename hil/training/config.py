@@ -178,6 +178,11 @@ class TrainConfig(BaseModel):
         if data.get("vmm_readback") is None:
             # stored resolved, so a run file keeps what it trained with when the model's default changes
             data["vmm_readback"] = defaults.vmm_readback
+        gate_coded = data.get("gate_coded", {})
+        if isinstance(gate_coded, dict) and "dvg_min" not in gate_coded:
+            data["gate_coded"] = {**gate_coded, "dvg_min": defaults.dvg_min}
+        elif isinstance(gate_coded, GateCodedConfig) and "dvg_min" not in gate_coded.model_fields_set:
+            data["gate_coded"] = gate_coded.model_copy(update={"dvg_min": defaults.dvg_min})
         optimizer = data.get("optimizer", {})
         if isinstance(optimizer, dict):
             data["optimizer"] = _optimizer_defaults(model, optimizer)

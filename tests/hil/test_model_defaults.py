@@ -16,6 +16,7 @@ from hil.nn.defaults import MODEL_DEFAULTS
 from hil.optimizers import OPTIMIZER_NAMES
 from hil.storage import read_run
 from hil.training.config import MODEL_NAMES, TrainConfig
+from hil.updates import GateCodedConfig
 
 TINY_BOARD = "emulator://?preset=umass-ta-hfo2&seed=3&rows=16&cols=8"
 
@@ -44,6 +45,17 @@ def test_a_model_alone_brings_its_papers_settings(
     given = TrainConfig.model_validate({"model": model, "g_unit": 50e-6})
     assert (given.g_unit, given.layer_g_unit) == (50e-6, {})
     assert TrainConfig.model_validate({"model": model, "layer_g_unit": {"x": 1e-4}}).layer_g_unit == {"x": 1e-4}
+
+
+@pytest.mark.parametrize("model", list(MODEL_DEFAULTS))
+def test_a_model_brings_its_pulse_threshold_and_a_given_one_wins(model: str) -> None:
+    assert TrainConfig.model_validate({"model": model}).gate_coded.dvg_min == MODEL_DEFAULTS[model].dvg_min
+    # another gate_coded field given alone keeps the model's threshold; a threshold given is kept
+    other = TrainConfig.model_validate({"model": model, "gate_coded": {"rounding": "stochastic"}}).gate_coded
+    assert (other.rounding, other.dvg_min) == ("stochastic", MODEL_DEFAULTS[model].dvg_min)
+    assert TrainConfig.model_validate({"model": model, "gate_coded": {"dvg_min": 0.007}}).gate_coded.dvg_min == 0.007
+    # a model not tuned keeps the rule's own default
+    assert MODEL_DEFAULTS["convlstm"].dvg_min == GateCodedConfig().dvg_min
 
 
 def test_a_network_of_its_own_does_not_take_the_models_per_layer_conductances() -> None:

@@ -62,3 +62,10 @@ def test_a_new_run_file_stores_the_read_back_resolved(tmp_path: Path) -> None:
     with h5py.File(out) as f:
         assert f.attrs[layout.VERSION] == layout.FORMAT_VERSION
     assert read_run(out).config["vmm_readback"] is True
+
+
+def test_a_stored_pulse_threshold_is_kept_when_the_models_default_changes() -> None:
+    """Every file stores ``gate_coded`` whole: the layout-1.1 CNN run trained at 0.015 V and resumes so."""
+    run = read_run(OLD_CNN_RUN)
+    assert run.config["gate_coded"]["dvg_min"] == 0.015 != MODEL_DEFAULTS["cnn"].dvg_min
+    assert stored_train_config(run).gate_coded.dvg_min == 0.015

@@ -19,7 +19,9 @@ from tests.conftest import EmulatorFactory
 TINY_TRAINING: dict[str, Any] = {
     "kind": "train", "emulator": "emulator://?preset=ideal",
     "base": {"model": "mlp", "updates": 4, "batch_size": 10, "eval_every": 2, "calibrate": False,
-             "optimizer": {"name": "sgd", "lr": 0.1}},
+             "optimizer": {"name": "sgd", "lr": 0.1},
+             # 4 small steps pulse devices only under the rule's 0.015 V threshold (the MLP's own is 0.03 V)
+             "gate_coded": {"dvg_min": 0.015}},
 }  # fmt: skip
 
 
