@@ -84,8 +84,11 @@ YAN_TASKS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 # Yan's comparison as recorded (session 6): the gate-coded threshold of that time, not the MLP's 0.03 V of
 # session 8, so a rerun measures the optimizers against the same update rule.
+# Likewise without the MLP's VMM read-back and corrected initial weights (its defaults since session 8, round 2).
 for _task in YAN_TASKS.values():
     _task["gate_coded"] = {"dvg_min": 0.015}
+    _task["vmm_readback"] = False
+    _task["transfer"] = {"refine_initial": False}
 
 
 def one_run(settings: dict[str, Any], seed: int, exact: bool, folder: str) -> dict[str, Any]:

@@ -47,7 +47,16 @@ class TransferConfig(BaseModel):
 
     park_unused: StrictBool = Field(True, description="RESET the devices no layer uses before writing the weights")
     rounds: int = Field(
-        2, ge=0, le=20, description="rounds of correction on the effective weights (weights trained elsewhere only)"
+        2,
+        ge=0,
+        le=20,
+        description="rounds of correction on the effective weights (weights trained elsewhere; random initial "
+        "weights too with refine_initial)",
+    )
+    refine_initial: StrictBool = Field(
+        False,
+        description="correct random initial weights on what the VMMs compute too (off: written to the read map's "
+        "targets, which the wires make another network; docs/training.md, 'Learning speed')",
     )
     levels: int | None = Field(
         None, ge=2, le=4096, description="quantize each layer to this many levels first (Yao 2020: 15); none: off"

@@ -129,8 +129,10 @@ class TrainConfig(BaseModel):
     )
     batch_size: int = Field(100, ge=1, le=65536, description="samples per weight update")
     updates: int = Field(
-        1200, ge=0, le=MAX_UPDATES, description="weight updates (0, with initial_weights only: write the weights "
-        "and evaluate them)",
+        1200,
+        ge=0,
+        le=MAX_UPDATES,
+        description="weight updates (0, with initial_weights only: write the weights and evaluate them)",
     )
     eval_every: int = Field(100, ge=1, le=MAX_UPDATES, description="updates between test-set evaluations")
     fit_initial_weights: StrictBool = Field(
@@ -183,6 +185,11 @@ class TrainConfig(BaseModel):
             data["gate_coded"] = {**gate_coded, "dvg_min": defaults.dvg_min}
         elif isinstance(gate_coded, GateCodedConfig) and "dvg_min" not in gate_coded.model_fields_set:
             data["gate_coded"] = gate_coded.model_copy(update={"dvg_min": defaults.dvg_min})
+        transfer = data.get("transfer", {})
+        if isinstance(transfer, dict) and "refine_initial" not in transfer:
+            data["transfer"] = {**transfer, "refine_initial": defaults.refine_initial}
+        elif isinstance(transfer, TransferConfig) and "refine_initial" not in transfer.model_fields_set:
+            data["transfer"] = transfer.model_copy(update={"refine_initial": defaults.refine_initial})
         optimizer = data.get("optimizer", {})
         if isinstance(optimizer, dict):
             data["optimizer"] = _optimizer_defaults(model, optimizer)

@@ -267,7 +267,11 @@ def program_weights(
     targets = conductance_targets(config, hardware, weights)
     pulses += write_targets(backend, targets, hardware.calibrations, tolerance, recorder)
     backend.read_back()
-    if trained and config.transfer.rounds:
+    # Weights trained elsewhere must be what the VMMs compute. Random initial weights only on request: the
+    # wires (each pair's two devices attenuated unlike, times their large common conductance) make the
+    # start another network, which helped the MLP's first updates with the read-back but is not yet
+    # measured to help whole curves (docs/training.md, "Learning speed").
+    if (trained or config.transfer.refine_initial) and config.transfer.rounds:
         report = TransferReport()
         refine(backend, weights, targets, hardware.calibrations, tolerance, config.transfer.rounds, report)
         pulses += report.pulses

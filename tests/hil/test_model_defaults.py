@@ -30,7 +30,7 @@ def test_one_table_names_every_model_and_a_rate_for_every_optimizer() -> None:
 
 @pytest.mark.parametrize(
     ("model", "optimizer", "lr", "batch", "updates", "g_unit", "layer_g_unit"),
-    [("mlp", "sgd", 0.5, 50, 1600, 200e-6, {"dense2": 100e-6}), ("cnn", "rmsprop", 0.01, 100, 1200, 100e-6, {}),
+    [("mlp", "sgd", 0.5, 50, 1600, 120e-6, {"dense2": 60e-6}), ("cnn", "rmsprop", 0.01, 100, 1200, 100e-6, {}),
      ("convlstm", "rmsprop", 0.01, 50, 1200, 100e-6, {})],
 )  # fmt: skip
 def test_a_model_alone_brings_its_papers_settings(

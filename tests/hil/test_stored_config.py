@@ -55,7 +55,10 @@ def test_null_read_back_means_the_default_of_the_files_layout(model: str, before
 
 def test_a_new_run_file_stores_the_read_back_resolved(tmp_path: Path) -> None:
     assert TrainConfig.model_validate({"model": "cnn"}).vmm_readback is True
-    assert TrainConfig.model_validate({"model": "mlp", "vmm_readback": None}).vmm_readback is False
+    assert (
+        TrainConfig.model_validate({"model": "mlp", "vmm_readback": None}).vmm_readback
+        is MODEL_DEFAULTS["mlp"].vmm_readback
+    )
     out = tmp_path / "run.h5"
     argv = ["train", "--model", "cnn", "--baseline", "--updates", "1", "--dataset", "digits"]
     assert main([*argv, "--out", str(out)]) == 0

@@ -21,7 +21,8 @@ TINY_TRAINING: dict[str, Any] = {
     "base": {"model": "mlp", "updates": 4, "batch_size": 10, "eval_every": 2, "calibrate": False,
              "optimizer": {"name": "sgd", "lr": 0.1},
              # 4 small steps pulse devices only under the rule's 0.015 V threshold (the MLP's own is 0.03 V)
-             "gate_coded": {"dvg_min": 0.015}},
+             # and at 200 uS per unit weight (the MLP's own is 120 uS)
+             "gate_coded": {"dvg_min": 0.015}, "g_unit": 200e-6},
 }  # fmt: skip
 
 
