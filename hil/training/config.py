@@ -77,6 +77,16 @@ class ParallelConfig(BaseModel):
     )
 
 
+def _with_default(section: Any, field: str, value: Any) -> Any:
+    """A sub-config (as given: a dict or a model) with ``field`` set to the model's ``value`` unless the
+    run set it; anything else is left for the field's own check."""
+    if isinstance(section, dict):
+        return section if field in section else {**section, field: value}
+    if isinstance(section, BaseModel) and field not in section.model_fields_set:
+        return section.model_copy(update={field: value})
+    return section
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -180,16 +190,8 @@ class TrainConfig(BaseModel):
         if data.get("vmm_readback") is None:
             # stored resolved, so a run file keeps what it trained with when the model's default changes
             data["vmm_readback"] = defaults.vmm_readback
-        gate_coded = data.get("gate_coded", {})
-        if isinstance(gate_coded, dict) and "dvg_min" not in gate_coded:
-            data["gate_coded"] = {**gate_coded, "dvg_min": defaults.dvg_min}
-        elif isinstance(gate_coded, GateCodedConfig) and "dvg_min" not in gate_coded.model_fields_set:
-            data["gate_coded"] = gate_coded.model_copy(update={"dvg_min": defaults.dvg_min})
-        transfer = data.get("transfer", {})
-        if isinstance(transfer, dict) and "refine_initial" not in transfer:
-            data["transfer"] = {**transfer, "refine_initial": defaults.refine_initial}
-        elif isinstance(transfer, TransferConfig) and "refine_initial" not in transfer.model_fields_set:
-            data["transfer"] = transfer.model_copy(update={"refine_initial": defaults.refine_initial})
+        data["gate_coded"] = _with_default(data.get("gate_coded", {}), "dvg_min", defaults.dvg_min)
+        data["transfer"] = _with_default(data.get("transfer", {}), "refine_initial", defaults.refine_initial)
         optimizer = data.get("optimizer", {})
         if isinstance(optimizer, dict):
             data["optimizer"] = _optimizer_defaults(model, optimizer)

@@ -269,8 +269,8 @@ def program_weights(
     backend.read_back()
     # Weights trained elsewhere must be what the VMMs compute. Random initial weights only on request: the
     # wires (each pair's two devices attenuated unlike, times their large common conductance) make the
-    # start another network, which helped the MLP's first updates with the read-back but is not yet
-    # measured to help whole curves (docs/training.md, "Learning speed").
+    # start another network; correcting it is the MLP's default (its curve tracks float from the start),
+    # not the CNN's (its curve was worse with it) (docs/training.md, "Learning speed").
     if (trained or config.transfer.refine_initial) and config.transfer.rounds:
         report = TransferReport()
         refine(backend, weights, targets, hardware.calibrations, tolerance, config.transfer.rounds, report)
