@@ -74,21 +74,8 @@ def test_a_batch_laid_out_column_major_sends_the_same_bytes(board: Board) -> Non
     rng = np.random.default_rng(5)
     batch = (rng.uniform(-0.2, 0.2, (40, 16)) * (rng.random((40, 16)) < 0.4)).astype(np.float32)
     batch[:, [3, 11]] = 0.0  # rows no vector drives
-    sent: list[bytes] = []
-    transport = board.link.transport
-    write = transport.write
-
-    def recording(data: bytes) -> None:
-        sent.append(data.split(b"\n", 1)[1] if data[:1] == b"!" else data)  # the command inside its frame
-        write(data)
-
-    transport.write = recording  # type: ignore[method-assign]
-    try:
-        board.vmm(batch, Region(0, 0, 16, 8), columns=[1, 4])
-        board.vmm(np.asfortranarray(batch), Region(0, 0, 16, 8), columns=[1, 4])
-        board.vmm(batch.astype(np.float64)[:, ::-1][:, ::-1], Region(0, 0, 16, 8), columns=[1, 4])
-    finally:
-        transport.write = write  # type: ignore[method-assign]
+    layouts = [batch, np.asfortranarray(batch), batch.astype(np.float64)[:, ::-1][:, ::-1]]
+    sent, _ = _sent_commands(board, [(layout, {"columns": [1, 4]}) for layout in layouts])
     assert len(sent) == 3 and sent[0].startswith(b"VMM:CODE?")
     assert sent[0] == sent[1] == sent[2]
 
