@@ -73,22 +73,20 @@ WBC_NETWORK = {
     "input_shape": [30], "n_classes": 2,
     "layers": [{"type": "dense", "out": 20, "activation": "relu"}, {"type": "dense", "out": 2}],
 }  # fmt: skip
+# Yan's comparison as recorded (session 6): the MLP's update rule of that time, pinned so a rerun measures
+# the optimizers against the same rule (session 8 gave the MLP a 0.03 V threshold, the VMM read-back and
+# initial weights corrected on the VMM).
+YAN_RULE: dict[str, Any] = {"gate_coded": {"dvg_min": 0.015}, "vmm_readback": False,
+                            "transfer": {"refine_initial": False}}  # fmt: skip
 YAN_TASKS: dict[str, dict[str, Any]] = {
     # a 64 x 32 array of the same preset holds the 30-20-2 network (60 rows, 22 columns)
     "breast-cancer": {"model": "mlp", "network": WBC_NETWORK, "dataset": "breast-cancer", "updates": 300,
                       "batch_size": 16, "eval_every": 10, "target": 0.95, "array": "&rows=64&cols=32",
-                      "g_unit": 200e-6},
+                      "g_unit": 200e-6, **YAN_RULE},
     # one conductance per unit weight for every layer and optimizer (what the recorded figures used)
     "mnist8": {"model": "mlp", "updates": 800, "batch_size": 50, "eval_every": 50, "target": 0.85,
-               "g_unit": 200e-6},
+               "g_unit": 200e-6, **YAN_RULE},
 }  # fmt: skip
-# Yan's comparison as recorded (session 6): the gate-coded threshold of that time, not the MLP's 0.03 V of
-# session 8, so a rerun measures the optimizers against the same update rule.
-# Likewise without the MLP's VMM read-back and corrected initial weights (its defaults since session 8, round 2).
-for _task in YAN_TASKS.values():
-    _task["gate_coded"] = {"dvg_min": 0.015}
-    _task["vmm_readback"] = False
-    _task["transfer"] = {"refine_initial": False}
 
 
 def one_run(settings: dict[str, Any], seed: int, exact: bool, folder: str) -> dict[str, Any]:
