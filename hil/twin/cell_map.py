@@ -26,9 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from hil.storage import RunData, RunFileError
-from hil.twin.wire_reads import device_conductance
+from hil.twin.wire_reads import device_conductance, gates_in_window
 from protocols.calibration import fit_lines, typical_cells
-from protocols.characterization.figures import read_figures
 from protocols.characterization.yield_map import CellClass
 
 FloatArray = npt.NDArray[np.float64]
@@ -111,19 +110,15 @@ def gate_map(run: RunData, shape: tuple[int, int], r_segment: float = 0.0) -> Ce
     on the devices' conductances (the reads less the wires' ``r_segment`` per segment)."""
     g = _whole_array(run, "calibration", shape, "g")
     responsive = _whole_array(run, "calibration", shape, "responsive")
-    v = run.datasets.get("calibration/v_gate")
-    figures = read_figures(run.attrs.get("calibration", {}))
-    if g is None or responsive is None or v is None or "v_window_low" not in figures:
+    window = gates_in_window(run)
+    if g is None or responsive is None or window is None:
         return {}
-    low, high = figures["v_window_low"].value, figures["v_window_high"].value
-    inside = (v >= low - 1e-9) & (v <= high + 1e-9)
-    if inside.sum() < 3:
-        return {}
+    v, inside = window
     maps = device_conductance(g, r_segment, shape)[inside]
     cells = typical_cells(maps, np.asarray(responsive, dtype=bool))
     if cells.sum() < 3:
         return {}
-    k, c = shrunk_gate_fits(np.asarray(v, dtype=np.float64)[inside], maps, cells)
+    k, c = shrunk_gate_fits(v[inside], maps, cells)
     # The emulator's own bounds for a cell's values; a fit outside them is left to the draw.
     k = np.where((k > 0) & (k <= 0.1), k, np.nan)
     c = np.where(np.abs(c) < 0.1, c, np.nan)

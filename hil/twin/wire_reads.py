@@ -113,17 +113,25 @@ def refit_on_devices(runs: Mapping[str, RunData], r_segment: float, array_shape:
     return refits
 
 
+def gates_in_window(run: RunData) -> tuple[FloatArray, npt.NDArray[np.bool_]] | None:
+    """A gate calibration's gate voltages and which of them lie in the window it found (where its
+    lines are fitted); ``None`` without a window or with fewer than three gates in it."""
+    v = run.datasets.get("calibration/v_gate")
+    figures = read_figures(run.attrs.get("calibration", {}))
+    if v is None or "v_window_low" not in figures:
+        return None
+    v = np.asarray(v, dtype=np.float64)
+    inside = (v >= figures["v_window_low"].value - 1e-9) & (v <= figures["v_window_high"].value + 1e-9)
+    return (v, inside) if inside.sum() >= 3 else None
+
+
 def _gate_refit(run: RunData, r_segment: float, array_shape: tuple[int, int]) -> list[Refit]:
     g = corrected_reads(run, "calibration", "g", r_segment, array_shape)
     responsive = run.datasets.get("calibration/responsive")
-    v = run.datasets.get("calibration/v_gate")
-    figures = read_figures(run.attrs.get("calibration", {}))
-    if g is None or responsive is None or v is None or "v_window_low" not in figures:
+    window = gates_in_window(run)
+    if g is None or responsive is None or window is None:
         return []
-    v = np.asarray(v, dtype=np.float64)
-    inside = (v >= figures["v_window_low"].value - 1e-9) & (v <= figures["v_window_high"].value + 1e-9)
-    if inside.sum() < 3:
-        return []
+    v, inside = window
     try:
         fit = population_fit(v[inside], g[inside], np.asarray(responsive, dtype=bool))
     except InvalidRequest:  # too few responsive cells: the procedure's own figures stand
