@@ -81,7 +81,8 @@ def main() -> int:
                 print(f"chip {chip['seed']}: " + "; ".join(chip["failures"]), flush=True)
     passed = sum(not chip["failures"] for chip in chips)
     relative, absolute = worst(chips, "relative_errors"), worst(chips, "absolute_errors")
-    print(f"\n{passed} of {len(chips)} chips passed ({args.rows} x {args.cols}{', ends of the ranges' if args.ends else ''})")
+    ends = ", ends of the ranges" if args.ends else ""
+    print(f"\n{passed} of {len(chips)} chips passed ({args.rows} x {args.cols}{ends})")
     print("\n| parameter | worst error | chip |\n|---|---|---|")
     for name, entry in relative.items():
         print(f"| {name} | {100 * entry['error']:+.1f} % | {entry['seed']} |")
@@ -93,6 +94,7 @@ def main() -> int:
                       "cols": args.cols, "ends": args.ends, "chips_run": len(chips), "chips_passed": passed,
                       "failed_chips": {str(c["seed"]): c["failures"] for c in chips if c["failures"]},
                       "worst_relative_error": relative, "worst_absolute_error": absolute,
+                      "errors_by_chip": {str(c["seed"]): c["relative_errors"] | c["absolute_errors"] for c in chips},
                       "wall_seconds": time.perf_counter() - started, "cpu_seconds": cpu,
                       "load_average": os.getloadavg()}))  # fmt: skip
     return 0 if passed == len(chips) else 1
