@@ -11,7 +11,8 @@ every continuous parameter at one end of its range (``--ends``). Chip ``n`` is d
 
 Prints each failing chip's failures, a table of the worst errors per parameter, and JSON as its
 last line: chips run, chips passed, per-parameter worst error (relative for continuous
-parameters; absolute for the defect fractions and the turn-on, in V).
+parameters; absolute for the defect fractions and the turn-on, in V) and worst error in units
+of the fit's own uncertainty (what the twin file records), and every chip's errors.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def one_chip(seed: int, rows: int, cols: int, ends: bool) -> dict[str, Any]:
         result = round_trip(params, seed=seed)
     except Exception as exc:  # a chip the suite or the fit cannot handle is a finding, not the end
         return {"seed": seed, "failures": [f"raised {type(exc).__name__}: {exc}"], "relative_errors": {},
-                "absolute_errors": {}, "cpu_seconds": time.process_time() - start}  # fmt: skip
+                "absolute_errors": {}, "z_scores": {}, "cpu_seconds": time.process_time() - start}  # fmt: skip
     return {"seed": seed, "failures": result.failures, "relative_errors": result.relative_errors,
-            "absolute_errors": result.absolute_errors, "cpu_seconds": time.process_time() - start}  # fmt: skip
+            "absolute_errors": result.absolute_errors, "z_scores": result.z_scores,
+            "cpu_seconds": time.process_time() - start}  # fmt: skip
 
 
 def worst(chips: list[dict[str, Any]], kind: str) -> dict[str, dict[str, float]]:
@@ -81,11 +83,14 @@ def main() -> int:
                 print(f"chip {chip['seed']}: " + "; ".join(chip["failures"]), flush=True)
     passed = sum(not chip["failures"] for chip in chips)
     relative, absolute = worst(chips, "relative_errors"), worst(chips, "absolute_errors")
+    z_scores = worst(chips, "z_scores")
     ends = ", ends of the ranges" if args.ends else ""
     print(f"\n{passed} of {len(chips)} chips passed ({args.rows} x {args.cols}{ends})")
-    print("\n| parameter | worst error | chip |\n|---|---|---|")
+    print("\n| parameter | worst error | chip | worst error / the fit's uncertainty | chip |\n|---|---|---|---|---|")
     for name, entry in relative.items():
-        print(f"| {name} | {100 * entry['error']:+.1f} % | {entry['seed']} |")
+        z = z_scores.get(name)
+        z_cells = f"{z['error']:+.1f} | {z['seed']}" if z else "- | -"
+        print(f"| {name} | {100 * entry['error']:+.1f} % | {entry['seed']} | {z_cells} |")
     for name, entry in absolute.items():
         unit = " V" if name.startswith("v_") else " (fraction)"
         print(f"| {name} | {entry['error']:+.4f}{unit} | {entry['seed']} |")
@@ -93,8 +98,9 @@ def main() -> int:
     print(json.dumps({"benchmark": "twin-round-trip", "first": args.first, "count": args.count, "rows": args.rows,
                       "cols": args.cols, "ends": args.ends, "chips_run": len(chips), "chips_passed": passed,
                       "failed_chips": {str(c["seed"]): c["failures"] for c in chips if c["failures"]},
-                      "worst_relative_error": relative, "worst_absolute_error": absolute,
+                      "worst_relative_error": relative, "worst_absolute_error": absolute, "worst_z_score": z_scores,
                       "errors_by_chip": {str(c["seed"]): c["relative_errors"] | c["absolute_errors"] for c in chips},
+                      "z_by_chip": {str(c["seed"]): c["z_scores"] for c in chips},
                       "wall_seconds": time.perf_counter() - started, "cpu_seconds": cpu,
                       "load_average": os.getloadavg()}))  # fmt: skip
     return 0 if passed == len(chips) else 1

@@ -107,18 +107,26 @@ class Comparison:
     absolute_errors: dict[str, float] = field(default_factory=dict)
     """defect fractions (fitted - true) and the gate window's ends (V)"""
     failures: list[str] = field(default_factory=list)
+    z_scores: dict[str, float] = field(default_factory=dict)
+    """continuous parameters: (fitted - true) / the fit's own uncertainty (as the TOML records it)"""
 
 
-def compare(params: dict[str, Any], fitted: dict[str, Any]) -> Comparison:
+def compare(params: dict[str, Any], fitted: dict[str, Any], uncertainty: dict[str, float] | None = None) -> Comparison:
     """The round trip's tolerances: every continuous parameter within 10 %, defect fractions
-    within 1 point, bad lines exact, the turn-on within half a gate step, saturation within 10 %."""
+    within 1 point, bad lines exact, the turn-on within half a gate step, saturation within 10 %.
+    ``uncertainty``: each fitted figure's standard error, to say how far off a failure is by the
+    fit's own account."""
     result = Comparison()
     fail = result.failures.append
     for name, truth in CONTINUOUS.items():
         expected = truth(params)
         result.relative_errors[name] = (fitted[name] - expected) / abs(expected)
+        sigma = (uncertainty or {}).get(name, math.nan)
+        if sigma > 0:
+            result.z_scores[name] = (fitted[name] - expected) / sigma
         if abs(fitted[name] - expected) > RELATIVE_TOLERANCE * abs(expected):
-            fail(f"{name}: fitted {fitted[name]:.4g}, true {expected:.4g}")
+            z = f" ({result.z_scores[name]:+.1f} of its uncertainty)" if name in result.z_scores else ""
+            fail(f"{name}: fitted {fitted[name]:.4g}, true {expected:.4g}{z}")
     enough_shorted = params["stuck_high_fraction"] * params["rows"] * params["cols"] >= SHORTED_TO_AVERAGE
     if enough_shorted:
         result.relative_errors["g_stuck_high"] = (fitted["g_stuck_high"] - G_STUCK_HIGH) / G_STUCK_HIGH
@@ -152,4 +160,4 @@ def round_trip(params: dict[str, Any], seed: int) -> Comparison:
     """Characterize the chip of ``params`` (emulator seed ``seed``) with the twin suite, fit, compare."""
     with open_board(resource(params, seed)) as board:
         twin = fit_twin(run_suite_in_memory(board, SUITE))
-    return compare(params, twin.parameters)
+    return compare(params, twin.parameters, {name: source.uncertainty for name, source in twin.sources.items()})
