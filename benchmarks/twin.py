@@ -371,6 +371,7 @@ def summarize(
                 entry[kind] = paired(accuracy[kind], accuracy["chip"]) | {
                     "mean_accuracy": float(np.mean(ran)) if ran else math.nan}  # fmt: skip
             results[name][figure] = entry
+        results[name]["curve_errors"] = {kind: curve_errors(curves[kind], curves["chip"]) for kind in kinds[1:]}
     header = " | ".join(f"{kind} predicts | {kind} error (+- se)" for kind in kinds[1:])
     for figure, title in FIGURES.items():
         print(f"\n{title}, {seeds} paired seeds\n\n| chip | chip accuracy (sd) | {header} |")
@@ -387,7 +388,77 @@ def summarize(
                 difference, error = pair["mean_difference_points"], pair["standard_error_points"]
                 cells += [f"{100 * pair['mean_accuracy']:.2f} %", f"{difference:+.2f} (+- {error:.2f})"]
             print(f"| {name} | " + " | ".join(cells) + " |")
+    print_curves(results, chips, kinds)
     return results
+
+
+CURVE_KINDS = ("twin", "preset")  # the curve tables printed (the JSON has every kind's)
+
+
+def curve_errors(board: list[Any], chip: list[Any]) -> dict[str, Any]:
+    """A board's paired error at each evaluation point, from the stored curves.
+
+    ``board[s]`` and ``chip[s]`` are training seed ``s``'s curves ``[[update, accuracy], ...]``
+    (``None`` for a run missing or failed). A seed counts at an update where both of its runs
+    have an evaluation there: runs are paired by seed and update, never by position. Per update:
+    the mean of ``board - chip`` in points, its standard error and the pairs; for the whole curve,
+    the mean over updates of the mean error's magnitude and the update where it is largest.
+    """
+    differences: dict[int, list[float]] = {}
+    for board_curve, chip_curve in zip(board, chip, strict=True):
+        if board_curve is None or chip_curve is None:
+            continue
+        at = {int(update): float(accuracy) for update, accuracy in chip_curve}
+        for update, accuracy in board_curve:
+            if int(update) in at:
+                differences.setdefault(int(update), []).append(100 * (float(accuracy) - at[int(update)]))
+    points = []
+    for update in sorted(differences):
+        values = np.asarray(differences[update])
+        error = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+        points.append({"update": update, "mean_difference_points": float(values.mean()),
+                       "standard_error_points": error, "pairs": int(values.size)})  # fmt: skip
+    if not points:
+        return {"points": [], "mean_abs_difference_points": math.nan, "noise_floor_points": math.nan, "worst": None}
+    worst = max(points, key=lambda p: abs(p["mean_difference_points"]))
+    mean_abs = float(np.mean([abs(p["mean_difference_points"]) for p in points]))
+    # What the mean |error| would be for a board without any error, from the seeds' scatter alone:
+    # E|N(0, se)| = se sqrt(2 / pi).
+    floor = float(np.nanmean([p["standard_error_points"] for p in points]) * math.sqrt(2 / math.pi))
+    return {"points": points, "mean_abs_difference_points": mean_abs, "noise_floor_points": floor, "worst": worst}
+
+
+def print_curves(results: dict[str, Any], chips: list[str], kinds: list[str]) -> None:
+    """Per chip, the paired error of the twin and the preset at every evaluation point."""
+    shown = [kind for kind in CURVE_KINDS if kind in kinds]
+    for name in chips:
+        curves = results[name]["curve_errors"]
+        shown_here = [kind for kind in shown if curves[kind]["points"]]
+        if not shown_here:
+            continue
+        header = " | ".join(f"{kind} error (+- se)" for kind in shown_here)
+        print(f"\n{name}: paired error per evaluation point (points)\n\n| update | pairs | {header} |")
+        print("|---|---|" + "---|" * len(shown_here))
+        by_update = {kind: {p["update"]: p for p in curves[kind]["points"]} for kind in shown_here}
+        for update in sorted(set().union(*by_update.values())):
+            cells = []
+            for kind in shown_here:
+                point = by_update[kind].get(update)
+                cells.append(
+                    "-"
+                    if point is None
+                    else f"{point['mean_difference_points']:+.2f} (+- {point['standard_error_points']:.2f})"
+                )
+            pairs = max(by_update[kind][update]["pairs"] for kind in shown_here if update in by_update[kind])
+            print(f"| {update} | {pairs} | " + " | ".join(cells) + " |")
+        whole = []
+        for kind in shown_here:
+            worst = curves[kind]["worst"]
+            whole.append(f"{kind}: mean |error| {curves[kind]['mean_abs_difference_points']:.2f} (noise floor "
+                         f"{curves[kind]['noise_floor_points']:.2f}), worst "
+                         f"{worst['mean_difference_points']:+.2f} (+- {worst['standard_error_points']:.2f}) "
+                         f"at update {worst['update']}")  # fmt: skip
+        print("\nwhole curve: " + "; ".join(whole))
 
 
 def report(results: dict[str, Any], extra: dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ import tomli_w
 from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
 from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
+from hil.twin.drift_refit import drift_refit
 from hil.twin.reset_floor import g_min_from_reset_floor
 from hil.twin.wire_reads import refit_on_devices
 from protocols.characterization.figures import Figure, read_figures
@@ -154,6 +155,18 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
             twin.parameters[refit.parameter] = max(refit.value.value, 0.0)
             twin.sources[refit.parameter] = Source(str(chosen[refit.procedure].path), refit.procedure,
                                                    f"{refit.figure} of the reads less the wires' series resistance",
+                                                   refit.value.uncertainty, refit.value.unit)  # fmt: skip
+    if shape is not None:
+        # Drift on the devices (the wires scale it by (G_read / G)^2) of the cells the yield map
+        # found working (hil/twin/drift_refit.py).
+        for refit in drift_refit(chosen, r_segment, shape):
+            if not math.isfinite(refit.value.value):
+                continue
+            value = max(refit.value.value, 0.0) if refit.parameter == "drift_spread" else refit.value.value
+            twin.parameters[refit.parameter] = value
+            twin.sources[refit.parameter] = Source(str(chosen[refit.procedure].path), refit.procedure,
+                                                   f"{refit.figure} of the yield map's working cells, on the "
+                                                   "reads less the wires' series resistance",
                                                    refit.value.uncertainty, refit.value.unit)  # fmt: skip
     if "g_min" in twin.parameters:
         # The yield map's floor is the RESET floor at its amplitude; the twin's model adds the

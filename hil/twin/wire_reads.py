@@ -49,6 +49,22 @@ def device_conductance(
     series = r_segment * series_segments(*array_shape)[row0 : row0 + rows, col0 : col0 + cols]
     if series.shape != (rows, cols):
         raise ValueError(f"a {rows} x {cols} region at ({row0}, {col0}) does not fit a {array_shape} array")
+    return _behind(g, series)
+
+
+def device_conductance_of_cells(
+    g_read: npt.ArrayLike, r_segment: float, array_shape: tuple[int, int], cells: npt.NDArray[np.int64]
+) -> FloatArray:
+    """The device conductances behind reads ``(..., n)`` of the listed cells ``(n, 2)`` (row, col), S."""
+    g = np.asarray(g_read, dtype=np.float64)
+    if r_segment <= 0:
+        return g.copy()
+    series = r_segment * series_segments(*array_shape)[cells[:, 0], cells[:, 1]]
+    return _behind(g, series)
+
+
+def _behind(g: FloatArray, series: FloatArray) -> FloatArray:
+    """``g`` read through ``series`` ohm, as the device's conductance (a read no device explains: as read)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         corrected = g / (1.0 - g * series)
     explained = (g > 0) & (g * series < 1.0)

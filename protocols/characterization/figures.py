@@ -65,6 +65,19 @@ def binomial(count: int, total: int) -> Figure:
     return Figure(p, math.sqrt(max(p * (1 - p), 1.0 / total) / total))
 
 
+def median_of(values: npt.ArrayLike, unit: str) -> Figure:
+    """Median of a sample and its standard error (for a normal bulk, from the median absolute
+    deviation: a few outliers move neither); NaN when empty."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if not array.size:
+        return Figure(math.nan, math.nan, unit)
+    median = float(np.median(array))
+    if array.size < 2:
+        return Figure(median, math.nan, unit)
+    sd = 1.4826 * float(np.median(np.abs(array - median)))  # the MAD as a normal sigma
+    return Figure(median, math.sqrt(math.pi / 2) * sd / math.sqrt(array.size), unit)
+
+
 def mean_of(values: npt.ArrayLike, unit: str) -> Figure:
     """Mean of a sample and its standard error (NaN when empty)."""
     array = np.asarray(values, dtype=np.float64).ravel()

@@ -133,9 +133,13 @@ def drift_figures(time: FloatArray, g: FloatArray, t0: float) -> dict[str, Figur
     noise = float(np.mean(s2 / sxx))
     var = float(np.var(nu, ddof=1))
     spread = math.sqrt(max(var - noise, 0.0))
+    # The sample variance of nu scatters by var sqrt(2 / (n - 1)), fit noise included: when the
+    # noise is most of var, the spread is known far less well than sqrt(var / 2n) would say.
+    var_sigma = var * math.sqrt(2 / (cells - 1))
+    spread_sigma = var_sigma / (2 * spread) if spread > math.sqrt(var_sigma) else math.sqrt(var_sigma)
     return {
         "drift_mean": Figure(float(nu.mean()), math.sqrt(var / cells), "S"),
-        "drift_spread": Figure(spread, math.sqrt(var) / math.sqrt(2 * (cells - 1)), "S"),
+        "drift_spread": Figure(spread, spread_sigma, "S"),
     }
 
 

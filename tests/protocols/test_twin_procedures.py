@@ -16,7 +16,13 @@ from protocols.characterization.gate_calibration import measure_gate_calibration
 from protocols.characterization.retention import measure_retention
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
-from protocols.characterization.yield_map import CellClass, YieldMapOptions, classify_switching, measure_yield_map
+from protocols.characterization.yield_map import (
+    CellClass,
+    YieldMapOptions,
+    classify_switching,
+    defect_figures,
+    measure_yield_map,
+)
 from protocols.recording import MemoryRecorder
 
 
@@ -132,6 +138,27 @@ def test_yield_map_takes_a_shorted_cell_whose_read_noise_looks_like_a_window_for
     g_reset = np.array([[100e-6, 0.97e-3]])
     classes = classify_switching(g_initial, g_set, g_reset, options)
     assert classes.tolist() == [[CellClass.NORMAL, CellClass.STUCK_HIGH]]
+
+
+def test_yield_map_takes_a_shorted_cell_the_wires_read_below_the_stuck_high_threshold_for_stuck_high() -> None:
+    # Regression: a shorted cell 5 % below 1 mS read 771 uS behind 1-ohm wires; called stuck low,
+    # it put the stuck-low level at 13.9 uS against 5 uS. The RESET leaves it far above the
+    # switching cells' SET levels.
+    options = YieldMapOptions()
+    g_initial = np.array([[150e-6, 140e-6, 5e-6, 0.77e-3]])
+    g_set = np.array([[260e-6, 300e-6, 5e-6, 0.771e-3]])
+    g_reset = np.array([[100e-6, 110e-6, 5e-6, 0.752e-3]])
+    classes = classify_switching(g_initial, g_set, g_reset, options)
+    assert classes.tolist() == [[CellClass.NORMAL, CellClass.NORMAL, CellClass.STUCK_LOW, CellClass.STUCK_HIGH]]
+
+
+def test_the_stuck_low_level_is_the_class_median_not_pulled_by_a_weak_working_cell(chip: Any) -> None:
+    # A working cell whose window is under min_window is classed stuck low at its own level
+    # (154 uS for a k of 18 uS/V): the mean of 104 stuck-low cells then read 6.4 uS against 5 uS.
+    levels = np.concatenate([5e-6 * (1 + 0.05 * np.random.default_rng(2).standard_normal(40)), [154e-6]])
+    classes = np.full((1, levels.size), CellClass.STUCK_LOW, dtype=np.int8)
+    figures = defect_figures(classes, levels[None, :], None, 0, 0, (), ())
+    assert figures["g_stuck_low"].value == pytest.approx(5e-6, rel=0.03)
 
 
 def test_wire_model_without_wires_is_a_plain_product() -> None:
