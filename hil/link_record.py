@@ -51,6 +51,7 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
                       "sessions": int(stored.get("sessions", 0)) + 1}  # fmt: skip
 
     writing = False
+    recorded: dict[str, tuple[object, ...]] = {}
 
     def record() -> None:
         nonlocal writing
@@ -59,11 +60,20 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
         writing = True
         try:
             for name, board in boards.items():
+                stats = asdict(board.link.stats)
+                # A training update flushes twice (its data, then the journal's mark); between the
+                # two no command reaches the board, so the second finds nothing new to record.
+                # The per-cell counts only grow, so their sums see any pulse counted.
+                counted = tuple((kind, id(counts), int(counts.sum())) for kind, counts in board.pulses_by_cell.items())
+                now = (run.clears, board.link.framed, board.pulses_applied, tuple(stats.values()), counted)
+                if recorded.get(name) == now:
+                    continue
                 start = base[name]
                 run.set_attrs(link(name), framed=board.link.framed, session_pulses=board.pulses_applied,
                               **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
-                              **asdict(board.link.stats))  # fmt: skip
+                              **stats)  # fmt: skip
                 write_wear(run, name, board, start["sessions"])
+                recorded[name] = now
         finally:
             writing = False
 
