@@ -209,8 +209,7 @@ class RunFile:
         self._handles[name] = dataset
         self._remember(name, dataset, values)
         self._apply_pending()
-        self.set_attrs(name, **attrs)
-        self._flush_if_due()
+        self._after_write(name, attrs)
 
     def _after_write(self, name: str, attrs: Mapping[str, Attr]) -> None:
         if attrs:
