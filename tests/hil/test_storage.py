@@ -259,6 +259,10 @@ def test_rewrites_and_appends_after_truncation_and_widening_store_what_was_given
         run.append("series", np.array([9.0, 0.2]))
         run.write("grown", np.zeros(2))
         run.write("grown", np.ones(3))  # another shape: a new dataset
+        run.write("was_group/x", np.zeros(2))
+        run.write("was_group", np.arange(2.0))  # a dataset where a group was: replaces it
+        run.set_attrs("late/group", unit="S")  # before it exists: kept until it does
+        run.write("late/group/deeper", np.zeros(1))
     data = read_run(path)
     assert float(data.datasets["scalar"]) == 2.0
     np.testing.assert_array_equal(data.datasets["nan"], nan)
@@ -269,3 +273,5 @@ def test_rewrites_and_appends_after_truncation_and_widening_store_what_was_given
     np.testing.assert_array_equal(data.datasets["typed"], [0.5, 1.5, 2.5])
     np.testing.assert_array_equal(data.datasets["series"], [[0, 0.5], [1, 0.5], [7, 0.5], [8, 0.1], [9, 0.2]])
     np.testing.assert_array_equal(data.datasets["grown"], np.ones(3))
+    np.testing.assert_array_equal(data.datasets["was_group"], [0.0, 1.0])
+    assert "was_group/x" not in data.datasets and data.attrs["late/group"] == {"unit": "S"}
