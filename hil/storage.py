@@ -116,6 +116,7 @@ class RunFile:
         self._written_attrs: dict[str, dict[str, Attr]] = {}
         self._written: dict[str, _Written] = {}
         self._series: dict[str, _Series] = {}
+        self._groups: dict[str, h5py.Group] = {}
         self._nodes: dict[str, h5py.Group | h5py.Dataset] = {}
         self._attributes: dict[tuple[str, str], _OpenAttribute] = {}
 
@@ -211,6 +212,7 @@ class RunFile:
             if name not in self._data:
                 raise
             del self._data[name]  # a group of that name: replaced by the dataset
+            self._forget_groups(name)
             dataset = self._create(name, values.astype(narrowed))
         if widen:
             dataset.attrs[layout.STORED_FROM] = widen
@@ -220,7 +222,18 @@ class RunFile:
         self._after_write(name, attrs)
 
     def _create(self, name: str, values: npt.NDArray[Any]) -> h5py.Dataset:
-        return self._data.create_dataset(name, data=values, **live_options(values.shape, values.dtype))
+        parent, _, leaf = name.strip("/").rpartition("/")
+        return self._group(parent).create_dataset(leaf, data=values, **live_options(values.shape, values.dtype))
+
+    def _group(self, path: str) -> h5py.Group:
+        """The group ``path`` under the data group, made if missing; its handle kept, so that the
+        datasets of a checkpoint slot do not each ask the file for their parent (0.1-0.2 ms a question)."""
+        if not path:
+            return self._data
+        group = self._groups.get(path)
+        if group is None or not group.id.valid:
+            group = self._groups[path] = self._data.require_group(path)
+        return group
 
     def _after_write(self, name: str, attrs: Mapping[str, Attr]) -> None:
         if attrs:
@@ -234,6 +247,14 @@ class RunFile:
             self._written[name] = _Written(dataset, np.array(values, order="C"), dtype, _memory_type(dtype))
         else:
             self._written.pop(name, None)
+
+    def _forget_groups(self, name: str) -> None:
+        """A group deleted: its handle and those below it go (an unlinked group stays open, and
+        what were written into it would be lost)."""
+        below = f"{name.strip('/')}/"
+        for kept in (self._groups, self._nodes):
+            for path in [p for p in kept if f"{p.strip('/')}/".startswith(below)]:
+                del kept[path]
 
     def _forget(self, name: str) -> None:
         """A dataset deleted or replaced: its kept handle and what it held go."""

@@ -261,6 +261,8 @@ def test_rewrites_and_appends_after_truncation_and_widening_store_what_was_given
         run.write("grown", np.ones(3))  # another shape: a new dataset
         run.write("was_group/x", np.zeros(2))
         run.write("was_group", np.arange(2.0))  # a dataset where a group was: replaces it
+        with pytest.raises(TypeError):  # not into the deleted group, whose handle the writer kept
+            run.write("was_group/y", np.zeros(2))
         run.set_attrs("late/group", unit="S")  # before it exists: kept until it does
         run.write("late/group/deeper", np.zeros(1))
     data = read_run(path)
