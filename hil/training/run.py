@@ -437,14 +437,20 @@ def record_final_state(hardware: Hardware, run: RunFile, updated: bool = False) 
     read-back among them), so that read noise (about 1 % of G per read) does not pass for drift.
     After updates (``updated``), also each device's pulses over them (``pulses/<board>``)."""
     if updated:
-        for board, state in hardware.rule.state_arrays().items():
-            run.write(pulses(board), state["pulses"])
+        record_pulse_counts(hardware.rule, run)
     total = {board: g.copy() for board, g in hardware.backend.conductance.items()}
     for _ in range(FINAL_READS - 1):
         for board, g in hardware.backend.read_back().items():
             total[board] += g
     for board, g in total.items():
         run.write(final_conductance(board), g / FINAL_READS, unit="S")
+
+
+def record_pulse_counts(rule: UpdateRule, run: RunFile) -> None:
+    """Each device's pulses over a run's updates, as ``pulses/<board>``: written once, after the last
+    update (each update's checkpoint holds them meanwhile, ``run_layout.pulse_counts``)."""
+    for board, state in rule.state_arrays().items():
+        run.write(pulses(board), state["pulses"])
 
 
 def _trained_layers(config: TrainConfig, network: Network) -> list[str] | None:
