@@ -250,7 +250,7 @@ class RunFile:
 
     def _forget_groups(self, name: str) -> None:
         """A group deleted: its handle and those below it go (an unlinked group stays open, and
-        what were written into it would be lost)."""
+        what is written into it would be lost)."""
         below = f"{name.strip('/')}/"
         for kept in (self._groups, self._nodes):
             for path in [p for p in kept if f"{p.strip('/')}/".startswith(below)]:
