@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import fields
 
-from drivers import Board, FirmwareError
+from drivers import Board, FirmwareError, LinkStats
 from hil.ledger.facts import begin_sessions, record_sessions, write_wear
 from hil.run_layout import COMPLETED, INTERRUPTED, link
 from hil.storage import RunFile
+
+STATS = tuple(f.name for f in fields(LinkStats))
+"""the link's counters recorded (``dataclasses.asdict`` of them costs several times reading them)"""
 
 
 def _board_pulse_counter(board: Board) -> int | None:
@@ -51,6 +54,7 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
                       "sessions": int(stored.get("sessions", 0)) + 1}  # fmt: skip
 
     writing = False
+    recorded: dict[str, tuple[object, ...]] = {}
 
     def record() -> None:
         nonlocal writing
@@ -59,11 +63,20 @@ def record_link(boards: Mapping[str, Board], run: RunFile) -> Iterator[None]:
         writing = True
         try:
             for name, board in boards.items():
+                stats = tuple(getattr(board.link.stats, field) for field in STATS)
+                # A training update flushes twice (its data, then the journal's mark); between the
+                # two no command reaches the board, so the second finds nothing new to record.
+                # The per-cell counts only grow, so their sums see any pulse counted.
+                counted = tuple((kind, id(counts), int(counts.sum())) for kind, counts in board.pulses_by_cell.items())
+                now = (run.clears, board.link.framed, board.pulses_applied, stats, counted)
+                if recorded.get(name) == now:
+                    continue
                 start = base[name]
                 run.set_attrs(link(name), framed=board.link.framed, session_pulses=board.pulses_applied,
                               **(start | {"pulses_applied": start["pulses_applied"] + board.pulses_applied}),
-                              **asdict(board.link.stats))  # fmt: skip
+                              **dict(zip(STATS, stats, strict=True)))  # fmt: skip
                 write_wear(run, name, board, start["sessions"])
+                recorded[name] = now
         finally:
             writing = False
 

@@ -47,6 +47,7 @@ from hil.training.run import (
     load_data,
     opened_boards,
     program_weights,
+    record_pulse_counts,
     split_defects,
     update_rule,
 )
@@ -234,6 +235,8 @@ def run_parallel(config: TrainConfig, run: RunFile, layers: Sequence[str] = ("co
         trained = train(network, learner, Optimizer(config.optimizer), data, updates=config.updates,
                         batch_size=config.batch_size, eval_every=config.eval_every, seed=config.seed,
                         recorder=run, trainable=config.trained_layers)  # fmt: skip
+        if trained.updates_done:
+            record_pulse_counts(hardware.rule, run)
         result.retraining_pulses = trained.pulses
         result.groups_after_retraining, result.combined_after_retraining = accuracies(network, backend, layers,
                                                                                       groups, test)  # fmt: skip

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hil.storage import RunData
 
 FORMAT_NAME = "memristor-hil run"
-FORMAT_VERSION = "1.4"
+FORMAT_VERSION = "1.5"
 """The minor version grows when datasets or attributes are added; the major one when a meaning changes."""
 DATA_GROUP = "data"
 STORED_FROM = "stored_from"
@@ -198,7 +198,8 @@ def deployed_weights(layer: str) -> str:
 
 
 def pulses(board: str) -> str:
-    """Pulses applied to each device of a board so far."""
+    """Pulses the updates applied to each device of a board, written when the updates end (from 1.5;
+    before, with every update). While they run, the checkpoint holds them: :func:`pulse_counts`."""
     return f"{PULSES}/{board}"
 
 
@@ -229,6 +230,14 @@ def checkpoint(run: RunData, group: str) -> dict[str, Any]:
     checkpoint, by their names in the group."""
     prefix = f"{checkpoint_slot(run)}/{group}/"
     return {k[len(prefix) :]: v for k, v in run.datasets.items() if k.startswith(prefix)}
+
+
+def pulse_counts(run: RunData, board: str) -> Any | None:
+    """Pulses the updates applied to each device of ``board``: ``pulses/<board>`` once the updates
+    ended, else (a killed run's file, from 1.5) the last complete checkpoint's (None: no update)."""
+    if pulses(board) in run.datasets:
+        return run.datasets[pulses(board)]
+    return checkpoint(run, "devices").get(f"{board}/pulses")
 
 
 def preparation(run: RunData) -> dict[str, Any]:

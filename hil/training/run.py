@@ -110,9 +110,9 @@ class ArrayLearner:
 
     def checkpoint(self, recorder: Recorder, slot: str) -> None:
         for board, state in self.rule.state_arrays().items():
+            # the pulse counts too: ``pulses/<board>`` is written from them once, when the updates end
             for name, array in state.items():
                 recorder.write(checkpoint_devices(slot, board, name), array)
-            recorder.write(pulses(board), state["pulses"])
 
     def snapshot(self, recorder: Recorder) -> None:
         for board, g in self.array_backend.conductance.items():
@@ -357,7 +357,7 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
             learner = ArrayLearner(hardware.backend, hardware.rule)
             phase(run, "training")
             result = train_loop(learner, _optimizer(config.optimizer, previous), start_update=start)
-            record_final_state(hardware, run)
+            record_final_state(hardware, run, updated=result.updates_done > 0)
             result.vmm_round_trips = hardware.backend.vmm_calls
             result.devices = hardware.backend.placement.device_count
             return result
@@ -431,16 +431,26 @@ def restore_hardware(config: TrainConfig, network: Network, boards: Mapping[str,
     return hardware
 
 
-def record_final_state(hardware: Hardware, run: RunFile) -> None:
+def record_final_state(hardware: Hardware, run: RunFile, updated: bool = False) -> None:
     """The conductances the run ended with: what the weights are on the chip, the reference a later
     refresh writes drifted devices back to. The mean of :data:`FINAL_READS` map reads (the last
-    read-back among them), so that read noise (about 1 % of G per read) does not pass for drift."""
+    read-back among them), so that read noise (about 1 % of G per read) does not pass for drift.
+    After updates (``updated``), also each device's pulses over them (``pulses/<board>``)."""
+    if updated:
+        record_pulse_counts(hardware.rule, run)
     total = {board: g.copy() for board, g in hardware.backend.conductance.items()}
     for _ in range(FINAL_READS - 1):
         for board, g in hardware.backend.read_back().items():
             total[board] += g
     for board, g in total.items():
         run.write(final_conductance(board), g / FINAL_READS, unit="S")
+
+
+def record_pulse_counts(rule: UpdateRule, run: RunFile) -> None:
+    """Each device's pulses over a run's updates, as ``pulses/<board>``: written once, after the last
+    update (each update's checkpoint holds them meanwhile, ``run_layout.pulse_counts``)."""
+    for board, state in rule.state_arrays().items():
+        run.write(pulses(board), state["pulses"])
 
 
 def _trained_layers(config: TrainConfig, network: Network) -> list[str] | None:

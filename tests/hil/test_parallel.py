@@ -169,6 +169,8 @@ def test_parallel_mode_runs_from_the_command_line_and_is_recorded_in_the_run_fil
     assert saved.config["parallel"] == {"groups": 2, "layers": ["conv1"]}  # the flag replaced the file's 3
     parallel = saved.attrs["parallel"]
     assert len(json.loads(str(parallel["groups_after_retraining"]))) == 2 and int(parallel["transfer_pulses"]) > 0
+    # the retraining's pulse counts, written once after its last update
+    assert saved.datasets["pulses/board0"].sum() == saved.datasets["train/journal"][:, 4].sum() > 0
 
     # not resumable, not evaluable as a one-copy network, not trainable by `hil train`: each one line
     for argv in (["train", "--resume", str(out), "--updates", "10"], ["evaluate", str(out), "--refresh", "8e-6"],

@@ -229,3 +229,51 @@ def test_rewrites_in_place_store_what_was_last_written(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.datasets["narrow"], np.full(2, 0.1))
     assert data.attrs["g"] == {"n": 3.5, "x": 0.25, "flag": False, "name": "b"}
     assert isinstance(data.attrs["g"]["flag"], bool) and isinstance(data.attrs["g"]["n"], float)
+
+
+def test_rewrites_and_appends_after_truncation_and_widening_store_what_was_given(tmp_path: Path) -> None:
+    # The writer keeps what it last wrote (values, stored type, a series' row count) to skip HDF5's
+    # questions: every path that changes a dataset behind that must still leave the file right.
+    path = tmp_path / "run.h5"
+    nan = np.array([np.nan, 0.0, 1.0])
+    with _run_file(path) as run:
+        run.write("scalar", np.array(1.0))
+        run.write("scalar", np.array(2.0))
+        run.write("nan", nan)
+        run.write("nan", nan.copy())  # the same bytes: nothing to write
+        run.write("zero", np.zeros(2))
+        run.write("zero", -np.zeros(2))  # equal as numbers, not as bytes: written
+        run.write("mask", np.array([True, False]))
+        run.write("mask", np.array([False, False]))
+        run.write("bytes", np.arange(3, dtype=np.uint8))  # 3 bytes: compared byte by byte
+        run.write("bytes", np.array([0, 1, 9], dtype=np.uint8))
+        run.write("fortran", np.asfortranarray(np.arange(6.0).reshape(2, 3)))
+        run.write("fortran", np.asfortranarray(np.arange(6.0).reshape(2, 3) + 1))
+        run.write("typed", np.arange(3, dtype=np.int64))
+        run.write("typed", np.arange(3, dtype=np.float64) + 0.5)  # floats where ints were: stored anew
+        for i in range(5):
+            run.append("series", np.array([float(i), 0.5]))
+        run.truncate("series", 2)
+        run.append("series", np.array([7.0, 0.5]))
+        run.append("series", np.array([8.0, 0.1]))  # not exact in float32: the series is widened
+        run.append("series", np.array([9.0, 0.2]))
+        run.write("grown", np.zeros(2))
+        run.write("grown", np.ones(3))  # another shape: a new dataset
+        run.write("was_group/x", np.zeros(2))
+        run.write("was_group", np.arange(2.0))  # a dataset where a group was: replaces it
+        with pytest.raises(TypeError):  # not into the deleted group, whose handle the writer kept
+            run.write("was_group/y", np.zeros(2))
+        run.set_attrs("late/group", unit="S")  # before it exists: kept until it does
+        run.write("late/group/deeper", np.zeros(1))
+    data = read_run(path)
+    assert float(data.datasets["scalar"]) == 2.0
+    np.testing.assert_array_equal(data.datasets["nan"], nan)
+    assert np.signbit(data.datasets["zero"]).all()
+    np.testing.assert_array_equal(data.datasets["mask"], [False, False])
+    np.testing.assert_array_equal(data.datasets["bytes"], [0, 1, 9])
+    np.testing.assert_array_equal(data.datasets["fortran"], np.arange(6.0).reshape(2, 3) + 1)
+    np.testing.assert_array_equal(data.datasets["typed"], [0.5, 1.5, 2.5])
+    np.testing.assert_array_equal(data.datasets["series"], [[0, 0.5], [1, 0.5], [7, 0.5], [8, 0.1], [9, 0.2]])
+    np.testing.assert_array_equal(data.datasets["grown"], np.ones(3))
+    np.testing.assert_array_equal(data.datasets["was_group"], [0.0, 1.0])
+    assert "was_group/x" not in data.datasets and data.attrs["late/group"] == {"unit": "S"}

@@ -27,7 +27,7 @@ from hil.config import ConfigError
 from hil.datasets import load_dataset
 from hil.nn import Network, load_network_spec
 from hil.optimizers import Optimizer, OptimizerConfig
-from hil.run_layout import EVALUATIONS, JOURNAL
+from hil.run_layout import EVALUATIONS, JOURNAL, pulse_counts
 from hil.storage import RunData, RunFile, read_run
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.loop import ExactLearner, Schedule, train
@@ -514,6 +514,9 @@ def test_a_run_killed_with_sigkill_resumes_and_completes(
     done = killed.attrs["train"]["completed_updates"]
     assert 19 <= done < KILL_UPDATES
     assert journal_updates(killed)[:done] == list(range(done))
+    # Pulse counts are written once an update, in the checkpoint; ``pulses/<board>`` when the updates end.
+    assert "pulses/board0" not in killed.datasets
+    assert pulse_counts(killed, "board0").sum() == killed.datasets[JOURNAL][:done, 4].sum() > 0
 
     resumed_process = subprocess.run(
         [sys.executable, "-m", "hil.cli", "train", "--resume", str(path)],
@@ -530,6 +533,8 @@ def test_a_run_killed_with_sigkill_resumes_and_completes(
     assert journal_updates(final) == list(range(KILL_UPDATES))
     assert eval_updates(final) == list(range(100, KILL_UPDATES + 1, 100))
     assert final.attrs["train"]["completed_updates"] == KILL_UPDATES
+    assert final.datasets["pulses/board0"].sum() == final.datasets[JOURNAL][:, 4].sum()
+    assert np.array_equal(pulse_counts(final, "board0"), final.datasets["pulses/board0"])
     assert final.datasets[EVALUATIONS][-1, 1] > 5 * CHANCE
     # Training went on from the trained array, not from fresh or re-programmed weights.
     assert final.datasets[JOURNAL][done : done + 5, 3].mean() > 2.5 * CHANCE
