@@ -148,6 +148,33 @@ def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.f
     return out.reshape(volts.shape)
 
 
+def dac_codes_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[np.integer]) -> npt.NDArray[np.integer]:
+    """:func:`dac_codes` of a batch, flat, cast to ``dtype`` chunk by chunk, for a caller that has
+    checked the extreme codes fit it (the codes are monotonic in the volts: the codes of the batch's
+    smallest and largest inputs are its smallest and largest). No float64 array of the whole batch
+    is made, nor a second pass to cast one; the scratch space is reused and stays in the CPU's cache."""
+    flat = np.asarray(volts).ravel()
+    out = np.empty(flat.size, dtype=dtype)
+    size = min(flat.size, DAC_CHUNK)
+    scratch_m, scratch_q, scratch_l = np.empty(size), np.empty(size), np.empty(size)
+    scratch_b = np.empty(size, dtype=bool)
+    inverse = 1.0 / step
+    for start in range(0, flat.size, DAC_CHUNK):
+        part = flat[start : start + DAC_CHUNK]
+        n = part.size
+        magnitude, nearest, level, short = scratch_m[:n], scratch_q[:n], scratch_l[:n], scratch_b[:n]
+        # _dac_levels' steps, into the scratch space: the same numbers, code for code
+        np.abs(part, out=magnitude, dtype=np.float64)
+        np.multiply(magnitude, inverse, out=nearest)
+        np.rint(nearest, out=nearest)
+        np.multiply(nearest, step, out=level)
+        np.less(level, magnitude, out=short)
+        nearest += short
+        np.copysign(nearest, part, out=nearest)
+        out[start : start + n] = nearest
+    return out
+
+
 def _dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
