@@ -156,21 +156,24 @@ def dac_codes_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[n
     flat = np.asarray(volts).ravel()
     out = np.empty(flat.size, dtype=dtype)
     size = min(flat.size, DAC_CHUNK)
-    scratch_m, scratch_q, scratch_l = np.empty(size), np.empty(size), np.empty(size)
+    scratch = np.empty((4, size))
     scratch_b = np.empty(size, dtype=bool)
     inverse = 1.0 / step
     for start in range(0, flat.size, DAC_CHUNK):
         part = flat[start : start + DAC_CHUNK]
         n = part.size
-        magnitude, nearest, level, short = scratch_m[:n], scratch_q[:n], scratch_l[:n], scratch_b[:n]
-        # _dac_levels' steps, into the scratch space: the same numbers, code for code
-        np.abs(part, out=magnitude, dtype=np.float64)
+        volts64, magnitude, nearest, level = scratch[:, :n]
+        short = scratch_b[:n]
+        # _dac_levels' steps, into the scratch space: the same numbers, code for code (the volts are
+        # cast to float64 once: abs and copysign on float64 are faster than with a cast inside)
+        np.copyto(volts64, part)
+        np.abs(volts64, out=magnitude)
         np.multiply(magnitude, inverse, out=nearest)
         np.rint(nearest, out=nearest)
         np.multiply(nearest, step, out=level)
         np.less(level, magnitude, out=short)
         nearest += short
-        np.copysign(nearest, part, out=nearest)
+        np.copysign(nearest, volts64, out=nearest)
         out[start : start + n] = nearest
     return out
 
