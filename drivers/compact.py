@@ -252,7 +252,7 @@ def encode_nonzero_inputs(
     return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
 
 
-def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
+def decode_inputs(payload: bytes | memoryview, form: Inputs, count: int) -> npt.NDArray[np.int16]:
     """``count`` input codes from a payload in ``form``; ``ValueError`` if its length does not fit."""
     where, values = decode_input_values(payload, form, count)
     if where is None:
@@ -263,7 +263,7 @@ def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.in
 
 
 def decode_input_values(
-    payload: bytes, form: Inputs, count: int
+    payload: bytes | memoryview, form: Inputs, count: int
 ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.int16]]:
     """What :func:`decode_inputs` reads, before the zeros are filled in: the positions of the codes
     sent (``None``: every position, in order) and those codes. ``ValueError`` if the length does not fit."""
@@ -291,7 +291,7 @@ def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_
     return np.packbits(rows, bitorder="little").tobytes() + np.packbits(cols, bitorder="little").tobytes()
 
 
-def decode_bitmap(payload: bytes, size: int, what: str) -> npt.NDArray[np.bool_]:
+def decode_bitmap(payload: bytes | memoryview, size: int, what: str) -> npt.NDArray[np.bool_]:
     """``size`` flags from a bitmap; ``ValueError`` for bits past the end or none set."""
     bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
     if bits[size:].any():
