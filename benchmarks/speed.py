@@ -178,12 +178,14 @@ class DirectBoard:
         self.array: CrossbarArray = transport._endpoint.firmware.array
         self.shape = board.shape
 
-    def vmm(self, v_rows: FloatArray, region: Region, columns: Any = None, rows: Any = None) -> FloatArray:
+    def vmm(self, v_rows: FloatArray, region: Region, columns: Any = None, rows: Any = None,
+            narrow: bool = False) -> FloatArray:  # fmt: skip
         volts = np.asarray(v_rows, dtype=np.float64)
         if rows is not None:  # the rows given, the others at 0 V
             volts = np.zeros((len(volts), region.nrows))
             volts[:, rows] = v_rows
-        return self.array.vmm(volts, region.row0, region.col0, region.ncols)
+        out = self.array.vmm(volts, region.row0, region.col0, region.ncols)
+        return out[:, np.unique(columns)] if narrow and columns is not None else out
 
     def read_map(self, v_read: float = 0.2) -> FloatArray:
         return self.array.read_conductance(0, 0, self.shape[0], self.shape[1], v_read)

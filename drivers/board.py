@@ -361,6 +361,8 @@ class Board:
         rows, cols = self.shape
         check_index("region.row0", region.row0, rows)
         check_index("region.col0", region.col0, cols)
+        if 1 <= region.nrows <= rows - region.row0 and 1 <= region.ncols <= cols - region.col0:
+            return region  # inside: the checks below would pass (they build two validated Ranges a call)
         check_value("region.nrows", region.nrows, Range(min=1, max=rows - region.row0), "")
         check_value("region.ncols", region.ncols, Range(min=1, max=cols - region.col0), "")
         return region
@@ -520,12 +522,14 @@ class Board:
 
     def vmm(
         self, v_rows: npt.ArrayLike, region: Region | None = None, columns: npt.ArrayLike | None = None,
-        rows: npt.ArrayLike | None = None,
+        rows: npt.ArrayLike | None = None, narrow: bool = False,
     ) -> FloatArray:  # fmt: skip
         """Column currents (A) for row-voltage vectors: ``(n, nrows)`` in, ``(n, ncols)`` out.
 
         ``columns``: the columns of the region (0-based within it) the caller needs; the others come
-        back NaN, and a board with the compact forms neither measures nor sends them. ``rows``: the
+        back NaN, and a board with the compact forms neither measures nor sends them. ``narrow``:
+        return only those columns, ascending, ``(n, number of columns named)`` (no NaN columns to
+        build and skip). ``rows``: the
         rows of the region (0-based within it, ascending) the vectors drive, when not all of them:
         ``v_rows`` is then ``(n, len(rows))`` and the other rows are at 0 V (the same command as the
         whole-region batch with zeros there, without building or scanning those zeros). Rows that
@@ -547,33 +551,43 @@ class Board:
                                      "region")  # fmt: skip
             wanted[:] = False
             wanted[picked] = True
-        # one pass each for the batch's extremes, shared by the two checks
-        extremes = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
+        codes = self._takes_codes()
+        if codes:
+            # The non-zero inputs (np.extract over the batch as it came: C-ordered, about 5x faster than
+            # boolean indexing) are what the compact form sends; the batch's extremes are theirs and
+            # 0 V where any input is 0, so the checks below need no pass over the whole batch.
+            nonzero = inputs != 0
+            values = np.extract(nonzero, inputs)
+            ends = np.array([values.min(), values.max()]) if values.size else values  # float32, as the batch
+            extremes = (float(ends[0]), float(ends[1])) if values.size else (0.0, 0.0)
+            if values.size < inputs.size:
+                extremes = (min(extremes[0], 0.0), max(extremes[1], 0.0))
+        else:  # one pass each for the batch's extremes, shared by the two checks
+            extremes = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
         check_array("v_rows", inputs, self.limits.v_read, "V", extremes=extremes)
         if given is not None and len(given) < region.nrows:
             check_value("v_rows (the rows not given)", 0.0, self.limits.v_read, "V")
         self._check_vmm_current(inputs, max(extremes[1], -extremes[0]))
-        if self._takes_codes():
-            nonzero = inputs != 0
-            active = np.asarray(nonzero.any(axis=0))  # over the batch's rows (the region's, or those given)
+        if codes:
+            active = _columns_with_any(nonzero)  # over the batch's rows (the region's, or those given)
             if given is None:
                 driven = active.copy()
             else:
                 driven = np.zeros(region.nrows, dtype=bool)
                 driven[given[active]] = True
             if driven.any():
-                coded = self._vmm_codes(inputs, nonzero, active)
+                coded = self._vmm_codes(values, ends, nonzero, active)
             else:  # every input is 0 V: one row still carries the vectors, all its inputs 0
                 driven[0] = True
-                coded = self._vmm_codes(np.zeros((len(inputs), 1), np.float32), np.zeros((len(inputs), 1), bool),
-                                        np.ones(1, dtype=bool))  # fmt: skip
+                coded = self._vmm_codes(values, ends, np.zeros((len(inputs), 1), bool), np.ones(1, dtype=bool))
             if coded is not None:
-                return self._vmm_compact(region, wanted, driven, *coded)
+                return self._vmm_compact(region, wanted, driven, *coded, narrow=narrow)
         if given is not None:  # the float32 form carries every row of the region
             every = np.zeros((len(inputs), region.nrows), dtype=np.float32)
             every[:, given] = inputs
             inputs = every
-        return self._vmm_float(region, wanted, inputs)
+        out = self._vmm_float(region, wanted, inputs)
+        return out[:, wanted] if narrow else out
 
     def _vmm_rows(self, region: Region, rows: npt.ArrayLike | None) -> npt.NDArray[np.intp] | None:
         """The rows a :meth:`vmm` names, checked (``None``: every row of the region)."""
@@ -599,24 +613,29 @@ class Board:
 
     def _vmm_compact(
         self, region: Region, wanted: npt.NDArray[np.bool_], driven: npt.NDArray[np.bool_],
-        nonzero: npt.NDArray[np.bool_], codes: npt.NDArray[np.int16],
+        nonzero: npt.NDArray[np.bool_], codes: npt.NDArray[np.int16], narrow: bool = False,
     ) -> FloatArray:  # fmt: skip
         """``VMM:CODE?``: the driven rows' non-zero DAC codes (``codes``, where ``nonzero``, row-major)."""
         nvec = len(nonzero)
+        measured = int(wanted.sum())
         size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
-        per_vector = (int(driven.sum()) * size_in, int(wanted.sum()) * size_out)
+        per_vector = (int(driven.sum()) * size_in, measured * size_out)
         chunks = self._chunks(nvec, sum(per_vector), max(per_vector))
         # Where each vector's codes start in ``codes`` (only needed to split the batch).
         starts = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]) if len(chunks) > 1 else {0: 0, nvec: codes.size}
-        out = np.full((nvec, region.ncols), np.nan)
         selection = layouts.encode_vmm_selection(driven, wanted)
+        parts = []
         for start, count in chunks:
             mask = nonzero[start : start + count]
             form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]], selection)
             args = (*region.args(), count, form.value)
-            values = self._ask_codes(cmd.VMM_CODE, args, count * int(wanted.sum()), block)
-            out[start : start + count, wanted] = values.reshape(count, -1)
+            parts.append(self._ask_codes(cmd.VMM_CODE, args, count * measured, block).reshape(count, measured))
             self._report("vmm", start + count, nvec, "vectors", len(chunks))
+        got = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if narrow:
+            return got
+        out = np.full((nvec, region.ncols), np.nan)
+        out[:, wanted] = got
         return out
 
     def _vmm_float(self, region: Region, wanted: npt.NDArray[np.bool_], inputs: npt.NDArray[np.float32]) -> FloatArray:
@@ -636,30 +655,35 @@ class Board:
         return self.scales is not None and self._adc_codes
 
     def _vmm_codes(
-        self, inputs: npt.NDArray[np.float32], nonzero: npt.NDArray[np.bool_], driven: npt.NDArray[np.bool_]
+        self, values: npt.NDArray[np.float32], ends: npt.NDArray[np.float32], nonzero: npt.NDArray[np.bool_],
+        driven: npt.NDArray[np.bool_],
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]] | None:
         """The non-zero inputs of the driven rows as the nearest row DAC codes (a mask over the
         ``nvec x driven`` inputs and the codes, row-major), when they fit int16 and every level they
         stand for, 0 V included, is inside the read limit (else ``None``: the float32 form). A non-zero
-        input never becomes code 0 (codes round away from 0 V). ``nonzero``: ``inputs != 0``;
-        ``driven``: which of the batch's rows (its columns, ascending rows of the region) are sent."""
+        input never becomes code 0 (codes round away from 0 V). ``values``: the batch's non-zero
+        inputs, row-major, and ``ends`` their smallest and largest; ``nonzero``: where they are in
+        the batch; ``driven``: which of the batch's rows (its columns, ascending rows of the region)
+        are sent."""
         assert self.scales is not None
         step = self.scales.dac_step(Line.ROW)
         # The rows not driven hold no non-zero input, so the non-zero inputs of the whole batch, in
-        # row-major order, are those of the driven rows: np.extract over the batch as it came (C-ordered;
-        # about 5x faster than boolean indexing), and only the mask (a byte an input) is narrowed.
+        # row-major order, are those of the driven rows: only the mask (a byte an input) is narrowed.
         mask = nonzero if driven.all() else nonzero.take(np.flatnonzero(driven), axis=1)
-        levels = layouts.dac_levels(np.extract(nonzero, inputs), step)  # whole numbers, cast once checked
         low, high = self.limits.v_read.min, self.limits.v_read.max
         zero_ok = low <= 0.0 <= high or mask.all()  # the mask's pass only when 0 V is outside the limit
-        if not levels.size:
-            return (mask, levels.astype(layouts.VMM_CODE_DTYPE)) if zero_ok else None
-        # code * step is monotonic in the code: the extreme codes decide (both checks, one pass each)
-        first, last = int(levels.min()), int(levels.max())
+        if not values.size:
+            return (mask, np.zeros(0, layouts.VMM_CODE_DTYPE)) if zero_ok else None
+        # The codes are monotonic in the volts and code * step in the code: the codes of the smallest
+        # and largest input are the extreme codes, and they decide both checks before any is made.
+        first, last = (int(c) for c in layouts.dac_levels(ends, step))
         levels_ok = low <= first * step and last * step <= high
         representable = np.iinfo(layouts.VMM_CODE_DTYPE)
         fits = representable.min <= first and last <= representable.max
-        return (mask, levels.astype(layouts.VMM_CODE_DTYPE)) if fits and levels_ok and zero_ok else None
+        if not (fits and levels_ok and zero_ok):
+            return None
+        codes = np.asarray(layouts.dac_codes_as(values, step, layouts.VMM_CODE_DTYPE), dtype=np.int16)  # no copy
+        return mask, codes
 
     def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
         """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.
@@ -717,7 +741,8 @@ class Board:
                 plane[...] = values
         selected = planes[3] != 0
         self._check_pulse_values(kind, planes[0], planes[1], planes[2], where=selected, origin=origin)
-        planes[:3][:, ~selected] = 0  # unmasked cells carry nothing
+        # unmasked cells carry nothing (copyto: 8x faster than a boolean-index assignment over 3 planes)
+        np.copyto(planes[:3], np.float32(0.0), where=~selected)
         return PulseBatch(kind, region, planes)
 
     def apply_pulses(
@@ -771,6 +796,15 @@ def _pulse_kind(kind: PulseKind | str) -> PulseKind:
         return names[str(kind).upper()]
     except KeyError:
         raise InvalidRequest(f"unknown pulse kind {kind!r}; expected SET, RESET or FORM") from None
+
+
+def _columns_with_any(mask: npt.NDArray[np.bool_], head: int = 64) -> npt.NDArray[np.bool_]:
+    """``mask.any(axis=0)``, first over the first ``head`` rows: when every column has a True there
+    (a VMM batch's driven rows, as a rule) the rest of the batch need not be scanned."""
+    first: npt.NDArray[np.bool_] = np.asarray(mask[:head].any(axis=0))
+    if len(mask) <= head or first.all():
+        return first
+    return np.asarray(mask.any(axis=0))
 
 
 def _as_read(values: FloatArray) -> FloatArray:

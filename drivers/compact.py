@@ -148,6 +148,36 @@ def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.f
     return out.reshape(volts.shape)
 
 
+def dac_codes_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[np.integer]) -> npt.NDArray[np.integer]:
+    """:func:`dac_codes` of a batch, flat, cast to ``dtype`` chunk by chunk, for a caller that has
+    checked the extreme codes fit it (the codes are monotonic in the volts: the codes of the batch's
+    smallest and largest inputs are its smallest and largest). No float64 array of the whole batch
+    is made, nor a second pass to cast one; the scratch space is reused and stays in the CPU's cache."""
+    flat = np.asarray(volts).ravel()
+    out = np.empty(flat.size, dtype=dtype)
+    size = min(flat.size, DAC_CHUNK)
+    scratch = np.empty((4, size))
+    scratch_b = np.empty(size, dtype=bool)
+    inverse = 1.0 / step
+    for start in range(0, flat.size, DAC_CHUNK):
+        part = flat[start : start + DAC_CHUNK]
+        n = part.size
+        volts64, magnitude, nearest, level = scratch[:, :n]
+        short = scratch_b[:n]
+        # _dac_levels' steps, into the scratch space: the same numbers, code for code (the volts are
+        # cast to float64 once: abs and copysign on float64 are faster than with a cast inside)
+        np.copyto(volts64, part)
+        np.abs(volts64, out=magnitude)
+        np.multiply(magnitude, inverse, out=nearest)
+        np.rint(nearest, out=nearest)
+        np.multiply(nearest, step, out=level)
+        np.less(level, magnitude, out=short)
+        nearest += short
+        np.copysign(nearest, volts64, out=nearest)
+        out[start : start + n] = nearest
+    return out
+
+
 def _dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
     magnitude = np.abs(volts, dtype=np.float64)
     # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
@@ -222,7 +252,7 @@ def encode_nonzero_inputs(
     return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
 
 
-def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.int16]:
+def decode_inputs(payload: bytes | memoryview, form: Inputs, count: int) -> npt.NDArray[np.int16]:
     """``count`` input codes from a payload in ``form``; ``ValueError`` if its length does not fit."""
     where, values = decode_input_values(payload, form, count)
     if where is None:
@@ -233,7 +263,7 @@ def decode_inputs(payload: bytes, form: Inputs, count: int) -> npt.NDArray[np.in
 
 
 def decode_input_values(
-    payload: bytes, form: Inputs, count: int
+    payload: bytes | memoryview, form: Inputs, count: int
 ) -> tuple[npt.NDArray[np.intp] | None, npt.NDArray[np.int16]]:
     """What :func:`decode_inputs` reads, before the zeros are filled in: the positions of the codes
     sent (``None``: every position, in order) and those codes. ``ValueError`` if the length does not fit."""
@@ -261,7 +291,7 @@ def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_
     return np.packbits(rows, bitorder="little").tobytes() + np.packbits(cols, bitorder="little").tobytes()
 
 
-def decode_bitmap(payload: bytes, size: int, what: str) -> npt.NDArray[np.bool_]:
+def decode_bitmap(payload: bytes | memoryview, size: int, what: str) -> npt.NDArray[np.bool_]:
     """``size`` flags from a bitmap; ``ValueError`` for bits past the end or none set."""
     bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
     if bits[size:].any():

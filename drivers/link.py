@@ -152,7 +152,9 @@ class Link:
         if self.closed or self.unreachable:
             raise LinkError(self.resource, "the link is closed" if self.closed else "the board is unreachable", header)
         data = codec.encode_command(header, args, block)
-        command = data.split(b"#", 1)[0][:80].decode("ascii", "replace").rstrip(" ,\n")
+        # the command's text for messages: its first 80 bytes up to any block (split within those
+        # 80 bytes: splitting the whole command copied a VMM's block, up to megabytes, per command)
+        command = data[:80].split(b"#", 1)[0].decode("ascii", "replace").rstrip(" ,\n")
         wire, seq = self._wire(data)
         attempts = 1 + (self.retries if seq is not None or commands.repeat_safe(header) else 0)
         failure: LinkError | None = None

@@ -59,6 +59,9 @@ class TileDrive:
     columns: npt.NDArray[np.intp]
     rows: npt.NDArray[np.intp]
     """the rows of the rectangle the tile drives (ascending); ``source`` and ``sign`` are theirs"""
+    order: npt.NDArray[np.intp] | None
+    """where each of ``columns`` is among them sorted (the board's narrow reply is ascending);
+    ``None`` when they are ascending already"""
 
 
 class ArrayBackend:
@@ -257,8 +260,9 @@ class ArrayBackend:
         drive = np.asarray(volts, dtype=np.float32).take(plan.source, axis=1)
         drive *= plan.sign
         self.vmm_calls += 1
-        currents = self.boards[tile.board].vmm(drive, plan.region, columns=plan.columns, rows=plan.rows)
-        return currents[:, plan.columns]
+        # Only the tile's columns come back (ascending): no NaN columns to build, fill and pick from.
+        currents = self.boards[tile.board].vmm(drive, plan.region, columns=plan.columns, rows=plan.rows, narrow=True)
+        return currents if plan.order is None else currents[:, plan.order]
 
     def _tile_drive(self, tile: Tile) -> TileDrive:
         """The tile's :class:`TileDrive`, computed once per tile."""
@@ -273,7 +277,10 @@ class ArrayBackend:
             source[tile.minus_rows - row0], sign[tile.minus_rows - row0] = inputs, -1.0
             region = Region(row0, col0, nrows, ncols)
             rows = np.flatnonzero(sign)
-            cached = self._drive_cache[id(tile)] = TileDrive(region, source[rows], sign[rows], tile.cols - col0, rows)
+            columns = tile.cols - col0
+            ascending, where = np.unique(columns, return_inverse=True)
+            order = None if len(ascending) == len(columns) and (where == np.arange(len(columns))).all() else where
+            cached = self._drive_cache[id(tile)] = TileDrive(region, source[rows], sign[rows], columns, rows, order)
         return cached
 
     def weights(self, layer: str) -> FloatArray:

@@ -697,7 +697,7 @@ class Firmware:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, "nvec 0 outside 1..: a VMM needs at least one vector")
         self._codes_fit()
         form = compact.Inputs(self._word(command.args[5], "inputs", cmd.WORDS[cmd.Arg.INPUTS]))
-        payload = command.block or b""
+        payload = memoryview(command.block or b"")  # slices below without copying the block
         heads = (nrows + 7) // 8, (ncols + 7) // 8
         if len(payload) < sum(heads):
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes, fewer than the row and "

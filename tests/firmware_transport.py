@@ -18,5 +18,6 @@ class FirmwareTransport(InProcessTransport):
         self.timeout = timeout
         self.firmware = firmware
         self._endpoint = EmulatorEndpoint(firmware)
-        self._received = bytearray()
+        self._received = b""
+        self._at = 0
         self._closed = False

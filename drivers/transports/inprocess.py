@@ -48,34 +48,43 @@ class InProcessTransport(Transport):
             self._endpoint = open_endpoint(resource)
         except ValueError as exc:
             raise LinkError(resource, f"cannot open: {exc}") from exc
-        self._received = bytearray()
+        # The replies not read yet: bytes and a read position, so a reply read whole is handed on as
+        # it came (no copy) and a part of one costs one copy (a bytearray's slice and bytes() were two).
+        self._received = b""
+        self._at = 0
         self._closed = False
 
     def write(self, data: bytes) -> None:
         if self._closed:
             raise LinkLost(self.resource, "link is closed")
-        self._received += self._endpoint.exchange(data)
+        reply = self._endpoint.exchange(data)
+        if self._at >= len(self._received):
+            self._received, self._at = reply, 0
+        else:
+            self._received, self._at = self._received[self._at :] + reply, 0
 
     def _nothing_more(self, what: str) -> LinkTimeout:
         # In process the reply is complete the moment write returns, so waiting cannot help.
         return LinkTimeout(self.resource, f"the board sent no more bytes while waiting for {what}")
 
     def read_exact(self, count: int) -> bytes:
-        if len(self._received) < count:
+        start = self._at
+        if len(self._received) - start < count:
             raise self._nothing_more(f"{count} bytes")
-        data = bytes(self._received[:count])
-        del self._received[:count]
-        return data
+        self._at = start + count
+        if start == 0 and count == len(self._received):
+            return self._received
+        return self._received[start : self._at]
 
     def read_line(self) -> bytes:
-        end = self._received.find(b"\n")
+        end = self._received.find(b"\n", self._at)
         if end < 0:
             raise self._nothing_more("a line end")
-        return self.read_exact(end + 1)
+        return self.read_exact(end + 1 - self._at)
 
     def discard_input(self, quiet: float) -> int:
-        dropped = len(self._received)
-        self._received.clear()
+        dropped = len(self._received) - self._at
+        self._received, self._at = b"", 0
         return dropped
 
     def close(self) -> None:

@@ -274,3 +274,23 @@ def test_dac_levels_in_chunks_give_the_codes_of_one_pass_over_the_whole_batch() 
         assert chunked.shape == values.shape
         np.testing.assert_array_equal(chunked, whole)
         assert (np.signbit(chunked) == np.signbit(whole)).all()
+
+
+def test_dac_codes_cast_chunk_by_chunk_are_the_codes_of_dac_levels() -> None:
+    """:func:`compact.dac_codes_as` (no float64 copy of the batch) gives, code for code, what
+    :func:`compact.dac_levels` gives cast to int16, on and next to code levels, across chunk edges,
+    and its extremes are the codes of the batch's smallest and largest input."""
+    step = 10.0 / (2**16 - 1)
+    rng = np.random.default_rng(9)
+    size = 2 * compact.DAC_CHUNK + 101
+    volts = rng.uniform(-0.5, 0.5, size).astype(np.float32)
+    volts[::53] = (np.arange(len(volts[::53])) % 600 - 300) * np.float32(step)
+    volts[::211] = np.nextafter(volts[::211], np.float32(1.0))
+    volts[7] = -0.0
+    for values in (volts, volts[:100], volts[:0]):
+        codes = compact.dac_codes_as(values, step, compact.VMM_CODE_DTYPE)
+        assert codes.dtype == compact.VMM_CODE_DTYPE
+        np.testing.assert_array_equal(codes, compact.dac_levels(values, step).astype(compact.VMM_CODE_DTYPE))
+        if values.size:
+            ends = compact.dac_levels(np.array([values.min(), values.max()]), step)
+            assert (ends[0], ends[1]) == (codes.min(), codes.max())

@@ -142,3 +142,49 @@ def test_rows_must_be_ascending_rows_of_the_region_and_match_the_batch(board: Bo
             board.vmm(batch, Region(0, 0, 16, 8), rows=rows)
     with pytest.raises(InvalidRequest, match=r"expected \(n, 4\) for the 4 rows given"):
         board.vmm(batch, Region(0, 0, 16, 8), rows=[0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_narrow_vmm_sends_the_same_command_and_returns_the_columns_asked(compact: bool) -> None:
+    """``narrow=True``: the same bytes on the wire, and the columns asked (ascending) of the full-width
+    reply, without its NaN columns."""
+    rng = np.random.default_rng(8)
+    batch = (rng.uniform(-0.2, 0.2, (25, 16)) * (rng.random((25, 16)) < 0.5)).astype(np.float32)
+    resource = "emulator://?preset=ideal&rows=16&cols=8&seed=3"
+    outcomes = []
+    for narrow in (False, True):
+        with open_board(resource, limits=LIMITS, compact=compact) as fresh:
+            outcomes.append(_sent_commands(fresh, [(batch, {"columns": [6, 1, 4], "narrow": narrow})]))
+    (sent_wide, (wide,)), (sent_narrow, (narrow_out,)) = outcomes
+    assert sent_narrow == sent_wide and len(sent_wide) == 1
+    assert wide.shape == (25, 8) and narrow_out.shape == (25, 3)
+    np.testing.assert_array_equal(narrow_out, wide[:, [1, 4, 6]])
+    assert np.isnan(wide[:, [0, 2, 3, 5, 7]]).all() and not np.isnan(narrow_out).any()
+
+
+@pytest.mark.parametrize("where", ["a non-zero input", "the only input"])
+def test_an_input_beyond_the_read_limit_is_refused_whatever_else_the_batch_holds(board: Board, where: str) -> None:
+    """The batch's extremes come from its non-zero inputs (and 0 V where any input is 0): an input
+    outside the read limit, or a NaN, is still named and nothing is sent."""
+    for bad in (0.35, -0.31, np.nan):
+        batch = np.zeros((4, 16), np.float32) if where == "the only input" else np.full((4, 16), 0.1, np.float32)
+        batch[2, 9] = bad
+        transport = board.link.transport
+        write, writes = transport.write, []
+        transport.write = writes.append  # type: ignore[method-assign]
+        try:
+            with pytest.raises(LimitError, match=r"v_rows\[2, 9\]"):
+                board.vmm(batch, Region(0, 0, 16, 8))
+        finally:
+            transport.write = write  # type: ignore[method-assign]
+        assert not writes
+
+
+def test_the_rows_a_batch_drives_are_found_whether_or_not_its_first_vectors_drive_them_all() -> None:
+    from drivers.board import _columns_with_any
+
+    rng = np.random.default_rng(10)
+    for nvec, width, density in ((10, 8, 0.5), (500, 40, 0.3), (500, 40, 0.002), (300, 12, 0.0)):
+        mask = rng.random((nvec, width)) < density
+        mask[-1, width // 2] = True  # a row driven by the last vector only
+        np.testing.assert_array_equal(_columns_with_any(mask), mask.any(axis=0))
