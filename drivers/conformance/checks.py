@@ -159,10 +159,25 @@ def check_error_104_data_type(ctx: Context) -> None:
     ctx.probe.refused(f"READ? 0,0.5,{_read_voltage(ctx)}", -104, "a column index that is not whole")
 
 
+def _framed_mode_offered(ctx: Context) -> bool:
+    """Framed mode is optional: a board without it answers every SYST:FRAM (OFF too) with -113."""
+    reply = ctx.probe.ask("SYST:FRAM OFF")
+    return not (reply.kind == "error" and reply.code == -113)
+
+
+def _offers(ctx: Context, spec: cmd.CommandSpec) -> bool:
+    """Whether the board has the command: its version has it and, for framed mode's, it offers framed mode."""
+    if spec.since > ctx.facts.version:
+        return False
+    return spec not in (cmd.FRAM, cmd.DONE, cmd.SEQ) or _framed_mode_offered(ctx)
+
+
 @check("errors")
 def check_error_108_109_parameter_count(ctx: Context) -> None:
-    """Every command with too many (-108) or too few (-109) parameters is refused."""
+    """Every command the board offers with too many (-108) or too few (-109) parameters is refused."""
     for spec in cmd.TABLE.values():
+        if not _offers(ctx, spec):
+            continue
         extra = ",".join(["0"] * (spec.nargs + 1)) + (",#10" if spec.block_in else "")
         ctx.probe.refused(f"{spec.header} {extra}", -108, f"{spec.header} with {spec.nargs + 1} parameters")
         if spec.nargs:
