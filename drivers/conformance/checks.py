@@ -146,10 +146,12 @@ def check_replies_follow_the_grammar(ctx: Context) -> None:
 
 @check("errors")
 def check_error_102_syntax(ctx: Context) -> None:
-    """An empty parameter, a blank line and a block where none is taken are -102."""
+    """An empty parameter, a blank line, a block where none is taken and none where one is needed are -102."""
     ctx.probe.refused(f"READ? 0,,{_read_voltage(ctx)}", -102, "an empty parameter")
     ctx.probe.refused(b"\n", -102, "a blank line")
     ctx.probe.refused(b"*OPC? #14abcd\n", -102, "a block after a command that takes none")
+    ctx.probe.refused(b"VMM? 0,0,1,1,1\n", -102, "VMM? without its block (whatever its parameter count)")
+    ctx.probe.refused(b"VMM?\n", -102, "VMM? without parameters or block")
 
 
 @check("errors")
@@ -552,6 +554,7 @@ def check_framed_basics(ctx: Context) -> None:
     ctx.probe.refused("SYST:FRAM bad.token", -224, "a session token with a dot")
     ctx.probe.ok("SYST:FRAM OFF")
     _expect(ctx.probe.value("*OPC?") == ["1"], "plain lines after SYST:FRAM OFF")
+    ctx.probe.refused("SYST:DONE? 1", -221, "SYST:DONE? on a link without a session")
 
 
 @check("framed")

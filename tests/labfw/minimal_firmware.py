@@ -9,6 +9,9 @@ lowers it by as much (within ``G_MIN``..``G_MAX``), and a read gives ``I = G * V
 
     python -m tests.labfw.minimal_firmware --tcp 127.0.0.1:0    # prints READY TCPIP::...::SOCKET
     python -m tests.labfw.minimal_firmware --pty                # prints READY ASRL/dev/pts/N::INSTR
+    ... --protocol 1.2 --plain     # a board that stopped before the guide's steps 8 and 10
+
+It serves until signalled, or until stdin closes when stdin is a pipe or a terminal.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def reply_block(values: np.ndarray) -> bytes:
 class Board:
     def __init__(self, gate_coded: bool = False) -> None:
         self.gate_coded = gate_coded
+        self.version = VERSION
         self.g = np.full((ROWS, COLS), G_START)
         self.pulses = 0
         self.start = time.monotonic()
@@ -276,7 +280,7 @@ def line(*fields: object) -> bytes:
 
 command("*IDN?")(lambda b, p, x: line(IDN))
 command("*OPC?")(lambda b, p, x: line(1))
-command("SYST:VERS?")(lambda b, p, x: line(VERSION))
+command("SYST:VERS?")(lambda b, p, x: line(b.version))
 command("SYST:ARR?")(lambda b, p, x: line(ROWS, COLS))
 command("SYST:VGRE?")(lambda b, p, x: line(fmt(V_READ_GATE)))
 command("SYST:PCNT?")(lambda b, p, x: line(b.pulses))
@@ -340,7 +344,7 @@ def _done(b: Board, p: list[str], x: bytes) -> bytes:
     seq = count(p[0], "seq")
     session = b.link.session
     if session is None:
-        return line(0)
+        raise Refused(221, "SYST:DONE? on a link without a session: send SYST:FRAM first")
     if seq in session.kept:
         return line(1)
     if seq <= session.forgotten:
@@ -578,6 +582,8 @@ def _vmm_code(b: Board, p: list[str], x: bytes) -> bytes:
         codes[:] = np.frombuffer(data.take(2 * nvec * d), dtype="<i2")
     else:
         nz = np.unpackbits(np.frombuffer(data.take((nvec * d + 7) // 8), dtype=np.uint8), bitorder="little")
+        if nz[nvec * d :].any():
+            raise Refused(160, "the non-zero bitmap sets bits past the last input")
         nz = nz[: nvec * d].astype(bool)
         codes[nz] = np.frombuffer(data.take(2 * int(nz.sum())), dtype="<i2")
     data.done()
@@ -664,13 +670,13 @@ def run(board: Board, text: bytes, payload: bytes | None, in_frame: bool = False
         fields = [f.strip(" ") for f in rest.split(",")] if rest else []
         if any(not f or " " in f for f in fields):
             raise Refused(102, "an empty parameter or a space inside one")
+        if takes_block and payload is None:  # before the count: a block command without its block is -102
+            raise Refused(102, f"{header} needs a block as its last parameter")
         given = len(fields) + (payload is not None)
         if given > nparams:
             raise Refused(108, f"{header} takes {nparams} parameters, got {given}")
         if given < nparams:
             raise Refused(109, f"{header} takes {nparams} parameters, got {given}")
-        if takes_block and payload is None:
-            raise Refused(102, f"{header} needs a block as its last parameter")
         if header.upper() in AT_MOST_ONCE and board.link.session is not None and not in_frame:
             raise Refused(221, f"{header} must not run twice: on a framed link it runs only in a frame")
         return handler(board, fields, payload or b"")
@@ -1015,13 +1021,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="SET reaches a level set by the gate, RESET goes to the lowest (default: fixed steps)",
     )
+    parser.add_argument("--protocol", choices=("1.2", "1.3"), default=VERSION,
+                        help="1.2: without the compact encodings (the guide's steps 1-9)")  # fmt: skip
+    parser.add_argument("--plain", action="store_true", help="without framed mode (SYST:FRAM is -113)")
     args = parser.parse_args(argv)
     _exit_when_stdin_closes()
+    if args.protocol == "1.2":
+        for name in ("MAP:CODE?", "VMM:CODE?", "PULS:SPAR"):
+            del COMMANDS[name]
+    if args.plain:
+        for name in ("SYST:FRAM", "SYST:DONE?", "SYST:SEQ?"):
+            del COMMANDS[name]
     if args.pty:
-        serve_pty(Board(args.gate_coded))
+        board = Board(args.gate_coded)
+        board.version = args.protocol
+        serve_pty(board)
         return 0
     host, _sep, port = args.tcp.rpartition(":")
-    server = TcpServer(host, int(port), Board(args.gate_coded))
+    board = Board(args.gate_coded)
+    board.version = args.protocol
+    server = TcpServer(host, int(port), board)
     print(f"READY {server.resource()}", flush=True)
     server.serve_forever()
     return 0
