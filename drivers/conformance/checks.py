@@ -23,6 +23,7 @@ ERROR_LINE = re.compile(rb'ERR -[0-9]{3},"[ !#-~]*"\n')
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MARK_CHANNEL = 0  # the gate channel whose level tells whether a command idled the board or changed nothing
 PROBE_CHANNEL = 1  # the gate channel a payload's embedded command would set if it ran
+RECONNECTS = 100  # close-and-reconnect cycles: a board racing its own disconnect said busy in 1 to 15 of 100
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -663,6 +664,19 @@ def check_second_client_refused_at_once(ctx: Context) -> None:
         second.close()
     _expect(line.startswith(b"ERR -221"), f"a second client got {line[:80]!r}, not ERR -221")
     _expect(ctx.probe.value("*OPC?") == ["1"], "the first client is no longer served")
+
+
+@check("clients")
+def check_client_reconnecting_at_once_is_served(ctx: Context) -> None:
+    """(TCP) A client that closes and connects again at once is served, not told busy (the host reconnects so)."""
+    if ctx.options.reconnect is None:
+        raise Skipped("needs a second connection to the same board (TCP)")
+    for attempt in range(RECONNECTS):
+        ctx.probe.transport.close()
+        ctx.probe.transport = ctx.options.reconnect()
+        reply = ctx.probe.ask("*OPC?")
+        _expect(reply.kind == "value" and reply.fields == ["1"],
+                f"reconnection {attempt + 1} of {RECONNECTS}, right after closing: *OPC? answered {reply}")  # fmt: skip
 
 
 @check("timing")

@@ -923,6 +923,15 @@ def serve(board: Board, link: Link, busy: threading.Event) -> None:
 
 
 # --- TCP: one client at a time --------------------------------------------------------------------------
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (its FIN waits unread), though the serving loop has not seen it yet."""
+    try:
+        readable, _w, _x = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""  # readable: the peek does not wait
+    except OSError:
+        return True
+
+
 class TcpServer:
     def __init__(self, host: str, port: int, board: Board) -> None:
         self.listener = socket.create_server((host, port))
@@ -946,7 +955,9 @@ class TcpServer:
                 if current is not None:
                     sock, link = current
                     silent = time.monotonic() - link.last >= 5.0 and not self.busy.is_set() and not link.buf
-                    if not silent:
+                    if not silent and not _closed_by_peer(
+                        sock
+                    ):  # a client that closed and came back is not a second one
                         conn.sendall(BUSY)
                         conn.close()
                         continue
