@@ -156,3 +156,13 @@ def test_the_lab_firmware_answers_the_plain_session_in_kind() -> None:
                 got = codec.read_reply(stream.read, stream.readline)
                 wanted = codec.parse_reply(want if want.endswith(b"\n") else want + b"\n")
                 assert (got.kind, got.code) == (wanted.kind, wanted.code), (command, got, wanted)
+
+
+def test_every_check_the_firmware_guide_names_is_one_the_kit_runs() -> None:
+    """The guide names checks as the report prints them (``errors/error-113-*``); ``--only`` takes them."""
+    guide = (ROOT / "docs" / "firmware-guide.md").read_text()
+    named = set(re.findall(r"`((?:[a-z]+/)?(?:error-[0-9a-z*-]+|[a-z]+-[a-z0-9*-]+|\*))`", guide))
+    named = {n for n in named if "/" in n or n.startswith("error-")}
+    assert len(named) >= 15, named
+    for pattern in named:
+        assert any(c.matches(pattern) for c in CHECKS.values()), f"the guide names {pattern!r}; no check matches"
