@@ -616,6 +616,12 @@ def check_framed_numbers_and_refusals(ctx: Context) -> None:
     _expect(reply.kind == "error" and reply.code == -222, "a framed SYST:WAIT -1 was not refused")
     _expect(_framed_ok(ctx, 3, "SYST:SEQ?", "SYST:SEQ?").text == "1", "a refused frame advanced SYST:SEQ?")
     _expect(ctx.probe.value("SYST:DONE? 2") == ["0"], "SYST:DONE? of a refused command is not 0")
+    for number, body, what in ((4, b"SYST:WAIT 0\nSYST:WAIT 0\n", "two commands"), (5, b"SYST:WAIT 0", "a command "
+                               "without its line end")):  # fmt: skip
+        seq, reply = ctx.probe.ask_framed(number, body)
+        _expect(seq == number and reply.kind == "error" and reply.code == -102,
+                f"a frame holding {what} was not refused with -102 under its number")  # fmt: skip
+    _expect(_framed_ok(ctx, 6, "SYST:SEQ?", "SYST:SEQ?").text == "3", "a frame refused for its body advanced SYST:SEQ?")
 
 
 @check("framed")

@@ -870,6 +870,8 @@ def run_frame(board: Board, seq: int, body: bytes) -> bytes:
         return kept_reply
     if seq <= session.forgotten:
         return Refused(221, f"number {seq} is older than the replies this board keeps: it may have run").line()
+    if not body.endswith(b"\n"):  # empty, or a command without its line end: not exactly one command
+        return Refused(102, "a frame's body must be exactly one command with its line end").line()
     inner = BodyLink(body)
     parsed = read_command(inner)
     if parsed is None:
