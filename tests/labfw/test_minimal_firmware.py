@@ -166,3 +166,42 @@ def test_every_check_the_firmware_guide_names_is_one_the_kit_runs() -> None:
     assert len(named) >= 15, named
     for pattern in named:
         assert any(c.matches(pattern) for c in CHECKS.values()), f"the guide names {pattern!r}; no check matches"
+
+
+# ---------------------------------------------------------------------------- the platform on the lab's board
+
+
+def hil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "hil.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=120)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_and_characterize_run_on_the_lab_firmware(tmp_path: Path) -> None:
+    """A short training (its gate calibration needs cells whose SET level follows the gate) and a procedure."""
+    config = tmp_path / "train.toml"
+    config.write_text("v_input = 0.05\n")  # 128 rows x 0.05 V x 1.2 mS stays within the board's 10 mA ICOL
+    with firmware("--tcp", "127.0.0.1:0", "--gate-coded") as resource:
+        train = hil("train", "--model", "mlp", "--config", str(config), "--updates", "3", "--batch-size", "10",
+                    "--eval-every", "3", "--board", resource, "--out", str(tmp_path / "mlp.h5"),
+                    cwd=tmp_path)  # fmt: skip
+        procedure = hil("characterize", "pulse-response", resource, "--nrows", "2", "--ncols", "2", "--n-pulses", "3",
+                        "--out", str(tmp_path / "pulses.h5"), cwd=tmp_path)  # fmt: skip
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "after 3 updates" in train.stdout, train.stdout[-2000:]
+    assert procedure.returncode == 0 and "status completed" in procedure.stderr, procedure.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_training_on_cells_that_ignore_the_gate_stops_in_one_line(tmp_path: Path) -> None:
+    """Fixed-step cells fail the gate calibration: one clear line (the firmware guide says what to set)."""
+    config = tmp_path / "train.toml"
+    config.write_text("v_input = 0.05\n")
+    with firmware("--tcp", "127.0.0.1:0") as resource:
+        train = hil("train", "--model", "mlp", "--config", str(config), "--updates", "3", "--board", resource,
+                    "--out", str(tmp_path / "mlp.h5"), cwd=tmp_path)  # fmt: skip
+    assert train.returncode != 0
+    assert train.stderr.strip().splitlines()[-1] == (
+        "error: the calibration has no responsive cell: no cell's conductance followed the gate"
+    ), train.stderr[-2000:]
