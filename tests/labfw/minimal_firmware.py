@@ -1037,7 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("1.2", "1.3"), default=VERSION,
                         help="1.2: without the compact encodings (the guide's steps 1-9)")  # fmt: skip
     parser.add_argument("--plain", action="store_true", help="without framed mode (SYST:FRAM is -113)")
+    parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
     args = parser.parse_args(argv)
+    global ROWS, COLS  # the commands read the size at call time
+    ROWS, COLS = (int(n) for n in args.array.lower().split("x"))
     _exit_when_stdin_closes()
     if args.protocol == "1.2":
         for name in ("MAP:CODE?", "VMM:CODE?", "PULS:SPAR"):
