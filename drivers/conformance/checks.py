@@ -157,9 +157,10 @@ def check_error_102_syntax(ctx: Context) -> None:
 
 @check("errors")
 def check_error_104_data_type(ctx: Context) -> None:
-    """A word where a number goes, and a fraction where an index goes, are -104."""
+    """A word where a number goes, a fraction where an index goes, and a number with a space inside are -104."""
     ctx.probe.refused(f"READ? a,0,{_read_voltage(ctx)}", -104, "a row that is not a number")
     ctx.probe.refused(f"READ? 0,0.5,{_read_voltage(ctx)}", -104, "a column index that is not whole")
+    ctx.probe.refused(f"READ? 0 0,0,{_read_voltage(ctx)}", -104, "a row with a space inside (part of its value)")
 
 
 def _framed_mode_offered(ctx: Context) -> bool:

@@ -668,8 +668,8 @@ def run(board: Board, text: bytes, payload: bytes | None, in_frame: bool = False
             elif rest:
                 raise Refused(102, "a block must follow a comma")
         fields = [f.strip(" ") for f in rest.split(",")] if rest else []
-        if any(not f or " " in f for f in fields):
-            raise Refused(102, "an empty parameter or a space inside one")
+        if not all(fields):  # a space inside a parameter is part of its value: its type check refuses it
+            raise Refused(102, "an empty parameter")
         if takes_block and payload is None:  # before the count: a block command without its block is -102
             raise Refused(102, f"{header} needs a block as its last parameter")
         given = len(fields) + (payload is not None)
