@@ -158,6 +158,8 @@ class Board:
         self.row_on = np.zeros(ROWS, dtype=bool)
         self.col_on = np.zeros(COLS, dtype=bool)
         self.sessions: dict[str, Session] = {}
+        self.once_run = 0  # framed at-most-once commands run, for --lose-reply
+        self.lose_reply = 0
         self.link = LinkState()  # the connected client's (one at a time)
 
     def idle(self) -> None:
@@ -880,9 +882,12 @@ def run_frame(board: Board, seq: int, body: bytes) -> bytes:
         return Refused(102, "a frame holds exactly one command").line()
     reply = run(board, *parsed, in_frame=True)
     if not reply.startswith(b"ERR"):
+        session.highest = max(session.highest, seq)
         if _header(parsed[0]) in AT_MOST_ONCE:
             session.keep(seq, body, reply)
-        session.highest = max(session.highest, seq)
+            board.once_run += 1
+            if board.once_run == board.lose_reply:  # a test fault: the reply lost on the way back
+                return b""
     return reply
 
 
@@ -906,7 +911,9 @@ def serve(board: Board, link: Link, busy: threading.Event) -> None:
                     continue
                 busy.set()
                 try:
-                    link.send(frame(framed[0], run_frame(board, *framed)))
+                    reply = run_frame(board, *framed)
+                    if reply:
+                        link.send(frame(framed[0], reply))
                 finally:
                     busy.clear()
                 continue
@@ -1037,6 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("1.2", "1.3"), default=VERSION,
                         help="1.2: without the compact encodings (the guide's steps 1-9)")  # fmt: skip
     parser.add_argument("--plain", action="store_true", help="without framed mode (SYST:FRAM is -113)")
+    parser.add_argument("--lose-reply", type=int, default=0, metavar="N",
+                        help="a test fault: the reply of the Nth framed pulse (or wait) is never sent")  # fmt: skip
     parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
     args = parser.parse_args(argv)
     global ROWS, COLS  # the commands read the size at call time
@@ -1050,12 +1059,12 @@ def main(argv: list[str] | None = None) -> int:
             del COMMANDS[name]
     if args.pty:
         board = Board(args.gate_coded)
-        board.version = args.protocol
+        board.version, board.lose_reply = args.protocol, args.lose_reply
         serve_pty(board)
         return 0
     host, _sep, port = args.tcp.rpartition(":")
     board = Board(args.gate_coded)
-    board.version = args.protocol
+    board.version, board.lose_reply = args.protocol, args.lose_reply
     server = TcpServer(host, int(port), board)
     print(f"READY {server.resource()}", flush=True)
     server.serve_forever()

@@ -73,6 +73,21 @@ def test_a_1_2_board_without_framed_mode_conforms() -> None:
     assert next(r for r in report.results if r.name == "error-108-109-parameter-count").status == "pass"
 
 
+def test_a_pulse_whose_reply_is_lost_is_applied_once() -> None:
+    """The driver's framed recovery against a board it was not written with: SYST:DONE?, then the kept reply."""
+    from drivers.resources import open_board
+
+    with firmware("--tcp", "127.0.0.1:0", "--lose-reply", "3") as resource:
+        board = open_board(resource, timeout=0.5)
+        try:
+            before = board.pulse_count()
+            for _ in range(5):
+                board.set_pulse(0, 0, 1.5, 1.0, 1e-6)
+            assert board.pulse_count() - before == 5
+        finally:
+            board.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("link", ["tcp", "pty"])
 def test_the_whole_kit_passes_on_the_lab_firmware(link: str) -> None:
