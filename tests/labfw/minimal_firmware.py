@@ -160,6 +160,7 @@ class Board:
         self.sessions: dict[str, Session] = {}
         self.once_run = 0  # framed at-most-once commands run, for --lose-reply
         self.lose_reply = 0
+        self.drop_link = False
         self.link = LinkState()  # the connected client's (one at a time)
 
     def idle(self) -> None:
@@ -914,6 +915,8 @@ def serve(board: Board, link: Link, busy: threading.Event) -> None:
                     reply = run_frame(board, *framed)
                     if reply:
                         link.send(frame(framed[0], reply))
+                    elif board.drop_link:  # the test fault closes the connection instead
+                        raise Gone()
                 finally:
                     busy.clear()
                 continue
@@ -1046,6 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="without framed mode (SYST:FRAM is -113)")
     parser.add_argument("--lose-reply", type=int, default=0, metavar="N",
                         help="a test fault: the reply of the Nth framed pulse (or wait) is never sent")  # fmt: skip
+    parser.add_argument("--drop-link", action="store_true", help="with --lose-reply: close the connection instead")
     parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
     args = parser.parse_args(argv)
     global ROWS, COLS  # the commands read the size at call time
@@ -1059,12 +1063,12 @@ def main(argv: list[str] | None = None) -> int:
             del COMMANDS[name]
     if args.pty:
         board = Board(args.gate_coded)
-        board.version, board.lose_reply = args.protocol, args.lose_reply
+        board.version, board.lose_reply, board.drop_link = args.protocol, args.lose_reply, args.drop_link
         serve_pty(board)
         return 0
     host, _sep, port = args.tcp.rpartition(":")
     board = Board(args.gate_coded)
-    board.version, board.lose_reply = args.protocol, args.lose_reply
+    board.version, board.lose_reply, board.drop_link = args.protocol, args.lose_reply, args.drop_link
     server = TcpServer(host, int(port), board)
     print(f"READY {server.resource()}", flush=True)
     server.serve_forever()

@@ -73,11 +73,13 @@ def test_a_1_2_board_without_framed_mode_conforms() -> None:
     assert next(r for r in report.results if r.name == "error-108-109-parameter-count").status == "pass"
 
 
-def test_a_pulse_whose_reply_is_lost_is_applied_once() -> None:
-    """The driver's framed recovery against a board it was not written with: SYST:DONE?, then the kept reply."""
+@pytest.mark.parametrize("fault", [(), ("--drop-link",)], ids=["reply-lost", "connection-closed"])
+def test_a_pulse_whose_reply_is_lost_is_applied_once(fault: tuple[str, ...]) -> None:
+    """The driver's framed recovery against a board it was not written with (after a reconnect when the
+    board closed the connection): SYST:DONE?, then the kept reply, never the pulse again."""
     from drivers.resources import open_board
 
-    with firmware("--tcp", "127.0.0.1:0", "--lose-reply", "3") as resource:
+    with firmware("--tcp", "127.0.0.1:0", "--lose-reply", "3", *fault) as resource:
         board = open_board(resource, timeout=0.5)
         try:
             before = board.pulse_count()
