@@ -23,6 +23,7 @@ ERROR_LINE = re.compile(rb'ERR -[0-9]{3},"[ !#-~]*"\n')
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MARK_CHANNEL = 0  # the gate channel whose level tells whether a command idled the board or changed nothing
 PROBE_CHANNEL = 1  # the gate channel a payload's embedded command would set if it ran
+RECONNECTS = 100  # close-and-reconnect cycles: a board racing its own disconnect said busy in 1 to 15 of 100
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -146,23 +147,41 @@ def check_replies_follow_the_grammar(ctx: Context) -> None:
 
 @check("errors")
 def check_error_102_syntax(ctx: Context) -> None:
-    """An empty parameter, a blank line and a block where none is taken are -102."""
+    """An empty parameter, a blank line, a block where none is taken and none where one is needed are -102."""
     ctx.probe.refused(f"READ? 0,,{_read_voltage(ctx)}", -102, "an empty parameter")
     ctx.probe.refused(b"\n", -102, "a blank line")
     ctx.probe.refused(b"*OPC? #14abcd\n", -102, "a block after a command that takes none")
+    ctx.probe.refused(b"VMM? 0,0,1,1,1\n", -102, "VMM? without its block (whatever its parameter count)")
+    ctx.probe.refused(b"VMM?\n", -102, "VMM? without parameters or block")
 
 
 @check("errors")
 def check_error_104_data_type(ctx: Context) -> None:
-    """A word where a number goes, and a fraction where an index goes, are -104."""
+    """A word where a number goes, a fraction where an index goes, and a number with a space inside are -104."""
     ctx.probe.refused(f"READ? a,0,{_read_voltage(ctx)}", -104, "a row that is not a number")
     ctx.probe.refused(f"READ? 0,0.5,{_read_voltage(ctx)}", -104, "a column index that is not whole")
+    ctx.probe.refused(f"READ? 0 0,0,{_read_voltage(ctx)}", -104, "a row with a space inside (part of its value)")
+
+
+def _framed_mode_offered(ctx: Context) -> bool:
+    """Framed mode is optional: a board without it answers every SYST:FRAM (OFF too) with -113."""
+    reply = ctx.probe.ask("SYST:FRAM OFF")
+    return not (reply.kind == "error" and reply.code == -113)
+
+
+def _offers(ctx: Context, spec: cmd.CommandSpec) -> bool:
+    """Whether the board has the command: its version has it and, for framed mode's, it offers framed mode."""
+    if spec.since > ctx.facts.version:
+        return False
+    return spec not in (cmd.FRAM, cmd.DONE, cmd.SEQ) or _framed_mode_offered(ctx)
 
 
 @check("errors")
 def check_error_108_109_parameter_count(ctx: Context) -> None:
-    """Every command with too many (-108) or too few (-109) parameters is refused."""
+    """Every command the board offers with too many (-108) or too few (-109) parameters is refused."""
     for spec in cmd.TABLE.values():
+        if not _offers(ctx, spec):
+            continue
         extra = ",".join(["0"] * (spec.nargs + 1)) + (",#10" if spec.block_in else "")
         ctx.probe.refused(f"{spec.header} {extra}", -108, f"{spec.header} with {spec.nargs + 1} parameters")
         if spec.nargs:
@@ -537,6 +556,7 @@ def check_framed_basics(ctx: Context) -> None:
     ctx.probe.refused("SYST:FRAM bad.token", -224, "a session token with a dot")
     ctx.probe.ok("SYST:FRAM OFF")
     _expect(ctx.probe.value("*OPC?") == ["1"], "plain lines after SYST:FRAM OFF")
+    ctx.probe.refused("SYST:DONE? 1", -221, "SYST:DONE? on a link without a session")
 
 
 @check("framed")
@@ -597,6 +617,12 @@ def check_framed_numbers_and_refusals(ctx: Context) -> None:
     _expect(reply.kind == "error" and reply.code == -222, "a framed SYST:WAIT -1 was not refused")
     _expect(_framed_ok(ctx, 3, "SYST:SEQ?", "SYST:SEQ?").text == "1", "a refused frame advanced SYST:SEQ?")
     _expect(ctx.probe.value("SYST:DONE? 2") == ["0"], "SYST:DONE? of a refused command is not 0")
+    for number, body, what in ((4, b"SYST:WAIT 0\nSYST:WAIT 0\n", "two commands"), (5, b"SYST:WAIT 0", "a command "
+                               "without its line end")):  # fmt: skip
+        seq, reply = ctx.probe.ask_framed(number, body)
+        _expect(seq == number and reply.kind == "error" and reply.code == -102,
+                f"a frame holding {what} was not refused with -102 under its number")  # fmt: skip
+    _expect(_framed_ok(ctx, 6, "SYST:SEQ?", "SYST:SEQ?").text == "3", "a frame refused for its body advanced SYST:SEQ?")
 
 
 @check("framed")
@@ -645,6 +671,19 @@ def check_second_client_refused_at_once(ctx: Context) -> None:
         second.close()
     _expect(line.startswith(b"ERR -221"), f"a second client got {line[:80]!r}, not ERR -221")
     _expect(ctx.probe.value("*OPC?") == ["1"], "the first client is no longer served")
+
+
+@check("clients")
+def check_client_reconnecting_at_once_is_served(ctx: Context) -> None:
+    """(TCP) A client that closes and connects again at once is served, not told busy (the host reconnects so)."""
+    if ctx.options.reconnect is None:
+        raise Skipped("needs a second connection to the same board (TCP)")
+    for attempt in range(RECONNECTS):
+        ctx.probe.transport.close()
+        ctx.probe.transport = ctx.options.reconnect()
+        reply = ctx.probe.ask("*OPC?")
+        _expect(reply.kind == "value" and reply.fields == ["1"],
+                f"reconnection {attempt + 1} of {RECONNECTS}, right after closing: *OPC? answered {reply}")  # fmt: skip
 
 
 @check("timing")

@@ -33,7 +33,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_argument("--max-gate", type=float, default=1.0, metavar="V", help="gate voltage of the kit's pulses")
     sub.add_argument("--max-pulses", type=int, default=20, metavar="N", help="most pulses in the whole run")
     sub.add_argument("--stress", action="store_true", help="also run checks that could stress a chip")
-    sub.add_argument("--only", nargs="+", default=[], metavar="CHECK", help="run only these checks or groups")
+    sub.add_argument("--only", nargs="+", default=[], metavar="CHECK",
+                     help="run only these checks or groups: names, GROUP/NAME as the report prints them, "
+                     "or patterns ('error-1*')")  # fmt: skip
     sub.add_argument("--timeout", type=float, default=10.0, metavar="S", help="reply timeout (default 10 s)")
     sub.set_defaults(handler=_run)
 

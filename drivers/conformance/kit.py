@@ -4,6 +4,7 @@ and the report (text, one line per check, and JSON)."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import time
 from collections.abc import Callable
@@ -100,6 +101,11 @@ class Check:
     drains: bool = False
     """it may leave the board discarding input until the link is quiet: the kit waits for that after it"""
 
+    def matches(self, pattern: str) -> bool:
+        """``pattern`` names it: its name, its group, or ``group/name`` as the report prints it, each
+        also as a shell pattern (``error-113-*``, ``errors/*``), as the firmware guide names checks."""
+        return any(fnmatch.fnmatchcase(key, pattern) for key in (self.name, self.group, f"{self.group}/{self.name}"))
+
 
 CHECKS: dict[str, Check] = {}
 
@@ -192,8 +198,8 @@ def run_checks(
 
     probe = Probe(transport, options.quiet_wait)
     resource = resource or transport.resource
-    selected = [c for c in CHECKS.values() if not only or c.name in only or c.group in only]
-    unknown = set(only) - {c.name for c in CHECKS.values()} - {c.group for c in CHECKS.values()}
+    selected = [c for c in CHECKS.values() if not only or any(c.matches(pattern) for pattern in only)]
+    unknown = {pattern for pattern in only if not any(c.matches(pattern) for c in CHECKS.values())}
     if unknown:
         raise ValueError(f"unknown check(s) {', '.join(sorted(unknown))}; known groups: "
                          f"{', '.join(sorted({c.group for c in CHECKS.values()}))}")  # fmt: skip
