@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import tomli_w
 
-
-def benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "twin.py"
-    spec = importlib.util.spec_from_file_location("twin_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.twin.twin_benchmark import twin_benchmark
 
 
 def write_twin(folder: Path) -> tuple[Path, Path]:
@@ -41,7 +30,7 @@ def write_twin(folder: Path) -> tuple[Path, Path]:
 
 
 def test_an_ablation_replaces_one_thing_and_keeps_the_rest(tmp_path: Path) -> None:
-    bench = benchmark()
+    bench = twin_benchmark()
     twin, true_map = write_twin(tmp_path)
     truth = {"set_slope": 98e-6, "write_noise": 16e-6}
 
@@ -63,7 +52,7 @@ def test_an_ablation_replaces_one_thing_and_keeps_the_rest(tmp_path: Path) -> No
 
 
 def test_kinds_are_the_known_ones_or_ablations() -> None:
-    bench = benchmark()
+    bench = twin_benchmark()
     assert bench.kind_argument("twin-true-write_noise") == "twin-true-write_noise"
     assert bench.RUN_LABEL.fullmatch("high-write-noise-twin-true-set_slope-12")["kind"] == "twin-true-set_slope"
     assert bench.RUN_LABEL.fullmatch("many-defects-twin-3")["kind"] == "twin"

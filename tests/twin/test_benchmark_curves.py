@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "twin.py"
-    spec = importlib.util.spec_from_file_location("twin_benchmark_curves", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from tests.twin.twin_benchmark import twin_benchmark
 
 # The chip's seeds learn very differently, so a board run paired with another seed's chip run, or
 # an evaluation with another update's, gives a difference far from the true +1 point.
@@ -41,7 +28,7 @@ def board_runs() -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def test_the_curve_view_pairs_runs_by_seed_and_update() -> None:
-    bench = benchmark()
+    bench = twin_benchmark()
     runs = board_runs()
     results = bench.summarize(runs, ["narrow-window"], ["chip", "twin"], 4, {}, 1)
     curve = results["narrow-window"]["curve_errors"]["twin"]
@@ -54,7 +41,7 @@ def test_the_curve_view_pairs_runs_by_seed_and_update() -> None:
 
 
 def test_the_worst_point_is_the_largest_mean_error_with_its_standard_error() -> None:
-    bench = benchmark()
+    bench = twin_benchmark()
     chip = [[[10, 0.5], [20, 0.6]], [[10, 0.3], [20, 0.4]]]
     board = [[[10, 0.52], [20, 0.55]], [[10, 0.34], [20, 0.37]]]  # +2, +4 at 10; -5, -3 at 20
     curve = bench.curve_errors(board, chip)
