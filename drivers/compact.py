@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -131,63 +132,51 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
 
 
 DAC_CHUNK = 16_384
-"""inputs :func:`dac_levels` takes at a time: its float64 temporaries (128 kB each) stay in the CPU's
+"""inputs the DAC rounding takes at a time: its float64 temporaries (128 kB each) stay in the CPU's
 cache instead of streaming megabytes through memory per pass (a 6,400 x 128 VMM batch: about 2x faster)"""
 
 
 def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
     """:func:`dac_codes` as whole numbers in float64, for a caller that checks their range before casting
-    them to the wire's integer type (one cast instead of two on a large VMM batch)."""
+    them to the wire's integer type."""
     volts = np.asarray(volts)
-    if volts.size <= DAC_CHUNK:
-        return _dac_levels(volts, step)
-    flat = volts.ravel()
-    out = np.empty(flat.size, dtype=np.float64)
-    for start in range(0, flat.size, DAC_CHUNK):
-        out[start : start + DAC_CHUNK] = _dac_levels(flat[start : start + DAC_CHUNK], step)
-    return out.reshape(volts.shape)
+    return _levels_as(volts, step, np.dtype(np.float64)).reshape(volts.shape)
 
 
 def dac_codes_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[np.integer]) -> npt.NDArray[np.integer]:
     """:func:`dac_codes` of a batch, flat, cast to ``dtype`` chunk by chunk, for a caller that has
     checked the extreme codes fit it (the codes are monotonic in the volts: the codes of the batch's
     smallest and largest inputs are its smallest and largest). No float64 array of the whole batch
-    is made, nor a second pass to cast one; the scratch space is reused and stays in the CPU's cache."""
-    flat = np.asarray(volts).ravel()
+    is made, nor a second pass to cast one."""
+    return _levels_as(np.asarray(volts), step, dtype)
+
+
+def _levels_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """The DAC levels of ``volts``, flat, in ``dtype``: computed in float64 a chunk at a time in a reused
+    scratch space, each chunk cast once into the result."""
+    flat = volts.ravel()
     out = np.empty(flat.size, dtype=dtype)
     size = min(flat.size, DAC_CHUNK)
     scratch = np.empty((4, size))
-    scratch_b = np.empty(size, dtype=bool)
+    short_scratch = np.empty(size, dtype=bool)
     inverse = 1.0 / step
     for start in range(0, flat.size, DAC_CHUNK):
         part = flat[start : start + DAC_CHUNK]
         n = part.size
         volts64, magnitude, nearest, level = scratch[:, :n]
-        short = scratch_b[:n]
-        # _dac_levels' steps, into the scratch space: the same numbers, code for code (the volts are
-        # cast to float64 once: abs and copysign on float64 are faster than with a cast inside)
-        np.copyto(volts64, part)
+        short = short_scratch[:n]
+        np.copyto(volts64, part)  # cast once: abs and copysign on float64 are faster than with a cast inside
         np.abs(volts64, out=magnitude)
+        # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
         np.multiply(magnitude, inverse, out=nearest)
         np.rint(nearest, out=nearest)
         np.multiply(nearest, step, out=level)
         np.less(level, magnitude, out=short)
-        nearest += short
+        nearest += short  # a step further where the nearest code falls short
+        # The sign on the float (a masked integer negation is several times slower); a -0.0 stays code 0.
         np.copysign(nearest, volts64, out=nearest)
         out[start : start + n] = nearest
     return out
-
-
-def _dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
-    magnitude = np.abs(volts, dtype=np.float64)
-    # In exact arithmetic this is ceil(|v| / step); the comparison below is what makes it exact in floats.
-    nearest: npt.NDArray[np.float64] = np.multiply(magnitude, 1.0 / step)
-    np.rint(nearest, out=nearest)
-    level = np.multiply(nearest, step)
-    nearest += np.less(level, magnitude)  # a step further where the nearest code falls short
-    # The sign on the float (a masked integer negation is several times slower); a -0.0 stays code 0.
-    np.copysign(nearest, volts, out=nearest)
-    return nearest
 
 
 def within(levels: npt.NDArray[np.floating], low: float, high: float) -> bool:

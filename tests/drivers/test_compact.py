@@ -5,6 +5,7 @@ and the host splits work on a slow link so no command outlasts its bound."""
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from drivers import Board, InvalidRequest, Range, codec, compact
@@ -258,39 +259,38 @@ def test_dac_codes_are_never_weaker_than_asked_and_within_one_step() -> None:
     assert ((codes == 0) == (volts == 0)).all()  # 0 V stays 0, any other level is at least a code away
 
 
-def test_dac_levels_in_chunks_give_the_codes_of_one_pass_over_the_whole_batch() -> None:
+def reference_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
+    """The smallest whole number of steps whose level (in float64) reaches each |input|, signed: found by
+    counting up from below, not by the codec's rounding."""
+    magnitude = np.abs(volts.astype(np.float64))
+    k = np.maximum(np.floor(magnitude / step) - 2, 0)
+    for _ in range(4):
+        k += k * step < magnitude
+    return np.copysign(k, volts.astype(np.float64))
+
+
+def test_dac_codes_in_chunks_are_the_smallest_codes_that_reach_each_input() -> None:
     """A batch longer than a chunk (and not a whole number of chunks, in two dimensions) is coded piece by
-    piece: every code, sign and -0.0 where the single pass puts them."""
+    piece, as float64 levels (:func:`compact.dac_levels`) or cast to int16 (:func:`compact.dac_codes_as`):
+    every code the smallest that reaches its input, on and next to code levels, signs and -0.0 kept, and
+    the codes' extremes those of the batch's smallest and largest input."""
     step = 10.0 / (2**16 - 1)
     rng = np.random.default_rng(4)
     size = 3 * compact.DAC_CHUNK + 17
     volts = rng.uniform(-0.5, 0.5, size).astype(np.float32)
     volts[::97] = (np.arange(len(volts[::97])) % 400 - 200) * np.float32(step)  # on and next to code levels
+    volts[::211] = np.nextafter(volts[::211], np.float32(1.0))
     volts[5], volts[compact.DAC_CHUNK] = -0.0, 0.0
     batch = volts[: size - 17].reshape(-1, 64)
-    for values in (volts, batch):
-        chunked = compact.dac_levels(values, step)
-        whole = compact._dac_levels(values, step)
-        assert chunked.shape == values.shape
-        np.testing.assert_array_equal(chunked, whole)
-        assert (np.signbit(chunked) == np.signbit(whole)).all()
-
-
-def test_dac_codes_cast_chunk_by_chunk_are_the_codes_of_dac_levels() -> None:
-    """:func:`compact.dac_codes_as` (no float64 copy of the batch) gives, code for code, what
-    :func:`compact.dac_levels` gives cast to int16, on and next to code levels, across chunk edges,
-    and its extremes are the codes of the batch's smallest and largest input."""
-    step = 10.0 / (2**16 - 1)
-    rng = np.random.default_rng(9)
-    size = 2 * compact.DAC_CHUNK + 101
-    volts = rng.uniform(-0.5, 0.5, size).astype(np.float32)
-    volts[::53] = (np.arange(len(volts[::53])) % 600 - 300) * np.float32(step)
-    volts[::211] = np.nextafter(volts[::211], np.float32(1.0))
-    volts[7] = -0.0
-    for values in (volts, volts[:100], volts[:0]):
+    for values in (volts, batch, volts[:100], volts[:0]):
+        expected = reference_codes(values, step)
+        levels = compact.dac_levels(values, step)
+        assert levels.shape == values.shape
+        np.testing.assert_array_equal(levels, expected)
+        assert (np.signbit(levels) == np.signbit(expected)).all()
         codes = compact.dac_codes_as(values, step, compact.VMM_CODE_DTYPE)
         assert codes.dtype == compact.VMM_CODE_DTYPE
-        np.testing.assert_array_equal(codes, compact.dac_levels(values, step).astype(compact.VMM_CODE_DTYPE))
+        np.testing.assert_array_equal(codes, expected.ravel())
         if values.size:
             ends = compact.dac_levels(np.array([values.min(), values.max()]), step)
             assert (ends[0], ends[1]) == (codes.min(), codes.max())
