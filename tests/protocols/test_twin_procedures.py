@@ -13,7 +13,7 @@ from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, p
 from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
-from protocols.characterization.retention import measure_retention
+from protocols.characterization.retention import log_time_stamp, measure_retention
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
 from protocols.characterization.yield_map import (
@@ -243,3 +243,14 @@ def test_retention_reprograms_every_working_cell_from_a_known_state(chip: Any) -
     assert "retention/g_reset" in recorder.datasets
     # The drift clock restarted at the SET: the drift fits the law from there.
     assert result.figures["drift_mean"].value == pytest.approx(-0.2e-6, rel=0.1)
+
+
+def test_a_point_of_slow_reads_is_stamped_where_the_log_law_averages_them() -> None:
+    # 8 reads of 10 s each (64 map reads on a slow link) from 1 s on: the average of the drift law
+    # over them is its value at the stamp; the reads' midpoint (41 s) sits late on the log scale.
+    middles = [1.0 + 10.0 * i + 5.0 for i in range(8)]
+    law = np.log1p(np.array(middles))  # G = a + nu ln(1 + t / t0), t0 = 1 s
+    stamp = log_time_stamp(middles, 1.0)
+    assert np.log1p(stamp) == pytest.approx(law.mean(), rel=1e-12)
+    assert stamp < 0.8 * np.mean(middles)
+    assert log_time_stamp([100.0, 100.0], 1.0) == pytest.approx(100.0)  # reads at one time: that time
