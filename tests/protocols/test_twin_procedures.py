@@ -14,6 +14,7 @@ from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
 from protocols.characterization.retention import log_time_stamp, measure_retention
+from protocols.characterization.suite import TWIN_SUITE, planned_reads, step_options
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
 from protocols.characterization.yield_map import (
@@ -24,6 +25,7 @@ from protocols.characterization.yield_map import (
     measure_yield_map,
 )
 from protocols.recording import MemoryRecorder
+from tests.protocols.counting import CountingBoard
 
 
 @pytest.fixture
@@ -254,3 +256,14 @@ def test_a_point_of_slow_reads_is_stamped_where_the_log_law_averages_them() -> N
     assert np.log1p(stamp) == pytest.approx(law.mean(), rel=1e-12)
     assert stamp < 0.8 * np.mean(middles)
     assert log_time_stamp([100.0, 100.0], 1.0) == pytest.approx(100.0)  # reads at one time: that time
+
+
+@pytest.mark.parametrize("procedure", ["write-noise", "retention"])
+def test_the_suite_budgets_the_map_reads_its_steps_take(chip: Any, procedure: str) -> None:
+    # The budget shown before `hil characterize all` counts reads; these steps take many by default.
+    step = next(s for s in TWIN_SUITE if s.procedure == procedure)
+    options = step_options(step, {"retention": {"t_last": 100.0}}.get(procedure))
+    board = chip(rows=8, cols=8)
+    counting = CountingBoard(board)
+    step.measure(board, MemoryRecorder(), **dict(options))
+    assert counting.calls["read_map"] == planned_reads(step, options)
