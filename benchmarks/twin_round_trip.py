@@ -8,6 +8,10 @@ every continuous parameter at one end of its range (``--ends``). Chip ``n`` is d
     nice -n 10 python benchmarks/twin_round_trip.py --first 2000 --count 60             # 64 x 32
     nice -n 10 python benchmarks/twin_round_trip.py --first 3000 --count 6 --rows 128 --cols 64
     nice -n 10 python benchmarks/twin_round_trip.py --first 4000 --count 8 --ends
+    nice -n 10 python benchmarks/twin_round_trip.py --set retention.reads_per_point=8   # another suite
+
+The suite is the twin suite's defaults (what ``hil characterize all`` runs); ``--set`` changes
+a step's option, as on that command.
 
 Prints each failing chip's failures, a table of the worst errors per parameter, and JSON as its
 last line: chips run, chips passed, per-parameter worst error (relative for continuous
