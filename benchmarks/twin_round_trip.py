@@ -8,6 +8,10 @@ every continuous parameter at one end of its range (``--ends``). Chip ``n`` is d
     nice -n 10 python benchmarks/twin_round_trip.py --first 2000 --count 60             # 64 x 32
     nice -n 10 python benchmarks/twin_round_trip.py --first 3000 --count 6 --rows 128 --cols 64
     nice -n 10 python benchmarks/twin_round_trip.py --first 4000 --count 8 --ends
+    nice -n 10 python benchmarks/twin_round_trip.py --set retention.reads_per_point=8   # another suite
+
+The suite is the twin suite's defaults (what ``hil characterize all`` runs); ``--set`` changes
+a step's option, as on that command.
 
 Prints each failing chip's failures, a table of the worst errors per parameter, and JSON as its
 last line: chips run, chips passed, per-parameter worst error (relative for continuous
@@ -30,18 +34,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from hil.twin.round_trip import COLS, ROWS, draw_chip, round_trip
+from hil.twin.round_trip import COLS, ROWS, Suite, draw_chip, round_trip
 
 MAX_WORKERS = 2  # the machine is shared: at most two processes
 NICENESS = 10
 
 
-def one_chip(seed: int, rows: int, cols: int, ends: bool) -> dict[str, Any]:
+def one_chip(seed: int, rows: int, cols: int, ends: bool, suite: Suite) -> dict[str, Any]:
     """Chip ``seed``'s round trip: its failures and errors, and the CPU seconds it took."""
     start = time.process_time()
     params = draw_chip(np.random.default_rng(seed), rows, cols, ends=ends)
     try:
-        result = round_trip(params, seed=seed)
+        result = round_trip(params, seed=seed, suite=suite)
     except Exception as exc:  # a chip the suite or the fit cannot handle is a finding, not the end
         return {"seed": seed, "failures": [f"raised {type(exc).__name__}: {exc}"], "relative_errors": {},
                 "absolute_errors": {}, "z_scores": {}, "cpu_seconds": time.process_time() - start}  # fmt: skip
@@ -68,13 +72,20 @@ def main() -> int:
     parser.add_argument("--cols", type=int, default=COLS)
     parser.add_argument("--ends", action="store_true", help="every continuous parameter at an end of its range")
     parser.add_argument("--workers", type=int, default=MAX_WORKERS, choices=range(1, MAX_WORKERS + 1))
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="STEP.FIELD=VALUE",
+                        help="a suite step's option over its default, e.g. retention.reads_per_point=16")  # fmt: skip
     args = parser.parse_args()
+    suite: dict[str, dict[str, Any]] = {}
+    for text in args.options:
+        step, _, rest = text.partition(".")
+        name, _, value = rest.partition("=")
+        suite.setdefault(step, {})[name] = json.loads(value)
     if os.nice(0) < NICENESS:  # the benchmark runs at niceness 10 at least, however it was started
         os.nice(NICENESS - os.nice(0))
     seeds = range(args.first, args.first + args.count)
     started, cpu_started = time.perf_counter(), time.process_time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(one_chip, seed, args.rows, args.cols, args.ends) for seed in seeds]
+        futures = [pool.submit(one_chip, seed, args.rows, args.cols, args.ends, suite) for seed in seeds]
         chips = []
         for future in futures:
             chip = future.result()
@@ -96,7 +107,8 @@ def main() -> int:
         print(f"| {name} | {entry['error']:+.4f}{unit} | {entry['seed']} |")
     cpu = sum(chip["cpu_seconds"] for chip in chips) + time.process_time() - cpu_started
     print(json.dumps({"benchmark": "twin-round-trip", "first": args.first, "count": args.count, "rows": args.rows,
-                      "cols": args.cols, "ends": args.ends, "chips_run": len(chips), "chips_passed": passed,
+                      "cols": args.cols, "ends": args.ends, "suite": suite, "chips_run": len(chips),
+                      "chips_passed": passed,
                       "failed_chips": {str(c["seed"]): c["failures"] for c in chips if c["failures"]},
                       "worst_relative_error": relative, "worst_absolute_error": absolute, "worst_z_score": z_scores,
                       "errors_by_chip": {str(c["seed"]): c["relative_errors"] | c["absolute_errors"] for c in chips},

@@ -2,8 +2,10 @@
 
 Between reads the board holds its idle state (``board.idle_for``: an emulator skips ahead on its
 simulated clock, so 1e4 s take moments). Times come from the board's own clock, measured from
-the end of programming (or from the start when nothing is programmed); each read is stamped
-with the midpoint of the clock before and after it (``reads_per_point`` map reads, averaged).
+the end of programming (or from the start when nothing is programmed); a point averages
+``reads_per_point`` map reads and is stamped with the time at which the drift law takes the
+mean of its values at the reads' midpoints (each read's clock before and after it), which for
+reads close together is their midpoint.
 
 Datasets: ``retention/cells`` (n, 2); ``retention/time`` (m,) s; ``retention/g`` (m, n) S;
 ``retention/journal`` the reads done (a killed run resumes after the last one, on the board's
@@ -104,6 +106,15 @@ def read_times(t_first: float, t_last: float, points_per_decade: int) -> FloatAr
     return np.unique(np.geomspace(t_first, t_last, count))
 
 
+def log_time_stamp(times: list[float], t0: float) -> float:
+    """The time at which the drift law ``ln(1 + t / t0)`` takes its mean over reads taken at
+    ``times``: what their average is the conductance of. On a slow link 64 map reads can take
+    10 s, so the early points are averages over spans as long as the times themselves; their
+    midpoint would put them late on the log scale and bias the slope."""
+    x = np.log1p(np.maximum(np.asarray(times, dtype=np.float64), 0.0) / t0)
+    return float(t0 * np.expm1(x.mean()))
+
+
 def fit_log_drift(time: npt.ArrayLike, g: npt.ArrayLike) -> tuple[float, float]:
     """``(slope, intercept)`` of the mean conductance (over cells) against ln(t), t > 0 only.
 
@@ -188,11 +199,15 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
     for target in times[journal.done :]:
         if target > now:
             board.idle_for(min(float(target - now), MAX_WAIT))
-        before = board.clock()
-        g = np.mean([read(board, selection, opts.v_read) for _ in range(opts.reads_per_point)], axis=0)
-        after = board.clock()
+        g_reads, middles = [], []
+        for _ in range(opts.reads_per_point):
+            before = board.clock()
+            g_reads.append(read(board, selection, opts.v_read))
+            after = board.clock()
+            middles.append((before + after) / 2 - t0)
+        g = np.mean(g_reads, axis=0)
         now = after - t0
-        stamp = (before + after) / 2 - t0
+        stamp = log_time_stamp(middles, opts.drift_time_constant)
         time_series.append(np.float64(stamp))
         g_series.append(g)
         stamps.append(stamp)

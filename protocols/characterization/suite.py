@@ -38,11 +38,18 @@ TWIN_SUITE: tuple[SuiteStep, ...] = (
     SuiteStep("yield-map", measure_yield_map, YieldMapOptions),
     # Two cycles per gate: the write noise in each cell's fit would otherwise hide a small spread of c.
     SuiteStep("gate-calibration", measure_gate_calibration, GateCalibrationOptions, {"repeats": 2}),
-    SuiteStep("write-noise", measure_write_noise, WriteNoiseOptions),
+    # Eight reads after each SET (reads cost no endurance): with two, a write noise of 1 uS under
+    # 2 % read noise (6 uS a read) was known to 11 % on 64 x 32; with eight, to 3 %.
+    SuiteStep("write-noise", measure_write_noise, WriteNoiseOptions, {"reads_after_set": 8}),
     SuiteStep("wire-resistance", measure_wire_resistance, WireResistanceOptions),
+    # 64 reads a point: the per-cell drift fits' noise (read noise over 17 points to 1e4 s) is most
+    # of the variance the drift spread is taken out of; with 8, 4 of 60 held-out 64 x 32 chips had
+    # drift_mean or drift_spread off by over 10 % (uncertainty up to 79 % of the spread); with
+    # 64, 120 of 120 within 10 % (docs/benchmarks.md, round trip). More reads rather than a later
+    # t_last: 1e4 s is 2.8 hours on a chip, and reads add no pulses.
     SuiteStep(
         "retention", measure_retention, RetentionOptions,
-        {"program": "set", "t_first": 1.0, "t_last": 1e4, "points_per_decade": 4, "reads_per_point": 8},
+        {"program": "set", "t_first": 1.0, "t_last": 1e4, "points_per_decade": 4, "reads_per_point": 64},
     ),
 )  # fmt: skip
 
@@ -82,7 +89,7 @@ def planned_reads(step: SuiteStep, options: BaseModel) -> int:
     if step.procedure == "gate-calibration":
         return int(o.n_gates * o.repeats)
     if step.procedure == "write-noise":
-        return int(3 * o.cycles)
+        return int((1 + o.reads_after_set) * o.cycles)
     if step.procedure == "wire-resistance":
         return int(o.reads) + 1
     if step.procedure == "retention":

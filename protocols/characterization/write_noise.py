@@ -1,17 +1,17 @@
 """Write noise: the cycle-to-cycle scatter of the level a SET lands on, read noise taken out.
 
 Each cycle RESETs every cell of the region (one batch), reads the map, SETs every cell at one
-gate voltage (one batch), and reads the map twice. For a working cell (its SET-RESET window at
-least ``min_window`` in the median cycle), the variance across cycles of the mean of the two
-reads after the SET is ``write_noise^2 + read^2 / 2``; the variance of the difference of the two
-reads is ``2 read^2``. So both come out of one run:
+gate voltage (one batch), and reads the map ``reads_after_set`` times (k). For a working cell (its
+SET-RESET window at least ``min_window`` in the median cycle), the variance across cycles of the
+mean of the k reads after the SET is ``write_noise^2 + read^2 / k``; the variance of the k reads
+within a cycle is ``read^2``. So both come out of one run:
 
-- ``write_noise`` (S): ``sqrt(mean over cells of (var_cycles(mean) - var(diff) / 4))``;
-- ``read_noise`` (relative): ``sqrt(mean over cells of var(diff) / 2 / G^2)``;
+- ``write_noise`` (S): ``sqrt(mean over cells of (var_cycles(mean) - var_reads / k))``;
+- ``read_noise`` (relative): ``sqrt(mean over cells of var_reads / G^2)``;
 - ``g_reset_spread_relative``: the device-to-device spread of the RESET level (each cell's mean
   over cycles, the cycle-to-cycle scatter's share removed), relative to its mean.
 
-Datasets: ``write_noise/g_reset`` and ``write_noise/g_set`` rows per cycle (the latter two
+Datasets: ``write_noise/g_reset`` and ``write_noise/g_set`` rows per cycle (the latter k
 reads each), ``write_noise/working``.
 """
 
@@ -57,19 +57,22 @@ class WriteNoiseOptions(RegionOptions):
     reset_gate: ResetGate = 5.0
     width: PulseWidth = 1e-6
     min_window: float = Field(20e-6, gt=0, description="smallest median SET-RESET window of a working cell, S")
+    # Reads cost no endurance: more of them shrink the read noise's share of the cycle-to-cycle
+    # variance, which swamps a small write noise (1 uS under 2 % read noise: 6 uS a read).
+    reads_after_set: int = Field(2, ge=2, le=1000, description="map reads after each SET (averaged), k")
 
 
 @dataclass(frozen=True)
 class WriteNoise:
     g_set: FloatArray
-    """(cycles, 2, nrows, ncols) S: the two reads after each SET"""
+    """(cycles, k, nrows, ncols) S: the k reads after each SET"""
     working: BoolArray
     figures: dict[str, Figure] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
 def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> tuple[BoolArray, dict[str, Figure]]:
-    """Working cells and the write- and read-noise figures of ``g_set`` (cycles, 2, ...)."""
+    """Working cells and the write- and read-noise figures of ``g_set`` (cycles, k reads, ...)."""
     working = np.median(g_set.mean(axis=1) - g_reset, axis=0) >= min_window
     # A shorted cell's read noise (2 % of 1 mS is 20 uS) can pass for a window; its RESET level,
     # ten times any working cell's, would swamp the spread of the floor.
@@ -79,17 +82,17 @@ def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> 
     if working.sum() < 2:
         return working, figures
     level = g_set.mean(axis=1)[:, working]  # (cycles, n)
-    diff = (g_set[:, 0] - g_set[:, 1])[:, working]
-    read_var = (diff**2).mean(axis=0) / 2  # per cell, S^2 (the mean difference is zero)
+    reads = g_set.shape[1]
+    read_var = g_set[:, :, working].var(axis=1, ddof=1).mean(axis=0)  # per cell, S^2
     cycle_var = level.var(axis=0, ddof=1)
-    write_var = cycle_var - read_var / 2
+    write_var = cycle_var - read_var / reads
     n = int(working.sum())
     write_noise = math.sqrt(max(float(write_var.mean()), 0.0))
     # var of a sample variance: 2 var^2 / (dof); propagated to the square root.
     write_sigma = float(np.sqrt(2 / (n * (cycles - 1))) * cycle_var.mean() / (2 * max(write_noise, 1e-30)))
     relative = read_var / level.mean(axis=0) ** 2
     read_noise = math.sqrt(float(relative.mean()))
-    read_sigma = read_noise / math.sqrt(2 * n * cycles)
+    read_sigma = read_noise / math.sqrt(2 * n * cycles * (reads - 1))
     figures["write_noise"] = Figure(write_noise, write_sigma, "S")
     figures["read_noise"] = Figure(read_noise, read_sigma)
     figures["g_set_mean"] = Figure(float(level.mean()), float(level.mean(axis=0).std() / math.sqrt(n)), "S")
@@ -104,7 +107,7 @@ def noise_figures(g_reset: FloatArray, g_set: FloatArray, min_window: float) -> 
 
 
 def measure_write_noise(board: Board, recorder: Recorder, **options: Any) -> WriteNoise:
-    """RESET, read, SET, read twice, ``cycles`` times; write and read noise of the working cells."""
+    """RESET, read, SET, read k times, ``cycles`` times; write and read noise of the working cells."""
     opts = WriteNoiseOptions.model_validate(options)
     selection = select_region(board, opts)
     check_read_voltage(board, opts.v_read)
@@ -117,7 +120,7 @@ def measure_write_noise(board: Board, recorder: Recorder, **options: Any) -> Wri
         pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
         g_reset = board.read_map(opts.v_read, region)
         pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
-        g_set = np.stack([board.read_map(opts.v_read, region) for _ in range(2)])
+        g_set = np.stack([board.read_map(opts.v_read, region) for _ in range(opts.reads_after_set)])
         recorder.append(f"{GROUP}/g_reset", g_reset)
         recorder.append(f"{GROUP}/g_set", g_set)
         if cycle == 0:

@@ -13,7 +13,8 @@ from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, p
 from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
-from protocols.characterization.retention import measure_retention
+from protocols.characterization.retention import log_time_stamp, measure_retention
+from protocols.characterization.suite import TWIN_SUITE, planned_reads, step_options
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
 from protocols.characterization.yield_map import (
@@ -24,6 +25,7 @@ from protocols.characterization.yield_map import (
     measure_yield_map,
 )
 from protocols.recording import MemoryRecorder
+from tests.protocols.counting import CountingBoard
 
 
 @pytest.fixture
@@ -104,13 +106,32 @@ def test_gate_calibration_reports_population_figures(chip: Any) -> None:
 def test_write_noise_separates_write_from_read_noise(chip: Any) -> None:
     board = chip(write_noise=9e-6, read_noise=0.02, stuck_low_fraction=0.1, stuck_high_fraction=0.05)
     recorder = MemoryRecorder()
-    result = measure_write_noise(board, recorder, cycles=12)
+    result = measure_write_noise(board, recorder, cycles=12, reads_after_set=3)
     assert result.figures["write_noise"].value == pytest.approx(9e-6, rel=0.08)
     assert result.figures["read_noise"].value == pytest.approx(0.02, rel=0.08)
     assert result.figures["g_reset_spread_relative"].value == pytest.approx(0.05, rel=0.2)
     # Stuck cells (which would only show read noise) are left out.
     assert 1 - result.working.mean() == pytest.approx(0.15, abs=0.01)
-    assert recorder.datasets["write_noise/g_set"].shape == (12, 2, 32, 16)
+    assert recorder.datasets["write_noise/g_set"].shape == (12, 3, 32, 16)
+
+
+def test_write_noise_reads_after_set_resolve_a_small_write_noise() -> None:
+    # 1 uS of write noise under 6 uS of read noise (2 % of 300 uS): with two reads after each SET
+    # the read noise is 18 of the 19 uS^2 the cycles scatter by; eight reads take it to 4.5.
+    rng = np.random.default_rng(11)
+    cycles, shape, write, read_sigma = 12, (64, 32), 1e-6, 6e-6
+
+    def figures_with(reads: int) -> dict[str, Any]:
+        g_reset = 100e-6 + 2e-6 * rng.standard_normal((cycles, *shape))
+        landed = 300e-6 + write * rng.standard_normal((cycles, 1, *shape))
+        g_set = landed + read_sigma * rng.standard_normal((cycles, reads, *shape))
+        return noise_figures(g_reset, g_set, 20e-6)[1]
+
+    two, eight = figures_with(2), figures_with(8)
+    for figures in (two, eight):
+        assert abs(figures["write_noise"].value - write) < 3 * figures["write_noise"].uncertainty
+        assert figures["read_noise"].value == pytest.approx(0.02, rel=0.02)
+    assert eight["write_noise"].uncertainty < 0.04 * write < two["write_noise"].uncertainty / 2
 
 
 def test_write_noise_leaves_out_a_shorted_cell_whose_read_noise_looks_like_a_window() -> None:
@@ -224,3 +245,25 @@ def test_retention_reprograms_every_working_cell_from_a_known_state(chip: Any) -
     assert "retention/g_reset" in recorder.datasets
     # The drift clock restarted at the SET: the drift fits the law from there.
     assert result.figures["drift_mean"].value == pytest.approx(-0.2e-6, rel=0.1)
+
+
+def test_a_point_of_slow_reads_is_stamped_where_the_log_law_averages_them() -> None:
+    # 8 reads of 10 s each (64 map reads on a slow link) from 1 s on: the average of the drift law
+    # over them is its value at the stamp; the reads' midpoint (41 s) sits late on the log scale.
+    middles = [1.0 + 10.0 * i + 5.0 for i in range(8)]
+    law = np.log1p(np.array(middles))  # G = a + nu ln(1 + t / t0), t0 = 1 s
+    stamp = log_time_stamp(middles, 1.0)
+    assert np.log1p(stamp) == pytest.approx(law.mean(), rel=1e-12)
+    assert stamp < 0.8 * np.mean(middles)
+    assert log_time_stamp([100.0, 100.0], 1.0) == pytest.approx(100.0)  # reads at one time: that time
+
+
+@pytest.mark.parametrize("procedure", ["write-noise", "retention"])
+def test_the_suite_budgets_the_map_reads_its_steps_take(chip: Any, procedure: str) -> None:
+    # The budget shown before `hil characterize all` counts reads; these steps take many by default.
+    step = next(s for s in TWIN_SUITE if s.procedure == procedure)
+    options = step_options(step, {"retention": {"t_last": 100.0}}.get(procedure))
+    board = chip(rows=8, cols=8)
+    counting = CountingBoard(board)
+    step.measure(board, MemoryRecorder(), **dict(options))
+    assert counting.calls["read_map"] == planned_reads(step, options)
