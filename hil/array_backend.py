@@ -33,6 +33,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 G_UNIT = 100e-6  # S per unit weight (Li 2018, Wang 2019)
 GAIN_SMOOTHING = 0.8  # weight of the running column gain against one batch's fit
+_FEW_COLUMNS = 16  # up to this many inputs a row's largest magnitude is found a column at a time
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ class TileDrive:
     order: npt.NDArray[np.intp] | None
     """where each of ``columns`` is among them sorted (the board's narrow reply is ascending);
     ``None`` when they are ascending already"""
+
+
+def _row_abs_max(x: FloatArray) -> FloatArray:
+    """``max |x|`` of every row, ``(n, 1)``. On a few columns a pass per column beats numpy's
+    reduction along short rows (a call per row): conv1's 6,400 x 9 patches in a fifth of the time.
+    The maximum is exact, so either way gives the same numbers (NaN included)."""
+    if not 0 < x.shape[1] <= _FEW_COLUMNS:
+        return np.asarray(np.abs(x).max(axis=1, keepdims=True))
+    largest = np.abs(x[:, 0])
+    for column in range(1, x.shape[1]):
+        np.maximum(largest, np.abs(x[:, column]), out=largest)
+    return largest[:, None]
 
 
 class ArrayBackend:
@@ -144,13 +157,16 @@ class ArrayBackend:
     def matmul(self, layer: str, x: FloatArray) -> FloatArray:
         x = np.asarray(x, dtype=np.float64)
         tiles = self.placement.tiles[layer]
-        scale = np.abs(x).max(axis=1, keepdims=True)
+        scale = _row_abs_max(x)
         scale[scale == 0] = 1.0
-        volts = x * (self.v_input / scale)
+        to_volts = self.v_input / scale
         out = np.zeros((len(x), max(t.outputs.stop for t in tiles)))
         for index, tile in enumerate(tiles):
             x_tile = x[:, tile.inputs]
-            measured = self._tile_currents(tile, volts[:, tile.inputs]) * (scale / (self.v_input * self.unit(tile)))
+            # The row voltages in float32 (the wire's precision) straight from the float64 product:
+            # the same numbers as rounding a float64 copy, one pass and no float64 temporary.
+            volts = np.multiply(x_tile, to_volts, out=np.empty(x_tile.shape, dtype=np.float32), casting="same_kind")
+            measured = self._tile_currents(tile, volts) * (scale / (self.v_input * self.unit(tile)))
             w_read = self._tile_weights(tile)
             if self.column_gain:
                 measured /= self._column_gain((layer, index), x_tile @ w_read, measured)
@@ -249,7 +265,7 @@ class ArrayBackend:
         minus = np.where(roles.minus_only, -dg, np.where(roles.plus_only, 0.0, -dg / 2))
         return np.where(roles.dead, 0.0, plus), np.where(roles.dead, 0.0, minus)
 
-    def _tile_currents(self, tile: Tile, volts: FloatArray) -> FloatArray:
+    def _tile_currents(self, tile: Tile, volts: npt.NDArray[np.floating]) -> FloatArray:
         plan = self._tile_drive(tile)
         # One gather builds the drive (float32, the wire format's precision: the Board would
         # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r].
