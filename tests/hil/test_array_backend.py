@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from drivers import Board, PulseKind, codec, open_board
-from hil.array_backend import ArrayBackend
+from hil.array_backend import ArrayBackend, _row_abs_max
 from hil.mapping import auto_place, resolve_placement
 from hil.nn import ExactBackend, Network, get_architecture
 from hil.training.config import TrainConfig
@@ -280,3 +280,19 @@ def test_a_layer_with_its_own_g_unit_holds_its_weights_in_that_many_siemens(boar
         assert np.allclose(backend.weights(layer), 0.25, atol=0.05)  # and read back as the same weights
         x = np.random.default_rng(0).uniform(0, 1, (5, shapes[layer][0]))
         assert close_to(backend.matmul(layer, x), x @ backend.weights(layer), relative=0.02)
+
+
+@pytest.mark.parametrize("shape", [(50, 1), (6400, 9), (300, 16), (300, 17), (64, 60), (3, 128), (0, 9), (5, 0)])
+def test_a_rows_largest_magnitude_is_numpys_on_every_width(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[1])
+    x = rng.normal(size=shape) * 10.0 ** rng.uniform(-5, 5, size=shape)
+    if x.size:
+        x[0, -1] = np.nan  # NaN wins, as in numpy's max
+        x[-1, :] = -0.0
+    if not x.shape[1]:
+        with pytest.raises(ValueError):
+            _row_abs_max(x)
+        return
+    found = _row_abs_max(x)
+    expected = np.abs(x).max(axis=1, keepdims=True)
+    assert found.shape == expected.shape and found.tobytes() == expected.tobytes()
