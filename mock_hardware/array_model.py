@@ -299,16 +299,23 @@ class CrossbarArray:
             return np.asarray(v @ transfer)
         work = self._vmm_workspace(nvec, ndriven, nout, ncols)
         inputs = work.inputs32
-        np.copyto(inputs, v, casting="same_kind")
+        # The drive in float32: the caller's array when it is so already (the firmware's is), read
+        # and not written; else a cast copy.
+        drive = v if v.dtype == np.float32 and v.flags.c_contiguous else None
+        if drive is None:
+            np.copyto(inputs, v, casting="same_kind")
+            drive = inputs
         # The read's key is what is driven and the region; noise is drawn for every column of the
         # region, so a column reads the same whichever other columns are measured with it.
         driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
-        rng = self._read_rng(b"VMM", inputs, driven, np.array([row0, col0, ncols]))
+        rng = self._read_rng(b"VMM", drive, driven, np.array([row0, col0, ncols]))
         if nonlinear:
             # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
             # per-element factor on the inputs.
-            self._iv.factor32_into(inputs, out=work.factor32, scratch=work.scratch32)
-            inputs *= work.factor32
+            self._iv.factor32_into(drive, out=work.factor32, scratch=work.scratch32)
+            np.multiply(drive, work.factor32, out=inputs)
+        elif drive is not inputs:
+            np.copyto(inputs, drive)
         transfer32 = transfer.astype(np.float32)
         np.matmul(inputs, transfer32, out=work.currents32)
         np.square(inputs, out=inputs)
