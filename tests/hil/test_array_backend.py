@@ -13,7 +13,7 @@ import pytest
 
 from drivers import Board, PulseKind, codec, open_board
 from hil.array_backend import ArrayBackend, _row_abs_max
-from hil.mapping import auto_place, resolve_placement
+from hil.mapping import Tile, auto_place, resolve_placement
 from hil.nn import ExactBackend, Network, get_architecture
 from hil.training.config import TrainConfig
 from hil.training.run import Hardware, program_weights
@@ -296,3 +296,42 @@ def test_a_rows_largest_magnitude_is_numpys_on_every_width(shape: tuple[int, int
     found = _row_abs_max(x)
     expected = np.abs(x).max(axis=1, keepdims=True)
     assert found.shape == expected.shape and found.tobytes() == expected.tobytes()
+
+
+class DriveRecorder:
+    """A board that keeps the drives it is sent and answers zeros."""
+
+    def __init__(self) -> None:
+        self.drives: list[npt.NDArray[np.float32]] = []
+
+    def vmm(self, drive: Any, region: Any, columns: Any = None, rows: Any = None, narrow: bool = False) -> FloatArray:
+        self.drives.append(np.array(drive))
+        return np.zeros((len(drive), len(columns)))
+
+
+@pytest.mark.parametrize(
+    ("plus_rows", "minus_rows", "paired"),
+    [
+        ([3, 5, 7, 9], [4, 6, 8, 10], 1),  # G+ then G- for each input, inputs in order
+        ([4, 6, 8, 10], [3, 5, 7, 9], -1),  # G- first
+        ([3, 6, 7, 10], [4, 5, 8, 9], 0),  # the order changes between pairs
+        ([5, 3, 7, 9], [6, 4, 8, 10], 0),  # inputs out of row order
+        ([3, 4, 5, 6], [9, 10, 11, 12], 0),  # the G- rows in a block of their own
+        ([3, 6, 9, 12], [4, 7, 10, 13], 1),  # undriven rows between the pairs
+    ],
+)
+def test_the_drive_of_paired_rows_is_the_gathered_and_signed_one(plus_rows: list[int], minus_rows: list[int],
+                                                                 paired: int) -> None:  # fmt: skip
+    tile = Tile("dense", "b", slice(0, 4), slice(0, 2), np.array(plus_rows), np.array(minus_rows), np.array([1, 2]))
+    board = DriveRecorder()
+    backend = ArrayBackend({"b": board}, None)  # type: ignore[arg-type]  # the drive needs no placement
+    volts = np.random.default_rng(0).uniform(-0.2, 0.2, (50, 4)).astype(np.float32)
+    volts[0] = [0.0, -0.0, np.inf, -np.inf]
+    backend._tile_currents(tile, volts)
+    plan = backend._tile_drive(tile)
+    assert plan.paired == paired
+    expected = volts.take(plan.source, axis=1) * plan.sign  # every row driven: its input, signed
+    assert board.drives[0].tobytes() == expected.tobytes()
+    row0 = min(plus_rows + minus_rows)
+    assert (expected[:, np.searchsorted(plan.rows, np.array(plus_rows) - row0)] == volts).all()
+    assert (expected[1:, np.searchsorted(plan.rows, np.array(minus_rows) - row0)] == -volts[1:]).all()
