@@ -118,6 +118,9 @@ class ArrayBackend:
         self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._roles_cache: dict[int, tuple[BoolArray | None, BoolArray | None, PairRoles | None]] = {}
         self._drive_cache: dict[int, TileDrive] = {}
+        # Per tile: what its wanted weights were computed from (map, read-back, roles, weights as the
+        # VMM computes them, reference) and the weights.
+        self._wanted_cache: dict[int, tuple[object, object, object, object, float, FloatArray]] = {}
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -255,7 +258,22 @@ class ArrayBackend:
         return roles if roles.any() else None
 
     def _wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
-        """The weights the host makes of the tile's pairs (``w_read``: as its VMM computes them)."""
+        """The weights the host makes of the tile's pairs (``w_read``: as its VMM computes them),
+        computed once per read-back: every forward and backward pass until the next asks for them."""
+        board_map = self.conductance[tile.board]
+        effective = self._effective.get(id(tile))
+        reference = self.g_reference.get(tile.board, 0.0)
+        cached = self._wanted_cache.get(id(tile))
+        if cached is not None:
+            kept_map, kept_effective, kept_roles, kept_w_read, kept_reference, wanted = cached
+            if (kept_map is board_map and kept_effective is effective and kept_roles is roles
+                    and kept_w_read is w_read and kept_reference == reference):  # fmt: skip
+                return wanted
+        wanted = self._compute_wanted_weights(tile, w_read, roles)
+        self._wanted_cache[id(tile)] = (board_map, effective, roles, w_read, reference, wanted)
+        return wanted
+
+    def _compute_wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
         g_plus, g_minus = tile.pair(self.conductance[tile.board])
         reference = self.g_reference.get(tile.board, 0.0)
         plus_alone = (g_plus - reference) / self.unit(tile)

@@ -335,3 +335,30 @@ def test_the_drive_of_paired_rows_is_the_gathered_and_signed_one(plus_rows: list
     row0 = min(plus_rows + minus_rows)
     assert (expected[:, np.searchsorted(plan.rows, np.array(plus_rows) - row0)] == volts).all()
     assert (expected[1:, np.searchsorted(plan.rows, np.array(minus_rows) - row0)] == -volts[1:]).all()
+
+
+def test_single_device_weights_follow_the_reference_and_every_read_back(board: Board, programmed: ArrayBackend) -> None:
+    """The host's corrected weights are kept between read-backs: a new reference, read-back or VMM
+    read-back is seen at once."""
+    (tile,) = programmed.placement.tiles["b"]
+    stuck_low = np.zeros(board.shape, dtype=bool)
+    stuck_low[tile.minus_rows[2], tile.cols[0]] = True  # G- dead: G+ alone against the reference
+    programmed.stuck_low["board0"] = stuck_low
+    programmed.g_reference["board0"] = 250e-6
+    g = programmed.conductance["board0"]
+    before = programmed.weights("b")[2, 0]
+    assert before == pytest.approx((g[tile.plus_rows[2], tile.cols[0]] - 250e-6) / programmed.g_unit)
+    programmed.g_reference["board0"] = 150e-6
+    assert programmed.weights("b")[2, 0] == pytest.approx(before + 100e-6 / programmed.g_unit)
+    mask = np.zeros(board.shape, dtype=bool)
+    mask[tile.plus_rows[2], tile.cols[0]] = True
+    board.apply_pulses(PulseKind.RESET, 1.8, 5.0, 1e-6, mask=mask)
+    programmed.read_back()
+    g_plus = programmed.conductance["board0"][tile.plus_rows[2], tile.cols[0]]
+    assert programmed.weights("b")[2, 0] == pytest.approx((g_plus - 150e-6) / programmed.g_unit)
+    programmed.vmm_readback = True
+    programmed.read_back()  # the effective weights and their attenuation now shape the correction
+    fresh = ArrayBackend(programmed.boards, programmed.placement, vmm_readback=True)
+    fresh.conductance, fresh._effective = programmed.conductance, programmed._effective
+    fresh.stuck_low, fresh.g_reference = programmed.stuck_low, programmed.g_reference
+    np.testing.assert_array_equal(programmed.weights("b"), fresh.weights("b"))
