@@ -299,16 +299,23 @@ class CrossbarArray:
             return np.asarray(v @ transfer)
         work = self._vmm_workspace(nvec, ndriven, nout, ncols)
         inputs = work.inputs32
-        np.copyto(inputs, v, casting="same_kind")
+        # The drive in float32: the caller's array when it is so already (the firmware's is), read
+        # and not written; else a cast copy.
+        drive = v if v.dtype == np.float32 and v.flags.c_contiguous else None
+        if drive is None:
+            np.copyto(inputs, v, casting="same_kind")
+            drive = inputs
         # The read's key is what is driven and the region; noise is drawn for every column of the
         # region, so a column reads the same whichever other columns are measured with it.
         driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
-        rng = self._read_rng(b"VMM", inputs, driven, np.array([row0, col0, ncols]))
+        rng = self._read_rng(b"VMM", drive, driven, np.array([row0, col0, ncols]))
         if nonlinear:
             # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
             # per-element factor on the inputs.
-            self._iv.factor32_into(inputs, out=work.factor32, scratch=work.scratch32)
-            inputs *= work.factor32
+            self._iv.factor32_into(drive, out=work.factor32, scratch=work.scratch32)
+            np.multiply(drive, work.factor32, out=inputs)
+        elif drive is not inputs:
+            np.copyto(inputs, drive)
         transfer32 = transfer.astype(np.float32)
         np.matmul(inputs, transfer32, out=work.currents32)
         np.square(inputs, out=inputs)
@@ -465,19 +472,28 @@ class CrossbarArray:
         kind = PulseKind(kind)
         mask = np.asarray(mask, dtype=bool)
         shape = mask.shape
-        region = (slice(row0, row0 + shape[0]), slice(col0, col0 + shape[1]))
-        # Unmasked cells' values are unchecked by the firmware and may be anything (even nan):
-        # give them a harmless sub-threshold pulse so no arithmetic sees them.
+        # The physics runs on the masked cells only (an update pulses a few hundred of 8,192): every
+        # step is per cell, so each masked cell gets the numbers a whole-region pass would give it.
+        # Unmasked cells' values are unchecked by the firmware and may be anything (even nan): they
+        # are never read.
+        where = np.flatnonzero(mask)  # row-major: the order the cells are pulsed in
         amplitude, v_gate, width = (
-            np.where(mask, np.broadcast_to(np.asarray(a, dtype=np.float64), shape), idle)
-            for a, idle in ((amplitude, 0.0), (v_gate, 0.0), (width, self.params.width_reference))
+            np.broadcast_to(np.asarray(a, dtype=np.float64), shape).reshape(-1)[where]
+            for a in (amplitude, v_gate, width)
         )
         p = self.params
         t_start = self._clock.now
-        g_start = self._conductance_now()[region].copy()
-        formed = self._formed[region]
-        cells = self.cells.region(*region)
-        noise = p.write_noise * self._write_rng.standard_normal(shape) if p.write_noise else np.zeros(shape)
+        rows, cols = np.divmod(where, shape[1])
+        cells_at = (rows + row0) * self.cols + (cols + col0)  # flat indices into the whole array
+        g_start = self._drift.conductance_of(t_start, cells_at)
+        formed = np.take(self._formed, cells_at)
+        cells = self.cells.at(cells_at)
+        # Drawn for the whole region whatever the mask, so the stream's use does not depend on it.
+        noise = (
+            p.write_noise * self._write_rng.standard_normal(shape).reshape(-1)[where]
+            if p.write_noise
+            else np.zeros(len(where))
+        )
         if kind is PulseKind.RESET:
             g_new = apply_reset(g_start, formed, cells, amplitude, v_gate, width, noise, p)
             formed_new = formed
@@ -485,13 +501,16 @@ class CrossbarArray:
             # FORM and SET have the same polarity; what a pulse does depends on the cell (virgin
             # or formed) and the amplitude, not on the name the host gave it.
             g_new, formed_new = apply_set(g_start, formed, cells, amplitude, v_gate, width, noise, p)
-        pulsed = mask & ~cells.stuck
+        pulsed = ~cells.stuck_low & ~cells.stuck_high
         changed = pulsed & (g_new != g_start)
-        masked_widths = np.where(mask, width, 0.0)
+        masked_widths = np.zeros(mask.size)
+        masked_widths[where] = width
         if changed.any():
-            t_end = t_start + np.cumsum(masked_widths.ravel()).reshape(shape)
-            self._formed[region] = np.where(pulsed, formed_new, formed)
-            self._drift.reprogram(region, changed, g_new, t_end)
+            # Each cell at its own time: the widths of the cells pulsed before it and its own (the
+            # running sum over the masked cells is the one over the region: adding 0 s is exact).
+            t_end = t_start + np.cumsum(width)
+            np.put(self._formed, cells_at[pulsed], formed_new[pulsed])
+            self._drift.reprogram_cells(shape, where[changed], cells_at[changed], g_new[changed], t_end[changed])
             self._version += 1
         self._clock.advance(float(masked_widths.sum()))
         return int(mask.sum())

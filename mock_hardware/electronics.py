@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -9,6 +10,24 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 FloatArray = npt.NDArray[np.float64]
+
+
+@functools.lru_cache(maxsize=16)
+def _fitting_limits(gains: tuple[float, ...], full_scale: float) -> tuple[float, ...] | None:
+    """Per gain ``g``, the largest magnitude ``m`` with ``m * g <= full_scale`` as float64 computes it
+    (``fl(m g)`` never falls as ``m`` grows, so ``m <= limit`` holds exactly where the product fits;
+    NaN and inf fit nowhere either way). ``None`` unless every gain is positive and finite."""
+    if not all(0 < g < math.inf for g in gains) or not 0 < full_scale < math.inf:
+        return None
+    limits = []
+    for gain in gains:
+        limit = np.float64(full_scale) / np.float64(gain)
+        while np.nextafter(limit, np.inf) * gain <= full_scale:
+            limit = np.nextafter(limit, np.inf)
+        while limit * gain > full_scale:
+            limit = np.nextafter(limit, -np.inf)
+        limits.append(float(limit))
+    return tuple(limits)
 
 
 class Electronics(BaseModel):
@@ -67,7 +86,7 @@ class Electronics(BaseModel):
         gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
         index = self._autorange_index(current, gains)
         # digitize() without the code and saturation outputs, in place: the same arithmetic
-        gain = gains[index]
+        gain = np.take(gains, index)
         volts = np.multiply(current, gain)
         np.clip(volts, -self.tia_rail, self.tia_rail, out=volts)
         np.divide(volts, self.adc_lsb, out=volts)
@@ -81,15 +100,25 @@ class Electronics(BaseModel):
         """Per sample, the index (into the ascending ``gains``) of the gain autorange picks."""
         full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
         magnitude = np.abs(current)
-        # The gains that fit are a prefix of the sorted gains: count them with one comparison per
-        # gain over the samples (VMM batches of convolution patches are a million samples; a
-        # sample-by-gain table or a per-sample search costs several times more).
-        index = np.full(magnitude.shape, -1, dtype=np.int16)
-        product = np.empty_like(magnitude)
-        for gain in gains:
-            np.multiply(magnitude, gain, out=product)
-            index += product <= full_scale
-        np.maximum(index, 0, out=index)
+        limits = _fitting_limits(tuple(float(g) for g in gains), full_scale)
+        if limits is None:  # gains that are not positive and finite: by the definition
+            index = np.full(magnitude.shape, -1, dtype=np.int16)
+            product = np.empty_like(magnitude)
+            for gain in gains:
+                np.multiply(magnitude, gain, out=product)
+                index += product <= full_scale
+            np.maximum(index, 0, out=index)
+            return index
+        # The gains that fit (|I| g <= full scale) are a prefix of the ascending gains, and the index
+        # is their count less one, 0 when none fits: a sample that fits a higher gain fits the lowest,
+        # so the count of the higher gains that fit is the index. One comparison per gain above the
+        # lowest, with the largest |I| each gain takes (VMM batches of convolution patches are a
+        # hundred thousand samples; a per-sample search costs several times more).
+        index = np.zeros(magnitude.shape, dtype=np.int16)
+        fits = np.empty(magnitude.shape, dtype=bool)
+        for limit in limits[1:]:
+            np.less_equal(magnitude, limit, out=fits)
+            index += fits
         return index
 
     def measure_autoranged_codes(self, current: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int16]]:
@@ -97,6 +126,10 @@ class Electronics(BaseModel):
         the ascending gains). ``codes * adc_lsb / gain`` is the measured current."""
         gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
         index = self._autorange_index(current, gains)
-        volts = np.clip(np.multiply(current, gains[index]), -self.tia_rail, self.tia_rail)
-        codes = np.clip(np.round(volts / self.adc_lsb), -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1)
-        return codes, index
+        volts = np.take(gains, index)  # the gain of each sample (take: a fifth less than indexing)
+        np.multiply(current, volts, out=volts)
+        np.clip(volts, -self.tia_rail, self.tia_rail, out=volts)
+        np.divide(volts, self.adc_lsb, out=volts)
+        np.round(volts, out=volts)
+        np.clip(volts, -(2 ** (self.adc_bits - 1)), 2 ** (self.adc_bits - 1) - 1, out=volts)
+        return volts, index

@@ -115,6 +115,10 @@ class CellPopulation:
             unformed=np.asarray(unformed, dtype=bool),
         )
 
+    def at(self, cells: npt.NDArray[np.intp]) -> CellPopulation:
+        """The same parameters of the cells at flat indices ``cells`` (1-D copies)."""
+        return CellPopulation(**{name: np.take(getattr(self, name), cells) for name in self.__dataclass_fields__})
+
     def region(self, rows: slice, cols: slice) -> CellPopulation:
         """The same parameters restricted to a rectangle of cells (views, not copies)."""
         return CellPopulation(**{name: getattr(self, name)[rows, cols] for name in self.__dataclass_fields__})

@@ -78,5 +78,7 @@ def fast_normal_rows_into(
         bits.advance(word)  # type: ignore[attr-defined]  # every numpy bit generator used here has it
         raw = bits.random_raw(words).astype("<u8", copy=False)
         piece = slice(int(run[0]) * length, (int(run[0]) + count) * length)
-        np.copyto(indices[piece], np.frombuffer(raw.tobytes(), dtype="<u2", count=count * length, offset=skip))
+        # the 16-bit pieces of the words, viewed in place (skip is even: whole pieces)
+        pieces = raw.view(np.uint8)[skip : skip + 2 * count * length].view("<u2")
+        np.copyto(indices[piece], pieces)
         np.take(_TABLE, indices[piece], out=flat_out[piece], mode="wrap")

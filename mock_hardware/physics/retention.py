@@ -60,6 +60,41 @@ class DriftState:
         np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
         return out
 
+    def conductance_of(self, t: float, cells: npt.NDArray[np.intp]) -> FloatArray:
+        """The conductance at time ``t`` of the cells at flat indices ``cells``: per cell the numbers
+        :meth:`conductance_at` gives it."""
+        g_programmed = np.take(self.g_programmed, cells)
+        if not self.enabled:
+            return g_programmed
+        out = np.subtract(t, np.take(self.t_programmed, cells))
+        np.maximum(out, 0.0, out=out)
+        out *= 1.0 / self._params.drift_time_constant
+        np.log1p(out, out=out)
+        rate = np.take(self.rate, cells)
+        if self._params.drift_exponent:
+            scale = np.exp(-self._params.drift_exponent * out)
+            out *= rate
+            out += g_programmed * scale
+        else:
+            out *= rate
+            out += g_programmed
+        np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
+        return out
+
+    def reprogram_cells(
+        self, region_shape: tuple[int, int], in_region: npt.NDArray[np.intp], cells: npt.NDArray[np.intp],
+        g_new: FloatArray, t_new: FloatArray,
+    ) -> None:  # fmt: skip
+        """:meth:`reprogram` given by index: restart the drift of the cells at flat indices ``cells``
+        (of the whole array; ``in_region``: the same cells' flat indices within a region of
+        ``region_shape``) from ``g_new`` at ``t_new``. Draws the rates as :meth:`reprogram` does."""
+        np.put(self.g_programmed, cells, g_new)
+        np.put(self.t_programmed, cells, t_new)
+        if self.enabled:
+            # Drawn for the whole region (the stream's use does not depend on which cells changed).
+            draws = self._rng.standard_normal(region_shape).reshape(-1)[in_region]
+            np.put(self.rate, cells, self._params.drift_mean + self._params.drift_spread * draws)
+
     def reprogram(self, region: tuple[slice, slice], changed: BoolArray, g_new: FloatArray, t_new: FloatArray) -> None:
         """Restart the drift of the ``changed`` cells of ``region`` from ``g_new`` at ``t_new``."""
         g_prog, t_prog, rate = (a[region] for a in (self.g_programmed, self.t_programmed, self.rate))

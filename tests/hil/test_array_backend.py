@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pytest
 
 from drivers import Board, PulseKind, codec, open_board
-from hil.array_backend import ArrayBackend
-from hil.mapping import auto_place, resolve_placement
+from hil.array_backend import ArrayBackend, _row_abs_max
+from hil.mapping import Tile, auto_place, resolve_placement
 from hil.nn import ExactBackend, Network, get_architecture
 from hil.training.config import TrainConfig
 from hil.training.run import Hardware, program_weights
@@ -280,3 +280,85 @@ def test_a_layer_with_its_own_g_unit_holds_its_weights_in_that_many_siemens(boar
         assert np.allclose(backend.weights(layer), 0.25, atol=0.05)  # and read back as the same weights
         x = np.random.default_rng(0).uniform(0, 1, (5, shapes[layer][0]))
         assert close_to(backend.matmul(layer, x), x @ backend.weights(layer), relative=0.02)
+
+
+@pytest.mark.parametrize("shape", [(50, 1), (6400, 9), (300, 16), (300, 17), (64, 60), (3, 128), (0, 9), (5, 0)])
+def test_a_rows_largest_magnitude_is_numpys_on_every_width(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[1])
+    x = rng.normal(size=shape) * 10.0 ** rng.uniform(-5, 5, size=shape)
+    if x.size:
+        x[0, -1] = np.nan  # NaN wins, as in numpy's max
+        x[-1, :] = -0.0
+    if not x.shape[1]:
+        with pytest.raises(ValueError):
+            _row_abs_max(x)
+        return
+    found = _row_abs_max(x)
+    expected = np.abs(x).max(axis=1, keepdims=True)
+    assert found.shape == expected.shape and found.tobytes() == expected.tobytes()
+
+
+class DriveRecorder:
+    """A board that keeps the drives it is sent and answers zeros."""
+
+    def __init__(self) -> None:
+        self.drives: list[npt.NDArray[np.float32]] = []
+
+    def vmm(self, drive: Any, region: Any, columns: Any = None, rows: Any = None, narrow: bool = False) -> FloatArray:
+        self.drives.append(np.array(drive))
+        return np.zeros((len(drive), len(columns)))
+
+
+@pytest.mark.parametrize(
+    ("plus_rows", "minus_rows", "paired"),
+    [
+        ([3, 5, 7, 9], [4, 6, 8, 10], 1),  # G+ then G- for each input, inputs in order
+        ([4, 6, 8, 10], [3, 5, 7, 9], -1),  # G- first
+        ([3, 6, 7, 10], [4, 5, 8, 9], 0),  # the order changes between pairs
+        ([5, 3, 7, 9], [6, 4, 8, 10], 0),  # inputs out of row order
+        ([3, 4, 5, 6], [9, 10, 11, 12], 0),  # the G- rows in a block of their own
+        ([3, 6, 9, 12], [4, 7, 10, 13], 1),  # undriven rows between the pairs
+    ],
+)
+def test_the_drive_of_paired_rows_is_the_gathered_and_signed_one(plus_rows: list[int], minus_rows: list[int],
+                                                                 paired: int) -> None:  # fmt: skip
+    tile = Tile("dense", "b", slice(0, 4), slice(0, 2), np.array(plus_rows), np.array(minus_rows), np.array([1, 2]))
+    board = DriveRecorder()
+    backend = ArrayBackend({"b": board}, None)  # type: ignore[arg-type]  # the drive needs no placement
+    volts = np.random.default_rng(0).uniform(-0.2, 0.2, (50, 4)).astype(np.float32)
+    volts[0] = [0.0, -0.0, np.inf, -np.inf]
+    backend._tile_currents(tile, volts)
+    plan = backend._tile_drive(tile)
+    assert plan.paired == paired
+    expected = volts.take(plan.source, axis=1) * plan.sign  # every row driven: its input, signed
+    assert board.drives[0].tobytes() == expected.tobytes()
+    row0 = min(plus_rows + minus_rows)
+    assert (expected[:, np.searchsorted(plan.rows, np.array(plus_rows) - row0)] == volts).all()
+    assert (expected[1:, np.searchsorted(plan.rows, np.array(minus_rows) - row0)] == -volts[1:]).all()
+
+
+def test_single_device_weights_follow_the_reference_and_every_read_back(board: Board, programmed: ArrayBackend) -> None:
+    """The host's corrected weights are kept between read-backs: a new reference, read-back or VMM
+    read-back is seen at once."""
+    (tile,) = programmed.placement.tiles["b"]
+    stuck_low = np.zeros(board.shape, dtype=bool)
+    stuck_low[tile.minus_rows[2], tile.cols[0]] = True  # G- dead: G+ alone against the reference
+    programmed.stuck_low["board0"] = stuck_low
+    programmed.g_reference["board0"] = 250e-6
+    g = programmed.conductance["board0"]
+    before = programmed.weights("b")[2, 0]
+    assert before == pytest.approx((g[tile.plus_rows[2], tile.cols[0]] - 250e-6) / programmed.g_unit)
+    programmed.g_reference["board0"] = 150e-6
+    assert programmed.weights("b")[2, 0] == pytest.approx(before + 100e-6 / programmed.g_unit)
+    mask = np.zeros(board.shape, dtype=bool)
+    mask[tile.plus_rows[2], tile.cols[0]] = True
+    board.apply_pulses(PulseKind.RESET, 1.8, 5.0, 1e-6, mask=mask)
+    programmed.read_back()
+    g_plus = programmed.conductance["board0"][tile.plus_rows[2], tile.cols[0]]
+    assert programmed.weights("b")[2, 0] == pytest.approx((g_plus - 150e-6) / programmed.g_unit)
+    programmed.vmm_readback = True
+    programmed.read_back()  # the effective weights and their attenuation now shape the correction
+    fresh = ArrayBackend(programmed.boards, programmed.placement, vmm_readback=True)
+    fresh.conductance, fresh._effective = programmed.conductance, programmed._effective
+    fresh.stuck_low, fresh.g_reference = programmed.stuck_low, programmed.g_reference
+    np.testing.assert_array_equal(programmed.weights("b"), fresh.weights("b"))

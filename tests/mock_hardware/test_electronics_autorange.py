@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mock_hardware.electronics import Electronics
 
@@ -28,3 +29,52 @@ def test_autorange_picks_the_highest_gain_that_fits_and_digitizes_as_digitize_do
     current[2, : len(edges)] = -np.nextafter(edges, 0)
     current[3, :3] = [0.0, 1e3, -1e-15]  # no signal, far over every range, tiny
     np.testing.assert_array_equal(electronics.measure_autoranged(current), reference(electronics, current))
+
+
+def reference_index(electronics: Electronics, current: np.ndarray) -> np.ndarray:
+    """Per sample, the index in the ascending gains of the highest gain with ``|I| g <= full scale``
+    (0 when none fits), by the definition: one product per sample and gain."""
+    full_scale = electronics.autorange_headroom * min(abs(electronics.adc_range[0]), abs(electronics.adc_range[1]))
+    gains = sorted(electronics.tia_gains)
+    index = np.zeros(current.shape, dtype=np.int16)
+    for where, sample in np.ndenumerate(current):
+        fitting = [k for k, g in enumerate(gains) if np.float64(abs(sample)) * np.float64(g) <= full_scale]
+        index[where] = fitting[-1] if fitting else 0
+    return index
+
+
+def boundary_samples(electronics: Electronics) -> np.ndarray:
+    """Magnitudes at, just above and just below every gain's limit, both signs, and the odd ones."""
+    full_scale = electronics.autorange_headroom * min(abs(electronics.adc_range[0]), abs(electronics.adc_range[1]))
+    edges = np.array([full_scale / g for g in electronics.tia_gains])
+    around = [np.nextafter(np.nextafter(edges, np.inf), np.inf), np.nextafter(edges, np.inf), edges,
+              np.nextafter(edges, 0), np.nextafter(np.nextafter(edges, 0), 0)]  # fmt: skip
+    odd = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e3, 1e-300, 5e-324]
+    return np.concatenate([*around, *(-a for a in around), odd])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf and NaN samples, on purpose
+def test_the_codes_and_gains_are_those_of_the_definition_at_every_boundary() -> None:
+    rng = np.random.default_rng(1)
+    # 539609.93... and 33104.44...: gains whose full scale / g is one float below the largest |I| that fits
+    odd_gains = (3e3, 1.7e2, 539609.9381920524, 33104.44467528176)
+    for electronics in (Electronics(), Electronics(tia_gains=odd_gains), Electronics(adc_range=(-1.3, 2.9))):
+        samples = boundary_samples(electronics)
+        current = np.concatenate([samples, rng.normal(0, 1, 2000) * 10.0 ** rng.uniform(-10, 0, 2000)]).reshape(-1, 2)
+        codes, index = electronics.measure_autoranged_codes(current)
+        expected_index = reference_index(electronics, current)
+        assert index.dtype == np.int16
+        np.testing.assert_array_equal(index, expected_index)
+        gains = np.sort(np.asarray(electronics.tia_gains, dtype=np.float64))
+        finite = np.isfinite(current)
+        _, expected_codes, _ = electronics.digitize(current[finite], gains[expected_index[finite]])
+        np.testing.assert_array_equal(codes[finite], expected_codes)
+        assert np.isnan(codes[np.isnan(current)]).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_gains_that_are_not_positive_take_the_definitions_path() -> None:
+    electronics = Electronics(tia_gains=(0.0, 1e3, 1e5))
+    current = boundary_samples(Electronics(tia_gains=(1e3, 1e5))).reshape(-1, 1)
+    _, index = electronics.measure_autoranged_codes(current)
+    np.testing.assert_array_equal(index, reference_index(electronics, current))

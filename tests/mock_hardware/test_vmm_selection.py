@@ -119,3 +119,19 @@ def test_the_line_networks_column_transfer_never_exceeds_the_columns_conductance
     g_eff = TransferSolver(32, 16, 10.0).transfer(g)
     assert np.all(g_eff >= 0) and np.all(g_eff.sum(axis=0) <= g.sum(axis=0))
     assert (g_eff / g).min() < 0.7 and (g_eff > g).any()  # the wires matter here, and sneak paths
+
+
+def test_a_float32_drive_is_read_in_place_and_reads_as_its_float64_copy() -> None:
+    """The firmware's float32 drive is used without a copy: the same currents (noise, I-V curve and
+    wires on) as the same values given in float64, and the caller's array left as it was."""
+    rows, columns = np.array([0, 2, 3, 9, 14]), np.array([1, 4, 8])
+    drive = np.ascontiguousarray(_inputs(40, rows, seed=3)[:, rows], dtype=np.float32)
+    assert drive.flags.c_contiguous
+    kept = drive.copy()
+    one, other = _array(iv_nonlinearity=1.5), _array(iv_nonlinearity=1.5)
+    in_place = one.vmm(drive, 4, 2, 9, rows=rows, columns=columns)
+    copied = other.vmm(drive.astype(np.float64), 4, 2, 9, rows=rows, columns=columns)
+    assert in_place.tobytes() == copied.tobytes()
+    assert drive.tobytes() == kept.tobytes()
+    strided = np.asfortranarray(drive)  # not C-contiguous: copied first, the same numbers
+    assert _array(iv_nonlinearity=1.5).vmm(strided, 4, 2, 9, rows=rows, columns=columns).tobytes() == in_place.tobytes()
