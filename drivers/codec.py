@@ -253,6 +253,10 @@ class CommandParser:
 
     def feed(self, data: bytes) -> list[Command | ParseError | Framed]:
         """Add received bytes; return every command (or framing error) they complete."""
+        if data[:1] == FRAME_MARK and not self.has_partial:
+            whole = _whole_frame(data)
+            if whole is not None:  # exactly one intact frame holding one command: what the loop below makes of it
+                return [whole]
         self._buffer += data
         out: list[Command | ParseError | Framed] = []
         while True:
@@ -435,6 +439,54 @@ class CommandParser:
             )
         del buf[: need + tail]
         return _split_line(prefix, payload)
+
+
+def _whole_frame(data: bytes) -> Framed | None:
+    """``data`` as :class:`CommandParser` frames it when it is exactly one frame, intact, holding exactly
+    one command (a host's command as it arrives in one write); ``None`` for anything else, which the
+    parser's general path then takes byte by byte. The same checks as that path, read straight from
+    ``data``: the body and the block are sliced out once each, not copied through the parser's buffers."""
+    end = data.find(TERMINATOR, 0, MAX_FRAME_HEADER_BYTES)
+    if end < 0:
+        return None
+    try:
+        header = parse_frame_header(data[: end + 1])
+    except ValueError:
+        return None
+    if len(data) != end + 1 + header.length:
+        return None
+    body = data[end + 1 :]
+    if not header.checks(body):
+        return None
+    item = _one_command(body)
+    return Framed(header.seq, item, body=body) if item is not None else None
+
+
+def _one_command(body: bytes) -> Command | ParseError | None:
+    """What a fresh :class:`CommandParser` makes of ``body`` when that is exactly one command and nothing
+    after it (no partial input left); ``None`` otherwise (a nested frame, a malformed or overlong
+    line or block, bytes after the command), for the general path to say what is wrong."""
+    if body[:1] == FRAME_MARK:
+        return None
+    end = body.find(TERMINATOR)
+    hash_at = body.find(b"#", 0, end if end >= 0 else len(body))
+    if hash_at < 0:  # a line: exactly one, within the line limit
+        if end != len(body) - 1 or end > MAX_LINE_BYTES:
+            return None
+        return _split_line(body[:end], None)
+    if hash_at > MAX_LINE_BYTES:
+        return None
+    n_char = body[hash_at + 1 : hash_at + 2]
+    if not n_char.isdigit() or n_char == b"0":
+        return None
+    start = hash_at + 2 + int(n_char)
+    digits = body[hash_at + 2 : start]
+    if len(digits) != int(n_char) or not digits.isdigit():
+        return None
+    length = int(digits)
+    if length > MAX_BLOCK_BYTES or body[start + length :] not in (TERMINATOR, b"\r" + TERMINATOR):
+        return None
+    return _split_line(body[:hash_at], body[start : start + length])
 
 
 def _split_line(line: bytes, block: bytes | None) -> Command | ParseError:
