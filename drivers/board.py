@@ -8,6 +8,7 @@ put in its idle state on close, on any exception inside ``with``, on Ctrl-C and 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import weakref
@@ -388,7 +389,7 @@ class Board:
 
     def _amplitude_limit(self, kind: PulseKind) -> tuple[str, Range]:
         line = self.limits.v_col if kind is PulseKind.RESET else self.limits.v_row
-        return ("v_col" if kind is PulseKind.RESET else "v_row"), Range(min=0.0, max=line.max)
+        return ("v_col" if kind is PulseKind.RESET else "v_row"), _magnitudes_up_to(line.max)
 
     def _check_pulse_values(
         self, kind: PulseKind, amplitude: FloatArray, v_gate: FloatArray, width: FloatArray,
@@ -808,6 +809,12 @@ class Board:
             return [(start, nrows, form)]
         half = nrows // 2
         return self._batch_forms(batch, start, half) + self._batch_forms(batch, start + half, nrows - half)
+
+
+@functools.lru_cache(maxsize=16)
+def _magnitudes_up_to(high: float) -> Range:
+    """``[0, high]``: a pulse amplitude's range (made once: a validated model costs microseconds a pulse batch)."""
+    return Range(min=0.0, max=high)
 
 
 def _keep(

@@ -63,7 +63,7 @@ def encode_block(values: npt.ArrayLike | bytes) -> bytes:
     return block_header(len(payload)) + payload
 
 
-def decode_block(payload: bytes, shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
+def decode_block(payload: bytes | memoryview, shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
     """The float32 array carried by a block payload, optionally reshaped."""
     if len(payload) % BLOCK_DTYPE.itemsize:
         raise ValueError(f"block payload of {len(payload)} bytes is not a whole number of float32")
@@ -95,12 +95,12 @@ class FrameHeader:
     length: int
     crc: int
 
-    def checks(self, body: bytes) -> bool:
+    def checks(self, body: bytes | memoryview) -> bool:
         """Whether ``body`` is what this header's checksum says was sent."""
         return self.length == len(body) and frame_checksum(self.seq, body) == self.crc
 
 
-def frame_checksum(seq: int, body: bytes) -> int:
+def frame_checksum(seq: int, body: bytes | memoryview) -> int:
     """CRC-32 over the sequence number, the length and the body, so no field can change unseen."""
     return zlib.crc32(body, zlib.crc32(b"%d,%d," % (seq, len(body))))
 
@@ -169,7 +169,8 @@ class Command:
 
     header: str
     args: tuple[str, ...]
-    block: bytes | None = None
+    block: bytes | memoryview | None = None
+    """the binary block, as bytes or as a view of the bytes it arrived in (read-only either way)"""
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class Framed:
     intact: bool = True
     """False when the checksum failed or the header was unreadable: ``item`` is then the error to
     answer, and nothing runs"""
-    body: bytes = field(default=b"", compare=False)
+    body: bytes | memoryview = field(default=b"", compare=False)
     """the frame's body as it arrived (the command's bytes), to tell a resent command from another"""
 
 
@@ -445,7 +446,8 @@ def _whole_frame(data: bytes) -> Framed | None:
     """``data`` as :class:`CommandParser` frames it when it is exactly one frame, intact, holding exactly
     one command (a host's command as it arrives in one write); ``None`` for anything else, which the
     parser's general path then takes byte by byte. The same checks as that path, read straight from
-    ``data``: the body and the block are sliced out once each, not copied through the parser's buffers."""
+    ``data``: the body and the block are views of it (a VMM block is up to megabytes), not copies
+    through the parser's buffers."""
     end = data.find(TERMINATOR, 0, MAX_FRAME_HEADER_BYTES)
     if end < 0:
         return None
@@ -453,43 +455,47 @@ def _whole_frame(data: bytes) -> Framed | None:
         header = parse_frame_header(data[: end + 1])
     except ValueError:
         return None
-    if len(data) != end + 1 + header.length:
+    start = end + 1
+    if len(data) != start + header.length:
         return None
-    body = data[end + 1 :]
+    view = memoryview(data)
+    body = view[start:]
     if not header.checks(body):
         return None
-    item = _one_command(body)
+    item = _one_command(data, start, view)
     return Framed(header.seq, item, body=body) if item is not None else None
 
 
-def _one_command(body: bytes) -> Command | ParseError | None:
-    """What a fresh :class:`CommandParser` makes of ``body`` when that is exactly one command and nothing
-    after it (no partial input left); ``None`` otherwise (a nested frame, a malformed or overlong
-    line or block, bytes after the command), for the general path to say what is wrong."""
-    if body[:1] == FRAME_MARK:
+def _one_command(data: bytes, start: int, view: memoryview) -> Command | ParseError | None:
+    """What a fresh :class:`CommandParser` makes of the body ``data[start:]`` when that is exactly one
+    command and nothing after it (no partial input left), its block a slice of ``view`` (``data``'s);
+    ``None`` otherwise (a nested frame, a malformed or overlong line or block, bytes after the
+    command), for the general path to say what is wrong."""
+    if data[start : start + 1] == FRAME_MARK:
         return None
-    end = body.find(TERMINATOR)
-    hash_at = body.find(b"#", 0, end if end >= 0 else len(body))
+    size = len(data)
+    end = data.find(TERMINATOR, start)
+    hash_at = data.find(b"#", start, end if end >= 0 else size)
     if hash_at < 0:  # a line: exactly one, within the line limit
-        if end != len(body) - 1 or end > MAX_LINE_BYTES:
+        if end != size - 1 or end - start > MAX_LINE_BYTES:
             return None
-        return _split_line(body[:end], None)
-    if hash_at > MAX_LINE_BYTES:
+        return _split_line(data[start:end], None)
+    if hash_at - start > MAX_LINE_BYTES:
         return None
-    n_char = body[hash_at + 1 : hash_at + 2]
+    n_char = data[hash_at + 1 : hash_at + 2]
     if not n_char.isdigit() or n_char == b"0":
         return None
-    start = hash_at + 2 + int(n_char)
-    digits = body[hash_at + 2 : start]
+    first = hash_at + 2 + int(n_char)
+    digits = data[hash_at + 2 : first]
     if len(digits) != int(n_char) or not digits.isdigit():
         return None
     length = int(digits)
-    if length > MAX_BLOCK_BYTES or body[start + length :] not in (TERMINATOR, b"\r" + TERMINATOR):
+    if length > MAX_BLOCK_BYTES or data[first + length :] not in (TERMINATOR, b"\r" + TERMINATOR):
         return None
-    return _split_line(body[:hash_at], body[start : start + length])
+    return _split_line(data[start:hash_at], view[first : first + length])
 
 
-def _split_line(line: bytes, block: bytes | None) -> Command | ParseError:
+def _split_line(line: bytes, block: bytes | memoryview | None) -> Command | ParseError:
     if line.endswith(b"\r"):
         line = line[:-1]
     try:

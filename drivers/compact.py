@@ -77,7 +77,9 @@ def encode_selection(mask: npt.NDArray[np.bool_], form: Selection) -> bytes:
     return np.packbits(flat, bitorder="little").tobytes()
 
 
-def decode_selection(payload: bytes, form: Selection, shape: tuple[int, int], count: int) -> npt.NDArray[np.bool_]:
+def decode_selection(
+    payload: bytes | memoryview, form: Selection, shape: tuple[int, int], count: int
+) -> npt.NDArray[np.bool_]:
     """The mask a selection names; ``ValueError`` saying what is wrong with it."""
     cells = shape[0] * shape[1]
     if form is Selection.INDEX:

@@ -691,13 +691,16 @@ class Firmware:
     def _apply_batch(
         self, kind: PulseKind, origin: tuple[int, int], amplitude: npt.NDArray[np.floating],
         v_gate: npt.NDArray[np.floating], width: npt.NDArray[np.floating], mask: npt.NDArray[np.bool_],
+        inside: bool = False,
     ) -> bytes:  # fmt: skip
-        """Check every masked cell's values, then pulse them all (PULS:BATC and PULS:SPAR)."""
-        self._check_pulse(
-            kind, np.where(mask, amplitude, 0).astype(amplitude.dtype),
-            np.where(mask, v_gate, self.spec.limits.VGATE[0]).astype(v_gate.dtype),
-            np.where(mask, width, self.spec.limits.WIDTH[0]).astype(width.dtype), origin,
-        )  # fmt: skip
+        """Check every masked cell's values, then pulse them all (PULS:BATC and PULS:SPAR). ``inside``: the
+        caller found every masked cell's values inside the limits already (the planes' check would pass)."""
+        if not inside:
+            self._check_pulse(
+                kind, np.where(mask, amplitude, 0).astype(amplitude.dtype),
+                np.where(mask, v_gate, self.spec.limits.VGATE[0]).astype(v_gate.dtype),
+                np.where(mask, width, self.spec.limits.WIDTH[0]).astype(width.dtype), origin,
+            )  # fmt: skip
         amplitude, v_gate, width = (plane.astype(np.float64) for plane in (amplitude, v_gate, width))
         applied = self.array.apply_pulses(kind, *origin, amplitude, v_gate, width, mask)
         self.pulses_applied += applied
@@ -834,23 +837,49 @@ class Firmware:
         except ValueError as exc:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
         planes: list[npt.NDArray[np.floating]] = []
+        sent: list[npt.NDArray[np.floating]] = []  # each parameter's values at the pulsed cells
         at = selected
         for form, size, line in zip(forms, sizes, lines, strict=True):
             plane: npt.NDArray[np.floating]
+            values: npt.NDArray[np.floating]
             if isinstance(form, float):  # shared: taken as float32, as block values are
                 plane = np.full((nrows, ncols), form, dtype=np.float32)
+                values = plane[:1, 0]
             elif form is compact.ValueForm.FLOAT:
                 plane = np.zeros((nrows, ncols), dtype=np.float32)
-                plane[mask] = np.frombuffer(payload[at : at + size], compact.F32)
+                values = np.frombuffer(payload[at : at + size], compact.F32)
+                plane[mask] = values
             else:
                 assert line is not None  # a width is never a DAC code (refused above)
                 codes = np.frombuffer(payload[at : at + size], compact.PULSE_CODE_DTYPE).astype(np.float64)
                 plane = np.zeros((nrows, ncols), dtype=np.float64)
-                plane[mask] = codes * self._dac_step(line)
+                values = codes * self._dac_step(line)
+                plane[mask] = values
             at += size
             planes.append(plane)
+            sent.append(values)
         amplitude, v_gate, width = planes
-        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask)
+        inside = self._pulse_values_inside(kind, *sent)
+        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask, inside=inside)
+
+    def _pulse_values_inside(
+        self, kind: PulseKind, amplitude: npt.NDArray[np.floating], v_gate: npt.NDArray[np.floating],
+        width: npt.NDArray[np.floating],
+    ) -> bool:  # fmt: skip
+        """Whether the values a pulse batch sent (only its pulsed cells', in the planes' types) all pass
+        :meth:`_check_pulse`: then the checks over whole planes would find nothing (the cells not
+        pulsed hold values inside every limit there). ``False`` leaves the finding and the naming
+        of the offending cell to those checks."""
+        line_limit = LimitName.VCOL if kind is PulseKind.RESET else LimitName.VROW
+        for values, limit in ((amplitude, line_limit), (v_gate, LimitName.VGATE), (width, LimitName.WIDTH)):
+            low, high = getattr(self.spec.limits, limit)
+            if values.dtype == np.float32:  # as _within_array compares block values
+                low, high = codec.block_bounds(low, high)
+            if limit is line_limit:
+                low = max(low, 0.0)  # amplitudes are magnitudes
+            if not (low <= values.min() and values.max() <= high):  # NaN fails both
+                return False
+        return True
 
     @handles(cmd.SWEEP)
     def _sweep(self, command: Command) -> bytes:
