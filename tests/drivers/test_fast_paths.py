@@ -132,7 +132,8 @@ def test_the_firmware_decodes_each_vmm_selection_as_it_did_before_keeping_them()
         assert got.every_row == rows.all()
         assert len(firmware._vmm_selections) <= VMM_SELECTIONS_KEPT
     # The same two bytes name 3 rows and 5 columns, or 5 rows and 3 columns: two selections.
-    three_by_five, five_by_three = firmware._vmm_selection(b"\x05\x03", 3, 5), firmware._vmm_selection(b"\x05\x03", 5, 3)
+    three_by_five = firmware._vmm_selection(b"\x05\x03", 3, 5)
+    five_by_three = firmware._vmm_selection(b"\x05\x03", 5, 3)
     assert (len(three_by_five.driven), len(three_by_five.others)) == (3, 3)
     assert (len(five_by_three.driven), len(five_by_three.others)) == (5, 1)
     with pytest.raises(CommandFailure, match="column bitmap selects none"):
