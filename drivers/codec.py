@@ -107,9 +107,19 @@ def frame_checksum(seq: int, body: bytes | memoryview) -> int:
 
 def encode_frame(seq: int, body: bytes) -> bytes:
     """A command or reply (``body``, with its line end) in framed mode."""
+    return encode_frame_of(seq, (body,))
+
+
+def encode_frame_of(seq: int, parts: Sequence[bytes]) -> bytes:
+    """:func:`encode_frame` of the body ``b"".join(parts)``, made in one copy (a VMM command's block is
+    up to megabytes: joining it into a command and then the command into a frame copied it twice)."""
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"sequence number {seq} outside 0..{MAX_SEQ}")
-    return b"!%d,%d,%08x\n" % (seq, len(body), frame_checksum(seq, body)) + body
+    length = sum(len(part) for part in parts)
+    crc = zlib.crc32(b"%d,%d," % (seq, length))
+    for part in parts:  # the checksum of the joined body (frame_checksum), part by part
+        crc = zlib.crc32(part, crc)
+    return b"".join((b"!%d,%d,%08x\n" % (seq, length, crc), *parts))
 
 
 def unframe(data: bytes) -> bytes:
@@ -153,14 +163,25 @@ def encode_command(
     block: npt.ArrayLike | bytes | None = None,
 ) -> bytes:
     """One command line: ``HEADER a,b,c[,<block>]\\n``."""
+    parts = command_parts(header, args, block)
+    # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def command_parts(
+    header: str,
+    args: Sequence[str | int | float] = (),
+    block: npt.ArrayLike | bytes | None = None,
+) -> tuple[bytes, ...]:
+    """:func:`encode_command`'s bytes in the parts they are joined from (the line; or the text before the
+    block, the block's header, its payload and the line end), for a caller that frames them in one copy."""
     fields = [a if isinstance(a, str) else format_number(a) for a in args]
     text = header if not fields else f"{header} {','.join(fields)}"
     if block is None:
-        return text.encode("ascii") + TERMINATOR
+        return (text.encode("ascii") + TERMINATOR,)
     separator = "," if fields else " "
     payload = block if isinstance(block, bytes) else np.ascontiguousarray(block, dtype=BLOCK_DTYPE).tobytes()
-    # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
-    return b"".join(((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR))
+    return ((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR)
 
 
 @dataclass(frozen=True)

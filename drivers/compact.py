@@ -123,10 +123,12 @@ class Scales:
 
     def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
         """The currents (A) that ADC codes taken at the given TIA gains stand for."""
-        if gain_index.size and int(gain_index.max()) >= len(self.gains):
-            raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains")
-        gains = self._gain_array.take(gain_index)
-        currents: npt.NDArray[np.float64] = np.asarray(codes, dtype=np.float64) * self.adc_lsb / gains
+        try:
+            gains = self._gain_array.take(gain_index)  # refuses an index past the gains: no pass of its own
+        except IndexError:
+            raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains") from None
+        currents: npt.NDArray[np.float64] = np.multiply(codes, self.adc_lsb, dtype=np.float64)
+        currents /= gains
         return currents
 
 

@@ -216,3 +216,23 @@ def test_the_pulse_values_sent_pass_exactly_when_their_planes_do(
     except CommandFailure:
         planes_pass = False
     assert firmware._pulse_values_inside(kind, *pulsed) == planes_pass
+
+
+def test_adc_codes_become_currents_and_a_gain_index_past_the_gains_is_refused() -> None:
+    gains = (1e3, 1e4, 1e5)
+    scales = compact.Scales(16, {}, 14, (-1.0, 1.0), gains)
+    codes = np.array([1, -2, 8191], np.int16)
+    expected = codes.astype(np.float64) * scales.adc_lsb / np.array(gains)
+    np.testing.assert_array_equal(scales.currents(codes, np.array([0, 1, 2], np.uint8)), expected)
+    with pytest.raises(ValueError, match="gain index 3 beyond the board's 3 gains"):
+        scales.currents(codes, np.array([0, 3, 1], np.uint8))
+
+
+@pytest.mark.parametrize("seq", [0, 1, 10**18 - 1])
+def test_a_frame_made_from_parts_is_the_frame_of_the_joined_command(seq: int) -> None:
+    from drivers.codec import command_parts, encode_frame_of
+
+    for parts in (command_parts("SYST:PCNT?"), command_parts("VMM:CODE?", (0, 0, 2, 3, 1, "NZ"), b"\x03\x07\x01\x00")):
+        assert encode_frame_of(seq, parts) == encode_frame(seq, b"".join(parts))
+        assert b"".join(parts) == encode_command(*(("SYST:PCNT?",) if len(parts) == 1 else
+                                                   ("VMM:CODE?", (0, 0, 2, 3, 1, "NZ"), b"\x03\x07\x01\x00")))
