@@ -518,8 +518,7 @@ class Board:
         return np.concatenate(parts)
 
     def _ask_codes(
-        self, command: CommandSpec, args: Sequence[str | int | float], values: int,
-        block: codec.BlockParts | None = None,
+        self, command: CommandSpec, args: Sequence[str | int | float], values: int, block: bytes | None = None
     ) -> FloatArray:
         """A command whose reply is ``values`` ADC codes with their gain indices, as currents (A)."""
         assert self.scales is not None
@@ -652,7 +651,7 @@ class Board:
         parts = []
         for start, count in chunks:
             mask = nonzero[start : start + count]
-            form, block = layouts.nonzero_input_parts(mask, codes[starts[start] : starts[start + count]], selection)
+            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]], selection)
             args = (*region.args(), count, form.value)
             parts.append(self._ask_codes(cmd.VMM_CODE, args, count * measured, block).reshape(count, measured))
             self._report("vmm", start + count, nvec, "vectors", len(chunks))

@@ -110,12 +110,12 @@ def encode_frame(seq: int, body: bytes) -> bytes:
     return encode_frame_of(seq, (body,))
 
 
-def encode_frame_of(seq: int, parts: Sequence[bytes | memoryview]) -> bytes:
+def encode_frame_of(seq: int, parts: Sequence[bytes]) -> bytes:
     """:func:`encode_frame` of the body ``b"".join(parts)``, made in one copy (a VMM command's block is
     up to megabytes: joining it into a command and then the command into a frame copied it twice)."""
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"sequence number {seq} outside 0..{MAX_SEQ}")
-    length = sum(memoryview(part).nbytes for part in parts)
+    length = sum(len(part) for part in parts)
     crc = zlib.crc32(b"%d,%d," % (seq, length))
     for part in parts:  # the checksum of the joined body (frame_checksum), part by part
         crc = zlib.crc32(part, crc)
@@ -160,18 +160,19 @@ def format_number(value: float | int) -> str:
 def encode_command(
     header: str,
     args: Sequence[str | int | float] = (),
-    block: npt.ArrayLike | bytes | BlockParts | None = None,
+    block: npt.ArrayLike | bytes | None = None,
 ) -> bytes:
     """One command line: ``HEADER a,b,c[,<block>]\\n``."""
+    parts = command_parts(header, args, block)
     # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
-    return b"".join(command_parts(header, args, block))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def command_parts(
     header: str,
     args: Sequence[str | int | float] = (),
-    block: npt.ArrayLike | bytes | BlockParts | None = None,
-) -> tuple[bytes | memoryview, ...]:
+    block: npt.ArrayLike | bytes | None = None,
+) -> tuple[bytes, ...]:
     """:func:`encode_command`'s bytes in the parts they are joined from (the line; or the text before the
     block, the block's header, its payload and the line end), for a caller that frames them in one copy."""
     fields = [a if isinstance(a, str) else format_number(a) for a in args]
@@ -179,20 +180,8 @@ def command_parts(
     if block is None:
         return (text.encode("ascii") + TERMINATOR,)
     separator = "," if fields else " "
-    lead = (text + separator).encode("ascii")
-    if isinstance(block, BlockParts):
-        return (lead, block_header(block.nbytes), *block, TERMINATOR)
     payload = block if isinstance(block, bytes) else np.ascontiguousarray(block, dtype=BLOCK_DTYPE).tobytes()
-    return (lead, block_header(len(payload)), payload, TERMINATOR)
-
-
-class BlockParts(tuple[bytes | memoryview, ...]):
-    """A block's payload already laid out, in parts (bytes, or contiguous buffers of any item type) that
-    go on the wire one after the other: the command is joined once, with them, into its frame."""
-
-    @property
-    def nbytes(self) -> int:
-        return sum(memoryview(part).nbytes for part in self)
+    return ((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from drivers.codec import BlockParts
 from drivers.commands import Line
 
 ADC_CODE_DTYPE = np.dtype("<i2")
@@ -258,26 +257,17 @@ def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
 def encode_nonzero_inputs(
     nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer], head: bytes = b""
 ) -> tuple[Inputs, bytes]:
-    """:func:`nonzero_input_parts`, joined."""
-    form, parts = nonzero_input_parts(nonzero, values, head)
-    return form, b"".join(parts)
-
-
-def nonzero_input_parts(
-    nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer], head: bytes = b""
-) -> tuple[Inputs, BlockParts]:
     """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
     ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros.
-    ``head``: bytes the block starts with (``VMM:CODE?``'s bitmaps). The block in its parts, joined
-    only into the command's frame (a VMM batch's codes are up to megabytes)."""
+    ``head``: bytes the block starts with (``VMM:CODE?``'s bitmaps), joined in the same copy."""
     flat = nonzero.ravel()
     sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
     if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
         every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
         every[flat] = values
-        return Inputs.ALL, BlockParts((head, every.data))
+        return Inputs.ALL, b"".join((head, every.data))
     codes = np.ascontiguousarray(values, dtype=VMM_CODE_DTYPE)
-    return Inputs.NONZERO, BlockParts((head, np.packbits(flat, bitorder="little").data, codes.data))
+    return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
 
 
 def decode_inputs(payload: bytes | memoryview, form: Inputs, count: int) -> npt.NDArray[np.int16]:

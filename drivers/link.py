@@ -133,8 +133,7 @@ class Link:
             self._owed = 0
 
     def exchange(
-        self, header: str, args: Sequence[str | int | float] = (),
-        block: npt.ArrayLike | bytes | codec.BlockParts | None = None,
+        self, header: str, args: Sequence[str | int | float] = (), block: npt.ArrayLike | bytes | None = None,
         values: int | None = None, reply_bytes: int | None = None,
     ) -> codec.Reply:  # fmt: skip
         """One command, one reply, surviving link faults where that is safe.
@@ -155,7 +154,7 @@ class Link:
         parts = codec.command_parts(header, args, block)  # joined once, into the frame (or the line)
         # the command's text for messages: its first 80 bytes up to any block (the text before a block
         # is the first part: a VMM's block, up to megabytes, is not copied for it)
-        command = bytes(parts[0][:80]).split(b"#", 1)[0].decode("ascii", "replace").rstrip(" ,\n")
+        command = parts[0][:80].split(b"#", 1)[0].decode("ascii", "replace").rstrip(" ,\n")
         wire, seq = self._wire(parts)
         attempts = 1 + (self.retries if seq is not None or commands.repeat_safe(header) else 0)
         failure: LinkError | None = None
@@ -183,11 +182,11 @@ class Link:
                 log.warning("%s: sending %r again (%d of %d): %s", self.resource, command, attempt, self.retries, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wire(self, parts: tuple[bytes | memoryview, ...]) -> tuple[bytes, int | None]:
+    def _wire(self, parts: tuple[bytes, ...]) -> tuple[bytes, int | None]:
         """A command (its bytes in parts, :func:`codec.command_parts`) as it goes on the wire: in framed
         mode, in a frame with the next sequence number."""
         if self._session is None:
-            return bytes(parts[0]) if len(parts) == 1 else b"".join(parts), None
+            return parts[0] if len(parts) == 1 else b"".join(parts), None
         self._seq += 1
         return codec.encode_frame_of(self._seq, parts), self._seq
 
@@ -342,7 +341,7 @@ class Link:
         for data in list(self._lines.values()):
             self._round_trip(*self._wire((data,)), data.split(b" ", 1)[0].decode("ascii"))
 
-    def _track_lines(self, header: str, parts: tuple[bytes | memoryview, ...]) -> None:
+    def _track_lines(self, header: str, parts: tuple[bytes, ...]) -> None:
         """Keep the line levels set by primitives (a command in its parts), to set them again after a reconnect."""
         if commands.idles(header):
             self._lines.clear()

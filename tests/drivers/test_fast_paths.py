@@ -236,16 +236,3 @@ def test_a_frame_made_from_parts_is_the_frame_of_the_joined_command(seq: int) ->
         assert encode_frame_of(seq, parts) == encode_frame(seq, b"".join(parts))
         assert b"".join(parts) == encode_command(*(("SYST:PCNT?",) if len(parts) == 1 else
                                                    ("VMM:CODE?", (0, 0, 2, 3, 1, "NZ"), b"\x03\x07\x01\x00")))
-
-
-def test_a_block_in_parts_is_the_block_joined() -> None:
-    """Parts of any item type (int16 codes) go on the wire as their bytes, counted in bytes."""
-    from drivers.codec import BlockParts, command_parts
-
-    codes = np.array([1, -2, 300], dtype="<i2")
-    form, parts = compact.nonzero_input_parts(np.array([[True, False, True, True]]), codes, b"\x0f\x01")
-    assert isinstance(parts, BlockParts) and parts.nbytes == 2 + 1 + 6
-    joined = compact.encode_nonzero_inputs(np.array([[True, False, True, True]]), codes, b"\x0f\x01")[1]
-    assert b"".join(parts) == joined
-    args = (0, 0, 4, 1, 1, form.value)
-    assert b"".join(command_parts("VMM:CODE?", args, parts)) == encode_command("VMM:CODE?", args, joined)
