@@ -275,7 +275,8 @@ class CommandParser:
 
     def feed(self, data: bytes) -> list[Command | ParseError | Framed]:
         """Add received bytes; return every command (or framing error) they complete."""
-        if data[:1] == FRAME_MARK and not self.has_partial:
+        # Only immutable bytes: the command's block is a view of them (a caller's bytearray could change)
+        if type(data) is bytes and data[:1] == FRAME_MARK and not self.has_partial:
             whole = _whole_frame(data)
             if whole is not None:  # exactly one intact frame holding one command: what the loop below makes of it
                 return [whole]

@@ -236,3 +236,13 @@ def test_a_frame_made_from_parts_is_the_frame_of_the_joined_command(seq: int) ->
         assert encode_frame_of(seq, parts) == encode_frame(seq, b"".join(parts))
         assert b"".join(parts) == encode_command(*(("SYST:PCNT?",) if len(parts) == 1 else
                                                    ("VMM:CODE?", (0, 0, 2, 3, 1, "NZ"), b"\x03\x07\x01\x00")))
+
+
+def test_a_frame_in_a_mutable_buffer_is_copied_not_viewed() -> None:
+    """The shortcut hands on views of the bytes received: only of immutable bytes. A bytearray goes the
+    general way (copied), so the caller changing it later changes no command."""
+    buffer = bytearray(_framed(encode_command("VMM?", (0, 0, 1, 1, 1), np.array([0.1], np.float32))))
+    (framed,) = CommandParser().feed(buffer)  # type: ignore[arg-type]
+    block = bytes(framed.item.block)
+    buffer[:] = b"x" * len(buffer)
+    assert bytes(framed.item.block) == block
