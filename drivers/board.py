@@ -8,13 +8,14 @@ put in its idle state on close, on any exception inside ``with``, on Ctrl-C and 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +113,10 @@ it (a single row or vector is never split)"""
 # The longest single SYST:WAIT sent: its reply timeout (wait + link timeout) must stay within
 # what every transport can express (pyvisa takes whole milliseconds below 2**32, about 49 days).
 MAX_WAIT_CHUNK = 1e5  # s
+VMM_REQUESTS_KEPT = 64
+"""checked VMM row and column selections a board keeps of each (see :func:`_keep`)"""
+_VMM_CODES = np.iinfo(layouts.VMM_CODE_DTYPE)
+_T = TypeVar("_T", bound=np.generic)
 
 
 def wait_chunks(seconds: float, chunk: float = MAX_WAIT_CHUNK) -> list[float]:
@@ -169,6 +174,9 @@ class Board:
         max_command_time: float = MAX_COMMAND_TIME,
     ) -> None:
         self.link = Link(transport, retries, reconnect_attempts)
+        # checked VMM row and column selections, by value (see _keep)
+        self._vmm_rows_kept: dict[tuple[int, bytes | None], npt.NDArray[np.intp]] = {}
+        self._vmm_columns_kept: dict[tuple[int, bytes | None], npt.NDArray[np.bool_]] = {}
         """the exchanges with the board: framing, retries, reconnects, and what they cost (``link.stats``)"""
         self._lock = lock
         self.pulses_applied = 0  # pulses the board confirmed applying (cells of batches, sweep steps)
@@ -381,7 +389,7 @@ class Board:
 
     def _amplitude_limit(self, kind: PulseKind) -> tuple[str, Range]:
         line = self.limits.v_col if kind is PulseKind.RESET else self.limits.v_row
-        return ("v_col" if kind is PulseKind.RESET else "v_row"), Range(min=0.0, max=line.max)
+        return ("v_col" if kind is PulseKind.RESET else "v_row"), _magnitudes_up_to(line.max)
 
     def _check_pulse_values(
         self, kind: PulseKind, amplitude: FloatArray, v_gate: FloatArray, width: FloatArray,
@@ -543,14 +551,7 @@ class Board:
         if inputs.ndim != 2 or inputs.shape[1] != width:
             what = "this region" if given is None else f"the {width} rows given"
             raise InvalidRequest(f"v_rows has shape {inputs.shape}; expected (n, {width}) for {what}")
-        wanted = np.ones(region.ncols, dtype=bool)
-        if columns is not None:
-            picked = np.asarray(columns, dtype=np.int64).ravel()
-            if not picked.size or picked.min() < 0 or picked.max() >= region.ncols:
-                raise InvalidRequest(f"columns {picked.tolist()[:8]} must name columns 0..{region.ncols - 1} of the "
-                                     "region")  # fmt: skip
-            wanted[:] = False
-            wanted[picked] = True
+        wanted = self._vmm_columns(region, columns)
         codes = self._takes_codes()
         if codes:
             # The non-zero inputs (np.extract over the batch as it came: C-ordered, about 5x faster than
@@ -558,8 +559,8 @@ class Board:
             # 0 V where any input is 0, so the checks below need no pass over the whole batch.
             nonzero = inputs != 0
             values = np.extract(nonzero, inputs)
-            ends = np.array([values.min(), values.max()]) if values.size else values  # float32, as the batch
-            extremes = (float(ends[0]), float(ends[1])) if values.size else (0.0, 0.0)
+            ends = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)  # float32 values
+            extremes = ends
             if values.size < inputs.size:
                 extremes = (min(extremes[0], 0.0), max(extremes[1], 0.0))
         else:  # one pass each for the batch's extremes, shared by the two checks
@@ -594,10 +595,33 @@ class Board:
         if rows is None:
             return None
         given = np.asarray(rows, dtype=np.intp).ravel()
+        key = (region.nrows, given.tobytes())
+        kept = self._vmm_rows_kept.get(key)
+        if kept is not None:
+            return kept
         if not given.size or given[0] < 0 or given[-1] >= region.nrows or (np.diff(given) <= 0).any():
             raise InvalidRequest(f"rows {given.tolist()[:8]} must name rows 0..{region.nrows - 1} of the region, "
                                  "ascending, each once")  # fmt: skip
-        return given
+        return _keep(self._vmm_rows_kept, key, given.copy())
+
+    def _vmm_columns(self, region: Region, columns: npt.ArrayLike | None) -> npt.NDArray[np.bool_]:
+        """Which columns of the region a :meth:`vmm` wants, checked (``None``: all)."""
+        picked = None if columns is None else np.asarray(columns, dtype=np.int64).ravel()
+        key = (region.ncols, None if picked is None else picked.tobytes())
+        kept = self._vmm_columns_kept.get(key)
+        if kept is not None:
+            return kept
+        wanted = np.ones(region.ncols, dtype=bool)
+        if picked is not None:
+            if not picked.size or picked.min() < 0 or picked.max() >= region.ncols:
+                raise InvalidRequest(f"columns {picked.tolist()[:8]} must name columns 0..{region.ncols - 1} of the "
+                                     "region")  # fmt: skip
+            wanted[:] = False
+            wanted[picked] = True
+        return _keep(self._vmm_columns_kept, key, wanted)
+        """Keep a checked row or column selection of a VMM request: a training run names the same few (its
+        tiles') with every batch, and checking them again is most of a small batch's host time. Kept
+        read-only, by value (the bytes of the indices), so a caller changing its array later changes nothing."""
 
     def _check_vmm_current(self, inputs: npt.NDArray[np.float32], peak: float) -> None:
         """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``.
@@ -655,7 +679,7 @@ class Board:
         return self.scales is not None and self._adc_codes
 
     def _vmm_codes(
-        self, values: npt.NDArray[np.float32], ends: npt.NDArray[np.float32], nonzero: npt.NDArray[np.bool_],
+        self, values: npt.NDArray[np.float32], ends: tuple[float, float], nonzero: npt.NDArray[np.bool_],
         driven: npt.NDArray[np.bool_],
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]] | None:
         """The non-zero inputs of the driven rows as the nearest row DAC codes (a mask over the
@@ -676,10 +700,9 @@ class Board:
             return (mask, np.zeros(0, layouts.VMM_CODE_DTYPE)) if zero_ok else None
         # The codes are monotonic in the volts and code * step in the code: the codes of the smallest
         # and largest input are the extreme codes, and they decide both checks before any is made.
-        first, last = (int(c) for c in layouts.dac_levels(ends, step))
+        first, last = (int(layouts.dac_level(end, step)) for end in ends)
         levels_ok = low <= first * step and last * step <= high
-        representable = np.iinfo(layouts.VMM_CODE_DTYPE)
-        fits = representable.min <= first and last <= representable.max
+        fits = _VMM_CODES.min <= first and last <= _VMM_CODES.max
         if not (fits and levels_ok and zero_ok):
             return None
         codes = np.asarray(layouts.dac_codes_as(values, step, layouts.VMM_CODE_DTYPE), dtype=np.int16)  # no copy
@@ -786,6 +809,25 @@ class Board:
             return [(start, nrows, form)]
         half = nrows // 2
         return self._batch_forms(batch, start, half) + self._batch_forms(batch, start + half, nrows - half)
+
+
+@functools.lru_cache(maxsize=16)
+def _magnitudes_up_to(high: float) -> Range:
+    """``[0, high]``: a pulse amplitude's range (made once: a validated model costs microseconds a pulse batch)."""
+    return Range(min=0.0, max=high)
+
+
+def _keep(
+    kept: dict[tuple[int, bytes | None], npt.NDArray[_T]], key: tuple[int, bytes | None], checked: npt.NDArray[_T]
+) -> npt.NDArray[_T]:
+    """Keep a checked row or column selection of a VMM request: a training run names the same few (its
+    tiles') with every batch, and checking them again was most of a small batch's host time. Kept
+    read-only, by value (the bytes of the indices): a caller changing its array later changes nothing."""
+    if len(kept) >= VMM_REQUESTS_KEPT:
+        kept.clear()
+    checked.flags.writeable = False
+    kept[key] = checked
+    return checked
 
 
 def _pulse_kind(kind: PulseKind | str) -> PulseKind:

@@ -63,7 +63,7 @@ def encode_block(values: npt.ArrayLike | bytes) -> bytes:
     return block_header(len(payload)) + payload
 
 
-def decode_block(payload: bytes, shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
+def decode_block(payload: bytes | memoryview, shape: tuple[int, ...] | None = None) -> npt.NDArray[np.float32]:
     """The float32 array carried by a block payload, optionally reshaped."""
     if len(payload) % BLOCK_DTYPE.itemsize:
         raise ValueError(f"block payload of {len(payload)} bytes is not a whole number of float32")
@@ -95,21 +95,31 @@ class FrameHeader:
     length: int
     crc: int
 
-    def checks(self, body: bytes) -> bool:
+    def checks(self, body: bytes | memoryview) -> bool:
         """Whether ``body`` is what this header's checksum says was sent."""
         return self.length == len(body) and frame_checksum(self.seq, body) == self.crc
 
 
-def frame_checksum(seq: int, body: bytes) -> int:
+def frame_checksum(seq: int, body: bytes | memoryview) -> int:
     """CRC-32 over the sequence number, the length and the body, so no field can change unseen."""
     return zlib.crc32(body, zlib.crc32(b"%d,%d," % (seq, len(body))))
 
 
 def encode_frame(seq: int, body: bytes) -> bytes:
     """A command or reply (``body``, with its line end) in framed mode."""
+    return encode_frame_of(seq, (body,))
+
+
+def encode_frame_of(seq: int, parts: Sequence[bytes]) -> bytes:
+    """:func:`encode_frame` of the body ``b"".join(parts)``, made in one copy (a VMM command's block is
+    up to megabytes: joining it into a command and then the command into a frame copied it twice)."""
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"sequence number {seq} outside 0..{MAX_SEQ}")
-    return b"!%d,%d,%08x\n" % (seq, len(body), frame_checksum(seq, body)) + body
+    length = sum(len(part) for part in parts)
+    crc = zlib.crc32(b"%d,%d," % (seq, length))
+    for part in parts:  # the checksum of the joined body (frame_checksum), part by part
+        crc = zlib.crc32(part, crc)
+    return b"".join((b"!%d,%d,%08x\n" % (seq, length, crc), *parts))
 
 
 def unframe(data: bytes) -> bytes:
@@ -153,14 +163,25 @@ def encode_command(
     block: npt.ArrayLike | bytes | None = None,
 ) -> bytes:
     """One command line: ``HEADER a,b,c[,<block>]\\n``."""
+    parts = command_parts(header, args, block)
+    # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def command_parts(
+    header: str,
+    args: Sequence[str | int | float] = (),
+    block: npt.ArrayLike | bytes | None = None,
+) -> tuple[bytes, ...]:
+    """:func:`encode_command`'s bytes in the parts they are joined from (the line; or the text before the
+    block, the block's header, its payload and the line end), for a caller that frames them in one copy."""
     fields = [a if isinstance(a, str) else format_number(a) for a in args]
     text = header if not fields else f"{header} {','.join(fields)}"
     if block is None:
-        return text.encode("ascii") + TERMINATOR
+        return (text.encode("ascii") + TERMINATOR,)
     separator = "," if fields else " "
     payload = block if isinstance(block, bytes) else np.ascontiguousarray(block, dtype=BLOCK_DTYPE).tobytes()
-    # one copy of a payload of up to megabytes (a VMM batch), not one per concatenation
-    return b"".join(((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR))
+    return ((text + separator).encode("ascii"), block_header(len(payload)), payload, TERMINATOR)
 
 
 @dataclass(frozen=True)
@@ -169,7 +190,8 @@ class Command:
 
     header: str
     args: tuple[str, ...]
-    block: bytes | None = None
+    block: bytes | memoryview | None = None
+    """the binary block, as bytes or as a view of the bytes it arrived in (read-only either way)"""
 
 
 @dataclass(frozen=True)
@@ -189,7 +211,7 @@ class Framed:
     intact: bool = True
     """False when the checksum failed or the header was unreadable: ``item`` is then the error to
     answer, and nothing runs"""
-    body: bytes = field(default=b"", compare=False)
+    body: bytes | memoryview = field(default=b"", compare=False)
     """the frame's body as it arrived (the command's bytes), to tell a resent command from another"""
 
 
@@ -253,6 +275,11 @@ class CommandParser:
 
     def feed(self, data: bytes) -> list[Command | ParseError | Framed]:
         """Add received bytes; return every command (or framing error) they complete."""
+        # Only immutable bytes: the command's block is a view of them (a caller's bytearray could change)
+        if type(data) is bytes and data[:1] == FRAME_MARK and not self.has_partial:
+            whole = _whole_frame(data)
+            if whole is not None:  # exactly one intact frame holding one command: what the loop below makes of it
+                return [whole]
         self._buffer += data
         out: list[Command | ParseError | Framed] = []
         while True:
@@ -437,7 +464,60 @@ class CommandParser:
         return _split_line(prefix, payload)
 
 
-def _split_line(line: bytes, block: bytes | None) -> Command | ParseError:
+def _whole_frame(data: bytes) -> Framed | None:
+    """``data`` as :class:`CommandParser` frames it when it is exactly one frame, intact, holding exactly
+    one command (a host's command as it arrives in one write); ``None`` for anything else, which the
+    parser's general path then takes byte by byte. The same checks as that path, read straight from
+    ``data``: the body and the block are views of it (a VMM block is up to megabytes), not copies
+    through the parser's buffers."""
+    end = data.find(TERMINATOR, 0, MAX_FRAME_HEADER_BYTES)
+    if end < 0:
+        return None
+    try:
+        header = parse_frame_header(data[: end + 1])
+    except ValueError:
+        return None
+    start = end + 1
+    if len(data) != start + header.length:
+        return None
+    view = memoryview(data)
+    body = view[start:]
+    if not header.checks(body):
+        return None
+    item = _one_command(data, start, view)
+    return Framed(header.seq, item, body=body) if item is not None else None
+
+
+def _one_command(data: bytes, start: int, view: memoryview) -> Command | ParseError | None:
+    """What a fresh :class:`CommandParser` makes of the body ``data[start:]`` when that is exactly one
+    command and nothing after it (no partial input left), its block a slice of ``view`` (``data``'s);
+    ``None`` otherwise (a nested frame, a malformed or overlong line or block, bytes after the
+    command), for the general path to say what is wrong."""
+    if data[start : start + 1] == FRAME_MARK:
+        return None
+    size = len(data)
+    end = data.find(TERMINATOR, start)
+    hash_at = data.find(b"#", start, end if end >= 0 else size)
+    if hash_at < 0:  # a line: exactly one, within the line limit
+        if end != size - 1 or end - start > MAX_LINE_BYTES:
+            return None
+        return _split_line(data[start:end], None)
+    if hash_at - start > MAX_LINE_BYTES:
+        return None
+    n_char = data[hash_at + 1 : hash_at + 2]
+    if not n_char.isdigit() or n_char == b"0":
+        return None
+    first = hash_at + 2 + int(n_char)
+    digits = data[hash_at + 2 : first]
+    if len(digits) != int(n_char) or not digits.isdigit():
+        return None
+    length = int(digits)
+    if length > MAX_BLOCK_BYTES or data[first + length :] not in (TERMINATOR, b"\r" + TERMINATOR):
+        return None
+    return _split_line(data[start:hash_at], view[first : first + length])
+
+
+def _split_line(line: bytes, block: bytes | memoryview | None) -> Command | ParseError:
     if line.endswith(b"\r"):
         line = line[:-1]
     try:

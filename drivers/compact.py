@@ -20,6 +20,7 @@ The host (:mod:`drivers.board`) picks, per command, the smallest form the board 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -76,7 +77,9 @@ def encode_selection(mask: npt.NDArray[np.bool_], form: Selection) -> bytes:
     return np.packbits(flat, bitorder="little").tobytes()
 
 
-def decode_selection(payload: bytes, form: Selection, shape: tuple[int, int], count: int) -> npt.NDArray[np.bool_]:
+def decode_selection(
+    payload: bytes | memoryview, form: Selection, shape: tuple[int, int], count: int
+) -> npt.NDArray[np.bool_]:
     """The mask a selection names; ``ValueError`` saying what is wrong with it."""
     cells = shape[0] * shape[1]
     if form is Selection.INDEX:
@@ -114,12 +117,18 @@ class Scales:
         """V per ADC code at the TIA's output."""
         return float((self.adc_range[1] - self.adc_range[0]) / 2**self.adc_bits)
 
+    @functools.cached_property
+    def _gain_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.gains, dtype=np.float64)
+
     def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
         """The currents (A) that ADC codes taken at the given TIA gains stand for."""
-        if gain_index.size and int(gain_index.max()) >= len(self.gains):
-            raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains")
-        gains = np.asarray(self.gains, dtype=np.float64)[gain_index]
-        currents: npt.NDArray[np.float64] = np.asarray(codes, dtype=np.float64) * self.adc_lsb / gains
+        try:
+            gains = self._gain_array.take(gain_index)  # refuses an index past the gains: no pass of its own
+        except IndexError:
+            raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains") from None
+        currents: npt.NDArray[np.float64] = np.multiply(codes, self.adc_lsb, dtype=np.float64)
+        currents /= gains
         return currents
 
 
@@ -134,6 +143,16 @@ def dac_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.in
 DAC_CHUNK = 16_384
 """inputs the DAC rounding takes at a time: its float64 temporaries (128 kB each) stay in the CPU's
 cache instead of streaming megabytes through memory per pass (a 6,400 x 128 VMM batch: about 2x faster)"""
+
+
+def dac_level(volts: float, step: float) -> float:
+    """:func:`dac_levels` of one voltage, in Python floats: the same IEEE operations in the same order
+    (``round`` rounds half to even as ``np.rint`` does), without a dozen numpy calls for one number."""
+    magnitude = abs(volts)
+    nearest = float(round(magnitude * (1.0 / step)))
+    if nearest * step < magnitude:
+        nearest += 1.0  # a step further where the nearest code falls short
+    return math.copysign(nearest, volts)
 
 
 def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.float64]:
@@ -192,11 +211,21 @@ def fits(codes: npt.NDArray[np.integer], dtype: np.dtype[np.integer]) -> bool:
 
 def encode_adc_codes(codes: npt.NDArray[np.floating | np.integer], gain_index: npt.NDArray[np.integer]) -> bytes:
     """An ADC-code block payload: every code, then the gain indices two a byte (low nibble first)."""
+    return b"".join(adc_code_parts(codes, gain_index))
+
+
+def adc_code_parts(
+    codes: npt.NDArray[np.floating | np.integer], gain_index: npt.NDArray[np.integer]
+) -> tuple[memoryview, memoryview]:
+    """:func:`encode_adc_codes`'s payload in its two parts (the codes, the gain indices' bytes), for a
+    caller that joins them into a reply with its other bytes in one copy."""
     flat = np.asarray(gain_index, dtype=np.uint8).ravel()
-    if flat.size % 2:
-        flat = np.append(flat, np.uint8(0))
-    nibbles = flat[0::2] | (flat[1::2] << 4)
-    return np.asarray(codes).astype(ADC_CODE_DTYPE).tobytes() + nibbles.astype(np.uint8).tobytes()
+    low = flat[0::2]  # an odd count's last byte: its index, and 0 in the high nibble
+    nibbles = low.copy() if low.dtype == np.uint8 else low.astype(np.uint8)
+    high = flat[1::2]
+    nibbles[: len(high)] |= high << 4
+    wire_codes = np.asarray(codes).astype(ADC_CODE_DTYPE).ravel()
+    return wire_codes.data, nibbles.data
 
 
 def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8]]:

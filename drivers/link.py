@@ -151,11 +151,11 @@ class Link:
             reply_bytes = values * codec.BLOCK_DTYPE.itemsize
         if self.closed or self.unreachable:
             raise LinkError(self.resource, "the link is closed" if self.closed else "the board is unreachable", header)
-        data = codec.encode_command(header, args, block)
-        # the command's text for messages: its first 80 bytes up to any block (split within those
-        # 80 bytes: splitting the whole command copied a VMM's block, up to megabytes, per command)
-        command = data[:80].split(b"#", 1)[0].decode("ascii", "replace").rstrip(" ,\n")
-        wire, seq = self._wire(data)
+        parts = codec.command_parts(header, args, block)  # joined once, into the frame (or the line)
+        # the command's text for messages: its first 80 bytes up to any block (the text before a block
+        # is the first part: a VMM's block, up to megabytes, is not copied for it)
+        command = parts[0][:80].split(b"#", 1)[0].decode("ascii", "replace").rstrip(" ,\n")
+        wire, seq = self._wire(parts)
         attempts = 1 + (self.retries if seq is not None or commands.repeat_safe(header) else 0)
         failure: LinkError | None = None
         for attempt in range(1, attempts + 1):
@@ -163,13 +163,13 @@ class Link:
                 if failure is not None:
                     self._recover(failure, attempt, header, seq)
                     if commands.repeat_safe(header):  # safe to run again: a fresh number, so it runs after a reconnect
-                        wire, seq = self._wire(data)
+                        wire, seq = self._wire(parts)
                 reply = self._round_trip(wire, seq, command)
                 if reply_bytes is not None and (reply.kind != "block" or len(reply.payload) != reply_bytes):
                     got = f"{len(reply.payload)} bytes" if reply.kind == "block" else f"{reply.text!r}"
                     self._desynced = True  # the awaited reply may still come: drop it before the next command
                     raise LinkError(self.resource, f"expected a block of {reply_bytes} bytes, got {got}", command)
-                self._track_lines(header, data)
+                self._track_lines(header, parts)
                 return reply
             except LinkError as exc:
                 failure = exc
@@ -182,12 +182,13 @@ class Link:
                 log.warning("%s: sending %r again (%d of %d): %s", self.resource, command, attempt, self.retries, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wire(self, data: bytes) -> tuple[bytes, int | None]:
-        """A command as it goes on the wire: in framed mode, in a frame with the next sequence number."""
+    def _wire(self, parts: tuple[bytes, ...]) -> tuple[bytes, int | None]:
+        """A command (its bytes in parts, :func:`codec.command_parts`) as it goes on the wire: in framed
+        mode, in a frame with the next sequence number."""
         if self._session is None:
-            return data, None
+            return parts[0] if len(parts) == 1 else b"".join(parts), None
         self._seq += 1
-        return codec.encode_frame(self._seq, data), self._seq
+        return codec.encode_frame_of(self._seq, parts), self._seq
 
     def _round_trip(self, wire: bytes, seq: int | None, command: str) -> codec.Reply:
         """Send one command as it goes on the wire and read its reply (framed when ``seq`` is)."""
@@ -269,7 +270,7 @@ class Link:
 
     def _ask_here(self, header: str, *args: str | int) -> str:
         """One exchange on the link as it is, without recovery (for recovering)."""
-        return self._round_trip(*self._wire(codec.encode_command(header, args)), header).text
+        return self._round_trip(*self._wire(codec.command_parts(header, args)), header).text
 
     def _resume_session(self) -> bool:
         """Take the session up again (framed mode); whether the board still knows its commands
@@ -338,14 +339,15 @@ class Link:
     def _restore_lines(self) -> None:
         """Set again the line levels set by primitives; they stay remembered until each is set."""
         for data in list(self._lines.values()):
-            self._round_trip(*self._wire(data), data.split(b" ", 1)[0].decode("ascii"))
+            self._round_trip(*self._wire((data,)), data.split(b" ", 1)[0].decode("ascii"))
 
-    def _track_lines(self, header: str, data: bytes) -> None:
-        """Keep the line levels set by primitives, to set them again after a reconnect."""
+    def _track_lines(self, header: str, parts: tuple[bytes, ...]) -> None:
+        """Keep the line levels set by primitives (a command in its parts), to set them again after a reconnect."""
         if commands.idles(header):
             self._lines.clear()
         elif header == commands.MUX_OPEN.header:
             self._lines = {k: v for k, v in self._lines.items() if not k.startswith(b"MUX")}
         elif commands.sets_level(header):
+            data = b"".join(parts)  # a line: primitives carry no block
             self._lines[data.rsplit(b",", 1)[0]] = data  # keyed by header, line and channel
 

@@ -45,13 +45,17 @@ def sparse_form(
     """The ``PULS:SPAR`` form of checked ``planes`` (amplitude, gate, width, mask); ``limits``: the
     host's ranges of the amplitude and the gate, which a DAC-coded level must stay inside."""
     mask = planes[3] != 0
-    count, cells = int(mask.sum()), mask.size
+    where = np.flatnonzero(mask)  # one pass for the selection and the three planes' values
+    count, cells = len(where), mask.size
     select = min(compact.Selection, key=lambda form: compact.selection_bytes(form, cells, count))
     args: list[str | int | float] = [select.value, count]
-    parts = [compact.encode_selection(mask, select)]
+    if select is compact.Selection.INDEX:
+        parts = [where.astype(compact.index_dtype(cells)).tobytes()]  # encode_selection's IDX, from the same pass
+    else:
+        parts = [compact.encode_selection(mask, select)]
     lines = (amplitude_line(kind), Line.GATE, None)
     for plane, line, limit in zip(planes[:3], lines, (*limits, None), strict=True):
-        values = plane[mask]
+        values = plane.ravel().take(where)  # plane[mask], without a second scan of the mask
         if (values == values[0]).all():
             args.append(float(values[0]))  # the float32 value, exactly: the value the limits were checked against
             continue

@@ -11,7 +11,8 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,45 @@ _COUNT = re.compile(r"[0-9]{1,18}")
 _ARRAY_PULSE = {kind: PulseKind(kind.value) for kind in cmd.PulseKind}
 
 
+VMM_SELECTIONS_KEPT = 64
+"""decoded ``VMM:CODE?`` row and column selections kept (a network's tiles use a few)"""
+
+
+def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    array.flags.writeable = False  # kept and shared between commands: nobody may change it
+    return array
+
+
+@dataclass(frozen=True)
+class VmmSelection:
+    """The rows a ``VMM:CODE?`` drives and the columns it wants, decoded once for every command that
+    names them: the flags and their positions."""
+
+    driven: npt.NDArray[np.bool_]
+    wanted: npt.NDArray[np.bool_]
+    rows: npt.NDArray[np.intp]
+    measured: npt.NDArray[np.intp]
+    others: npt.NDArray[np.intp]
+    """the columns not wanted"""
+
+    @classmethod
+    def of(cls, driven: npt.NDArray[np.bool_], wanted: npt.NDArray[np.bool_]) -> VmmSelection:
+        parts = (driven, wanted, np.flatnonzero(driven), np.flatnonzero(wanted), np.flatnonzero(~wanted))
+        return cls(*(_frozen(a) for a in parts))
+
+    @property
+    def ndriven(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nwanted(self) -> int:
+        return len(self.measured)
+
+    @property
+    def every_row(self) -> bool:
+        return len(self.rows) == len(self.driven)
+
+
 class Firmware:
     """A byte-in, byte-out command interpreter for one emulated board."""
 
@@ -117,6 +157,7 @@ class Firmware:
         self.sessions = SessionStore()  # framed mode's memory of the hosts' sessions
         self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
+        self._vmm_selections: dict[tuple[bytes, int, int], VmmSelection] = {}  # see _vmm_selection
         self._iv = IVCurve(array.params.iv_nonlinearity, array.params.v_iv_reference)  # to model currents ahead
         # header -> handler, from the @handles marks; an override in a subclass (marked or not) is the one bound
         self._handlers: dict[str, Callable[[Command], bytes]] = {}
@@ -650,13 +691,16 @@ class Firmware:
     def _apply_batch(
         self, kind: PulseKind, origin: tuple[int, int], amplitude: npt.NDArray[np.floating],
         v_gate: npt.NDArray[np.floating], width: npt.NDArray[np.floating], mask: npt.NDArray[np.bool_],
+        inside: bool = False,
     ) -> bytes:  # fmt: skip
-        """Check every masked cell's values, then pulse them all (PULS:BATC and PULS:SPAR)."""
-        self._check_pulse(
-            kind, np.where(mask, amplitude, 0).astype(amplitude.dtype),
-            np.where(mask, v_gate, self.spec.limits.VGATE[0]).astype(v_gate.dtype),
-            np.where(mask, width, self.spec.limits.WIDTH[0]).astype(width.dtype), origin,
-        )  # fmt: skip
+        """Check every masked cell's values, then pulse them all (PULS:BATC and PULS:SPAR). ``inside``: the
+        caller found every masked cell's values inside the limits already (the planes' check would pass)."""
+        if not inside:
+            self._check_pulse(
+                kind, np.where(mask, amplitude, 0).astype(amplitude.dtype),
+                np.where(mask, v_gate, self.spec.limits.VGATE[0]).astype(v_gate.dtype),
+                np.where(mask, width, self.spec.limits.WIDTH[0]).astype(width.dtype), origin,
+            )  # fmt: skip
         amplitude, v_gate, width = (plane.astype(np.float64) for plane in (amplitude, v_gate, width))
         applied = self.array.apply_pulses(kind, *origin, amplitude, v_gate, width, mask)
         self.pulses_applied += applied
@@ -670,8 +714,9 @@ class Firmware:
 
     def _adc_code_reply(self, current: FloatArray) -> bytes:
         codes, index = self.spec.electronics.measure_autoranged_codes(current)
-        payload = compact.encode_adc_codes(codes, index)
-        return codec.block_header(len(payload)) + payload + codec.TERMINATOR
+        wire_codes, nibbles = compact.adc_code_parts(codes, index)
+        header = codec.block_header(wire_codes.nbytes + nibbles.nbytes)
+        return b"".join((header, wire_codes, nibbles, codec.TERMINATOR))  # one copy of the payload
 
     def _codes_fit(self) -> None:
         e = self.spec.electronics
@@ -702,13 +747,10 @@ class Firmware:
         if len(payload) < sum(heads):
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block holds {len(payload)} bytes, fewer than the row and "
                                  f"column bitmaps' {sum(heads)}")  # fmt: skip
-        try:
-            driven = compact.decode_bitmap(payload[: heads[0]], nrows, "row")
-            wanted = compact.decode_bitmap(payload[heads[0] : sum(heads)], ncols, "column")
-        except ValueError as exc:
-            raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
-        self._reply_block_fits(nvec * int(wanted.sum()), compact.BYTES_PER_ADC_VALUE)
-        count = nvec * int(driven.sum())
+        selection = self._vmm_selection(bytes(payload[: sum(heads)]), nrows, ncols)
+        driven, wanted = selection.driven, selection.wanted
+        self._reply_block_fits(nvec * selection.nwanted, compact.BYTES_PER_ADC_VALUE)
+        count = nvec * selection.ndriven
         try:
             where, values = compact.decode_input_values(payload[sum(heads) :], form, count)
         except ValueError as exc:
@@ -720,7 +762,7 @@ class Firmware:
         first, last = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if where is not None and where.size < count:
             first, last = min(first, 0), max(last, 0)
-        if not low <= first * step <= last * step <= high or (not driven.all() and not low <= 0.0 <= high):
+        if not low <= first * step <= last * step <= high or (not selection.every_row and not low <= 0.0 <= high):
             codes = compact.decode_inputs(payload[sum(heads) :], form, count).reshape(nvec, -1)
             v_rows = np.zeros((nvec, nrows))
             v_rows[:, driven] = codes.astype(np.float64) * step
@@ -733,14 +775,32 @@ class Firmware:
             scattered[where] = levels
             levels = scattered
         v_driven = levels.reshape(nvec, -1)
-        rows, measured, others = np.flatnonzero(driven), np.flatnonzero(wanted), np.flatnonzero(~wanted)
+        rows, measured, others = selection.rows, selection.measured, selection.others
         protected = min(-self.spec.limits.ICOL[0], self.spec.limits.ICOL[1])
         if len(others) and not self.array.vmm_bound(v_driven, row0, col0, ncols, rows, others) <= protected:
             measured = np.arange(ncols)  # the columns not sent back might trip the TIA protection: measure them too
         currents = self.array.vmm(v_driven, row0, col0, ncols, rows=rows, columns=measured)
         self._check_column_currents(currents)
         self._go_idle()
-        return self._adc_code_reply(currents if len(measured) == wanted.sum() else currents[:, wanted])
+        return self._adc_code_reply(currents if len(measured) == selection.nwanted else currents[:, wanted])
+
+    def _vmm_selection(self, head: bytes, nrows: int, ncols: int) -> VmmSelection:
+        """``VMM:CODE?``'s row and column bitmaps (``head``), checked and decoded; kept by their bytes,
+        since a training run sends the same few selections (its tiles') with every batch."""
+        key = (head, nrows, ncols)
+        selection = self._vmm_selections.get(key)
+        if selection is None:
+            split = (nrows + 7) // 8
+            try:
+                driven = compact.decode_bitmap(head[:split], nrows, "row")
+                wanted = compact.decode_bitmap(head[split:], ncols, "column")
+            except ValueError as exc:
+                raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
+            selection = VmmSelection.of(driven, wanted)
+            if len(self._vmm_selections) >= VMM_SELECTIONS_KEPT:
+                self._vmm_selections.clear()
+            self._vmm_selections[key] = selection
+        return selection
 
     def _pulse_value(self, text: str, name: str, dac: Line | None) -> float | compact.ValueForm:
         """A PULS:SPAR value argument: a number shared by every cell, or how the block carries it per cell."""
@@ -777,23 +837,49 @@ class Firmware:
         except ValueError as exc:
             raise CommandFailure(ErrorCode.OUT_OF_RANGE, str(exc)) from None
         planes: list[npt.NDArray[np.floating]] = []
+        sent: list[npt.NDArray[np.floating]] = []  # each parameter's values at the pulsed cells
         at = selected
         for form, size, line in zip(forms, sizes, lines, strict=True):
             plane: npt.NDArray[np.floating]
+            values: npt.NDArray[np.floating]
             if isinstance(form, float):  # shared: taken as float32, as block values are
                 plane = np.full((nrows, ncols), form, dtype=np.float32)
+                values = plane[:1, 0]
             elif form is compact.ValueForm.FLOAT:
                 plane = np.zeros((nrows, ncols), dtype=np.float32)
-                plane[mask] = np.frombuffer(payload[at : at + size], compact.F32)
+                values = np.frombuffer(payload[at : at + size], compact.F32)
+                plane[mask] = values
             else:
                 assert line is not None  # a width is never a DAC code (refused above)
                 codes = np.frombuffer(payload[at : at + size], compact.PULSE_CODE_DTYPE).astype(np.float64)
                 plane = np.zeros((nrows, ncols), dtype=np.float64)
-                plane[mask] = codes * self._dac_step(line)
+                values = codes * self._dac_step(line)
+                plane[mask] = values
             at += size
             planes.append(plane)
+            sent.append(values)
         amplitude, v_gate, width = planes
-        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask)
+        inside = self._pulse_values_inside(kind, *sent)
+        return self._apply_batch(kind, (row0, col0), amplitude, v_gate, width, mask, inside=inside)
+
+    def _pulse_values_inside(
+        self, kind: PulseKind, amplitude: npt.NDArray[np.floating], v_gate: npt.NDArray[np.floating],
+        width: npt.NDArray[np.floating],
+    ) -> bool:  # fmt: skip
+        """Whether the values a pulse batch sent (only its pulsed cells', in the planes' types) all pass
+        :meth:`_check_pulse`: then the checks over whole planes would find nothing (the cells not
+        pulsed hold values inside every limit there). ``False`` leaves the finding and the naming
+        of the offending cell to those checks."""
+        line_limit = LimitName.VCOL if kind is PulseKind.RESET else LimitName.VROW
+        for values, limit in ((amplitude, line_limit), (v_gate, LimitName.VGATE), (width, LimitName.WIDTH)):
+            low, high = getattr(self.spec.limits, limit)
+            if values.dtype == np.float32:  # as _within_array compares block values
+                low, high = codec.block_bounds(low, high)
+            if limit is line_limit:
+                low = max(low, 0.0)  # amplitudes are magnitudes
+            if not (low <= values.min() and values.max() <= high):  # NaN fails both
+                return False
+        return True
 
     @handles(cmd.SWEEP)
     def _sweep(self, command: Command) -> bytes:

@@ -34,7 +34,7 @@ class FramedSession:
         entry = self._replies.get(seq)
         return entry[1] if entry is not None else None
 
-    def same_command(self, seq: int, command: bytes) -> bool:
+    def same_command(self, seq: int, command: bytes | memoryview) -> bool:
         """Whether ``command`` is the one whose reply is kept under ``seq``."""
         entry = self._replies.get(seq)
         return entry is not None and entry[0] == zlib.crc32(command)
@@ -44,7 +44,7 @@ class FramedSession:
         the highest number whose reply was dropped is kept, so only a number at or below it is unknown."""
         return seq <= self._dropped_through
 
-    def record(self, seq: int, command: bytes, reply: bytes, keep: bool) -> None:
+    def record(self, seq: int, command: bytes | memoryview, reply: bytes, keep: bool) -> None:
         """Command ``seq`` ran and answered ``reply``; kept if the command must not run twice."""
         self.last_seq = max(self.last_seq, seq)
         if not keep:
