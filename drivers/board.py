@@ -174,10 +174,10 @@ class Board:
         max_command_time: float = MAX_COMMAND_TIME,
     ) -> None:
         self.link = Link(transport, retries, reconnect_attempts)
+        """the exchanges with the board: framing, retries, reconnects, and what they cost (``link.stats``)"""
         # checked VMM row and column selections, by value (see _keep)
         self._vmm_rows_kept: dict[tuple[int, bytes | None], npt.NDArray[np.intp]] = {}
         self._vmm_columns_kept: dict[tuple[int, bytes | None], npt.NDArray[np.bool_]] = {}
-        """the exchanges with the board: framing, retries, reconnects, and what they cost (``link.stats``)"""
         self._lock = lock
         self.pulses_applied = 0  # pulses the board confirmed applying (cells of batches, sweep steps)
         self.resource = transport.resource
@@ -619,9 +619,6 @@ class Board:
             wanted[:] = False
             wanted[picked] = True
         return _keep(self._vmm_columns_kept, key, wanted)
-        """Keep a checked row or column selection of a VMM request: a training run names the same few (its
-        tiles') with every batch, and checking them again is most of a small batch's host time. Kept
-        read-only, by value (the bytes of the indices), so a caller changing its array later changes nothing."""
 
     def _check_vmm_current(self, inputs: npt.NDArray[np.float32], peak: float) -> None:
         """Refuse a vector whose column current could pass ``i_col`` were every driven cell at ``g_cell_max``.

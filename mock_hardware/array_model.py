@@ -510,7 +510,7 @@ class CrossbarArray:
             # running sum over the masked cells is the one over the region: adding 0 s is exact).
             t_end = t_start + np.cumsum(width)
             np.put(self._formed, cells_at[pulsed], formed_new[pulsed])
-            self._drift.reprogram_cells(shape, where[changed], cells_at[changed], g_new[changed], t_end[changed])
+            self._drift.reprogram(shape, where[changed], cells_at[changed], g_new[changed], t_end[changed])
             self._version += 1
         self._clock.advance(float(masked_widths.sum()))
         return int(mask.sum())

@@ -47,18 +47,7 @@ class DriftState:
             return out
         # In place: this runs once per command, and fresh arrays cost page faults.
         np.subtract(t, self.t_programmed, out=out)
-        np.maximum(out, 0.0, out=out)
-        out *= 1.0 / self._params.drift_time_constant
-        np.log1p(out, out=out)
-        if self._params.drift_exponent:
-            scale = np.exp(-self._params.drift_exponent * out)  # (1 + dt/t0)^-nu_m, from ln(1 + dt/t0)
-            out *= self.rate
-            out += self.g_programmed * scale
-        else:
-            out *= self.rate
-            out += self.g_programmed
-        np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
-        return out
+        return self._drifted(out, self.g_programmed, self.rate)
 
     def conductance_of(self, t: float, cells: npt.NDArray[np.intp]) -> FloatArray:
         """The conductance at time ``t`` of the cells at flat indices ``cells``: per cell the numbers
@@ -66,13 +55,18 @@ class DriftState:
         g_programmed = np.take(self.g_programmed, cells)
         if not self.enabled:
             return g_programmed
-        out = np.subtract(t, np.take(self.t_programmed, cells))
+        since = np.subtract(t, np.take(self.t_programmed, cells))
+        return self._drifted(since, g_programmed, np.take(self.rate, cells))
+
+    def _drifted(self, since: FloatArray, g_programmed: FloatArray, rate: FloatArray) -> FloatArray:
+        """The drift law, in place in ``since`` (each cell's time since programming, s): the conductance
+        now of cells programmed to ``g_programmed`` drifting at ``rate``."""
+        out = since
         np.maximum(out, 0.0, out=out)
         out *= 1.0 / self._params.drift_time_constant
         np.log1p(out, out=out)
-        rate = np.take(self.rate, cells)
         if self._params.drift_exponent:
-            scale = np.exp(-self._params.drift_exponent * out)
+            scale = np.exp(-self._params.drift_exponent * out)  # (1 + dt/t0)^-nu_m, from ln(1 + dt/t0)
             out *= rate
             out += g_programmed * scale
         else:
@@ -81,26 +75,15 @@ class DriftState:
         np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
         return out
 
-    def reprogram_cells(
+    def reprogram(
         self, region_shape: tuple[int, int], in_region: npt.NDArray[np.intp], cells: npt.NDArray[np.intp],
         g_new: FloatArray, t_new: FloatArray,
     ) -> None:  # fmt: skip
-        """:meth:`reprogram` given by index: restart the drift of the cells at flat indices ``cells``
-        (of the whole array; ``in_region``: the same cells' flat indices within a region of
-        ``region_shape``) from ``g_new`` at ``t_new``. Draws the rates as :meth:`reprogram` does."""
+        """Restart the drift of the cells at flat indices ``cells`` (of the whole array; ``in_region``:
+        the same cells' flat indices within the pulsed region of ``region_shape``) from ``g_new`` at
+        ``t_new``, with fresh rates."""
         np.put(self.g_programmed, cells, g_new)
         np.put(self.t_programmed, cells, t_new)
         if self.enabled:
             # Drawn for the whole region (the stream's use does not depend on which cells changed).
-            draws = self._rng.standard_normal(region_shape).reshape(-1)[in_region]
-            np.put(self.rate, cells, self._params.drift_mean + self._params.drift_spread * draws)
-
-    def reprogram(self, region: tuple[slice, slice], changed: BoolArray, g_new: FloatArray, t_new: FloatArray) -> None:
-        """Restart the drift of the ``changed`` cells of ``region`` from ``g_new`` at ``t_new``."""
-        g_prog, t_prog, rate = (a[region] for a in (self.g_programmed, self.t_programmed, self.rate))
-        g_prog[changed] = g_new[changed]
-        t_prog[changed] = t_new[changed]
-        if self.enabled:
-            # Draw for the whole region (not just the changed cells) so the stream's use does not
-            # depend on which cells happened to change.
-            rate[changed] = self._draw_rates(changed.shape)[changed]
+            np.put(self.rate, cells, self._draw_rates(region_shape).reshape(-1)[in_region])

@@ -39,7 +39,11 @@ def whole_region_pulses(array: CrossbarArray, kind: PulseKind, row0: int, col0: 
     if changed.any():
         t_end = t_start + np.cumsum(masked_widths.ravel()).reshape(shape)
         array._formed[region] = np.where(pulsed, formed_new, formed)
-        array._drift.reprogram(region, changed, g_new, t_end)
+        drift = array._drift
+        for kept, new in ((drift.g_programmed, g_new), (drift.t_programmed, t_end)):
+            kept[region][changed] = new[changed]
+        if drift.enabled:  # drawn for the whole region
+            drift.rate[region][changed] = drift._draw_rates(shape)[changed]
         array._version += 1
     array._clock.advance(float(masked_widths.sum()))
     return int(mask.sum())
