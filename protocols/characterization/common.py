@@ -40,6 +40,41 @@ PulseWidth = Annotated[float, Field(gt=0, description="pulse width, s")]
 ReadsPerPoint = Annotated[
     int, Field(ge=1, le=10_000, description="map reads averaged per point (the read noise shrinks by its square root)")
 ]
+MinWindow = Annotated[
+    Annotated[float, Field(gt=0)] | None,
+    Field(description="smallest SET-RESET window of a working cell, S; null (default): auto, from the chip's "
+          "own windows (a quarter of a typical one: protocols.characterization.common.auto_min_window)"),
+]  # fmt: skip
+
+# The automatic window threshold (auto_min_window). A quarter of a typical window: the Ta/HfO2
+# array's typical yield-map window of 130 to 400 uS gives 32 to 100 uS (50 uS fixed before),
+# the TaOx/HfOx array's 20 to 35 uS gives 5 to 9 uS. The typical window is the 75th percentile,
+# which is a working cell's as long as at most half the cells are defects (their window is 0).
+WINDOW_SHARE = 0.25
+WINDOW_QUANTILE = 0.75
+# ... and never below a tenth of the typical SET level: on a chip with no working cell the 75th
+# percentile is read noise, and a quarter of it would let half the stuck cells pass. A tenth of
+# the level is five read-noise sigmas at 2 % even for a window taken from two reads.
+LEVEL_SHARE = 0.1
+
+
+def auto_min_window(window: npt.ArrayLike, level: npt.ArrayLike) -> float:
+    """The smallest window of a working cell, S, from what the procedure measured on the chip:
+    ``max(WINDOW_SHARE * q75(window), LEVEL_SHARE * median(level))`` over the measured cells
+    (``window``: each cell's SET level less its RESET level; ``level``: each cell's SET level).
+
+    Scale-free: the chip says what a window is, so a chip of 10-60 uS is judged as a chip of
+    100-900 uS is (a fixed 50 uS calls every cell of the former defective).
+    """
+    w = np.asarray(window, dtype=np.float64).ravel()
+    g = np.asarray(level, dtype=np.float64).ravel()
+    w, g = w[np.isfinite(w)], g[np.isfinite(g)]
+    if not w.size:
+        return float("inf")
+    typical = WINDOW_SHARE * float(np.quantile(w, WINDOW_QUANTILE))
+    floor = LEVEL_SHARE * float(np.median(np.abs(g))) if g.size else 0.0
+    threshold = max(typical, floor)
+    return threshold if threshold > 0 else float("inf")
 
 
 class ProcedureOptions(BaseModel):
