@@ -23,7 +23,7 @@ from hil.storage import RunData, RunFileError
 from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
 from hil.twin.defects import reconciled_classes
 from hil.twin.drift_refit import drift_refit
-from hil.twin.reset_floor import g_min_from_reset_floor
+from hil.twin.reset_floor import d2d_from_floor_spread, g_min_from_reset_floor
 from hil.twin.wire_reads import refit_on_devices
 from protocols.characterization.figures import Figure, read_figures
 from protocols.characterization.yield_map import defect_figures
@@ -194,6 +194,20 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         twin.sources["g_min"] = Source(source.file, source.procedure, f"{source.figure} less the model's excess "
                                        f"({1e6 * (measured_floor - twin.parameters['g_min']):.2f} uS) at its RESET "
                                        "amplitude", source.uncertainty, source.unit)  # fmt: skip
+    if "d2d_spread" in twin.parameters and "g_min" in twin.parameters:
+        # The floor's spread includes its excess's, which is a fifth of a small chip's floor
+        # (hil/twin/reset_floor.py): d2d_spread is what gives the twin the chip's floor spread.
+        measured_spread = float(twin.parameters["d2d_spread"])
+        options = json.loads(str(chosen["write-noise"].attrs.get(GROUPS["write-noise"], {}).get("options", "{}")))
+        reset = {name: options[name] for name in ("reset_amplitude", "reset_gate") if name in options}
+        fitted = d2d_from_floor_spread(measured_spread, twin.parameters, preset, reset)
+        if math.isfinite(fitted) and fitted > 0:
+            twin.parameters["d2d_spread"] = fitted
+            source = twin.sources["d2d_spread"]
+            scale = fitted / measured_spread if measured_spread > 0 else 1.0
+            twin.sources["d2d_spread"] = Source(source.file, source.procedure, f"{source.figure} over the floor's "
+                                                f"relative spread per unit d2d_spread on the twin ({1 / scale:.3f})",
+                                                source.uncertainty * scale, source.unit)  # fmt: skip
     if "set_intercept_spread_abs" in twin.parameters:
         # The measured spread of c is absolute: it replaces the preset's relative one.
         twin.parameters["set_intercept_spread"] = 0.0
