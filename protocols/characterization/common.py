@@ -52,29 +52,33 @@ MinWindow = Annotated[
 # which is a working cell's as long as at most half the cells are defects (their window is 0).
 WINDOW_SHARE = 0.25
 WINDOW_QUANTILE = 0.75
-# ... and never below a tenth of the typical SET level: on a chip with no working cell the 75th
-# percentile is read noise, and a quarter of it would let half the stuck cells pass. A tenth of
-# the level is five read-noise sigmas at 2 % even for a window taken from two reads.
-LEVEL_SHARE = 0.1
+# ... and, cell by cell, at least this share of the cell's own SET level: on a chip with no
+# working cell the 75th percentile is read noise, and a quarter of it would let half the stuck
+# cells pass. 15 % of a level is over five read-noise sigmas at 2 % for a window of two reads
+# (a shorted cell at 1 mS: 150 uS against 28 uS); a working cell's window is 28 % of its SET
+# level or more on either family of chips the round trip draws (hil/twin/round_trip.py).
+LEVEL_SHARE = 0.15
 
 
-def auto_min_window(window: npt.ArrayLike, level: npt.ArrayLike) -> float:
-    """The smallest window of a working cell, S, from what the procedure measured on the chip:
-    ``max(WINDOW_SHARE * q75(window), LEVEL_SHARE * median(level))`` over the measured cells
-    (``window``: each cell's SET level less its RESET level; ``level``: each cell's SET level).
+def typical_min_window(window: npt.ArrayLike) -> float:
+    """The chip-wide part of :func:`auto_min_window`: ``WINDOW_SHARE`` of the 75th percentile of
+    the cells' windows, S (0 when there is none)."""
+    w = np.asarray(window, dtype=np.float64).ravel()
+    w = w[np.isfinite(w)]
+    return max(WINDOW_SHARE * float(np.quantile(w, WINDOW_QUANTILE)), 0.0) if w.size else 0.0
+
+
+def auto_min_window(window: npt.ArrayLike, level: npt.ArrayLike, typical: float | None = None) -> FloatArray:
+    """Each cell's smallest window of a working cell, S, from what the procedure measured on the
+    chip: ``max(WINDOW_SHARE * q75(window), LEVEL_SHARE * level)`` (``window``: each cell's SET
+    level less its RESET level; ``level``: each cell's SET level, the same shape; ``typical``:
+    the chip-wide part if already known, :func:`typical_min_window`).
 
     Scale-free: the chip says what a window is, so a chip of 10-60 uS is judged as a chip of
     100-900 uS is (a fixed 50 uS calls every cell of the former defective).
     """
-    w = np.asarray(window, dtype=np.float64).ravel()
-    g = np.asarray(level, dtype=np.float64).ravel()
-    w, g = w[np.isfinite(w)], g[np.isfinite(g)]
-    if not w.size:
-        return float("inf")
-    typical = WINDOW_SHARE * float(np.quantile(w, WINDOW_QUANTILE))
-    floor = LEVEL_SHARE * float(np.median(np.abs(g))) if g.size else 0.0
-    threshold = max(typical, floor)
-    return threshold if threshold > 0 else float("inf")
+    chip_wide = typical_min_window(window) if typical is None else typical
+    return np.asarray(np.maximum(chip_wide, LEVEL_SHARE * np.abs(np.asarray(level, dtype=np.float64))))
 
 
 class ProcedureOptions(BaseModel):

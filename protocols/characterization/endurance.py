@@ -42,6 +42,7 @@ from protocols.characterization.common import (
     read,
     select_cells,
     start_group,
+    typical_min_window,
     write_cells,
 )
 from protocols.recording import Journal, Recorder
@@ -89,14 +90,20 @@ def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endur
     failed = np.full(selection.count, -1, dtype=np.int64)
     reads: list[tuple[int, FloatArray, FloatArray]] = []
 
-    window_min: list[float] = [] if opts.window_min is None else [opts.window_min]
+    typical: list[float] = []
 
     def judge(cycle: int, g_on: FloatArray, g_off: FloatArray) -> None:
         reads.append((cycle, g_on, g_off))
-        if not window_min:  # the fresh cells' windows (cycle 1) say what a window is on this chip
-            window_min.append(auto_min_window(g_on - g_off, g_on))
-            recorder.set_attrs(GROUP, window_min_used=window_min[0])
-        closed = active & (g_on - g_off < window_min[0])
+        line: FloatArray | float
+        if opts.window_min is not None:
+            line = opts.window_min
+        else:
+            if not typical:  # the fresh cells' windows (cycle 1) say what a window is on this chip
+                typical.append(typical_min_window(g_on - g_off))
+                recorder.set_attrs(GROUP, window_min_used=typical[0])
+            line = auto_min_window(g_on - g_off, g_on, typical[0])
+        with np.errstate(invalid="ignore"):  # the cells that stopped earlier read NaN
+            closed = active & (g_on - g_off < line)
         failed[closed] = cycle
         active[closed] = False
 

@@ -80,9 +80,8 @@ def noise_figures(
     """Working cells and the write- and read-noise figures of ``g_set`` (cycles, k reads, ...);
     ``min_window`` None: the chip's own (``auto_min_window`` of the cells' median windows)."""
     window = np.median(g_set.mean(axis=1) - g_reset, axis=0)
-    if min_window is None:
-        min_window = auto_min_window(window, np.median(g_set.mean(axis=1), axis=0))
-    working = window >= min_window
+    line = min_window if min_window is not None else auto_min_window(window, np.median(g_set.mean(axis=1), axis=0))
+    working = window >= line
     # A shorted cell's read noise (2 % of 1 mS is 20 uS) can pass for a window; its RESET level,
     # ten times any working cell's, would swamp the spread of the floor.
     working = typical_cells(g_reset, working)

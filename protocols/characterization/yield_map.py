@@ -50,6 +50,7 @@ from protocols.characterization.common import (
     pulse,
     select_region,
     start_group,
+    typical_min_window,
 )
 from protocols.characterization.figures import Figure, binomial, mean_of, median_of, record_figures
 from protocols.recording import Attr, Recorder
@@ -136,11 +137,17 @@ def stuck_low_line(g: FloatArray, options: YieldMapOptions) -> float:
     return max(STUCK_LOW_SHARE * float(np.median(conducting)), options.g_unformed_max)
 
 
-def window_line(g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions) -> float:
-    """The destructive rule's ``min_window``: the option, or the chip's own (``auto_min_window``)."""
+def window_line(g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions) -> FloatArray | float:
+    """The destructive rule's ``min_window``: the option, or each cell's own (``auto_min_window``)."""
     if options.min_window is not None:
         return options.min_window
     return auto_min_window(g_set - g_reset, g_set)
+
+
+def _chip_window(g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions) -> float:
+    """The window line as one figure (the auto rule's chip-wide part; each cell's own line is also
+    at least ``LEVEL_SHARE`` of its SET level)."""
+    return options.min_window if options.min_window is not None else typical_min_window(g_set - g_reset)
 
 
 def classify_levels(g: FloatArray, options: YieldMapOptions) -> npt.NDArray[np.int8]:
@@ -214,7 +221,7 @@ def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> Yield
         g_reset = board.read_map(opts.v_read, region)
         recorder.write(f"{GROUP}/g_reset", g_reset, unit="S")
         classes = classify_switching(g_initial, g_set, g_reset, opts)
-        recorder.set_attrs(GROUP, min_window_used=window_line(g_set, g_reset, opts))
+        recorder.set_attrs(GROUP, min_window_used=_chip_window(g_set, g_reset, opts))
         recorder.progress(1, total, step="read")
     else:
         classes = classify_levels(g_initial, opts)
@@ -234,7 +241,7 @@ def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> Yield
     figures = defect_figures(classes, g_set if g_set is not None else g_initial, g_reset, region.row0, region.col0,
                              bad_rows, bad_cols)  # fmt: skip
     record_figures(recorder, GROUP, figures)
-    line = (f"window of a normal cell at least {1e6 * window_line(g_set, g_reset, opts):.3g} uS"
+    line = (f"window of a normal cell at least {1e6 * _chip_window(g_set, g_reset, opts):.3g} uS"
             if g_set is not None and g_reset is not None else
             f"stuck low below {1e6 * stuck_low_line(g_initial, opts):.3g} uS")  # fmt: skip
     notes = (
