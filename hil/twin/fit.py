@@ -287,6 +287,15 @@ def read_twin_parameters(path: str | Path) -> tuple[dict[str, Any], dict[str, An
     return parameters, dict(data.get("sources", {}))
 
 
+def read_twin_preset(path: str | Path) -> str:
+    """The base preset a twin file names (the Ta/HfO2 one for a file that names none)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return BASE_PRESET  # read_twin_parameters reports what is wrong with the file
+    return str(data.get("preset", BASE_PRESET))
+
+
 def figure_of(twin: Twin, parameter: str) -> Figure:
     """A fitted parameter as a figure (value and uncertainty)."""
     source = twin.sources.get(parameter)

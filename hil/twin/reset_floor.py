@@ -63,6 +63,22 @@ def reset_floor_excess(parameters: Mapping[str, Any], preset: str, yield_options
     return floor.value - float(parameters["g_min"])
 
 
+# A RESET amplitude whose floor has no excess left (e^-14 of g_max on the Ta/HfO2 preset, e^-8 on
+# the TaOx/HfOx one): the floor is each cell's own g_min.
+FULL_RESET_AMPLITUDE = 3.0
+
+
+def _floor_relative_spread(parameters: Mapping[str, Any], preset: str, reset_options: Mapping[str, Any]) -> float:
+    recorder = _simulated_yield_map(parameters, preset, reset_options, SPREAD_SIZE)
+    g_reset, classes = recorder.datasets.get("yield/g_reset"), recorder.datasets.get("yield/class")
+    if g_reset is None or classes is None:
+        return math.nan
+    floor = np.asarray(g_reset)[np.asarray(classes) == 0]
+    if floor.size < 3 or not floor.mean() > 0:
+        return math.nan
+    return float(floor.std(ddof=1) / floor.mean())
+
+
 def d2d_from_floor_spread(
     measured: float, parameters: Mapping[str, Any], preset: str, reset_options: Mapping[str, Any]
 ) -> float:
@@ -73,23 +89,20 @@ def d2d_from_floor_spread(
     the excess is a small part of the floor (2 uS of 100 on the Ta/HfO2 preset) the floor's
     relative spread is ``d2d_spread``; where it is a large part (1.4 uS of 6 to 20 on the TaOx/
     HfOx preset, whose ``V_th`` spread moves it by 18 %), it is not: 16 % off on a 5.8 uS floor.
-    As for the excess, the relation is measured, not computed: a noise-free emulated board with
-    the twin's parameters and ``d2d_spread = measured`` gives the floor's relative spread per unit
-    of ``d2d_spread`` (every part of the spread scales with it), and ``measured`` is divided by it.
-    ``measured`` itself when the simulation finds no floor.
+    As for the excess, the relation is measured, not computed: on a noise-free emulated board with
+    the twin's parameters and ``d2d_spread = measured``, the floor's relative spread at the
+    step's RESET over its spread at a RESET that leaves no excess (the same cells: each one's own
+    ``g_min``, so the board's own sampling of the spread cancels) is what the excess multiplies
+    the spread by, and ``measured`` is divided by it. ``measured`` itself when the simulation
+    finds no floor.
     """
     if not measured > 0:
         return measured
-    recorder = _simulated_yield_map({**parameters, "d2d_spread": measured}, preset, reset_options, SPREAD_SIZE)
-    g_reset = recorder.datasets.get("yield/g_reset")
-    classes = recorder.datasets.get("yield/class")
-    if g_reset is None or classes is None:
-        return measured
-    floor = np.asarray(g_reset)[np.asarray(classes) == 0]
-    if floor.size < 3 or not floor.mean() > 0:
-        return measured
-    per_unit = float(floor.std(ddof=1) / floor.mean()) / measured
-    return measured / per_unit if per_unit > 0 else measured
+    twin = {**parameters, "d2d_spread": measured}
+    at_step = _floor_relative_spread(twin, preset, reset_options)
+    full = _floor_relative_spread(twin, preset, {**reset_options, "reset_amplitude": FULL_RESET_AMPLITUDE})
+    factor = at_step / full
+    return measured / factor if math.isfinite(factor) and factor > 0 else measured
 
 
 def g_min_from_reset_floor(
