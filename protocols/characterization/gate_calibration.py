@@ -11,20 +11,34 @@ turn-on and, on chips that have one, the saturation plateau: the linear window b
 found on the median curve (:func:`protocols.calibration.find_gate_window`), the per-cell lines are
 fitted there only, and the population's k and c are reported with their device-to-device spread
 (fit noise removed) as figures.
+
+Where the plateau is each cell's own ceiling rather than the transistor's (the TaOx/HfOx preset's
+60 uS, reached between 1.8 and 2.4 V as k and the ceiling vary from cell to cell), the median
+curve bends softly and its window takes in gates where some cells have already stopped rising:
+their lines, fitted through those points, come out flatter (k 3.5 % low, c 13 % high and the
+spread of c 3.5 times too large on that preset). So the window's top is lowered
+(:func:`unclipped_window`) until fewer than ``CLIPPED_SHARE`` of the responsive cells read at their
+own ceiling (the mean of their reads at the two highest gates, less three sigmas of the scatter
+between those reads). Likewise at the bottom, where the line crosses each cell's own RESET floor
+(the same preset's line meets its 10 uS floor between 0.6 and 0.8 V): the window's first gate is
+raised until fewer than that share read at their floor. ``v_turn_on`` and ``v_saturation`` stay
+the median curve's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from drivers import Board
-from protocols.calibration import GateCalibration, calibrate_gate, gate_window_of, population_fit
+from protocols.calibration import GateCalibration, GateWindow, calibrate_gate, gate_window_of, population_fit
 from protocols.characterization.common import (
+    BoolArray,
+    FloatArray,
     PulseWidth,
     RegionOptions,
     ResetAmplitude,
@@ -66,13 +80,55 @@ class GateCalibrationResult:
     notes: tuple[str, ...] = ()
 
 
+# A gate stays in the fitted window while fewer than this share of the responsive cells read at
+# their own ceiling (or floor) there (about one cell in fifty: a shorted or odd cell does not move it).
+CLIPPED_SHARE = 0.02
+BOUND_GATES = 2  # the highest (lowest) gates, whose reads give each cell's ceiling (floor)
+BOUND_SIGMAS = 3.0
+
+
+def _at_bound(g: FloatArray, responsive: BoolArray, gates: slice, sign: float) -> FloatArray | None:
+    """Per gate of ``g``, the share of the responsive cells within ``BOUND_SIGMAS`` of their own
+    bound: the mean of their reads at ``gates`` (``sign`` +1: a ceiling, -1: a floor)."""
+    bound = g[gates][:, responsive]
+    if bound.shape[0] < 2:
+        return None
+    level = bound.mean(axis=0)
+    # The scatter of one read about its cell's bound, from the two reads' difference (robust: a
+    # cell still moving at those gates does not set it).
+    sigma = float(np.median(np.abs(bound[1] - bound[0]))) / (0.6745 * np.sqrt(2))
+    return np.asarray((sign * (g[:, responsive] - level) >= -BOUND_SIGMAS * sigma).mean(axis=1))
+
+
+def unclipped_window(g: FloatArray, responsive: BoolArray, window: GateWindow) -> tuple[int, int]:
+    """The window's ``(first, last)`` gates, narrowed while ``CLIPPED_SHARE`` or more of the
+    ``responsive`` cells read at their own ceiling (at the top) or their own RESET floor (at the
+    bottom) there (``g``: (gates, rows, cols)). An end is kept where the window runs to the range's
+    end (no plateau to take the bound from), and the window keeps three gates at least."""
+    n = g.shape[0]
+    first, last = window.first, window.last
+    if not responsive.any():
+        return first, last
+    if last <= n - 1 - BOUND_GATES:
+        at_ceiling = _at_bound(g, responsive, slice(n - BOUND_GATES, n), +1.0)
+        while at_ceiling is not None and last - first >= 3 and at_ceiling[last] >= CLIPPED_SHARE:
+            last -= 1
+    if first >= BOUND_GATES:
+        at_floor = _at_bound(g, responsive, slice(0, BOUND_GATES), -1.0)
+        while at_floor is not None and last - first >= 3 and at_floor[first] >= CLIPPED_SHARE:
+            first += 1
+    return first, last
+
+
 def gate_figures(calibration: GateCalibration) -> tuple[dict[str, Figure], tuple[str, ...]]:
     """Population k, c (spreads without fit noise), the window, turn-on and saturation."""
     responsive = calibration.responsive
     figures = {"fraction_responsive": binomial(int(responsive.sum()), int(calibration.mask.sum()))}
-    window = gate_window_of(calibration)
-    if window is None:
+    found = gate_window_of(calibration)
+    if found is None:
         return figures, ("no cell responded to the gate",)
+    first, last = unclipped_window(calibration.g_measured, responsive, found)
+    window = replace(found, first=first, last=last)
     inside = slice(window.first, window.last + 1)
     v = calibration.v_gates
     step = float(np.diff(v).mean()) if v.size > 1 else math.nan
@@ -87,9 +143,11 @@ def gate_figures(calibration: GateCalibration) -> tuple[dict[str, Figure], tuple
         "v_turn_on": Figure(window.v_turn_on, step / 2, "V"),
         "v_saturation": Figure(window.v_saturation, step / 2, "V"),
     }
+    narrowed = (window.first, window.last) != (found.first, found.last)
+    lowered = f" (narrowed from {v[found.first]:g} to {v[found.last]:g} V: cells at their bounds)" if narrowed else ""
     notes = (
-        f"linear window {v[window.first]:g} to {v[window.last]:g} V ({window.last - window.first + 1} of {v.size} "
-        "gates); " + ("turn-on below the first gate" if math.isnan(window.v_turn_on) else
+        f"linear window {v[window.first]:g} to {v[window.last]:g} V{lowered} ({window.last - window.first + 1} of "
+        f"{v.size} gates); " + ("turn-on below the first gate" if math.isnan(window.v_turn_on) else
                       f"turn-on near {window.v_turn_on:.3g} V") + "; "
         + ("no saturation in range" if math.isnan(window.v_saturation) else
            f"saturation at {window.v_saturation:.3g} V"),
