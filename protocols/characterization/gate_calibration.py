@@ -17,12 +17,13 @@ Where the plateau is each cell's own ceiling rather than the transistor's (the T
 curve bends softly and its window takes in gates where some cells have already stopped rising:
 their lines, fitted through those points, come out flatter (k 3.5 % low, c 13 % high and the
 spread of c 3.5 times too large on that preset). So the window's top is lowered
-(:func:`unclipped_window`) until fewer than ``CLIPPED_SHARE`` of the responsive cells read at their
-own ceiling (the mean of their reads at the two highest gates, less three sigmas of the scatter
-between those reads). Likewise at the bottom, where the line crosses each cell's own RESET floor
-(the same preset's line meets its 10 uS floor between 0.6 and 0.8 V): the window's first gate is
-raised until fewer than that share read at their floor. ``v_turn_on`` and ``v_saturation`` stay
-the median curve's.
+(:func:`unclipped_window`) until fewer than ``CLIPPED_SHARE`` (0.5 %) of the responsive cells are
+clipped at their own ceiling there: within three sigmas of it (the mean of their reads at the two highest gates)
+and three sigmas short of their own line (fitted on the lower half of the window; near the
+ceiling alone is where a shallow line sits by noise). Likewise at the bottom, where the line crosses each
+cell's own RESET floor (the same preset's line meets its 10 uS floor between 0.6 and 0.8 V): the
+window's first gate is raised until fewer than that share are clipped at their floor.
+``v_turn_on`` and ``v_saturation`` stay the median curve's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from drivers import Board
-from protocols.calibration import GateCalibration, GateWindow, calibrate_gate, gate_window_of, population_fit
+from protocols.calibration import (
+    GateCalibration,
+    GateWindow,
+    calibrate_gate,
+    fit_lines,
+    gate_window_of,
+    population_fit,
+)
 from protocols.characterization.common import (
     BoolArray,
     FloatArray,
@@ -80,41 +88,63 @@ class GateCalibrationResult:
     notes: tuple[str, ...] = ()
 
 
-# A gate stays in the fitted window while fewer than this share of the responsive cells read at
-# their own ceiling (or floor) there (about one cell in fifty: a shorted or odd cell does not move it).
-CLIPPED_SHARE = 0.02
+# A gate stays in the fitted window while fewer than this share of the responsive cells are
+# clipped there (one cell in 200; a noise-only false alarm needs a 3-sigma read on both tests). On
+# the TaOx/HfOx preset 2 % left the cells the floor clips at 0.7 V in, and the spread of c 30 to
+# 45 % high; 0.5 % gives -7 and +14 % on two chips (seeds 2, 3), what its fit noise allows.
+CLIPPED_SHARE = 0.005
 BOUND_GATES = 2  # the highest (lowest) gates, whose reads give each cell's ceiling (floor)
-BOUND_SIGMAS = 3.0
+SIGMAS = 3.0
 
 
-def _at_bound(g: FloatArray, responsive: BoolArray, gates: slice, sign: float) -> FloatArray | None:
-    """Per gate of ``g``, the share of the responsive cells within ``BOUND_SIGMAS`` of their own
-    bound: the mean of their reads at ``gates`` (``sign`` +1: a ceiling, -1: a floor)."""
-    bound = g[gates][:, responsive]
+def _clipped_share(
+    v: FloatArray, g: FloatArray, first: int, last: int, bound_gates: slice, sign: float
+) -> FloatArray | None:
+    """Per gate, the share of cells (``g``: (gates, cells)) clipped at their own bound: ``sign``
+    +1 a ceiling (the mean of their reads at ``bound_gates``), -1 a floor. A cell is clipped at a
+    gate where it reads within ``SIGMAS`` of its bound *and* ``SIGMAS`` short of its own line
+    (fitted on the window's middle half): near the bound alone is what a shallow line is by noise."""
+    bound = g[bound_gates]
     if bound.shape[0] < 2:
         return None
     level = bound.mean(axis=0)
     # The scatter of one read about its cell's bound, from the two reads' difference (robust: a
     # cell still moving at those gates does not set it).
-    sigma = float(np.median(np.abs(bound[1] - bound[0]))) / (0.6745 * np.sqrt(2))
-    return np.asarray((sign * (g[:, responsive] - level) >= -BOUND_SIGMAS * sigma).mean(axis=1))
+    sigma_bound = float(np.median(np.abs(bound[1] - bound[0]))) / (0.6745 * np.sqrt(2))
+    # The line from the half of the window away from this bound (its outer quarter left out too):
+    # the cells that clip early have not yet clipped there.
+    quarter, middle = (last - first) // 4, (first + last) // 2
+    inner = slice(first + quarter, middle + 1) if sign > 0 else slice(middle, last - quarter + 1)
+    n = inner.stop - inner.start
+    if n < 3:
+        return None
+    k, c, residual = (a[:, 0] for a in fit_lines(v[inner], g[inner][:, :, None]))  # fit_lines takes maps
+    sigma_read = float(np.median(residual)) * np.sqrt(n / (n - 2))
+    x = v[inner]
+    leverage = 1 / n + (v - x.mean()) ** 2 / float(((x - x.mean()) ** 2).sum())
+    sigma_line = sigma_read * np.sqrt(1 + leverage)[:, None]  # a read, less the line extrapolated to it
+    line = k[None, :] * v[:, None] + c[None, :]
+    near = sign * (g - level) >= -SIGMAS * sigma_bound
+    short = sign * (line - g) > SIGMAS * sigma_line
+    return np.asarray((near & short).mean(axis=1))
 
 
-def unclipped_window(g: FloatArray, responsive: BoolArray, window: GateWindow) -> tuple[int, int]:
+def unclipped_window(v: FloatArray, g: FloatArray, responsive: BoolArray, window: GateWindow) -> tuple[int, int]:
     """The window's ``(first, last)`` gates, narrowed while ``CLIPPED_SHARE`` or more of the
-    ``responsive`` cells read at their own ceiling (at the top) or their own RESET floor (at the
-    bottom) there (``g``: (gates, rows, cols)). An end is kept where the window runs to the range's
-    end (no plateau to take the bound from), and the window keeps three gates at least."""
+    ``responsive`` cells are clipped at their own ceiling (at the top) or their own RESET floor
+    (at the bottom) there (``g``: (gates, rows, cols)). An end is kept where the window runs to
+    the range's end (no plateau to take the bound from), and the window keeps three gates at least."""
     n = g.shape[0]
     first, last = window.first, window.last
     if not responsive.any():
         return first, last
+    cells = g[:, responsive]
     if last <= n - 1 - BOUND_GATES:
-        at_ceiling = _at_bound(g, responsive, slice(n - BOUND_GATES, n), +1.0)
+        at_ceiling = _clipped_share(v, cells, first, last, slice(n - BOUND_GATES, n), +1.0)
         while at_ceiling is not None and last - first >= 3 and at_ceiling[last] >= CLIPPED_SHARE:
             last -= 1
     if first >= BOUND_GATES:
-        at_floor = _at_bound(g, responsive, slice(0, BOUND_GATES), -1.0)
+        at_floor = _clipped_share(v, cells, first, last, slice(0, BOUND_GATES), -1.0)
         while at_floor is not None and last - first >= 3 and at_floor[first] >= CLIPPED_SHARE:
             first += 1
     return first, last
@@ -127,7 +157,7 @@ def gate_figures(calibration: GateCalibration) -> tuple[dict[str, Figure], tuple
     found = gate_window_of(calibration)
     if found is None:
         return figures, ("no cell responded to the gate",)
-    first, last = unclipped_window(calibration.g_measured, responsive, found)
+    first, last = unclipped_window(calibration.v_gates, calibration.g_measured, responsive, found)
     window = replace(found, first=first, last=last)
     inside = slice(window.first, window.last + 1)
     v = calibration.v_gates
