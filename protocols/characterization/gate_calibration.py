@@ -94,7 +94,11 @@ class GateCalibrationResult:
 # 45 % high; 0.5 % gives -7 and +14 % on two chips (seeds 2, 3), what its fit noise allows.
 CLIPPED_SHARE = 0.005
 BOUND_GATES = 2  # the highest (lowest) gates, whose reads give each cell's ceiling (floor)
-SIGMAS = 3.0
+SIGMAS = 3.0  # how near the bound a clipped cell reads
+# How far short of its own line it reads: four sigmas, as a gate is tested on every cell (128 x 16
+# at 3 sigmas: 0.3 to 0.7 % false alarms per gate on a noisy shallow line, and a window cut from
+# 0.4-1.4 V to 0.8-1.2 V).
+SHORT_SIGMAS = 4.0
 
 
 def _clipped_share(
@@ -125,7 +129,7 @@ def _clipped_share(
     sigma_line = sigma_read * np.sqrt(1 + leverage)[:, None]  # a read, less the line extrapolated to it
     line = k[None, :] * v[:, None] + c[None, :]
     near = sign * (g - level) >= -SIGMAS * sigma_bound
-    short = sign * (line - g) > SIGMAS * sigma_line
+    short = sign * (line - g) > SHORT_SIGMAS * sigma_line
     return np.asarray((near & short).mean(axis=1))
 
 
