@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import numpy as np
 from pydantic import Field, model_validator
+from scipy.stats import chi2
 
 from drivers import Board
 from protocols.calibration import (
@@ -123,7 +124,9 @@ def _clipped_share(
     if n < 3:
         return None
     k, c, residual = (a[:, 0] for a in fit_lines(v[inner], g[inner][:, :, None]))  # fit_lines takes maps
-    sigma_read = float(np.median(residual)) * np.sqrt(n / (n - 2))
+    # One read's sigma from the cells' residual variances (n - 2 degrees of freedom each): their
+    # median over the chi-square median, which is unbiased for Gaussian noise and ignores the odd cell.
+    sigma_read = float(np.sqrt(np.median(residual**2) * n / chi2.median(n - 2)))
     x = v[inner]
     leverage = 1 / n + (v - x.mean()) ** 2 / float(((x - x.mean()) ** 2).sum())
     sigma_line = sigma_read * np.sqrt(1 + leverage)[:, None]  # a read, less the line extrapolated to it

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from drivers import Board, open_board
+from protocols.calibration import find_gate_window, fit_lines
 from protocols.characterization.common import LEVEL_SHARE, auto_min_window
 from protocols.characterization.forming import measure_forming
+from protocols.characterization.gate_calibration import unclipped_window
 from protocols.characterization.write_noise import measure_write_noise
 from protocols.characterization.yield_map import (
     CellClass,
@@ -142,3 +144,43 @@ def test_write_noise_finds_the_working_cells_of_a_small_window_chip(tsinghua: An
     # The fixed 20 uS of before: most working cells of this chip (a 15 uS window at 1.2 V) are left out.
     fixed = measure_write_noise(tsinghua(seed=4, stuck_low_fraction=0.1), MemoryRecorder(), cycles=4, min_window=20e-6)
     assert fixed.working.mean() < 0.5
+
+
+def _curves(v: np.ndarray, rng: np.random.Generator, ceiling_spread: float, noise: float) -> np.ndarray:
+    """SET levels of 2,000 cells at gates ``v``: lines (k 30 uS/V +- 10 %, c -10 uS) above a 10 uS
+    floor, each under its own ceiling (60 uS +- ``ceiling_spread``), two-read write noise."""
+    cells = 2000
+    k = 30e-6 * (1 + 0.1 * rng.standard_normal(cells))
+    ceiling = 60e-6 * (1 + ceiling_spread * rng.standard_normal(cells))
+    floor = 10e-6 * (1 + 0.05 * rng.standard_normal(cells))
+    line = k[None, :] * v[:, None] - 10e-6
+    level = np.clip(line, floor[None, :], ceiling[None, :])
+    return level + noise * rng.standard_normal(level.shape)
+
+
+def test_the_gate_window_is_narrowed_where_cells_sit_at_their_own_ceiling_or_floor() -> None:
+    v = np.round(np.arange(0.2, 3.01, 0.1), 10)
+    g = _curves(v, np.random.default_rng(4), ceiling_spread=0.05, noise=0.7e-6)[:, :, None]
+    responsive = np.ones(g.shape[1:], dtype=bool)
+    found = find_gate_window(v, np.median(g[:, :, 0], axis=1))
+    first, last = unclipped_window(v, g, responsive, found)
+    assert v[found.last] >= 2.1  # the median curve's soft knee: its window takes in clipped cells
+    assert v[last] <= v[found.last] - 0.2 and v[first] >= v[found.first]
+    truth_k = 30e-6
+    k_found = fit_lines(v[found.first : found.last + 1], g[found.first : found.last + 1])[0].mean()
+    k_kept = fit_lines(v[first : last + 1], g[first : last + 1])[0].mean()
+    assert abs(k_found / truth_k - 1) > 0.02 and abs(k_kept / truth_k - 1) < 0.01
+
+
+def test_a_shallow_noisy_line_that_saturates_at_one_gate_keeps_its_window() -> None:
+    # Every cell stops at the same gate (the transistor's saturation): nothing is clipped before it,
+    # however close to the plateau a shallow line's noisy reads come.
+    rng = np.random.default_rng(6)
+    v = np.round(np.arange(0.2, 3.01, 0.1), 10)
+    cells = 2000
+    k = 12e-6 * (1 + 0.05 * rng.standard_normal(cells))
+    line = k[None, :] * np.minimum(v, 1.4)[:, None] + 13e-6
+    level = np.where(v[:, None] >= 0.3, line, 6e-6) + 1.4e-6 * rng.standard_normal((v.size, cells))
+    g = level[:, :, None]
+    found = find_gate_window(v, np.median(level, axis=1))
+    assert unclipped_window(v, g, np.ones((cells, 1), dtype=bool), found) == (found.first, found.last)
