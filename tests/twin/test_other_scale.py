@@ -14,9 +14,11 @@ from drivers import open_board
 from hil.storage import RunData
 from hil.twin.defects import reconciled_classes
 from hil.twin.fit import fit_twin
+from hil.twin.reset_floor import d2d_from_floor_spread
 from hil.twin.round_trip import FAMILIES, draw_chip, round_trip
 from hil.twin.suite_runner import run_suite_in_memory
-from protocols.characterization.yield_map import CellClass
+from protocols.characterization.yield_map import CellClass, measure_yield_map
+from protocols.recording import MemoryRecorder
 
 CHIPS = 6
 PRESET = "tsinghua-taox-hfox"
@@ -72,3 +74,21 @@ def test_a_cell_the_yield_map_calls_unformed_that_forming_could_not_form_is_stuc
     # A forming run over another region says nothing about these cells.
     found = reconciled_classes(_runs(classes, tried, formed, forming_origin=1))
     assert found is not None and found[0].tolist() == classes.tolist() and found[1] == 0
+
+
+def test_d2d_spread_is_taken_from_the_floor_less_the_reset_excess_spread() -> None:
+    # A 5.8 uS floor: the RESET at 1.8 V leaves 1.4 uS above it, with a spread of its own (each
+    # cell's RESET threshold), so the floor's relative spread is 11 % above d2d_spread.
+    truth, g_min = 0.05, 5.8e-6
+    resource = (
+        f"emulator://?preset={PRESET}&seed=11&rows=64&cols=64&write_noise=0&read_noise=0&g_min={g_min}"
+        "&stuck_low_fraction=0&stuck_high_fraction=0"
+    )
+    recorder = MemoryRecorder()
+    with open_board(resource) as board:
+        measure_yield_map(board, recorder)
+    floor = np.asarray(recorder.datasets["yield/g_reset"])[np.asarray(recorder.datasets["yield/class"]) == 0]
+    assert floor.size == 64 * 64
+    measured = float(floor.std(ddof=1) / floor.mean())
+    assert measured > 1.06 * truth  # as the write-noise step measures it, before the correction
+    assert d2d_from_floor_spread(measured, {"g_min": g_min}, PRESET, {}) == pytest.approx(truth, rel=0.03)
