@@ -5,8 +5,9 @@ Destructive (default): read; SET every cell at a high gate (one batch); read; RE
 
 - normal: the switching window ``g_set - g_reset`` is at least ``min_window``; by default
   (``min_window`` null) that is derived from the chip's own windows,
-  :func:`~protocols.characterization.common.auto_min_window` (a quarter of a typical window, at
-  least a tenth of the typical SET level), so a chip of 10-60 uS is judged as one of 100-900 uS;
+  :func:`~protocols.characterization.common.auto_min_window` (a quarter of a typical window, and
+  for each cell at least a tenth of its own SET level), so a chip of 10-60 uS is judged as one of
+  100-900 uS; the chip-wide part is recorded as the group's ``min_window_used``;
 - unformed: not switching, and no read reached ``g_unformed_max`` (a virgin cell is an insulator;
   SET pulses do not form it). This one stays absolute (2 uS): a virgin cell's level is the
   pristine oxide's, not the switching window's, so it does not scale with the chip. A stuck-low
