@@ -102,8 +102,8 @@ SIGMAS = 3.0  # how near the bound a clipped cell reads
 SHORT_SIGMAS = 4.0
 # The window's first gate is floor-clipped too when its cells' mean shortfall (in sigmas, toward
 # the floor) exceeds the next three gates' median by this: on the TaOx/HfOx preset 0.18 to 0.19
-# at 0.7 V (the spread of c +20 % with that gate, +4 % without, 8 cycles); on ten chips of either
-# family -0.01 to +0.02 (the mean of 1,000 cells' shortfalls scatters by about 0.03).
+# at 0.7 V (the spread of c +20 % with that gate, +4 % without, 8 cycles); on nine chips of either
+# family -0.02 to +0.01 (the mean of 1,000 cells' shortfalls scatters by about 0.03).
 FLOOR_JUMP = 0.1
 
 

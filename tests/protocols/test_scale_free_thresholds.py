@@ -184,3 +184,23 @@ def test_a_shallow_noisy_line_that_saturates_at_one_gate_keeps_its_window() -> N
     g = level[:, :, None]
     found = find_gate_window(v, np.median(level, axis=1))
     assert unclipped_window(v, g, np.ones((cells, 1), dtype=bool), found) == (found.first, found.last)
+
+
+def test_the_window_starts_above_the_gates_where_the_floor_holds_cells_up() -> None:
+    # The line crosses each cell's own floor (11.4 uS +- 5 %) near 0.7 V: at 0.8 V a seventh of the
+    # cells (the low-k ones) still sit on their floor, by less than the per-cell test sees; their
+    # mean shortfall gives the gate away.
+    rng = np.random.default_rng(0)
+    v = np.round(np.arange(0.2, 3.01, 0.1), 10)
+    cells = 2000
+    k = 30e-6 * (1 + 0.1 * rng.standard_normal(cells))
+    c = -10e-6 + 0.5e-6 * rng.standard_normal(cells)
+    floor = 11.4e-6 * (1 + 0.05 * rng.standard_normal(cells))
+    ceiling = 60e-6 * (1 + 0.05 * rng.standard_normal(cells))
+    line = k[None, :] * v[:, None] + c[None, :]
+    level = np.clip(line, floor[None, :], ceiling[None, :]) + 0.7e-6 * rng.standard_normal((v.size, cells))
+    found = find_gate_window(v, np.median(level, axis=1))
+    first, _ = unclipped_window(v, level[:, :, None], np.ones((cells, 1), dtype=bool), found)
+    held_up = (line < floor[None, :]).mean(axis=1)
+    assert held_up[found.first] > 0.1  # the median curve's window starts among them
+    assert held_up[first] < 0.05
