@@ -18,11 +18,13 @@ curve bends softly and its window takes in gates where some cells have already s
 their lines, fitted through those points, come out flatter (k 3.5 % low, c 13 % high and the
 spread of c 3.5 times too large on that preset). So the window's top is lowered
 (:func:`unclipped_window`) until fewer than ``CLIPPED_SHARE`` (0.5 %) of the responsive cells are
-clipped at their own ceiling there: within three sigmas of it (the mean of their reads at the two highest gates)
-and three sigmas short of their own line (fitted on the lower half of the window; near the
-ceiling alone is where a shallow line sits by noise). Likewise at the bottom, where the line crosses each
-cell's own RESET floor (the same preset's line meets its 10 uS floor between 0.6 and 0.8 V): the
-window's first gate is raised until fewer than that share are clipped at their floor.
+clipped at their own ceiling there: within three sigmas of it (the mean of their reads at the
+two highest gates) and four sigmas short of their own line (fitted on the lower half of the
+window; near the ceiling alone is where a shallow line sits by noise). Likewise at the bottom,
+where the line crosses each cell's own RESET floor (the same preset's line meets its 10 uS floor
+between 0.6 and 0.8 V): the window's first gate is raised while that share of cells is clipped
+at their floor, or while the gate's mean shortfall toward the floor stands out from the next
+gates' (``FLOOR_JUMP``: cells held up by less than the per-cell test sees).
 ``v_turn_on`` and ``v_saturation`` stay the median curve's.
 """
 
