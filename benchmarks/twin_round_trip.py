@@ -9,6 +9,7 @@ every continuous parameter at one end of its range (``--ends``). Chip ``n`` is d
     nice -n 10 python benchmarks/twin_round_trip.py --first 3000 --count 6 --rows 128 --cols 64
     nice -n 10 python benchmarks/twin_round_trip.py --first 4000 --count 8 --ends
     nice -n 10 python benchmarks/twin_round_trip.py --set retention.reads_per_point=8   # another suite
+    nice -n 10 python benchmarks/twin_round_trip.py --family tsinghua --first 5000 --count 20  # 64 x 16
 
 The suite is the twin suite's defaults (what ``hil characterize all`` runs); ``--set`` changes
 a step's option, as on that command.
@@ -34,18 +35,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from hil.twin.round_trip import COLS, ROWS, Suite, draw_chip, round_trip
+from hil.twin.round_trip import FAMILIES, Suite, draw_chip, round_trip
 
 MAX_WORKERS = 2  # the machine is shared: at most two processes
 NICENESS = 10
 
 
-def one_chip(seed: int, rows: int, cols: int, ends: bool, suite: Suite) -> dict[str, Any]:
+def one_chip(seed: int, rows: int, cols: int, ends: bool, suite: Suite, family: str) -> dict[str, Any]:
     """Chip ``seed``'s round trip: its failures and errors, and the CPU seconds it took."""
     start = time.process_time()
-    params = draw_chip(np.random.default_rng(seed), rows, cols, ends=ends)
+    params = draw_chip(np.random.default_rng(seed), rows, cols, ends=ends, family=family)
     try:
-        result = round_trip(params, seed=seed, suite=suite)
+        result = round_trip(params, seed=seed, suite=suite, family=family)
     except Exception as exc:  # a chip the suite or the fit cannot handle is a finding, not the end
         return {"seed": seed, "failures": [f"raised {type(exc).__name__}: {exc}"], "relative_errors": {},
                 "absolute_errors": {}, "z_scores": {}, "cpu_seconds": time.process_time() - start}  # fmt: skip
@@ -68,13 +69,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--first", type=int, default=2000, help="the first chip's generator seed")
     parser.add_argument("--count", type=int, default=60, help="chips: seeds first to first + count - 1")
-    parser.add_argument("--rows", type=int, default=ROWS)
-    parser.add_argument("--cols", type=int, default=COLS)
+    parser.add_argument("--family", default="umass", choices=sorted(FAMILIES), help="the kind of chip drawn")
+    parser.add_argument("--rows", type=int, help="array rows (default: the family's, 64)")
+    parser.add_argument("--cols", type=int, help="array columns (default: the family's, 32 or 16)")
     parser.add_argument("--ends", action="store_true", help="every continuous parameter at an end of its range")
     parser.add_argument("--workers", type=int, default=MAX_WORKERS, choices=range(1, MAX_WORKERS + 1))
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="STEP.FIELD=VALUE",
                         help="a suite step's option over its default, e.g. retention.reads_per_point=16")  # fmt: skip
     args = parser.parse_args()
+    args.rows = args.rows or FAMILIES[args.family].rows
+    args.cols = args.cols or FAMILIES[args.family].cols
     suite: dict[str, dict[str, Any]] = {}
     for text in args.options:
         step, _, rest = text.partition(".")
@@ -85,7 +89,7 @@ def main() -> int:
     seeds = range(args.first, args.first + args.count)
     started, cpu_started = time.perf_counter(), time.process_time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(one_chip, seed, args.rows, args.cols, args.ends, suite) for seed in seeds]
+        futures = [pool.submit(one_chip, seed, args.rows, args.cols, args.ends, suite, args.family) for seed in seeds]
         chips = []
         for future in futures:
             chip = future.result()
@@ -96,7 +100,7 @@ def main() -> int:
     relative, absolute = worst(chips, "relative_errors"), worst(chips, "absolute_errors")
     z_scores = worst(chips, "z_scores")
     ends = ", ends of the ranges" if args.ends else ""
-    print(f"\n{passed} of {len(chips)} chips passed ({args.rows} x {args.cols}{ends})")
+    print(f"\n{passed} of {len(chips)} {args.family} chips passed ({args.rows} x {args.cols}{ends})")
     print("\n| parameter | worst error | chip | worst error / the fit's uncertainty | chip |\n|---|---|---|---|---|")
     for name, entry in relative.items():
         z = z_scores.get(name)
@@ -106,8 +110,8 @@ def main() -> int:
         unit = " V" if name.startswith("v_") else " (fraction)"
         print(f"| {name} | {entry['error']:+.4f}{unit} | {entry['seed']} |")
     cpu = sum(chip["cpu_seconds"] for chip in chips) + time.process_time() - cpu_started
-    print(json.dumps({"benchmark": "twin-round-trip", "first": args.first, "count": args.count, "rows": args.rows,
-                      "cols": args.cols, "ends": args.ends, "suite": suite, "chips_run": len(chips),
+    print(json.dumps({"benchmark": "twin-round-trip", "family": args.family, "first": args.first, "count": args.count,
+                      "rows": args.rows, "cols": args.cols, "ends": args.ends, "suite": suite, "chips_run": len(chips),
                       "chips_passed": passed,
                       "failed_chips": {str(c["seed"]): c["failures"] for c in chips if c["failures"]},
                       "worst_relative_error": relative, "worst_absolute_error": absolute, "worst_z_score": z_scores,

@@ -5,8 +5,10 @@ chip at hand has its defects in particular places and its devices' own k and c, 
 placed on it meets those. The map (``.npz`` beside the twin file, loaded by the emulator through
 ``DeviceParameters.cell_map``) carries:
 
-- defect positions: stuck low and stuck high from the yield map's classes, virgin cells from the
-  forming step's ``unformed_before`` (and any cell the yield map still found unformed);
+- defect positions: stuck low and stuck high from the yield map's classes (its "unformed" cells
+  that forming tried and could not form counted stuck low, :mod:`hil.twin.defects`), virgin
+  cells from the forming step's ``unformed_before`` that its ramp formed (and any cell the yield
+  map still found unformed);
 - stuck levels: the mean of the yield map's three reads of each stuck cell;
 - ``k`` and ``c`` of each responsive cell, fitted on the gate calibration's linear window and
   shrunk toward the population mean by the share of their scatter that is the device's own (the
@@ -26,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hil.storage import RunData, RunFileError
+from hil.twin.defects import formed_by_ramp, reconciled_classes
 from hil.twin.wire_reads import device_conductance, gates_in_window
 from protocols.calibration import fit_lines, typical_cells
 from protocols.characterization.yield_map import CellClass
@@ -51,6 +54,9 @@ def defect_map(runs: Mapping[str, RunData], shape: tuple[int, int], r_segment: f
     cells: CellMap = {}
     yield_run = runs.get("yield-map")
     classes = _whole_array(yield_run, "yield", shape, "class") if yield_run else None
+    reconciled = reconciled_classes(runs)
+    if classes is not None and reconciled is not None:
+        classes = reconciled[0]
     if yield_run is not None and classes is not None:
         stuck_low, stuck_high = classes == CellClass.STUCK_LOW, classes == CellClass.STUCK_HIGH
         cells["stuck_low"], cells["stuck_high"] = stuck_low, stuck_high
@@ -62,8 +68,10 @@ def defect_map(runs: Mapping[str, RunData], shape: tuple[int, int], r_segment: f
             cells["g_stuck"] = np.where((stuck_low | stuck_high) & (level > 0), level, np.nan)
     forming = runs.get("forming")
     virgin = _whole_array(forming, "forming", shape, "unformed_before") if forming else None
-    if virgin is not None:
-        found = np.asarray(virgin, dtype=bool)
+    if forming is not None and virgin is not None:
+        found = formed_by_ramp(forming)
+        assert found is not None  # unformed_before is there
+        found = np.asarray(found, dtype=bool)
         if "unformed" in cells:
             stuck = np.asarray(cells["stuck_low"]) | np.asarray(cells["stuck_high"])
             found = (found | np.asarray(cells["unformed"])) & ~stuck

@@ -12,7 +12,7 @@ from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_c
 from hil.storage import RunFileError, read_run
 from hil.twin.cell_map import map_changes, map_path_for, read_cell_map
 from hil.twin.check import compare, comparison_table
-from hil.twin.fit import BASE_PRESET, fit_twin, read_twin_parameters, write_twin
+from hil.twin.fit import BASE_PRESET, fit_twin, read_twin_parameters, read_twin_preset, write_twin
 from hil.twin.suite_runner import budget_table, plan, run_suite
 
 
@@ -94,7 +94,9 @@ def cmd_twin_check(args: argparse.Namespace) -> int:
     runs = _run_suite_on(args, Path(args.out_dir))
     if not runs:
         return 1
-    measured = fit_twin(runs)
+    # Fitted on the twin's own base preset: what no procedure measures (g_max, the RESET law)
+    # enters g_min and d2d_spread (hil/twin/reset_floor.py), as it did when the twin was fitted.
+    measured = fit_twin(runs, preset=read_twin_preset(args.twin))
     rows = compare(parameters, sources, measured)
     print(comparison_table(rows))
     differing = [r.parameter for r in rows if not r.agrees]

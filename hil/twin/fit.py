@@ -21,10 +21,12 @@ import tomli_w
 from hil import run_layout as layout
 from hil.storage import RunData, RunFileError
 from hil.twin.cell_map import MAP_PROCEDURES, CellMap, fit_cell_map, map_path_for, write_cell_map
+from hil.twin.defects import reconciled_classes
 from hil.twin.drift_refit import drift_refit
-from hil.twin.reset_floor import g_min_from_reset_floor
+from hil.twin.reset_floor import d2d_from_floor_spread, g_min_from_reset_floor
 from hil.twin.wire_reads import refit_on_devices
 from protocols.characterization.figures import Figure, read_figures
+from protocols.characterization.yield_map import defect_figures
 
 BASE_PRESET = "umass-ta-hfo2"
 # The data group of each procedure in its run file.
@@ -146,13 +148,27 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         twin.parameters[item.parameter] = value
         twin.sources[item.parameter] = Source(str(run.path), item.procedure, item.figure, figure.uncertainty,
                                               figure.unit)  # fmt: skip
+    _stuck_cells_forming_could_not_form(chosen, twin)
+    if "gate-calibration" in chosen and "set_slope" in twin.parameters:
+        # The compliance line is measured at the calibration's pulse width; the preset's own line
+        # may be defined at another (the TaOx/HfOx preset's at 50 ns, and its line 6 % higher at
+        # 1 us): the twin's line is defined where it was measured, so the width law scales it
+        # from there exactly as it scales the chip's.
+        run = chosen["gate-calibration"]
+        width = json.loads(str(run.attrs.get(GROUPS["gate-calibration"], {}).get("options", "{}"))).get("width")
+        if isinstance(width, int | float) and width > 0:
+            twin.parameters["width_reference"] = float(width)
+            twin.sources["width_reference"] = Source(str(run.path), "gate-calibration", "pulse width", 0.0, "s")
     r_segment = float(twin.parameters.get("line_resistance", 0.0))
     if r_segment > 0 and shape is not None:
         # Map reads lose G^2 r to the wires, and the twin's wires take it again (hil/twin/wire_reads.py).
         for refit in refit_on_devices(chosen, r_segment, shape):
             if not math.isfinite(refit.value.value):
                 continue
-            twin.parameters[refit.parameter] = max(refit.value.value, 0.0)
+            # c may be negative (the TaOx/HfOx line crosses zero above 0 V); every other refit is a
+            # level, a slope, a noise or a spread.
+            value = refit.value.value if refit.parameter == "set_intercept" else max(refit.value.value, 0.0)
+            twin.parameters[refit.parameter] = value
             twin.sources[refit.parameter] = Source(str(chosen[refit.procedure].path), refit.procedure,
                                                    f"{refit.figure} of the reads less the wires' series resistance",
                                                    refit.value.uncertainty, refit.value.unit)  # fmt: skip
@@ -178,6 +194,20 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         twin.sources["g_min"] = Source(source.file, source.procedure, f"{source.figure} less the model's excess "
                                        f"({1e6 * (measured_floor - twin.parameters['g_min']):.2f} uS) at its RESET "
                                        "amplitude", source.uncertainty, source.unit)  # fmt: skip
+    if "d2d_spread" in twin.parameters and "g_min" in twin.parameters:
+        # The floor's spread includes its excess's, which is a fifth of a small chip's floor
+        # (hil/twin/reset_floor.py): d2d_spread is what gives the twin the chip's floor spread.
+        measured_spread = float(twin.parameters["d2d_spread"])
+        options = json.loads(str(chosen["write-noise"].attrs.get(GROUPS["write-noise"], {}).get("options", "{}")))
+        reset = {name: options[name] for name in ("reset_amplitude", "reset_gate") if name in options}
+        fitted = d2d_from_floor_spread(measured_spread, twin.parameters, preset, reset)
+        if math.isfinite(fitted) and fitted > 0:
+            twin.parameters["d2d_spread"] = fitted
+            source = twin.sources["d2d_spread"]
+            scale = fitted / measured_spread if measured_spread > 0 else 1.0
+            twin.sources["d2d_spread"] = Source(source.file, source.procedure, f"{source.figure} over the floor's "
+                                                f"relative spread per unit d2d_spread on the twin ({1 / scale:.3f})",
+                                                source.uncertainty * scale, source.unit)  # fmt: skip
     if "set_intercept_spread_abs" in twin.parameters:
         # The measured spread of c is absolute: it replaces the preset's relative one.
         twin.parameters["set_intercept_spread"] = 0.0
@@ -194,6 +224,31 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
             twin.sources["cell_map"] = Source(", ".join(str(chosen[name].path) for name in used), ", ".join(used),
                                               "per-cell", math.nan)  # fmt: skip
     return twin
+
+
+def _stuck_cells_forming_could_not_form(runs: Mapping[str, RunData], twin: Twin) -> None:
+    """The stuck-low fraction and level with the yield map's "unformed" cells that forming could
+    not form counted stuck low (:mod:`hil.twin.defects`); nothing changes when there are none."""
+    reconciled = reconciled_classes(runs)
+    if reconciled is None or not reconciled[1]:
+        return
+    classes, changed = reconciled
+    run = runs["yield-map"]
+    g_set = run.datasets.get("yield/g_set")
+    if g_set is None:
+        return
+    attrs = run.attrs.get(GROUPS["yield-map"], {})
+    bad = json.loads(str(attrs.get("bad_lines", '{"rows": [], "cols": []}')))
+    g_reset = run.datasets.get("yield/g_reset")
+    figures = defect_figures(classes, g_set, g_reset, int(attrs.get("row0", 0)), int(attrs.get("col0", 0)),
+                             tuple(bad["rows"]), tuple(bad["cols"]))  # fmt: skip
+    for parameter, name in (("stuck_low_fraction", "fraction_stuck_low"), ("g_stuck_low", "g_stuck_low")):
+        figure = figures[name]
+        if math.isfinite(figure.value):
+            twin.parameters[parameter] = figure.value
+            twin.sources[parameter] = Source(str(run.path), "yield-map", f"{name}, with the {changed} cells it "
+                                             "called unformed that forming could not form counted stuck low",
+                                             figure.uncertainty, figure.unit)  # fmt: skip
 
 
 def _array_shape(runs: Mapping[str, RunData]) -> tuple[int, int] | None:
@@ -230,6 +285,15 @@ def read_twin_parameters(path: str | Path) -> tuple[dict[str, Any], dict[str, An
     if not isinstance(parameters, dict):
         raise RunFileError(f"twin file {path} has no [parameters] table")
     return parameters, dict(data.get("sources", {}))
+
+
+def read_twin_preset(path: str | Path) -> str:
+    """The base preset a twin file names (the Ta/HfO2 one for a file that names none)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return BASE_PRESET  # read_twin_parameters reports what is wrong with the file
+    return str(data.get("preset", BASE_PRESET))
 
 
 def figure_of(twin: Twin, parameter: str) -> Figure:

@@ -114,8 +114,9 @@ def refit_on_devices(runs: Mapping[str, RunData], r_segment: float, array_shape:
         g_set = corrected_reads(noise_run, "write_noise", "g_set", r_segment, array_shape)
         options = json.loads(str(noise_run.attrs.get("write_noise", {}).get("options", "{}")))
         if g_reset is not None and g_set is not None:
-            min_window = float(options.get("min_window", WriteNoiseOptions().min_window))
-            _, figures = noise_figures(g_reset, g_set, min_window)
+            # The option as the run had it; null (the default): the chip's own, from these reads.
+            min_window = options.get("min_window", WriteNoiseOptions().min_window)
+            _, figures = noise_figures(g_reset, g_set, None if min_window is None else float(min_window))
             if "write_noise" in figures:
                 refits.append(Refit("write_noise", "write-noise", "write_noise", figures["write_noise"]))
     yield_run = runs.get("yield-map")

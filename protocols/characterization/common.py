@@ -40,6 +40,46 @@ PulseWidth = Annotated[float, Field(gt=0, description="pulse width, s")]
 ReadsPerPoint = Annotated[
     int, Field(ge=1, le=10_000, description="map reads averaged per point (the read noise shrinks by its square root)")
 ]
+MinWindow = Annotated[
+    Annotated[float, Field(gt=0)] | None,
+    Field(description="smallest SET-RESET window of a working cell, S; null (default): auto, from the chip's "
+          "own windows (a quarter of a typical one: protocols.characterization.common.auto_min_window)"),
+]  # fmt: skip
+
+# The automatic window threshold (auto_min_window). A quarter of a typical window: the Ta/HfO2
+# array's typical yield-map window of 130 to 400 uS gives 32 to 100 uS (50 uS fixed before),
+# the TaOx/HfOx array's 20 to 35 uS gives 5 to 9 uS. The typical window is the 75th percentile,
+# which is a working cell's as long as at most half the cells are defects (their window is 0).
+WINDOW_SHARE = 0.25
+WINDOW_QUANTILE = 0.75
+# ... and, cell by cell, at least this share of the cell's own SET level: on a chip with no
+# working cell the 75th percentile is read noise, and a quarter of it would let half the stuck
+# cells pass. 10 % of a level is 3.5 read-noise sigmas at 2 % for a window of two reads (a
+# shorted cell at 1 mS: 100 uS against 28 uS; and those the yield map's median-SET rule catches
+# anyway). It must stay under a working cell's window over its SET level: 37 % on a TaOx/HfOx
+# chip with a 20 uS floor and a 38 uS top, where 15 % called 4 % of the working cells stuck low.
+LEVEL_SHARE = 0.1
+
+
+def typical_min_window(window: npt.ArrayLike) -> float:
+    """The chip-wide part of :func:`auto_min_window`: ``WINDOW_SHARE`` of the 75th percentile of
+    the cells' windows, S (0 when there is none)."""
+    w = np.asarray(window, dtype=np.float64).ravel()
+    w = w[np.isfinite(w)]
+    return max(WINDOW_SHARE * float(np.quantile(w, WINDOW_QUANTILE)), 0.0) if w.size else 0.0
+
+
+def auto_min_window(window: npt.ArrayLike, level: npt.ArrayLike, typical: float | None = None) -> FloatArray:
+    """Each cell's smallest window of a working cell, S, from what the procedure measured on the
+    chip: ``max(WINDOW_SHARE * q75(window), LEVEL_SHARE * level)`` (``window``: each cell's SET
+    level less its RESET level; ``level``: each cell's SET level, the same shape; ``typical``:
+    the chip-wide part if already known, :func:`typical_min_window`).
+
+    Scale-free: the chip says what a window is, so a chip of 10-60 uS is judged as a chip of
+    100-900 uS is (a fixed 50 uS calls every cell of the former defective).
+    """
+    chip_wide = typical_min_window(window) if typical is None else typical
+    return np.asarray(np.maximum(chip_wide, LEVEL_SHARE * np.abs(np.asarray(level, dtype=np.float64))))
 
 
 class ProcedureOptions(BaseModel):

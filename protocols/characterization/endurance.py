@@ -4,7 +4,9 @@ Every cycle is one SET batch and one RESET batch over the cells still cycling. O
 ``read_every``-th cycle and the last one, the ON state is read after the SET and the OFF state
 after the RESET (one map read each). A cell whose window ``g_on - g_off`` is below
 ``window_min`` stops cycling (its failure cycle is that read's cycle); the run ends when no cell
-is left or after ``max_cycles``.
+is left or after ``max_cycles``. By default ``window_min`` is derived from the cells' own windows
+at cycle 1 (:func:`~protocols.characterization.common.auto_min_window`; recorded as the group's
+``window_min_used``), so a chip of 10-60 uS is judged as one of 100-900 uS is.
 
 Datasets: ``endurance/cells`` (n, 2); ``endurance/cycle`` (m,) the cycle of each read;
 ``endurance/g_on``, ``endurance/g_off`` (m, n) S, NaN for cells that had already stopped;
@@ -27,17 +29,20 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
+    MinWindow,
     PulseWidth,
     ResetAmplitude,
     ResetGate,
     SetAmplitude,
     SetGate,
+    auto_min_window,
     check_pulse,
     check_read_voltage,
     pulse,
     read,
     select_cells,
     start_group,
+    typical_min_window,
     write_cells,
 )
 from protocols.recording import Journal, Recorder
@@ -50,7 +55,7 @@ class EnduranceOptions(CellOptions):
 
     max_cycles: int = Field(1000, ge=1, le=MAX_STEPS, description="SET/RESET cycles at most")
     read_every: int = Field(10, ge=1, le=MAX_STEPS, description="read the ON and OFF states every this many cycles")
-    window_min: float = Field(20e-6, ge=0, description="a cell whose window (G_on - G_off) falls below this stops, S")
+    window_min: MinWindow = None
     set_amplitude: SetAmplitude = 2.5
     set_gate: SetGate = 1.6
     reset_amplitude: ResetAmplitude = 1.8
@@ -85,9 +90,20 @@ def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endur
     failed = np.full(selection.count, -1, dtype=np.int64)
     reads: list[tuple[int, FloatArray, FloatArray]] = []
 
+    typical: list[float] = []
+
     def judge(cycle: int, g_on: FloatArray, g_off: FloatArray) -> None:
         reads.append((cycle, g_on, g_off))
-        closed = active & (g_on - g_off < opts.window_min)
+        line: FloatArray | float
+        if opts.window_min is not None:
+            line = opts.window_min
+        else:
+            if not typical:  # the fresh cells' windows (cycle 1) say what a window is on this chip
+                typical.append(typical_min_window(g_on - g_off))
+                recorder.set_attrs(GROUP, window_min_used=typical[0])
+            line = auto_min_window(g_on - g_off, g_on, typical[0])
+        with np.errstate(invalid="ignore"):  # the cells that stopped earlier read NaN
+            closed = active & (g_on - g_off < line)
         failed[closed] = cycle
         active[closed] = False
 

@@ -5,6 +5,13 @@ a stuck-low cell still conducts a little); only those get FORM pulses, by
 :func:`protocols.forming.form_cells` (one FORM batch and one map read per ramp step). The
 amplitude each cell formed at estimates its forming threshold (the ramp step's midpoint).
 
+``fraction_unformed`` counts the cells the ramp formed: a cell that reads below
+``g_unformed_max`` and does not form by ``v_stop`` is not a virgin cell the twin should start
+virgin but a dead one (``fraction_not_formed``): a stuck-low cell of a small-window chip reads
+1 uS, under the 2 uS line, as a virgin cell's 0.5 uS does, and only the FORM ramp tells them
+apart. ``g_unformed_max`` stays absolute: a virgin cell's level is the pristine oxide's, not the
+switching window's, so it does not scale with the chip.
+
 Datasets: ``forming/g`` rows per step, ``forming/unformed_before``, ``forming/formed``,
 ``forming/v_form`` (V; NaN where a cell was not virgin or never formed), ``forming/pulses``.
 """
@@ -73,12 +80,15 @@ def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming
     recorder.write(f"{GROUP}/unformed_before", unformed)
     start_group(recorder, GROUP, "forming", opts, row0=region.row0, col0=region.col0)
     recorder.progress(1, step="read", unformed=int(unformed.sum()))
-    figures = {"fraction_unformed": binomial(int(unformed.sum()), unformed.size)}
+    figures = {"fraction_unformed": binomial(0, unformed.size)}
     result = None
     if unformed.any():
         result = form_cells(board, unformed, opts.v_start, opts.v_stop, opts.v_step, opts.v_gate, opts.width,
                             opts.g_unformed_max, region, opts.v_read, recorder)  # fmt: skip
-        figures["fraction_formed_now"] = binomial(int((result.formed & unformed).sum()), int(unformed.sum()))
+        formed_now = int((result.formed & unformed).sum())
+        figures["fraction_unformed"] = binomial(formed_now, unformed.size)
+        figures["fraction_not_formed"] = binomial(int(unformed.sum()) - formed_now, unformed.size)
+        figures["fraction_formed_now"] = binomial(formed_now, int(unformed.sum()))
         v_form = result.v_form[unformed & result.formed & (result.v_form > 0)] - opts.v_step / 2
         if v_form.size >= 2:
             # Each threshold is known to one ramp step: take the step's uniform variance out.
@@ -88,5 +98,7 @@ def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming
             figures["v_form_spread_relative"] = Figure(spread / mean, sd / math.sqrt(2 * (n - 1)) / mean)
     record_figures(recorder, GROUP, figures)
     formed_now = int((result.formed & unformed).sum()) if result is not None else 0
-    notes = (f"{int(unformed.sum())} unformed cells of {unformed.size}; {formed_now} formed now",)
+    notes = (f"{int(unformed.sum())} cells of {unformed.size} read below {1e6 * opts.g_unformed_max:.3g} uS; "
+             f"{formed_now} formed now (unformed), {int(unformed.sum()) - formed_now} did not form by "
+             f"{opts.v_stop:g} V (stuck low, or a forming threshold above it)",)  # fmt: skip
     return Forming(unformed, result, figures, notes)

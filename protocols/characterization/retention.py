@@ -16,7 +16,8 @@ drift law ``G(t) = G(t1) + slope * ln(t / t1)``.
 ``program=set`` RESETs every selected cell first (read as ``retention/g_reset``), then SETs it:
 every working cell is reprogrammed from a known state, so its drift clock restarts at the SET
 whatever it held before. A cell is *working* when its first read after the SET is at least
-``min_window`` above its RESET read (``retention/working``); stuck cells do not drift, and the
+``min_window`` above its RESET read (by default derived from those windows themselves,
+:func:`~protocols.characterization.common.auto_min_window`) (``retention/working``); stuck cells do not drift, and the
 drift figures are fitted on the working cells only: ``drift_mean`` and ``drift_spread`` (S per
 unit of ``ln(1 + t / drift_time_constant)``, the spread across cells with the fit noise removed).
 """
@@ -37,12 +38,14 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
+    MinWindow,
     PulseWidth,
     ReadsPerPoint,
     ResetAmplitude,
     ResetGate,
     SetAmplitude,
     SetGate,
+    auto_min_window,
     check_pulse,
     check_read_voltage,
     pulse,
@@ -74,9 +77,7 @@ class RetentionOptions(CellOptions):
     t_last: float = Field(1e4, gt=0, le=MAX_WAIT, description="time of the last read, s")
     points_per_decade: int = Field(4, ge=1, le=MAX_POINTS_PER_DECADE, description="read times per decade")
     reads_per_point: ReadsPerPoint = 1
-    min_window: float = Field(
-        20e-6, gt=0, description="program=set: a cell whose SET rose at least this above its RESET works, S"
-    )
+    min_window: MinWindow = None
     drift_time_constant: float = Field(1.0, gt=0, description="t0 of the law ln(1 + t / t0) the figures use, s")
 
     @model_validator(mode="after")
@@ -217,7 +218,9 @@ def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Reten
     g_all = np.array(reads)
     working = np.ones(selection.count, dtype=bool)
     if reset_first and g_reset is not None and len(reads):
-        working = g_all[0] - np.asarray(g_reset) >= opts.min_window
+        window = g_all[0] - np.asarray(g_reset)
+        min_window = opts.min_window if opts.min_window is not None else auto_min_window(window, g_all[0])
+        working = window >= min_window
     recorder.write(f"{GROUP}/working", working)
     slope, intercept = fit_log_drift(stamps, g_all[:, working] if len(reads) else g_all)
     recorder.set_attrs(GROUP, drift_slope=slope, drift_intercept=intercept, drift_unit="S per ln(s)")

@@ -3,15 +3,23 @@
 Destructive (default): read; SET every cell at a high gate (one batch); read; RESET every cell
 (one batch); read. Five round trips for any array size. Cells are left RESET.
 
-- normal: the switching window ``g_set - g_reset`` is at least ``min_window``;
+- normal: the switching window ``g_set - g_reset`` is at least ``min_window``; by default
+  (``min_window`` null) that is derived from the chip's own windows,
+  :func:`~protocols.characterization.common.auto_min_window` (a quarter of a typical window, and
+  for each cell at least a tenth of its own SET level), so a chip of 10-60 uS is judged as one of
+  100-900 uS; the chip-wide part is recorded as the group's ``min_window_used``;
 - unformed: not switching, and no read reached ``g_unformed_max`` (a virgin cell is an insulator;
-  SET pulses do not form it);
+  SET pulses do not form it). This one stays absolute (2 uS): a virgin cell's level is the
+  pristine oxide's, not the switching window's, so it does not scale with the chip. A stuck-low
+  cell below it (the TaOx/HfOx preset's sit at 1 uS) is classed unformed here; the forming
+  step, which tries to form it, tells the two apart (``hil/twin/defects.py``);
 - stuck high: not switching, and ``g_set`` at or above ``g_stuck_high_min``, or the RESET leaves it
   at or above the switching cells' median SET level (a shorted cell);
 - stuck low: any other cell that does not switch.
 
 Non-destructive (``destructive=False``): one read, classified by level alone: below
-``g_unformed_max`` unformed, below ``g_stuck_low_max`` stuck low, at or above
+``g_unformed_max`` unformed, below ``g_stuck_low_max`` stuck low (by default a quarter of the
+median read of the cells above ``g_unformed_max``: the chip's own typical level), at or above
 ``g_stuck_high_min`` stuck high, otherwise normal. A read cannot tell a stuck cell from a working
 one that happens to hold the same conductance, so this is a screen, not a test.
 """
@@ -30,17 +38,20 @@ from pydantic import Field, StrictBool, model_validator
 from drivers import Board, PulseKind
 from protocols.characterization.common import (
     FloatArray,
+    MinWindow,
     PulseWidth,
     RegionOptions,
     ResetAmplitude,
     ResetGate,
     SetAmplitude,
     SetGate,
+    auto_min_window,
     check_pulse,
     check_read_voltage,
     pulse,
     select_region,
     start_group,
+    typical_min_window,
 )
 from protocols.characterization.figures import Figure, binomial, mean_of, median_of, record_figures
 from protocols.recording import Attr, Recorder
@@ -71,9 +82,12 @@ class YieldMapOptions(RegionOptions):
     reset_amplitude: ResetAmplitude = 1.8
     reset_gate: ResetGate = 5.0
     width: PulseWidth = 1e-6
-    min_window: float = Field(50e-6, gt=0, description="smallest SET-RESET window of a normal cell, S")
+    min_window: MinWindow = None
     g_unformed_max: float = Field(2e-6, gt=0, description="a cell never reading above this is unformed, S")
-    g_stuck_low_max: float = Field(10e-6, gt=0, description="read-only: a cell below this is stuck low, S")
+    g_stuck_low_max: float | None = Field(
+        None, gt=0, description="read-only: a cell below this is stuck low, S; null (default): a quarter of the "
+        "median read of the cells above g_unformed_max",
+    )  # fmt: skip
     g_stuck_high_min: float = Field(
         800e-6, gt=0, description="a (non-switching) cell at or above this is stuck high, S"
     )
@@ -83,7 +97,8 @@ class YieldMapOptions(RegionOptions):
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if not self.g_unformed_max <= self.g_stuck_low_max < self.g_stuck_high_min:
+        stuck_low_max = self.g_unformed_max if self.g_stuck_low_max is None else self.g_stuck_low_max
+        if not self.g_unformed_max <= stuck_low_max < self.g_stuck_high_min:
             raise ValueError("thresholds must satisfy g_unformed_max <= g_stuck_low_max < g_stuck_high_min")
         return self
 
@@ -107,11 +122,40 @@ class YieldMap:
         return self.counts["normal"] / self.classes.size
 
 
+# The read-only screen's automatic stuck-low line: a quarter of the chip's typical read (15 to 35
+# uS on a Ta/HfO2 array at its RESET floor, whose stuck cells read 5 uS; 2.5 to 5 uS on a TaOx/HfOx
+# one at 10-20 uS, whose stuck cells read 1 uS). Never below g_unformed_max.
+STUCK_LOW_SHARE = 0.25
+
+
+def stuck_low_line(g: FloatArray, options: YieldMapOptions) -> float:
+    """The read-only screen's ``g_stuck_low_max``: the option, or its automatic value (above)."""
+    if options.g_stuck_low_max is not None:
+        return options.g_stuck_low_max
+    conducting = g[g >= options.g_unformed_max]
+    if not conducting.size:
+        return options.g_unformed_max
+    return max(STUCK_LOW_SHARE * float(np.median(conducting)), options.g_unformed_max)
+
+
+def window_line(g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions) -> FloatArray | float:
+    """The destructive rule's ``min_window``: the option, or each cell's own (``auto_min_window``)."""
+    if options.min_window is not None:
+        return options.min_window
+    return auto_min_window(g_set - g_reset, g_set)
+
+
+def _chip_window(g_set: FloatArray, g_reset: FloatArray, options: YieldMapOptions) -> float:
+    """The window line as one figure (the auto rule's chip-wide part; each cell's own line is also
+    at least ``LEVEL_SHARE`` of its SET level)."""
+    return options.min_window if options.min_window is not None else typical_min_window(g_set - g_reset)
+
+
 def classify_levels(g: FloatArray, options: YieldMapOptions) -> npt.NDArray[np.int8]:
     """Classes by one read's level alone (the non-destructive rule)."""
     classes = np.full(g.shape, CellClass.NORMAL, dtype=np.int8)
     classes[g >= options.g_stuck_high_min] = CellClass.STUCK_HIGH
-    classes[g < options.g_stuck_low_max] = CellClass.STUCK_LOW
+    classes[g < stuck_low_line(g, options)] = CellClass.STUCK_LOW
     classes[g < options.g_unformed_max] = CellClass.UNFORMED
     return classes
 
@@ -128,7 +172,7 @@ def classify_switching(
     read loses ``G^2 r segments`` to the wires, 7 % at 1 mS behind 96 one-ohm segments, and shorts
     vary from cell to cell: 1 mS ones read as low as 770 uS on a 64 x 32 array).
     """
-    switching = (g_set - g_reset >= options.min_window) & (g_reset < options.g_stuck_high_min)
+    switching = (g_set - g_reset >= window_line(g_set, g_reset, options)) & (g_reset < options.g_stuck_high_min)
     stays_high = g_reset >= options.g_stuck_high_min
     if switching.any():
         stays_high |= g_reset >= float(np.median(g_set[switching]))
@@ -178,9 +222,11 @@ def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> Yield
         g_reset = board.read_map(opts.v_read, region)
         recorder.write(f"{GROUP}/g_reset", g_reset, unit="S")
         classes = classify_switching(g_initial, g_set, g_reset, opts)
+        recorder.set_attrs(GROUP, min_window_used=_chip_window(g_set, g_reset, opts))
         recorder.progress(1, total, step="read")
     else:
         classes = classify_levels(g_initial, opts)
+        recorder.set_attrs(GROUP, g_stuck_low_max_used=stuck_low_line(g_initial, opts))
     summary = summarize(classes)
     recorder.write(f"{GROUP}/class", classes, class_names=",".join(CLASS_NAMES))
     recorder.set_attrs(GROUP, **summary)
@@ -196,8 +242,11 @@ def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> Yield
     figures = defect_figures(classes, g_set if g_set is not None else g_initial, g_reset, region.row0, region.col0,
                              bad_rows, bad_cols)  # fmt: skip
     record_figures(recorder, GROUP, figures)
+    line = (f"window of a normal cell at least {1e6 * _chip_window(g_set, g_reset, opts):.3g} uS"
+            if g_set is not None and g_reset is not None else
+            f"stuck low below {1e6 * stuck_low_line(g_initial, opts):.3g} uS")  # fmt: skip
     notes = (
-        "classes: " + ", ".join(f"{name} {count}" for name, count in counts.items()),
+        "classes: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + f" ({line})",
         f"defect rate per row: max {row_rate.max():.0%}; per column: max {col_rate.max():.0%}",
         f"bad_lines (training config format): {bad_lines}",
     )
