@@ -224,7 +224,10 @@ def plot_endurance(datasets: Datasets, attrs: Attrs, fig: Figure) -> None:
     for i in _individuals(window.shape[1]):
         ax_window.plot(cycle, window[:, i] * US, lw=0.8, alpha=0.6, label=labels[i])
     _band(ax_window, cycle, window * US, "all cells", color="k")
+    # the user's window, or the one the run derived from the chip (``window_min`` null: automatic)
     threshold = _options(attrs, "endurance").get("window_min")
+    if threshold is None:
+        threshold = attrs.get("endurance", {}).get("window_min_used")
     if isinstance(threshold, float | int):
         ax_window.axhline(threshold * US, color="C3", ls="--", lw=1, label="stop below")
     failed = attrs.get("endurance", {}).get("n_failed")

@@ -162,3 +162,15 @@ def test_retention_plot_shows_the_fitted_slope(board: Board) -> None:
     REGISTRY["retention"].plot(recorder.datasets, recorder.attrs, fig)
     labels = [str(line.get_label()) for ax in fig.axes for line in ax.get_lines()]
     assert any("per ln(t)" in label for label in labels)
+
+
+@pytest.mark.parametrize("window_min", [None, 30e-6])
+def test_endurance_plot_draws_the_window_it_stopped_at(board: Board, window_min: float | None) -> None:
+    """The stop line is the user's ``window_min`` or, left automatic, the one the run derived from the chip."""
+    recorder = MemoryRecorder()
+    REGISTRY["endurance"].run(board, recorder, **SMALL["endurance"], window_min=window_min)
+    used = recorder.attrs["endurance"]["window_min_used"] if window_min is None else window_min
+    fig = Figure()
+    REGISTRY["endurance"].plot(recorder.datasets, recorder.attrs, fig)
+    stop = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "stop below"]
+    assert len(stop) == 1 and np.asarray(stop[0].get_ydata(), dtype=float)[0] == pytest.approx(used * 1e6)
