@@ -156,3 +156,80 @@ def test_the_read_backs_one_hot_batch_is_made_once_per_size_and_level() -> None:
     backend.v_input = 0.1
     assert backend._unit_inputs(5).tobytes() == (np.full(5, 0.1) * np.eye(5)).tobytes()
     assert backend._unit_inputs(3).shape == (3, 3)
+
+
+class LinearBoard:
+    """An ideal board: each column's current is the drive times the conductances of its rows, and
+    row 0 of every batch answers -0.0 (what an all-zero input's currents can round to)."""
+
+    def __init__(self, g: FloatArray) -> None:
+        self.g = g
+        self.shape = g.shape
+
+    def vmm(self, drive: Any, region: Any, columns: Any = None, rows: Any = None, narrow: bool = False) -> FloatArray:
+        block = self.g[region.row0 + np.asarray(rows)][:, region.col0 + np.asarray(columns)]
+        currents = np.asarray(drive, dtype=np.float64) @ block
+        currents[0] = -0.0
+        return currents
+
+    def read_map(self, v_read: float = 0.2) -> FloatArray:
+        return self.g.copy()
+
+
+class ZeroedSumBackend(ArrayBackend):
+    """Adds every tile's result to a zeroed sum (its currents come back column-major, which the
+    one-tile shortcut leaves to the general path): the form before the shortcut."""
+
+    def _send(self, tile: Tile, plan: Any, drive: Any) -> FloatArray:
+        return np.asfortranarray(super()._send(tile, plan, drive))
+
+
+def linear_backend(g: FloatArray, kind: type[ArrayBackend] = ArrayBackend, column_gain: bool = True) -> ArrayBackend:
+    from hil.mapping import LayerPlacementSpec, PlacementSpec, TileSpec, resolve_placement
+
+    spec = PlacementSpec(layers=[LayerPlacementSpec(layer="d", tiles=[TileSpec(board="b")])])
+    placement = resolve_placement(spec, {"d": (4, 3)}, {"b": g.shape})
+    backend = kind({"b": LinearBoard(g)}, placement, column_gain=column_gain)  # type: ignore[dict-item]
+    backend.read_back()
+    return backend
+
+
+def test_a_layer_on_one_tile_gives_the_zeroed_sums_numbers() -> None:
+    """One tile for all of a layer's outputs returns its own result (plus 0.0), not a zeroed sum's:
+    the same numbers, -0.0 included."""
+    rng = np.random.default_rng(5)
+    g = rng.uniform(20e-6, 120e-6, (8, 3))
+    x = rng.normal(size=(30, 4))
+    x[0] = 0.0  # its currents come back as -0.0
+    whole, summed = linear_backend(g), linear_backend(g, ZeroedSumBackend)
+    for backend in (whole, summed):  # a defective pair: the host's replacement is in the sum too
+        backend.stuck_low = {"b": np.zeros(g.shape, dtype=bool)}
+        backend.stuck_low["b"][1, 0] = True
+        backend.g_reference = {"b": 50e-6}
+    for _ in range(2):  # the column gains' first fit and a smoothed one
+        found, expected = whole.matmul("d", x), summed.matmul("d", x)
+        assert found.flags.c_contiguous and found.tobytes() == expected.tobytes()
+        assert not np.signbit(found[0]).any()  # 0.0 + -0.0 is +0.0
+
+
+def test_the_hosts_replacement_follows_every_change_of_the_wanted_weights() -> None:
+    """The difference the host takes out of each VMM is kept between read-backs; a new reference,
+    defect map or read-back is seen at once (as by a backend that kept nothing)."""
+    rng = np.random.default_rng(6)
+    g = rng.uniform(20e-6, 120e-6, (8, 3))
+    x = rng.normal(size=(10, 4))
+    backend = linear_backend(g, column_gain=False)
+    low = np.zeros(g.shape, dtype=bool)
+    low[1, 0] = True
+    changes = [
+        lambda b: setattr(b, "stuck_low", {"b": low}),
+        lambda b: setattr(b, "g_reference", {"b": 80e-6}),
+        lambda b: setattr(b, "stuck_low", {"b": np.roll(low, 2, axis=0)}),
+        lambda b: setattr(b.boards["b"], "g", b.boards["b"].g * 1.1) or b.read_back(),
+    ]
+    for change in changes:
+        change(backend)
+        fresh = ArrayBackend(backend.boards, backend.placement, column_gain=False)
+        fresh.conductance, fresh.stuck_low = backend.conductance, backend.stuck_low
+        fresh.g_reference = backend.g_reference
+        assert backend.matmul("d", x).tobytes() == fresh.matmul("d", x).tobytes()
