@@ -208,7 +208,8 @@ def test_a_layer_on_one_tile_gives_the_zeroed_sums_numbers() -> None:
         backend.g_reference = {"b": 50e-6}
     for _ in range(2):  # the column gains' first fit and a smoothed one
         found, expected = whole.matmul("d", x), summed.matmul("d", x)
-        assert found.flags.c_contiguous and found.tobytes() == expected.tobytes()
+        assert found.flags.c_contiguous and expected.flags.c_contiguous  # row-major, whatever the board answers
+        assert found.tobytes() == expected.tobytes()
         assert not np.signbit(found[0]).any()  # 0.0 + -0.0 is +0.0
 
 
