@@ -85,6 +85,41 @@ def _row_abs_max(x: FloatArray) -> FloatArray:
     return np.asarray(np.maximum.reduceat(magnitude, np.arange(0, magnitude.size, columns)))[:, None]
 
 
+def _drive(plan: TileDrive, inputs: npt.NDArray[np.floating], to_volts: FloatArray | None = None
+           ) -> npt.NDArray[np.float32]:  # fmt: skip
+    """The float32 drive of a tile's driven rows (the wire format's precision: the Board would
+    convert a float64 drive anyway): row r takes input ``source[r]`` (times ``to_volts``, one
+    factor per batch row, when given) times ``sign[r]``.
+
+    With ``to_volts``, the row voltages in float32 come straight from the float64 product: the same
+    numbers as rounding a float64 copy, one pass and no float64 temporary. Only the rows the tile
+    drives: the rectangle's other rows (3 in 4 of the demo CNN's first layer) are at 0 V, and the
+    board is told so instead of sent a batch of zeros to scan.
+    """
+    rows, width = inputs.shape
+    if plan.paired:
+        # Each input's pair of rows side by side: the volts written straight into the G+ rows'
+        # places (strided), the G- rows' from them times -1: the numbers the gather and sign
+        # give, without the volts' own array and a pass over it.
+        pairs = np.empty((rows, width, 2), dtype=np.float32)
+        plus, minus = (0, 1) if plan.paired > 0 else (1, 0)
+        if to_volts is None:
+            pairs[:, :, plus] = inputs
+        else:
+            np.multiply(inputs, to_volts, out=pairs[:, :, plus], casting="same_kind")
+        np.multiply(pairs[:, :, plus], np.float32(-1.0), out=pairs[:, :, minus])
+        return pairs.reshape(rows, -1)
+    if to_volts is None:
+        volts = np.asarray(inputs, dtype=np.float32)
+    else:
+        volts = np.multiply(inputs, to_volts, out=np.empty(inputs.shape, dtype=np.float32), casting="same_kind")
+    # take(), not [:, source]: indexing the second axis with an array gives a Fortran-ordered
+    # copy, which every pass of the VMM path over the batch (row by row) then strides across.
+    drive = volts.take(plan.source, axis=1)
+    drive *= plan.sign
+    return drive
+
+
 class ArrayBackend:
     """Computes ``x @ W[layer]`` on the arrays a :class:`Placement` names."""
 
@@ -118,9 +153,11 @@ class ArrayBackend:
         self._weights_cache: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._roles_cache: dict[int, tuple[BoolArray | None, BoolArray | None, PairRoles | None]] = {}
         self._drive_cache: dict[int, TileDrive] = {}
+        self._unit_inputs_cache: dict[tuple[int, float], FloatArray] = {}
         # Per tile: what its wanted weights were computed from (map, read-back, roles, weights as the
         # VMM computes them, reference) and the weights.
         self._wanted_cache: dict[int, tuple[object, object, object, object, float, FloatArray]] = {}
+        self._replaced_cache: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
 
     @contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -154,8 +191,7 @@ class ArrayBackend:
         """
         for tiles in self.placement.tiles.values():
             for tile in tiles:
-                n = len(tile.plus_rows)
-                currents = self._tile_currents(tile, np.full(n, self.v_input) * np.eye(n))
+                currents = self._tile_currents(tile, self._unit_inputs(len(tile.plus_rows)))
                 effective = currents / (self.v_input * self.unit(tile))
                 mapped = self._read_weights(tile)
                 roles = self.pair_roles(tile)
@@ -165,30 +201,48 @@ class ArrayBackend:
                                   where=energy > 0)  # fmt: skip
                 self._effective[id(tile)] = (effective, np.clip(ratio, 0.2, 1.5))
 
+    def _unit_inputs(self, n: int) -> FloatArray:
+        """``n`` one-hot inputs at ``v_input`` (a read-back's batch), made once per size and level."""
+        key = (n, self.v_input)
+        inputs = self._unit_inputs_cache.get(key)
+        if inputs is None:
+            inputs = self._unit_inputs_cache[key] = np.full(n, self.v_input) * np.eye(n)
+            inputs.flags.writeable = False  # shared by every read-back
+        return inputs
+
     def matmul(self, layer: str, x: FloatArray) -> FloatArray:
         x = np.asarray(x, dtype=np.float64)
         tiles = self.placement.tiles[layer]
         scale = _row_abs_max(x)
         scale[scale == 0] = 1.0
         to_volts = self.v_input / scale
-        out = np.zeros((len(x), max(t.outputs.stop for t in tiles)))
+        width = max(t.outputs.stop for t in tiles)
+        whole = len(tiles) == 1 and tiles[0].outputs == slice(0, width)
+        out = None if whole else np.zeros((len(x), width))
         for index, tile in enumerate(tiles):
             x_tile = x[:, tile.inputs]
-            # The row voltages in float32 (the wire's precision) straight from the float64 product:
-            # the same numbers as rounding a float64 copy, one pass and no float64 temporary.
-            volts = np.multiply(x_tile, to_volts, out=np.empty(x_tile.shape, dtype=np.float32), casting="same_kind")
+            plan = self._tile_drive(tile)
+            drive = _drive(plan, x_tile, to_volts)
             # The host's products with the inputs before the VMM, while they are in cache (the round
             # trip through the board passes megabytes through it): the same numbers, computed earlier.
             w_read = self._tile_weights(tile)
             expected = x_tile @ w_read if self.column_gain else None
             roles = self.pair_roles(tile)
-            replaced = None if roles is None else x_tile @ (w_read - self._wanted_weights(tile, w_read, roles))
-            measured = self._tile_currents(tile, volts) * (scale / (self.v_input * self.unit(tile)))
+            replaced = None if roles is None else x_tile @ self._replaced_weights(tile, w_read, roles)
+            measured = self._send(tile, plan, drive) * (scale / (self.v_input * self.unit(tile)))
             if expected is not None:
                 measured /= self._column_gain((layer, index), expected, measured)
             if replaced is not None:
                 measured -= replaced
+            if out is None:
+                if measured.flags.c_contiguous:
+                    # One tile for all the outputs: its result is the sum, without a zeroed sum to add
+                    # it to. Adding 0.0 in place keeps the sum's numbers (-0.0 becomes +0.0, as 0.0 + -0.0).
+                    measured += 0.0
+                    return measured
+                out = np.zeros((len(x), width))
             out[:, tile.outputs] += measured
+        assert out is not None  # there is a tile
         return out
 
     def _column_gain(self, key: tuple[str, int], expected: FloatArray, measured: FloatArray) -> FloatArray:
@@ -199,8 +253,16 @@ class ArrayBackend:
         per column, fitted on every batch the forward pass sends (no extra round trip) and
         smoothed across batches, takes that out.
         """
-        energy = (expected**2).sum(axis=0)
-        fitted = np.divide((measured * expected).sum(axis=0), energy, out=np.ones_like(energy), where=energy > 0)
+        # Both sums over the batch in one reduction: numpy adds the rows of a reduction along axis 0
+        # one after another (a call per row, the cost on a few columns), so the products side by side
+        # halve the calls; each column's sum is the same sequence of additions as alone.
+        rows, columns = expected.shape
+        products = np.empty((rows, 2 * columns))
+        np.multiply(expected, expected, out=products[:, :columns])
+        np.multiply(measured, expected, out=products[:, columns:])
+        sums = products.sum(axis=0)
+        energy, cross = sums[:columns], sums[columns:]
+        fitted = np.divide(cross, energy, out=np.ones_like(energy), where=energy > 0)
         usable = (energy > 0) & (fitted > 0.2) & (fitted < 5.0)
         previous = self.gains.get(key)
         if previous is None:
@@ -273,6 +335,17 @@ class ArrayBackend:
         self._wanted_cache[id(tile)] = (board_map, effective, roles, w_read, reference, wanted)
         return wanted
 
+    def _replaced_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
+        """``w_read`` less the wanted weights (what the host takes out of each VMM), once per set of
+        wanted weights instead of in every forward pass."""
+        wanted = self._wanted_weights(tile, w_read, roles)
+        cached = self._replaced_cache.get(id(tile))
+        if cached is not None and cached[0] is wanted and cached[1] is w_read:
+            return cached[2]
+        replaced = w_read - wanted
+        self._replaced_cache[id(tile)] = (wanted, w_read, replaced)
+        return replaced
+
     def _compute_wanted_weights(self, tile: Tile, w_read: FloatArray, roles: PairRoles) -> FloatArray:
         g_plus, g_minus = tile.pair(self.conductance[tile.board])
         reference = self.g_reference.get(tile.board, 0.0)
@@ -296,25 +369,12 @@ class ArrayBackend:
         return np.where(roles.dead, 0.0, plus), np.where(roles.dead, 0.0, minus)
 
     def _tile_currents(self, tile: Tile, volts: npt.NDArray[np.floating]) -> FloatArray:
+        """The tile's column currents for row voltages ``volts`` (a batch of its inputs' volts)."""
         plan = self._tile_drive(tile)
-        # One gather builds the drive (float32, the wire format's precision: the Board would
-        # convert a float64 drive anyway): row r of the region takes input source[r] times sign[r].
-        # take(), not [:, source]: indexing the second axis with an array gives a Fortran-ordered
-        # copy, which every pass of the VMM path over the batch (row by row) then strides across.
-        # Only the rows the tile drives: the rectangle's other rows (3 in 4 of the demo CNN's first
-        # layer) are at 0 V, and the board is told so instead of sent a batch of zeros to scan.
-        volts = np.asarray(volts, dtype=np.float32)
-        if plan.paired:
-            # Each input's pair of rows side by side: two strided copies, the second times -1 (the
-            # numbers the gather and sign give, at a third of the cost on the demo CNN's batches).
-            pairs = np.empty((len(volts), volts.shape[1], 2), dtype=np.float32)
-            plus, minus = (0, 1) if plan.paired > 0 else (1, 0)
-            pairs[:, :, plus] = volts
-            np.multiply(volts, np.float32(-1.0), out=pairs[:, :, minus])
-            drive = pairs.reshape(len(volts), -1)
-        else:
-            drive = volts.take(plan.source, axis=1)
-            drive *= plan.sign
+        return self._send(tile, plan, _drive(plan, volts))
+
+    def _send(self, tile: Tile, plan: TileDrive, drive: npt.NDArray[np.float32]) -> FloatArray:
+        """One VMM round trip: the tile's driven rows at ``drive``, its columns' currents back."""
         self.vmm_calls += 1
         # Only the tile's columns come back (ascending): no NaN columns to build, fill and pick from.
         currents = self.boards[tile.board].vmm(drive, plan.region, columns=plan.columns, rows=plan.rows, narrow=True)

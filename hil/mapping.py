@@ -14,7 +14,7 @@ with an error naming the layer and tile before any pulse is applied.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -98,14 +98,44 @@ class Tile:
     def col_span(self) -> tuple[int, int]:
         return int(self.cols.min()), int(self.cols.max() - self.cols.min() + 1)
 
+    _flat: dict[tuple[int, ...], tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    """per map shape, the flat (row-major) index of every G+ and G- device (:meth:`flat_indices`)"""
+
+    def flat_indices(self, shape: tuple[int, ...]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """Where the tile's G+ and G- blocks (inputs x outputs) are in a row-major map of ``shape``,
+        computed and checked once per shape: one ``take`` on them is a tenth of an ``np.ix_``
+        gather's cost (an update reads and writes a dozen blocks of small maps, each then a few
+        microseconds)."""
+        cached = self._flat.get(shape)
+        if cached is None:
+            if len(shape) != 2:
+                raise ValueError(f"tile of layer {self.layer!r}: a board map has 2 dimensions, this one {len(shape)}")
+            rows, cols = shape
+            if max(int(self.plus_rows.max()), int(self.minus_rows.max())) >= rows or int(self.cols.max()) >= cols:
+                raise IndexError(f"tile of layer {self.layer!r} does not fit a {rows} x {cols} map")
+            cached = self._flat[shape] = (
+                (self.plus_rows[:, None] * cols + self.cols).astype(np.intp),
+                (self.minus_rows[:, None] * cols + self.cols).astype(np.intp),
+            )
+        return cached
+
     def pair(self, board_map: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        """The tile's G+ and G- blocks (inputs x outputs) of a board-sized map."""
-        return board_map[np.ix_(self.plus_rows, self.cols)], board_map[np.ix_(self.minus_rows, self.cols)]
+        """The tile's G+ and G- blocks (inputs x outputs) of a board-sized map (copies)."""
+        plus, minus = self.flat_indices(board_map.shape)
+        return board_map.take(plus), board_map.take(minus)
 
     def put(self, board_map: npt.NDArray[Any], plus: npt.ArrayLike, minus: npt.ArrayLike) -> None:
-        """Write the tile's G+ and G- blocks into a board-sized map."""
-        board_map[np.ix_(self.plus_rows, self.cols)] = plus
-        board_map[np.ix_(self.minus_rows, self.cols)] = minus
+        """Write the tile's G+ and G- blocks into a board-sized map (``plus`` and ``minus`` broadcast
+        to the block's shape, as in an ``np.ix_`` assignment)."""
+        flat = board_map.reshape(-1) if board_map.flags.c_contiguous else None
+        if flat is None:  # a view with gaps: no flat view of it to write through
+            board_map[np.ix_(self.plus_rows, self.cols)] = plus
+            board_map[np.ix_(self.minus_rows, self.cols)] = minus
+            return
+        plus_at, minus_at = self.flat_indices(board_map.shape)
+        flat[plus_at] = plus
+        flat[minus_at] = minus
 
     def cell_mask(self, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
         """Every device of the tile, as a mask over its board."""

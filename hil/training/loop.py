@@ -83,6 +83,10 @@ class Schedule:
     n_samples: int
     batch_size: int
     seed: int
+    _order: tuple[tuple[int, int, int], IntArray] | None = field(default=None, init=False, repr=False,
+                                                                compare=False)  # fmt: skip
+    """the last epoch's permutation, by (seed, samples, epoch): 60,000 draws on MNIST, 0.1 ms an
+    update when drawn for each"""
 
     @property
     def batches_per_epoch(self) -> int:
@@ -90,9 +94,11 @@ class Schedule:
 
     def batch(self, update: int) -> tuple[int, IntArray]:
         epoch, index = divmod(update, self.batches_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+        key = (self.seed, self.n_samples, epoch)
+        if self._order is None or self._order[0] != key:
+            self._order = (key, np.random.default_rng([self.seed, epoch]).permutation(self.n_samples))
         size = min(self.batch_size, self.n_samples)
-        return epoch, order[index * size : (index + 1) * size].astype(np.int64)
+        return epoch, self._order[1][index * size : (index + 1) * size].astype(np.int64)
 
 
 @dataclass
