@@ -124,7 +124,9 @@ class Scales:
     def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
         """The currents (A) that ADC codes taken at the given TIA gains stand for."""
         try:
-            gains = self._gain_array.take(gain_index)  # refuses an index past the gains: no pass of its own
+            # take refuses an index past the gains (no pass of its own); by intp indices: take's own
+            # conversion of uint8 ones is about 8x slower than the cast (96,000 values: 551 -> 70 us)
+            gains = self._gain_array.take(gain_index.astype(np.intp, copy=False))
         except IndexError:
             raise ValueError(f"gain index {int(gain_index.max())} beyond the board's {len(self.gains)} gains") from None
         currents: npt.NDArray[np.float64] = np.multiply(codes, self.adc_lsb, dtype=np.float64)
