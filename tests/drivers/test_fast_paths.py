@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from drivers import Region, codec, compact, open_board
 from drivers.codec import CommandParser, Framed, encode_command, encode_frame
+from drivers.commands import Line
 from mock_hardware.array_model import PulseKind
 from mock_hardware.firmware import CommandFailure, Firmware
 
@@ -138,6 +139,36 @@ def test_the_firmware_decodes_each_vmm_selection_as_it_did_before_keeping_them()
     assert (len(five_by_three.driven), len(five_by_three.others)) == (5, 1)
     with pytest.raises(CommandFailure, match="column bitmap selects none"):
         firmware._vmm_selection(compact.encode_vmm_selection(np.ones(3, bool), np.zeros(3, bool)), 3, 3)
+
+
+def test_the_firmware_reuses_its_input_space_without_old_inputs_leaking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of one size in turn, denser and sparser (the compact form), through the kept input space:
+    the array is handed exactly each batch's DAC levels, zeros where its codes are 0, never a value
+    of an earlier batch; and nothing the array was handed changes when the next batch comes."""
+    resource = "emulator://?preset=umass-ta-hfo2&rows=16&cols=8&seed=3"
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((40, 8)) < 0.8, rng.uniform(-0.2, 0.2, (40, 8)), 0).astype(np.float32)
+    sparse = np.where(rng.random((40, 8)) < 0.3, dense[::-1], 0).astype(np.float32)
+    with open_board(resource) as board:
+        firmware = board.link.transport._endpoint.firmware
+        handed: list[tuple[np.ndarray, np.ndarray]] = []
+        real_vmm = type(firmware.array).vmm
+
+        def vmm(array: object, v_driven: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+            handed.append((v_driven, v_driven.copy()))
+            return real_vmm(array, v_driven, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(type(firmware.array), "vmm", vmm)
+        step = np.float32(board.scales.dac_step(Line.ROW))
+        for batch in (dense, sparse, dense, sparse, sparse[::-1].copy()):
+            board.vmm(batch, Region(0, 0, 8, 4))
+            expected = compact.dac_codes_as(batch, float(step), compact.VMM_CODE_DTYPE).reshape(batch.shape) * step
+            np.testing.assert_array_equal(handed[-1][1], expected.astype(np.float32))
+        latest = handed[-1][0]
+        for i, (array, copy) in enumerate(handed[:-1]):
+            if not np.shares_memory(array, latest):  # a space reused since holds the latest batch by now
+                np.testing.assert_array_equal(array, copy, err_msg=f"batch {i}")
+        assert sum(np.shares_memory(a, latest) for a, _ in handed) >= 2  # the space was reused
 
 
 # --- the extreme DAC codes in Python floats ------------------------------------------------------
