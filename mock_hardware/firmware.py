@@ -101,6 +101,8 @@ _ARRAY_PULSE = {kind: PulseKind(kind.value) for kind in cmd.PulseKind}
 
 VMM_SELECTIONS_KEPT = 64
 """decoded ``VMM:CODE?`` row and column selections kept (a network's tiles use a few)"""
+VMM_INPUT_SPACES_KEPT = 8
+"""batch sizes whose input space a firmware keeps (see ``Firmware._zeroed_inputs``)"""
 
 
 def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -158,6 +160,7 @@ class Firmware:
         self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
         self._vmm_selections: dict[tuple[bytes, int, int], VmmSelection] = {}  # see _vmm_selection
+        self._input_space: dict[int, npt.NDArray[np.float32]] = {}  # see _zeroed_inputs
         self._iv = IVCurve(array.params.iv_nonlinearity, array.params.v_iv_reference)  # to model currents ahead
         # header -> handler, from the @handles marks; an override in a subclass (marked or not) is the one bound
         self._handlers: dict[str, Callable[[Command], bytes]] = {}
@@ -771,7 +774,7 @@ class Firmware:
         # into zeros (the same numbers as scaling every code: 0 * step is 0)
         levels = np.multiply(values, np.float32(step), dtype=np.float32)  # one pass: cast and scale
         if where is not None:
-            scattered = np.zeros(count, dtype=np.float32)
+            scattered = self._zeroed_inputs(count)
             scattered[where] = levels
             levels = scattered
         v_driven = levels.reshape(nvec, -1)
@@ -783,6 +786,19 @@ class Firmware:
         self._check_column_currents(currents)
         self._go_idle()
         return self._adc_code_reply(currents if len(measured) == selection.nwanted else currents[:, wanted])
+
+    def _zeroed_inputs(self, count: int) -> npt.NDArray[np.float32]:
+        """``count`` float32 zeros for a ``VMM:CODE?``'s inputs to be scattered into: the space of the
+        last few batch sizes kept and zeroed again (a fresh 3 MB array cost a page fault a page in a
+        training run, or a calloc's memset through the allocator, several times the fill's time).
+        The array only reads it during the VMM (no reference is kept), so the next command may reuse it."""
+        space = self._input_space.get(count)
+        if space is None:
+            if len(self._input_space) >= VMM_INPUT_SPACES_KEPT:
+                self._input_space.clear()
+            space = self._input_space[count] = np.empty(count, dtype=np.float32)
+        space.fill(0.0)
+        return space
 
     def _vmm_selection(self, head: bytes, nrows: int, ncols: int) -> VmmSelection:
         """``VMM:CODE?``'s row and column bitmaps (``head``), checked and decoded; kept by their bytes,

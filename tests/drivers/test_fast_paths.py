@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import Region, compact, open_board
-from drivers.codec import CommandParser, encode_command, encode_frame
+from drivers import Region, codec, compact, open_board
+from drivers.codec import CommandParser, Framed, encode_command, encode_frame
+from drivers.commands import Line
 from mock_hardware.array_model import PulseKind
 from mock_hardware.firmware import CommandFailure, Firmware
 
@@ -140,6 +141,36 @@ def test_the_firmware_decodes_each_vmm_selection_as_it_did_before_keeping_them()
         firmware._vmm_selection(compact.encode_vmm_selection(np.ones(3, bool), np.zeros(3, bool)), 3, 3)
 
 
+def test_the_firmware_reuses_its_input_space_without_old_inputs_leaking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of one size in turn, denser and sparser (the compact form), through the kept input space:
+    the array is handed exactly each batch's DAC levels, zeros where its codes are 0, never a value
+    of an earlier batch; and nothing the array was handed changes when the next batch comes."""
+    resource = "emulator://?preset=umass-ta-hfo2&rows=16&cols=8&seed=3"
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((40, 8)) < 0.8, rng.uniform(-0.2, 0.2, (40, 8)), 0).astype(np.float32)
+    sparse = np.where(rng.random((40, 8)) < 0.3, dense[::-1], 0).astype(np.float32)
+    with open_board(resource) as board:
+        firmware = board.link.transport._endpoint.firmware
+        handed: list[tuple[np.ndarray, np.ndarray]] = []
+        real_vmm = type(firmware.array).vmm
+
+        def vmm(array: object, v_driven: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+            handed.append((v_driven, v_driven.copy()))
+            return real_vmm(array, v_driven, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(type(firmware.array), "vmm", vmm)
+        step = np.float32(board.scales.dac_step(Line.ROW))
+        for batch in (dense, sparse, dense, sparse, sparse[::-1].copy()):
+            board.vmm(batch, Region(0, 0, 8, 4))
+            expected = compact.dac_codes_as(batch, float(step), compact.VMM_CODE_DTYPE).reshape(batch.shape) * step
+            np.testing.assert_array_equal(handed[-1][1], expected.astype(np.float32))
+        latest = handed[-1][0]
+        for i, (array, copy) in enumerate(handed[:-1]):
+            if not np.shares_memory(array, latest):  # a space reused since holds the latest batch by now
+                np.testing.assert_array_equal(array, copy, err_msg=f"batch {i}")
+        assert sum(np.shares_memory(a, latest) for a, _ in handed) >= 2  # the space was reused
+
+
 # --- the extreme DAC codes in Python floats ------------------------------------------------------
 
 
@@ -157,6 +188,100 @@ def test_dac_levels_on_ties_and_signs() -> None:
     scalar = np.array([compact.dac_level(float(v), step) for v in volts])
     np.testing.assert_array_equal(scalar, levels)
     np.testing.assert_array_equal(np.signbit(scalar), np.signbit(levels))
+
+
+# --- the DAC codes of float32 inputs by the ceiling (session 10, second round) ---------------------
+
+
+def _near_every_level(step: float, codes: int, ulps: int = 3) -> np.ndarray:
+    """The float32 nearest each level ``n * step`` (``|n| <= codes``) and ``ulps`` float32 either side:
+    every input where the ceiling and the rounding could part (and a margin)."""
+    nearest = (np.arange(-codes, codes + 1) * step).astype(np.float32)
+    around = [nearest]
+    up, down = nearest.copy(), nearest.copy()
+    for _ in range(ulps):
+        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+        around += [up, down]
+    return np.concatenate([*around, np.array([0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30], np.float32)])
+
+
+@pytest.mark.parametrize("step", [10 / 65535, 12 / 65535, 1 / 4095, 2**-14, 3 * 2**-15])
+def test_the_ceiling_gives_every_code_the_rounding_gives(step: float) -> None:
+    """Every 16-bit code's neighbourhood, both signs: the shortcut (taken: the step passes its check)
+    gives the rounding's codes, -0.0 as code 0."""
+    assert compact._ceiling_is_exact(step)
+    volts = _near_every_level(step, 32767)
+    volts = volts[np.abs(volts.astype(np.float64)) <= 32767 * step]  # codes that fit int16 (the caller checks)
+    codes = compact.dac_codes_as(volts, step, compact.VMM_CODE_DTYPE)
+    np.testing.assert_array_equal(codes, compact._levels_as(volts, step, np.dtype(np.float64)))
+    rng = np.random.default_rng(17)
+    spread = rng.uniform(-32767 * step, 32767 * step, 200_000).astype(np.float32)
+    codes = compact.dac_codes_as(spread, step, compact.VMM_CODE_DTYPE)
+    np.testing.assert_array_equal(codes, compact._levels_as(spread, step, np.dtype(np.float64)))
+
+
+@pytest.mark.parametrize("step", [75 * 2**-16, 91 * 2**-14])
+def test_a_step_where_the_ceiling_parts_from_the_rounding_keeps_the_rounding(step: float) -> None:
+    """On these steps ``|v| / step`` lands a rounding above a whole number at a level's own float32:
+    the ceiling gives the next code there, the check sees it and the codes stay the rounding's."""
+    volts = _near_every_level(step, 32767, ulps=1)
+    volts = volts[np.abs(volts.astype(np.float64)) <= 32767 * step]
+    reference = compact._levels_as(volts, step, np.dtype(np.float64))
+    assert not np.array_equal(compact._ceiling_codes_as(volts, step, np.dtype(np.float64)), reference)
+    assert not compact._ceiling_is_exact(step)
+    np.testing.assert_array_equal(compact.dac_codes_as(volts, step, compact.VMM_CODE_DTYPE), reference)
+
+
+def test_float64_inputs_and_wide_codes_keep_the_rounding() -> None:
+    """The proof covers float32 inputs and 16-bit codes only: anything else goes the general way."""
+    step = 75 * 2**-16  # a step where the ceiling would differ
+    volts = _near_every_level(step, 2000, ulps=1)
+    reference = compact._levels_as(volts, step, np.dtype(np.float64))
+    np.testing.assert_array_equal(compact.dac_codes_as(volts.astype(np.float64), step, np.dtype(np.int32)), reference)
+
+
+# --- a large frame built here: its checksum known, not computed again (second round) -----------------
+
+
+def _large_body(seed: int = 3) -> bytes:
+    payload = np.random.default_rng(seed).integers(0, 256, 3 * codec.BUILT_FRAME_MIN_BYTES, dtype=np.uint8)
+    return encode_command("VMM:CODE?", (0, 0, 2, 3, 1, "ALL"), payload.tobytes())
+
+
+def test_a_frame_built_here_parses_without_its_checksum_computed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The very frame object the codec built parses as it does byte by byte, and its checksum is not
+    computed again; an equal copy (another object) is checked as any frame is."""
+    frame = codec.encode_frame_of(9, (_large_body(),))
+    expected = _general(frame)
+    calls: list[int] = []
+    real = codec.frame_checksum
+    monkeypatch.setattr(codec, "frame_checksum", lambda seq, body: calls.append(len(body)) or real(seq, body))
+    assert _whole(frame) == expected and not calls
+    copy = bytes(bytearray(frame))
+    assert copy is not frame and _whole(copy) == expected and calls == [len(_large_body())]
+
+
+def test_a_damaged_frame_is_refused_though_one_like_it_was_built_here() -> None:
+    """A byte changed anywhere in a frame built here (a new object, of the same length) and the frame
+    fails its checksum, whole or byte by byte, while the frame as built is still remembered."""
+    body = _large_body()
+    frame = codec.encode_frame_of(11, (body,))
+    for at in (len(frame) - len(body) + 40, len(frame) - 5):
+        damaged = bytearray(frame)
+        damaged[at] ^= 0x10
+        items, partial = _whole(bytes(damaged))
+        assert (items, partial) == _general(bytes(damaged))
+        assert len(items) == 1 and isinstance(items[0], Framed) and not items[0].intact
+    assert codec._BUILT_FRAMES.holds(frame)
+
+
+def test_only_the_last_large_frames_are_held() -> None:
+    """Small frames are not remembered (nothing to save); of the large ones only the last few are held."""
+    small = codec.encode_frame(1, encode_command("SYST:PCNT?"))
+    assert not codec._BUILT_FRAMES.holds(small)
+    frames = [codec.encode_frame_of(seq, (_large_body(seq),)) for seq in range(1, codec.BUILT_FRAMES_KEPT + 3)]
+    held = [codec._BUILT_FRAMES.holds(frame) for frame in frames]
+    assert held == [False] * 2 + [True] * codec.BUILT_FRAMES_KEPT
 
 
 # --- the ADC reply in two parts -------------------------------------------------------------------
