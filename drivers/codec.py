@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,40 +119,7 @@ def encode_frame_of(seq: int, parts: Sequence[bytes]) -> bytes:
     crc = zlib.crc32(b"%d,%d," % (seq, length))
     for part in parts:  # the checksum of the joined body (frame_checksum), part by part
         crc = zlib.crc32(part, crc)
-    frame = b"".join((b"!%d,%d,%08x\n" % (seq, length, crc), *parts))
-    if length >= BUILT_FRAME_MIN_BYTES:
-        _BUILT_FRAMES.remember(frame)
-    return frame
-
-
-BUILT_FRAMES_KEPT = 2
-BUILT_FRAME_MIN_BYTES = 16_384
-"""frames of at least this many bytes of body are remembered by :class:`_BuiltFrames` (below it the
-checksum costs less than a microsecond a kilobyte: nothing to save)"""
-
-
-class _BuiltFrames:
-    """The last few large frames this process's codec built, held (so each is the very object built).
-
-    A frame is immutable bytes whose header carries the checksum of its body, computed when it was
-    built: when the same object arrives at a parser in this process (an in-process board gets the
-    host's frame as written), its checksum is known to hold without computing it again over up to
-    megabytes. Any other object, damaged or an equal copy, is checked byte by byte as before."""
-
-    def __init__(self) -> None:
-        self._frames: list[bytes] = []
-        self._lock = threading.Lock()
-
-    def remember(self, frame: bytes) -> None:
-        with self._lock:
-            self._frames = [*self._frames[-(BUILT_FRAMES_KEPT - 1) :], frame] if BUILT_FRAMES_KEPT > 1 else [frame]
-
-    def holds(self, data: object) -> bool:
-        """Whether ``data`` is (the very object of) a frame built here and still remembered."""
-        return any(frame is data for frame in self._frames)  # the list is replaced, never changed in place
-
-
-_BUILT_FRAMES = _BuiltFrames()
+    return b"".join((b"!%d,%d,%08x\n" % (seq, length, crc), *parts))
 
 
 def unframe(data: bytes) -> bytes:
@@ -516,9 +482,7 @@ def _whole_frame(data: bytes) -> Framed | None:
         return None
     view = memoryview(data)
     body = view[start:]
-    # A frame this codec built (the very object; its length was checked above) carries its body's
-    # checksum as computed when it was built.
-    if not (_BUILT_FRAMES.holds(data) or header.checks(body)):
+    if not header.checks(body):
         return None
     item = _one_command(data, start, view)
     return Framed(header.seq, item, body=body) if item is not None else None

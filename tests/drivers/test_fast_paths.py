@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import Region, codec, compact, open_board
-from drivers.codec import CommandParser, Framed, encode_command, encode_frame
+from drivers import Region, compact, open_board
+from drivers.codec import CommandParser, encode_command, encode_frame
 from drivers.commands import Line
 from mock_hardware.array_model import PulseKind
 from mock_hardware.firmware import CommandFailure, Firmware
@@ -238,50 +238,6 @@ def test_float64_inputs_and_wide_codes_keep_the_rounding() -> None:
     volts = _near_every_level(step, 2000, ulps=1)
     reference = compact._levels_as(volts, step, np.dtype(np.float64))
     np.testing.assert_array_equal(compact.dac_codes_as(volts.astype(np.float64), step, np.dtype(np.int32)), reference)
-
-
-# --- a large frame built here: its checksum known, not computed again (second round) -----------------
-
-
-def _large_body(seed: int = 3) -> bytes:
-    payload = np.random.default_rng(seed).integers(0, 256, 3 * codec.BUILT_FRAME_MIN_BYTES, dtype=np.uint8)
-    return encode_command("VMM:CODE?", (0, 0, 2, 3, 1, "ALL"), payload.tobytes())
-
-
-def test_a_frame_built_here_parses_without_its_checksum_computed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The very frame object the codec built parses as it does byte by byte, and its checksum is not
-    computed again; an equal copy (another object) is checked as any frame is."""
-    frame = codec.encode_frame_of(9, (_large_body(),))
-    expected = _general(frame)
-    calls: list[int] = []
-    real = codec.frame_checksum
-    monkeypatch.setattr(codec, "frame_checksum", lambda seq, body: calls.append(len(body)) or real(seq, body))
-    assert _whole(frame) == expected and not calls
-    copy = bytes(bytearray(frame))
-    assert copy is not frame and _whole(copy) == expected and calls == [len(_large_body())]
-
-
-def test_a_damaged_frame_is_refused_though_one_like_it_was_built_here() -> None:
-    """A byte changed anywhere in a frame built here (a new object, of the same length) and the frame
-    fails its checksum, whole or byte by byte, while the frame as built is still remembered."""
-    body = _large_body()
-    frame = codec.encode_frame_of(11, (body,))
-    for at in (len(frame) - len(body) + 40, len(frame) - 5):
-        damaged = bytearray(frame)
-        damaged[at] ^= 0x10
-        items, partial = _whole(bytes(damaged))
-        assert (items, partial) == _general(bytes(damaged))
-        assert len(items) == 1 and isinstance(items[0], Framed) and not items[0].intact
-    assert codec._BUILT_FRAMES.holds(frame)
-
-
-def test_only_the_last_large_frames_are_held() -> None:
-    """Small frames are not remembered (nothing to save); of the large ones only the last few are held."""
-    small = codec.encode_frame(1, encode_command("SYST:PCNT?"))
-    assert not codec._BUILT_FRAMES.holds(small)
-    frames = [codec.encode_frame_of(seq, (_large_body(seq),)) for seq in range(1, codec.BUILT_FRAMES_KEPT + 3)]
-    held = [codec._BUILT_FRAMES.holds(frame) for frame in frames]
-    assert held == [False] * 2 + [True] * codec.BUILT_FRAMES_KEPT
 
 
 # --- the ADC reply in two parts -------------------------------------------------------------------
