@@ -49,6 +49,25 @@ def _lines(rng: np.random.Generator, count: int) -> str:
     return ",".join(str(r) for r in sorted(rng.choice(count, rng.integers(0, 3), replace=False)))
 
 
+def _defects_wires_drift(
+    rng: np.random.Generator, uniform: Callable[[float, float], float], rows: int, cols: int, unformed: bool,
+    drift_mean: float,
+) -> dict[str, Any]:
+    """The parameters every family draws from the same ranges, in the same order (after its own)."""
+    return {
+        "read_noise": uniform(0.005, 0.02),
+        "stuck_low_fraction": uniform(0.0, 0.15),
+        "stuck_high_fraction": uniform(0.0, 0.04),
+        "unformed_fraction": uniform(0.1, 0.2) if unformed else 0.0,
+        "bad_rows": _lines(rng, rows),
+        "bad_cols": _lines(rng, cols),
+        "line_resistance": uniform(0.1, 1.0),
+        "drift_mean": drift_mean,
+        # The HfOx fit has its spread about equal to its mean (0.088 against 0.09 uS).
+        "drift_spread": -drift_mean * uniform(0.5, 1.2),
+    }  # fmt: skip
+
+
 def draw_chip(
     rng: np.random.Generator, rows: int = ROWS, cols: int = COLS, ends: bool = False, family: str = "umass"
 ) -> dict[str, Any]:
@@ -79,16 +98,7 @@ def _draw_umass(rng: np.random.Generator, rows: int, cols: int, ends: bool) -> d
         "v_gate_threshold": uniform(0.3, 0.7),
         "v_gate_saturation": uniform(1.4, 2.6) if saturates else 0.0,
         "write_noise": uniform(1e-6, 8e-6),
-        "read_noise": uniform(0.005, 0.02),
-        "stuck_low_fraction": uniform(0.0, 0.15),
-        "stuck_high_fraction": uniform(0.0, 0.04),
-        "unformed_fraction": uniform(0.1, 0.2) if unformed else 0.0,
-        "bad_rows": _lines(rng, rows),
-        "bad_cols": _lines(rng, cols),
-        "line_resistance": uniform(0.1, 1.0),
-        "drift_mean": drift_mean,
-        # The HfOx fit has its spread about equal to its mean (0.088 against 0.09 uS).
-        "drift_spread": -drift_mean * uniform(0.5, 1.2),
+        **_defects_wires_drift(rng, uniform, rows, cols, unformed, drift_mean),
     }  # fmt: skip
 
 
@@ -123,15 +133,7 @@ def _draw_tsinghua(rng: np.random.Generator, rows: int, cols: int, ends: bool) -
         "v_gate_threshold": v_threshold,
         "v_gate_saturation": v_saturation,
         "write_noise": uniform(0.5e-6, 2e-6),
-        "read_noise": uniform(0.005, 0.02),
-        "stuck_low_fraction": uniform(0.0, 0.15),
-        "stuck_high_fraction": uniform(0.0, 0.04),
-        "unformed_fraction": uniform(0.1, 0.2) if unformed else 0.0,
-        "bad_rows": _lines(rng, rows),
-        "bad_cols": _lines(rng, cols),
-        "line_resistance": uniform(0.1, 1.0),
-        "drift_mean": drift_mean,
-        "drift_spread": -drift_mean * uniform(0.5, 1.2),
+        **_defects_wires_drift(rng, uniform, rows, cols, unformed, drift_mean),
     }  # fmt: skip
 
 
