@@ -4,13 +4,11 @@ explicit option still wins."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from drivers import Board, open_board
 from protocols.calibration import find_gate_window, fit_lines
 from protocols.characterization.common import LEVEL_SHARE, auto_min_window
 from protocols.characterization.forming import measure_forming
@@ -25,23 +23,6 @@ from protocols.characterization.yield_map import (
 )
 from protocols.recording import MemoryRecorder
 
-TSINGHUA = "emulator://?preset=tsinghua-taox-hfox"
-
-
-@pytest.fixture
-def tsinghua() -> Iterator[Any]:
-    """``tsinghua(rows, cols, seed, **params)``: an in-process board of the TaOx/HfOx preset."""
-    opened: list[Board] = []
-
-    def open_(rows: int = 32, cols: int = 16, seed: int = 3, **params: object) -> Board:
-        query = "".join(f"&{k}={v}" for k, v in params.items())
-        board = open_board(f"{TSINGHUA}&seed={seed}&rows={rows}&cols={cols}{query}")
-        opened.append(board)
-        return board
-
-    yield open_
-    for board in opened:
-        board.close()
 
 
 def synthetic_chip(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from drivers import Board, LimitError, open_board
+from drivers import LimitError
 from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, population_fit
 from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
@@ -26,22 +25,6 @@ from protocols.characterization.yield_map import (
 )
 from protocols.recording import MemoryRecorder
 from tests.protocols.counting import CountingBoard
-
-
-@pytest.fixture
-def chip() -> Iterator[Any]:
-    """``chip(rows, cols, **params)``: an in-process emulated board, closed at teardown."""
-    opened: list[Board] = []
-
-    def open_(rows: int = 32, cols: int = 16, seed: int = 3, **params: object) -> Board:
-        query = "&".join(f"{k}={v}" for k, v in params.items())
-        board = open_board(f"emulator://?preset=umass-ta-hfo2&seed={seed}&rows={rows}&cols={cols}&{query}")
-        opened.append(board)
-        return board
-
-    yield open_
-    for board in opened:
-        board.close()
 
 
 def test_find_gate_window_keeps_a_straight_line_whole() -> None:
