@@ -24,7 +24,6 @@ from protocols.characterization.yield_map import (
 from protocols.recording import MemoryRecorder
 
 
-
 def synthetic_chip(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Three reads of 400 cells: 300 working (floor 100 uS, SET level 316 uS, spreads 15 %), 60
     stuck low at 5 uS, 20 shorted at 1 mS, 20 virgin at 0.5 uS; 1 % read noise; all times ``scale``."""
