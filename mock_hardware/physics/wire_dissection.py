@@ -303,47 +303,60 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     own = (first.edge(shared[0]), second.edge(shared[1]))
     sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    s = first.sizes["LRTB".index(shared[0])]
-    size = s + int(starts[-1])
-    combined = np.empty((size, size))  # the strict upper triangle is never read
-    combined[:s, :s] = first.block(own[0], own[0]) + second.block(own[1], own[1])
+    s, size = first.sizes["LRTB".index(shared[0])], int(starts[-1])
+    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
+    separator = np.asfortranarray(first.block(own[0], own[0]) + second.block(own[1], own[1]))
+    coupling = np.empty((size, s), order="F")
+    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
     for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(s + starts[a], s + starts[a + 1])
+        rows = slice(starts[a], starts[a + 1])
         edge_a = pair[tile_a].edge(name_a)
-        combined[rows, :s] = pair[tile_a].block(edge_a, own[tile_a])
+        coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
         for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
-            cols = slice(s + starts[c], s + starts[c + 1])
+            cols = slice(starts[c], starts[c + 1])
             # The two tiles touch only through the shared nodes.
-            combined[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
+            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
     drivers = all(pair[t].drivers for t, name in kept if name == "L")
     tias = all(pair[t].tias for t, name in kept if name == "B")
-    matrix = _schur_leading(combined, s, merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0)
+    _eliminate(separator, coupling, matrix, merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0)
     return _Tile(matrix, tuple(merged_sizes), drivers, tias)
 
 
 def _schur_leading(matrix: FloatArray, eliminated: int, head: int = 0, tail: int = 0) -> FloatArray:
-    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows, read from
-    and written to the lower triangle. The blocks of the first ``head`` and of the last ``tail``
-    kept nodes with themselves are left out: those are the array's drivers and its TIAs, terminals
-    whose admittance among themselves nobody reads (``G_eff`` is the drivers' block with the TIAs);
-    at 512 x 256 they are a fifth to four fifths of each merge's rank-k update."""
+    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows (see
+    :func:`_eliminate`: read from and written to the lower triangle, terminals' blocks left out)."""
     if not eliminated:
         return matrix
     e = eliminated
-    factor, info = dpotrf(matrix[:e, :e], lower=1, clean=1)
+    kept = np.asfortranarray(matrix[e:, e:])
+    _eliminate(np.asfortranarray(matrix[:e, :e]), np.asfortranarray(matrix[e:, :e]), kept, head, tail)
+    return kept
+
+
+def _eliminate(separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int) -> None:
+    """``kept -= coupling separator^-1 coupling^T`` in place, on the lower triangle, for Fortran-
+    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten). The
+    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out:
+    those are the array's drivers and its TIAs, terminals whose admittance among themselves nobody
+    reads (``G_eff`` is the drivers' block with the TIAs); at 512 x 256 they are a fifth to four
+    fifths of each merge's rank-k update."""
+    factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    coupling = dtrsm(1.0, factor, matrix[e:, :e], side=1, lower=1, trans_a=1)  # M_ke L^-T
-    result = matrix[e:, e:]
-    last = result.shape[0] - tail
+    z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)  # coupling L^-T
+    last = kept.shape[0] - tail
     if head:
-        result[head:, :head] -= coupling[head:] @ coupling[:head].T
+        kept[head:, :head] -= z[head:] @ z[:head].T
     if last > head:
         middle = slice(head, last)
-        result[middle, middle] = dsyrk(-1.0, coupling[middle], beta=1.0, c=result[middle, middle], lower=1)
+        if head == 0 and last == kept.shape[0]:
+            updated = dsyrk(-1.0, z, beta=1.0, c=kept, lower=1, overwrite_c=1)
+            if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
+                kept[...] = updated
+        else:
+            kept[middle, middle] = dsyrk(-1.0, z[middle], beta=1.0, c=kept[middle, middle], lower=1)
     if tail:
-        result[last:, head:last] -= coupling[last:] @ coupling[head:last].T
-    return result
+        kept[last:, head:last] -= z[last:] @ z[head:last].T
