@@ -60,23 +60,24 @@ def _merge_pairs(
     second are the same nodes and are eliminated; ``kept`` lists the merged tile's edges in order
     (which tile, which edge). The two tiles touch only through the shared nodes, so the merged
     matrix is ``blockdiag - P S^-1 P^T`` with ``S`` the shared block and ``P`` the kept nodes'
-    coupling to it; it is built from block copies (no scatter)."""
-    pair = (first.reshape(-1, *first.shape[-2:]), second.reshape(-1, *second.shape[-2:]))
+    coupling to it; it is built from block copies (no scatter). ``first`` and ``second`` are
+    ``(..., b, b)`` (strided views of one stack: read block by block, never copied whole)."""
+    pair = (first, second)
     own = [edges[shared[0]], edges[shared[1]]]
-    inner = pair[0][:, own[0], own[0]] + pair[1][:, own[1], own[1]]
+    inner = pair[0][..., own[0], own[0]] + pair[1][..., own[1], own[1]]
     sizes = [edges[name].stop - edges[name].start for _, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     size = int(starts[-1])
-    merged = np.zeros((pair[0].shape[0], size, size))
+    merged = np.zeros((*first.shape[:-2], size, size))
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         for c, (tile_c, name_c) in enumerate(kept):
             if tile_a == tile_c:
-                merged[:, rows, starts[c] : starts[c + 1]] = pair[tile_a][:, edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][:, edges[name], own[t]] for t, name in kept], axis=1)  # (n, size, s)
+                merged[..., rows, starts[c] : starts[c + 1]] = pair[tile_a][..., edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][..., edges[name], own[t]] for t, name in kept], axis=-2)  # (..., size, s)
     # S^-1 explicitly: numpy's stacked inverse of small matrices costs a third of its stacked
     # solve with the coupling as right-hand sides (one LAPACK call per tile either way).
-    merged -= np.matmul(np.matmul(coupling, np.linalg.inv(inner)), coupling.transpose(0, 2, 1))
+    merged -= np.matmul(np.matmul(coupling, np.linalg.inv(inner)), np.swapaxes(coupling, -1, -2))
     return merged
 
 
@@ -86,22 +87,25 @@ def _merge_small(
 ) -> FloatArray:  # fmt: skip
     """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
     so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
-    vectorized elimination and the products are einsums over the stack."""
-    pair = (first.reshape(*first.shape[:2], -1), second.reshape(*second.shape[:2], -1))
+    vectorized elimination and the products are einsums over the stack (flattened where the
+    arrays are made here, so without copies)."""
+    pair = (first, second)
     own = [edges[shared[0]], edges[shared[1]]]
     inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
     sizes = [edges[name].stop - edges[name].start for _, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     size = int(starts[-1])
-    merged = np.zeros((size, size, pair[0].shape[-1]))
+    merged = np.zeros((size, size, *first.shape[2:]))
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         for c, (tile_c, name_c) in enumerate(kept):
             if tile_a == tile_c:
                 merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, n)
-    scaled = np.einsum("esn,stn->etn", coupling, _small_inverse(inner))
-    merged -= np.einsum("esn,fsn->efn", scaled, coupling)
+    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, ...)
+    coupling = coupling.reshape(*coupling.shape[:2], -1)
+    inverse = _small_inverse(inner.reshape(*inner.shape[:2], -1))
+    scaled = np.einsum("esn,stn->etn", coupling, inverse)
+    merged.reshape(size, size, -1)[...] -= np.einsum("esn,fsn->efn", scaled, coupling)
     return merged
 
 
@@ -236,11 +240,9 @@ class DissectionSolver:
                     first, second = tiles[0::2], tiles[1::2]
                 shared, h = ("B", "T"), 2 * h
             if stack_last:
-                merged = _merge_small(first, second, edges, shared, kept)
-                tiles = merged.reshape(*merged.shape[:2], *first.shape[2:])
+                tiles = _merge_small(first, second, edges, shared, kept)
             else:
-                merged = _merge_pairs(first, second, edges, shared, kept)
-                tiles = merged.reshape(*first.shape[:2], *merged.shape[1:])
+                tiles = _merge_pairs(first, second, edges, shared, kept)
         return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
     def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
