@@ -307,7 +307,9 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     s, size = first.sizes["LRTB".index(shared[0])], int(starts[-1])
     # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
-    separator = np.asfortranarray(first.block(own[0], own[0]) + second.block(own[1], own[1]))
+    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
+    # arithmetic on them either (it could overflow).
+    separator = np.asfortranarray(np.tril(first.block(own[0], own[0])) + np.tril(second.block(own[1], own[1])))
     coupling = np.empty((size, s), order="F")
     matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
     for a, (tile_a, name_a) in enumerate(kept):

@@ -150,3 +150,30 @@ def test_a_full_size_array_at_the_default_tile_matches_the_sparse_lu() -> None:
     exact = effective_conductance(g, 0.35, 1)[:, columns]
     g_eff = DissectionSolver(256, 128, 0.35).transfer(g, columns)[:, columns]
     np.testing.assert_allclose(g_eff, exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+
+
+class _PoisonedNumpy:
+    """numpy as the dissection sees it, but ``np.empty`` filled with ``fill``: what uninitialised
+    memory may hold."""
+
+    def __init__(self, fill: float) -> None:
+        self.fill = fill
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def empty(self, shape: Any, dtype: Any = float, order: str = "C") -> np.ndarray:
+        return np.full(shape, self.fill, dtype=dtype, order=order)
+
+
+@pytest.mark.parametrize("fill", [np.nan, 1e308])
+def test_the_unread_upper_triangles_never_reach_the_answer_nor_any_arithmetic(
+    monkeypatch: pytest.MonkeyPatch, fill: float
+) -> None:
+    # The merged stage leaves strict upper triangles as allocated. NaN there would show in G_eff if
+    # any of it were read; 1e308 would overflow (an error here) if any of it were added.
+    g = awkward_conductances(20, 12, seed=5)
+    monkeypatch.setattr(wire_dissection, "np", _PoisonedNumpy(fill))
+    with np.errstate(all="raise"):
+        g_eff = DissectionSolver(20, 12, 0.35, tile=2).transfer(g)
+    np.testing.assert_allclose(g_eff, effective_conductance(g, 0.35, 1), rtol=1e-9, atol=1e-20)
