@@ -10,6 +10,8 @@ thread; the largest relative difference between the two answers; and which metho
     python benchmarks/wire_solve.py --sizes 64x512 --rounds 2
     python benchmarks/wire_solve.py --variants --rounds 12   # the sweep's alternatives, 128 x 64
 
+glibc's malloc thresholds are raised as ``hil`` raises them for a run (``--default-malloc``: not).
+
 ``--variants`` times, alternated on one array, the block sweep as the emulator runs it against
 ways of making it cheaper that were measured and not kept (docs/benchmarks.md, issue 17's sixth
 pass, part B), each with its largest relative difference from the sparse LU:
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas, cython_blas, cython_lapack, lapack
 
+from hil.allocator import retain_freed_memory
 from mock_hardware.physics import line_resistance
 from mock_hardware.physics.line_resistance import TransferSolver, effective_conductance
 from mock_hardware.physics.wire_dissection import DissectionSolver
@@ -191,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternated solves of each method per size")
     parser.add_argument("--measured", type=int, default=64, help="columns solved (default 64)")
     parser.add_argument("--variants", action="store_true", help="the sweep against its alternatives (one size)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (hil raises them)")  # fmt: skip
     args = parser.parse_args(argv)
+    if not args.default_malloc:
+        retain_freed_memory()  # as in a training run: freed blocks reused, not mapped again page by page
     load_before = os.getloadavg()
     if args.variants:
         rows, cols = (int(n) for n in (args.sizes if "," not in args.sizes else "128x64").split("x"))

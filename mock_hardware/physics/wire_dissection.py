@@ -17,7 +17,7 @@ cells, the row segment to the left of each of its cells and the column segment b
 its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
 ``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
 
-Two stages: small tiles are all alike, so they are merged in batches (numpy's stacked ``solve``
+Two stages: small tiles are all alike, so they are merged in batches (numpy's stacked ``inv``
 and ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
 (Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
 of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
@@ -27,8 +27,6 @@ is unchanged).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -41,8 +39,9 @@ FloatArray = npt.NDArray[np.float64]
 
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time).
 DEFAULT_TILE = 64
-# Separators up to this many nodes are eliminated without a LAPACK call per tile.
-_SMALL_SEPARATOR = 8
+# Separators up to this many nodes are eliminated without a LAPACK call per tile (from 8 nodes on,
+# numpy's stacked inverse and matmul beat vectorized elimination over the stack).
+_SMALL_SEPARATOR = 4
 # Cells reduced together in the batched stage (a band of whole tile rows): about 1 MB of cell data,
 # 16x that in reduced matrices.
 _BAND_CELLS = 16384
@@ -61,21 +60,24 @@ def _merge_pairs(
     second are the same nodes and are eliminated; ``kept`` lists the merged tile's edges in order
     (which tile, which edge). The two tiles touch only through the shared nodes, so the merged
     matrix is ``blockdiag - P S^-1 P^T`` with ``S`` the shared block and ``P`` the kept nodes'
-    coupling to it; it is built from block copies (no scatter)."""
-    pair = (first.reshape(-1, *first.shape[-2:]), second.reshape(-1, *second.shape[-2:]))
+    coupling to it; it is built from block copies (no scatter). ``first`` and ``second`` are
+    ``(..., b, b)`` (strided views of one stack: read block by block, never copied whole)."""
+    pair = (first, second)
     own = [edges[shared[0]], edges[shared[1]]]
-    inner = pair[0][:, own[0], own[0]] + pair[1][:, own[1], own[1]]
+    inner = pair[0][..., own[0], own[0]] + pair[1][..., own[1], own[1]]
     sizes = [edges[name].stop - edges[name].start for _, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     size = int(starts[-1])
-    merged = np.zeros((pair[0].shape[0], size, size))
+    merged = np.zeros((*first.shape[:-2], size, size))
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         for c, (tile_c, name_c) in enumerate(kept):
             if tile_a == tile_c:
-                merged[:, rows, starts[c] : starts[c + 1]] = pair[tile_a][:, edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][:, edges[name], own[t]] for t, name in kept], axis=1)  # (n, size, s)
-    merged -= np.matmul(coupling, np.linalg.solve(inner, coupling.transpose(0, 2, 1)))
+                merged[..., rows, starts[c] : starts[c + 1]] = pair[tile_a][..., edges[name_a], edges[name_c]]
+    coupling = np.concatenate([pair[t][..., edges[name], own[t]] for t, name in kept], axis=-2)  # (..., size, s)
+    # S^-1 explicitly: numpy's stacked inverse of small matrices costs a third of its stacked
+    # solve with the coupling as right-hand sides (one LAPACK call per tile either way).
+    merged -= np.matmul(np.matmul(coupling, np.linalg.inv(inner)), np.swapaxes(coupling, -1, -2))
     return merged
 
 
@@ -85,22 +87,25 @@ def _merge_small(
 ) -> FloatArray:  # fmt: skip
     """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
     so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
-    vectorized elimination and the products are einsums over the stack."""
-    pair = (first.reshape(*first.shape[:2], -1), second.reshape(*second.shape[:2], -1))
+    vectorized elimination and the products are einsums over the stack (flattened where the
+    arrays are made here, so without copies)."""
+    pair = (first, second)
     own = [edges[shared[0]], edges[shared[1]]]
     inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
     sizes = [edges[name].stop - edges[name].start for _, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     size = int(starts[-1])
-    merged = np.zeros((size, size, pair[0].shape[-1]))
+    merged = np.zeros((size, size, *first.shape[2:]))
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         for c, (tile_c, name_c) in enumerate(kept):
             if tile_a == tile_c:
                 merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, n)
-    scaled = np.einsum("esn,stn->etn", coupling, _small_inverse(inner))
-    merged -= np.einsum("esn,fsn->efn", scaled, coupling)
+    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, ...)
+    coupling = coupling.reshape(*coupling.shape[:2], -1)
+    inverse = _small_inverse(inner.reshape(*inner.shape[:2], -1))
+    scaled = np.einsum("esn,stn->etn", coupling, inverse)
+    merged.reshape(size, size, -1)[...] -= np.einsum("esn,fsn->efn", scaled, coupling)
     return merged
 
 
@@ -125,18 +130,25 @@ def _small_inverse(matrix: FloatArray) -> FloatArray:
 
 
 class _Tile:
-    """A tile reduced onto its edges: the (symmetric) matrix, its nodes in the order ``L, R, T, B``,
-    and how many nodes each edge keeps (open line ends are eliminated, unread terminals dropped)."""
+    """A tile reduced onto its edges: the symmetric matrix (only its lower triangle is kept up to
+    date), its nodes in the order ``L, R, T, B``, how many nodes each edge keeps (open line ends are
+    eliminated, unread terminals dropped), and whether its ``L`` edge is the array's drivers and
+    its ``B`` edge the array's TIAs (terminals: kept to the end)."""
 
-    __slots__ = ("matrix", "sizes")
+    __slots__ = ("drivers", "matrix", "sizes", "tias")
 
-    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...]) -> None:
-        self.matrix, self.sizes = matrix, sizes
+    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...], drivers: bool, tias: bool) -> None:
+        self.matrix, self.sizes, self.drivers, self.tias = matrix, sizes, drivers, tias
 
     def edge(self, name: str) -> slice:
         k = "LRTB".index(name)
         start = sum(self.sizes[:k])
         return slice(start, start + self.sizes[k])
+
+    def block(self, rows: slice, cols: slice) -> FloatArray:
+        """``matrix[rows, cols]`` read from the lower triangle (for ``rows`` equal to ``cols``, only
+        the block's own lower triangle is meaningful)."""
+        return self.matrix[rows, cols] if rows.start >= cols.start else self.matrix[cols, rows].T
 
 
 class DissectionSolver:
@@ -173,7 +185,7 @@ class DissectionSolver:
         # What is left: the real rows' drivers (L, top to bottom) and the wanted TIAs (B).
         drivers = whole.edge("L")
         tias = whole.edge("B")
-        g_eff[:, wanted] = -whole.matrix[drivers, tias]
+        g_eff[:, wanted] = -whole.block(drivers, tias)
         return g_eff
 
     def _batched_stage(self, g: FloatArray) -> FloatArray:
@@ -228,11 +240,9 @@ class DissectionSolver:
                     first, second = tiles[0::2], tiles[1::2]
                 shared, h = ("B", "T"), 2 * h
             if stack_last:
-                merged = _merge_small(first, second, edges, shared, kept)
-                tiles = merged.reshape(*merged.shape[:2], *first.shape[2:])
+                tiles = _merge_small(first, second, edges, shared, kept)
             else:
-                merged = _merge_pairs(first, second, edges, shared, kept)
-                tiles = merged.reshape(*first.shape[:2], *merged.shape[1:])
+                tiles = _merge_pairs(first, second, edges, shared, kept)
         return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
     def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
@@ -261,9 +271,14 @@ class DissectionSolver:
                 kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
                 order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
                 matrix = tiles[tr, tc]
+                sizes = tuple(int(kept[name].sum()) for name in "LRTB")
+                drivers, tias = c0 == 0, r0 + th == self.padded_rows
                 if order.size != matrix.shape[0] or np.any(eliminate):
-                    matrix = _schur_leading(np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()))
-                reduced[(tr, tc)] = _Tile(matrix, tuple(int(kept[name].sum()) for name in "LRTB"))
+                    matrix = _schur_leading(
+                        np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()),
+                        sizes[0] if drivers else 0, sizes[3] if tias else 0,
+                    )  # fmt: skip
+                reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
         return self._merge_block(reduced, 0, n_r, 0, n_c)
 
     def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
@@ -284,45 +299,68 @@ class DissectionSolver:
 def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tuple[int, str]]) -> _Tile:
     """Two reduced tiles into one: edge ``shared[0]`` of the first and ``shared[1]`` of the second
     are the same nodes (nothing else touches them) and are eliminated; ``kept`` lists the merged
-    tile's edges in order (which tile, which edge), the same way the batched stage does."""
+    tile's edges in order (which tile, which edge; ``L`` first, ``B`` last), the same way the
+    batched stage does. Only lower triangles are read and written."""
     pair = (first, second)
     own = (first.edge(shared[0]), second.edge(shared[1]))
     sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    s = first.sizes["LRTB".index(shared[0])]
-    size = s + int(starts[-1])
-    combined = np.zeros((size, size))
-    combined[:s, :s] = first.matrix[own[0], own[0]] + second.matrix[own[1], own[1]]
+    s, size = first.sizes["LRTB".index(shared[0])], int(starts[-1])
+    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
+    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
+    # arithmetic on them either (it could overflow).
+    separator = np.asfortranarray(np.tril(first.block(own[0], own[0])) + np.tril(second.block(own[1], own[1])))
+    coupling = np.empty((size, s), order="F")
+    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
     for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(s + starts[a], s + starts[a + 1])
+        rows = slice(starts[a], starts[a + 1])
         edge_a = pair[tile_a].edge(name_a)
-        combined[rows, :s] = pair[tile_a].matrix[edge_a, own[tile_a]]
-        combined[:s, rows] = pair[tile_a].matrix[own[tile_a], edge_a]
-        for c, (tile_c, name_c) in enumerate(kept):
-            if tile_a == tile_c:
-                block = pair[tile_a].matrix[edge_a, pair[tile_c].edge(name_c)]
-                combined[rows, s + starts[c] : s + starts[c + 1]] = block
+        coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
+        for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
+            cols = slice(starts[c], starts[c + 1])
+            # The two tiles touch only through the shared nodes.
+            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
-    return _Tile(_schur_leading(combined, s), tuple(merged_sizes))
+    drivers = all(pair[t].drivers for t, name in kept if name == "L")
+    tias = all(pair[t].tias for t, name in kept if name == "B")
+    _eliminate(separator, coupling, matrix, merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0)
+    return _Tile(matrix, tuple(merged_sizes), drivers, tias)
 
 
-def _schur_leading(matrix: FloatArray, eliminated: int) -> FloatArray:
-    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows."""
+def _schur_leading(matrix: FloatArray, eliminated: int, head: int = 0, tail: int = 0) -> FloatArray:
+    """Schur complement of a symmetric matrix onto all but its first ``eliminated`` rows (see
+    :func:`_eliminate`: read from and written to the lower triangle, terminals' blocks left out)."""
     if not eliminated:
         return matrix
-    factor, info = dpotrf(matrix[:eliminated, :eliminated], lower=1, clean=1, overwrite_a=1)
+    e = eliminated
+    kept = np.asfortranarray(matrix[e:, e:])
+    _eliminate(np.asfortranarray(matrix[:e, :e]), np.asfortranarray(matrix[e:, :e]), kept, head, tail)
+    return kept
+
+
+def _eliminate(separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int) -> None:
+    """``kept -= coupling separator^-1 coupling^T`` in place, on the lower triangle, for Fortran-
+    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten). The
+    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out:
+    those are the array's drivers and its TIAs, terminals whose admittance among themselves nobody
+    reads (``G_eff`` is the drivers' block with the TIAs); at 512 x 256 they are a fifth to four
+    fifths of each merge's rank-k update."""
+    factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    solved = dtrsm(1.0, factor, matrix[:eliminated, eliminated:], lower=1, overwrite_b=1)
-    lower = dsyrk(-1.0, solved, beta=1.0, c=matrix[eliminated:, eliminated:], trans=1, lower=1, overwrite_c=1)
-    # dsyrk fills the lower triangle only: mirror it.
-    np.copyto(lower, lower.T, where=_upper(lower.shape[0]))
-    return np.asarray(lower)
-
-
-@functools.lru_cache(maxsize=16)
-def _upper(size: int) -> npt.NDArray[np.bool_]:
-    """Where the strict upper triangle of a ``size x size`` matrix is."""
-    return np.triu(np.ones((size, size), dtype=bool), 1)
+    z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)  # coupling L^-T
+    last = kept.shape[0] - tail
+    if head:
+        kept[head:, :head] -= z[head:] @ z[:head].T
+    if last > head:
+        middle = slice(head, last)
+        if head == 0 and last == kept.shape[0]:
+            updated = dsyrk(-1.0, z, beta=1.0, c=kept, lower=1, overwrite_c=1)
+            if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
+                kept[...] = updated
+        else:
+            kept[middle, middle] = dsyrk(-1.0, z[middle], beta=1.0, c=kept[middle, middle], lower=1)
+    if tail:
+        kept[last:, head:last] -= z[last:] @ z[head:last].T

@@ -138,3 +138,42 @@ def test_an_array_on_the_dissection_path_computes_vmms_exactly(monkeypatch: pyte
         array.apply_pulses(PulseKind.RESET, 0, 0, np.full(shape, 1.75), np.full(shape, 5.0), np.full(shape, 1e-6),
                            np.random.default_rng(event).random(shape) < 0.5)  # fmt: skip
     assert len(calls) >= 2  # solved by dissection, once per programming state at least
+
+
+def test_a_full_size_array_at_the_default_tile_matches_the_sparse_lu() -> None:
+    # 256 x 128 at the default tile of 64: every level of the batched stage (stacked elimination of
+    # separators up to 4 nodes, stacked inverses from 8 to 64) and a merged stage whose merges keep
+    # drivers and TIAs together (the terminals' mutual blocks left out), with a dead row and a dead
+    # column; 64 columns asked for, as an in-situ MLP measures them.
+    g = awkward_conductances(256, 128, seed=11)
+    columns = np.linspace(0, 127, 64).astype(np.intp)
+    exact = effective_conductance(g, 0.35, 1)[:, columns]
+    g_eff = DissectionSolver(256, 128, 0.35).transfer(g, columns)[:, columns]
+    np.testing.assert_allclose(g_eff, exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
+
+
+class _PoisonedNumpy:
+    """numpy as the dissection sees it, but ``np.empty`` filled with ``fill``: what uninitialised
+    memory may hold."""
+
+    def __init__(self, fill: float) -> None:
+        self.fill = fill
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    def empty(self, shape: Any, dtype: Any = float, order: str = "C") -> np.ndarray:
+        return np.full(shape, self.fill, dtype=dtype, order=order)
+
+
+@pytest.mark.parametrize("fill", [np.nan, 1e308])
+def test_the_unread_upper_triangles_never_reach_the_answer_nor_any_arithmetic(
+    monkeypatch: pytest.MonkeyPatch, fill: float
+) -> None:
+    # The merged stage leaves strict upper triangles as allocated. NaN there would show in G_eff if
+    # any of it were read; 1e308 would overflow (an error here) if any of it were added.
+    g = awkward_conductances(20, 12, seed=5)
+    monkeypatch.setattr(wire_dissection, "np", _PoisonedNumpy(fill))
+    with np.errstate(all="raise"):
+        g_eff = DissectionSolver(20, 12, 0.35, tile=2).transfer(g)
+    np.testing.assert_allclose(g_eff, effective_conductance(g, 0.35, 1), rtol=1e-9, atol=1e-20)
