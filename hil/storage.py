@@ -31,6 +31,7 @@ from hil import terminal
 from hil.interrupts import raise_if_stopped
 from hil.run_compaction import compact, expand, live_options
 from hil.run_layout import DATA_GROUP
+from hil.run_recovery import raise_end_of_allocation
 from protocols.recording import Attr
 
 FLUSH_INTERVAL = 2.0
@@ -743,7 +744,10 @@ def read_run(path: str | Path, lazy: bool = False) -> RunData:
         raise RunFileError(f"{path}: no such file")
     try:
         return _read_run(path, locking=True, lazy=lazy)
-    except RunFileError:
+    except RunFileError as exc:
+        # Not a live writer's file (it holds the lock): a flush a kill cut short (hil.run_recovery)
+        if "addr overflow" in str(exc) and raise_end_of_allocation(path):
+            return _read_run(path, locking=True, lazy=lazy)
         # A live run holds its file's write lock; its last flushed state is still readable.
         with contextlib.suppress(RunFileError, TypeError):
             return _read_run(path, locking=False, lazy=lazy)
@@ -766,7 +770,7 @@ def _read_run(path: Path, locking: bool, lazy: bool = False) -> RunData:
             if lazy:
                 run.datasets = LazyDatasets(path, shapes)
             return run
-    except OSError as exc:
+    except (OSError, KeyError, RuntimeError) as exc:  # h5py's KeyError and RuntimeError: an object it could not read
         raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
 
 
