@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from hil import run_layout as layout
-from hil.storage import RunFileError
+from hil.storage import RunFileError, read_run
 
 LEADING_DIMS = {layout.SNAPSHOTS: "epoch"}
 """Names of a series' growing axis, by the group it lives in."""
@@ -73,10 +73,16 @@ def _variable(name: str, group: str, dataset: h5py.Dataset, offset: tuple[int, i
     return xr.DataArray(array, dims=dims, coords=coords, attrs=_attrs(dataset), name=name)
 
 
+def _items(group: h5py.Group) -> list[tuple[str, h5py.Group | h5py.Dataset]]:
+    """The group's members, opened by name (h5py's ``items()`` gives None for one it cannot read: this
+    raises its error), listed first: h5py holds its lock while iterating, not while dask reads."""
+    return [(name, group[name]) for name in list(group)]
+
+
 def _node(group: h5py.Group, path: str) -> xr.Dataset:
     offset = (int(group.attrs.get("row0", 0)), int(group.attrs.get("col0", 0)))
     variables: dict[str, xr.DataArray] = {}
-    for name, item in list(group.items()):  # h5py holds its lock while iterating: not while dask reads
+    for name, item in _items(group):
         if isinstance(item, h5py.Dataset) and "columns" not in item.attrs:
             variables[name] = _variable(name, path, item, offset)
     try:
@@ -89,7 +95,7 @@ def _node(group: h5py.Group, path: str) -> xr.Dataset:
 
 def _tree(group: h5py.Group, path: str, nodes: dict[str, xr.Dataset]) -> None:
     nodes[path or "/"] = _node(group, path)
-    for name, item in list(group.items()):  # h5py holds its lock while iterating: not while dask reads
+    for name, item in _items(group):
         child = f"{path}/{name}" if path else name
         if isinstance(item, h5py.Group):
             _tree(item, child, nodes)
@@ -109,6 +115,15 @@ def open_run(path: str | Path) -> xr.DataTree:
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
     try:
+        return _open_tree(path)
+    except RunFileError:
+        # Says what is wrong, or makes a file whose last flush a kill cut short readable (hil.run_recovery)
+        read_run(path, lazy=True)
+    return _open_tree(path)
+
+
+def _open_tree(path: Path) -> xr.DataTree:
+    try:
         f = h5py.File(path, "r", locking=False)  # also while its writer holds the lock
     except OSError as exc:
         raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
@@ -118,9 +133,13 @@ def open_run(path: str | Path) -> xr.DataTree:
         f.close()
         raise RunFileError(f"{path} {problem}")
     nodes: dict[str, xr.Dataset] = {}
-    data = f.get(layout.DATA_GROUP)
-    if isinstance(data, h5py.Group):
-        _tree(data, "", nodes)
+    try:
+        data = f.get(layout.DATA_GROUP)
+        if isinstance(data, h5py.Group):
+            _tree(data, "", nodes)
+    except (OSError, KeyError, RuntimeError) as exc:  # h5py's, for an object it could not read
+        f.close()
+        raise RunFileError(f"{path} is not a readable HDF5 file: {exc}") from None
     tree = xr.DataTree.from_dict(nodes)
     tree.attrs = root | {"path": str(path)}
     return tree

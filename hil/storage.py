@@ -745,8 +745,8 @@ def read_run(path: str | Path, lazy: bool = False) -> RunData:
     try:
         return _read_run(path, locking=True, lazy=lazy)
     except RunFileError as exc:
-        # Not a live writer's file (it holds the lock): a flush a kill cut short (hil.run_recovery)
-        if "addr overflow" in str(exc) and raise_end_of_allocation(path):
+        # No live writer holds the file (that fails on its lock): a flush a kill cut short? (hil.run_recovery)
+        if "lock" not in str(exc) and raise_end_of_allocation(path):
             return _read_run(path, locking=True, lazy=lazy)
         # A live run holds its file's write lock; its last flushed state is still readable.
         with contextlib.suppress(RunFileError, TypeError):

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from hil.run_data import open_run
 from hil.run_recovery import raise_end_of_allocation
 from hil.storage import RunFile, read_run
 
@@ -71,3 +72,12 @@ def test_only_a_superblock_behind_the_files_end_is_touched(tmp_path: Path) -> No
     other.write_bytes(b"not an HDF5 file at all, but long enough to have a superblock's bytes" * 2)
     assert not raise_end_of_allocation(other)
     assert other.read_bytes() == b"not an HDF5 file at all, but long enough to have a superblock's bytes" * 2
+
+
+def test_a_cut_flush_opens_as_a_tree_too(tmp_path: Path) -> None:
+    """``hil.open_run`` (xarray) on the same file: made readable first, then opened."""
+    path = tmp_path / "run.h5"
+    committed = _killed_run(path, steps=4)
+    tree = open_run(path)
+    assert tree.attrs["procedure"] == "train"
+    assert tree["state"][str(committed)]["weights"].values.shape == (64, 54)
