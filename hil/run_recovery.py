@@ -25,21 +25,28 @@ _HEAD = 56
 
 def raise_end_of_allocation(path: Path) -> bool:
     """Raise the end of allocation a run file's superblock records to the file's size where a cut
-    flush left it behind; whether it did (``False`` for any other file or superblock)."""
+    flush left it behind; whether it did (``False`` for any other file or superblock, and where the
+    file cannot be written: then it stays as it is)."""
     size = path.stat().st_size
-    with path.open("r+b") as f:
+    with path.open("rb") as f:
         head = f.read(_HEAD)
-        if len(head) < _HEAD or head[:8] != SIGNATURE or head[13] != 8:  # 8-byte addresses
-            return False
-        at = _EOA_AT.get(head[8])
-        if at is None:
-            return False
-        (base,) = struct.unpack_from("<Q", head, at - 16)
-        (eoa,) = struct.unpack_from("<Q", head, at)
-        if base != 0 or eoa >= size:
-            return False
-        f.seek(at)
-        f.write(struct.pack("<Q", size))
+    if len(head) < _HEAD or head[:8] != SIGNATURE or head[13] != 8:  # 8-byte addresses
+        return False
+    at = _EOA_AT.get(head[8])
+    if at is None:
+        return False
+    (base,) = struct.unpack_from("<Q", head, at - 16)
+    (eoa,) = struct.unpack_from("<Q", head, at)
+    if base != 0 or eoa >= size:
+        return False
+    try:
+        with path.open("r+b") as f:
+            f.seek(at)
+            f.write(struct.pack("<Q", size))
+    except OSError as exc:
+        log.warning("%s: its last flush was cut short (the writer was killed), and it cannot be mended here: %s",
+                    path, exc)  # fmt: skip
+        return False
     log.warning("%s: its last flush was cut short (the writer was killed); end of allocation raised from %d "
                 "to %d bytes, the file's size", path, eoa, size)  # fmt: skip
     return True

@@ -743,7 +743,7 @@ def read_run(path: str | Path, lazy: bool = False) -> RunData:
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
     try:
-        return _read_run(path, locking=True, lazy=lazy)
+        run = _read_run(path, locking=True, lazy=lazy)
     except RunFileError as exc:
         # No live writer holds the file (that fails on its lock): a flush a kill cut short? (hil.run_recovery)
         if "lock" not in str(exc) and raise_end_of_allocation(path):
@@ -752,6 +752,10 @@ def read_run(path: str | Path, lazy: bool = False) -> RunData:
         with contextlib.suppress(RunFileError, TypeError):
             return _read_run(path, locking=False, lazy=lazy)
         raise
+    # Read with the lock, so no writer holds it: a cut flush can also leave data a lazy read has not
+    # touched yet behind the end of allocation (a header's 56 bytes to look).
+    raise_end_of_allocation(path)
+    return run
 
 
 def _read_run(path: Path, locking: bool, lazy: bool = False) -> RunData:

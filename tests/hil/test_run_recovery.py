@@ -23,11 +23,12 @@ def _recorded_eoa(path: Path) -> int:
         return int(struct.unpack("<Q", f.read(8))[0])
 
 
-def _killed_run(path: Path, steps: int) -> int:
+def _killed_run(path: Path, steps: int, data_only: bool = False) -> int:
     """A run file left as a writer killed between a step's metadata and its superblock leaves it:
     ``steps`` steps flushed (the last creates a dataset: new space), then the superblock's EOA put
-    back to where the last step began, as if the last flush's superblock never reached the disk.
-    Returns the last step committed."""
+    back to where the last step began, as if the last flush's superblock never reached the disk
+    (``data_only``: to where a series' last chunk begins, every header inside). Returns the last
+    step committed."""
     run = RunFile(path, procedure="train", config={}, flush_interval=0.0, show_progress=False)
     run.require_group("train")
     rng = np.random.default_rng(1)
@@ -36,9 +37,13 @@ def _killed_run(path: Path, steps: int) -> int:
         eoa_before_last = _recorded_eoa(path)
         run.write(f"state/{step}/weights", rng.normal(size=(64, 54)))
         run.append("journal", np.array([step, rng.normal()]))
+        run.append("g", rng.normal(size=1024))
         run.flush()
         run.set_attrs("train", completed_updates=step)
         run.flush()
+    if data_only:
+        series = run._file["data/g"].id
+        eoa_before_last = max(series.get_chunk_info(i).byte_offset for i in range(series.get_num_chunks()))
     run._file.close()  # no orderly close (it would compact the file): the process is gone
     with path.open("r+b") as f:
         f.seek(EOA_AT)
@@ -81,3 +86,12 @@ def test_a_cut_flush_opens_as_a_tree_too(tmp_path: Path) -> None:
     tree = open_run(path)
     assert tree.attrs["procedure"] == "train"
     assert tree["state"][str(committed)]["weights"].values.shape == (64, 54)
+
+
+def test_a_cut_flush_read_lazily_reads_its_data_later(tmp_path: Path) -> None:
+    """``hil show`` reads lazily: the data it reads after the file's structure must be readable too."""
+    path = tmp_path / "run.h5"
+    committed = _killed_run(path, steps=5, data_only=True)
+    run = read_run(path, lazy=True)
+    assert run.datasets[f"state/{committed}/weights"].shape == (64, 54)
+    assert run.datasets["g"].shape == (committed + 1, 1024)  # its last chunk lay past the recorded end
