@@ -495,6 +495,11 @@ class RunData:
         loaded: dict[str, Any] = json.loads(self.root.get(layout.CONFIG, "{}"))
         return loaded
 
+    def options(self, group: str) -> dict[str, Any]:
+        """The options a procedure recorded in its data group (``{}`` where it recorded none)."""
+        loaded: dict[str, Any] = json.loads(str(self.attrs.get(group, {}).get("options", "{}")))
+        return loaded
+
 
 _SCALARS = (bool, int, float, str, np.bool_, np.integer, np.floating)
 

@@ -14,7 +14,6 @@ and on the cells the yield map found working.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -58,7 +57,7 @@ def drift_refit(runs: Mapping[str, RunData], r_segment: float, array_shape: tupl
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
     g_device = device_conductance_of_cells(np.asarray(g, dtype=np.float64), r_segment, array_shape, cells)
     keep = np.asarray(working, dtype=bool) & working_in_yield_map(cells, runs.get("yield-map"))
-    options = json.loads(str(run.attrs.get("retention", {}).get("options", "{}")))
+    options = run.options("retention")
     t0 = float(options.get("drift_time_constant", RetentionOptions().drift_time_constant))
     figures = drift_figures(np.asarray(time, dtype=np.float64), g_device[:, keep], t0)
     return [Refit(name, "retention", name, figures[name]) for name in ("drift_mean", "drift_spread") if name in figures]

@@ -155,7 +155,7 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         # 1 us): the twin's line is defined where it was measured, so the width law scales it
         # from there exactly as it scales the chip's.
         run = chosen["gate-calibration"]
-        width = json.loads(str(run.attrs.get(GROUPS["gate-calibration"], {}).get("options", "{}"))).get("width")
+        width = run.options(GROUPS["gate-calibration"]).get("width")
         if isinstance(width, int | float) and width > 0:
             twin.parameters["width_reference"] = float(width)
             twin.sources["width_reference"] = Source(str(run.path), "gate-calibration", "pulse width", 0.0, "s")
@@ -198,8 +198,8 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
         # The floor's spread includes its excess's, which is a fifth of a small chip's floor
         # (hil/twin/reset_floor.py): d2d_spread is what gives the twin the chip's floor spread.
         measured_spread = float(twin.parameters["d2d_spread"])
-        options = json.loads(str(chosen["write-noise"].attrs.get(GROUPS["write-noise"], {}).get("options", "{}")))
-        reset = {name: options[name] for name in ("reset_amplitude", "reset_gate") if name in options}
+        options = chosen["write-noise"].options(GROUPS["write-noise"])
+        reset: dict[str, Any] = {name: options[name] for name in ("reset_amplitude", "reset_gate") if name in options}
         fitted = d2d_from_floor_spread(measured_spread, twin.parameters, preset, reset)
         if math.isfinite(fitted) and fitted > 0:
             twin.parameters["d2d_spread"] = fitted

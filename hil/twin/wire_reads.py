@@ -15,7 +15,6 @@ read voltage, as the wire-resistance fit takes them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -112,7 +111,7 @@ def refit_on_devices(runs: Mapping[str, RunData], r_segment: float, array_shape:
     if noise_run is not None:
         g_reset = corrected_reads(noise_run, "write_noise", "g_reset", r_segment, array_shape)
         g_set = corrected_reads(noise_run, "write_noise", "g_set", r_segment, array_shape)
-        options = json.loads(str(noise_run.attrs.get("write_noise", {}).get("options", "{}")))
+        options = noise_run.options("write_noise")
         if g_reset is not None and g_set is not None:
             # The option as the run had it; null (the default): the chip's own, from these reads.
             min_window = options.get("min_window", WriteNoiseOptions().min_window)
