@@ -337,14 +337,22 @@ class TransferSolver:
         # other holds finite leftovers of the blocks' outer products.
         flat = blocks.reshape(rows, cols * cols)
         for i in range(rows):
-            factor, info = dpotrf(blocks[i].T, lower=1, clean=0, overwrite_a=1)
+            block = blocks[i].T
+            factor, info = dpotrf(block, lower=1, clean=0, overwrite_a=1)
             if info != 0:
                 raise ArithmeticError(f"line network not positive definite (dpotrf info {info})")
-            _, info = dpotri(factor, lower=1, overwrite_c=1)
+            inverse, info = dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
                 raise ArithmeticError(f"line network factor singular (dpotri info {info})")
+            # scipy hands back the very array it was given when it works in place; should it ever
+            # copy instead, the copy is written back (an identity test costs nothing per row).
+            if inverse is not block:
+                block[...] = inverse
             if i + 1 < rows:
-                daxpy(flat[i], flat[i + 1], a=coupling)  # S_(i+1) = B_(i+1) - g_wire^2 S_i^-1
+                following = flat[i + 1]
+                updated = daxpy(flat[i], following, a=coupling)  # S_(i+1) = B_(i+1) - g_wire^2 S_i^-1
+                if updated is not following:
+                    following[...] = updated
         result = np.empty((rows, wanted.size))
         w = np.zeros((cols, wanted.size), order="F")
         w[wanted, np.arange(wanted.size)] = 1.0  # a unit source at each wanted column's TIA

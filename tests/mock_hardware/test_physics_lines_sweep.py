@@ -98,3 +98,19 @@ def test_the_preset_arrays_shapes_are_solved_by_the_fastest_exact_method() -> No
     assert TransferSolver(128, 32, 0.35).method == "sweep"
     assert TransferSolver(128, 64, 0.35).method == "dissection"
     assert TransferSolver(256, 128, 0.35).method == "dissection"
+
+
+def test_the_sweep_stays_exact_if_lapack_or_blas_return_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sweep relies on scipy working in place on its Fortran-ordered blocks; should a wrapper
+    # ever hand back a copy instead, the copy is written back, not lost.
+    g = _map(40, 24, 9, dead_row=3)
+    expected = TransferSolver(40, 24, 2.0).transfer(g)
+    potri, axpy = line_resistance.dpotri, line_resistance.daxpy
+
+    def copied_potri(*args: object, **kwargs: object) -> tuple[FloatArray, int]:
+        inverse, info = potri(*args, **kwargs)
+        return np.array(inverse, order="F"), info
+
+    monkeypatch.setattr(line_resistance, "dpotri", copied_potri)
+    monkeypatch.setattr(line_resistance, "daxpy", lambda x, y, a: np.array(axpy(x, np.array(y), a=a)))
+    np.testing.assert_array_equal(_sweep_solver(monkeypatch, 40, 24, 2.0).transfer(g), expected)
