@@ -8,19 +8,18 @@ thread; the largest relative difference between the two answers; and which metho
 
     python benchmarks/wire_solve.py                          # 128x64, 256x128, 512x256, 3 rounds
     python benchmarks/wire_solve.py --sizes 64x512 --rounds 2
-    python benchmarks/wire_solve.py --variants --rounds 12   # the sweep's alternatives, 128 x 64
+    python benchmarks/wire_solve.py --variants --rounds 12   # sweep, former sweep, dissection; 128 x 64
 
 glibc's malloc thresholds are raised as ``hil`` raises them for a run (``--default-malloc``: not).
 
-``--variants`` times, alternated on one array, the block sweep as the emulator runs it against
-ways of making it cheaper that were measured and not kept (docs/benchmarks.md, issue 17's sixth
-pass, part B), each with its largest relative difference from the sparse LU:
-
-- ``direct``: the same LAPACK routines called through the function pointers scipy exports for
-  Cython (``ctypes``, about 0.6 us a call against 2-3 us through scipy's wrappers): bit for bit;
-- ``trsm``: each ``L_i^-1`` by a triangular solve on the identity instead of ``dtrtri``;
-- ``float32``: the whole sweep in single precision (``s`` routines), before any iterative
-  refinement: the floor of a mixed-precision solve's cost, and how far from 1e-6 it starts.
+``--variants`` times, alternated on one array, the block sweep as the emulator runs it (each Schur
+inverse by ``dpotrf`` + ``dpotri`` in place of its block, the next complement by an axpy, the back
+substitution by one ``dsymm`` a row) against ``former``, the sweep as it was to session 10 (``dpotrf``,
+``dtrtri`` and a ``dsyrk`` forward, two ``dtrmm`` a row back; kept here for the record), and nested
+dissection at tiles of 32 (the default) and 64, each with its largest relative difference from the
+sparse LU. (Session 8's variants, measured and not kept, are in docs/benchmarks.md, issue 17's
+sixth pass, part B: scipy's Cython function pointers through ``ctypes``, ``dtrsm`` on the identity
+for ``dtrtri``, the sweep in float32.)
 """
 
 from __future__ import annotations
@@ -35,11 +34,10 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import ctypes
 from typing import Any
 
 import numpy as np
-from scipy.linalg import blas, cython_blas, cython_lapack, lapack
+from scipy.linalg import blas, lapack
 
 from hil.allocator import retain_freed_memory
 from mock_hardware.physics import line_resistance
@@ -58,102 +56,28 @@ def timed_transfer(
     return 1e3 * (time.process_time() - start), result
 
 
-class _TrsmSweep(TransferSolver):
-    """The sweep with ``L_i^-1`` from ``dtrsm`` on the identity (17 us against ``dtrtri``'s 22 us on
-    64 x 64, measured; rounding differs in the last bits)."""
-
-    def _forward(self, blocks: Any, start: int, stop: int, schur: Any, out: Any) -> Any:
-        identity = np.eye(self.cols, order="F")
-        for i in range(start, stop):
-            factor, info = lapack.dpotrf(schur, lower=1, clean=1, overwrite_a=1)
-            assert info == 0
-            inverse_factor = blas.dtrsm(1.0, factor, identity, lower=1)
-            out[i - start] = inverse_factor.T
-            if i + 1 < self.rows:
-                schur = blas.dsyrk(-(self.g_wire**2), inverse_factor, beta=1.0, c=blocks[i + 1].T, trans=1, lower=1)
-        return schur
-
-
-class _Float32Sweep(TransferSolver):
-    """The whole sweep (blocks, forward and back) in single precision, no refinement."""
-
-    def _forward(self, blocks: Any, start: int, stop: int, schur: Any, out: Any) -> Any:
-        schur = np.asfortranarray(schur, dtype=np.float32)
-        for i in range(start, stop):
-            factor, info = lapack.spotrf(schur, lower=1, clean=1, overwrite_a=1)
-            assert info == 0
-            inverse_factor, info = lapack.strtri(factor, lower=1, overwrite_c=1)
-            out[i - start] = inverse_factor.T
-            if i + 1 < self.rows:
-                schur = blas.ssyrk(-(self.g_wire**2), inverse_factor, beta=1.0, c=blocks[i + 1].T, trans=1, lower=1)
-        return schur
+class _FormerSweep(TransferSolver):
+    """The sweep to session 10: ``L_i^-1`` by ``dpotrf`` and ``dtrtri``, ``S_(i+1)`` by a ``dsyrk``
+    (rows x 5/3 cols^3 forward), the back substitution by two ``dtrmm`` a row (every factor kept)."""
 
     def _sweep(self, blocks: Any, probes: Any, wanted: Any) -> Any:
         rows, cols = self.rows, self.cols
-        blocks = blocks.astype(np.float32)
-        stretch = np.empty((rows, cols, cols), dtype=np.float32)
-        self._forward(blocks, 0, rows, np.array(blocks[0].T, order="F"), stretch)
-        result = np.empty((rows, wanted.size), dtype=np.float32)
-        w = np.zeros((cols, wanted.size), dtype=np.float32, order="F")
-        w[wanted, np.arange(wanted.size)] = 1.0
-        probes32 = probes.astype(np.float32)
-        for i in reversed(range(rows)):
-            w = blas.strmm(1.0, stretch[i].T, w, lower=1, overwrite_b=1)
-            w = blas.strmm(self.g_wire, stretch[i].T, w, lower=1, trans_a=1, overwrite_b=1)
-            np.matmul(probes32[i], w, out=result[i])
-        return result.astype(np.float64) * self.g_end
-
-
-def _routine(module: Any, name: str, nargs: int) -> Any:
-    """A LAPACK/BLAS routine from scipy's Cython exports, callable with raw addresses."""
-    capsule = module.__pyx_capi__[name]
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs))(get_pointer(capsule, get_name(capsule)))
-
-
-class _DirectSweep(TransferSolver):
-    """The same calls as the emulator's sweep without scipy's wrappers (bit for bit)."""
-
-    def __init__(self, rows: int, cols: int, r_segment: float) -> None:
-        super().__init__(rows, cols, r_segment)
-        self._potrf = _routine(cython_lapack, "dpotrf", 5)
-        self._trtri = _routine(cython_lapack, "dtrtri", 6)
-        self._syrk = _routine(cython_blas, "dsyrk", 10)
-        self._trmm = _routine(cython_blas, "dtrmm", 11)
-        self._kept: dict[str, Any] = {  # Fortran arguments go by address
-            "L": ctypes.c_char(b"L"), "N": ctypes.c_char(b"N"), "T": ctypes.c_char(b"T"),
-            "n": ctypes.c_int(cols), "info": ctypes.c_int(0), "one": ctypes.c_double(1.0),
-            "coupling": ctypes.c_double(-(self.g_wire**2)), "g_wire": ctypes.c_double(self.g_wire),
-        }  # fmt: skip
-        self._at = {key: ctypes.addressof(value) for key, value in self._kept.items()}
-
-    def _sweep(self, blocks: Any, probes: Any, wanted: Any) -> Any:
-        rows, cols, at = self.rows, self.cols, self._at
-        # The blocks' unread triangle to 0: the factors inherit it and dsyrk reads their whole square.
-        blocks *= np.triu(np.ones((cols, cols)))
         stretch = np.empty((rows, cols, cols))
         schur = np.array(blocks[0].T, order="F")
-        schur_at, stretch_at, size = schur.ctypes.data, stretch.ctypes.data, 8 * cols * cols
         for i in range(rows):
-            np.copyto(stretch[i].T, schur)
-            self._potrf(at["L"], at["n"], stretch_at + i * size, at["n"], at["info"])
-            self._trtri(at["L"], at["N"], at["n"], stretch_at + i * size, at["n"], at["info"])
-            assert self._kept["info"].value == 0
+            factor, info = lapack.dpotrf(schur, lower=1, clean=1, overwrite_a=1)
+            assert info == 0
+            inverse_factor, info = lapack.dtrtri(factor, lower=1, overwrite_c=1)
+            assert info == 0
+            stretch[i] = inverse_factor.T
             if i + 1 < rows:
-                np.copyto(schur, blocks[i + 1].T)
-                self._syrk(at["L"], at["T"], at["n"], at["n"], at["coupling"], stretch_at + i * size, at["n"],
-                           at["one"], schur_at, at["n"])  # fmt: skip
+                schur = blas.dsyrk(-(self.g_wire**2), inverse_factor, beta=1.0, c=blocks[i + 1].T, trans=1, lower=1)
         result = np.empty((rows, wanted.size))
         w = np.zeros((cols, wanted.size), order="F")
         w[wanted, np.arange(wanted.size)] = 1.0
-        width = ctypes.c_int(wanted.size)
         for i in reversed(range(rows)):
-            for trans, alpha in (("N", "one"), ("T", "g_wire")):
-                self._trmm(at["L"], at["L"], at[trans], at["N"], at["n"], ctypes.addressof(width), at[alpha],
-                           stretch_at + i * size, at["n"], w.ctypes.data, at["n"])  # fmt: skip
+            w = blas.dtrmm(1.0, stretch[i].T, w, lower=1, overwrite_b=1)
+            w = blas.dtrmm(self.g_wire, stretch[i].T, w, lower=1, trans_a=1, overwrite_b=1)
             np.matmul(probes[i], w, out=result[i])
         return result * self.g_end
 
@@ -164,9 +88,10 @@ def variants(rows: int, cols: int, rounds: int, measured: int) -> dict[str, Any]
     columns = np.linspace(0, cols - 1, min(measured, cols)).astype(np.intp)
     exact = effective_conductance(g, R_SEGMENT, 1)[:, columns]
     line_resistance.DISSECTION_FROM, kept = np.inf, line_resistance.DISSECTION_FROM
-    solvers = {
-        "sweep": TransferSolver(rows, cols, R_SEGMENT), "direct": _DirectSweep(rows, cols, R_SEGMENT),
-        "trsm": _TrsmSweep(rows, cols, R_SEGMENT), "float32": _Float32Sweep(rows, cols, R_SEGMENT),
+    solvers: dict[str, TransferSolver | DissectionSolver] = {
+        "sweep": TransferSolver(rows, cols, R_SEGMENT), "former": _FormerSweep(rows, cols, R_SEGMENT),
+        "dissection": DissectionSolver(rows, cols, R_SEGMENT),
+        "dissection64": DissectionSolver(rows, cols, R_SEGMENT, tile=64),
     }  # fmt: skip
     line_resistance.DISSECTION_FROM = kept
     times: dict[str, list[float]] = {name: [] for name in solvers}
@@ -180,7 +105,8 @@ def variants(rows: int, cols: int, rounds: int, measured: int) -> dict[str, Any]
     base = float(np.median(times["sweep"]))
     return {
         name: {
-            "cpu_ms": times[name], "median_over_sweep": round(float(np.median(times[name])) / base, 3),
+            "cpu_ms": times[name], "median_cpu_ms": round(float(np.median(times[name])), 2),
+            "median_over_sweep": round(float(np.median(times[name])) / base, 3),
             "largest_relative_difference_from_lu": float(np.max(np.abs(answers[name][:, columns] / exact - 1))),
             "bit_for_bit_with_sweep": bool(np.array_equal(answers[name], answers["sweep"], equal_nan=True)),
         }
@@ -203,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         rows, cols = (int(n) for n in (args.sizes if "," not in args.sizes else "128x64").split("x"))
         found = variants(rows, cols, args.rounds, args.measured)
-        print("| variant | CPU ms | median / sweep | largest difference from LU | bit for bit |")
-        print("|---|---|---:|---:|---|")
+        print("| variant | CPU ms | median | median / sweep | largest difference from LU | bit for bit |")
+        print("|---|---|---:|---:|---:|---|")
         for name, r in found.items():
-            print(f"| {name} | {r['cpu_ms']} | {r['median_over_sweep']}x | "
+            print(f"| {name} | {r['cpu_ms']} | {r['median_cpu_ms']} | {r['median_over_sweep']}x | "
                   f"{r['largest_relative_difference_from_lu']:.1e} | {r['bit_for_bit_with_sweep']} |")  # fmt: skip
         print(json.dumps({
             "variants": found, "rows": rows, "cols": cols, "measured_columns": min(args.measured, cols),

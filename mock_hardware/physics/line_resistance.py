@@ -14,8 +14,9 @@ Three solvers, from cheapest to most general:
   voltages, ``I = V @ G_eff``. The row lines are eliminated exactly (each a tridiagonal chain,
   whose inverse is semiseparable) and the column-line system left, block tridiagonal by rows, is
   solved by a block Cholesky sweep: exact, ``rows x cols^3`` work in dense LAPACK calls, nothing
-  kept between calls. On wide arrays (``cols^1.5 / rows^0.5 >= DISSECTION_FROM``) it solves by
-  nested dissection instead (:mod:`mock_hardware.physics.wire_dissection`, ``(rows cols)^1.5``).
+  kept between calls. Where nested dissection is estimated cheaper (from 64 columns on, at the
+  presets' row counts: :func:`sweep_over_dissection`) it solves by that instead
+  (:mod:`mock_hardware.physics.wire_dissection`, about linear in cells at these sizes).
   :func:`effective_conductance` is the same ``G_eff`` from one sparse LU factorization (the
   reference in tests, and the fallback for extreme parameters).
 - :func:`solve_dc`: arbitrary row and column voltages, any gate pattern and a nonlinear I-V, by
@@ -30,12 +31,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.linalg.blas import dsyrk, dtrmm
-from scipy.linalg.lapack import dpotrf, dpttrf, dpttrs, dtrtri
+from scipy.linalg.blas import daxpy, dsymm
+from scipy.linalg.lapack import dpotrf, dpotri, dpttrf, dpttrs
 
 from mock_hardware.physics.iv import IVCurve
 from mock_hardware.physics.threads import one_blas_thread
-from mock_hardware.physics.wire_dissection import DissectionSolver
+from mock_hardware.physics.wire_dissection import DEFAULT_TILE, DissectionSolver
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -201,22 +202,28 @@ def solve_dc(
     return np.asarray(column_currents), np.asarray(cell_currents)
 
 
-# Bytes of inverse Cholesky factors the TransferSolver keeps for its back substitution
-# (rows x cols^2 doubles: 4 MB on 128 x 64, 268 MB on 512 x 256); above this it keeps only the
-# Schur complement at every k-th row and factors each stretch again on the way back (one more
-# forward sweep).
-_STORE_BYTES = 64 * 2**20
 # The sweep subtracts wire conductances (1 / r_segment) from each other, so its rounding grows
 # like eps * g_wire / g_cell (still 1e-12 relative at a ratio of 1e11, checked against the LU);
 # beyond this ratio (wires a millionth of an ohm) the solver uses the sparse LU instead.
 _MAX_WIRE_TO_CELL = 1e12
-# The sweep costs rows x cols^3, nested dissection (wire_dissection.py) about (rows x cols)^1.5 with
-# a larger constant (memory-bound numpy at the bottom of its tree): their ratio is
-# cols^1.5 / rows^0.5. Measured (benchmarks/wire_solve.py, docs/benchmarks.md's fifth pass): the
-# sweep 1.2x faster at 128 x 64 (a ratio of 45), dissection 1.7x faster at 256 x 128 (91) and 5-6x
-# at 512 x 256 (181). From this ratio on the solver dissects; below it (the 128 x 64 and 128 x 16
-# presets) the sweep's results are kept bit for bit.
-DISSECTION_FROM = 64.0
+# CPU per solve on one BLAS thread, fitted to benchmarks/wire_solve.py on 1 x 64 to 512 x 256
+# (docs/benchmarks.md, ninth pass, part S): the sweep about 0.1 ms + rows x (7 us + 1.8e-3 us x
+# cols^2.5) (a row's Cholesky, inverse, axpy and back product; small LAPACK calls, whose cost grows
+# slower than their flops), nested dissection about 0.7 ms + 0.74 us per cell of its padded array
+# (its batched stage, linear in cells, dominates up to 512 x 256). Both grow linearly with rows, so
+# at the presets' 128 rows the choice is by columns: the sweep up to 56, dissection from 64.
+_SWEEP_FIXED_SECONDS, _SWEEP_ROW_SECONDS, _SWEEP_COLUMNS_SECONDS = 1e-4, 7e-6, 1.8e-9
+_DISSECTION_FIXED_SECONDS, _DISSECTION_CELL_SECONDS = 7e-4, 0.74e-6
+# The solver dissects when the sweep's estimate is at least this many times the dissection's.
+DISSECTION_FROM = 1.0
+
+
+def sweep_over_dissection(rows: int, cols: int, tile: int = DEFAULT_TILE) -> float:
+    """The sweep's estimated CPU time on a ``rows x cols`` array over nested dissection's."""
+    padded = DissectionSolver(rows, cols, 1.0, tile=tile)
+    sweep = _SWEEP_FIXED_SECONDS + rows * (_SWEEP_ROW_SECONDS + _SWEEP_COLUMNS_SECONDS * float(cols) ** 2.5)
+    cells = float(padded.padded_rows * padded.padded_cols)
+    return float(sweep / (_DISSECTION_FIXED_SECONDS + _DISSECTION_CELL_SECONDS * cells))
 
 
 def _chain_factor(diagonal: FloatArray, off_diagonal: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -250,13 +257,15 @@ class TransferSolver:
         self.factorizations = 0  # fallbacks to the sparse LU (extreme wire-to-cell ratios), over its life
         self.dissections = 0  # solves by nested dissection (large arrays), over its life
         self._dissection = (
-            DissectionSolver(rows, cols, r_segment, end_segments) if cols**1.5 / rows**0.5 >= DISSECTION_FROM else None
+            DissectionSolver(rows, cols, r_segment, end_segments)
+            if sweep_over_dissection(rows, cols) >= DISSECTION_FROM
+            else None
         )
 
     @property
     def method(self) -> str:
-        """``"dissection"`` on arrays wide enough for it to win, else ``"sweep"`` (the sparse LU
-        stays the fallback for extreme parameters either way)."""
+        """``"dissection"`` on arrays where it is estimated cheaper (:func:`sweep_over_dissection`), else
+        ``"sweep"`` (the sparse LU stays the fallback for extreme parameters either way)."""
         return "sweep" if self._dissection is None else "dissection"
 
     def transfer(self, g_cells: FloatArray, columns: npt.NDArray[np.intp] | None = None) -> FloatArray:
@@ -317,48 +326,40 @@ class TransferSolver:
         blocks[:, diagonal_index, diagonal_index] += column_diagonal[:, None] + g
         return blocks, probes
 
-    def _forward(self, blocks: FloatArray, start: int, stop: int, schur: FloatArray, out: FloatArray) -> FloatArray:
-        """Factor rows ``start .. stop-1`` from the Schur complement ``S_start`` (Fortran order, lower
-        triangle): ``L_i^-1`` into ``out[i - start]`` (stored transposed, so ``out[k].T`` is it in
-        Fortran order); returns ``S_stop`` (meaningless when ``stop`` is the last row)."""
+    def _sweep(self, blocks: FloatArray, probes: FloatArray, wanted: npt.NDArray[np.intp]) -> FloatArray:
+        """Forward: each Schur complement's inverse ``S_i^-1`` in the place of ``B_i`` (Cholesky, then
+        the inverse from the factor), and ``S_(i+1) = B_(i+1) - g_wire^2 S_i^-1`` by an axpy;
+        back: ``w_i = g_wire S_i^-1 w_(i+1)``, one symmetric product a row. ``blocks`` is consumed."""
+        rows, cols = self.rows, self.cols
         coupling = -(self.g_wire**2)
-        for i in range(start, stop):
-            factor, info = dpotrf(schur, lower=1, clean=1, overwrite_a=1)
+        # blocks[i] in C order is S_i in Fortran order: LAPACK and the axpy work on it in place
+        # (no copies, no memory beyond the blocks). Only the Fortran lower triangle is read; the
+        # other holds finite leftovers of the blocks' outer products.
+        flat = blocks.reshape(rows, cols * cols)
+        for i in range(rows):
+            block = blocks[i].T
+            factor, info = dpotrf(block, lower=1, clean=0, overwrite_a=1)
             if info != 0:
                 raise ArithmeticError(f"line network not positive definite (dpotrf info {info})")
-            inverse_factor, info = dtrtri(factor, lower=1, overwrite_c=1)
+            inverse, info = dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
-                raise ArithmeticError(f"line network factor singular (dtrtri info {info})")
-            out[i - start] = inverse_factor.T
-            if i + 1 < self.rows:
-                # S_(i+1) = B_(i+1) - g_wire^2 S_i^-1, S_i^-1 = L_i^-T L_i^-1 (lower triangle only).
-                schur = dsyrk(coupling, inverse_factor, beta=1.0, c=blocks[i + 1].T, trans=1, lower=1)
-        return schur
-
-    def _sweep(self, blocks: FloatArray, probes: FloatArray, wanted: npt.NDArray[np.intp]) -> FloatArray:
-        rows, cols = self.rows, self.cols
-        # Keep every L_i^-1 when they fit, else only the Schur complement at every `stride`-th row
-        # (checkpoints) and factor each stretch again on the way back.
-        stride = max(1, min(rows, _STORE_BYTES // (8 * cols * cols)))
-        stretch = np.empty((stride, cols, cols))
-        checkpoints = {0: np.array(blocks[0].T, order="F")}
-        if stride < rows:
-            for start in range(0, rows - stride, stride):
-                schur = self._forward(blocks, start, start + stride, checkpoints[start].copy(order="F"), stretch)
-                checkpoints[start + stride] = schur
+                raise ArithmeticError(f"line network factor singular (dpotri info {info})")
+            # scipy hands back the very array it was given when it works in place; should it ever
+            # copy instead, the copy is written back (an identity test costs nothing per row).
+            if inverse is not block:
+                block[...] = inverse
+            if i + 1 < rows:
+                following = flat[i + 1]
+                updated = daxpy(flat[i], following, a=coupling)  # S_(i+1) = B_(i+1) - g_wire^2 S_i^-1
+                if updated is not following:
+                    following[...] = updated
         result = np.empty((rows, wanted.size))
         w = np.zeros((cols, wanted.size), order="F")
         w[wanted, np.arange(wanted.size)] = 1.0  # a unit source at each wanted column's TIA
-        for start in reversed(range(0, rows, stride)):
-            stop = min(start + stride, rows)
-            self._forward(blocks, start, stop, checkpoints.pop(start), stretch)
-            for i in reversed(range(start, stop)):
-                # Back substitution: S_i w_i = g_wire w_(i+1) (the source only in the last block),
-                # with S_i^-1 = L_i^-T L_i^-1; this carries G_eff's factor g_wire along (one per step,
-                # one more than the recursion needs).
-                inverse_factor = stretch[i - start].T
-                w = dtrmm(1.0, inverse_factor, w, lower=1, overwrite_b=1)
-                w = dtrmm(self.g_wire, inverse_factor, w, lower=1, trans_a=1, overwrite_b=1)
-                np.matmul(probes[i], w, out=result[i])
+        for i in reversed(range(rows)):
+            # Back substitution: S_i w_i = g_wire w_(i+1) (the source only in the last block); this
+            # carries G_eff's factor g_wire along (one per step, one more than the recursion needs).
+            w = dsymm(self.g_wire, blocks[i].T, w, lower=1)
+            np.matmul(probes[i], w, out=result[i])
         result *= self.g_end  # G_eff = g_wire g_end u(i, 0), g_wire already in w
         return result

@@ -37,8 +37,9 @@ from mock_hardware.physics.threads import one_blas_thread
 
 FloatArray = npt.NDArray[np.float64]
 
-# Tiles of this many cells a side end the batched stage (merges above it are one at a time).
-DEFAULT_TILE = 64
+# Tiles of this many cells a side end the batched stage (merges above it are one at a time). 32: 5-11 %
+# less CPU than 64 on 64 x 64 to 256 x 128, 2 % on 512 x 256 (docs/benchmarks.md, ninth pass, part S).
+DEFAULT_TILE = 32
 # Separators up to this many nodes are eliminated without a LAPACK call per tile (from 8 nodes on,
 # numpy's stacked inverse and matmul beat vectorized elimination over the stack).
 _SMALL_SEPARATOR = 4

@@ -92,13 +92,16 @@ def test_a_tile_must_be_a_power_of_two() -> None:
         DissectionSolver(8, 8, 0.35, tile=6)
 
 
-def test_wide_arrays_dissect_and_the_presets_small_arrays_keep_the_sweep() -> None:
+def test_wide_arrays_dissect_and_narrow_ones_keep_the_sweep() -> None:
+    # Where each is cheaper (docs/benchmarks.md, ninth pass, part S): from 64 columns on at the
+    # presets' 128 rows, and on every wider array; the 128 x 16 preset and short rows keep the sweep.
     assert TransferSolver(512, 256, 0.35).method == "dissection"
     assert TransferSolver(256, 128, 0.35).method == "dissection"
-    assert TransferSolver(128, 64, 0.35).method == "sweep"  # the demo's array: bit for bit as before
+    assert TransferSolver(128, 64, 0.35).method == "dissection"
     assert TransferSolver(128, 16, 0.35).method == "sweep"
-    g = np.random.default_rng(2).uniform(100e-6, 900e-6, (4, 64))
-    solver = TransferSolver(4, 64, 0.35)
+    assert TransferSolver(4, 64, 0.35).method == "sweep"
+    g = np.random.default_rng(2).uniform(100e-6, 900e-6, (16, 128))
+    solver = TransferSolver(16, 128, 0.35)
     np.testing.assert_allclose(solver.transfer(g), effective_conductance(g, 0.35, 1), rtol=1e-9)
     assert solver.dissections == 1 and solver.factorizations == 0
 
@@ -140,15 +143,17 @@ def test_an_array_on_the_dissection_path_computes_vmms_exactly(monkeypatch: pyte
     assert len(calls) >= 2  # solved by dissection, once per programming state at least
 
 
-def test_a_full_size_array_at_the_default_tile_matches_the_sparse_lu() -> None:
-    # 256 x 128 at the default tile of 64: every level of the batched stage (stacked elimination of
-    # separators up to 4 nodes, stacked inverses from 8 to 64) and a merged stage whose merges keep
+@pytest.mark.parametrize("tile", [None, 64])
+def test_a_full_size_array_at_the_default_tile_matches_the_sparse_lu(tile: int | None) -> None:
+    # 256 x 128 at the default tile of 32 and at 64: every level of the batched stage (stacked
+    # elimination of separators up to 4 nodes, stacked inverses from 8 on) and a merged stage whose merges keep
     # drivers and TIAs together (the terminals' mutual blocks left out), with a dead row and a dead
     # column; 64 columns asked for, as an in-situ MLP measures them.
     g = awkward_conductances(256, 128, seed=11)
     columns = np.linspace(0, 127, 64).astype(np.intp)
     exact = effective_conductance(g, 0.35, 1)[:, columns]
-    g_eff = DissectionSolver(256, 128, 0.35).transfer(g, columns)[:, columns]
+    solver = DissectionSolver(256, 128, 0.35) if tile is None else DissectionSolver(256, 128, 0.35, tile=tile)
+    g_eff = solver.transfer(g, columns)[:, columns]
     np.testing.assert_allclose(g_eff, exact, rtol=1e-9, atol=1e-12 * np.abs(exact).max())
 
 

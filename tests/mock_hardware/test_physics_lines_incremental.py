@@ -34,16 +34,6 @@ def test_solves_after_programming_events_stay_within_1e_6_of_lu(rows: int, cols:
     assert np.max(np.abs(exact / g - 1)) > 1e-4
 
 
-def test_the_back_substitution_from_checkpoints_gives_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A large array keeps only every k-th Schur inverse and recomputes the rows between them on the
-    # way back: with room for 3 blocks of 10 x 10 the 23 rows are solved in 8 stretches.
-    g = np.random.default_rng(1).uniform(100e-6, 900e-6, (23, 10))
-    stored = TransferSolver(23, 10, 0.35).transfer(g)
-    monkeypatch.setattr(line_resistance, "_STORE_BYTES", 3 * 8 * 10 * 10)
-    np.testing.assert_allclose(TransferSolver(23, 10, 0.35).transfer(g), stored, rtol=1e-12)
-    np.testing.assert_allclose(stored, effective_conductance(g, 0.35, 1), rtol=1e-9)
-
-
 def test_row_lines_too_lossy_for_the_semiseparable_form_fall_back_to_the_sparse_lu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
