@@ -1,0 +1,156 @@
+"""Compiled per-element passes of the host's ``VMM:CODE?`` encoding (numba).
+
+A CNN's VMM batch is hundreds of thousands of inputs (conv2: 6,400 vectors x 120 rows). Numpy took
+them in some ten passes over megabytes (the non-zero mask, the extraction of the non-zero inputs,
+their extremes, the DAC rounding in float64 chunks, the bitmap's packing, the block's join); here it
+is two: :func:`scan` (what the checks need) and :func:`encode_nonzero` or :func:`encode_every`
+(the block, written in place). The arithmetic is :func:`drivers.compact.dac_levels`' in the same IEEE
+operations in the same order (no fast-math, no contraction), so the codes are the same bits; the
+tests hold each kernel to the numpy form it replaced.
+
+Compiled once per machine and cached next to this file (``cache=True``); imported only by the first
+VMM that sends codes (:func:`drivers.board._compiled`), so a process that sends none never loads numba.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compiled(function: _F) -> _F:
+    """``function`` compiled to machine code on its first call, the result cached on disk."""
+    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
+
+
+@_compiled
+def scan(
+    inputs: npt.NDArray[np.float32], row_counts: npt.NDArray[np.int64], active: npt.NDArray[np.bool_]
+) -> tuple[int, float, float]:
+    """One pass over a C-ordered ``(nvec, width)`` batch: its non-zero inputs' count (returned) and
+    count per vector (into ``row_counts``), which columns hold any (set in ``active``, which comes in
+    False), and their smallest and largest (NaN for both if any is NaN, as ``min`` and ``max``
+    propagate it; ``inf`` and ``-inf`` when there are none). ``-0.0`` is zero, as ``!= 0`` has it."""
+    nvec, width = inputs.shape
+    # Each column's own extremes and flags, reduced at the end: element-wise minima across vectors
+    # are SIMD instructions, a running minimum over the whole batch a chain of dependent ones (and
+    # selects, not jumps: the zeros are spread at random through a batch).
+    lows = np.full(width, np.inf, dtype=np.float32)
+    highs = np.full(width, -np.inf, dtype=np.float32)
+    nans = np.zeros(width, dtype=np.bool_)
+    total = 0
+    for i in range(nvec):
+        count = 0
+        for j in range(width):
+            v = inputs[i, j]
+            nz = v != 0
+            count += nz
+            active[j] |= nz
+            nans[j] |= v != v
+            lows[j] = min(lows[j], v if nz else np.float32(np.inf))
+            highs[j] = max(highs[j], v if nz else np.float32(-np.inf))
+        row_counts[i] = count
+        total += count
+    lo = np.inf
+    hi = -np.inf
+    for j in range(width):
+        lo = min(lo, np.float64(lows[j]))
+        hi = max(hi, np.float64(highs[j]))
+        if nans[j]:
+            lo = np.nan
+            hi = np.nan
+            break
+    return total, lo, hi
+
+
+BLOCK = 2048
+"""inputs :func:`encode_nonzero` compacts at a time before coding them (8 kB of float32: in L1)"""
+
+
+@_compiled
+def encode_nonzero(
+    inputs: npt.NDArray[np.float32], step: float, bitmap: npt.NDArray[np.uint8], codes: npt.NDArray[np.int16]
+) -> int:
+    """The ``NZ`` form of a C-ordered batch: the bitmap of its non-zero inputs (row-major, least
+    significant bit first) into ``bitmap``, their DAC codes into ``codes``; returns how many codes.
+    The caller has checked the extreme codes fit int16 and sized ``codes`` by :func:`scan`'s count
+    (``ValueError`` before a code past its end is written)."""
+    flat = inputs.ravel()
+    size = flat.size
+    if bitmap.size != (size + 7) // 8:
+        raise ValueError("the bitmap has another size than the batch's")
+    whole = size // 8
+    for b in range(whole):  # a byte of 8 flags at a time: no bit position carried along
+        acc = 0
+        for t in range(8):
+            acc |= int(flat[8 * b + t] != 0) << t
+        bitmap[b] = acc
+    if size % 8:
+        acc = 0
+        for t in range(size % 8):
+            acc |= int(flat[8 * whole + t] != 0) << t
+        bitmap[whole] = acc
+    inverse = 1.0 / step
+    kept = np.empty(BLOCK, dtype=np.float32)
+    k = 0
+    for start in range(0, size, BLOCK):
+        n = 0
+        for f in range(start, min(start + BLOCK, size)):
+            v = flat[f]
+            kept[n] = v  # kept if non-zero, else overwritten by the next: a select, not a jump
+            n += v != 0
+        if k + n > codes.size:
+            raise ValueError("more non-zero inputs than there is room for codes")
+        for t in range(n):  # 16-bit stores: byte by byte was five times slower
+            codes[k + t] = _code(np.float64(kept[t]), step, inverse)
+        k += n
+    return k
+
+
+@_compiled
+def encode_every(inputs: npt.NDArray[np.float32], step: float, codes: npt.NDArray[np.int16]) -> None:
+    """The ``ALL`` form: every input's DAC code (0 for a zero, ``-0.0`` included) into ``codes``."""
+    flat = inputs.ravel()
+    if codes.size != flat.size:
+        raise ValueError("the codes have another size than the batch's")
+    inverse = 1.0 / step
+    for f in range(flat.size):
+        codes[f] = _code(np.float64(flat[f]), step, inverse)  # a zero's is 0
+
+
+@numba.njit(inline="always")
+def _code(v: float, step: float, inverse: float) -> int:
+    """:func:`drivers.compact.dac_levels` of one voltage as an integer: the nearest code, one further
+    where its level falls short, the sign put back on the float (``-0.0`` and ``0.0`` are code 0)."""
+    magnitude = abs(v)
+    nearest = np.rint(magnitude * inverse)
+    if nearest * step < magnitude:
+        nearest += 1.0
+    return int(np.copysign(nearest, v))
+
+
+@_compiled
+def currents_as_read(
+    codes: npt.NDArray[np.int16], nibbles: npt.NDArray[np.uint8], adc_lsb: float, gains: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float64],
+) -> int:  # fmt: skip
+    """An ADC-code block's codes and gain indices (two a byte, the first in the low nibble) as currents
+    held at float32 (``float32(code * adc_lsb / gains[index])``, widened back: what
+    :meth:`drivers.compact.Scales.currents` and ``drivers.board._as_read`` make of them, the same IEEE
+    operations) into ``out``, in one pass. Returns -1, or the largest gain index past ``gains`` (the
+    values at such indices are left unwritten)."""
+    ngains = gains.size
+    bad = np.int64(-1)
+    for i in range(codes.size):
+        index = (np.int64(nibbles[i >> 1]) >> (4 * (i & 1))) & 0x0F
+        if index >= ngains:
+            bad = max(bad, index)
+            continue
+        out[i] = np.float64(np.float32(np.float64(codes[i]) * adc_lsb / gains[index]))
+    return int(bad)
