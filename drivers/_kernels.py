@@ -20,6 +20,8 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba.extending import intrinsic
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -69,10 +71,6 @@ def scan(
     return total, lo, hi
 
 
-BLOCK = 2048
-"""inputs :func:`encode_nonzero` compacts at a time before coding them (8 kB of float32: in L1)"""
-
-
 @_compiled
 def encode_nonzero(
     inputs: npt.NDArray[np.float32], step: float, bitmap: npt.NDArray[np.uint8], codes: npt.NDArray[np.int16]
@@ -86,7 +84,7 @@ def encode_nonzero(
     if bitmap.size != (size + 7) // 8:
         raise ValueError("the bitmap has another size than the batch's")
     whole = size // 8
-    for b in range(whole):  # a byte of 8 flags at a time: no bit position carried along
+    for b in range(whole):  # a byte of 8 flags at a time: no bit position carried along (vectorized)
         acc = 0
         for t in range(8):
             acc |= int(flat[8 * b + t] != 0) << t
@@ -96,20 +94,31 @@ def encode_nonzero(
         for t in range(size % 8):
             acc |= int(flat[8 * whole + t] != 0) << t
         bitmap[whole] = acc
-    inverse = 1.0 / step
-    kept = np.empty(BLOCK, dtype=np.float32)
+    # The non-zero inputs in order, found from the bitmap 64 inputs at a time (a jump per word, not
+    # per input: the zeros are spread at random through a batch), then coded in a loop of their own.
+    kept = np.empty(codes.size, dtype=np.float32)
     k = 0
-    for start in range(0, size, BLOCK):
-        n = 0
-        for f in range(start, min(start + BLOCK, size)):
-            v = flat[f]
-            kept[n] = v  # kept if non-zero, else overwritten by the next: a select, not a jump
-            n += v != 0
-        if k + n > codes.size:
-            raise ValueError("more non-zero inputs than there is room for codes")
-        for t in range(n):  # 16-bit stores: byte by byte was five times slower
-            codes[k + t] = _code(np.float64(kept[t]), step, inverse)
-        k += n
+    for w in range(size // 64):
+        word = np.uint64(0)
+        for t in range(8):
+            word |= np.uint64(bitmap[8 * w + t]) << np.uint64(8 * t)
+        while word:
+            if k >= kept.size:
+                raise ValueError("more non-zero inputs than there is room for codes")
+            kept[k] = flat[64 * w + trailing_zeros(word)]
+            k += 1
+            word &= word - np.uint64(1)
+    for b in range(8 * (size // 64), bitmap.size):
+        byte = np.uint64(bitmap[b])
+        while byte:
+            if k >= kept.size:
+                raise ValueError("more non-zero inputs than there is room for codes")
+            kept[k] = flat[8 * b + trailing_zeros(byte)]
+            k += 1
+            byte &= byte - np.uint64(1)
+    inverse = 1.0 / step
+    for t in range(k):
+        codes[t] = _code(np.float64(kept[t]), step, inverse)
     return k
 
 
@@ -143,14 +152,40 @@ def currents_as_read(
     """An ADC-code block's codes and gain indices (two a byte, the first in the low nibble) as currents
     held at float32 (``float32(code * adc_lsb / gains[index])``, widened back: what
     :meth:`drivers.compact.Scales.currents` and ``drivers.board._as_read`` make of them, the same IEEE
-    operations) into ``out``, in one pass. Returns -1, or the largest gain index past ``gains`` (the
-    values at such indices are left unwritten)."""
-    ngains = gains.size
-    bad = np.int64(-1)
-    for i in range(codes.size):
-        index = (np.int64(nibbles[i >> 1]) >> (4 * (i & 1))) & 0x0F
-        if index >= ngains:
-            bad = max(bad, index)
-            continue
-        out[i] = np.float64(np.float32(np.float64(codes[i]) * adc_lsb / gains[index]))
-    return int(bad)
+    operations) into ``out``. Returns -1, or the largest gain index past ``gains`` (``out`` is then
+    not the currents)."""
+    count = codes.size
+    last = gains.size - 1
+    largest = np.int64(0)
+    # Each value's gain first (a byte of two indices at a time), then the arithmetic in a loop of
+    # its own, which the compiler vectorizes (a division a value: the gains are not reciprocals).
+    for pair in range(count // 2):
+        byte = np.int64(nibbles[pair])
+        low, high = byte & 0x0F, byte >> 4
+        largest = low if low > largest else largest
+        largest = high if high > largest else largest
+        out[2 * pair] = gains[low if low < last else last]
+        out[2 * pair + 1] = gains[high if high < last else last]
+    if count % 2:
+        low = np.int64(nibbles[count // 2]) & 0x0F
+        largest = low if low > largest else largest
+        out[count - 1] = gains[low if low < last else last]
+    for i in range(count):
+        out[i] = np.float64(np.float32(np.float64(codes[i]) * adc_lsb / out[i]))
+    return int(largest) if largest > last else -1
+
+
+@intrinsic
+def _cttz(typingctx: Any, word: Any) -> Any:
+    if not isinstance(word, numba.types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return word(word), codegen
+
+
+trailing_zeros = cast(Callable[[np.uint64], int], _cttz)
+"""The zero bits below the lowest bit set of an integer (its width for 0), in compiled code: LLVM's
+``cttz``, one instruction on x86 and ARM, to visit a bitmap's set bits without a jump per bit."""

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from drivers._kernels import trailing_zeros
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -28,31 +30,22 @@ def _compiled(function: _F) -> _F:
     return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
 
 
-def _tables() -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-    """For every byte of a bitmap: each bit's rank among the bits set (1 for the lowest set bit; 0
-    where the bit is clear), and how many bits are set."""
-    byte = np.arange(256)[:, None]
-    bit = (byte >> np.arange(8)) & 1
-    rank = np.where(bit == 1, np.cumsum(bit, axis=1), 0).astype(np.int32)
-    return rank, bit.sum(axis=1).astype(np.int32)
-
-
-_RANK, _ONES = _tables()
-
-
 @_compiled
 def count_bits(bitmap: npt.NDArray[np.uint8], size: int) -> tuple[int, bool]:
     """The bits set among the first ``size`` of a bitmap (least significant bit first), and whether
     any bit past them is set."""
-    total = 0
+    total = np.int64(0)
     for b in range(bitmap.size):
-        total += _ONES[bitmap[b]]
+        byte = np.int64(bitmap[b])
+        byte = byte - ((byte >> 1) & 0x55)
+        byte = (byte & 0x33) + ((byte >> 2) & 0x33)
+        total += (byte + (byte >> 4)) & 0x0F
     past = False
     for position in range(size, 8 * bitmap.size):
         if (bitmap[position >> 3] >> (position & 7)) & 1:
             past = True
             total -= 1
-    return total, past
+    return int(total), past
 
 
 @_compiled
@@ -60,39 +53,49 @@ def levels_from_bitmap(
     bitmap: npt.NDArray[np.uint8], codes: npt.NDArray[np.uint8], step: np.float32, out: npt.NDArray[np.float32]
 ) -> tuple[int, int]:
     """Every input's level into ``out`` (``out.size`` inputs): ``float32(code) * step`` where the bitmap
-    has a bit set, the next little-endian int16 code of ``codes`` in turn, and +0.0 elsewhere. The caller
-    has checked that ``codes`` holds exactly a code per bit set (:func:`count_bits`). Returns the
-    smallest and largest code (0 and 0 when there are none)."""
-    sent = codes.size // 2
-    levels = np.empty(sent + 1, dtype=np.float32)  # the levels sent, after a 0.0 for the inputs not sent
-    levels[0] = 0.0
-    lo = np.int64(32767)
-    hi = np.int64(-32768)
-    for t in range(sent):
-        code = np.int64(codes[2 * t]) | (np.int64(codes[2 * t + 1]) << 8)
-        code -= (code >> 15) << 16  # the int16's sign
-        lo = min(lo, code)
-        hi = max(hi, code)
-        levels[t + 1] = np.float32(code) * step
+    has a bit set, the next little-endian int16 code of ``codes`` in turn, and +0.0 elsewhere (bits
+    past ``out.size`` are not read: :func:`count_bits` has refused them). ``ValueError`` unless there
+    is exactly a code per bit set, before any read past the codes. Returns the smallest and largest
+    code (0 and 0 when there are none)."""
     size = out.size
-    whole = size // 8
-    first = 0  # the levels before this byte's
+    sent = codes.size // 2
     if bitmap.size < (size + 7) // 8:
         raise ValueError("the bitmap is shorter than the inputs")
-    for b in range(whole):
-        byte = bitmap[b]
-        if first + _ONES[byte] > sent:  # (count_bits has ruled it out: no read past the codes, whatever)
-            raise ValueError("the bitmap sets more bits than there are codes")
-        for t in range(8):  # each input's level by its bit's rank in the byte, without a jump on the bit
-            rank = _RANK[byte, t]
-            out[8 * b + t] = levels[(first + rank) * (rank != 0)]
-        first += _ONES[byte]
-    if size > 8 * whole and first + _ONES[bitmap[whole] & ((1 << (size - 8 * whole)) - 1)] > sent:
-        raise ValueError("the bitmap sets more bits than there are codes")
-    for t in range(size - 8 * whole):
-        rank = _RANK[bitmap[whole], t]
-        out[8 * whole + t] = levels[(first + rank) * (rank != 0)]
-    if lo > hi:
+    levels = np.empty(sent, dtype=np.float32)
+    lo = np.int64(32767)
+    hi = np.int64(-32768)
+    for t in range(sent):  # the codes' levels, in a loop of its own (vectorized)
+        code = np.int64(codes[2 * t]) | (np.int64(codes[2 * t + 1]) << 8)
+        code -= (code >> 15) << 16  # the int16's sign
+        lo = code if code < lo else lo
+        hi = code if code > hi else hi
+        levels[t] = np.float32(code) * step
+    out[:] = 0.0
+    # Then each set bit's level to its place, 64 inputs a word: a jump per word, not per input.
+    k = 0
+    for w in range(size // 64):
+        word = np.uint64(0)
+        for t in range(8):
+            word |= np.uint64(bitmap[8 * w + t]) << np.uint64(8 * t)
+        while word:
+            if k >= sent:
+                raise ValueError("the bitmap sets more bits than there are codes")
+            out[64 * w + trailing_zeros(word)] = levels[k]
+            k += 1
+            word &= word - np.uint64(1)
+    for b in range(8 * (size // 64), (size + 7) // 8):
+        byte = np.uint64(bitmap[b])
+        if 8 * b + 8 > size:
+            byte &= (np.uint64(1) << np.uint64(size - 8 * b)) - np.uint64(1)
+        while byte:
+            if k >= sent:
+                raise ValueError("the bitmap sets more bits than there are codes")
+            out[8 * b + trailing_zeros(byte)] = levels[k]
+            k += 1
+            byte &= byte - np.uint64(1)
+    if k != sent:
+        raise ValueError("the bitmap sets fewer bits than there are codes")
+    if not sent:
         return 0, 0
     return int(lo), int(hi)
 
