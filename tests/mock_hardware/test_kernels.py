@@ -77,6 +77,8 @@ def test_a_bitmap_with_more_bits_than_codes_is_refused_before_any_read_past_them
     bitmap = np.packbits(np.ones(20, bool), bitorder="little")
     with pytest.raises(ValueError, match="more bits than there are codes"):
         _kernels.levels_from_bitmap(bitmap, np.zeros(2 * 19, np.uint8), np.float32(0.1), out)
+    with pytest.raises(ValueError, match="fewer bits than there are codes"):
+        _kernels.levels_from_bitmap(bitmap, np.zeros(2 * 21, np.uint8), np.float32(0.1), out)
     with pytest.raises(ValueError, match="shorter"):
         _kernels.levels_from_bitmap(bitmap[:2], np.zeros(40, np.uint8), np.float32(0.1), out)
 
@@ -91,3 +93,14 @@ def test_the_adc_block_is_the_codecs_layout(count: int) -> None:
     wire_codes = payload[: 2 * count].view(np.int16)
     _kernels.adc_block(codes, index, wire_codes, payload[2 * count :])
     assert payload.tobytes() == compact.encode_adc_codes(codes, index)
+
+
+def test_bits_past_the_inputs_are_not_read() -> None:
+    """The firmware refuses such a bitmap (count_bits), but the kernel does not rely on it: a bit past
+    the last input takes no code and writes nothing past the inputs."""
+    bitmap = np.packbits(np.array([1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1], bool), bitorder="little")
+    codes = np.array([5, -7, 9, 11], np.int16)  # the four bits among the first 6 inputs
+    out = np.full(7, np.nan, np.float32)
+    assert _kernels.levels_from_bitmap(bitmap, codes.view(np.uint8), np.float32(0.5), out[:6]) == (-7, 11)
+    np.testing.assert_array_equal(out[:6], [2.5, 0, -3.5, 4.5, 0, 5.5])
+    assert np.isnan(out[6])
