@@ -1,15 +1,17 @@
-"""Compiled per-element passes of the host's ``VMM:CODE?`` encoding (numba).
+"""Compiled per-element passes of the host's compact encodings (numba).
 
 A CNN's VMM batch is hundreds of thousands of inputs (conv2: 6,400 vectors x 120 rows). Numpy took
 them in some ten passes over megabytes (the non-zero mask, the extraction of the non-zero inputs,
-their extremes, the DAC rounding in float64 chunks, the bitmap's packing, the block's join); here it
-is two: :func:`scan` (what the checks need) and :func:`encode_nonzero` or :func:`encode_every`
-(the block, written in place). The arithmetic is :func:`drivers.compact.dac_levels`' in the same IEEE
-operations in the same order (no fast-math, no contraction), so the codes are the same bits; the
-tests hold each kernel to the numpy form it replaced.
+their extremes, the DAC rounding in float64 chunks, the bitmap's packing); here :func:`scan` makes
+one for what the checks need, and :func:`encode_nonzero` (or :func:`encode_every`) writes the
+bitmap and the codes. The arithmetic is :func:`drivers.compact.dac_levels`' in the same IEEE
+operations in the same order (no fast-math, no contraction), so the codes are the same bits.
+:func:`currents_as_read` reads an ADC-code reply. The tests hold each kernel to the numpy form it
+replaced.
 
-Compiled once per machine and cached next to this file (``cache=True``); imported only by the first
-VMM that sends codes (:func:`drivers.board._compiled`), so a process that sends none never loads numba.
+Compiled once per machine and cached next to this file (``cache=True``); imported by the first command
+that sends or reads codes (``Board.vmm``, ``Scales.read``), so a process that sends none (``hil --help``)
+never loads numba.
 """
 
 from __future__ import annotations

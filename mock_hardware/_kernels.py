@@ -1,14 +1,15 @@
-"""Compiled per-element passes of the firmware's ``VMM:CODE?`` decoding (numba).
+"""Compiled per-element passes of the firmware's compact encodings (numba).
 
 A CNN's VMM batch arrives as a bitmap of its non-zero inputs and their DAC codes (conv2: 768,000
 inputs, about 310,000 codes). Numpy unpacked the bitmap a byte an input, took 6 MB of int64
 positions from it, scaled the codes, zeroed the batch's input space and scattered the levels into
-it; :func:`levels_from_bitmap` writes every input's level, zeros included, in one pass from the
-bitmap and the codes as they arrived. The level is ``float32(code) * float32(step)`` in float32, as
-numpy computed it; the tests hold it to the numpy form it replaced.
+it; :func:`levels_from_bitmap` scales the codes and writes every input's level, zeros included,
+straight from the bitmap and the codes as they arrived, visiting the set bits a 64-bit word at a
+time. The level is ``float32(code) * float32(step)`` in float32, as numpy computed it. :func:`adc_block`
+packs an ADC-code reply. The tests hold each to the numpy form it replaced.
 
 Compiled once per machine and cached next to this file (``cache=True``); imported by the first
-``VMM:CODE?`` in the ``NZ`` form (:meth:`mock_hardware.firmware.Firmware._vmm_codes`).
+``VMM:CODE?`` in the ``NZ`` form or reply in ADC codes (:class:`mock_hardware.firmware.Firmware`).
 """
 
 from __future__ import annotations
