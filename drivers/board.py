@@ -524,7 +524,7 @@ class Board:
         assert self.scales is not None
         reply = self.link.exchange(command.header, args, block, reply_bytes=layouts.adc_block_bytes(values))
         try:
-            return _as_read(self.scales.currents(*layouts.decode_adc_codes(reply.payload, values)))
+            return self.scales.read(reply.payload, values)
         except ValueError as exc:
             raise LinkError(self.resource, f"garbled reply to {command.header}: {exc}", command.header) from exc
 
@@ -554,15 +554,17 @@ class Board:
         wanted = self._vmm_columns(region, columns)
         codes = self._takes_codes()
         if codes:
-            # The non-zero inputs (np.compress over the flat batch as it came: C-ordered, about 2x faster
-            # than boolean indexing, 15 % faster than np.extract) are what the compact form sends; the
-            # batch's extremes are theirs and 0 V where any input is 0, so the checks below need no
-            # pass over the whole batch.
-            nonzero = inputs != 0
-            values = np.compress(nonzero.ravel(), inputs.ravel())
-            ends = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)  # float32 values
+            # One compiled pass (drivers._kernels.scan) for what the checks below and the compact form
+            # need: the non-zero inputs' count per vector, extremes and columns. The batch's extremes
+            # are theirs and 0 V where any input is 0, so the checks need no pass of their own.
+            from drivers import _kernels  # numba: loaded by the first VMM that sends codes
+
+            row_counts = np.empty(len(inputs), dtype=np.int64)
+            active = np.zeros(inputs.shape[1], dtype=bool)  # over the batch's rows (the region's, or those given)
+            total, lo, hi = _kernels.scan(inputs, row_counts, active)
+            ends = (lo, hi) if total else (0.0, 0.0)  # float32 values
             extremes = ends
-            if values.size < inputs.size:
+            if total < inputs.size:
                 extremes = (min(extremes[0], 0.0), max(extremes[1], 0.0))
         else:  # one pass each for the batch's extremes, shared by the two checks
             extremes = (float(inputs.min()), float(inputs.max())) if inputs.size else (0.0, 0.0)
@@ -571,19 +573,19 @@ class Board:
             check_value("v_rows (the rows not given)", 0.0, self.limits.v_read, "V")
         self._check_vmm_current(inputs, max(extremes[1], -extremes[0]))
         if codes:
-            active = _columns_with_any(nonzero)  # over the batch's rows (the region's, or those given)
             if given is None:
                 driven = active.copy()
             else:
                 driven = np.zeros(region.nrows, dtype=bool)
                 driven[given[active]] = True
             if driven.any():
-                coded = self._vmm_codes(values, ends, nonzero, active)
+                # The rows not driven hold no non-zero input: only the batch's driven columns are sent.
+                sent = inputs if active.all() else np.compress(active, inputs, axis=1)
             else:  # every input is 0 V: one row still carries the vectors, all its inputs 0
                 driven[0] = True
-                coded = self._vmm_codes(values, ends, np.zeros((len(inputs), 1), bool), np.ones(1, dtype=bool))
-            if coded is not None:
-                return self._vmm_compact(region, wanted, driven, *coded, narrow=narrow)
+                sent = np.zeros((len(inputs), 1), dtype=np.float32)
+            if self._vmm_codes_fit(ends if total else None, total == sent.size):
+                return self._vmm_compact(region, wanted, driven, sent, row_counts, narrow=narrow)
         if given is not None:  # the float32 form carries every row of the region
             every = np.zeros((len(inputs), region.nrows), dtype=np.float32)
             every[:, given] = inputs
@@ -635,21 +637,37 @@ class Board:
 
     def _vmm_compact(
         self, region: Region, wanted: npt.NDArray[np.bool_], driven: npt.NDArray[np.bool_],
-        nonzero: npt.NDArray[np.bool_], codes: npt.NDArray[np.int16], narrow: bool = False,
+        inputs: npt.NDArray[np.float32], row_counts: npt.NDArray[np.int64], narrow: bool = False,
     ) -> FloatArray:  # fmt: skip
-        """``VMM:CODE?``: the driven rows' non-zero DAC codes (``codes``, where ``nonzero``, row-major)."""
-        nvec = len(nonzero)
+        """``VMM:CODE?``: the driven rows' inputs (``inputs``, C-ordered, a column per driven row, with
+        ``row_counts`` non-zero inputs in each vector) as row DAC codes, in the smaller of the two forms."""
+        from drivers import _kernels
+
+        assert self.scales is not None
+        step = self.scales.dac_step(Line.ROW)
+        nvec, width = inputs.shape
         measured = int(wanted.sum())
         size_in, size_out = layouts.VMM_CODE_DTYPE.itemsize, layouts.BYTES_PER_ADC_VALUE
-        per_vector = (int(driven.sum()) * size_in, measured * size_out)
+        per_vector = (width * size_in, measured * size_out)
         chunks = self._chunks(nvec, sum(per_vector), max(per_vector))
-        # Where each vector's codes start in ``codes`` (only needed to split the batch).
-        starts = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]) if len(chunks) > 1 else {0: 0, nvec: codes.size}
+        # How many codes each chunk sends (one chunk: all of them).
+        total = int(row_counts.sum())
+        starts = np.concatenate([[0], np.cumsum(row_counts)]) if len(chunks) > 1 else {0: 0, nvec: total}
         selection = layouts.encode_vmm_selection(driven, wanted)
         parts = []
         for start, count in chunks:
-            mask = nonzero[start : start + count]
-            form, block = layouts.encode_nonzero_inputs(mask, codes[starts[start] : starts[start + count]], selection)
+            batch = inputs[start : start + count]
+            nonzero = int(starts[start + count] - starts[start])
+            form, _ = layouts.inputs_form(batch.size, nonzero)
+            codes = np.empty(nonzero if form is layouts.Inputs.NONZERO else batch.size, dtype=np.int16)
+            if form is layouts.Inputs.NONZERO:
+                bitmap = np.empty((batch.size + 7) // 8, dtype=np.uint8)
+                _kernels.encode_nonzero(batch, step, bitmap, codes)
+                # the codes' bytes as they are: int16 in the host's order, and numba's hosts are little-endian
+                block = b"".join((selection, bitmap.data, codes.data))
+            else:
+                _kernels.encode_every(batch, step, codes)
+                block = b"".join((selection, codes.data))
             args = (*region.args(), count, form.value)
             parts.append(self._ask_codes(cmd.VMM_CODE, args, count * measured, block).reshape(count, measured))
             self._report("vmm", start + count, nvec, "vectors", len(chunks))
@@ -676,35 +694,23 @@ class Board:
     def _takes_codes(self) -> bool:
         return self.scales is not None and self._adc_codes
 
-    def _vmm_codes(
-        self, values: npt.NDArray[np.float32], ends: tuple[float, float], nonzero: npt.NDArray[np.bool_],
-        driven: npt.NDArray[np.bool_],
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int16]] | None:
-        """The non-zero inputs of the driven rows as the nearest row DAC codes (a mask over the
-        ``nvec x driven`` inputs and the codes, row-major), when they fit int16 and every level they
-        stand for, 0 V included, is inside the read limit (else ``None``: the float32 form). A non-zero
-        input never becomes code 0 (codes round away from 0 V). ``values``: the batch's non-zero
-        inputs, row-major, and ``ends`` their smallest and largest; ``nonzero``: where they are in
-        the batch; ``driven``: which of the batch's rows (its columns, ascending rows of the region)
-        are sent."""
+    def _vmm_codes_fit(self, ends: tuple[float, float] | None, every_nonzero: bool) -> bool:
+        """Whether a batch goes as row DAC codes: they fit int16 and every level they stand for, 0 V
+        included (unless ``every_nonzero`` of the inputs sent is), is inside the read limit (else the
+        float32 form). A non-zero input never becomes code 0 (codes round away from 0 V). ``ends``:
+        the smallest and largest non-zero input (``None``: there are none)."""
         assert self.scales is not None
         step = self.scales.dac_step(Line.ROW)
-        # The rows not driven hold no non-zero input, so the non-zero inputs of the whole batch, in
-        # row-major order, are those of the driven rows: only the mask (a byte an input) is narrowed.
-        mask = nonzero if driven.all() else nonzero.take(np.flatnonzero(driven), axis=1)
         low, high = self.limits.v_read.min, self.limits.v_read.max
-        zero_ok = low <= 0.0 <= high or mask.all()  # the mask's pass only when 0 V is outside the limit
-        if not values.size:
-            return (mask, np.zeros(0, layouts.VMM_CODE_DTYPE)) if zero_ok else None
+        zero_ok = low <= 0.0 <= high or every_nonzero
+        if ends is None:
+            return zero_ok
         # The codes are monotonic in the volts and code * step in the code: the codes of the smallest
         # and largest input are the extreme codes, and they decide both checks before any is made.
         first, last = (int(layouts.dac_level(end, step)) for end in ends)
         levels_ok = low <= first * step and last * step <= high
         fits = _VMM_CODES.min <= first and last <= _VMM_CODES.max
-        if not (fits and levels_ok and zero_ok):
-            return None
-        codes = np.asarray(layouts.dac_codes_as(values, step, layouts.VMM_CODE_DTYPE), dtype=np.int16)  # no copy
-        return mask, codes
+        return fits and levels_ok and zero_ok
 
     def iv_sweep(self, row: int, col: int, voltages: npt.ArrayLike, v_gate: float, width: float) -> FloatArray:
         """Quasi-static I-V sweep of one cell: the current (A) at the end of each voltage step.
@@ -836,15 +842,6 @@ def _pulse_kind(kind: PulseKind | str) -> PulseKind:
         return names[str(kind).upper()]
     except KeyError:
         raise InvalidRequest(f"unknown pulse kind {kind!r}; expected SET, RESET or FORM") from None
-
-
-def _columns_with_any(mask: npt.NDArray[np.bool_], head: int = 64) -> npt.NDArray[np.bool_]:
-    """``mask.any(axis=0)``, first over the first ``head`` rows: when every column has a True there
-    (a VMM batch's driven rows, as a rule) the rest of the batch need not be scanned."""
-    first: npt.NDArray[np.bool_] = np.asarray(mask[:head].any(axis=0))
-    if len(mask) <= head or first.all():
-        return first
-    return np.asarray(mask.any(axis=0))
 
 
 def _as_read(values: FloatArray) -> FloatArray:

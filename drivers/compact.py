@@ -42,6 +42,8 @@ BYTES_PER_ADC_VALUE = ADC_CODE_DTYPE.itemsize + 0.5  # an int16 code and a 4-bit
 def adc_block_bytes(count: int) -> int:
     """Bytes of an ADC-code block of ``count`` values."""
     return count * ADC_CODE_DTYPE.itemsize + (count + 1) // 2
+
+
 COMPACT_SINCE = (1, 3)
 """the protocol version that has the compact commands"""
 
@@ -121,6 +123,20 @@ class Scales:
     def _gain_array(self) -> npt.NDArray[np.float64]:
         return np.asarray(self.gains, dtype=np.float64)
 
+    def read(self, payload: bytes, count: int) -> npt.NDArray[np.float64]:
+        """An ADC-code block of ``count`` values as the currents (A) it stands for, held at float32 as
+        the plain forms send them (``drivers.board._as_read``): :meth:`currents` of
+        :func:`decode_adc_codes`, rounded to float32, in one compiled pass. ``ValueError`` for a block
+        of another length or a gain index past the gains."""
+        from drivers import _kernels  # numba: loaded by the first reply in codes
+
+        codes, nibbles = _adc_block_parts(payload, count)
+        currents = np.empty(count)
+        bad = _kernels.currents_as_read(codes, nibbles, self.adc_lsb, self._gain_array, currents)
+        if bad >= 0:
+            raise ValueError(f"gain index {bad} beyond the board's {len(self.gains)} gains")
+        return currents
+
     def currents(self, codes: npt.NDArray[np.integer], gain_index: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
         """The currents (A) that ADC codes taken at the given TIA gains stand for."""
         try:
@@ -164,65 +180,6 @@ def dac_levels(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray[np.f
     return _levels_as(volts, step, np.dtype(np.float64)).reshape(volts.shape)
 
 
-def dac_codes_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[np.integer]) -> npt.NDArray[np.integer]:
-    """:func:`dac_codes` of a batch, flat, cast to ``dtype`` chunk by chunk, for a caller that has
-    checked the extreme codes fit it (the codes are monotonic in the volts: the codes of the batch's
-    smallest and largest inputs are its smallest and largest). No float64 array of the whole batch
-    is made, nor a second pass to cast one. float32 volts with 16-bit codes take the ceiling's
-    shortcut (:func:`_ceiling_is_exact`) where it gives the same codes for this step."""
-    volts = np.asarray(volts)
-    if volts.dtype == np.float32 and dtype.itemsize <= 2 and _ceiling_is_exact(step):
-        return _ceiling_codes_as(volts, step, dtype)
-    return _levels_as(volts, step, dtype)
-
-
-CEILING_CODES = 1 << 16
-"""codes (of either sign) up to which :func:`_ceiling_is_exact` proves the ceiling's shortcut: every
-16-bit code"""
-
-
-@functools.lru_cache(maxsize=16)
-def _ceiling_is_exact(step: float) -> bool:
-    """Whether ``copysign(ceil(|v| * (1 / step)), v)`` is :func:`dac_codes` for every float32 ``v``
-    whose code is at most :data:`CEILING_CODES` in magnitude: three passes fewer than the rounding
-    and its correction.
-
-    Both equal ``ceil(q)``, ``q = |v| / step``, wherever ``q`` is more than about ``2e-16 q`` from
-    an integer (the product's rounding, against the correction's ``fl(n step) < |v|``). Within that
-    of an integer ``n`` lies at most one float32 (its spacing near ``n step`` is ``6e-8 n step``):
-    the float32 nearest ``n step``. So the two are compared on those, and their neighbours for good
-    measure, for every ``n``; any difference and this step keeps the rounding."""
-    levels = np.arange(CEILING_CODES + 2, dtype=np.float64) * step
-    nearest = levels.astype(np.float32)
-    above, below = np.nextafter(nearest, np.float32(np.inf)), np.nextafter(nearest, np.float32(0))
-    candidates = np.concatenate([nearest, above, below])
-    candidates = np.concatenate([candidates, -candidates])
-    return bool(np.array_equal(_ceiling_codes_as(candidates, step, np.dtype(np.float64)),
-                               _levels_as(candidates, step, np.dtype(np.float64))))  # fmt: skip
-
-
-def _ceiling_codes_as(volts: npt.NDArray[np.float32], step: float, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-    """``copysign(ceil(|v| / step), v)`` (by the same reciprocal as :func:`_levels_as`), flat, in
-    ``dtype``, chunk by chunk in a reused float64 scratch space: :func:`dac_codes` where
-    :func:`_ceiling_is_exact` says so."""
-    flat = volts.ravel()
-    out = np.empty(flat.size, dtype=dtype)
-    size = min(flat.size, DAC_CHUNK)
-    scratch = np.empty((2, size))
-    inverse = 1.0 / step
-    for start in range(0, flat.size, DAC_CHUNK):
-        part = flat[start : start + DAC_CHUNK]
-        n = part.size
-        volts64, codes = scratch[:, :n]
-        np.copyto(volts64, part)
-        np.abs(volts64, out=codes)
-        codes *= inverse
-        np.ceil(codes, out=codes)
-        np.copysign(codes, volts64, out=codes)  # a -0.0 stays code 0
-        out[start : start + n] = codes
-    return out
-
-
 def _levels_as(volts: npt.NDArray[np.floating], step: float, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
     """The DAC levels of ``volts``, flat, in ``dtype``: computed in float64 a chunk at a time in a reused
     scratch space, each chunk cast once into the result."""
@@ -264,33 +221,28 @@ def fits(codes: npt.NDArray[np.integer], dtype: np.dtype[np.integer]) -> bool:
 
 def encode_adc_codes(codes: npt.NDArray[np.floating | np.integer], gain_index: npt.NDArray[np.integer]) -> bytes:
     """An ADC-code block payload: every code, then the gain indices two a byte (low nibble first)."""
-    return b"".join(adc_code_parts(codes, gain_index))
-
-
-def adc_code_parts(
-    codes: npt.NDArray[np.floating | np.integer], gain_index: npt.NDArray[np.integer]
-) -> tuple[memoryview, memoryview]:
-    """:func:`encode_adc_codes`'s payload in its two parts (the codes, the gain indices' bytes), for a
-    caller that joins them into a reply with its other bytes in one copy."""
     flat = np.asarray(gain_index, dtype=np.uint8).ravel()
-    low = flat[0::2]  # an odd count's last byte: its index, and 0 in the high nibble
-    nibbles = low.copy() if low.dtype == np.uint8 else low.astype(np.uint8)
+    nibbles = flat[0::2].copy()  # an odd count's last byte: its index, and 0 in the high nibble
     high = flat[1::2]
     nibbles[: len(high)] |= high << 4
-    wire_codes = np.asarray(codes).astype(ADC_CODE_DTYPE).ravel()
-    return wire_codes.data, nibbles.data
+    return np.asarray(codes).astype(ADC_CODE_DTYPE).tobytes() + nibbles.tobytes()
 
 
 def decode_adc_codes(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8]]:
     """(codes, gain indices) of an ADC-code block payload of ``count`` values."""
+    codes, packed = _adc_block_parts(payload, count)
+    index = np.empty(2 * packed.size, dtype=np.uint8)
+    index[0::2], index[1::2] = packed & 0x0F, packed >> 4
+    return codes, index[:count]
+
+
+def _adc_block_parts(payload: bytes, count: int) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8]]:
+    """An ADC-code block payload's codes and its bytes of gain indices (two a byte), length checked."""
     if len(payload) != adc_block_bytes(count):
         raise ValueError(f"an ADC-code block of {count} values holds {adc_block_bytes(count)} bytes, "
                          f"not {len(payload)}")  # fmt: skip
     split = count * ADC_CODE_DTYPE.itemsize
-    packed = np.frombuffer(payload[split:], np.uint8)
-    index = np.empty(2 * packed.size, dtype=np.uint8)
-    index[0::2], index[1::2] = packed & 0x0F, packed >> 4
-    return np.frombuffer(payload[:split], ADC_CODE_DTYPE), index[:count]
+    return np.frombuffer(payload, ADC_CODE_DTYPE, count=count), np.frombuffer(payload, np.uint8, offset=split)
 
 
 class Inputs(StrEnum):
@@ -300,27 +252,22 @@ class Inputs(StrEnum):
     NONZERO = "NZ"  # a bitmap of the non-zero codes, then those codes
 
 
+def inputs_form(count: int, nonzero: int) -> tuple[Inputs, int]:
+    """The smaller form for ``count`` input codes of which ``nonzero`` are not 0, and its bytes (the
+    bitmap and the non-zero codes; every code when that is no larger)."""
+    every = count * VMM_CODE_DTYPE.itemsize
+    sparse = math.ceil(count / 8) + nonzero * VMM_CODE_DTYPE.itemsize
+    return (Inputs.ALL, every) if sparse >= every else (Inputs.NONZERO, sparse)
+
+
 def encode_inputs(codes: npt.NDArray[np.integer]) -> tuple[Inputs, bytes]:
-    """Input codes ``(nvec, driven rows)`` in the smaller of the two forms."""
+    """Input codes ``(nvec, driven rows)`` in the smaller of the two forms (:func:`inputs_form`)."""
     flat = np.asarray(codes).ravel()
     nonzero = flat != 0
-    return encode_nonzero_inputs(nonzero, flat[nonzero])
-
-
-def encode_nonzero_inputs(
-    nonzero: npt.NDArray[np.bool_], values: npt.NDArray[np.integer], head: bytes = b""
-) -> tuple[Inputs, bytes]:
-    """What :func:`encode_inputs` makes of input codes given as where they are non-zero (``nonzero``,
-    ``(nvec, driven rows)``) and those codes in row-major order: the host never builds the zeros.
-    ``head``: bytes the block starts with (``VMM:CODE?``'s bitmaps), joined in the same copy."""
-    flat = nonzero.ravel()
-    sparse_bytes = math.ceil(flat.size / 8) + values.size * VMM_CODE_DTYPE.itemsize
-    if sparse_bytes >= flat.size * VMM_CODE_DTYPE.itemsize:
-        every = np.zeros(flat.size, dtype=VMM_CODE_DTYPE)
-        every[flat] = values
-        return Inputs.ALL, b"".join((head, every.data))
-    codes = np.ascontiguousarray(values, dtype=VMM_CODE_DTYPE)
-    return Inputs.NONZERO, b"".join((head, np.packbits(flat, bitorder="little").data, codes.data))
+    form, _ = inputs_form(flat.size, int(nonzero.sum()))
+    if form is Inputs.ALL:
+        return form, flat.astype(VMM_CODE_DTYPE).tobytes()
+    return form, np.packbits(nonzero, bitorder="little").tobytes() + flat[nonzero].astype(VMM_CODE_DTYPE).tobytes()
 
 
 def decode_inputs(payload: bytes | memoryview, form: Inputs, count: int) -> npt.NDArray[np.int16]:
@@ -339,22 +286,41 @@ def decode_input_values(
     """What :func:`decode_inputs` reads, before the zeros are filled in: the positions of the codes
     sent (``None``: every position, in order) and those codes. ``ValueError`` if the length does not fit."""
     if form is Inputs.ALL:
-        if len(payload) != count * VMM_CODE_DTYPE.itemsize:
-            raise ValueError(f"{count} int16 codes need {count * VMM_CODE_DTYPE.itemsize} bytes, not {len(payload)}")
-        return None, np.frombuffer(payload, VMM_CODE_DTYPE)
+        return None, every_input_code(payload, count)
+    bitmap = nonzero_bitmap(payload, count)
+    nonzero = np.unpackbits(bitmap, bitorder="little")
+    # Positions, not a boolean mask: a scatter through indices is about 4x faster on large batches.
+    where = np.flatnonzero(nonzero[:count].view(bool))  # as bool: nonzero() on uint8 is 4x slower
+    return where, nonzero_codes(payload, count, where.size, bool(nonzero[count:].any()))
+
+
+def every_input_code(payload: bytes | memoryview, count: int) -> npt.NDArray[np.int16]:
+    """The ``ALL`` form's ``count`` codes; ``ValueError`` if the length does not fit."""
+    if len(payload) != count * VMM_CODE_DTYPE.itemsize:
+        raise ValueError(f"{count} int16 codes need {count * VMM_CODE_DTYPE.itemsize} bytes, not {len(payload)}")
+    return np.frombuffer(payload, VMM_CODE_DTYPE)
+
+
+def nonzero_bitmap(payload: bytes | memoryview, count: int) -> npt.NDArray[np.uint8]:
+    """The ``NZ`` form's bitmap of ``count`` inputs (its bytes, unchecked); ``ValueError`` if the payload
+    is shorter."""
     head = math.ceil(count / 8)
     if len(payload) < head:
         raise ValueError(f"the non-zero bitmap of {count} inputs needs {head} bytes, not {len(payload)}")
-    nonzero = np.unpackbits(np.frombuffer(payload[:head], np.uint8), bitorder="little")
-    if nonzero[count:].any():
+    return np.frombuffer(payload, np.uint8, count=head)
+
+
+def nonzero_codes(payload: bytes | memoryview, count: int, sent: int, past: bool) -> npt.NDArray[np.int16]:
+    """The ``NZ`` form's codes after its bitmap of ``count`` inputs, which sets ``sent`` bits (and
+    ``past``: any past the last input); ``ValueError`` if the bitmap or the length does not fit."""
+    head = math.ceil(count / 8)
+    if past:
         raise ValueError("the non-zero bitmap sets bits past the last input")
-    # Positions, not a boolean mask: a scatter through indices is about 4x faster on large batches.
-    where = np.flatnonzero(nonzero[:count].view(bool))  # as bool: nonzero() on uint8 is 4x slower
-    need = head + where.size * VMM_CODE_DTYPE.itemsize
+    need = head + sent * VMM_CODE_DTYPE.itemsize
     if len(payload) != need:
-        raise ValueError(f"a bitmap of {where.size} non-zero inputs and their codes need {need} bytes, "
+        raise ValueError(f"a bitmap of {sent} non-zero inputs and their codes need {need} bytes, "
                          f"not {len(payload)}")  # fmt: skip
-    return where, np.frombuffer(payload, VMM_CODE_DTYPE, offset=head)
+    return np.frombuffer(payload, VMM_CODE_DTYPE, offset=head)
 
 
 def encode_vmm_selection(rows: npt.NDArray[np.bool_], cols: npt.NDArray[np.bool_]) -> bytes:

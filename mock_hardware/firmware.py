@@ -102,7 +102,7 @@ _ARRAY_PULSE = {kind: PulseKind(kind.value) for kind in cmd.PulseKind}
 VMM_SELECTIONS_KEPT = 64
 """decoded ``VMM:CODE?`` row and column selections kept (a network's tiles use a few)"""
 VMM_INPUT_SPACES_KEPT = 8
-"""batch sizes whose input space a firmware keeps (see ``Firmware._zeroed_inputs``)"""
+"""batch sizes whose input space a firmware keeps (see ``Firmware._input_space_of``)"""
 
 
 def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -160,7 +160,7 @@ class Firmware:
         self.session: FramedSession | None = None  # the session this link took up with SYST:FRAM
         self.replayed = 0  # framed commands answered from a kept reply instead of run again
         self._vmm_selections: dict[tuple[bytes, int, int], VmmSelection] = {}  # see _vmm_selection
-        self._input_space: dict[int, npt.NDArray[np.float32]] = {}  # see _zeroed_inputs
+        self._input_space: dict[int, npt.NDArray[np.float32]] = {}  # see _input_space_of
         self._iv = IVCurve(array.params.iv_nonlinearity, array.params.v_iv_reference)  # to model currents ahead
         # header -> handler, from the @handles marks; an override in a subclass (marked or not) is the one bound
         self._handlers: dict[str, Callable[[Command], bytes]] = {}
@@ -716,10 +716,15 @@ class Firmware:
         return self.spec.electronics.dac_step(self._dac_range_of(line))
 
     def _adc_code_reply(self, current: FloatArray) -> bytes:
+        from mock_hardware import _kernels  # numba
+
         codes, index = self.spec.electronics.measure_autoranged_codes(current)
-        wire_codes, nibbles = compact.adc_code_parts(codes, index)
-        header = codec.block_header(wire_codes.nbytes + nibbles.nbytes)
-        return b"".join((header, wire_codes, nibbles, codec.TERMINATOR))  # one copy of the payload
+        count = codes.size
+        payload = np.empty(compact.adc_block_bytes(count), dtype=np.uint8)
+        # the codes' part as int16 in the host's order (numba's hosts are little-endian, as the wire is)
+        wire_codes = payload[: count * compact.ADC_CODE_DTYPE.itemsize].view(np.int16)
+        _kernels.adc_block(codes.ravel(), index.ravel(), wire_codes, payload[wire_codes.nbytes :])
+        return b"".join((codec.block_header(payload.size), payload.data, codec.TERMINATOR))  # one copy of the payload
 
     def _codes_fit(self) -> None:
         e = self.spec.electronics
@@ -754,29 +759,36 @@ class Firmware:
         driven, wanted = selection.driven, selection.wanted
         self._reply_block_fits(nvec * selection.nwanted, compact.BYTES_PER_ADC_VALUE)
         count = nvec * selection.ndriven
+        block = payload[sum(heads) :]
+        step = self._dac_step(Line.ROW)
         try:
-            where, values = compact.decode_input_values(payload[sum(heads) :], form, count)
+            if form is compact.Inputs.ALL:
+                values = compact.every_input_code(block, count)
+                # float32, the block precision the array computes in: one pass to cast and scale
+                levels = np.multiply(values, np.float32(step), dtype=np.float32)
+                first, last = (int(values.min()), int(values.max())) if values.size else (0, 0)
+            else:
+                from mock_hardware import _kernels  # numba: loaded by the first batch in this form
+
+                bitmap = compact.nonzero_bitmap(block, count)
+                sent, past = _kernels.count_bits(bitmap, count)
+                codes = compact.nonzero_codes(block, count, sent, past).view(np.uint8)
+                # Every input's level, the codes sent scaled in float32 and zeros between them (the same
+                # numbers as scaling every code: 0 * step is 0), written over the kept input space.
+                levels = self._input_space_of(count)
+                first, last = _kernels.levels_from_bitmap(bitmap, codes, np.float32(step), levels)
+                if sent < count:  # the codes not sent are 0
+                    first, last = min(first, 0), max(last, 0)
         except ValueError as exc:
             raise CommandFailure(ErrorCode.BLOCK_DATA, f"block after the row and column bitmaps: {exc}") from None
-        step = self._dac_step(Line.ROW)
         low, high = self.spec.limits.VREAD
-        # The levels are code * step, monotonic in the code: the extreme codes decide (the codes not
-        # sent are 0); a level outside is named element by element (the undriven rows are at 0 V).
-        first, last = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        if where is not None and where.size < count:
-            first, last = min(first, 0), max(last, 0)
+        # The levels are code * step, monotonic in the code: the extreme codes decide; a level outside
+        # is named element by element (the undriven rows are at 0 V). Nothing has reached the array yet.
         if not low <= first * step <= last * step <= high or (not selection.every_row and not low <= 0.0 <= high):
-            codes = compact.decode_inputs(payload[sum(heads) :], form, count).reshape(nvec, -1)
+            every = compact.decode_inputs(block, form, count).reshape(nvec, -1)
             v_rows = np.zeros((nvec, nrows))
-            v_rows[:, driven] = codes.astype(np.float64) * step
+            v_rows[:, driven] = every.astype(np.float64) * step
             self._within_array("v_rows", v_rows, LimitName.VREAD, "V", (0, 0))
-        # float32, the block precision the array computes in; the levels of the codes sent, scattered
-        # into zeros (the same numbers as scaling every code: 0 * step is 0)
-        levels = np.multiply(values, np.float32(step), dtype=np.float32)  # one pass: cast and scale
-        if where is not None:
-            scattered = self._zeroed_inputs(count)
-            scattered[where] = levels
-            levels = scattered
         v_driven = levels.reshape(nvec, -1)
         rows, measured, others = selection.rows, selection.measured, selection.others
         protected = min(-self.spec.limits.ICOL[0], self.spec.limits.ICOL[1])
@@ -787,17 +799,16 @@ class Firmware:
         self._go_idle()
         return self._adc_code_reply(currents if len(measured) == selection.nwanted else currents[:, wanted])
 
-    def _zeroed_inputs(self, count: int) -> npt.NDArray[np.float32]:
-        """``count`` float32 zeros for a ``VMM:CODE?``'s inputs to be scattered into: the space of the
-        last few batch sizes kept and zeroed again (a fresh 3 MB array cost a page fault a page in a
-        training run, or a calloc's memset through the allocator, several times the fill's time).
-        The array only reads it during the VMM (no reference is kept), so the next command may reuse it."""
+    def _input_space_of(self, count: int) -> npt.NDArray[np.float32]:
+        """Space for a ``VMM:CODE?``'s ``count`` input levels, which the caller overwrites whole: the
+        space of the last few batch sizes kept (a fresh 3 MB array cost a page fault a page in a
+        training run). The array only reads it during the VMM (no reference is kept), so the next
+        command may reuse it."""
         space = self._input_space.get(count)
         if space is None:
             if len(self._input_space) >= VMM_INPUT_SPACES_KEPT:
                 self._input_space.clear()
             space = self._input_space[count] = np.empty(count, dtype=np.float32)
-        space.fill(0.0)
         return space
 
     def _vmm_selection(self, head: bytes, nrows: int, ncols: int) -> VmmSelection:

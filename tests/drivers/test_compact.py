@@ -244,8 +244,10 @@ def test_inputs_given_as_their_non_zero_codes_encode_as_the_whole_array_does(den
     rng = np.random.default_rng(1)
     codes = np.where(rng.random((40, 13)) < density, rng.integers(-3000, 3000, (40, 13)), 0)
     nonzero = codes != 0
-    assert compact.encode_nonzero_inputs(nonzero, codes[nonzero]) == compact.encode_inputs(codes)
-    form = compact.encode_inputs(codes)[0]
+    form, payload = compact.encode_inputs(codes)
+    layout = np.packbits(nonzero, bitorder="little").tobytes() + codes[nonzero].astype("<i2").tobytes()
+    assert payload == (layout if form is compact.Inputs.NONZERO else codes.astype("<i2").tobytes())
+    assert compact.inputs_form(codes.size, int(nonzero.sum())) == (form, len(payload))
     assert form is (compact.Inputs.NONZERO if density < 0.5 else compact.Inputs.ALL)
 
 
@@ -271,9 +273,12 @@ def reference_codes(volts: npt.NDArray[np.floating], step: float) -> npt.NDArray
 
 def test_dac_codes_in_chunks_are_the_smallest_codes_that_reach_each_input() -> None:
     """A batch longer than a chunk (and not a whole number of chunks, in two dimensions) is coded piece by
-    piece, as float64 levels (:func:`compact.dac_levels`) or cast to int16 (:func:`compact.dac_codes_as`):
-    every code the smallest that reaches its input, on and next to code levels, signs and -0.0 kept, and
-    the codes' extremes those of the batch's smallest and largest input."""
+    piece, as float64 levels (:func:`compact.dac_levels`) or as the VMM's int16 codes (the compiled
+    :func:`drivers._kernels.encode_every`): every code the smallest that reaches its input, on and next
+    to code levels, signs and -0.0 kept, and the codes' extremes those of the batch's smallest and
+    largest input."""
+    from drivers import _kernels
+
     step = 10.0 / (2**16 - 1)
     rng = np.random.default_rng(4)
     size = 3 * compact.DAC_CHUNK + 17
@@ -288,8 +293,8 @@ def test_dac_codes_in_chunks_are_the_smallest_codes_that_reach_each_input() -> N
         assert levels.shape == values.shape
         np.testing.assert_array_equal(levels, expected)
         assert (np.signbit(levels) == np.signbit(expected)).all()
-        codes = compact.dac_codes_as(values, step, compact.VMM_CODE_DTYPE)
-        assert codes.dtype == compact.VMM_CODE_DTYPE
+        codes = np.empty(values.size, np.int16)
+        _kernels.encode_every(np.ascontiguousarray(values.reshape(1, -1)), step, codes)
         np.testing.assert_array_equal(codes, expected.ravel())
         if values.size:
             ends = compact.dac_levels(np.array([values.min(), values.max()]), step)

@@ -162,7 +162,7 @@ def test_the_firmware_reuses_its_input_space_without_old_inputs_leaking(monkeypa
         step = np.float32(board.scales.dac_step(Line.ROW))
         for batch in (dense, sparse, dense, sparse, sparse[::-1].copy()):
             board.vmm(batch, Region(0, 0, 8, 4))
-            expected = compact.dac_codes_as(batch, float(step), compact.VMM_CODE_DTYPE).reshape(batch.shape) * step
+            expected = compact.dac_levels(batch, float(step)) * step
             np.testing.assert_array_equal(handed[-1][1], expected.astype(np.float32))
         latest = handed[-1][0]
         for i, (array, copy) in enumerate(handed[:-1]):
@@ -190,57 +190,7 @@ def test_dac_levels_on_ties_and_signs() -> None:
     np.testing.assert_array_equal(np.signbit(scalar), np.signbit(levels))
 
 
-# --- the DAC codes of float32 inputs by the ceiling (session 10, second round) ---------------------
-
-
-def _near_every_level(step: float, codes: int, ulps: int = 3) -> np.ndarray:
-    """The float32 nearest each level ``n * step`` (``|n| <= codes``) and ``ulps`` float32 either side:
-    every input where the ceiling and the rounding could part (and a margin)."""
-    nearest = (np.arange(-codes, codes + 1) * step).astype(np.float32)
-    around = [nearest]
-    up, down = nearest.copy(), nearest.copy()
-    for _ in range(ulps):
-        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
-        around += [up, down]
-    return np.concatenate([*around, np.array([0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30], np.float32)])
-
-
-@pytest.mark.parametrize("step", [10 / 65535, 12 / 65535, 1 / 4095, 2**-14, 3 * 2**-15])
-def test_the_ceiling_gives_every_code_the_rounding_gives(step: float) -> None:
-    """Every 16-bit code's neighbourhood, both signs: the shortcut (taken: the step passes its check)
-    gives the rounding's codes, -0.0 as code 0."""
-    assert compact._ceiling_is_exact(step)
-    volts = _near_every_level(step, 32767)
-    volts = volts[np.abs(volts.astype(np.float64)) <= 32767 * step]  # codes that fit int16 (the caller checks)
-    codes = compact.dac_codes_as(volts, step, compact.VMM_CODE_DTYPE)
-    np.testing.assert_array_equal(codes, compact._levels_as(volts, step, np.dtype(np.float64)))
-    rng = np.random.default_rng(17)
-    spread = rng.uniform(-32767 * step, 32767 * step, 200_000).astype(np.float32)
-    codes = compact.dac_codes_as(spread, step, compact.VMM_CODE_DTYPE)
-    np.testing.assert_array_equal(codes, compact._levels_as(spread, step, np.dtype(np.float64)))
-
-
-@pytest.mark.parametrize("step", [75 * 2**-16, 91 * 2**-14])
-def test_a_step_where_the_ceiling_parts_from_the_rounding_keeps_the_rounding(step: float) -> None:
-    """On these steps ``|v| / step`` lands a rounding above a whole number at a level's own float32:
-    the ceiling gives the next code there, the check sees it and the codes stay the rounding's."""
-    volts = _near_every_level(step, 32767, ulps=1)
-    volts = volts[np.abs(volts.astype(np.float64)) <= 32767 * step]
-    reference = compact._levels_as(volts, step, np.dtype(np.float64))
-    assert not np.array_equal(compact._ceiling_codes_as(volts, step, np.dtype(np.float64)), reference)
-    assert not compact._ceiling_is_exact(step)
-    np.testing.assert_array_equal(compact.dac_codes_as(volts, step, compact.VMM_CODE_DTYPE), reference)
-
-
-def test_float64_inputs_and_wide_codes_keep_the_rounding() -> None:
-    """The proof covers float32 inputs and 16-bit codes only: anything else goes the general way."""
-    step = 75 * 2**-16  # a step where the ceiling would differ
-    volts = _near_every_level(step, 2000, ulps=1)
-    reference = compact._levels_as(volts, step, np.dtype(np.float64))
-    np.testing.assert_array_equal(compact.dac_codes_as(volts.astype(np.float64), step, np.dtype(np.int32)), reference)
-
-
-# --- the ADC reply in two parts -------------------------------------------------------------------
+# --- the ADC reply's layout -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 7, 8, 1001])
@@ -250,7 +200,7 @@ def test_the_adc_reply_parts_are_the_layout(count: int) -> None:
     index = rng.integers(0, 16, count)
     low_first = [int(a) | (int(b) << 4) for a, b in zip(index[0::2], [*index[1::2], 0], strict=False)]
     expected = codes.astype("<i2").tobytes() + bytes(low_first)
-    assert b"".join(compact.adc_code_parts(codes, index)) == expected == compact.encode_adc_codes(codes, index)
+    assert compact.encode_adc_codes(codes, index) == expected
     got_codes, got_index = compact.decode_adc_codes(expected, count)
     np.testing.assert_array_equal(got_codes, codes)
     np.testing.assert_array_equal(got_index, index)

@@ -178,13 +178,3 @@ def test_an_input_beyond_the_read_limit_is_refused_whatever_else_the_batch_holds
         finally:
             transport.write = write  # type: ignore[method-assign]
         assert not writes
-
-
-def test_the_rows_a_batch_drives_are_found_whether_or_not_its_first_vectors_drive_them_all() -> None:
-    from drivers.board import _columns_with_any
-
-    rng = np.random.default_rng(10)
-    for nvec, width, density in ((10, 8, 0.5), (500, 40, 0.3), (500, 40, 0.002), (300, 12, 0.0)):
-        mask = rng.random((nvec, width)) < density
-        mask[-1, width // 2] = True  # a row driven by the last vector only
-        np.testing.assert_array_equal(_columns_with_any(mask), mask.any(axis=0))
