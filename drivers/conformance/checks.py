@@ -236,6 +236,14 @@ def check_error_224_illegal_value(ctx: Context) -> None:
     ctx.probe.ok("MUX:COL 0,1")
     odd = _gain(ctx) * 1.37
     ctx.probe.refused(f"ADC:SAMP? 0,{codec.format_number(odd)}", -224, "a gain TIA:GAIN? does not list")
+    # A listed gain is one number however it is written; close to one is not one (a float32 table
+    # still tells 1 part in 10^6 apart: 8 of its steps).
+    near = _gain(ctx) * (1 + 1e-6)
+    ctx.probe.refused(f"ADC:SAMP? 0,{codec.format_number(near)}", -224, "a gain 1 part in 10^6 off a listed one")
+    for written in (f"{_gain(ctx):E}", f"{_gain(ctx):.6e}", f"{_gain(ctx):f}"):
+        if float(written) == _gain(ctx):
+            reply = ctx.probe.ask(f"ADC:SAMP? 0,{written}")
+            _expect(reply.kind == "value", f"ADC:SAMP? 0,{written} (a listed gain, written another way) got {reply}")
 
 
 @check("errors")

@@ -14,7 +14,7 @@ from drivers.codec import CommandParser, ErrorCode, ParseError
 from drivers.conformance import CHECKS, ConformanceOptions, Report, run_checks, run_conformance
 from hil import cli
 from mock_hardware.emulator import build_firmware
-from mock_hardware.firmware import Firmware
+from mock_hardware.firmware import CommandFailure, Firmware
 from mock_hardware.sessions import SessionStore
 from tests.conftest import EmulatorFactory
 from tests.emulator_thread import serving_in_thread
@@ -198,6 +198,26 @@ class BigEndianBits(Firmware):
         return super()._pulse_sparse(command)
 
 
+class NearGains(Firmware):
+    """Takes a gain within 1 part in 10^6 of a listed one (what the emulator did before session 11)."""
+
+    def _sample(self, command: codec.Command) -> bytes:
+        gain = float(command.args[1])
+        listed = min(self.spec.electronics.tia_gains, key=lambda g: abs(g - gain))
+        if abs(gain - listed) <= 1e-6 * listed:
+            command = codec.Command(command.header, (command.args[0], repr(listed)), None)
+        return super()._sample(command)
+
+
+class GainsAsText(Firmware):
+    """Compares the gain's text with the listed text: 1.000000E+02 is not 100.0 there."""
+
+    def _sample(self, command: codec.Command) -> bytes:
+        if command.args[1].strip() not in {codec.format_number(g) for g in self.spec.electronics.tia_gains}:
+            raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"gain {command.args[1]} is not listed")
+        return super()._sample(command)
+
+
 BROKEN = {
     "clamps": (Clamps, "levels-refused-not-clamped"),
     "runs-refused-payload": (RunsRefusedPayload, "malformed-block-header-drains"),
@@ -206,6 +226,8 @@ BROKEN = {
     "descending-gain-index": (DescendingGainIndex, "codes-read-what-floats-read"),
     "sorts-indices": (SortsIndices, "sparse-batches-refused-whole"),
     "big-endian-bits": (BigEndianBits, "sparse-batch-pulses-the-named-cells"),
+    "near-gains": (NearGains, "error-224-illegal-value"),
+    "gains-as-text": (GainsAsText, "error-224-illegal-value"),
 }
 
 
