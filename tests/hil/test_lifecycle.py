@@ -210,6 +210,36 @@ def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
         read_weights(tmp_path / "none.npz", Network(load_network_spec(TINY_NETWORK)))
 
 
+def test_a_single_npy_array_or_a_text_file_is_named_as_what_it_is(tmp_path: Path) -> None:
+    network = Network(load_network_spec(TINY_NETWORK))
+    np.save(tmp_path / "dense1.npy", np.zeros((16, 10)))  # what np.save writes: one array, no names
+    with pytest.raises(ConfigError, match=r"is one \.npy array, not a \.npz of named arrays.*dense1=\.\.\."):
+        read_weights(tmp_path / "dense1.npy", network)  # was: unexpected TypeError (np.load gave an ndarray)
+    (tmp_path / "weights.npz").write_text("conv1,conv2\n0.1,0.2\n")
+    with pytest.raises(ConfigError, match=r"is not a \.npz \(a zip of \.npy arrays.*starts with b'conv'"):
+        read_weights(tmp_path / "weights.npz", network)  # was: "contains pickled (object) data"
+
+
+def test_an_array_the_network_does_not_have_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    network = Network(load_network_spec(TINY_NETWORK))
+    path = tmp_path / "weights.npz"
+    np.savez(path, dense1=np.full((16, 10), 0.25), optimizer_state=np.zeros((64, 64)))
+    read: list[tuple[int, ...]] = []
+    real = np.lib.format.read_array
+
+    def counting(stream: Any, *args: Any, **kwargs: Any) -> Any:
+        array = real(stream, *args, **kwargs)
+        read.append(array.shape)
+        return array
+
+    monkeypatch.setattr(np.lib.format, "read_array", counting)
+    with pytest.raises(ConfigError, match="unknown array 'optimizer_state'"):
+        read_weights(path, network)
+    assert (64, 64) not in read  # checked from its header: a huge foreign array costs nothing
+    np.savez(path, dense1=np.asfortranarray(np.arange(160.0).reshape(16, 10)))
+    assert np.array_equal(read_weights(path, network)["dense1"], np.arange(160.0).reshape(16, 10))
+
+
 def test_fitting_the_weights_to_the_devices_keeps_every_answer() -> None:
     def spec(activation: str) -> dict[str, Any]:
         hidden = {"type": "dense", "out": 12, "activation": activation}
