@@ -93,6 +93,9 @@ class Dataset:
                 raise DatasetError(f"{self.name}: x_{split} must be a float32 array of 2, 3 or 4 dimensions")
             if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (x.shape[0],):
                 raise DatasetError(f"{self.name}: y_{split} must be int64 of shape ({x.shape[0]},)")
+            if x.shape[0] == 0:  # found here, before a run's first pulse, not at its first evaluation
+                use = "train on" if split == "train" else "evaluate on"
+                raise DatasetError(f"{self.name}: the {split} set is empty (0 samples): nothing to {use}")
             if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
                 raise DatasetError(f"{self.name}: x_{split} has values outside [0, 1]")
             if y.size and (y.min() < 0 or y.max() >= self.n_classes):
@@ -328,7 +331,9 @@ _IDX_FILES: dict[str, tuple[str, int]] = {
 
 def _idx_candidates(stem: str) -> list[str]:
     dotted = stem.replace("-idx", ".idx")  # the spelling of some mirrors
-    return [stem, f"{stem}.gz", dotted, f"{dotted}.gz"]
+    names = [stem, f"{stem}.gz", dotted, f"{dotted}.gz"]
+    # An archive unpacked into a folder per file (Kaggle's MNIST: train-images-idx3-ubyte/train-images-idx3-ubyte)
+    return names + [f"{folder}/{name}" for folder in names for name in names]
 
 
 def read_idx(path: str | Path, expected_magic: int | None = None) -> npt.NDArray[np.uint8]:
@@ -402,6 +407,8 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
                 f"{split} set: {img_path.name} holds {images.shape[0]} images but "
                 f"{lbl_path.name} holds {labels.shape[0]} labels"
             )
+        if images.shape[0] == 0:
+            raise DatasetError(f"{img_path}: holds no images (shape {images.shape}): nothing to {split} on")
         if labels.size and labels.max() > 9:
             raise DatasetError(f"{lbl_path}: label {int(labels.max())} is not a digit 0..9")
         xs[split] = downsample(images, size, scale=255.0)

@@ -287,6 +287,39 @@ def test_idx_count_mismatch_and_bad_labels(tmp_path: Path) -> None:
         load_idx_mnist(tmp_path)
 
 
+def test_idx_files_in_a_folder_each_as_kaggle_unpacks_them(tmp_path: Path) -> None:
+    arrays = _write_mnist(tmp_path, gz=False)
+    for name in arrays:  # train-images-idx3-ubyte/train-images-idx3-ubyte, ...
+        (tmp_path / name).rename(tmp_path / "moving")
+        (tmp_path / name).mkdir()
+        (tmp_path / "moving").rename(tmp_path / name / name)
+    ds = load_idx_mnist(tmp_path, size=28)  # was: "is missing" all four, beside folders of their names
+    np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
+
+
+def test_an_empty_set_is_refused_when_loaded_naming_the_file(tmp_path: Path) -> None:
+    _write_mnist(tmp_path, gz=False, n_train=0)
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: holds no images.*nothing to train on"):
+        load_idx_mnist(tmp_path)
+    x, y = np.zeros((3, 4, 4), np.float32), np.zeros(3, np.int64)
+    with pytest.raises(DatasetError, match="the test set is empty"):
+        Dataset("toy", x, y, x[:0], y[:0], 10)
+
+
+def test_training_on_an_empty_set_stops_before_any_pulse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    _write_mnist(tmp_path, gz=False, n_test=0)
+    out = tmp_path / "run.h5"
+    board = "emulator://?preset=umass-ta-hfo2&seed=1&rows=128&cols=64"
+    argv = ["train", "--model", "mlp", "--dataset", "mnist-idx", "--mnist-dir", str(tmp_path), "--board", board,
+            "--updates", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == EXIT_ERROR  # was: calibration and 7,156 devices programmed, then a ValueError
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "t10k-images-idx3-ubyte: holds no images" in err[-1]
+    assert not out.exists()
+
+
 # --- sequences -------------------------------------------------------------------------------
 
 
