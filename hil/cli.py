@@ -270,6 +270,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.board:
         overrides["boards"] = {"board0": args.board}
     if args.mnist_dir:
+        if args.dataset not in (None, "mnist-idx"):  # one option never silently replaces another
+            raise ConfigError(f"--mnist-dir {args.mnist_dir} reads the mnist-idx dataset, but --dataset "
+                              f"{args.dataset} names another: give one of them")  # fmt: skip
         overrides["dataset"] = "mnist-idx"
         overrides["dataset_options"] = {"directory": args.mnist_dir}
     if args.optimizer is not None or args.lr is not None:  # only what was given: the model fills the rest

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drivers import Board, InvalidRequest, LimitError
+from hil.datasets import Dataset
 from hil.mapping import Placement
+from hil.nn import Network
 from hil.training.config import TrainConfig
 
 
@@ -25,6 +27,20 @@ def check_plan(config: TrainConfig, boards: Mapping[str, Board]) -> None:
         _check_bad_lines(config, name, board)
         _check_input_voltage(config, name, board)
         _check_pulses(config, name, board)
+
+
+def check_data(config: TrainConfig, network: Network, dataset: Dataset) -> None:
+    """Refuse a dataset whose samples the network cannot take, or whose labels it cannot output:
+    found at the first evaluation otherwise, after calibration and programming."""
+    which = "config.network" if config.network else f"model {config.model!r}"
+    declared = tuple(network.spec.input_shape)
+    if dataset.input_shape not in (declared, tuple(network.spec.canonical_input_shape())):
+        raise PlanError(f"dataset = {config.dataset_name!r}: samples of shape {dataset.input_shape} do not fit the "
+                        f"network's input_shape {list(declared)} ({which}); nothing was sent")  # fmt: skip
+    labels = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
+    if labels > network.spec.n_classes:
+        raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
+                        f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
 
 
 def _check_bad_lines(config: TrainConfig, name: str, board: Board) -> None:

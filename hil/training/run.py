@@ -59,7 +59,7 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import PlanError, check_plan, check_vmm_currents
+from hil.training.plan import PlanError, check_data, check_plan, check_vmm_currents
 from hil.transfer import TransferReport, park_unused, quantize, refine, shift_targets, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
@@ -298,6 +298,7 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     pulsed (:class:`~hil.training.plan.PlanError`)."""
     network = build_network(config)
     _trained_layers(config, network)
+    check_data(config, network, load_dataset(config.dataset_name, **config.dataset_options))
     kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
     if config.initial_weights is not None and not kept:
         read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse

@@ -40,3 +40,43 @@ def test_what_only_the_board_can_tell_is_refused_naming_the_field(fields: dict[s
     with pytest.raises(PlanError, match="nothing was sent") as refused:
         preflight(config(**fields))
     assert message in str(refused.value)
+
+
+TWO_CLASSES = {"input_shape": [8, 8], "n_classes": 2, "layers": [{"type": "flatten"}, {"type": "dense", "out": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dataset": "breast-cancer"}, "'breast-cancer': samples of shape (30,) do not fit the network's input_shape"),
+        ({"dataset": "mnist28"}, "samples of shape (28, 28)"),
+        ({"network": TWO_CLASSES}, "dataset = 'digits': labels 0..9 need 10 outputs, the network has n_classes = 2"),
+    ],
+)
+def test_data_the_network_cannot_take_is_refused_before_any_file_or_pulse(fields: dict[str, Any], message: str) -> None:
+    # Found at the first evaluation before: after the gate calibration and the programming of every device.
+    with pytest.raises(PlanError, match="nothing was sent") as refused:
+        preflight(config(**fields))
+    assert message in str(refused.value)
+
+
+def test_the_data_check_holds_for_the_float_baseline_too(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    out = tmp_path / "run.h5"
+    assert main(["train", "--model", "mlp", "--dataset", "mnist28", "--baseline", "--out", str(out)]) == EXIT_ERROR
+    assert "samples of shape (28, 28)" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()  # no run file for a run that cannot be done
+
+
+def test_mnist_dir_with_another_dataset_is_refused_not_silently_preferred(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    out = tmp_path / "run.h5"
+    argv = ["train", "--dataset", "digits", "--mnist-dir", str(tmp_path), "--baseline", "--out", str(out)]
+    assert main(argv) == EXIT_ERROR  # was: trained on mnist-idx from that folder, --dataset digits ignored
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--mnist-dir" in err and "--dataset digits" in err
+    assert not out.exists()
