@@ -137,9 +137,18 @@ def check_replies_follow_the_grammar(ctx: Context) -> None:
                   "DAC:VOLT? ROW,0", "SYST:TIME?", "SYST:PCNT?"):  # fmt: skip
         for field in ctx.probe.value(query):
             _expect(NUMBER.fullmatch(field) is not None, f"{query} field {field!r} is not a number of the grammar")
+        _line_end(query, bytes(ctx.probe.transcript[-1].received))
     ctx.probe.ask('NO:"QUOTE?')
     raw = bytes(ctx.probe.transcript[-1].received)
+    _line_end('NO:"QUOTE?', raw)
     _expect(ERROR_LINE.fullmatch(raw) is not None, f"error line {raw!r} is not ERR <code>,\"<message>\"")
+
+
+def _line_end(query: str, raw: bytes) -> None:
+    """A reply line ends in LF alone: a CR before it (a C library's line end) is named as such, not as a
+    malformed reply."""
+    _expect(not raw.endswith(b"\r\n"), f"the reply to {query} ends in CR LF ({raw[-12:]!r}): a reply line ends "
+            "in LF alone (wire-protocol.md, Grammar: value-line, error-line)")  # fmt: skip
 
 
 # ============================================================================ error codes

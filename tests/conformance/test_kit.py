@@ -218,6 +218,14 @@ class GainsAsText(Firmware):
         return super()._sample(command)
 
 
+class CrLfReplies(Firmware):
+    """Ends its reply lines in CR LF, as a C library's line end might (the host reads them; the contract says LF)."""
+
+    def feed(self, data: bytes) -> bytes:
+        replies = super().feed(data)
+        return replies if replies.startswith(b"#") else replies.replace(b"\n", b"\r\n")
+
+
 BROKEN = {
     "clamps": (Clamps, "levels-refused-not-clamped"),
     "runs-refused-payload": (RunsRefusedPayload, "malformed-block-header-drains"),
@@ -228,6 +236,7 @@ BROKEN = {
     "big-endian-bits": (BigEndianBits, "sparse-batch-pulses-the-named-cells"),
     "near-gains": (NearGains, "error-224-illegal-value"),
     "gains-as-text": (GainsAsText, "error-224-illegal-value"),
+    "crlf-replies": (CrLfReplies, "replies-follow-the-grammar"),
 }
 
 
@@ -240,6 +249,8 @@ def test_a_broken_board_fails_the_kit_naming_the_check(kind: type[Firmware], che
     assert check in failed, report.text()
     assert failed[check].exchanges and all("sent" in e and "received" in e for e in failed[check].exchanges)
     assert "FAIL  " in report.text() and check in report.text() and "sent:" in report.text()
+    if kind is CrLfReplies:  # named as what it is, not as a malformed reply
+        assert "ends in CR LF" in failed[check].message, failed[check].message
 
 
 def test_hil_conformance_reports_a_broken_board_over_tcp_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
