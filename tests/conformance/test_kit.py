@@ -292,3 +292,35 @@ def test_a_1_2_board_skips_the_compact_checks_and_a_1_3_board_runs_them() -> Non
     assert all("1.3" in r.message for r in older.results), older.text()
     newer = run_checks(FirmwareTransport(firmware()), CELLS, only=("compact",))
     assert [r.status for r in newer.results] == ["pass"] * 3, newer.text()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_amplitude": float("nan")}, "max_amplitude (--max-amplitude) = nan V: must be a finite number >= 0"),
+        ({"max_amplitude": -3.0}, "max_amplitude (--max-amplitude) = -3 V"),
+        ({"max_gate": float("inf")}, "max_gate (--max-gate) = inf V"),
+        ({"max_pulses": -5}, "max_pulses (--max-pulses) = -5"),
+        ({"quiet_wait": -1.0}, "quiet_wait = -1 s"),
+        ({"cells": ((-1, 0),)}, "cells: (-1, 0) has a negative index"),
+    ],
+)
+def test_options_outside_their_range_are_refused_before_the_board_is_opened(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match="nothing was sent") as refused:
+        ConformanceOptions(**fields)  # type: ignore[arg-type]
+    assert message in str(refused.value)
+
+
+def test_a_nan_amplitude_is_one_line_and_never_reaches_the_wire(capsys: pytest.CaptureFixture[str]) -> None:
+    # Was: 'PULS:SPAR SET,...,nan,...' sent, the board's -224 reported as the board not conforming.
+    argv = ["conformance", "emulator://?preset=ideal&rows=16&cols=8", "--cells", "0,0", "--max-amplitude", "nan"]
+    assert cli.main(argv) == cli.EXIT_ERROR
+    out, err = capsys.readouterr()
+    assert out == ""
+    expected = "error: max_amplitude (--max-amplitude) = nan V: must be a finite number >= 0; nothing was sent"
+    assert err.strip() == expected
+    with pytest.raises(SystemExit):
+        cli.main(["conformance", "emulator://?preset=ideal&rows=16&cols=8", "--timeout", "nan"])
+    assert "--timeout: nan s is outside (0, 3600] s" in capsys.readouterr().err
