@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -99,6 +100,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
+    low, high = args.window_min, args.window_max
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):  # before the board is opened
+        raise ConfigError(f"--window-min {low:g} S, --window-max {high:g} S: the window needs 0 <= min < max, "
+                          "both finite (nothing was read)")  # fmt: skip
     with _open(args) as board:
         print(f"reading {board.shape[0]} x {board.shape[1]} cells of {board.identity} at {args.v_read:g} V ...")
         if args.out and Path(args.out).exists() and not args.overwrite:  # before the board is read

@@ -75,3 +75,15 @@ def test_a_bad_automatic_number_is_one_line_naming_the_flag_and_value(capsys: py
         parser.parse_args(["--min-window", "2uS"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--min-window" in last and "'2uS'" in last and "auto" in last
+
+
+@pytest.mark.parametrize(("low", "high"), [("-1", "9e-4"), ("5e-4", "1e-4"), ("nan", "9e-4"), ("1e-4", "inf")])
+def test_a_map_window_that_is_no_window_is_refused_before_the_board_is_read(
+    low: str, high: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    argv = ["map", "emulator://?preset=ideal&rows=4&cols=4", "--window-min", low, "--window-max", high]
+    assert main(argv) == EXIT_ERROR  # was: read, and "outside -1000000-900 uS" printed
+    out, err = capsys.readouterr()
+    assert "reading" not in out and "--window-min" in err and "0 <= min < max" in err and "\n" not in err.strip()
