@@ -226,6 +226,17 @@ class CrLfReplies(Firmware):
         return replies if replies.startswith(b"#") else replies.replace(b"\n", b"\r\n")
 
 
+class UpperCaseChecksums(Firmware):
+    """Writes its framed replies' checksums in upper-case hex (printf %08X)."""
+
+    def feed(self, data: bytes) -> bytes:
+        replies = super().feed(data)
+        if not replies.startswith(b"!"):
+            return replies
+        head, _, rest = replies.partition(b"\n")
+        return head.upper() + b"\n" + rest
+
+
 BROKEN = {
     "clamps": (Clamps, "levels-refused-not-clamped"),
     "runs-refused-payload": (RunsRefusedPayload, "malformed-block-header-drains"),
@@ -237,6 +248,7 @@ BROKEN = {
     "near-gains": (NearGains, "error-224-illegal-value"),
     "gains-as-text": (GainsAsText, "error-224-illegal-value"),
     "crlf-replies": (CrLfReplies, "replies-follow-the-grammar"),
+    "upper-case-checksums": (UpperCaseChecksums, "framed-basics"),
 }
 
 
@@ -251,6 +263,8 @@ def test_a_broken_board_fails_the_kit_naming_the_check(kind: type[Firmware], che
     assert "FAIL  " in report.text() and check in report.text() and "sent:" in report.text()
     if kind is CrLfReplies:  # named as what it is, not as a malformed reply
         assert "ends in CR LF" in failed[check].message, failed[check].message
+    if kind is UpperCaseChecksums:
+        assert "checksum is upper-case hex" in failed[check].message, failed[check].message
 
 
 def test_hil_conformance_reports_a_broken_board_over_tcp_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
