@@ -422,10 +422,16 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
 # --- synthetic sequences ---------------------------------------------------------------------
 
 
+MAX_FRAMES = 64
+"""Most frames of a synthetic sequence (one sequence set holds samples x frames images)."""
+
+
 def _shift(images: FloatArray, dy: int, dx: int) -> FloatArray:
     """Images moved by (dy, dx) pixels (down, right positive), zero-filled where content leaves."""
     out = np.zeros_like(images)
     h, w = images.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out  # moved wholly out of the frame (a long sequence's first and last frames)
     out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
         ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
     ]
@@ -490,12 +496,12 @@ def make_sequence_dataset(
         raise DatasetError(f"{base.name} is already a sequence set; the base must hold images")
     if not 2 <= n_classes <= len(SEQUENCE_PATTERNS):
         raise DatasetError(f"n_classes must be 2..{len(SEQUENCE_PATTERNS)}, got {n_classes}")
-    if frames < 2:
-        raise DatasetError(f"frames must be at least 2 to show motion, got {frames}")
+    if not 2 <= frames <= MAX_FRAMES:
+        raise DatasetError(f"frames must be 2..{MAX_FRAMES} (2 or more to show motion), got {frames}")
     if not 1 <= per_image <= n_classes:
         raise DatasetError(f"per_image must be 1..{n_classes}, got {per_image}")
-    if noise < 0.0:
-        raise DatasetError(f"noise must be non-negative, got {noise}")
+    if not (math.isfinite(noise) and noise >= 0.0):
+        raise DatasetError(f"noise must be a finite number >= 0, got {noise}")
     rng = np.random.default_rng(seed)
     x_train, y_train = _sequences(base.x_train, base.y_train, frames, n_classes, per_image, noise, rng)
     x_test, y_test = _sequences(base.x_test, base.y_test, frames, n_classes, per_image, noise, rng)

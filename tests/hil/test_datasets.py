@@ -391,6 +391,18 @@ def test_sequences_per_image_and_options(mnist8: Dataset) -> None:
         make_sequence_dataset(mnist8, noise=-0.1)
 
 
+def test_long_sequences_blank_the_frames_a_digit_has_left_and_absurd_ones_are_refused() -> None:
+    base = _toy_base()
+    long = make_sequence_dataset(base, frames=41, n_classes=2)  # was: numpy "could not broadcast" (shift > 8 px)
+    moving = long.x_train[long.y_train == 1]  # moving right, centred: frame t is shifted by t - 20
+    assert not moving[:, :12].any() and not moving[:, -12:].any()  # 12 or more pixels off: nothing left
+    assert moving[:, 20].any()  # the centre frame holds the digit where it is
+    with pytest.raises(DatasetError, match=r"frames must be 2\.\.64"):
+        make_sequence_dataset(base, frames=10**6)  # would allocate terabytes
+    with pytest.raises(DatasetError, match="noise must be a finite number >= 0, got nan"):
+        make_sequence_dataset(base, noise=float("nan"))
+
+
 # --- registry and container ------------------------------------------------------------------
 
 

@@ -80,3 +80,16 @@ def test_mnist_dir_with_another_dataset_is_refused_not_silently_preferred(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--mnist-dir" in err and "--dataset digits" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--seed", "-1", "seed: Input should be greater than or equal to 0 (got -1)"),
+    ("--lr", "nan", "optimizer.lr: Input should be a finite number (got nan)"),
+])  # fmt: skip
+def test_a_config_error_names_the_value_given(
+    flag: str, value: str, message: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    assert main(["train", "--model", "mlp", flag, value, "--out", str(tmp_path / "run.h5")]) == EXIT_ERROR
+    assert message in capsys.readouterr().err  # was: field and limit, not the value
