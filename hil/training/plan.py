@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+import numpy.typing as npt
+
 from drivers import Board, InvalidRequest, LimitError
 from hil.datasets import Dataset
 from hil.mapping import Placement
@@ -41,6 +44,19 @@ def check_data(config: TrainConfig, network: Network, dataset: Dataset) -> None:
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
                         f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
+
+
+def check_weight_span(config: TrainConfig, weights: Mapping[str, npt.NDArray[np.float64]]) -> None:
+    """Refuse weights (as they will be written: after any fit) past what a pair of nominal devices
+    holds, ``weight_limit`` in the layer's unit: their devices would be written to the ends of
+    their reach instead, silently another network."""
+    for layer, w in weights.items():
+        top = float(np.abs(w).max()) if w.size else 0.0
+        limit = config.weight_limit * config.g_unit / config.layer_g_unit.get(layer, config.g_unit)
+        if top > limit:
+            raise PlanError(f"initial_weights: {layer!r} holds |w| up to {top:.4g}, past the {limit:.4g} a pair of "
+                            "nominal devices holds (gate_coded.set_slope x gate window / g_unit); scale the weights, "
+                            "or fit them (hil deploy without --no-fit); nothing was sent")  # fmt: skip
 
 
 def _check_bad_lines(config: TrainConfig, name: str, board: Board) -> None:

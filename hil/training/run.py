@@ -59,7 +59,7 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import PlanError, check_data, check_plan, check_vmm_currents
+from hil.training.plan import PlanError, check_data, check_plan, check_vmm_currents, check_weight_span
 from hil.transfer import TransferReport, park_unused, quantize, refine, shift_targets, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
@@ -300,10 +300,15 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     _trained_layers(config, network)
     check_data(config, network, load_dataset(config.dataset_name, **config.dataset_options))
     kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
+    written = None
     if config.initial_weights is not None and not kept:
-        read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
+        written = read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
+        if config.fit_initial_weights:
+            written, _ = fit_weights(written, network, FIT_MARGIN * config.weight_limit)
     if config.update_rule == "exact":
         return ""
+    if written is not None:
+        check_weight_span(config, written)
     with opened_boards(config) as boards:
         check_plan(config, boards)
         backend = _place(config, network, boards, None)  # a placement that cannot work fails here too

@@ -201,6 +201,27 @@ def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
     assert not out.exists()
 
 
+def test_weights_past_what_a_device_pair_holds_are_refused_unless_fitted(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.lifecycle.deploy import deploy_config
+    from hil.training.plan import PlanError
+    from hil.training.run import preflight
+
+    path = tmp_path / "big.npz"
+    np.savez(path, dense1=np.linspace(-40.0, 40.0, 160).reshape(16, 10))  # 40 units: 4 mS a pair
+    out = tmp_path / "never.h5"
+    argv = ["deploy", str(path), "--config", str(tiny_toml), "--board", f"emulator://?{CHIP}", "--out", str(out)]
+    assert main([*argv, "--no-fit"]) == EXIT_ERROR  # was: written, every device at the end of its reach
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "initial_weights: 'dense1' holds |w| up to 40" in err and "nothing was sent" in err
+    assert not out.exists()
+    overrides = {"boards": {"board0": f"emulator://?{CHIP}"}}
+    with pytest.raises(PlanError, match="past the"):
+        preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=False))
+    assert preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=True))  # scaled to fit
+
+
 def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
     path = tmp_path / "weights.npz"
     path.write_text("not a zip")
