@@ -16,6 +16,7 @@ labels are int64.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -163,6 +164,17 @@ class Dataset:
 
 
 # --- preprocessing -------------------------------------------------------------------------
+
+
+def labels_digest(x_train_shape: tuple[int, ...], y_train: npt.ArrayLike, x_test_shape: tuple[int, ...],
+                  y_test: npt.ArrayLike) -> str:  # fmt: skip
+    """A short digest of a dataset by its samples' shapes and its labels in order: another set (other
+    files in the same folder, another split or seed) differs, while the pixels' last float bits,
+    which another machine's BLAS may round otherwise, do not count."""
+    digest = hashlib.sha256(repr((tuple(x_train_shape), tuple(x_test_shape))).encode())
+    for labels in (y_train, y_test):
+        digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def area_weights(n_in: int, n_out: int) -> npt.NDArray[np.float64]:

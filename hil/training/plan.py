@@ -14,9 +14,11 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers import Board, InvalidRequest, LimitError
+from hil import run_layout as layout
 from hil.datasets import Dataset
 from hil.mapping import Placement
 from hil.nn import Network
+from hil.storage import RunData
 from hil.training.config import TrainConfig
 
 
@@ -44,6 +46,18 @@ def check_data(config: TrainConfig, network: Network, dataset: Dataset) -> None:
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
                         f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
+
+
+def check_same_data(config: TrainConfig, previous: RunData, digest: str) -> None:
+    """Refuse to resume a run on other data than it trained on (other files in its folder, another
+    split): the resumed updates would silently train another task. Runs written before the digest
+    was kept are not checked."""
+    stored = previous.root.get(layout.DATASET_DIGEST)
+    if stored is not None and str(stored) != digest:
+        where = f" from {config.dataset_options['directory']}" if "directory" in config.dataset_options else ""
+        raise PlanError(f"dataset = {config.dataset_name!r}{where} is not the data this run trained on (labels or "
+                        f"sizes differ: digest {digest}, the run's {stored}); resume it on the same data; "
+                        "nothing was sent")  # fmt: skip
 
 
 def check_weight_span(config: TrainConfig, weights: Mapping[str, npt.NDArray[np.float64]]) -> None:

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.config import ConfigError
-from hil.datasets import load_dataset
+from hil.datasets import labels_digest, load_dataset
 from hil.ledger.facts import calibrate_or_reuse
 from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
@@ -31,6 +31,7 @@ from hil.nn.backend import MatmulBackend
 from hil.noise_aware import NoisyLearner
 from hil.optimizers import Optimizer, OptimizerConfig
 from hil.run_layout import (
+    DATASET_DIGEST,
     DEPLOY,
     EVALUATIONS,
     JOURNAL,
@@ -59,7 +60,14 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import PlanError, check_data, check_plan, check_vmm_currents, check_weight_span
+from hil.training.plan import (
+    PlanError,
+    check_data,
+    check_plan,
+    check_same_data,
+    check_vmm_currents,
+    check_weight_span,
+)
 from hil.transfer import TransferReport, park_unused, quantize, refine, shift_targets, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
@@ -298,7 +306,11 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     pulsed (:class:`~hil.training.plan.PlanError`)."""
     network = build_network(config)
     _trained_layers(config, network)
-    check_data(config, network, load_dataset(config.dataset_name, **config.dataset_options))
+    dataset = load_dataset(config.dataset_name, **config.dataset_options)
+    check_data(config, network, dataset)
+    if previous is not None:
+        check_same_data(config, previous, labels_digest(dataset.x_train.shape, dataset.y_train,
+                                                        dataset.x_test.shape, dataset.y_test))  # fmt: skip
     kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
     written = None
     if config.initial_weights is not None and not kept:
@@ -344,6 +356,8 @@ def run_training(
 def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
+    if previous is None or DATASET_DIGEST not in previous.root:  # checked on resume (preflight)
+        run.set_root(**{DATASET_DIGEST: labels_digest(data[0].shape, data[1], data[2].shape, data[3])})
     start = resume_point(config, run, previous, len(data[0]))
     weights = initial_weights(config, network, data, run, previous)
     train_loop = partial(train, network, data=data, updates=config.updates, batch_size=config.batch_size,

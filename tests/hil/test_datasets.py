@@ -459,3 +459,30 @@ def test_breast_cancer_is_scaled_on_its_training_split_only() -> None:
     assert data.x_test.min() >= 0.0 and data.x_test.max() <= 1.0
     assert set(np.unique(data.y_train)) == {0, 1}
     assert abs(data.y_train.mean() - data.y_test.mean()) < 0.03  # stratified: benign share alike
+
+
+def test_a_run_resumes_only_on_the_data_it_trained_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+    from hil.storage import read_run
+
+    folder = tmp_path / "mnist"
+    _write_mnist(folder, gz=False)
+    run = tmp_path / "run.h5"
+    base = ["--model", "mlp", "--mnist-dir", str(folder), "--baseline", "--batch-size", "5", "--eval-every", "2"]
+    assert main(["train", *base, "--updates", "2", "--out", str(run)]) == 0
+    digest = read_run(run).root["dataset_digest"]
+    capsys.readouterr()
+    labels = folder / "train-labels-idx1-ubyte"
+    original = labels.read_bytes()
+    changed = bytearray(original)
+    changed[8], changed[9] = changed[9], (changed[8] + 1) % 10  # another set: two labels differ
+    labels.write_bytes(bytes(changed))
+    before = run.read_bytes()
+    assert main(["train", "--resume", str(run), "--updates", "4"]) == EXIT_ERROR  # was: trained on, silently
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: dataset = 'mnist-idx' from ") and "is not the data this run trained on" in last
+    assert digest in last
+    assert run.read_bytes() == before  # refused before the file was touched
+    labels.write_bytes(original)
+    assert main(["train", "--resume", str(run), "--updates", "4"]) == 0  # the same data: resumed
+    assert read_run(run).root["dataset_digest"] == digest
