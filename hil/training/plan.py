@@ -40,8 +40,12 @@ def check_data(config: TrainConfig, network: Network, dataset: Dataset) -> None:
     which = "config.network" if config.network else f"model {config.model!r}"
     declared = tuple(network.spec.input_shape)
     if dataset.input_shape not in (declared, tuple(network.spec.canonical_input_shape())):
+        hint = ""
+        if config.dataset_name == "mnist-idx" and len(declared) == 2 and declared[0] == declared[1] <= 28:
+            side = declared[0]
+            hint = f" (a --config file with dataset = 'mnist-idx', dataset_options.size = {side} gives {side}x{side})"
         raise PlanError(f"dataset = {config.dataset_name!r}: samples of shape {dataset.input_shape} do not fit the "
-                        f"network's input_shape {list(declared)} ({which}); nothing was sent")  # fmt: skip
+                        f"network's input_shape {list(declared)} ({which}){hint}; nothing was sent")  # fmt: skip
     labels = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "

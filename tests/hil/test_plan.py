@@ -93,3 +93,25 @@ def test_a_config_error_names_the_value_given(
 
     assert main(["train", "--model", "mlp", flag, value, "--out", str(tmp_path / "run.h5")]) == EXIT_ERROR
     assert message in capsys.readouterr().err  # was: field and limit, not the value
+
+
+def test_mnist_dir_keeps_the_config_files_other_dataset_options(tmp_path: Any) -> None:
+    from hil.training.config import load_train_config
+
+    path = tmp_path / "yao.toml"
+    path.write_text('model = "yao-hybrid"\ndataset = "mnist-idx"\n[dataset_options]\nsize = 28\ndirectory = "/old"\n')
+    overrides = {"dataset": "mnist-idx", "dataset_options": {"directory": "/new"}}  # what --mnist-dir /new gives
+    config = load_train_config(path, overrides)
+    assert config.dataset_options == {"size": 28, "directory": "/new"}  # was: size dropped, 8x8 for a 28x28 net
+    path.write_text('dataset = "digits"\n[dataset_options]\ntest_fraction = 0.1\n')
+    assert load_train_config(path, overrides).dataset_options == {"directory": "/new"}  # another set's: dropped
+
+
+def test_a_mnist_idx_set_of_the_wrong_size_says_how_to_get_the_right_one(tmp_path: Any) -> None:
+    from tests.hil.test_datasets import _write_mnist
+
+    _write_mnist(tmp_path, gz=False)
+    fields = {"dataset": "mnist-idx", "dataset_options": {"directory": str(tmp_path)}, "model": "yao-hybrid",
+              "network": None}  # fmt: skip
+    with pytest.raises(PlanError, match=r"dataset = 'mnist-idx', dataset_options\.size = 28 gives 28x28"):
+        preflight(config(**fields))
