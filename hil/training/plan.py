@@ -15,7 +15,6 @@ import numpy.typing as npt
 
 from drivers import Board, InvalidRequest, LimitError
 from hil import run_layout as layout
-from hil.datasets import Dataset
 from hil.mapping import Placement
 from hil.nn import Network
 from hil.storage import RunData
@@ -34,19 +33,19 @@ def check_plan(config: TrainConfig, boards: Mapping[str, Board]) -> None:
         _check_pulses(config, name, board)
 
 
-def check_data(config: TrainConfig, network: Network, dataset: Dataset) -> None:
-    """Refuse a dataset whose samples the network cannot take, or whose labels it cannot output:
-    found at the first evaluation otherwise, after calibration and programming."""
+def check_data(config: TrainConfig, network: Network, sample_shape: tuple[int, ...], labels: int) -> None:
+    """Refuse data whose samples (``sample_shape``, one sample's) the network cannot take, or whose
+    ``labels`` (how many: the largest label + 1) it cannot output: found at the first evaluation
+    otherwise, after calibration and programming."""
     which = "config.network" if config.network else f"model {config.model!r}"
     declared = tuple(network.spec.input_shape)
-    if dataset.input_shape not in (declared, tuple(network.spec.canonical_input_shape())):
+    if tuple(sample_shape) not in (declared, tuple(network.spec.canonical_input_shape())):
         hint = ""
         if config.dataset_name == "mnist-idx" and len(declared) == 2 and declared[0] == declared[1] <= 28:
             side = declared[0]
             hint = f" (a --config file with dataset = 'mnist-idx', dataset_options.size = {side} gives {side}x{side})"
-        raise PlanError(f"dataset = {config.dataset_name!r}: samples of shape {dataset.input_shape} do not fit the "
+        raise PlanError(f"dataset = {config.dataset_name!r}: samples of shape {tuple(sample_shape)} do not fit the "
                         f"network's input_shape {list(declared)} ({which}){hint}; nothing was sent")  # fmt: skip
-    labels = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
                         f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip

@@ -90,6 +90,18 @@ def build_network(config: TrainConfig) -> Network:
     return Network(spec)
 
 
+def _labels(*labels: npt.NDArray[np.int64]) -> int:
+    """How many labels the data uses: its largest + 1."""
+    return int(max(int(y.max()) for y in labels)) + 1
+
+
+def check_run_data(config: TrainConfig) -> None:
+    """The run's data against its network (:func:`~hil.training.plan.check_data`), as a campaign checks
+    its cells before any runs."""
+    dataset = load_dataset(config.dataset_name, **config.dataset_options)
+    check_data(config, build_network(config), dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
+
+
 def load_data(config: TrainConfig) -> Data:
     dataset = load_dataset(config.dataset_name, **config.dataset_options)
     return (
@@ -307,7 +319,7 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     network = build_network(config)
     _trained_layers(config, network)
     dataset = load_dataset(config.dataset_name, **config.dataset_options)
-    check_data(config, network, dataset)
+    check_data(config, network, dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
     if previous is not None:
         check_same_data(config, previous, labels_digest(dataset.x_train.shape, dataset.y_train,
                                                         dataset.x_test.shape, dataset.y_test))  # fmt: skip
@@ -356,6 +368,7 @@ def run_training(
 def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
+    check_data(config, network, data[0].shape[1:], _labels(data[1], data[3]))  # a sweep's cell: no preflight
     if previous is None or DATASET_DIGEST not in previous.root:  # checked on resume (preflight)
         run.set_root(**{DATASET_DIGEST: labels_digest(data[0].shape, data[1], data[2].shape, data[3])})
     start = resume_point(config, run, previous, len(data[0]))
