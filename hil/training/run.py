@@ -537,6 +537,8 @@ def initial_weights(
             # a margin below the nominal span: devices differ, and the window's ends are the least linear
             weights, scales = fit_weights(weights, network, FIT_MARGIN * config.weight_limit)
             run.set_attrs(DEPLOY, **{f"scale_{layer}": s for layer, s in scales.items()})
+        if config.update_rule != "exact":
+            check_weight_span(config, weights)  # again here: a campaign's cell has no preflight
         for layer, w in weights.items():
             run.write(deployed_weights(layer), w)
         return weights

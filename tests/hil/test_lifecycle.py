@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -220,6 +221,18 @@ def test_weights_past_what_a_device_pair_holds_are_refused_unless_fitted(
     with pytest.raises(PlanError, match="past the"):
         preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=False))
     assert preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=True))  # scaled to fit
+
+    # A campaign's cell has no preflight: the run itself refuses before its boards are opened.
+    import hil.training.run as training_run
+    from hil.storage import RunFile
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the boards were opened")
+
+    config = deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=False)
+    with mock.patch.object(training_run, "opened_boards", never), pytest.raises(PlanError, match="past the"), \
+            RunFile(tmp_path / "cell.h5", procedure="train", config={}, show_progress=False) as run:  # fmt: skip
+        training_run.run_training(config, run)
 
 
 def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
