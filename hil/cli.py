@@ -41,6 +41,7 @@ from drivers.resources import is_in_process
 from hil import allocator, interrupts, parallel_cli, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.datasets import DATASETS
 from hil.figure_report import reporting
 from hil.ledger import cli as ledger_cli
 from hil.ledger.facts import LEDGER_REUSE, working_cells
@@ -381,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--chip-seed", type=int, metavar="N", help="seeds the emulated chip (defects, device "
                            "spread, noise) of emulator:// boards (default: the resource's seed; the embedded "
                            "emulator's is 1)")  # fmt: skip
-    train_cmd.add_argument("--dataset", metavar="NAME", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
+    train_cmd.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
+                           help=f"the data (default: the model's): {', '.join(DATASETS)}")  # fmt: skip
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
     train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "
