@@ -382,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--chip-seed", type=int, metavar="N", help="seeds the emulated chip (defects, device "
                            "spread, noise) of emulator:// boards (default: the resource's seed; the embedded "
                            "emulator's is 1)")  # fmt: skip
-    train_cmd.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
-                           help=f"the data (default: the model's): {', '.join(DATASETS)}")  # fmt: skip
+    train_cmd.add_argument("--dataset", metavar="NAME", help=f"the data (default: the model's): {', '.join(DATASETS)}")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
     train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "
