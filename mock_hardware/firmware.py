@@ -596,7 +596,7 @@ class Firmware:
         # (1e3 and 1000.0 are one number); close is not enough, as on a board comparing what it was sent.
         if gain not in gains:
             raise CommandFailure(
-                ErrorCode.ILLEGAL_VALUE, f"gain {gain:g} ohm is not one of {', '.join(f'{g:g}' for g in gains)}"
+                ErrorCode.ILLEGAL_VALUE, f"gain {gain!r} ohm is not one of {', '.join(repr(g) for g in gains)}"
             )
         if not self.col_selected[col]:
             raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"column {col} is not selected (MUX:COL {col},1)")

@@ -410,6 +410,7 @@ def test_a_listed_gain_is_one_number_however_it_is_written(fw: Firmware) -> None
         assert ask(fw, f"ADC:SAMP? 1,{written}").kind == "value", written
     for near in ("1000.000001", "999.9999999999"):  # within the 1e-6 the emulator once took: refused
         assert error_code(fw, f"ADC:SAMP? 1,{near}") == -224, near
+    assert "gain 1000.000001 ohm" in ask(fw, "ADC:SAMP? 1,1000.000001").text  # as sent, not rounded to 1000
 
 
 def adc_sample(fw: Firmware, col: int, gain: float) -> tuple[float, int, bool]:
