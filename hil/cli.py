@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from drivers.resources import is_in_process
 from hil import allocator, interrupts, parallel_cli, procedure_registry, run_export, terminal
 from hil.characterization_run import resume_point
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, load_board_config
+from hil.datasets import DATASETS
 from hil.figure_report import reporting
 from hil.ledger import cli as ledger_cli
 from hil.ledger.facts import LEDGER_REUSE, working_cells
@@ -99,6 +101,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
+    low, high = args.window_min, args.window_max
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):  # before the board is opened
+        raise ConfigError(f"--window-min {low:g} S, --window-max {high:g} S: the window needs 0 <= min < max, "
+                          "both finite (nothing was read)")  # fmt: skip
     with _open(args) as board:
         print(f"reading {board.shape[0]} x {board.shape[1]} cells of {board.identity} at {args.v_read:g} V ...")
         if args.out and Path(args.out).exists() and not args.overwrite:  # before the board is read
@@ -270,6 +276,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.board:
         overrides["boards"] = {"board0": args.board}
     if args.mnist_dir:
+        if args.dataset not in (None, "mnist-idx"):  # one option never silently replaces another
+            raise ConfigError(f"--mnist-dir {args.mnist_dir} reads the mnist-idx dataset, but --dataset "
+                              f"{args.dataset} names another: give one of them")  # fmt: skip
         overrides["dataset"] = "mnist-idx"
         overrides["dataset_options"] = {"directory": args.mnist_dir}
     if args.optimizer is not None or args.lr is not None:  # only what was given: the model fills the rest
@@ -373,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--chip-seed", type=int, metavar="N", help="seeds the emulated chip (defects, device "
                            "spread, noise) of emulator:// boards (default: the resource's seed; the embedded "
                            "emulator's is 1)")  # fmt: skip
-    train_cmd.add_argument("--dataset", metavar="NAME", help="mnist8, mnist28, digits, mnist-sequences, mnist-idx")
+    train_cmd.add_argument("--dataset", metavar="NAME", help=f"the data (default: the model's): {', '.join(DATASETS)}")
     train_cmd.add_argument("--mnist-dir", metavar="DIR", help="full MNIST from the IDX files in DIR")
     train_cmd.add_argument("--update", choices=["gate-coded", "write-verify", "exact"], help="update rule")
     train_cmd.add_argument("--reuse-calibration", type=float, metavar="SECONDS", help="take each chip's gate "

@@ -65,8 +65,19 @@ class BoardConfig(BaseModel):
 
 
 def validation_problems(error: ValidationError) -> str:
-    """Every error of a pydantic validation, one per line, with its field path."""
-    return "\n".join(f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors())
+    """Every error of a pydantic validation, one per line, with its field path and the value given
+    (a scalar's; a table's or list's would not fit on the line)."""
+    lines = (f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_with_value(e)}" for e in error.errors())
+    return "\n".join(lines)
+
+
+def _with_value(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, bool | int | float | str) or value is None:
+        shown = repr(value)
+        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return message
 
 
 def nesting_depth(data: Any) -> int:

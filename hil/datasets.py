@@ -16,6 +16,7 @@ labels are int64.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -93,6 +94,9 @@ class Dataset:
                 raise DatasetError(f"{self.name}: x_{split} must be a float32 array of 2, 3 or 4 dimensions")
             if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (x.shape[0],):
                 raise DatasetError(f"{self.name}: y_{split} must be int64 of shape ({x.shape[0]},)")
+            if x.shape[0] == 0:  # found here, before a run's first pulse, not at its first evaluation
+                use = "train on" if split == "train" else "evaluate on"
+                raise DatasetError(f"{self.name}: the {split} set is empty (0 samples): nothing to {use}")
             if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
                 raise DatasetError(f"{self.name}: x_{split} has values outside [0, 1]")
             if y.size and (y.min() < 0 or y.max() >= self.n_classes):
@@ -160,6 +164,17 @@ class Dataset:
 
 
 # --- preprocessing -------------------------------------------------------------------------
+
+
+def labels_digest(x_train_shape: tuple[int, ...], y_train: npt.ArrayLike, x_test_shape: tuple[int, ...],
+                  y_test: npt.ArrayLike) -> str:  # fmt: skip
+    """A short digest of a dataset by its samples' shapes and its labels in order: another set (other
+    files in the same folder, another split or seed) differs, while the pixels' last float bits,
+    which another machine's BLAS may round otherwise, do not count."""
+    digest = hashlib.sha256(repr((tuple(x_train_shape), tuple(x_test_shape))).encode())
+    for labels in (y_train, y_test):
+        digest.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def area_weights(n_in: int, n_out: int) -> npt.NDArray[np.float64]:
@@ -328,7 +343,9 @@ _IDX_FILES: dict[str, tuple[str, int]] = {
 
 def _idx_candidates(stem: str) -> list[str]:
     dotted = stem.replace("-idx", ".idx")  # the spelling of some mirrors
-    return [stem, f"{stem}.gz", dotted, f"{dotted}.gz"]
+    names = [stem, f"{stem}.gz", dotted, f"{dotted}.gz"]
+    # An archive unpacked into a folder per file (Kaggle's MNIST: train-images-idx3-ubyte/train-images-idx3-ubyte)
+    return names + [f"{folder}/{name}" for folder in names for name in names]
 
 
 def read_idx(path: str | Path, expected_magic: int | None = None) -> npt.NDArray[np.uint8]:
@@ -402,6 +419,8 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
                 f"{split} set: {img_path.name} holds {images.shape[0]} images but "
                 f"{lbl_path.name} holds {labels.shape[0]} labels"
             )
+        if images.shape[0] == 0:
+            raise DatasetError(f"{img_path}: holds no images (shape {images.shape}): nothing to {split} on")
         if labels.size and labels.max() > 9:
             raise DatasetError(f"{lbl_path}: label {int(labels.max())} is not a digit 0..9")
         xs[split] = downsample(images, size, scale=255.0)
@@ -415,10 +434,16 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
 # --- synthetic sequences ---------------------------------------------------------------------
 
 
+MAX_FRAMES = 64
+"""Most frames of a synthetic sequence (one sequence set holds samples x frames images)."""
+
+
 def _shift(images: FloatArray, dy: int, dx: int) -> FloatArray:
     """Images moved by (dy, dx) pixels (down, right positive), zero-filled where content leaves."""
     out = np.zeros_like(images)
     h, w = images.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out  # moved wholly out of the frame (a long sequence's first and last frames)
     out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
         ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
     ]
@@ -483,12 +508,12 @@ def make_sequence_dataset(
         raise DatasetError(f"{base.name} is already a sequence set; the base must hold images")
     if not 2 <= n_classes <= len(SEQUENCE_PATTERNS):
         raise DatasetError(f"n_classes must be 2..{len(SEQUENCE_PATTERNS)}, got {n_classes}")
-    if frames < 2:
-        raise DatasetError(f"frames must be at least 2 to show motion, got {frames}")
+    if not 2 <= frames <= MAX_FRAMES:
+        raise DatasetError(f"frames must be 2..{MAX_FRAMES} (2 or more to show motion), got {frames}")
     if not 1 <= per_image <= n_classes:
         raise DatasetError(f"per_image must be 1..{n_classes}, got {per_image}")
-    if noise < 0.0:
-        raise DatasetError(f"noise must be non-negative, got {noise}")
+    if not (math.isfinite(noise) and noise >= 0.0):
+        raise DatasetError(f"noise must be a finite number >= 0, got {noise}")
     rng = np.random.default_rng(seed)
     x_train, y_train = _sequences(base.x_train, base.y_train, frames, n_classes, per_image, noise, rng)
     x_test, y_test = _sequences(base.x_test, base.y_test, frames, n_classes, per_image, noise, rng)

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from hil import run_layout as layout
-from hil.storage import RunFileError, read_run
+from hil.storage import RunFileError, check_run_path, read_run
 
 LEADING_DIMS = {layout.SNAPSHOTS: "epoch"}
 """Names of a series' growing axis, by the group it lives in."""
@@ -112,8 +112,7 @@ def open_run(path: str | Path) -> xr.DataTree:
     >>> run["snapshots"].board0.isel(epoch=-1).plot.hist(bins=80)
     """
     path = Path(path)
-    if not path.is_file():
-        raise RunFileError(f"{path}: no such file")
+    check_run_path(path)
     try:
         return _open_tree(path)
     except RunFileError:

@@ -88,6 +88,13 @@ def export_run(path: str | Path, kind: str, out: str | Path | None = None, overw
     source = Path(path)
     target = Path(out) if out else source.with_suffix(SUFFIX[kind]) if kind == "netcdf" else source.with_name(
         f"{source.stem}-{kind}")  # fmt: skip
+    if target.exists() and target.resolve() == source.resolve():
+        raise RunFileError(f"--out {target} is the run file itself; choose another --out (nothing was written)")
+    if kind == "netcdf" and target.is_dir():
+        raise RunFileError(f"--out {target} is a directory; netCDF is one file: name it (RUN.nc) (nothing was written)")
+    if kind != "netcdf" and target.exists() and not target.is_dir():
+        raise RunFileError(f"--out {target} is a file; {kind} tables go in a directory: choose another --out "
+                           "(nothing was written)")  # fmt: skip
     if target.exists() and not overwrite:
         raise RunFileError(f"{target} exists; choose another --out or pass --overwrite (nothing was written)")
     from hil.run_data import open_run

@@ -42,6 +42,8 @@ SOFTWARE_VERSION = "software_version"
 HOST = "host"
 PID = "pid"
 RESUMED = "resumed"
+DATASET_DIGEST = "dataset_digest"
+"""a training run's data, by its samples' shapes and labels (:func:`hil.datasets.labels_digest`), checked on resume"""
 
 HEADER_KEYS = (PROCEDURE, STATUS, RESUMED, CREATED, FINISHED, RESOURCE, BOARD_IDENTITY, VERSION, SOFTWARE_VERSION)
 """The root attributes a reader shows first, in this order."""

@@ -143,6 +143,10 @@ def draw_run_plot(run: RunData, path: str | Path | None = None) -> Path:
     if plot is None:
         raise RunFileError(f"{run.path}: no plot is known for procedure {run.procedure!r}")
     out = Path(path) if path else run.path.with_suffix(".png")
+    if out.is_dir():  # a folder: the plot goes in it, under the run's name
+        out = out / run.path.with_suffix(".png").name
+    elif not out.suffix:  # what matplotlib would write, and so what is reported
+        out = out.with_suffix(".png")
     figure = Figure(figsize=(9, 6), layout="constrained")
     datasets = ThinnedDatasets(run.datasets) if isinstance(run.datasets, LazyDatasets) else run.datasets
     plot(datasets, run.attrs, figure)

@@ -741,12 +741,20 @@ class LazyDatasets(Mapping[str, np.ndarray[Any, Any]]):
         return (low, high) if low <= high else None
 
 
+def check_run_path(path: Path) -> None:
+    """A :class:`RunFileError` unless ``path`` is a file: a folder is named as one (a run directory
+    given where one of its files was meant), not as missing."""
+    if path.is_dir():
+        raise RunFileError(f"{path} is a directory, not a run file (one of its .h5 files?)")
+    if not path.is_file():
+        raise RunFileError(f"{path}: no such file")
+
+
 def read_run(path: str | Path, lazy: bool = False) -> RunData:
     """Read a run file; a missing, unreadable or foreign file is a :class:`RunFileError`. With
     ``lazy``, datasets are read only when asked for (:class:`LazyDatasets`)."""
     path = Path(path)
-    if not path.is_file():
-        raise RunFileError(f"{path}: no such file")
+    check_run_path(path)
     try:
         run = _read_run(path, locking=True, lazy=lazy)
     except RunFileError as exc:

@@ -118,13 +118,15 @@ class TransferBar:
         self.label = label
         self.file = file
         self.bar: tqdm[Any] | None = None
+        self.desc = ""  # the bar's own: a disabled tqdm (no terminal: a log file, cron, CI) keeps no desc
 
     def __call__(self, progress: Progress) -> None:
         desc = f"{self.label}: {progress.operation}"
-        if self.bar is None or self.bar.desc != desc or self.bar.total != progress.total or progress.done < self.bar.n:
+        if self.bar is None or self.desc != desc or self.bar.total != progress.total or progress.done < self.bar.n:
             self.close()
             self.bar = tqdm(desc=desc, total=progress.total, unit=progress.unit, leave=False, dynamic_ncols=True,
                             file=self.file, disable=None if self.file is None else False)  # fmt: skip
+            self.desc = desc
         self.bar.update(progress.done - self.bar.n)
         if progress.done >= progress.total:
             self.close()

@@ -27,33 +27,71 @@ from hil.config import ConfigError
 from hil.nn import ConvLSTMSpec, ConvSpec, DenseSpec, Network
 from hil.nn.backend import FloatArray
 
+ZIP_MAGIC = b"PK"  # a local file header (PK 3 4), or an empty zip's end record (PK 5 6)
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _member_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype of one ``.npy`` member, read from its header (no data read)."""
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    return shape, dtype
+
 
 def read_weights(path: str | Path, network: Network) -> dict[str, FloatArray]:
-    """The weights in ``path`` for ``network``; a file that does not fit is one error naming the layer."""
+    """The weights in ``path`` for ``network``; a file that does not fit is one error naming the layer.
+
+    Each array's shape and type are checked from its header before its data is read, so an
+    unknown or oversized array in the file costs nothing; a single ``.npy`` array, or a file
+    that is no zip at all, is named as what it is.
+    """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: np.asarray(archive[name]) for name in archive.files}
+        with path.open("rb") as head:
+            magic = head.read(len(NPY_MAGIC))
     except FileNotFoundError:
         raise ConfigError(f"weights file {path} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except OSError as exc:
+        raise ConfigError(f"weights file {path} cannot be read ({exc.strerror or exc})") from None
+    if magic.startswith(NPY_MAGIC):
+        named = ", ".join(f"{n}=..." for n in network.weight_shapes)
+        raise ConfigError(f"weights file {path} is one .npy array, not a .npz of named arrays: save one array "
+                          f"per layer, np.savez(path, {named})")  # fmt: skip
+    if not magic.startswith(ZIP_MAGIC):
+        raise ConfigError(f"weights file {path} is not a .npz (a zip of .npy arrays, as np.savez writes): "
+                          f"it starts with {magic[:4]!r}")  # fmt: skip
+    problems: list[str] = []
+    arrays: dict[str, FloatArray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {m.removesuffix(".npy"): m for m in archive.namelist()}
+            problems += [f"missing {name!r} {shape}" for name, shape in network.weight_shapes.items()
+                         if name not in members]  # fmt: skip
+            problems += [f"unknown array {name!r} (the network's layers: {', '.join(network.weight_shapes)})"
+                         for name in members if name not in network.weight_shapes]  # fmt: skip
+            for name, expected in network.weight_shapes.items():
+                if name not in members:
+                    continue
+                shape, dtype = _member_header(archive, members[name])
+                if shape != expected:
+                    problems.append(f"{name!r} has shape {shape}, the network needs {expected} (fan_in, fan_out)")
+                elif not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+                    problems.append(f"{name!r} holds {dtype}, not real numbers")
+                else:
+                    with archive.open(members[name]) as stream:
+                        array = np.lib.format.read_array(stream, allow_pickle=False)
+                    if not np.isfinite(array).all():
+                        problems.append(f"{name!r} holds {int((~np.isfinite(array)).sum())} non-finite values")
+                    arrays[name] = np.asarray(array, dtype=np.float64)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"weights file {path} is not a .npz of arrays ({exc})") from None
-    problems = [f"missing {name!r} {shape}" for name, shape in network.weight_shapes.items() if name not in arrays]
-    problems += [f"unknown array {name!r} (the network's layers: {', '.join(network.weight_shapes)})"
-                 for name in arrays if name not in network.weight_shapes]  # fmt: skip
-    for name, array in arrays.items():
-        expected = network.weight_shapes.get(name)
-        if expected is None:
-            continue
-        if array.shape != expected:
-            problems.append(f"{name!r} has shape {array.shape}, the network needs {expected} (fan_in, fan_out)")
-        elif not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-            problems.append(f"{name!r} holds {array.dtype}, not real numbers")
-        elif not np.isfinite(array).all():
-            problems.append(f"{name!r} holds {int((~np.isfinite(array)).sum())} non-finite values")
     if problems:
         raise ConfigError(f"weights file {path} does not fit the network: {'; '.join(problems)}")
-    return {name: arrays[name].astype(np.float64) for name in network.weight_shapes}
+    return arrays
 
 
 def scale_invariant(network: Network) -> bool:

@@ -14,6 +14,14 @@ from mock_hardware.firmware import Firmware, FirmwareSpec
 DEFAULT_PRESET = "umass-ta-hfo2"
 
 
+def _got(value: object) -> str:
+    """`` (got 0)``: the value an emulator parameter was given, where it is one that fits on a line."""
+    if isinstance(value, bool | int | float | str):
+        shown = repr(value)
+        return f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return ""
+
+
 def build_firmware(
     preset_name: str = DEFAULT_PRESET, seed: int = 0, overrides: dict[str, str] | None = None
 ) -> Firmware:
@@ -37,7 +45,7 @@ def build_firmware(
         params = preset(preset_name, **fields)
         plan = FaultPlan.model_validate(fault_fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_got(e.get('input'))}" for e in exc.errors())
         raise ValueError(f"bad emulator parameters: {problems}") from None
     array = CrossbarArray(params, seed=seed, noise_seed=noise_seed)
     return Firmware(array, spec, FaultInjector(plan) if plan.any else None)

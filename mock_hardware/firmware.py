@@ -592,9 +592,11 @@ class Firmware:
         col = self._index(command.args[0], "col", self.array.cols)
         gain = self._number(command.args[1], "gain")
         gains = self.spec.electronics.tia_gains
-        if not any(math.isclose(gain, g, rel_tol=1e-6) for g in gains):
+        # The contract (docs/wire-protocol.md, ADC:SAMP?): the number sent, exactly one TIA:GAIN? lists
+        # (1e3 and 1000.0 are one number); close is not enough, as on a board comparing what it was sent.
+        if gain not in gains:
             raise CommandFailure(
-                ErrorCode.ILLEGAL_VALUE, f"gain {gain:g} ohm is not one of {', '.join(f'{g:g}' for g in gains)}"
+                ErrorCode.ILLEGAL_VALUE, f"gain {gain!r} ohm is not one of {', '.join(repr(g) for g in gains)}"
             )
         if not self.col_selected[col]:
             raise CommandFailure(ErrorCode.SETTINGS_CONFLICT, f"column {col} is not selected (MUX:COL {col},1)")

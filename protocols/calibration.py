@@ -225,12 +225,31 @@ class PopulationFit:
     cells: int
 
 
+def spread_uncertainty(spread: float, var_sigma: float) -> float:
+    """Standard uncertainty of a spread ``sqrt(var - noise)`` whose ``var - noise`` is known to
+    ``var_sigma`` (delta method: ``var_sigma / (2 spread)``).
+
+    Near zero the delta method diverges while the spread itself cannot be known better than
+    ``sqrt(var_sigma)`` (the scale of ``sqrt`` of a quantity scattering by ``var_sigma``): the
+    smaller of the two, which meet at ``spread = sqrt(var_sigma) / 2``, so a spread fitted as 0
+    gets a finite bound and the uncertainty is continuous in the spread.
+    """
+    if not var_sigma > 0:
+        return 0.0
+    bound = float(np.sqrt(var_sigma))
+    return bound if spread <= bound / 2 else var_sigma / (2 * spread)
+
+
 def population_fit(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) -> PopulationFit:
     """Means and spreads of the per-cell line fits over ``cells`` (``g_maps`` over the window only).
 
     Each cell's fitted k and c carry the fit's own noise, ``s^2 / Sxx`` and ``s^2 (1/n + v^2/Sxx)``
     with ``s^2`` the cell's residual variance; their mean is subtracted from the observed
-    variance across cells, leaving the devices' own spread.
+    variance across cells, leaving the devices' own spread. The spread's uncertainty counts the
+    scatter of both: the sample variance's, ``var sqrt(2 / (cells - 1))`` (fit noise included,
+    so where the noise is most of ``var`` the spread is known far less well than
+    ``spread / sqrt(2 cells)``), and the noise estimate's (its cells' scatter over
+    ``sqrt(cells)``); see :func:`spread_uncertainty`.
     """
     v = np.asarray(v_gates, dtype=np.float64)
     n = v.size
@@ -242,16 +261,16 @@ def population_fit(v_gates: FloatArray, g_maps: FloatArray, cells: BoolArray) ->
         raise InvalidRequest(f"a population fit needs two responsive cells and three gates ({count}, {n})")
     s2 = (residual[cells] ** 2) * n / (n - 2)
     sxx = float(((v - v.mean()) ** 2).sum())
-    k_noise = float(np.mean(s2 / sxx))
-    c_noise = float(np.mean(s2 * (1 / n + v.mean() ** 2 / sxx)))
-    k_var, c_var = float(np.var(k_cells, ddof=1)), float(np.var(c_cells, ddof=1))
-    k_spread, c_spread = (float(np.sqrt(max(var - noise, 0.0))) for var, noise in ((k_var, k_noise), (c_var, c_noise)))
-    root = np.sqrt(count)
+    figures: list[float] = []
+    for values, noise_per_cell in ((k_cells, s2 / sxx), (c_cells, s2 * (1 / n + v.mean() ** 2 / sxx))):
+        var, noise = float(np.var(values, ddof=1)), float(np.mean(noise_per_cell))
+        spread = float(np.sqrt(max(var - noise, 0.0)))
+        var_sigma = float(np.hypot(var * np.sqrt(2 / (count - 1)), np.std(noise_per_cell, ddof=1) / np.sqrt(count)))
+        figures += [float(values.mean()), float(np.sqrt(var / count)), spread, spread_uncertainty(spread, var_sigma)]
+    k_mean, k_mean_sigma, k_spread, k_spread_sigma, c_mean, c_mean_sigma, c_spread, c_spread_sigma = figures
     return PopulationFit(
-        k_mean=float(k_cells.mean()), k_mean_sigma=float(np.sqrt(k_var) / root),
-        k_spread=k_spread, k_spread_sigma=float(np.sqrt(k_var) / np.sqrt(2 * (count - 1))),
-        c_mean=float(c_cells.mean()), c_mean_sigma=float(np.sqrt(c_var) / root),
-        c_spread=c_spread, c_spread_sigma=float(np.sqrt(c_var) / np.sqrt(2 * (count - 1))),
+        k_mean=k_mean, k_mean_sigma=k_mean_sigma, k_spread=k_spread, k_spread_sigma=k_spread_sigma,
+        c_mean=c_mean, c_mean_sigma=c_mean_sigma, c_spread=c_spread, c_spread_sigma=c_spread_sigma,
         cells=count,
     )  # fmt: skip
 

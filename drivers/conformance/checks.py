@@ -137,9 +137,18 @@ def check_replies_follow_the_grammar(ctx: Context) -> None:
                   "DAC:VOLT? ROW,0", "SYST:TIME?", "SYST:PCNT?"):  # fmt: skip
         for field in ctx.probe.value(query):
             _expect(NUMBER.fullmatch(field) is not None, f"{query} field {field!r} is not a number of the grammar")
+        _line_end(query, bytes(ctx.probe.transcript[-1].received))
     ctx.probe.ask('NO:"QUOTE?')
     raw = bytes(ctx.probe.transcript[-1].received)
+    _line_end('NO:"QUOTE?', raw)
     _expect(ERROR_LINE.fullmatch(raw) is not None, f"error line {raw!r} is not ERR <code>,\"<message>\"")
+
+
+def _line_end(query: str, raw: bytes) -> None:
+    """A reply line ends in LF alone: a CR before it (a C library's line end) is named as such, not as a
+    malformed reply."""
+    _expect(not raw.endswith(b"\r\n"), f"the reply to {query} ends in CR LF ({raw[-12:]!r}): a reply line ends "
+            "in LF alone (wire-protocol.md, Grammar: value-line, error-line)")  # fmt: skip
 
 
 # ============================================================================ error codes
@@ -236,6 +245,14 @@ def check_error_224_illegal_value(ctx: Context) -> None:
     ctx.probe.ok("MUX:COL 0,1")
     odd = _gain(ctx) * 1.37
     ctx.probe.refused(f"ADC:SAMP? 0,{codec.format_number(odd)}", -224, "a gain TIA:GAIN? does not list")
+    # A listed gain is one number however it is written; close to one is not one (a float32 table
+    # still tells 1 part in 10^6 apart: 8 of its steps).
+    near = _gain(ctx) * (1 + 1e-6)
+    ctx.probe.refused(f"ADC:SAMP? 0,{codec.format_number(near)}", -224, "a gain 1 part in 10^6 off a listed one")
+    for written in (f"{_gain(ctx):E}", f"{_gain(ctx):.6e}", f"{_gain(ctx):f}"):
+        if float(written) == _gain(ctx):
+            reply = ctx.probe.ask(f"ADC:SAMP? 0,{written}")
+            _expect(reply.kind == "value", f"ADC:SAMP? 0,{written} (a listed gain, written another way) got {reply}")
 
 
 @check("errors")

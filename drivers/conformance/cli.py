@@ -36,8 +36,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_argument("--only", nargs="+", default=[], metavar="CHECK",
                      help="run only these checks or groups: names, GROUP/NAME as the report prints them, "
                      "or patterns ('error-1*')")  # fmt: skip
-    sub.add_argument("--timeout", type=float, default=10.0, metavar="S", help="reply timeout (default 10 s)")
+    sub.add_argument("--timeout", type=_timeout, default=10.0, metavar="S", help="reply timeout (default 10 s)")
     sub.set_defaults(handler=_run)
+
+
+MAX_TIMEOUT = 3600.0
+"""s: the longest reply timeout, as a board config's (hil.config.BoardConfig.timeout)."""
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text} s is outside (0, {MAX_TIMEOUT:g}] s")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:

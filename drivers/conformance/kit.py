@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from drivers import codec
 from drivers import commands as cmd
 from drivers.conformance.probe import CheckFailed, Probe, shorten
-from drivers.errors import BoardError
+from drivers.errors import BoardError, InvalidRequest
 from drivers.transports.base import Transport
 
 
@@ -38,6 +39,21 @@ class ConformanceOptions:
     """s of silence the kit waits for the board to count the link quiet (0 for an in-process board)"""
     reconnect: Callable[[], Transport] | None = None
     """opens a second link to the same board (TCP): for the session and concurrent-client checks"""
+
+    def __post_init__(self) -> None:
+        # Checked before the kit opens the board: a NaN amplitude went out on the wire as 'nan' and the
+        # board's refusal was reported as its non-conformance.
+        for name, value, unit in (("max_amplitude", self.max_amplitude, "V"), ("max_gate", self.max_gate, "V"),
+                                  ("quiet_wait", self.quiet_wait, "s")):  # fmt: skip
+            if not (math.isfinite(value) and value >= 0):
+                flag = "" if name == "quiet_wait" else f" (--{name.replace('_', '-')})"  # hil conformance's flags
+                raise InvalidRequest(f"{name}{flag} = {value:g} {unit}: must be a finite number >= 0; "
+                                     "nothing was sent")  # fmt: skip
+        if self.max_pulses < 0:
+            raise InvalidRequest(f"max_pulses (--max-pulses) = {self.max_pulses}: must be >= 0; nothing was sent")
+        for row, col in self.cells:
+            if row < 0 or col < 0:
+                raise InvalidRequest(f"cells: ({row}, {col}) has a negative index; nothing was sent")
 
 
 @dataclass

@@ -3,6 +3,7 @@ both for the report of a failed check."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from drivers.errors import LinkError
 from drivers.transports.base import Transport
 
 SHOWN_BYTES = 160  # of each side of an exchange, in a report
+FRAME_CRC = re.compile(rb"!\d+,\d+,([0-9A-Fa-f]{8})")
 
 
 @dataclass
@@ -24,6 +26,14 @@ def shorten(data: bytes) -> str:
     if len(data) <= SHOWN_BYTES:
         return repr(bytes(data))
     return f"{bytes(data[: SHOWN_BYTES // 2])!r} ... ({len(data)} bytes) ... {bytes(data[-SHOWN_BYTES // 4 :])!r}"
+
+
+def _why_not_a_frame(line: bytes) -> str:
+    """What a firmware writer most likely got wrong in a frame header the codec refused, if it is that."""
+    match = FRAME_CRC.fullmatch(line.rstrip(b"\r\n"))
+    if match is not None and match[1] != match[1].lower():
+        return " (its checksum is upper-case hex: the grammar's crc is 8 lower-case hex digits, printf %08x)"
+    return ""
 
 
 class CheckFailed(Exception):
@@ -97,12 +107,13 @@ class Probe:
     def framed_reply(self) -> tuple[int, codec.Reply]:
         """The next reply, which must be a frame whose checksum holds."""
         try:
-            header = codec.parse_frame_header(self._read_line())
+            line = self._read_line()
+            header = codec.parse_frame_header(line)
             body = self._read_exact(header.length)
         except LinkError as exc:
             raise CheckFailed(f"no framed reply: {exc}") from exc
         except ValueError as exc:
-            raise CheckFailed(f"a framed reply outside the grammar: {exc}") from exc
+            raise CheckFailed(f"a framed reply outside the grammar: {exc}{_why_not_a_frame(line)}") from exc
         if not header.checks(body):
             raise CheckFailed("a framed reply fails its checksum")
         try:

@@ -103,20 +103,24 @@ def register(commands: Any) -> None:
                         "the --config file's)")  # fmt: skip
     deploy.add_argument("--config", metavar="FILE", help="training config (TOML or JSON), e.g. a custom network")
     deploy.add_argument("--board", metavar="RESOURCE", help=f"board resource string (default: {EMBEDDED_EMULATOR})")
-    deploy.add_argument("--chip-seed", type=int, help="seeds the emulated chip of emulator:// boards")
+    deploy.add_argument("--chip-seed", type=int, metavar="N", help="seeds the emulated chip of emulator:// boards")
     deploy.add_argument("--out", metavar="FILE.h5", help="run file (default: runs/deploy-<model>-<time>.h5)")
     deploy.add_argument("--overwrite", action="store_true", help="replace an existing run file")
-    deploy.add_argument("--tolerance", type=float, help="write-verify tolerance of the transfer, S (default 4e-6)")
+    deploy.add_argument("--tolerance", type=float, metavar="S", help="write-verify tolerance of the transfer, S "
+                        "(default 4e-6)")  # fmt: skip
     deploy.add_argument("--no-fit", action="store_true", help="write the weights as they are (default: each layer "
                         "scaled to fill what the devices hold, where the network's answers do not change)")  # fmt: skip
     deploy.add_argument("--fine-tune", type=int, default=0, metavar="UPDATES", help="in-situ updates after the "
                         "transfer (default 0: evaluate only)")  # fmt: skip
     deploy.add_argument("--retrain-layers", nargs="+", metavar="LAYER", help="the layers fine-tuned (default: all)")
     deploy.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="fine-tuning optimizer (default: the model's)")
-    deploy.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the model's for the optimizer)")
-    deploy.add_argument("--batch-size", type=int, help="samples per fine-tuning update (default: the model's)")
-    deploy.add_argument("--seed", type=int, help="seeds the fine-tuning's sample order")
-    deploy.add_argument("--dataset", help="the data to evaluate and fine-tune on (default: the model's)")
+    deploy.add_argument("--lr", type=float, metavar="X", help="fine-tuning learning rate (default: the model's for "
+                        "the optimizer)")  # fmt: skip
+    deploy.add_argument("--batch-size", type=int, metavar="N", help="samples per fine-tuning update (default: "
+                        "the model's)")  # fmt: skip
+    deploy.add_argument("--seed", type=int, metavar="N", help="seeds the fine-tuning's sample order")
+    deploy.add_argument("--dataset", metavar="NAME", help="the data to evaluate and fine-tune on (default: "
+                        "the model's)")  # fmt: skip
     deploy.set_defaults(handler=cmd_deploy)
 
     evaluate = commands.add_parser(
@@ -133,8 +137,8 @@ def register(commands: Any) -> None:
                           "(90, 90s, 30min, 2h, 1d)")  # fmt: skip
     evaluate.add_argument("--for", dest="duration", type=parse_duration, metavar="DURATION",
                           help="how long to follow the network")  # fmt: skip
-    evaluate.add_argument("--refresh", type=float, metavar="TOLERANCE", help="before each evaluation, write back "
-                          "every device that drifted more than TOLERANCE (S, e.g. 4e-6) from the run's final "
+    evaluate.add_argument("--refresh", type=float, metavar="S", help="before each evaluation, write back "
+                          "every device that drifted more than this many siemens (e.g. 4e-6) from the run's final "
                           "conductances (costs pulses; also rewrites a chip that lost the weights)")  # fmt: skip
     evaluate.add_argument("--column-gains", action="store_true", help="before each evaluation, recalibrate each "
                           "output column's gain against its response to a probe batch at the first evaluation "

@@ -334,7 +334,7 @@ def check_holds_weights(evaluator: ChipEvaluator, path: str | Path) -> None:
         raise RunFileError(f"the chip does not hold the weights of {path}: its used devices are a median "
                            f"{distance * 1e6:.1f} uS from the run's final conductances (an in-process emulator "
                            "starts fresh in every process); serve the board as a process, or pass "
-                           "--refresh TOLERANCE to write the weights again")  # fmt: skip
+                           "--refresh S (a tolerance in siemens, e.g. 4e-6) to write the weights again")  # fmt: skip
 
 
 def point_times(every: float | None, duration: float | None) -> list[float]:

@@ -26,13 +26,13 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hil.config import BoardConfig, ConfigError, validation_problems
-from hil.sweep.axes import Axis, AxisValue, combinations, set_path
+from hil.sweep.axes import MAX_CELLS, Axis, AxisValue, combinations, set_path
 from hil.sweep.keys import cell_key
 
 Kind = Literal["train", "characterize", "sequence"]
@@ -53,7 +53,9 @@ class Campaign(BaseModel):
     board: dict[str, Any] = Field(default_factory=dict, description="board settings (timeout, framing, limits)")
     axes: dict[str, Axis] = Field(default_factory=dict)
     zip: list[list[str]] = Field(default_factory=list, description="axes that advance together")
-    seeds: list[int] | int = Field(default_factory=lambda: [0], description="seeds, or how many (0, 1, ...)")
+    seeds: Annotated[list[int], Field(max_length=MAX_CELLS)] | Annotated[int, Field(ge=0, le=MAX_CELLS)] = Field(
+        default_factory=lambda: [0], description="seeds, or how many (0, 1, ...)"
+    )
     resume: Literal["auto", "journal", "restart"] = Field(
         "auto", description="an interrupted cell: continue from its journal, or start it over; auto: continue "
         "on a board that outlived the run, start over on an in-process emulator (it died with its worker)",
@@ -114,6 +116,9 @@ def expand(campaign: Campaign) -> list[Cell]:
         combos = list(combinations(campaign.axes, campaign.zip))
     except ValueError as exc:
         raise ConfigError(f"axes: {exc}") from None
+    if len(combos) * len(campaign.seed_list) > MAX_CELLS:  # before a cell is built
+        raise ConfigError(f"seeds: {len(combos):,} combinations of the axes x {len(campaign.seed_list):,} seeds make "
+                          f"{len(combos) * len(campaign.seed_list):,} cells; at most {MAX_CELLS:,}")  # fmt: skip
     cells = []
     for values in combos:
         for seed in campaign.seed_list:

@@ -83,5 +83,6 @@ def register(commands: Any) -> None:
     sweep.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
     sweep.add_argument("--scheduler", metavar="tcp://HOST:8786", help="run on an existing Dask cluster")
     sweep.add_argument("--out", metavar="DIR", help="folder of the run files and table (default runs/sweep-NAME)")
-    sweep.add_argument("--metric", default="final_accuracy", help="show: the column to draw (default %(default)s)")
+    sweep.add_argument("--metric", default="final_accuracy", metavar="NAME",
+                       help="show: the column to draw (default %(default)s)")  # fmt: skip
     sweep.set_defaults(handler=cmd_sweep)

@@ -7,6 +7,7 @@ same run started from ``hil train`` or ``hil characterize`` would write (``hil s
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from hil.run_layout import completed_updates, prepared
 from hil.storage import RunData, RunFile
 from hil.training.config import TrainConfig, load_train_config
 from hil.training.run import PROCEDURE as TRAIN_PROCEDURE
-from hil.training.run import run_training
+from hil.training.run import check_run_data, run_training
 from protocols.recording import journaled_steps
 from protocols.runner import run_sequence
 from protocols.sequences import PulseSequence, SequenceFileError, parse_sequence
@@ -62,10 +63,28 @@ def _sequence(config: dict[str, Any]) -> PulseSequence:
         raise ConfigError(str(exc)) from None
 
 
+def _check_train_data(config: TrainConfig) -> None:
+    """The cell's data against its network, once per distinct data and network of the campaign (a
+    cell would find it only after its calibration and programming)."""
+    key = json.dumps([config.dataset_name, config.dataset_options, config.network, config.model], sort_keys=True,
+                     default=str)  # fmt: skip
+    if key in _DATA_CHECKED:
+        return
+    try:
+        check_run_data(config)
+    except ValueError as exc:  # PlanError, DatasetError: one line naming the field
+        raise ConfigError(str(exc)) from None
+    _DATA_CHECKED.add(key)
+
+
+_DATA_CHECKED: set[str] = set()
+"""Data and networks already found to fit (a campaign of hundreds of cells shares a few)."""
+
+
 def validate_run_config(kind: str, config: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the field if ``config`` is not a valid run of ``kind``."""
     if kind == "train":
-        load_train_config("", config)
+        _check_train_data(load_train_config("", config))
         return
     allowed = {"board", "procedure", "options"} if kind == "characterize" else {"board", "sequence"}
     if unknown := set(config) - allowed:

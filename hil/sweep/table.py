@@ -59,12 +59,37 @@ def save_meta(folder: str | Path, meta: Mapping[str, Any]) -> None:
     _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8"))
 
 
+class ResultsError(ValueError):
+    """A campaign folder whose table or description cannot be read; the message names the file."""
+
+
+REQUIRED = ("key", "status")
+"""Columns every campaign table has (hil sweep show reads them)."""
+
+
 def load_results(folder: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A campaign folder's table and its description (axes, name, kind); OSError if there is none."""
+    """A campaign folder's table and its description (axes, name, kind); OSError if there is none, a
+    :class:`ResultsError` naming the file if it is damaged or another program's."""
     folder = Path(folder)
     table = folder / PARQUET
     if not table.is_file():
         raise FileNotFoundError(f"{folder} holds no campaign results ({PARQUET}); run hil sweep first")
+    try:
+        frame = pd.read_parquet(table)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ResultsError(f"{table} is not a readable campaign table: {exc}") from None
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{table} is not a campaign table: no {', '.join(missing)} column "
+                           f"(it has {', '.join(map(str, frame.columns)) or 'none'})")  # fmt: skip
     meta_path = folder / META
-    meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    return pd.read_parquet(table), meta
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ResultsError(f"{meta_path} is not a readable campaign description: {exc}") from None
+        if not isinstance(meta, dict):
+            kind = type(meta).__name__
+            raise ResultsError(f"{meta_path} is not a campaign description: a JSON {kind}, not an object")
+    return frame, meta

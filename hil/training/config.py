@@ -274,12 +274,19 @@ def _with_seed(resource: str, seed: int) -> str:
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A config file (TOML or JSON) with command-line overrides on top; errors name every field.
 
-    An override replaces only the fields it names: ``--lr`` keeps the file's optimizer. Naming
-    another optimizer without a learning rate drops the file's rate (it was for the other one),
-    so the model's rate for the named optimizer applies.
+    An override replaces only the fields it names: ``--lr`` keeps the file's optimizer, and
+    ``--mnist-dir`` the file's other ``dataset_options`` of the same dataset. Naming another
+    optimizer without a learning rate drops the file's rate (it was for the other one), so the
+    model's rate for the named optimizer applies.
     """
     data: dict[str, Any] = read_config_file(path, "training config") if path else {}
+    file_dataset = data.get("dataset")
     for key, value in (overrides or {}).items():
+        # --mnist-dir names the folder only: the file's other options (size = 28) stay, where they are the same
+        # dataset's
+        same_dataset = (overrides or {}).get("dataset", file_dataset) == file_dataset
+        if key == "dataset_options" and isinstance(value, dict) and isinstance(data.get(key), dict) and same_dataset:
+            value = data[key] | value
         if key == "optimizer" and isinstance(value, dict) and isinstance(data.get(key), dict):
             kept = dict(data[key])
             if "name" in value and value["name"] != kept.get("name") and "lr" not in value:

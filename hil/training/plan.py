@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+import numpy.typing as npt
+
 from drivers import Board, InvalidRequest, LimitError
+from hil import run_layout as layout
 from hil.mapping import Placement
+from hil.nn import Network
+from hil.storage import RunData
 from hil.training.config import TrainConfig
 
 
@@ -25,6 +31,49 @@ def check_plan(config: TrainConfig, boards: Mapping[str, Board]) -> None:
         _check_bad_lines(config, name, board)
         _check_input_voltage(config, name, board)
         _check_pulses(config, name, board)
+
+
+def check_data(config: TrainConfig, network: Network, sample_shape: tuple[int, ...], labels: int) -> None:
+    """Refuse data whose samples (``sample_shape``, one sample's) the network cannot take, or whose
+    ``labels`` (how many: the largest label + 1) it cannot output: found at the first evaluation
+    otherwise, after calibration and programming."""
+    which = "config.network" if config.network else f"model {config.model!r}"
+    declared = tuple(network.spec.input_shape)
+    if tuple(sample_shape) not in (declared, tuple(network.spec.canonical_input_shape())):
+        hint = ""
+        if config.dataset_name == "mnist-idx" and len(declared) == 2 and declared[0] == declared[1] <= 28:
+            side = declared[0]
+            hint = f" (a --config file with dataset = 'mnist-idx', dataset_options.size = {side} gives {side}x{side})"
+        raise PlanError(f"dataset = {config.dataset_name!r}: samples of shape {tuple(sample_shape)} do not fit the "
+                        f"network's input_shape {list(declared)} ({which}){hint}; nothing was sent")  # fmt: skip
+    if labels > network.spec.n_classes:
+        raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
+                        f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
+
+
+def check_same_data(config: TrainConfig, previous: RunData, digest: str) -> None:
+    """Refuse to resume a run on other data than it trained on (other files in its folder, another
+    split): the resumed updates would silently train another task. Runs written before the digest
+    was kept are not checked."""
+    stored = previous.root.get(layout.DATASET_DIGEST)
+    if stored is not None and str(stored) != digest:
+        where = f" from {config.dataset_options['directory']}" if "directory" in config.dataset_options else ""
+        raise PlanError(f"dataset = {config.dataset_name!r}{where} is not the data this run trained on (labels or "
+                        f"sizes differ: digest {digest}, the run's {stored}); resume it on the same data; "
+                        "nothing was sent")  # fmt: skip
+
+
+def check_weight_span(config: TrainConfig, weights: Mapping[str, npt.NDArray[np.float64]]) -> None:
+    """Refuse weights (as they will be written: after any fit) past what a pair of nominal devices
+    holds, ``weight_limit`` in the layer's unit: their devices would be written to the ends of
+    their reach instead, silently another network."""
+    for layer, w in weights.items():
+        top = float(np.abs(w).max()) if w.size else 0.0
+        limit = config.weight_limit * config.g_unit / config.layer_g_unit.get(layer, config.g_unit)
+        if top > limit:
+            raise PlanError(f"initial_weights: {layer!r} holds |w| up to {top:.4g}, past the {limit:.4g} a pair of "
+                            "nominal devices holds (gate_coded.set_slope x gate window / g_unit); scale the weights, "
+                            "or fit them (hil deploy without --no-fit); nothing was sent")  # fmt: skip
 
 
 def _check_bad_lines(config: TrainConfig, name: str, board: Board) -> None:

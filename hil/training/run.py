@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from drivers import Board
 from hil.array_backend import ArrayBackend
 from hil.config import ConfigError
-from hil.datasets import load_dataset
+from hil.datasets import labels_digest, load_dataset
 from hil.ledger.facts import calibrate_or_reuse
 from hil.link_record import record_link
 from hil.mapping import PlacementSpec, auto_place, remap_for_weights, resolve_placement
@@ -31,6 +31,7 @@ from hil.nn.backend import MatmulBackend
 from hil.noise_aware import NoisyLearner
 from hil.optimizers import Optimizer, OptimizerConfig
 from hil.run_layout import (
+    DATASET_DIGEST,
     DEPLOY,
     EVALUATIONS,
     JOURNAL,
@@ -59,7 +60,14 @@ from hil.training.loop import (
     evaluate,
     train,
 )
-from hil.training.plan import PlanError, check_plan, check_vmm_currents
+from hil.training.plan import (
+    PlanError,
+    check_data,
+    check_plan,
+    check_same_data,
+    check_vmm_currents,
+    check_weight_span,
+)
 from hil.transfer import TransferReport, park_unused, quantize, refine, shift_targets, write_targets
 from hil.updates import GateCodedUpdate, UpdateRule, UpdateStats, WriteVerifyUpdate
 from hil.weights_file import fit_weights, read_weights
@@ -80,6 +88,18 @@ FINAL_READS = 4
 def build_network(config: TrainConfig) -> Network:
     spec = load_network_spec(config.network, "config.network") if config.network else get_architecture(config.model)
     return Network(spec)
+
+
+def _labels(*labels: npt.NDArray[np.int64]) -> int:
+    """How many labels the data uses: its largest + 1."""
+    return int(max(int(y.max()) for y in labels)) + 1
+
+
+def check_run_data(config: TrainConfig) -> None:
+    """The run's data against its network (:func:`~hil.training.plan.check_data`), as a campaign checks
+    its cells before any runs."""
+    dataset = load_dataset(config.dataset_name, **config.dataset_options)
+    check_data(config, build_network(config), dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
 
 
 def load_data(config: TrainConfig) -> Data:
@@ -298,11 +318,21 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     pulsed (:class:`~hil.training.plan.PlanError`)."""
     network = build_network(config)
     _trained_layers(config, network)
+    dataset = load_dataset(config.dataset_name, **config.dataset_options)
+    check_data(config, network, dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
+    if previous is not None:
+        check_same_data(config, previous, labels_digest(dataset.x_train.shape, dataset.y_train,
+                                                        dataset.x_test.shape, dataset.y_test))  # fmt: skip
     kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
+    written = None
     if config.initial_weights is not None and not kept:
-        read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
+        written = read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
+        if config.fit_initial_weights:
+            written, _ = fit_weights(written, network, FIT_MARGIN * config.weight_limit)
     if config.update_rule == "exact":
         return ""
+    if written is not None:
+        check_weight_span(config, written)
     with opened_boards(config) as boards:
         check_plan(config, boards)
         backend = _place(config, network, boards, None)  # a placement that cannot work fails here too
@@ -338,6 +368,9 @@ def run_training(
 def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
+    check_data(config, network, data[0].shape[1:], _labels(data[1], data[3]))  # a sweep's cell: no preflight
+    if previous is None or DATASET_DIGEST not in previous.root:  # checked on resume (preflight)
+        run.set_root(**{DATASET_DIGEST: labels_digest(data[0].shape, data[1], data[2].shape, data[3])})
     start = resume_point(config, run, previous, len(data[0]))
     weights = initial_weights(config, network, data, run, previous)
     train_loop = partial(train, network, data=data, updates=config.updates, batch_size=config.batch_size,
@@ -504,6 +537,8 @@ def initial_weights(
             # a margin below the nominal span: devices differ, and the window's ends are the least linear
             weights, scales = fit_weights(weights, network, FIT_MARGIN * config.weight_limit)
             run.set_attrs(DEPLOY, **{f"scale_{layer}": s for layer, s in scales.items()})
+        if config.update_rule != "exact":
+            check_weight_span(config, weights)  # again here: a campaign's cell has no preflight
         for layer, w in weights.items():
             run.write(deployed_weights(layer), w)
         return weights

@@ -138,7 +138,7 @@ def register(commands: Any) -> None:
                              "(hil characterize all) into a TOML parameter file.")  # fmt: skip
     fit.add_argument("files", nargs="+", metavar="FILE.h5")
     fit.add_argument("--out", required=True, metavar="chip.toml", help="parameter file to write")
-    fit.add_argument("--preset", default=BASE_PRESET, help="base preset for what is not measured "
+    fit.add_argument("--preset", default=BASE_PRESET, metavar="NAME", help="base preset for what is not measured "
                      "(default: %(default)s)")  # fmt: skip
     fit.add_argument("--overwrite", action="store_true", help="replace an existing parameter file")
     fit.add_argument("--population-only", action="store_true", help="no cell map: a twin of any chip with "

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from drivers import Board
 from hil import run_layout as layout
-from hil.config import BoardConfig
+from hil.config import BoardConfig, ConfigError, validation_problems
 from hil.figure_report import report_lines
 from hil.storage import RunData, RunFile, RunFileError, read_run
 from protocols.characterization.suite import TWIN_SUITE, SuiteStep, planned_pulses, planned_reads, step_options
@@ -47,7 +47,11 @@ def plan(shape: tuple[int, int], overrides: Overrides | None = None, out_dir: Pa
         raise ValueError(f"no suite step named {sorted(unknown)[0]!r}; steps: {names}")
     planned = []
     for step in TWIN_SUITE:
-        options = step_options(step, overrides.get(step.procedure))
+        try:
+            options = step_options(step, overrides.get(step.procedure))
+        except ValidationError as exc:  # a --set value: named as the step and field the user typed
+            problems = "; ".join(f"{step.procedure}.{line.strip()}" for line in validation_problems(exc).splitlines())
+            raise ConfigError(f"bad --set: {problems}") from None
         path = out_dir / f"{step.procedure}.h5" if out_dir is not None else None
         state = "to run"
         if path is not None and path.exists():

@@ -14,7 +14,7 @@ from drivers.codec import CommandParser, ErrorCode, ParseError
 from drivers.conformance import CHECKS, ConformanceOptions, Report, run_checks, run_conformance
 from hil import cli
 from mock_hardware.emulator import build_firmware
-from mock_hardware.firmware import Firmware
+from mock_hardware.firmware import CommandFailure, Firmware
 from mock_hardware.sessions import SessionStore
 from tests.conftest import EmulatorFactory
 from tests.emulator_thread import serving_in_thread
@@ -198,6 +198,45 @@ class BigEndianBits(Firmware):
         return super()._pulse_sparse(command)
 
 
+class NearGains(Firmware):
+    """Takes a gain within 1 part in 10^6 of a listed one (what the emulator did before session 11)."""
+
+    def _sample(self, command: codec.Command) -> bytes:
+        gain = float(command.args[1])
+        listed = min(self.spec.electronics.tia_gains, key=lambda g: abs(g - gain))
+        if abs(gain - listed) <= 1e-6 * listed:
+            command = codec.Command(command.header, (command.args[0], repr(listed)), None)
+        return super()._sample(command)
+
+
+class GainsAsText(Firmware):
+    """Compares the gain's text with the listed text: 1.000000E+02 is not 100.0 there."""
+
+    def _sample(self, command: codec.Command) -> bytes:
+        if command.args[1].strip() not in {codec.format_number(g) for g in self.spec.electronics.tia_gains}:
+            raise CommandFailure(ErrorCode.ILLEGAL_VALUE, f"gain {command.args[1]} is not listed")
+        return super()._sample(command)
+
+
+class CrLfReplies(Firmware):
+    """Ends its reply lines in CR LF, as a C library's line end might (the host reads them; the contract says LF)."""
+
+    def feed(self, data: bytes) -> bytes:
+        replies = super().feed(data)
+        return replies if replies.startswith(b"#") else replies.replace(b"\n", b"\r\n")
+
+
+class UpperCaseChecksums(Firmware):
+    """Writes its framed replies' checksums in upper-case hex (printf %08X)."""
+
+    def feed(self, data: bytes) -> bytes:
+        replies = super().feed(data)
+        if not replies.startswith(b"!"):
+            return replies
+        head, _, rest = replies.partition(b"\n")
+        return head.upper() + b"\n" + rest
+
+
 BROKEN = {
     "clamps": (Clamps, "levels-refused-not-clamped"),
     "runs-refused-payload": (RunsRefusedPayload, "malformed-block-header-drains"),
@@ -206,6 +245,10 @@ BROKEN = {
     "descending-gain-index": (DescendingGainIndex, "codes-read-what-floats-read"),
     "sorts-indices": (SortsIndices, "sparse-batches-refused-whole"),
     "big-endian-bits": (BigEndianBits, "sparse-batch-pulses-the-named-cells"),
+    "near-gains": (NearGains, "error-224-illegal-value"),
+    "gains-as-text": (GainsAsText, "error-224-illegal-value"),
+    "crlf-replies": (CrLfReplies, "replies-follow-the-grammar"),
+    "upper-case-checksums": (UpperCaseChecksums, "framed-basics"),
 }
 
 
@@ -218,6 +261,10 @@ def test_a_broken_board_fails_the_kit_naming_the_check(kind: type[Firmware], che
     assert check in failed, report.text()
     assert failed[check].exchanges and all("sent" in e and "received" in e for e in failed[check].exchanges)
     assert "FAIL  " in report.text() and check in report.text() and "sent:" in report.text()
+    if kind is CrLfReplies:  # named as what it is, not as a malformed reply
+        assert "ends in CR LF" in failed[check].message, failed[check].message
+    if kind is UpperCaseChecksums:
+        assert "checksum is upper-case hex" in failed[check].message, failed[check].message
 
 
 def test_hil_conformance_reports_a_broken_board_over_tcp_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -259,3 +306,35 @@ def test_a_1_2_board_skips_the_compact_checks_and_a_1_3_board_runs_them() -> Non
     assert all("1.3" in r.message for r in older.results), older.text()
     newer = run_checks(FirmwareTransport(firmware()), CELLS, only=("compact",))
     assert [r.status for r in newer.results] == ["pass"] * 3, newer.text()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_amplitude": float("nan")}, "max_amplitude (--max-amplitude) = nan V: must be a finite number >= 0"),
+        ({"max_amplitude": -3.0}, "max_amplitude (--max-amplitude) = -3 V"),
+        ({"max_gate": float("inf")}, "max_gate (--max-gate) = inf V"),
+        ({"max_pulses": -5}, "max_pulses (--max-pulses) = -5"),
+        ({"quiet_wait": -1.0}, "quiet_wait = -1 s"),
+        ({"cells": ((-1, 0),)}, "cells: (-1, 0) has a negative index"),
+    ],
+)
+def test_options_outside_their_range_are_refused_before_the_board_is_opened(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match="nothing was sent") as refused:
+        ConformanceOptions(**fields)  # type: ignore[arg-type]
+    assert message in str(refused.value)
+
+
+def test_a_nan_amplitude_is_one_line_and_never_reaches_the_wire(capsys: pytest.CaptureFixture[str]) -> None:
+    # Was: 'PULS:SPAR SET,...,nan,...' sent, the board's -224 reported as the board not conforming.
+    argv = ["conformance", "emulator://?preset=ideal&rows=16&cols=8", "--cells", "0,0", "--max-amplitude", "nan"]
+    assert cli.main(argv) == cli.EXIT_ERROR
+    out, err = capsys.readouterr()
+    assert out == ""
+    expected = "error: max_amplitude (--max-amplitude) = nan V: must be a finite number >= 0; nothing was sent"
+    assert err.strip() == expected
+    with pytest.raises(SystemExit):
+        cli.main(["conformance", "emulator://?preset=ideal&rows=16&cols=8", "--timeout", "nan"])
+    assert "--timeout: nan s is outside (0, 3600] s" in capsys.readouterr().err

@@ -104,3 +104,19 @@ def test_show_of_a_missing_file_is_one_clear_line(tmp_path: Path, capsys: pytest
     assert main(["show", str(tmp_path / "nowhere.h5")]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "no such file" in err and "Traceback" not in err
+
+
+def test_show_plot_into_a_folder_or_without_a_suffix_says_where_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "yield.h5"
+    assert main(["characterize", "yield-map", BOARD, "--out", str(out)]) == 0
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    capsys.readouterr()
+    assert main(["show", str(out), "--plot", str(folder)]) == 0  # was: "plot: plots", written as plots.png beside it
+    assert capsys.readouterr().out.strip().endswith(f"plot: {folder / 'yield.png'}")
+    assert (folder / "yield.png").stat().st_size > 10_000 and not (tmp_path / "plots.png").exists()
+    assert main(["show", str(out), "--plot", str(tmp_path / "named")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"plot: {tmp_path / 'named.png'}")
+    assert (tmp_path / "named.png").exists()

@@ -287,6 +287,39 @@ def test_idx_count_mismatch_and_bad_labels(tmp_path: Path) -> None:
         load_idx_mnist(tmp_path)
 
 
+def test_idx_files_in_a_folder_each_as_kaggle_unpacks_them(tmp_path: Path) -> None:
+    arrays = _write_mnist(tmp_path, gz=False)
+    for name in arrays:  # train-images-idx3-ubyte/train-images-idx3-ubyte, ...
+        (tmp_path / name).rename(tmp_path / "moving")
+        (tmp_path / name).mkdir()
+        (tmp_path / "moving").rename(tmp_path / name / name)
+    ds = load_idx_mnist(tmp_path, size=28)  # was: "is missing" all four, beside folders of their names
+    np.testing.assert_array_equal(ds.y_train, arrays["train-labels-idx1-ubyte"])
+
+
+def test_an_empty_set_is_refused_when_loaded_naming_the_file(tmp_path: Path) -> None:
+    _write_mnist(tmp_path, gz=False, n_train=0)
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: holds no images.*nothing to train on"):
+        load_idx_mnist(tmp_path)
+    x, y = np.zeros((3, 4, 4), np.float32), np.zeros(3, np.int64)
+    with pytest.raises(DatasetError, match="the test set is empty"):
+        Dataset("toy", x, y, x[:0], y[:0], 10)
+
+
+def test_training_on_an_empty_set_stops_before_any_pulse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    _write_mnist(tmp_path, gz=False, n_test=0)
+    out = tmp_path / "run.h5"
+    board = "emulator://?preset=umass-ta-hfo2&seed=1&rows=128&cols=64"
+    argv = ["train", "--model", "mlp", "--dataset", "mnist-idx", "--mnist-dir", str(tmp_path), "--board", board,
+            "--updates", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == EXIT_ERROR  # was: calibration and 7,156 devices programmed, then a ValueError
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "t10k-images-idx3-ubyte: holds no images" in err[-1]
+    assert not out.exists()
+
+
 # --- sequences -------------------------------------------------------------------------------
 
 
@@ -358,6 +391,18 @@ def test_sequences_per_image_and_options(mnist8: Dataset) -> None:
         make_sequence_dataset(mnist8, noise=-0.1)
 
 
+def test_long_sequences_blank_the_frames_a_digit_has_left_and_absurd_ones_are_refused() -> None:
+    base = _toy_base()
+    long = make_sequence_dataset(base, frames=41, n_classes=2)  # was: numpy "could not broadcast" (shift > 8 px)
+    moving = long.x_train[long.y_train == 1]  # moving right, centred: frame t is shifted by t - 20
+    assert not moving[:, :12].any() and not moving[:, -12:].any()  # 12 or more pixels off: nothing left
+    assert moving[:, 20].any()  # the centre frame holds the digit where it is
+    with pytest.raises(DatasetError, match=r"frames must be 2\.\.64"):
+        make_sequence_dataset(base, frames=10**6)  # would allocate terabytes
+    with pytest.raises(DatasetError, match="noise must be a finite number >= 0, got nan"):
+        make_sequence_dataset(base, noise=float("nan"))
+
+
 # --- registry and container ------------------------------------------------------------------
 
 
@@ -414,3 +459,30 @@ def test_breast_cancer_is_scaled_on_its_training_split_only() -> None:
     assert data.x_test.min() >= 0.0 and data.x_test.max() <= 1.0
     assert set(np.unique(data.y_train)) == {0, 1}
     assert abs(data.y_train.mean() - data.y_test.mean()) < 0.03  # stratified: benign share alike
+
+
+def test_a_run_resumes_only_on_the_data_it_trained_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+    from hil.storage import read_run
+
+    folder = tmp_path / "mnist"
+    _write_mnist(folder, gz=False)
+    run = tmp_path / "run.h5"
+    base = ["--model", "mlp", "--mnist-dir", str(folder), "--baseline", "--batch-size", "5", "--eval-every", "2"]
+    assert main(["train", *base, "--updates", "2", "--out", str(run)]) == 0
+    digest = read_run(run).root["dataset_digest"]
+    capsys.readouterr()
+    labels = folder / "train-labels-idx1-ubyte"
+    original = labels.read_bytes()
+    changed = bytearray(original)
+    changed[8], changed[9] = changed[9], (changed[8] + 1) % 10  # another set: two labels differ
+    labels.write_bytes(bytes(changed))
+    before = run.read_bytes()
+    assert main(["train", "--resume", str(run), "--updates", "4"]) == EXIT_ERROR  # was: trained on, silently
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: dataset = 'mnist-idx' from ") and "is not the data this run trained on" in last
+    assert digest in last
+    assert run.read_bytes() == before  # refused before the file was touched
+    labels.write_bytes(original)
+    assert main(["train", "--resume", str(run), "--updates", "4"]) == 0  # the same data: resumed
+    assert read_run(run).root["dataset_digest"] == digest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -201,6 +202,39 @@ def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
     assert not out.exists()
 
 
+def test_weights_past_what_a_device_pair_holds_are_refused_unless_fitted(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.lifecycle.deploy import deploy_config
+    from hil.training.plan import PlanError
+    from hil.training.run import preflight
+
+    path = tmp_path / "big.npz"
+    np.savez(path, dense1=np.linspace(-40.0, 40.0, 160).reshape(16, 10))  # 40 units: 4 mS a pair
+    out = tmp_path / "never.h5"
+    argv = ["deploy", str(path), "--config", str(tiny_toml), "--board", f"emulator://?{CHIP}", "--out", str(out)]
+    assert main([*argv, "--no-fit"]) == EXIT_ERROR  # was: written, every device at the end of its reach
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "initial_weights: 'dense1' holds |w| up to 40" in err and "nothing was sent" in err
+    assert not out.exists()
+    overrides = {"boards": {"board0": f"emulator://?{CHIP}"}}
+    with pytest.raises(PlanError, match="past the"):
+        preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=False))
+    assert preflight(deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=True))  # scaled to fit
+
+    # A campaign's cell has no preflight: the run itself refuses before its boards are opened.
+    import hil.training.run as training_run
+    from hil.storage import RunFile
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the boards were opened")
+
+    config = deploy_config(path, None, str(tiny_toml), overrides=overrides, fit=False)
+    with mock.patch.object(training_run, "opened_boards", never), pytest.raises(PlanError, match="past the"), \
+            RunFile(tmp_path / "cell.h5", procedure="train", config={}, show_progress=False) as run:  # fmt: skip
+        training_run.run_training(config, run)
+
+
 def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
     path = tmp_path / "weights.npz"
     path.write_text("not a zip")
@@ -208,6 +242,36 @@ def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
         read_weights(path, Network(load_network_spec(TINY_NETWORK)))
     with pytest.raises(ConfigError, match="does not exist"):
         read_weights(tmp_path / "none.npz", Network(load_network_spec(TINY_NETWORK)))
+
+
+def test_a_single_npy_array_or_a_text_file_is_named_as_what_it_is(tmp_path: Path) -> None:
+    network = Network(load_network_spec(TINY_NETWORK))
+    np.save(tmp_path / "dense1.npy", np.zeros((16, 10)))  # what np.save writes: one array, no names
+    with pytest.raises(ConfigError, match=r"is one \.npy array, not a \.npz of named arrays.*dense1=\.\.\."):
+        read_weights(tmp_path / "dense1.npy", network)  # was: unexpected TypeError (np.load gave an ndarray)
+    (tmp_path / "weights.npz").write_text("conv1,conv2\n0.1,0.2\n")
+    with pytest.raises(ConfigError, match=r"is not a \.npz \(a zip of \.npy arrays.*starts with b'conv'"):
+        read_weights(tmp_path / "weights.npz", network)  # was: "contains pickled (object) data"
+
+
+def test_an_array_the_network_does_not_have_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    network = Network(load_network_spec(TINY_NETWORK))
+    path = tmp_path / "weights.npz"
+    np.savez(path, dense1=np.full((16, 10), 0.25), optimizer_state=np.zeros((64, 64)))
+    read: list[tuple[int, ...]] = []
+    real = np.lib.format.read_array
+
+    def counting(stream: Any, *args: Any, **kwargs: Any) -> Any:
+        array = real(stream, *args, **kwargs)
+        read.append(array.shape)
+        return array
+
+    monkeypatch.setattr(np.lib.format, "read_array", counting)
+    with pytest.raises(ConfigError, match="unknown array 'optimizer_state'"):
+        read_weights(path, network)
+    assert (64, 64) not in read  # checked from its header: a huge foreign array costs nothing
+    np.savez(path, dense1=np.asfortranarray(np.arange(160.0).reshape(16, 10)))
+    assert np.array_equal(read_weights(path, network)["dense1"], np.arange(160.0).reshape(16, 10))
 
 
 def test_fitting_the_weights_to_the_devices_keeps_every_answer() -> None:

@@ -40,3 +40,78 @@ def test_what_only_the_board_can_tell_is_refused_naming_the_field(fields: dict[s
     with pytest.raises(PlanError, match="nothing was sent") as refused:
         preflight(config(**fields))
     assert message in str(refused.value)
+
+
+TWO_CLASSES = {"input_shape": [8, 8], "n_classes": 2, "layers": [{"type": "flatten"}, {"type": "dense", "out": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dataset": "breast-cancer"}, "'breast-cancer': samples of shape (30,) do not fit the network's input_shape"),
+        ({"dataset": "mnist28"}, "samples of shape (28, 28)"),
+        ({"network": TWO_CLASSES}, "dataset = 'digits': labels 0..9 need 10 outputs, the network has n_classes = 2"),
+    ],
+)
+def test_data_the_network_cannot_take_is_refused_before_any_file_or_pulse(fields: dict[str, Any], message: str) -> None:
+    # Found at the first evaluation before: after the gate calibration and the programming of every device.
+    with pytest.raises(PlanError, match="nothing was sent") as refused:
+        preflight(config(**fields))
+    assert message in str(refused.value)
+
+
+def test_the_data_check_holds_for_the_float_baseline_too(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    out = tmp_path / "run.h5"
+    assert main(["train", "--model", "mlp", "--dataset", "mnist28", "--baseline", "--out", str(out)]) == EXIT_ERROR
+    assert "samples of shape (28, 28)" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()  # no run file for a run that cannot be done
+
+
+def test_mnist_dir_with_another_dataset_is_refused_not_silently_preferred(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    out = tmp_path / "run.h5"
+    argv = ["train", "--dataset", "digits", "--mnist-dir", str(tmp_path), "--baseline", "--out", str(out)]
+    assert main(argv) == EXIT_ERROR  # was: trained on mnist-idx from that folder, --dataset digits ignored
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--mnist-dir" in err and "--dataset digits" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--seed", "-1", "seed: Input should be greater than or equal to 0 (got -1)"),
+    ("--lr", "nan", "optimizer.lr: Input should be a finite number (got nan)"),
+])  # fmt: skip
+def test_a_config_error_names_the_value_given(
+    flag: str, value: str, message: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hil.cli import EXIT_ERROR, main
+
+    assert main(["train", "--model", "mlp", flag, value, "--out", str(tmp_path / "run.h5")]) == EXIT_ERROR
+    assert message in capsys.readouterr().err  # was: field and limit, not the value
+
+
+def test_mnist_dir_keeps_the_config_files_other_dataset_options(tmp_path: Any) -> None:
+    from hil.training.config import load_train_config
+
+    path = tmp_path / "yao.toml"
+    path.write_text('model = "yao-hybrid"\ndataset = "mnist-idx"\n[dataset_options]\nsize = 28\ndirectory = "/old"\n')
+    overrides = {"dataset": "mnist-idx", "dataset_options": {"directory": "/new"}}  # what --mnist-dir /new gives
+    config = load_train_config(path, overrides)
+    assert config.dataset_options == {"size": 28, "directory": "/new"}  # was: size dropped, 8x8 for a 28x28 net
+    path.write_text('dataset = "digits"\n[dataset_options]\ntest_fraction = 0.1\n')
+    assert load_train_config(path, overrides).dataset_options == {"directory": "/new"}  # another set's: dropped
+
+
+def test_a_mnist_idx_set_of_the_wrong_size_says_how_to_get_the_right_one(tmp_path: Any) -> None:
+    from tests.hil.test_datasets import _write_mnist
+
+    _write_mnist(tmp_path, gz=False)
+    fields = {"dataset": "mnist-idx", "dataset_options": {"directory": str(tmp_path)}, "model": "yao-hybrid",
+              "network": None}  # fmt: skip
+    with pytest.raises(PlanError, match=r"dataset = 'mnist-idx', dataset_options\.size = 28 gives 28x28"):
+        preflight(config(**fields))

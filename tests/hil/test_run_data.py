@@ -114,6 +114,25 @@ def test_export_writes_what_xarray_and_pandas_read_back(
     assert "exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("kind", "out", "message"), [
+    ("netcdf", "run.h5", "is the run file itself"),  # was: at HDF5's mercy (it refused to truncate an open file)
+    ("netcdf", "folder", "is a directory; netCDF is one file"),  # was: errno 21 from HDF5
+    ("parquet", "file.txt", "is a file; parquet tables go in a directory"),  # was: [Errno 17] File exists
+])  # fmt: skip
+def test_export_over_the_run_a_folder_or_a_file_is_one_line_and_writes_nothing(
+    kind: str, out: str, message: str, training_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    before = training_file.read_bytes()
+    assert main(["export", str(training_file), "--to", kind, "--out", str(tmp_path / out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and "nothing was written" in err
+    assert training_file.read_bytes() == before
+    assert (tmp_path / "folder" / "keep").read_text() == (tmp_path / "file.txt").read_text() == "mine"
+
+
 WRITER = textwrap.dedent("""
     import sys, numpy as np
     from hil.storage import RunFile

@@ -277,3 +277,13 @@ def test_rewrites_and_appends_after_truncation_and_widening_store_what_was_given
     np.testing.assert_array_equal(data.datasets["grown"], np.ones(3))
     np.testing.assert_array_equal(data.datasets["was_group"], [0.0, 1.0])
     assert "was_group/x" not in data.datasets and data.attrs["late/group"] == {"unit": "S"}
+
+
+def test_a_directory_given_for_a_run_file_is_named_as_one(tmp_path: Path) -> None:
+    import hil
+
+    for read in (read_run, hil.open_run):
+        with pytest.raises(RunFileError, match=r"is a directory, not a run file"):  # was: "no such file"
+            read(tmp_path)
+        with pytest.raises(RunFileError, match="no such file"):
+            read(tmp_path / "missing.h5")

@@ -119,3 +119,19 @@ def test_two_runs_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:
     for name, other in (("first", "second"), ("second", "first")):
         text = (tmp_path / f"{name}.log").read_text()
         assert text.count(f"{name} step") == 20 and f"{other} step" not in text
+
+
+def test_a_slow_link_without_a_terminal_reads_its_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No terminal (a log file, cron, CI): the bar is tqdm's disabled one, which keeps no ``desc``.
+    Was: the map's second command failed with AttributeError: 'tqdm' object has no attribute 'desc'."""
+    import io
+    import sys
+
+    from hil.config import BoardConfig
+    from hil.terminal import TransferBar
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal: tqdm disables itself
+    with BoardConfig(resource="emulator://?seed=1&rows=16&cols=8", link_rate=1).open() as board:
+        assert isinstance(board.progress, TransferBar)
+        conductance = board.read_map()  # split into a command per row at 1 byte/s
+    assert conductance.shape == (16, 8)

@@ -243,6 +243,7 @@ def test_one_parameter_missing_is_error_109(fw: Firmware, header: str) -> None:
         (b"MUX:ROW 0,2\n", -224), (b"MAP? 0,0,1,1,0.2,VOLT\n", -224),
         (b"PULS:BATC ZAP,0,0,1,1,#216" + bytes(16) + b"\n", -224),
         (b"ADC:SAMP? 0,2000\n", -224),  # not one of TIA:GAIN?
+        (b"ADC:SAMP? 0,1000.000001\n", -224),  # close to a listed gain is not one (a board compares what it got)
         (b"READ? 0,0,nan\n", -222), (b"READ? 0,0,inf\n", -222), (b"PULS:SET 0,0,2,1,-inf\n", -222),
         (b"VMM? 0,0,1,1,2,#14" + bytes(4) + b"\n", -160),  # 2 vectors need 8 bytes
         (b"PULS:BATC SET,0,0,1,2,#216" + bytes(16) + b"\n", -160),  # 4 planes of 1x2 need 32 bytes
@@ -401,6 +402,15 @@ def test_sampling_needs_a_selected_column(fw: Firmware) -> None:
     assert ask(fw, "ADC:SAMP? 1,1000").kind == "value"
     ask(fw, "MUX:OPEN")
     assert error_code(fw, "ADC:SAMP? 1,1000") == -221
+
+
+def test_a_listed_gain_is_one_number_however_it_is_written(fw: Firmware) -> None:
+    ask(fw, "MUX:COL 1,1")
+    for written in ("1000", "1e3", "1.000000E+03", "+1000.0", "0.1e4"):
+        assert ask(fw, f"ADC:SAMP? 1,{written}").kind == "value", written
+    for near in ("1000.000001", "999.9999999999"):  # within the 1e-6 the emulator once took: refused
+        assert error_code(fw, f"ADC:SAMP? 1,{near}") == -224, near
+    assert "gain 1000.000001 ohm" in ask(fw, "ADC:SAMP? 1,1000.000001").text  # as sent, not rounded to 1000
 
 
 def adc_sample(fw: Firmware, col: int, gain: float) -> tuple[float, int, bool]:

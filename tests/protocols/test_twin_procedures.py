@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from drivers import LimitError
-from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, population_fit
+from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, population_fit, spread_uncertainty
 from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
@@ -57,6 +57,36 @@ def test_population_fit_takes_the_fit_noise_out_of_the_spread() -> None:
     assert fit.k_spread == pytest.approx(float(k.std()), rel=0.1)
     assert fit.k_mean == pytest.approx(float(k.mean()), rel=0.01)
     assert fit.c_spread == pytest.approx(float(c.std()), rel=0.1)
+
+
+def test_population_spread_uncertainties_are_the_spreads_own_scatter() -> None:
+    # Fit noise four times the devices' variance (a short gate range, a noisy read): the spread
+    # is the difference of two large numbers, and its recorded uncertainty must say so. Over
+    # repeated draws of the same population the errors in units of that uncertainty scatter by
+    # about 1 (``sqrt(var / 2n)`` gave about 2.2: good fits read as 3-5 sigma off).
+    rng = np.random.default_rng(11)
+    v = np.linspace(0.5, 2.5, 12)
+    k_spread, c_spread, noise = 2e-6, 3e-6, 8e-6
+    pulls: dict[str, list[float]] = {"k": [], "c": []}
+    for _ in range(200):
+        k = 100e-6 + k_spread * rng.standard_normal((30, 30))
+        c = 120e-6 + c_spread * rng.standard_normal((30, 30))
+        g = k[None] * v[:, None, None] + c[None] + noise * rng.standard_normal((12, 30, 30))
+        fit = population_fit(v, g, np.ones((30, 30), dtype=bool))
+        pulls["k"].append((fit.k_spread - k_spread) / fit.k_spread_sigma)
+        pulls["c"].append((fit.c_spread - c_spread) / fit.c_spread_sigma)
+    for name, values in pulls.items():
+        assert 0.75 < float(np.std(values)) < 1.33, name
+        assert abs(float(np.mean(values))) < 0.4, name
+
+
+def test_spread_uncertainty_is_finite_and_continuous_down_to_zero() -> None:
+    var_sigma = 4e-12
+    assert spread_uncertainty(0.0, var_sigma) == pytest.approx(2e-6)  # a spread fitted as 0: sqrt
+    assert spread_uncertainty(1e-6, var_sigma) == pytest.approx(2e-6)  # where the two meet
+    assert spread_uncertainty(1e-6 * (1 + 1e-9), var_sigma) == pytest.approx(2e-6)
+    assert spread_uncertainty(10e-6, var_sigma) == pytest.approx(0.2e-6)  # the delta method
+    assert spread_uncertainty(5e-6, 0.0) == 0.0
 
 
 def test_calibration_over_saturation_fits_only_the_linear_part(chip: Any) -> None:

@@ -77,6 +77,10 @@ def test_emulator_resources_are_spelled_the_same_whatever_the_order() -> None:
         ({"pool": ["TCPIP::h::1::SOCKET"]}, "a pool of real boards has no emulator parameters"),
         ({"base": {"boards": {"b": "x"}}}, "base.boards"),
         ({"zip": [["update", "nope"]]}, "not an axis"),
+        # found only after each cell's calibration and programming before:
+        ({"base": BASE["base"] | {"dataset": "mnist28"}}, r"samples of shape \(28, 28\) do not fit"),
+        ({"seeds": 10**9}, "less than or equal to 100000"),  # was: a list of 10**9 seeds built first
+        ({"seeds": 20_000}, "6 combinations of the axes x 20,000 seeds make 120,000 cells; at most 100,000"),
     ],
 )
 def test_a_bad_campaign_is_refused_naming_the_field(change: dict[str, Any], words: str) -> None:

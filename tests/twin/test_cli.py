@@ -31,6 +31,19 @@ def test_characterize_all_rejects_an_unknown_step(tmp_path: Path, capsys: pytest
     assert "no suite step named 'nothing'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ("yield-map.nosuch=1", "bad --set: yield-map.nosuch: Extra inputs are not permitted (got 1)"),
+    ("retention.t_last=-5", "bad --set: retention.t_last: Input should be greater than 0 (got -5)"),
+])  # fmt: skip
+def test_a_bad_step_option_is_one_line_naming_step_field_and_value(
+    setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["characterize", "all", CHIP, "--out-dir", str(tmp_path / "run"), "--set", setting, "--yes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}"  # was pydantic's own text: "1 validation error for ...; For further ..."
+    assert not (tmp_path / "run").exists()
+
+
 def test_characterize_all_then_fit_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "run"
     assert main(["characterize", "all", CHIP, "--out-dir", str(out_dir), "--yes", *QUICK]) == 0
