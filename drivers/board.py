@@ -432,9 +432,12 @@ class Board:
     def sample_adc(self, col: int, tia_gain: float) -> AdcSample:
         """One ADC sample of a selected column's TIA at ``tia_gain`` ohm."""
         check_index("col", col, self.shape[1])
-        if not any(np.isclose(tia_gain, g, rtol=1e-9) for g in self.tia_gains):
+        listed = [g for g in self.tia_gains if np.isclose(tia_gain, g, rtol=1e-9)]
+        if not listed:
             raise InvalidRequest(f"tia_gain = {tia_gain:g} ohm is not one of the board's gains {self.tia_gains}")
-        current, code, saturated = self._ask(cmd.ADC_SAMP, col, tia_gain).fields
+        # The board compares the number it is sent with those it lists (TIA:GAIN?): send the listed
+        # one, not a caller's value that only rounds to it.
+        current, code, saturated = self._ask(cmd.ADC_SAMP, col, listed[0]).fields
         return AdcSample(float(current), int(code), saturated.strip() == "1")
 
     # ------------------------------------------------------------------ time

@@ -305,6 +305,16 @@ def test_low_level_primitives(small: tuple[Board, ScriptedTransport]) -> None:
     assert not transport.script
 
 
+def test_adc_gain_that_rounds_to_a_listed_one_is_sent_as_listed(small: tuple[Board, ScriptedTransport]) -> None:
+    # The board compares the number sent with those TIA:GAIN? lists: a caller's 1000.0000001 is sent
+    # as 1000.0, never as itself (a lab board refuses it with -224).
+    board, transport = small
+    transport.expect(b"ADC:SAMP? 2,1000.0\n", b"2.4e-05,79,0\n")
+    sample = board.sample_adc(2, 1e3 * (1 + 1e-10))
+    assert (sample.current, sample.code) == (2.4e-5, 79)
+    assert not transport.script
+
+
 def test_raw_query(small: tuple[Board, ScriptedTransport]) -> None:
     board, transport = small
     transport.expect(b"SYST:VERS?\n", b"1.0\n")
