@@ -340,7 +340,7 @@ class Board:
 
     def describe(self) -> dict[str, object]:
         """Identity, size, electronics and limits, for ``hil info``."""
-        dac_range = {line.value: self._ask(cmd.DAC_RANG, line.value).text for line in Line}
+        dac_range = {line.value: list(_pair(self._ask(cmd.DAC_RANG, line.value).fields)) for line in Line}
         return {
             "resource": self.resource,
             "identity": str(self.identity),
@@ -350,7 +350,7 @@ class Board:
             "dac_bits": int(self._ask(cmd.DAC_RES).text),
             "dac_range_V": dac_range,
             "adc_bits": int(self._ask(cmd.ADC_RES).text),
-            "adc_range_V": self._ask(cmd.ADC_RANG).text,
+            "adc_range_V": list(_pair(self._ask(cmd.ADC_RANG).fields)),
             "tia_gains_ohm": list(self.tia_gains),
             "read_gate_voltage_V": self.read_gate_voltage,
             "limits": self.limits.model_dump(),

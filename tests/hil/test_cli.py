@@ -19,6 +19,10 @@ def test_info_reports_identity_size_and_limits(capsys: pytest.CaptureFixture[str
     assert (info["rows"], info["cols"]) == (8, 4)
     assert info["identity"].startswith("MEMHIL EMU-1T1R")
     assert info["limits"]["v_gate"] == {"min": 0.0, "max": 5.5}
+    # ranges as numbers a script can use, not the reply's text
+    low, high = info["adc_range_V"]
+    assert isinstance(low, float) and low < high
+    assert all(isinstance(v, float) for pair in info["dac_range_V"].values() for v in pair)
 
 
 def test_map_prints_summary_and_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
