@@ -273,12 +273,15 @@ class DissectionSolver:
                 eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
                 kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
                 order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
-                matrix = tiles[tr, tc]
+                # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
+                # the merges read their transposes, Fortran-ordered views, so that each block is
+                # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
+                matrix = tiles[tr, tc].T
                 sizes = tuple(int(kept[name].sum()) for name in "LRTB")
                 drivers, tias = c0 == 0, r0 + th == self.padded_rows
                 if order.size != matrix.shape[0] or np.any(eliminate):
                     matrix = _schur_leading(
-                        np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()),
+                        tiles[tr, tc][np.ix_(order, order)].T, int(eliminate.sum()),
                         sizes[0] if drivers else 0, sizes[3] if tias else 0,
                     )  # fmt: skip
                 reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
@@ -316,22 +319,36 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     # arithmetic on them either (it could overflow).
     separator = np.empty((s, s), order="F")
     np.add(first.block(own[0], own[0]), second.block(own[1], own[1]), out=separator, where=_lower_mask(s))
-    coupling = np.empty((size, s), order="F")
-    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
-    for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(starts[a], starts[a + 1])
-        edge_a = pair[tile_a].edge(name_a)
-        coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
-        for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
-            cols = slice(starts[c], starts[c + 1])
-            # The two tiles touch only through the shared nodes.
-            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
+    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
+    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
+    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
+    # tile's L; down: the second tile's B).
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
     drivers = all(pair[t].drivers for t, name in kept if name == "L")
     tias = all(pair[t].tias for t, name in kept if name == "B")
-    _eliminate(separator, coupling, matrix, merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0)
+    head, tail = merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0
+    terminals = ("L" if drivers else "") + ("B" if tias else "")
+    after = [pair[t].edge(name).start > own[t].start for t, name in kept]
+    against = sum(size_k for size_k, a in zip(sizes, after, strict=True) if not a)
+    transposed = 2 * against > size
+    coupling = np.empty((s, size) if transposed else (size, s), order="F")
+    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        edge_a = pair[tile_a].edge(name_a)
+        if transposed:
+            coupling[:, rows] = pair[tile_a].block(own[tile_a], edge_a)
+        else:
+            coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
+        for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
+            if name_a == name_c and name_a in terminals:
+                continue  # drivers with drivers, TIAs with TIAs: never read (see _eliminate)
+            cols = slice(starts[c], starts[c + 1])
+            # The two tiles touch only through the shared nodes.
+            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
+    _eliminate(separator, coupling, matrix, head, tail, transposed)
     return _Tile(matrix, tuple(merged_sizes), drivers, tias)
 
 
@@ -355,9 +372,12 @@ def _schur_leading(matrix: FloatArray, eliminated: int, head: int = 0, tail: int
     return kept
 
 
-def _eliminate(separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int) -> None:
+def _eliminate(
+    separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int, transposed: bool = False
+) -> None:
     """``kept -= coupling separator^-1 coupling^T`` in place, on the lower triangle, for Fortran-
-    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten). The
+    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten;
+    ``transposed``: ``coupling`` is given as its transpose, shared nodes by kept nodes). The
     blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out:
     those are the array's drivers and its TIAs, terminals whose admittance among themselves nobody
     reads (``G_eff`` is the drivers' block with the TIAs); at 512 x 256 they are a fifth to four
@@ -365,17 +385,22 @@ def _eliminate(separator: FloatArray, coupling: FloatArray, kept: FloatArray, he
     factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)  # coupling L^-T
+    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
+        z = dtrsm(1.0, factor, coupling, side=0, lower=1, overwrite_b=1).T
+    else:  # coupling L^-T, each kept node a row
+        z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)
     last = kept.shape[0] - tail
     if head:
         kept[head:, :head] -= z[head:] @ z[:head].T
     if last > head:
         middle = slice(head, last)
+        # dsyrk on z z^T, or on z^T's columns (trans: z^T^T z^T) where z is held transposed.
+        zm, trans = (z[middle].T, 1) if transposed else (z[middle], 0)
         if head == 0 and last == kept.shape[0]:
-            updated = dsyrk(-1.0, z, beta=1.0, c=kept, lower=1, overwrite_c=1)
+            updated = dsyrk(-1.0, zm, beta=1.0, c=kept, lower=1, trans=trans, overwrite_c=1)
             if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
                 kept[...] = updated
         else:
-            kept[middle, middle] = dsyrk(-1.0, z[middle], beta=1.0, c=kept[middle, middle], lower=1)
+            kept[middle, middle] = dsyrk(-1.0, zm, beta=1.0, c=kept[middle, middle], lower=1, trans=trans)
     if tail:
         kept[last:, head:last] -= z[last:] @ z[head:last].T
