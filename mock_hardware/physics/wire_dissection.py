@@ -132,6 +132,10 @@ def _small_inverse(matrix: FloatArray) -> FloatArray:
     return inverse
 
 
+# A tile's preparation for the merged stage (see DissectionSolver._tile_plan).
+_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, ...], bool, bool]
+
+
 class _Tile:
     """A tile reduced onto its edges: the symmetric matrix (only its lower triangle is kept up to
     date), its nodes in the order ``L, R, T, B``, how many nodes each edge keeps (open line ends are
@@ -172,6 +176,7 @@ class DissectionSolver:
         self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
         self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
         self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
+        self._plans: tuple[bytes, dict[tuple[int, int], _Plan]] | None = None  # for the last columns asked
 
     # --- the solve -----------------------------------------------------------------------------
 
@@ -252,40 +257,49 @@ class DissectionSolver:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
         reduced onto the real rows' drivers and the wanted columns' TIAs."""
         n_r, n_c = tiles.shape[:2]
-        th, tw = self.tile_rows, self.tile_cols
-        pad = self.padded_rows - self.rows
-        wanted_tia = np.zeros(self.padded_cols, dtype=bool)
-        wanted_tia[wanted] = True
+        key = wanted.tobytes()
+        if self._plans is None or self._plans[0] != key:
+            self._plans = key, {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
         reduced: dict[tuple[int, int], _Tile] = {}
-        for tr in range(n_r):
-            for tc in range(n_c):
-                r0, c0 = tr * th, tc * tw
-                keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
-                drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
-                if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
-                    drop["L"] = r0 + np.arange(th) < pad
-                if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
-                    drop["B"] = ~wanted_tia[c0 : c0 + tw]
-                if r0 == 0:  # the open top ends of the column lines: nothing else touches them
-                    keep["T"][:] = False
-                if c0 + tw == self.padded_cols:  # the open right ends of the row lines
-                    keep["R"][:] = False
-                eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
-                kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
-                order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
-                # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
-                # the merges read their transposes, Fortran-ordered views, so that each block is
-                # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
-                matrix = tiles[tr, tc].T
-                sizes = tuple(int(kept[name].sum()) for name in "LRTB")
-                drivers, tias = c0 == 0, r0 + th == self.padded_rows
-                if order.size != matrix.shape[0] or np.any(eliminate):
-                    matrix = _schur_leading(
-                        tiles[tr, tc][np.ix_(order, order)].T, int(eliminate.sum()),
-                        sizes[0] if drivers else 0, sizes[3] if tias else 0,
-                    )  # fmt: skip
-                reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
+        for (tr, tc), (order, eliminated, sizes, drivers, tias) in self._plans[1].items():
+            # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
+            # the merges read their transposes, Fortran-ordered views, so that each block is
+            # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
+            matrix = tiles[tr, tc].T
+            if order is not None:
+                matrix = _schur_leading(
+                    tiles[tr, tc][np.ix_(order, order)].T, eliminated,
+                    sizes[0] if drivers else 0, sizes[3] if tias else 0,
+                )  # fmt: skip
+            reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
         return self._merge_block(reduced, 0, n_r, 0, n_c)
+
+    def _tile_plan(self, tr: int, tc: int, wanted: npt.NDArray[np.intp]) -> _Plan:
+        """What the merged stage does with tile ``(tr, tc)`` before its merges (the same for every
+        solve of the same columns: kept from one solve to the next): the order that puts the
+        nodes to eliminate first (None: none to eliminate or drop), how many, the nodes each edge
+        keeps, and whether its ``L`` edge holds drivers and its ``B`` edge TIAs."""
+        th, tw = self.tile_rows, self.tile_cols
+        r0, c0 = tr * th, tc * tw
+        pad = self.padded_rows - self.rows
+        keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+        drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+        if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
+            drop["L"] = r0 + np.arange(th) < pad
+        if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
+            wanted_tia = np.zeros(self.padded_cols, dtype=bool)
+            wanted_tia[wanted] = True
+            drop["B"] = ~wanted_tia[c0 : c0 + tw]
+        if r0 == 0:  # the open top ends of the column lines: nothing else touches them
+            keep["T"][:] = False
+        if c0 + tw == self.padded_cols:  # the open right ends of the row lines
+            keep["R"][:] = False
+        eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
+        kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
+        order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
+        sizes = tuple(int(kept[name].sum()) for name in "LRTB")
+        changed = order.size != 2 * (th + tw) or bool(np.any(eliminate))
+        return (order if changed else None), int(eliminate.sum()), sizes, c0 == 0, r0 + th == self.padded_rows
 
     def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
         if r1 - r0 == 1 and c1 - c0 == 1:
