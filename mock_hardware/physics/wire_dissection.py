@@ -120,7 +120,7 @@ def _stacked_inverse(matrix: FloatArray) -> FloatArray:
     nodes 1.3x faster; at 8 and below ``inv`` itself (docs/benchmarks.md, ninth pass, part D2)."""
     size = matrix.shape[-1]
     if size <= 8:
-        return np.linalg.inv(matrix)
+        return np.linalg.inv(matrix).astype(np.float64, copy=False)
     h = size // 2
     a, b, d = matrix[..., :h, :h], matrix[..., h:, :h], matrix[..., h:, h:]
     a_inverse = _stacked_inverse(a)
