@@ -416,10 +416,10 @@ def _eliminate(
     """``kept -= coupling separator^-1 coupling^T`` in place, on the lower triangle, for Fortran-
     ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten;
     ``transposed``: ``coupling`` is given as its transpose, shared nodes by kept nodes). The
-    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out:
-    those are the array's drivers and its TIAs, terminals whose admittance among themselves nobody
-    reads (``G_eff`` is the drivers' block with the TIAs); at 512 x 256 they are a fifth to four
-    fifths of each merge's rank-k update."""
+    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out
+    where that saves more than it costs: those are the array's drivers and its TIAs, terminals
+    whose admittance among themselves nobody reads (``G_eff`` is the drivers' block with the
+    TIAs); at 512 x 256 they are a fifth to four fifths of each merge's rank-k update."""
     factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
@@ -431,9 +431,10 @@ def _eliminate(
     middle_size = size - head - tail
     if (head or tail) and (head * head + tail * tail) * nodes < 25 * middle_size * (2 * middle_size + nodes):
         # One dsyrk on the whole block after all, the terminals' blocks among themselves zeroed
-        # first (they hold what memory held) and updated for nothing: fewer flops saved than the
-        # middle block's copies into and out of scipy's dsyrk would cost (it takes contiguous
-        # arrays only). The factor: memory moves per element against flops, measured on 512 x 256.
+        # first (they may hold what memory held) and updated for nothing: fewer flops saved than
+        # the middle block's copies into and out of scipy's dsyrk would cost (it takes contiguous
+        # arrays only). The factor 25 (flops a copied element is worth) is an estimate from the
+        # rates measured on 512 x 256 (a copy about 1 ns an element, dsyrk 25-35 GFLOPS), not tuned.
         kept[:head, :head] = 0.0
         kept[size - tail :, size - tail :] = 0.0
         head = tail = 0
