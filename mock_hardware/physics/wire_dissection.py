@@ -17,8 +17,8 @@ cells, the row segment to the left of each of its cells and the column segment b
 its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
 ``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
 
-Two stages: small tiles are all alike, so they are merged in batches (numpy's stacked ``inv``
-and ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
+Two stages: small tiles are all alike, so they are merged in batches (stacked inverses and
+numpy's stacked ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
 (Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
 of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
 they can be. The array is padded to a multiple of the tile with cells of zero conductance above
@@ -27,6 +27,8 @@ is unchanged).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -77,8 +79,9 @@ def _merge_pairs(
                 merged[..., rows, starts[c] : starts[c + 1]] = pair[tile_a][..., edges[name_a], edges[name_c]]
     coupling = np.concatenate([pair[t][..., edges[name], own[t]] for t, name in kept], axis=-2)  # (..., size, s)
     # S^-1 explicitly: numpy's stacked inverse of small matrices costs a third of its stacked
-    # solve with the coupling as right-hand sides (one LAPACK call per tile either way).
-    merged -= np.matmul(np.matmul(coupling, np.linalg.inv(inner)), np.swapaxes(coupling, -1, -2))
+    # solve with the coupling as right-hand sides (one LAPACK call per tile either way), and the
+    # inverse by halves less again from 16 nodes on (_stacked_inverse).
+    merged -= np.matmul(np.matmul(coupling, _stacked_inverse(inner)), np.swapaxes(coupling, -1, -2))
     return merged
 
 
@@ -110,6 +113,29 @@ def _merge_small(
     return merged
 
 
+def _stacked_inverse(matrix: FloatArray) -> FloatArray:
+    """Inverses of a ``(..., s, s)`` stack of symmetric positive-definite matrices. Above 8 nodes,
+    by halves: ``A^-1`` and the inverse of the Schur complement ``D - B A^-1 B^T`` (positive
+    definite too, so no pivoting is needed), the rest by stacked matmuls, which run at several
+    times the rate of numpy's stacked ``inv`` (a LAPACK ``gesv`` per matrix): 32 nodes 1.8x, 16
+    nodes 1.3x faster; at 8 and below ``inv`` itself (docs/benchmarks.md, ninth pass, part D2)."""
+    size = matrix.shape[-1]
+    if size <= 8:
+        return np.linalg.inv(matrix).astype(np.float64, copy=False)
+    h = size // 2
+    a, b, d = matrix[..., :h, :h], matrix[..., h:, :h], matrix[..., h:, h:]
+    a_inverse = _stacked_inverse(a)
+    b_a = np.matmul(b, a_inverse)  # B A^-1
+    schur_inverse = _stacked_inverse(d - np.matmul(b_a, np.swapaxes(b, -1, -2)))
+    lower = np.matmul(schur_inverse, b_a)  # (D - B A^-1 B^T)^-1 B A^-1
+    inverse = np.empty_like(matrix)
+    inverse[..., h:, h:] = schur_inverse
+    inverse[..., h:, :h] = -lower
+    inverse[..., :h, h:] = -np.swapaxes(lower, -1, -2)
+    inverse[..., :h, :h] = a_inverse + np.matmul(np.swapaxes(b_a, -1, -2), lower)
+    return inverse
+
+
 def _small_inverse(matrix: FloatArray) -> FloatArray:
     """Inverses of a stack-last ``(s, s, n)`` stack of small symmetric positive-definite matrices
     (Gauss-Jordan without pivoting: the diagonal dominates), vectorized over the stack."""
@@ -128,6 +154,10 @@ def _small_inverse(matrix: FloatArray) -> FloatArray:
                 work[row] -= factor * work[k]
                 inverse[row] -= factor * inverse[k]
     return inverse
+
+
+# A tile's preparation for the merged stage (see DissectionSolver._tile_plan).
+_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, ...], bool, bool]
 
 
 class _Tile:
@@ -170,6 +200,7 @@ class DissectionSolver:
         self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
         self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
         self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
+        self._plans: tuple[bytes, dict[tuple[int, int], _Plan]] | None = None  # for the last columns asked
 
     # --- the solve -----------------------------------------------------------------------------
 
@@ -250,37 +281,49 @@ class DissectionSolver:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
         reduced onto the real rows' drivers and the wanted columns' TIAs."""
         n_r, n_c = tiles.shape[:2]
-        th, tw = self.tile_rows, self.tile_cols
-        pad = self.padded_rows - self.rows
-        wanted_tia = np.zeros(self.padded_cols, dtype=bool)
-        wanted_tia[wanted] = True
+        key = wanted.tobytes()
+        if self._plans is None or self._plans[0] != key:
+            self._plans = key, {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
         reduced: dict[tuple[int, int], _Tile] = {}
-        for tr in range(n_r):
-            for tc in range(n_c):
-                r0, c0 = tr * th, tc * tw
-                keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
-                drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
-                if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
-                    drop["L"] = r0 + np.arange(th) < pad
-                if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
-                    drop["B"] = ~wanted_tia[c0 : c0 + tw]
-                if r0 == 0:  # the open top ends of the column lines: nothing else touches them
-                    keep["T"][:] = False
-                if c0 + tw == self.padded_cols:  # the open right ends of the row lines
-                    keep["R"][:] = False
-                eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
-                kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
-                order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
-                matrix = tiles[tr, tc]
-                sizes = tuple(int(kept[name].sum()) for name in "LRTB")
-                drivers, tias = c0 == 0, r0 + th == self.padded_rows
-                if order.size != matrix.shape[0] or np.any(eliminate):
-                    matrix = _schur_leading(
-                        np.array(matrix[np.ix_(order, order)]), int(eliminate.sum()),
-                        sizes[0] if drivers else 0, sizes[3] if tias else 0,
-                    )  # fmt: skip
-                reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
+        for (tr, tc), (order, eliminated, sizes, drivers, tias) in self._plans[1].items():
+            # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
+            # the merges read their transposes, Fortran-ordered views, so that each block is
+            # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
+            matrix = tiles[tr, tc].T
+            if order is not None:
+                matrix = _schur_leading(
+                    tiles[tr, tc][np.ix_(order, order)].T, eliminated,
+                    sizes[0] if drivers else 0, sizes[3] if tias else 0,
+                )  # fmt: skip
+            reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
         return self._merge_block(reduced, 0, n_r, 0, n_c)
+
+    def _tile_plan(self, tr: int, tc: int, wanted: npt.NDArray[np.intp]) -> _Plan:
+        """What the merged stage does with tile ``(tr, tc)`` before its merges (the same for every
+        solve of the same columns: kept from one solve to the next): the order that puts the
+        nodes to eliminate first (None: none to eliminate or drop), how many, the nodes each edge
+        keeps, and whether its ``L`` edge holds drivers and its ``B`` edge TIAs."""
+        th, tw = self.tile_rows, self.tile_cols
+        r0, c0 = tr * th, tc * tw
+        pad = self.padded_rows - self.rows
+        keep = {name: np.ones(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+        drop = {name: np.zeros(size, dtype=bool) for name, size in zip("LRTB", (th, th, tw, tw), strict=True)}
+        if c0 == 0:  # the drivers of padding rows: held at 0 V, nobody reads them
+            drop["L"] = r0 + np.arange(th) < pad
+        if r0 + th == self.padded_rows:  # TIAs nobody reads (held at 0 V)
+            wanted_tia = np.zeros(self.padded_cols, dtype=bool)
+            wanted_tia[wanted] = True
+            drop["B"] = ~wanted_tia[c0 : c0 + tw]
+        if r0 == 0:  # the open top ends of the column lines: nothing else touches them
+            keep["T"][:] = False
+        if c0 + tw == self.padded_cols:  # the open right ends of the row lines
+            keep["R"][:] = False
+        eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
+        kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
+        order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
+        sizes = tuple(int(kept[name].sum()) for name in "LRTB")
+        changed = order.size != 2 * (th + tw) or bool(np.any(eliminate))
+        return (order if changed else None), int(eliminate.sum()), sizes, c0 == 0, r0 + th == self.padded_rows
 
     def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
         if r1 - r0 == 1 and c1 - c0 == 1:
@@ -305,29 +348,55 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     pair = (first, second)
     own = (first.edge(shared[0]), second.edge(shared[1]))
     sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    s, size = first.sizes["LRTB".index(shared[0])], int(starts[-1])
+    starts = [0]
+    for size_k in sizes:
+        starts.append(starts[-1] + size_k)
+    s, size = first.sizes["LRTB".index(shared[0])], starts[-1]
     # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
     # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
     # arithmetic on them either (it could overflow).
-    separator = np.asfortranarray(np.tril(first.block(own[0], own[0])) + np.tril(second.block(own[1], own[1])))
-    coupling = np.empty((size, s), order="F")
-    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
-    for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(starts[a], starts[a + 1])
-        edge_a = pair[tile_a].edge(name_a)
-        coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
-        for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
-            cols = slice(starts[c], starts[c + 1])
-            # The two tiles touch only through the shared nodes.
-            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
+    separator = np.empty((s, s), order="F")
+    np.add(first.block(own[0], own[0]), second.block(own[1], own[1]), out=separator, where=_lower_mask(s))
+    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
+    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
+    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
+    # tile's L; down: the second tile's B).
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
     drivers = all(pair[t].drivers for t, name in kept if name == "L")
     tias = all(pair[t].tias for t, name in kept if name == "B")
-    _eliminate(separator, coupling, matrix, merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0)
+    head, tail = merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0
+    terminals = ("L" if drivers else "") + ("B" if tias else "")
+    after = [pair[t].edge(name).start > own[t].start for t, name in kept]
+    against = sum(size_k for size_k, a in zip(sizes, after, strict=True) if not a)
+    transposed = 2 * against > size
+    coupling = np.empty((s, size) if transposed else (size, s), order="F")
+    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
+    for a, (tile_a, name_a) in enumerate(kept):
+        rows = slice(starts[a], starts[a + 1])
+        edge_a = pair[tile_a].edge(name_a)
+        if transposed:
+            coupling[:, rows] = pair[tile_a].block(own[tile_a], edge_a)
+        else:
+            coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
+        for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
+            if name_a == name_c and name_a in terminals:
+                continue  # drivers with drivers, TIAs with TIAs: never read (see _eliminate)
+            cols = slice(starts[c], starts[c + 1])
+            # The two tiles touch only through the shared nodes.
+            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
+    _eliminate(separator, coupling, matrix, head, tail, transposed)
     return _Tile(matrix, tuple(merged_sizes), drivers, tias)
+
+
+@functools.cache
+def _lower_mask(size: int) -> npt.NDArray[np.bool_]:
+    """Where a ``size x size`` matrix's lower triangle is (diagonal included), Fortran-ordered as
+    the merges' blocks are (a C-ordered mask makes the masked sum 4-6x slower)."""
+    mask = np.asfortranarray(np.tri(size, dtype=bool))
+    mask.flags.writeable = False
+    return mask
 
 
 def _schur_leading(matrix: FloatArray, eliminated: int, head: int = 0, tail: int = 0) -> FloatArray:
@@ -341,27 +410,46 @@ def _schur_leading(matrix: FloatArray, eliminated: int, head: int = 0, tail: int
     return kept
 
 
-def _eliminate(separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int) -> None:
+def _eliminate(
+    separator: FloatArray, coupling: FloatArray, kept: FloatArray, head: int, tail: int, transposed: bool = False
+) -> None:
     """``kept -= coupling separator^-1 coupling^T`` in place, on the lower triangle, for Fortran-
-    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten). The
-    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out:
-    those are the array's drivers and its TIAs, terminals whose admittance among themselves nobody
-    reads (``G_eff`` is the drivers' block with the TIAs); at 512 x 256 they are a fifth to four
-    fifths of each merge's rank-k update."""
+    ordered blocks of a symmetric matrix (``separator`` and ``coupling`` are overwritten;
+    ``transposed``: ``coupling`` is given as its transpose, shared nodes by kept nodes). The
+    blocks of the first ``head`` and of the last ``tail`` kept nodes with themselves are left out
+    where that saves more than it costs: those are the array's drivers and its TIAs, terminals
+    whose admittance among themselves nobody reads (``G_eff`` is the drivers' block with the
+    TIAs); at 512 x 256 they are a fifth to four fifths of each merge's rank-k update."""
     factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)  # coupling L^-T
-    last = kept.shape[0] - tail
+    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
+        z = dtrsm(1.0, factor, coupling, side=0, lower=1, overwrite_b=1).T
+    else:  # coupling L^-T, each kept node a row
+        z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)
+    size, nodes = kept.shape[0], separator.shape[0]
+    middle_size = size - head - tail
+    if (head or tail) and (head * head + tail * tail) * nodes < 25 * middle_size * (2 * middle_size + nodes):
+        # One dsyrk on the whole block after all, the terminals' blocks among themselves zeroed
+        # first (they may hold what memory held) and updated for nothing: fewer flops saved than
+        # the middle block's copies into and out of scipy's dsyrk would cost (it takes contiguous
+        # arrays only). The factor 25 (flops a copied element is worth) is an estimate from the
+        # rates measured on 512 x 256 (a copy about 1 ns an element, dsyrk 25-35 GFLOPS), not tuned.
+        kept[:head, :head] = 0.0
+        kept[size - tail :, size - tail :] = 0.0
+        head = tail = 0
+    last = size - tail
     if head:
         kept[head:, :head] -= z[head:] @ z[:head].T
     if last > head:
         middle = slice(head, last)
+        # dsyrk on z z^T, or on z^T's columns (trans: z^T^T z^T) where z is held transposed.
+        zm, trans = (z[middle].T, 1) if transposed else (z[middle], 0)
         if head == 0 and last == kept.shape[0]:
-            updated = dsyrk(-1.0, z, beta=1.0, c=kept, lower=1, overwrite_c=1)
+            updated = dsyrk(-1.0, zm, beta=1.0, c=kept, lower=1, trans=trans, overwrite_c=1)
             if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
                 kept[...] = updated
         else:
-            kept[middle, middle] = dsyrk(-1.0, z[middle], beta=1.0, c=kept[middle, middle], lower=1)
+            kept[middle, middle] = dsyrk(-1.0, zm, beta=1.0, c=kept[middle, middle], lower=1, trans=trans)
     if tail:
         kept[last:, head:last] -= z[last:] @ z[head:last].T

@@ -67,6 +67,19 @@ def test_dissection_matches_the_block_sweep_on_the_columns_asked_for(tile: int) 
     assert np.isnan(g_eff[:, others]).all() and np.isnan(expected[:, others]).all()
 
 
+def test_one_solver_answers_each_set_of_columns_for_itself() -> None:
+    # The merged stage keeps each tile's preparation (which TIAs it drops) from one solve to the
+    # next: asked for other columns, it must not reuse the last set's.
+    g = awkward_conductances(48, 24, seed=9)
+    exact = effective_conductance(g, 0.35, 1)
+    solver = DissectionSolver(48, 24, 0.35, tile=8)
+    for columns in ([0, 5, 6, 23], None, [1, 2], [0, 5, 6, 23], [17]):
+        g_eff = solver.transfer(g, None if columns is None else np.array(columns))
+        asked = np.arange(24) if columns is None else np.array(columns)
+        np.testing.assert_allclose(g_eff[:, asked], exact[:, asked], rtol=1e-9, atol=1e-20)
+        assert np.isnan(np.delete(g_eff, asked, axis=1)).all()
+
+
 @pytest.mark.parametrize("small_separator", [0, 64])
 def test_stacked_and_per_tile_eliminations_agree(monkeypatch: pytest.MonkeyPatch, small_separator: int) -> None:
     # 0: every batched merge through LAPACK, tiles stored stack-first; 64: every one by the
