@@ -1,0 +1,90 @@
+"""Compiled per-element passes of the emulator's VMM physics (numba).
+
+A CNN's convolution VMM drives 6,400 vectors of up to 120 rows (768,000 inputs, 3 MB of float32).
+Numpy made a pass over the batch per operation: five for the I-V factor's series, one for the
+product with the drive, one for the squares the read noise's spread needs, two for the read's
+fingerprint, four over the currents for the noise, two for the noise's table look-up. Each kernel here fuses one
+group of those into one pass, with the same IEEE float32 (or wrapping uint64) operations in the
+same order, so every result is bit for bit what numpy gave: no fastmath, no contraction into fused
+multiply-adds. The tests hold each kernel to the numpy form it replaced.
+
+Compiled once per machine and cached next to this file (``cache=True``); imported by the first VMM
+with read noise (:mod:`mock_hardware.array_model`, :mod:`mock_hardware.physics.iv`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compiled(function: _F) -> _F:
+    """``function`` compiled to machine code on its first call, the result cached on disk."""
+    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
+
+
+@_compiled
+def series_drive_terms(
+    v: npt.NDArray[np.float32], c4: np.float32, c2: np.float32, norm: np.float32,
+    terms: npt.NDArray[np.float32], squares: npt.NDArray[np.float32],
+) -> None:  # fmt: skip
+    """Each input's I-V term ``t = v * f(v)`` with the factor's series ``f = (v v c4 + c2) v v + norm``
+    into ``terms`` and ``t * t`` into ``squares`` (all float32, C-contiguous, ``v.size`` elements;
+    ``terms`` may be ``v``). The caller checks first that the series holds (numpy's max and min are
+    SIMD reductions, faster than a compiled loop, which without fastmath may not reorder them)."""
+    flat = v.reshape(-1)
+    out = terms.reshape(-1)
+    sq = squares.reshape(-1)
+    for i in range(flat.size):
+        x = flat[i]
+        x2 = x * x
+        s = x2 * c4
+        s = s + c2
+        s = s * x2
+        f = s + norm
+        t = x * f
+        out[i] = t
+        sq[i] = t * t
+
+
+@_compiled
+def word_sums(words: npt.NDArray[np.uint64]) -> tuple[np.uint64, np.uint64]:
+    """The wrapping sum and the exclusive or of ``words`` in one pass (``np.add.reduce`` and
+    ``np.bitwise_xor.reduce`` of a uint64 array: both exact whatever the order)."""
+    total = np.uint64(0)
+    mixed = np.uint64(0)
+    for i in range(words.size):
+        w = words[i]
+        total += w
+        mixed ^= w
+    return total, mixed
+
+
+@_compiled
+def noisy_currents(
+    currents: npt.NDArray[np.float32], spread2: npt.NDArray[np.float32], normal: npt.NDArray[np.float32],
+    sigma: np.float32, out: npt.NDArray[np.float64],
+) -> None:  # fmt: skip
+    """``out = currents + sqrt(spread2) * normal.T * sigma`` (``(n, m)``; ``normal`` ``(m, n)``), each
+    step in float32 in that order, the sum then widened to float64."""
+    n, m = currents.shape
+    for i in range(n):
+        for j in range(m):
+            s = np.sqrt(spread2[i, j])
+            s = s * normal[j, i]
+            s = s * sigma
+            out[i, j] = np.float64(currents[i, j] + s)
+
+
+@_compiled
+def table_lookup(table: npt.NDArray[np.float32], pieces: npt.NDArray[np.uint16], out: npt.NDArray[np.float32]) -> None:
+    """``out[i] = table[pieces[i]]`` (``table`` of 65,536 entries: every index in range)."""
+    flat = out.reshape(-1)
+    for i in range(pieces.size):
+        flat[i] = table[pieces[i]]
