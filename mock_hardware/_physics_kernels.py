@@ -88,3 +88,34 @@ def table_lookup(table: npt.NDArray[np.float32], pieces: npt.NDArray[np.uint16],
     flat = out.reshape(-1)
     for i in range(pieces.size):
         flat[i] = table[pieces[i]]
+
+
+@_compiled
+def autoranged_codes(
+    current: npt.NDArray[np.float64], gains: npt.NDArray[np.float64], limits: npt.NDArray[np.float64],
+    rail: float, lsb: float, lowest: float, highest: float,
+    codes: npt.NDArray[np.float64], index: npt.NDArray[np.int16],
+) -> None:  # fmt: skip
+    """Per sample (C-contiguous, flat): the gain index, the count of ``limits`` (the largest ``|I|``
+    each gain above the lowest takes) that ``|I|`` is within, into ``index``; and the ADC code
+    ``clip(rint(clip(I g, -rail, rail) / lsb), lowest, highest)`` in float64 into ``codes``, with
+    NaN passed through both clips as numpy's clip passes it."""
+    flat = current.reshape(-1)
+    out = codes.reshape(-1)
+    picked = index.reshape(-1)
+    # Selects, not branches (currents of a batch land on either side of each limit at random): a
+    # comparison false for NaN keeps it, as numpy's clip does.
+    for i in range(flat.size):
+        x = flat[i]
+        magnitude = abs(x)
+        k = 0
+        for j in range(limits.size):
+            k += magnitude <= limits[j]
+        picked[i] = k
+        v = x * gains[k]
+        v = -rail if v < -rail else v
+        v = rail if v > rail else v
+        v = np.rint(v / lsb)
+        v = lowest if v < lowest else v
+        v = highest if v > highest else v
+        out[i] = v
