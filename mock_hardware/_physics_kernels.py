@@ -119,3 +119,33 @@ def autoranged_codes(
         v = lowest if v < lowest else v
         v = highest if v > highest else v
         out[i] = v
+
+
+@_compiled
+def drift_log_time(
+    t: float, t_programmed: npt.NDArray[np.float64], inv_t0: float, out: npt.NDArray[np.float64]
+) -> None:
+    """``out = max(t - t_programmed, 0) * inv_t0`` (flat, C-contiguous), the argument of the drift
+    law's ``log1p``; NaN passes through the max as numpy's maximum passes it."""
+    tp = t_programmed.reshape(-1)
+    flat = out.reshape(-1)
+    for i in range(flat.size):
+        x = t - tp[i]
+        x = 0.0 if x < 0.0 else x
+        flat[i] = x * inv_t0
+
+
+@_compiled
+def drift_apply(
+    logs: npt.NDArray[np.float64], rate: npt.NDArray[np.float64], g_programmed: npt.NDArray[np.float64],
+    floor: float,
+) -> None:  # fmt: skip
+    """In place in ``logs`` (``ln(1 + dt/t0)``): ``max(logs * rate + g_programmed, floor)``, the
+    product rounded before the sum (no fused multiply-add); NaN passes through the max."""
+    flat = logs.reshape(-1)
+    r = rate.reshape(-1)
+    g = g_programmed.reshape(-1)
+    for i in range(flat.size):
+        x = flat[i] * r[i]
+        x = x + g[i]
+        flat[i] = floor if x < floor else x

@@ -260,7 +260,7 @@ class CrossbarArray:
             return 0.0
         highest, lowest = max(float(v.max()), 0.0), min(float(v.min()), 0.0)
         v_max = max(highest, -lowest)
-        factor = float(self._iv.factor(np.array([v_max]))[0])
+        factor = self._iv.factor_of(v_max)
         column_sums = self._conductance_now()[:, col0 + np.asarray(columns, dtype=np.intp)].sum(axis=0)
         worst_column = float(column_sums.max())
         swing = (highest - lowest) + self.params.read_noise * MAX_ABS_DRAW * v_max

@@ -28,12 +28,22 @@ class IVCurve:
         self.nonlinearity = nonlinearity
         self.is_ohmic = nonlinearity == 0.0
         self._norm = 1.0 / float(_sinhc(np.array([nonlinearity * v_reference]))[0])
+        self._factors: dict[float, float] = {}  # factor_of's results: drives repeat a few DAC levels
 
     def factor(self, v: FloatArray) -> FloatArray:
         """Chord conductance at ``v`` relative to the one at the reference voltage."""
         if self.is_ohmic:
             return np.ones_like(v, dtype=np.float64)
         return np.asarray(_sinhc(self.nonlinearity * np.asarray(v, dtype=np.float64)) * self._norm)
+
+    def factor_of(self, v: float) -> float:
+        """:meth:`factor` of one voltage, remembered (the same float as ``factor`` gives: it computes it)."""
+        factor = self._factors.get(v)
+        if factor is None:
+            if len(self._factors) >= 4096:
+                self._factors.clear()
+            factor = self._factors[v] = float(self.factor(np.array([v]))[0])
+        return factor
 
     def factor32_into(
         self, v: npt.NDArray[np.float32], out: npt.NDArray[np.float32], scratch: npt.NDArray[np.float32]

@@ -10,8 +10,11 @@ import pytest
 
 from mock_hardware import _physics_kernels
 from mock_hardware.array_model import _fingerprint
+from mock_hardware.device_params import DeviceParameters, preset
 from mock_hardware.physics import noise
 from mock_hardware.physics.iv import IVCurve
+from mock_hardware.physics.retention import DriftState
+from mock_hardware.physics.switching import G_FLOOR_ABSOLUTE
 
 F32 = npt.NDArray[np.float32]
 
@@ -152,3 +155,48 @@ def test_the_normal_draws_are_the_tables_entries_at_the_streams_pieces(shape: tu
     pieces = np.frombuffer(np.random.Generator(np.random.PCG64(9)).bytes(2 * out.size), dtype="<u2")
     expected = np.take(noise._TABLE, pieces.astype(np.intp)).reshape(shape)
     assert _bits(out) == _bits(expected)
+
+
+def _reference_drift(drift: DriftState, t: float, params: DeviceParameters) -> npt.NDArray[np.float64]:
+    """``DriftState.conductance_at`` as numpy computed it (session 11, part V)."""
+    out = np.subtract(t, drift.t_programmed)
+    np.maximum(out, 0.0, out=out)
+    out *= 1.0 / params.drift_time_constant
+    np.log1p(out, out=out)
+    out *= drift.rate
+    out += drift.g_programmed
+    np.maximum(out, G_FLOOR_ABSOLUTE, out=out)
+    return out
+
+
+@pytest.mark.parametrize("t0", [1.0, 0.37, 1e3])
+def test_the_drifted_conductances_are_the_numpy_steps_bit_for_bit(t0: float) -> None:
+    """Cells programmed before, at and after ``t`` (dt < 0 clips to 0), rates of both signs, a cell
+    driven under the floor, NaN in a time and a conductance. Fails (checked) with the sum before the
+    product (``(g + log) * rate``), with the floor dropped, or with the time's clip dropped."""
+    params = preset("umass-ta-hfo2", drift_time_constant=t0, drift_spread=2e-7)
+    rng = np.random.default_rng(int(t0 * 100))
+    shape = (64, 128)
+    g = rng.uniform(1e-6, 1e-4, shape)
+    drift = DriftState(g, rng.random(shape) < 0.9, params, np.random.default_rng(1))
+    drift.t_programmed[:] = rng.uniform(0.0, 50.0, shape)
+    drift.t_programmed[0, :4] = [30.0, np.nan, 0.0, 30.0]
+    drift.g_programmed[1, :2] = [np.nan, 2e-9]
+    drift.rate[1, 1] = -1e-6  # pulled under the floor
+    for t in [0.0, 30.0, 49.99, 1e5]:
+        expected = _reference_drift(drift, t, params)
+        with np.errstate(invalid="ignore"):
+            got = drift.conductance_at(t, out=np.full(shape, np.inf))
+        assert _bits(got) == _bits(expected)
+        assert _bits(drift.conductance_at(t)) == _bits(expected)
+        cells = np.array([0, 1, 3, 128, 129, 5000])
+        assert _bits(drift.conductance_of(t, cells)) == _bits(expected.reshape(-1)[cells])
+
+
+def test_the_factor_of_one_voltage_is_the_curves_factor_remembered() -> None:
+    """Fails with a remembered factor keyed by something coarser than the voltage's float."""
+    curve = IVCurve(1.5, 0.2)
+    volts = [0.2, 0.3, np.nextafter(0.3, 1.0), 0.0, -0.0, 0.3, 5.0, 1e-300]
+    for v in volts * 2:
+        assert curve.factor_of(v) == float(curve.factor(np.array([v]))[0])
+    assert curve.factor_of(0.3) != curve.factor_of(float(np.nextafter(0.3, 1.0)))
