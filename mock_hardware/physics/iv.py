@@ -80,7 +80,8 @@ class IVCurve:
         """A VMM's current terms ``t = v * factor(v)`` into ``terms`` and ``t * t`` into ``squares``, in
         float32 (all C-contiguous, ``v``'s shape; ``terms`` may be ``v``, ``scratch`` and ``squares`` may
         not): bit for bit ``factor32_into`` times ``v``, then squared, in one compiled pass over the
-        batch where the series holds (one pass more for its extremes) instead of ten numpy passes."""
+        batch where the series holds (after numpy's max and min, which decide that) instead of seven
+        numpy passes."""
         if self.is_ohmic:
             if terms is not v:
                 np.copyto(terms, v)
