@@ -1,15 +1,20 @@
-"""Compiled per-element passes of the emulator's VMM physics (numba).
+"""Compiled per-element passes of the emulator's physics and electronics (numba).
 
 A CNN's convolution VMM drives 6,400 vectors of up to 120 rows (768,000 inputs, 3 MB of float32).
 Numpy made a pass over the batch per operation: five for the I-V factor's series, one for the
 product with the drive, one for the squares the read noise's spread needs, two for the read's
-fingerprint, four over the currents for the noise, two for the noise's table look-up. Each kernel here fuses one
-group of those into one pass, with the same IEEE float32 (or wrapping uint64) operations in the
-same order, so every result is bit for bit what numpy gave: no fastmath, no contraction into fused
-multiply-adds. The tests hold each kernel to the numpy form it replaced.
+fingerprint, four over the currents for the noise, two for the noise's table look-up; eight over
+each reply for its autoranged ADC codes, six over the array for the drift law. Each kernel here
+fuses one group of those into one pass, with the same IEEE float32 or float64 (or wrapping uint64)
+operations in the same order, so every result is bit for bit what numpy gave: no fastmath, no
+contraction into fused multiply-adds, and no transcendental function (numpy's SIMD ``log1p``,
+``exp`` and ``sinh`` need not agree with libm's in the last bit, so they stay numpy's). Reductions
+stay numpy's too where their order is not free (min and max vectorize there, not here). The tests
+hold each kernel to the numpy form it replaced (tests/mock_hardware/test_physics_kernels.py,
+test_electronics_autorange.py).
 
-Compiled once per machine and cached next to this file (``cache=True``); imported by the first VMM
-with read noise (:mod:`mock_hardware.array_model`, :mod:`mock_hardware.physics.iv`).
+Compiled once per machine and cached next to this file (``cache=True``); imported by the first
+call that needs one (a VMM or read with noise, a drifted read, a reply in ADC codes).
 """
 
 from __future__ import annotations
