@@ -46,6 +46,8 @@ def series_drive_terms(
     flat = v.reshape(-1)
     out = terms.reshape(-1)
     sq = squares.reshape(-1)
+    if out.size != flat.size or sq.size != flat.size:
+        raise ValueError("series_drive_terms: the terms and squares must have the drive's size")
     for i in range(flat.size):
         x = flat[i]
         x2 = x * x
@@ -79,6 +81,9 @@ def noisy_currents(
     """``out = currents + sqrt(spread2) * normal.T * sigma`` (``(n, m)``; ``normal`` ``(m, n)``), each
     step in float32 in that order, the sum then widened to float64."""
     n, m = currents.shape
+    # no bounds checks in compiled code: refuse mismatched shapes before any write
+    if spread2.shape != (n, m) or out.shape != (n, m) or normal.shape != (m, n):
+        raise ValueError("noisy_currents: the currents, spread, result and draws' shapes disagree")
     for i in range(n):
         for j in range(m):
             s = np.sqrt(spread2[i, j])
@@ -91,6 +96,8 @@ def noisy_currents(
 def table_lookup(table: npt.NDArray[np.float32], pieces: npt.NDArray[np.uint16], out: npt.NDArray[np.float32]) -> None:
     """``out[i] = table[pieces[i]]`` (``table`` of 65,536 entries: every index in range)."""
     flat = out.reshape(-1)
+    if pieces.size != flat.size or table.size != 65536:
+        raise ValueError("table_lookup: a piece per output, and a table of 65,536 entries")
     for i in range(pieces.size):
         flat[i] = table[pieces[i]]
 
@@ -108,6 +115,8 @@ def autoranged_codes(
     flat = current.reshape(-1)
     out = codes.reshape(-1)
     picked = index.reshape(-1)
+    if out.size != flat.size or picked.size != flat.size or gains.size != limits.size + 1:
+        raise ValueError("autoranged_codes: a code and an index per sample, a limit per gain above the lowest")
     # Selects, not branches (currents of a batch land on either side of each limit at random): a
     # comparison false for NaN keeps it, as numpy's clip does.
     for i in range(flat.size):
@@ -134,6 +143,8 @@ def drift_log_time(
     law's ``log1p``; NaN passes through the max as numpy's maximum passes it."""
     tp = t_programmed.reshape(-1)
     flat = out.reshape(-1)
+    if tp.size != flat.size:
+        raise ValueError("drift_log_time: a time per output")
     for i in range(flat.size):
         x = t - tp[i]
         x = 0.0 if x < 0.0 else x
@@ -150,6 +161,8 @@ def drift_apply(
     flat = logs.reshape(-1)
     r = rate.reshape(-1)
     g = g_programmed.reshape(-1)
+    if r.size != flat.size or g.size != flat.size:
+        raise ValueError("drift_apply: a rate and a conductance per cell")
     for i in range(flat.size):
         x = flat[i] * r[i]
         x = x + g[i]

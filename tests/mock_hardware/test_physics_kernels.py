@@ -200,3 +200,25 @@ def test_the_factor_of_one_voltage_is_the_curves_factor_remembered() -> None:
     for v in volts * 2:
         assert curve.factor_of(v) == float(curve.factor(np.array([v]))[0])
     assert curve.factor_of(0.3) != curve.factor_of(float(np.nextafter(0.3, 1.0)))
+
+
+def test_the_kernels_refuse_mismatched_sizes_before_writing() -> None:
+    """Compiled code has no bounds checks: a size mismatch must raise, not write past an array."""
+    f4 = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="piece per output"):
+        _physics_kernels.table_lookup(noise._TABLE, np.zeros(5, np.uint16), f4)
+    with pytest.raises(ValueError, match="drive's size"):
+        _physics_kernels.series_drive_terms(np.zeros(5, np.float32), *(np.float32(1),) * 3, f4, f4)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        _physics_kernels.noisy_currents(
+            np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32),
+            np.float32(1), np.zeros((3, 2)),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="a time per output"):
+        _physics_kernels.drift_log_time(1.0, np.zeros(5), 1.0, np.zeros(4))
+    with pytest.raises(ValueError, match="a rate and a conductance"):
+        _physics_kernels.drift_apply(np.zeros(4), np.zeros(5), np.zeros(4), 1e-9)
+    with pytest.raises(ValueError, match="a code and an index per sample"):
+        _physics_kernels.autoranged_codes(
+            np.zeros(4), np.ones(3), np.ones(2), 1.0, 1.0, -8.0, 7.0, np.zeros(5), np.zeros(4, np.int16)
+        )
