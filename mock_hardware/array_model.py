@@ -53,8 +53,10 @@ def _fingerprint(array: npt.NDArray[np.generic]) -> bytes:
     raw = data.view(np.uint8).ravel()
     if raw.size <= 4096 or raw.size % 8:
         return bytes(str(data.shape), "ascii") + raw.tobytes()
-    words = raw.view(np.uint64)
-    sums = np.array([np.add.reduce(words), np.bitwise_xor.reduce(words)], dtype=np.uint64)
+    from mock_hardware import _physics_kernels  # numba: loaded by the first large read
+
+    # np.add.reduce and np.bitwise_xor.reduce of the words, in one pass
+    sums = np.array(_physics_kernels.word_sums(raw.view(np.uint64)), dtype=np.uint64)
     return bytes(str(data.shape), "ascii") + raw[:1024].tobytes() + raw[-1024:].tobytes() + sums.tobytes()
 
 
@@ -81,11 +83,10 @@ class _VmmWorkspace:
     def __init__(self, nvec: int, nrows: int, ncols: int, region_cols: int) -> None:
         self.inputs32 = np.empty((nvec, nrows), dtype=np.float32)
         self.factor32 = np.empty((nvec, nrows), dtype=np.float32)
-        self.scratch32 = np.empty((nvec, nrows), dtype=np.float32)
+        self.squares32 = np.empty((nvec, nrows), dtype=np.float32)
         self.currents32 = np.empty((nvec, ncols), dtype=np.float32)
         self.spread = np.empty((nvec, ncols), dtype=np.float32)
         self.normal = np.empty((region_cols, nvec), dtype=np.float32)  # up to every column of the region
-        self.indices = np.empty(region_cols * nvec, dtype=np.intp)
 
 
 class CrossbarArray:
@@ -132,7 +133,7 @@ class CrossbarArray:
         self._transfer_solver: TransferSolver | None = None
         self._line_columns = np.zeros(self.cols, dtype=bool)  # columns VMMs have measured
         self._vmm_workspaces: dict[tuple[int, int, int, int], _VmmWorkspace] = {}
-        self._map_buffers: tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = None
+        self._map_buffer: npt.NDArray[np.float32] | None = None
         self._dc_cache: tuple[bytes, int, float, FloatArray, FloatArray] | None = None
 
     # --- state ---------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ class CrossbarArray:
             return 0.0
         highest, lowest = max(float(v.max()), 0.0), min(float(v.min()), 0.0)
         v_max = max(highest, -lowest)
-        factor = float(self._iv.factor(np.array([v_max]))[0])
+        factor = self._iv.factor_of(v_max)
         column_sums = self._conductance_now()[:, col0 + np.asarray(columns, dtype=np.intp)].sum(axis=0)
         worst_column = float(column_sums.max())
         swing = (highest - lowest) + self.params.read_noise * MAX_ABS_DRAW * v_max
@@ -297,6 +298,8 @@ class CrossbarArray:
             if nonlinear:
                 v = v * self._iv.factor(v)
             return np.asarray(v @ transfer)
+        from mock_hardware import _physics_kernels  # numba: loaded by the first VMM with read noise
+
         work = self._vmm_workspace(nvec, ndriven, nout, ncols)
         inputs = work.inputs32
         # The drive in float32: the caller's array when it is so already (the firmware's is), read
@@ -309,30 +312,24 @@ class CrossbarArray:
         # region, so a column reads the same whichever other columns are measured with it.
         driven = np.arange(ndriven) if rows is None else np.asarray(rows, dtype=np.int64)
         rng = self._read_rng(b"VMM", drive, driven, np.array([row0, col0, ncols]))
-        if nonlinear:
-            # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a
-            # per-element factor on the inputs.
-            self._iv.factor32_into(drive, out=work.factor32, scratch=work.scratch32)
-            np.multiply(drive, work.factor32, out=inputs)
-        elif drive is not inputs:
-            np.copyto(inputs, drive)
+        # With the columns at 0 V a cell's voltage is its row's, so the I-V curve is a per-element
+        # factor on the inputs; the squared terms weigh the read noise.
+        self._iv.drive_terms32_into(drive, terms=inputs, squares=work.squares32, scratch=work.factor32)
         transfer32 = transfer.astype(np.float32)
         np.matmul(inputs, transfer32, out=work.currents32)
-        np.square(inputs, out=inputs)
-        np.matmul(inputs, np.square(transfer32, out=transfer32), out=work.spread)
-        np.sqrt(work.spread, out=work.spread)
+        np.matmul(work.squares32, np.square(transfer32, out=transfer32), out=work.spread)
         measured = None if columns is None else np.asarray(columns, dtype=np.intp)
         if measured is not None and self._draw_measured_only(measured, ncols, nvec):
             # the measured columns' draws only, the same as among the whole region's
             normal = work.normal[:nout]
-            fast_normal_rows_into(rng, normal, measured, work.indices[: normal.size])
+            fast_normal_rows_into(rng, normal, measured)
         else:
-            fast_normal_into(rng, work.normal, work.indices)
+            fast_normal_into(rng, work.normal)
             normal = work.normal if measured is None else work.normal[measured]
-        work.spread *= normal.T
-        work.spread *= np.float32(sigma)
-        work.currents32 += work.spread
-        return work.currents32.astype(np.float64)
+        currents = np.empty(work.currents32.shape)
+        # sqrt of the spread, times the draws and sigma, plus the currents, in float32; then float64
+        _physics_kernels.noisy_currents(work.currents32, work.spread, normal, np.float32(sigma), currents)
+        return currents
 
     @staticmethod
     def _draw_measured_only(measured: npt.NDArray[np.intp], region_cols: int, nvec: int) -> bool:
@@ -437,20 +434,20 @@ class CrossbarArray:
         if sigma:
             # Scratch reused between maps: on large arrays fresh temporaries cost more (page
             # faults) than the arithmetic.
-            relative, indices = self._map_scratch(nrows, ncols)
+            relative = self._map_scratch(nrows, ncols)
             rng = self._read_rng(b"MAP", np.array([row0, col0, nrows, ncols]), np.array([v_read]))
-            fast_normal_into(rng, relative, indices)
+            fast_normal_into(rng, relative)
             relative *= np.float32(sigma)
             relative += np.float32(1.0)
             g_read *= relative
         self._clock.advance(nrows * ncols * self.params.read_duration)
         return np.asarray(g_read, dtype=np.float64)
 
-    def _map_scratch(self, nrows: int, ncols: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+    def _map_scratch(self, nrows: int, ncols: int) -> npt.NDArray[np.float32]:
         """Noise scratch for one map shape (the last one asked for)."""
-        if self._map_buffers is None or self._map_buffers[0].shape != (nrows, ncols):
-            self._map_buffers = (np.empty((nrows, ncols), dtype=np.float32), np.empty(nrows * ncols, dtype=np.intp))
-        return self._map_buffers
+        if self._map_buffer is None or self._map_buffer.shape != (nrows, ncols):
+            self._map_buffer = np.empty((nrows, ncols), dtype=np.float32)
+        return self._map_buffer
 
     # --- programming ---------------------------------------------------------------------------
 

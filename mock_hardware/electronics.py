@@ -96,9 +96,13 @@ class Electronics(BaseModel):
         np.divide(volts, gain, out=volts)
         return volts
 
+    def _full_scale(self) -> float:
+        """The ADC level autorange aims below, V."""
+        return self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
+
     def _autorange_index(self, current: FloatArray, gains: FloatArray) -> npt.NDArray[np.int16]:
         """Per sample, the index (into the ascending ``gains``) of the gain autorange picks."""
-        full_scale = self.autorange_headroom * min(abs(self.adc_range[0]), abs(self.adc_range[1]))
+        full_scale = self._full_scale()
         magnitude = np.abs(current)
         limits = _fitting_limits(tuple(float(g) for g in gains), full_scale)
         if limits is None:  # gains that are not positive and finite: by the definition
@@ -125,6 +129,18 @@ class Electronics(BaseModel):
         """What :meth:`measure_autoranged` measures, as the ADC gives it: (codes, index of the gain in
         the ascending gains). ``codes * adc_lsb / gain`` is the measured current."""
         gains = np.sort(np.asarray(self.tia_gains, dtype=np.float64))
+        limits = _fitting_limits(tuple(float(g) for g in gains), self._full_scale())
+        if limits is not None and current.dtype == np.float64 and current.flags.c_contiguous:
+            from mock_hardware import _physics_kernels  # numba: loaded by the first reply in codes
+
+            # The steps below and _autorange_index's in one compiled pass over the samples.
+            codes = np.empty(current.shape)
+            index = np.empty(current.shape, dtype=np.int16)
+            _physics_kernels.autoranged_codes(
+                current, gains, np.array(limits[1:]), float(self.tia_rail), self.adc_lsb,
+                float(-(2 ** (self.adc_bits - 1))), float(2 ** (self.adc_bits - 1) - 1), codes, index,
+            )  # fmt: skip
+            return codes, index
         index = self._autorange_index(current, gains)
         volts = np.take(gains, index)  # the gain of each sample (take: a fifth less than indexing)
         np.multiply(current, volts, out=volts)

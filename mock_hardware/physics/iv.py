@@ -28,12 +28,22 @@ class IVCurve:
         self.nonlinearity = nonlinearity
         self.is_ohmic = nonlinearity == 0.0
         self._norm = 1.0 / float(_sinhc(np.array([nonlinearity * v_reference]))[0])
+        self._factors: dict[float, float] = {}  # factor_of's results: drives repeat a few DAC levels
 
     def factor(self, v: FloatArray) -> FloatArray:
         """Chord conductance at ``v`` relative to the one at the reference voltage."""
         if self.is_ohmic:
             return np.ones_like(v, dtype=np.float64)
         return np.asarray(_sinhc(self.nonlinearity * np.asarray(v, dtype=np.float64)) * self._norm)
+
+    def factor_of(self, v: float) -> float:
+        """:meth:`factor` of one voltage, remembered (the same float as ``factor`` gives: it computes it)."""
+        factor = self._factors.get(v)
+        if factor is None:
+            if len(self._factors) >= 4096:
+                self._factors.clear()
+            factor = self._factors[v] = float(self.factor(np.array([v]))[0])
+        return factor
 
     def factor32_into(
         self, v: npt.NDArray[np.float32], out: npt.NDArray[np.float32], scratch: npt.NDArray[np.float32]
@@ -62,6 +72,35 @@ class IVCurve:
         np.sinh(out, out=scratch)
         np.divide(scratch, out, out=out)
         np.multiply(out, np.float32(self._norm), out=out)
+
+    def drive_terms32_into(
+        self, v: npt.NDArray[np.float32], terms: npt.NDArray[np.float32], squares: npt.NDArray[np.float32],
+        scratch: npt.NDArray[np.float32],
+    ) -> None:  # fmt: skip
+        """A VMM's current terms ``t = v * factor(v)`` into ``terms`` and ``t * t`` into ``squares``, in
+        float32 (all C-contiguous, ``v``'s shape; ``terms`` may be ``v``, ``scratch`` and ``squares`` may
+        not): bit for bit ``factor32_into`` times ``v``, then squared, in one compiled pass over the
+        batch where the series holds (after numpy's max and min, which decide that) instead of seven
+        numpy passes."""
+        if self.is_ohmic:
+            if terms is not v:
+                np.copyto(terms, v)
+            np.square(terms, out=squares)
+            return
+        a = np.float32(self.nonlinearity)
+        norm = np.float32(self._norm)
+        if v.flags.c_contiguous and terms.flags.c_contiguous and squares.flags.c_contiguous:
+            from mock_hardware import _physics_kernels  # numba: loaded by the first VMM with read noise
+
+            # The series' constants as factor32_into makes them (float32 steps, same order).
+            c4 = norm * a**4 / np.float32(120.0)
+            c2 = norm * a * a / np.float32(6.0)
+            if max(float(v.max()), -float(v.min())) * float(a) <= 0.75:  # factor32_into's test
+                _physics_kernels.series_drive_terms(v, c4, c2, norm, terms, squares)
+                return
+        self.factor32_into(v, out=scratch, scratch=squares)
+        np.multiply(v, scratch, out=terms)
+        np.square(terms, out=squares)
 
     def differential_factor(self, v: FloatArray) -> FloatArray:
         """``dI/dv / G``: the small-signal conductance relative to ``G``."""

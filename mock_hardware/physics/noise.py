@@ -32,32 +32,33 @@ MAX_ABS_DRAW = float(np.abs(_TABLE).max())
 def fast_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     """Standard normal float32 draws of ``shape`` from ``rng``'s bit stream."""
     out = np.empty(shape, dtype=np.float32)
-    fast_normal_into(rng, out, np.empty(out.size, dtype=np.intp))
+    fast_normal_into(rng, out)
     return out
 
 
-def fast_normal_into(rng: np.random.Generator, out: npt.NDArray[np.float32], indices: npt.NDArray[np.intp]) -> None:
-    """Fill the C-contiguous float32 array ``out`` with standard normal draws.
+def _look_up(pieces: npt.NDArray[np.uint16], out: npt.NDArray[np.float32]) -> None:
+    """``out``'s elements (flat, C order) are the table's entries at the 16-bit ``pieces``: one
+    compiled pass (numpy's ``take`` wants the indices converted to intp first, a pass more)."""
+    from mock_hardware import _physics_kernels  # numba: loaded by the first read with noise
 
-    ``indices`` is scratch of ``out.size`` intp: handing ``take`` native indices saves it a
-    conversion into a fresh array on every call.
-    """
-    np.copyto(indices, np.frombuffer(rng.bytes(2 * out.size), dtype="<u2"))
-    # Every index is in range by construction; "wrap" skips the bounds check.
-    np.take(_TABLE, indices, out=out.reshape(-1), mode="wrap")
+    # native byte order for the kernel: a view on little-endian machines, a copy elsewhere
+    _physics_kernels.table_lookup(_TABLE, pieces.astype(np.uint16, copy=False), out)
 
 
-def fast_normal_rows_into(
-    rng: np.random.Generator, out: npt.NDArray[np.float32], rows: npt.NDArray[np.intp], indices: npt.NDArray[np.intp]
-) -> None:
+def fast_normal_into(rng: np.random.Generator, out: npt.NDArray[np.float32]) -> None:
+    """Fill the C-contiguous float32 array ``out`` with standard normal draws."""
+    _look_up(np.frombuffer(rng.bytes(2 * out.size), dtype="<u2"), out)
+
+
+def fast_normal_rows_into(rng: np.random.Generator, out: npt.NDArray[np.float32], rows: npt.NDArray[np.intp]) -> None:
     """Fill ``out`` (``(len(rows), n)``, C-contiguous) with the rows ``rows`` (ascending) of what
     :func:`fast_normal_into` would draw into a ``(max(rows) + 1, n)`` array from ``rng``'s present
     state, bit for bit, without drawing the other rows: a VMM draws noise for the columns it
     measures only, yet each column gets the draws it would get among all of the region's.
 
     The draws are consecutive 16-bit pieces of the generator's 64-bit words, so a row starts at a
-    known word: the generator jumps there (``advance``, logarithmic in the distance). ``indices``
-    is scratch of ``out.size`` intp. ``rng`` is left at an unspecified state.
+    known word: the generator jumps there (``advance``, logarithmic in the distance). ``rng`` is
+    left at an unspecified state.
     """
     length = out.shape[1]
     if not len(rows) or not length:
@@ -80,5 +81,4 @@ def fast_normal_rows_into(
         piece = slice(int(run[0]) * length, (int(run[0]) + count) * length)
         # the 16-bit pieces of the words, viewed in place (skip is even: whole pieces)
         pieces = raw.view(np.uint8)[skip : skip + 2 * count * length].view("<u2")
-        np.copyto(indices[piece], pieces)
-        np.take(_TABLE, indices[piece], out=flat_out[piece], mode="wrap")
+        _look_up(pieces, flat_out[piece])

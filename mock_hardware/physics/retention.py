@@ -46,6 +46,14 @@ class DriftState:
             np.copyto(out, self.g_programmed)
             return out
         # In place: this runs once per command, and fresh arrays cost page faults.
+        if not self._params.drift_exponent and out.flags.c_contiguous and out.shape == self.t_programmed.shape:
+            from mock_hardware import _physics_kernels  # numba: loaded by the first drifted read
+
+            # _drifted's steps in two compiled passes around numpy's log1p (whose SIMD form stays)
+            _physics_kernels.drift_log_time(t, self.t_programmed, 1.0 / self._params.drift_time_constant, out)
+            np.log1p(out, out=out)
+            _physics_kernels.drift_apply(out, self.rate, self.g_programmed, G_FLOOR_ABSOLUTE)
+            return out
         np.subtract(t, self.t_programmed, out=out)
         return self._drifted(out, self.g_programmed, self.rate)
 

@@ -78,3 +78,44 @@ def test_gains_that_are_not_positive_take_the_definitions_path() -> None:
     current = boundary_samples(Electronics(tia_gains=(1e3, 1e5))).reshape(-1, 1)
     _, index = electronics.measure_autoranged_codes(current)
     np.testing.assert_array_equal(index, reference_index(electronics, current))
+
+
+def numpy_codes(electronics: Electronics, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``measure_autoranged_codes`` as numpy computed it before the compiled pass (session 11, part V)."""
+    gains = np.sort(np.asarray(electronics.tia_gains, dtype=np.float64))
+    index = electronics._autorange_index(current, gains)
+    volts = np.take(gains, index)
+    np.multiply(current, volts, out=volts)
+    np.clip(volts, -electronics.tia_rail, electronics.tia_rail, out=volts)
+    np.divide(volts, electronics.adc_lsb, out=volts)
+    np.round(volts, out=volts)
+    np.clip(volts, -(2 ** (electronics.adc_bits - 1)), 2 ** (electronics.adc_bits - 1) - 1, out=volts)
+    return volts, index
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_the_compiled_codes_are_the_numpy_steps_bit_for_bit() -> None:
+    """Ties at half an LSB (rint rounds them to even), the TIA rail and the ADC's end codes, both
+    zeros, NaN and inf, on three electronics. Fails (checked) with ties rounded away from zero, with
+    the rail's clip dropped, with ``<`` for ``<=`` at the gains' limits, or with the ADC's lowest code
+    one higher."""
+    rng = np.random.default_rng(7)
+    odd_gains = (3e3, 1.7e2, 539609.9381920524, 33104.44467528176)
+    configs = (Electronics(), Electronics(tia_gains=odd_gains), Electronics(adc_range=(-1.3, 2.9), tia_rail=1.0))
+    for electronics in configs:
+        gains = np.sort(np.asarray(electronics.tia_gains, dtype=np.float64))
+        lsb = electronics.adc_lsb
+        ties = (np.arange(-40, 40) + 0.5) * lsb / gains[0]  # exact half-LSB volts at the lowest gain
+        rails = np.array([1.0, -1.0, 1.01, -1.01]) * electronics.tia_rail / gains[0]
+        current = np.concatenate([
+            boundary_samples(electronics), ties, rails, rng.normal(0, 1, 5001) * 10.0 ** rng.uniform(-10, 0, 5001),
+        ])  # fmt: skip
+        for shaped in (current, current[: current.size // 4 * 4].reshape(-1, 4)):
+            expected_codes, expected_index = numpy_codes(electronics, shaped)
+            codes, index = electronics.measure_autoranged_codes(shaped)
+            assert codes.dtype == np.float64 and index.dtype == np.int16
+            assert codes.tobytes() == expected_codes.tobytes()
+            assert index.tobytes() == expected_index.tobytes()
+        # a strided view takes numpy's steps, with the same result
+        codes, index = electronics.measure_autoranged_codes(current[::2])
+        assert codes.tobytes() == numpy_codes(electronics, current[::2])[0].tobytes()

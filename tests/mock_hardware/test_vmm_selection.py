@@ -94,9 +94,9 @@ def test_noise_of_the_measured_columns_is_bit_for_bit_the_whole_regions() -> Non
     for nvec, rows in ((7, [0, 1, 5, 6, 9]), (64, [0, 9, 18, 27]), (1, [3]), (5, [2, 3, 4])):
         picked = np.array(rows)
         every = np.empty((picked.max() + 1, nvec), np.float32)
-        fast_normal_into(np.random.Generator(np.random.PCG64(3)), every, np.empty(every.size, np.intp))
+        fast_normal_into(np.random.Generator(np.random.PCG64(3)), every)
         some = np.empty((len(picked), nvec), np.float32)
-        fast_normal_rows_into(np.random.Generator(np.random.PCG64(3)), some, picked, np.empty(some.size, np.intp))
+        fast_normal_rows_into(np.random.Generator(np.random.PCG64(3)), some, picked)
         np.testing.assert_array_equal(some, every[picked])
     rows = np.array([0, 2, 3, 9])
     v = _inputs(2000, rows)[:, rows]  # enough vectors that jumping to the two runs of columns pays
