@@ -64,16 +64,20 @@ def check_same_data(config: TrainConfig, previous: RunData, digest: str) -> None
 
 
 def check_weight_span(config: TrainConfig, weights: Mapping[str, npt.NDArray[np.float64]]) -> None:
-    """Refuse weights (as they will be written: after any fit) past what a pair of nominal devices
-    holds, ``weight_limit`` in the layer's unit: their devices would be written to the ends of
-    their reach instead, silently another network."""
+    """Refuse initial weights (as they will be written: from a file after any fit, or drawn at
+    ``init_scale``) past what a pair of nominal devices holds, ``weight_limit`` in the layer's unit:
+    their devices would be written to the ends of their reach instead, silently another network."""
+    if config.initial_weights is not None:
+        source, remedy = "initial_weights", "scale the weights, or fit them (hil deploy without --no-fit)"
+    else:
+        source, remedy = f"init_scale = {config.init_scale:g}", "lower init_scale"
     for layer, w in weights.items():
         top = float(np.abs(w).max()) if w.size else 0.0
         limit = config.weight_limit * config.g_unit / config.layer_g_unit.get(layer, config.g_unit)
         if top > limit:
-            raise PlanError(f"initial_weights: {layer!r} holds |w| up to {top:.4g}, past the {limit:.4g} a pair of "
-                            "nominal devices holds (gate_coded.set_slope x gate window / g_unit); scale the weights, "
-                            "or fit them (hil deploy without --no-fit); nothing was sent")  # fmt: skip
+            raise PlanError(f"{source}: {layer!r} holds |w| up to {top:.4g}, past the {limit:.4g} a pair of "
+                            f"nominal devices holds (gate_coded.set_slope x gate window / g_unit); {remedy}; "
+                            "nothing was sent")  # fmt: skip
 
 
 def _check_bad_lines(config: TrainConfig, name: str, board: Board) -> None:

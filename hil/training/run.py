@@ -329,6 +329,8 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
         written = read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
         if config.fit_initial_weights:
             written, _ = fit_weights(written, network, FIT_MARGIN * config.weight_limit)
+    elif config.initial_weights is None and previous is None:
+        written = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
     if config.update_rule == "exact":
         return ""
     if written is not None:
@@ -369,8 +371,11 @@ def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, a
     network = build_network(config)
     data = load_data(config)
     check_data(config, network, data[0].shape[1:], _labels(data[1], data[3]))  # a sweep's cell: no preflight
-    if previous is None or DATASET_DIGEST not in previous.root:  # checked on resume (preflight)
-        run.set_root(**{DATASET_DIGEST: labels_digest(data[0].shape, data[1], data[2].shape, data[3])})
+    digest = labels_digest(data[0].shape, data[1], data[2].shape, data[3])
+    if previous is not None:
+        check_same_data(config, previous, digest)  # again here: a sweep's resumed cell has no preflight
+    if previous is None or DATASET_DIGEST not in previous.root:
+        run.set_root(**{DATASET_DIGEST: digest})
     start = resume_point(config, run, previous, len(data[0]))
     weights = initial_weights(config, network, data, run, previous)
     train_loop = partial(train, network, data=data, updates=config.updates, batch_size=config.batch_size,
@@ -529,6 +534,8 @@ def initial_weights(
     scheme weights trained in software first. Weights from a file are kept in the run file, so a
     resume needs only the run file."""
     weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
+    if config.initial_weights is None and previous is None and config.update_rule != "exact":
+        check_weight_span(config, weights)  # again here: a campaign's cell has no preflight
     if config.initial_weights is not None:
         if previous is not None and deployed_weights(next(iter(weights))) in previous.datasets:
             return {layer: previous.datasets[deployed_weights(layer)].copy() for layer in weights}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import re
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import numpy.typing as npt
@@ -483,6 +485,19 @@ def test_a_run_resumes_only_on_the_data_it_trained_on(tmp_path: Path, capsys: py
     assert last.startswith("error: dataset = 'mnist-idx' from ") and "is not the data this run trained on" in last
     assert digest in last
     assert run.read_bytes() == before  # refused before the file was touched
+    # A campaign resumes its cells without the preflight: the run itself refuses, before its boards open.
+    import hil.training.run as training_run
+    from hil.storage import RunFile, read_resumable
+    from hil.training.plan import PlanError
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the boards were opened")
+
+    previous = read_resumable(run, "train")
+    config = training_run.resume_config(str(run), previous, updates=4)
+    with mock.patch.object(training_run, "opened_boards", never), pytest.raises(PlanError, match="not the data"), \
+            RunFile(tmp_path / "cell.h5", procedure="train", config={}, show_progress=False) as cell:  # fmt: skip
+        training_run.run_training(config, cell, previous)
     labels.write_bytes(original)
     assert main(["train", "--resume", str(run), "--updates", "4"]) == 0  # the same data: resumed
     assert read_run(run).root["dataset_digest"] == digest

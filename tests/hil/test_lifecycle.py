@@ -235,6 +235,33 @@ def test_weights_past_what_a_device_pair_holds_are_refused_unless_fitted(
         training_run.run_training(config, run)
 
 
+def test_random_weights_drawn_past_what_a_device_pair_holds_are_refused(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hil.training.run as training_run
+    from hil.storage import RunFile
+    from hil.training.config import TrainConfig
+    from hil.training.plan import PlanError
+
+    out = tmp_path / "never.h5"
+    # conv1 draws |w| up to 0.80 at init_scale 1 against the 1.86 a pair holds: 4x is past it
+    config_file = tmp_path / "big.toml"
+    config_file.write_text('model = "cnn"\nupdates = 1\ninit_scale = 4\n')
+    argv = ["train", "--config", str(config_file), "--out", str(out)]
+    assert main(argv) == EXIT_ERROR  # was: trained, conv1's devices written to the ends of their reach
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "init_scale = 4: 'conv1' holds |w| up to" in err and "lower init_scale" in err
+    assert not out.exists()
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the boards were opened")
+
+    config = TrainConfig(model="cnn", updates=1, init_scale=4.0)  # a campaign's cell: no preflight
+    with mock.patch.object(training_run, "opened_boards", never), pytest.raises(PlanError, match="init_scale = 4"), \
+            RunFile(tmp_path / "cell.h5", procedure="train", config={}, show_progress=False) as run:  # fmt: skip
+        training_run.run_training(config, run)
+
+
 def test_a_file_that_is_not_a_npz_is_named(tmp_path: Path) -> None:
     path = tmp_path / "weights.npz"
     path.write_text("not a zip")
