@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from drivers import Board, SafetyLimits, open_board
+from drivers.messages import validation_message
 from hil.terminal import TransferBar
 
 EMBEDDED_EMULATOR = "emulator://?preset=umass-ta-hfo2&seed=1"
@@ -67,17 +68,8 @@ class BoardConfig(BaseModel):
 def validation_problems(error: ValidationError) -> str:
     """Every error of a pydantic validation, one per line, with its field path and the value given
     (a scalar's; a table's or list's would not fit on the line)."""
-    lines = (f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_with_value(e)}" for e in error.errors())
+    lines = (f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {validation_message(e)}" for e in error.errors())
     return "\n".join(lines)
-
-
-def _with_value(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, bool | int | float | str) or value is None:
-        shown = repr(value)
-        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return message
 
 
 def nesting_depth(data: Any) -> int:

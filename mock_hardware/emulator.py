@@ -6,20 +6,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import ValidationError
 
+from drivers.messages import validation_message
 from mock_hardware.array_model import CrossbarArray
 from mock_hardware.device_params import preset
 from mock_hardware.faults import FaultInjector, FaultPlan
 from mock_hardware.firmware import Firmware, FirmwareSpec
 
 DEFAULT_PRESET = "umass-ta-hfo2"
-
-
-def _got(value: object) -> str:
-    """`` (got 0)``: the value an emulator parameter was given, where it is one that fits on a line."""
-    if isinstance(value, bool | int | float | str):
-        shown = repr(value)
-        return f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return ""
 
 
 def build_firmware(
@@ -45,7 +38,7 @@ def build_firmware(
         params = preset(preset_name, **fields)
         plan = FaultPlan.model_validate(fault_fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_got(e.get('input'))}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {validation_message(e)}" for e in exc.errors())
         raise ValueError(f"bad emulator parameters: {problems}") from None
     array = CrossbarArray(params, seed=seed, noise_seed=noise_seed)
     return Firmware(array, spec, FaultInjector(plan) if plan.any else None)

@@ -23,6 +23,8 @@ import numpy.typing as npt
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drivers.messages import validation_message
+
 MAX_EXPANDED_STEPS = 1_000_000
 """Most steps a sequence may run once its loops are expanded."""
 MAX_LOOP_DEPTH = 16
@@ -228,15 +230,6 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts)
 
 
-def _describe(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, bool | int | float | str) or value is None:
-        shown = repr(value)
-        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
-    return message
-
-
 def _nesting_depth(data: object) -> int:
     """How deep ``steps`` lists nest in raw data, without recursion (a hostile file may nest thousands)."""
     deepest = 0
@@ -260,7 +253,7 @@ def parse_sequence(data: object, source: str = "<sequence>") -> PulseSequence:
     try:
         return PulseSequence.model_validate(data)
     except ValidationError as exc:
-        errors = [(_field_path(e["loc"]), _describe(e)) for e in exc.errors()]
+        errors = [(_field_path(e["loc"]), validation_message(e)) for e in exc.errors()]
         raise SequenceFileError(source, errors) from None
 
 
