@@ -28,12 +28,22 @@ from numba.extending import intrinsic
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _compiled(function: _F) -> _F:
-    """``function`` compiled to machine code on its first call, the result cached on disk."""
+def compiled(function: _F) -> _F:
+    """``function`` compiled to machine code on its first call, the result cached on disk (the house
+    style of every kernel module: no fast-math, so the same IEEE operations as the numpy it replaces)."""
     return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
 
 
-@_compiled
+@numba.njit(inline="always")
+def bitmap_word(bitmap: npt.NDArray[np.uint8], w: int) -> np.uint64:
+    """Bytes ``8 w .. 8 w + 7`` of a bitmap as one little-endian 64-bit word (inputs ``64 w ..``)."""
+    word = np.uint64(0)
+    for t in range(8):
+        word |= np.uint64(bitmap[8 * w + t]) << np.uint64(8 * t)
+    return word
+
+
+@compiled
 def scan(
     inputs: npt.NDArray[np.float32], row_counts: npt.NDArray[np.int64], active: npt.NDArray[np.bool_]
 ) -> tuple[int, float, float]:
@@ -73,7 +83,7 @@ def scan(
     return total, lo, hi
 
 
-@_compiled
+@compiled
 def encode_nonzero(
     inputs: npt.NDArray[np.float32], step: float, bitmap: npt.NDArray[np.uint8], codes: npt.NDArray[np.int16]
 ) -> int:
@@ -101,9 +111,7 @@ def encode_nonzero(
     kept = np.empty(codes.size, dtype=np.float32)
     k = 0
     for w in range(size // 64):
-        word = np.uint64(0)
-        for t in range(8):
-            word |= np.uint64(bitmap[8 * w + t]) << np.uint64(8 * t)
+        word = bitmap_word(bitmap, w)
         while word:
             if k >= kept.size:
                 raise ValueError("more non-zero inputs than there is room for codes")
@@ -124,7 +132,7 @@ def encode_nonzero(
     return k
 
 
-@_compiled
+@compiled
 def encode_every(inputs: npt.NDArray[np.float32], step: float, codes: npt.NDArray[np.int16]) -> None:
     """The ``ALL`` form: every input's DAC code (0 for a zero, ``-0.0`` included) into ``codes``."""
     flat = inputs.ravel()
@@ -146,7 +154,7 @@ def _code(v: float, step: float, inverse: float) -> int:
     return int(np.copysign(nearest, v))
 
 
-@_compiled
+@compiled
 def currents_as_read(
     codes: npt.NDArray[np.int16], nibbles: npt.NDArray[np.uint8], adc_lsb: float, gains: npt.NDArray[np.float64],
     out: npt.NDArray[np.float64],

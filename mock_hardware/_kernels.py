@@ -14,24 +14,13 @@ Compiled once per machine and cached next to this file (``cache=True``); importe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 import numpy.typing as npt
 
-from drivers._kernels import trailing_zeros
-
-_F = TypeVar("_F", bound=Callable[..., Any])
+from drivers._kernels import bitmap_word, compiled, trailing_zeros
 
 
-def _compiled(function: _F) -> _F:
-    """``function`` compiled to machine code on its first call, the result cached on disk."""
-    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
-
-
-@_compiled
+@compiled
 def count_bits(bitmap: npt.NDArray[np.uint8], size: int) -> tuple[int, bool]:
     """The bits set among the first ``size`` of a bitmap (least significant bit first), and whether
     any bit past them is set."""
@@ -49,7 +38,7 @@ def count_bits(bitmap: npt.NDArray[np.uint8], size: int) -> tuple[int, bool]:
     return int(total), past
 
 
-@_compiled
+@compiled
 def levels_from_bitmap(
     bitmap: npt.NDArray[np.uint8], codes: npt.NDArray[np.uint8], step: np.float32, out: npt.NDArray[np.float32]
 ) -> tuple[int, int]:
@@ -75,9 +64,7 @@ def levels_from_bitmap(
     # Then each set bit's level to its place, 64 inputs a word: a jump per word, not per input.
     k = 0
     for w in range(size // 64):
-        word = np.uint64(0)
-        for t in range(8):
-            word |= np.uint64(bitmap[8 * w + t]) << np.uint64(8 * t)
+        word = bitmap_word(bitmap, w)
         while word:
             if k >= sent:
                 raise ValueError("the bitmap sets more bits than there are codes")
@@ -101,7 +88,7 @@ def levels_from_bitmap(
     return int(lo), int(hi)
 
 
-@_compiled
+@compiled
 def adc_block(
     codes: npt.NDArray[np.float64], gain_index: npt.NDArray[np.int16], wire_codes: npt.NDArray[np.int16],
     nibbles: npt.NDArray[np.uint8],

@@ -19,22 +19,13 @@ call that needs one (a VMM or read with noise, a drifted read, a reply in ADC co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
-import numba
 import numpy as np
 import numpy.typing as npt
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+from drivers._kernels import compiled
 
 
-def _compiled(function: _F) -> _F:
-    """``function`` compiled to machine code on its first call, the result cached on disk."""
-    return cast(_F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
-
-
-@_compiled
+@compiled
 def series_drive_terms(
     v: npt.NDArray[np.float32], c4: np.float32, c2: np.float32, norm: np.float32,
     terms: npt.NDArray[np.float32], squares: npt.NDArray[np.float32],
@@ -60,7 +51,7 @@ def series_drive_terms(
         sq[i] = t * t
 
 
-@_compiled
+@compiled
 def word_sums(words: npt.NDArray[np.uint64]) -> tuple[np.uint64, np.uint64]:
     """The wrapping sum and the exclusive or of ``words`` in one pass (``np.add.reduce`` and
     ``np.bitwise_xor.reduce`` of a uint64 array: both exact whatever the order)."""
@@ -73,7 +64,7 @@ def word_sums(words: npt.NDArray[np.uint64]) -> tuple[np.uint64, np.uint64]:
     return total, mixed
 
 
-@_compiled
+@compiled
 def noisy_currents(
     currents: npt.NDArray[np.float32], spread2: npt.NDArray[np.float32], normal: npt.NDArray[np.float32],
     sigma: np.float32, out: npt.NDArray[np.float64],
@@ -92,7 +83,7 @@ def noisy_currents(
             out[i, j] = np.float64(currents[i, j] + s)
 
 
-@_compiled
+@compiled
 def table_lookup(table: npt.NDArray[np.float32], pieces: npt.NDArray[np.uint16], out: npt.NDArray[np.float32]) -> None:
     """``out[i] = table[pieces[i]]`` (``table`` of 65,536 entries: every index in range)."""
     flat = out.reshape(-1)
@@ -102,7 +93,7 @@ def table_lookup(table: npt.NDArray[np.float32], pieces: npt.NDArray[np.uint16],
         flat[i] = table[pieces[i]]
 
 
-@_compiled
+@compiled
 def autoranged_codes(
     current: npt.NDArray[np.float64], gains: npt.NDArray[np.float64], limits: npt.NDArray[np.float64],
     rail: float, lsb: float, lowest: float, highest: float,
@@ -135,7 +126,7 @@ def autoranged_codes(
         out[i] = v
 
 
-@_compiled
+@compiled
 def drift_log_time(
     t: float, t_programmed: npt.NDArray[np.float64], inv_t0: float, out: npt.NDArray[np.float64]
 ) -> None:
@@ -151,7 +142,7 @@ def drift_log_time(
         flat[i] = x * inv_t0
 
 
-@_compiled
+@compiled
 def drift_apply(
     logs: npt.NDArray[np.float64], rate: npt.NDArray[np.float64], g_programmed: npt.NDArray[np.float64],
     floor: float,
