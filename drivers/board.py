@@ -434,7 +434,7 @@ class Board:
         check_index("col", col, self.shape[1])
         listed = [g for g in self.tia_gains if np.isclose(tia_gain, g, rtol=1e-9)]
         if not listed:
-            raise InvalidRequest(f"tia_gain = {tia_gain:g} ohm is not one of the board's gains {self.tia_gains}")
+            raise InvalidRequest(f"tia_gain = {tia_gain!r} ohm is not one of the board's gains {self.tia_gains}")
         # The board compares the number it is sent with those it lists (TIA:GAIN?): send the listed
         # one, not a caller's value that only rounds to it.
         current, code, saturated = self._ask(cmd.ADC_SAMP, col, listed[0]).fields
@@ -665,7 +665,9 @@ class Board:
             codes = np.empty(nonzero if form is layouts.Inputs.NONZERO else batch.size, dtype=np.int16)
             if form is layouts.Inputs.NONZERO:
                 bitmap = np.empty((batch.size + 7) // 8, dtype=np.uint8)
-                _kernels.encode_nonzero(batch, step, bitmap, codes)
+                if _kernels.encode_nonzero(batch, step, bitmap, codes) != codes.size:
+                    # the batch changed under the encoding (another thread): its checks no longer hold
+                    raise InvalidRequest("the VMM inputs changed while they were being encoded; nothing was sent")
                 # the codes' bytes as they are: int16 in the host's order, and numba's hosts are little-endian
                 block = b"".join((selection, bitmap.data, codes.data))
             else:

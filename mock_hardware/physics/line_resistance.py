@@ -334,8 +334,10 @@ class TransferSolver:
         coupling = -(self.g_wire**2)
         # blocks[i] in C order is S_i in Fortran order: LAPACK and the axpy work on it in place
         # (no copies, no memory beyond the blocks). Only the Fortran lower triangle is read; the
-        # other holds finite leftovers of the blocks' outer products.
-        flat = blocks.reshape(rows, cols * cols)
+        # other holds leftovers that the axpy grows row by row (up to inf on long arrays of low-ohm
+        # wire): never read, and BLAS raises nothing for them.
+        flat = blocks.view()
+        flat.shape = (rows, cols * cols)  # raises rather than copy: the axpy must write into the blocks
         for i in range(rows):
             block = blocks[i].T
             factor, info = dpotrf(block, lower=1, clean=0, overwrite_a=1)

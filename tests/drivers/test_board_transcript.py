@@ -475,7 +475,7 @@ REFUSED: dict[str, tuple[Request, type[Exception], str]] = {
     "dac query channel outside": (lambda b: b.dac_voltage("GATE", 128), LimitError, "GATE channel = 128"),
     "select row outside": (lambda b: b.select_row(128), LimitError, "row = 128"),
     "select col outside": (lambda b: b.select_column(-1), LimitError, "col = -1"),
-    "adc gain not on the board": (lambda b: b.sample_adc(0, 2e3), InvalidRequest, "tia_gain = 2000 ohm"),
+    "adc gain not on the board": (lambda b: b.sample_adc(0, 2e3), InvalidRequest, "tia_gain = 2000.0 ohm"),
     "adc col outside": (lambda b: b.sample_adc(64, 1e3), LimitError, "col = 64"),
     "negative wait": (lambda b: b.idle_for(-1.0), LimitError, "seconds = -1"),
 }

@@ -178,3 +178,19 @@ def test_an_input_beyond_the_read_limit_is_refused_whatever_else_the_batch_holds
         finally:
             transport.write = write  # type: ignore[method-assign]
         assert not writes
+
+
+def test_a_batch_changed_while_it_is_encoded_is_refused_and_nothing_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checks read the batch once and the encoding again (another thread may change it between):
+    # fewer non-zero inputs at the encoding than at the checks means codes the checks never saw.
+    from drivers import _kernels
+
+    encode = _kernels.encode_nonzero
+    batch = np.where(np.add.outer(np.arange(4), np.arange(16)) % 3 == 0, 0.1, 0.0).astype(np.float32)  # the bitmap form
+    with open_board("emulator://?preset=ideal&rows=16&cols=8&seed=3", limits=LIMITS, compact=True) as fresh:
+        assert _sent_commands(fresh, [(batch, {})])[0][0].startswith(b"VMM:CODE? 0,0,16,8,4,NZ")
+        monkeypatch.setattr(_kernels, "encode_nonzero", lambda *args: encode(*args) - 1)
+        sent: list[tuple[np.ndarray, dict]] = []
+        with pytest.raises(InvalidRequest, match="changed while they were being encoded; nothing was sent"):
+            sent.append(_sent_commands(fresh, [(batch, {})]))  # type: ignore[arg-type]
+        assert not sent
