@@ -147,9 +147,10 @@ def check_cells(cells: list[Cell]) -> None:
     """Validate every cell's run config before any cell runs; the first bad one names its field."""
     from hil.sweep.kinds import validate_run_config
 
+    checked: set[str] = set()  # per call: the data files may have changed since an earlier campaign's
     for cell in cells:
         try:
-            validate_run_config(cell.kind, cell.run_config(cell.resource or POOL_PLACEHOLDER))
+            validate_run_config(cell.kind, cell.run_config(cell.resource or POOL_PLACEHOLDER), checked)
         except ConfigError as exc:
             raise ConfigError(f"{cell.describe()}: {exc}") from None
 

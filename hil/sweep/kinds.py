@@ -63,28 +63,26 @@ def _sequence(config: dict[str, Any]) -> PulseSequence:
         raise ConfigError(str(exc)) from None
 
 
-def _check_train_data(config: TrainConfig) -> None:
-    """The cell's data against its network, once per distinct data and network of the campaign (a
-    cell would find it only after its calibration and programming)."""
+def _check_train_data(config: TrainConfig, checked: set[str]) -> None:
+    """The cell's data against its network, once per distinct data and network in ``checked`` (a
+    campaign of hundreds of cells shares a few; a cell would find it only after its calibration and
+    programming)."""
     key = json.dumps([config.dataset_name, config.dataset_options, config.network, config.model], sort_keys=True,
                      default=str)  # fmt: skip
-    if key in _DATA_CHECKED:
+    if key in checked:
         return
     try:
         check_run_data(config)
     except ValueError as exc:  # PlanError, DatasetError: one line naming the field
         raise ConfigError(str(exc)) from None
-    _DATA_CHECKED.add(key)
+    checked.add(key)
 
 
-_DATA_CHECKED: set[str] = set()
-"""Data and networks already found to fit (a campaign of hundreds of cells shares a few)."""
-
-
-def validate_run_config(kind: str, config: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` naming the field if ``config`` is not a valid run of ``kind``."""
+def validate_run_config(kind: str, config: dict[str, Any], checked: set[str] | None = None) -> None:
+    """Raise :class:`ConfigError` naming the field if ``config`` is not a valid run of ``kind``;
+    ``checked``: the training data already found to fit in this validation (filled in)."""
     if kind == "train":
-        _check_train_data(load_train_config("", config))
+        _check_train_data(load_train_config("", config), set() if checked is None else checked)
         return
     allowed = {"board", "procedure", "options"} if kind == "characterize" else {"board", "sequence"}
     if unknown := set(config) - allowed:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -99,7 +100,20 @@ def check_run_data(config: TrainConfig) -> None:
     """The run's data against its network (:func:`~hil.training.plan.check_data`), as a campaign checks
     its cells before any runs."""
     dataset = load_dataset(config.dataset_name, **config.dataset_options)
-    check_data(config, build_network(config), dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
+    _checked_digest(config, build_network(config), (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
+
+
+def _checked_digest(
+    config: TrainConfig, network: Network, data: tuple[npt.NDArray[Any], ...], previous: RunData | None = None
+) -> str:
+    """The data's digest, once the data (``x_train, y_train, x_test, y_test``) is found to fit the
+    network and, resuming ``previous``, to be the data it trained on."""
+    x_train, y_train, x_test, y_test = data
+    check_data(config, network, x_train.shape[1:], _labels(y_train, y_test))
+    digest = labels_digest(x_train.shape, y_train, x_test.shape, y_test)
+    if previous is not None:
+        check_same_data(config, previous, digest)
+    return digest
 
 
 def load_data(config: TrainConfig) -> Data:
@@ -319,22 +333,14 @@ def preflight(config: TrainConfig, previous: RunData | None = None) -> str:
     network = build_network(config)
     _trained_layers(config, network)
     dataset = load_dataset(config.dataset_name, **config.dataset_options)
-    check_data(config, network, dataset.input_shape, _labels(dataset.y_train, dataset.y_test))
-    if previous is not None:
-        check_same_data(config, previous, labels_digest(dataset.x_train.shape, dataset.y_train,
-                                                        dataset.x_test.shape, dataset.y_test))  # fmt: skip
+    _checked_digest(config, network, (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test), previous)
     kept = previous is not None and deployed_weights(next(iter(network.weight_shapes))) in previous.datasets
-    written = None
     if config.initial_weights is not None and not kept:
-        written = read_weights(config.initial_weights, network)  # a file that does not fit: before any file or pulse
-        if config.fit_initial_weights:
-            written, _ = fit_weights(written, network, FIT_MARGIN * config.weight_limit)
+        _file_weights(config, network)  # a file that does not fit, or past the span: before any file or pulse
     elif config.initial_weights is None and previous is None:
-        written = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
+        _drawn_weights(config, network)
     if config.update_rule == "exact":
         return ""
-    if written is not None:
-        check_weight_span(config, written)
     with opened_boards(config) as boards:
         check_plan(config, boards)
         backend = _place(config, network, boards, None)  # a placement that cannot work fails here too
@@ -370,10 +376,7 @@ def run_training(
 def _run_training(config: TrainConfig, run: RunFile, previous: RunData | None, allow_other_board: bool) -> TrainResult:
     network = build_network(config)
     data = load_data(config)
-    check_data(config, network, data[0].shape[1:], _labels(data[1], data[3]))  # a sweep's cell: no preflight
-    digest = labels_digest(data[0].shape, data[1], data[2].shape, data[3])
-    if previous is not None:
-        check_same_data(config, previous, digest)  # again here: a sweep's resumed cell has no preflight
+    digest = _checked_digest(config, network, data, previous)  # again here: a sweep's cell has no preflight
     if previous is None or DATASET_DIGEST not in previous.root:
         run.set_root(**{DATASET_DIGEST: digest})
     start = resume_point(config, run, previous, len(data[0]))
@@ -527,25 +530,42 @@ def _evaluations_before(previous: RunData | None, update: int) -> int:
     return int((previous.datasets[EVALUATIONS][:, 0] <= update).sum())
 
 
+def _file_weights(config: TrainConfig, network: Network) -> tuple[dict[str, FloatArray], dict[str, float]]:
+    """The weights of ``initial_weights`` as they will be written, and each layer's scale if they
+    were fitted (else none); refused past what a device pair holds (:func:`check_weight_span`)."""
+    assert config.initial_weights is not None
+    weights, scales = read_weights(config.initial_weights, network), dict[str, float]()
+    if config.fit_initial_weights:
+        # a margin below the nominal span: devices differ, and the window's ends are the least linear
+        weights, scales = fit_weights(weights, network, FIT_MARGIN * config.weight_limit)
+    if config.update_rule != "exact":
+        check_weight_span(config, weights)
+    return weights, scales
+
+
+def _drawn_weights(config: TrainConfig, network: Network, check: bool = True) -> dict[str, FloatArray]:
+    """Random initial weights at ``init_scale``; with ``check``, refused past what a device pair holds
+    (:func:`check_weight_span`) unless the run is in exact arithmetic."""
+    weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
+    if check and config.update_rule != "exact":
+        check_weight_span(config, weights)
+    return weights
+
+
 def initial_weights(
     config: TrainConfig, network: Network, data: Data, run: RunFile, previous: RunData | None
 ) -> dict[str, FloatArray]:
     """Random initial weights, weights trained elsewhere (``initial_weights``), or for the hybrid
     scheme weights trained in software first. Weights from a file are kept in the run file, so a
     resume needs only the run file."""
-    weights = network.init_weights(np.random.default_rng(config.seed), scale=config.init_scale)
-    if config.initial_weights is None and previous is None and config.update_rule != "exact":
-        check_weight_span(config, weights)  # again here: a campaign's cell has no preflight
+    # the span checked again here: a campaign's cell has no preflight
+    weights = _drawn_weights(config, network, check=previous is None and config.initial_weights is None)
     if config.initial_weights is not None:
         if previous is not None and deployed_weights(next(iter(weights))) in previous.datasets:
             return {layer: previous.datasets[deployed_weights(layer)].copy() for layer in weights}
-        weights = read_weights(config.initial_weights, network)
-        if config.fit_initial_weights:
-            # a margin below the nominal span: devices differ, and the window's ends are the least linear
-            weights, scales = fit_weights(weights, network, FIT_MARGIN * config.weight_limit)
+        weights, scales = _file_weights(config, network)
+        if scales:
             run.set_attrs(DEPLOY, **{f"scale_{layer}": s for layer, s in scales.items()})
-        if config.update_rule != "exact":
-            check_weight_span(config, weights)  # again here: a campaign's cell has no preflight
         for layer, w in weights.items():
             run.write(deployed_weights(layer), w)
         return weights
