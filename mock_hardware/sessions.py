@@ -12,8 +12,9 @@ forgets the one used least recently.
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
+
+from drivers.codec import crc32
 
 REPLIES_KEPT = 8  # per session: the host has one such command in flight
 SESSIONS_KEPT = 4  # sessions remembered at once (a host that reconnects takes its own up again)
@@ -37,7 +38,7 @@ class FramedSession:
     def same_command(self, seq: int, command: bytes | memoryview) -> bool:
         """Whether ``command`` is the one whose reply is kept under ``seq``."""
         entry = self._replies.get(seq)
-        return entry is not None and entry[0] == zlib.crc32(command)
+        return entry is not None and entry[0] == crc32(command)
 
     def forgotten(self, seq: int) -> bool:
         """Whether ``seq`` may have run but its reply is gone: every kept kind of command run above
@@ -49,7 +50,7 @@ class FramedSession:
         self.last_seq = max(self.last_seq, seq)
         if not keep:
             return
-        self._replies[seq] = (zlib.crc32(command), reply)
+        self._replies[seq] = (crc32(command), reply)
         while len(self._replies) > REPLIES_KEPT:
             dropped, _ = self._replies.popitem(last=False)
             self._dropped_through = max(self._dropped_through, dropped)
