@@ -14,11 +14,15 @@ class InvalidRequest(BoardError, ValueError):
 class LimitError(InvalidRequest):
     """A request outside the board's safety limits; nothing was sent."""
 
-    def __init__(self, parameter: str, value: float, low: float, high: float, unit: str = "") -> None:
+    def __init__(
+        self, parameter: str, value: float, low: float, high: float, unit: str = "", hint: str = ""
+    ) -> None:
         self.parameter, self.value, self.low, self.high, self.unit = parameter, value, low, high, unit
         unit_text = f" {unit}" if unit else ""
+        fix = f" ({hint})" if hint else ""
         super().__init__(
-            f"{parameter} = {value:g}{unit_text} is outside the limit [{low:g}, {high:g}]{unit_text}; nothing was sent"
+            f"{parameter} = {value:g}{unit_text} is outside the limit [{low:g}, {high:g}]{unit_text}; "
+            f"nothing was sent{fix}"
         )
 
 

@@ -13,7 +13,7 @@ from hil.storage import RunFileError, read_run
 from hil.twin.cell_map import map_changes, map_path_for, read_cell_map
 from hil.twin.check import compare, comparison_table
 from hil.twin.fit import BASE_PRESET, fit_twin, read_twin_parameters, read_twin_preset, write_twin
-from hil.twin.suite_runner import budget_table, plan, run_suite
+from hil.twin.suite_runner import budget_table, check_plan, plan, run_suite
 
 
 def _step_option(text: str) -> tuple[str, str, Any]:
@@ -53,6 +53,7 @@ def _run_suite_on(args: argparse.Namespace, out_dir: Path) -> list[Any]:
         rows, cols = board.shape
         print(f"twin characterization of {board.identity} ({rows} x {cols}) -> {out_dir}/")
         print(budget_table(steps, board.shape))
+        check_plan(board, steps)  # before asking: a plan the board would refuse halfway is refused now
         if all(s.state == "done" for s in steps):
             print("every step is done already")
         elif not _confirmed(args.yes, "spend these pulses on the chip?"):

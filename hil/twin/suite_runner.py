@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from drivers import Board
+from drivers import Board, InvalidRequest
 from hil import run_layout as layout
 from hil.config import BoardConfig, ConfigError, validation_problems
 from hil.figure_report import report_lines
@@ -64,6 +64,19 @@ def plan(shape: tuple[int, int], overrides: Overrides | None = None, out_dir: Pa
     return planned
 
 
+def check_plan(board: Board, steps: list[PlannedStep]) -> None:
+    """Every step still to run checked against the board's limits before the suite's first pulse:
+    a step the board would refuse is refused with the suite, not after the steps before it spent
+    their pulses (the step's name leads the message)."""
+    for s in steps:
+        if s.state == "done":
+            continue
+        try:
+            s.step.check(board, s.options)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{s.step.procedure}: {exc}") from None
+
+
 def budget_table(steps: list[PlannedStep], shape: tuple[int, int]) -> str:
     """The plan as the lines shown before asking for confirmation."""
     cells = shape[0] * shape[1]
@@ -109,8 +122,10 @@ def run_suite(
     """Every step not done yet, in order, on one open board; the runs of every step."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or BoardConfig(resource=board.resource)
+    steps = plan(board.shape, overrides, out_dir)
+    check_plan(board, steps)
     runs = []
-    for planned in plan(board.shape, overrides, out_dir):
+    for planned in steps:
         if planned.state == "done":
             assert planned.path is not None
             runs.append(read_run(planned.path))
@@ -121,8 +136,10 @@ def run_suite(
 
 def run_suite_in_memory(board: Board, overrides: Overrides | None = None) -> list[RunData]:
     """The suite with in-memory recorders (scripts, tests, benchmarks): the same data as the files."""
+    steps = plan(board.shape, overrides)
+    check_plan(board, steps)
     runs = []
-    for planned in plan(board.shape, overrides):
+    for planned in steps:
         recorder = MemoryRecorder()
         planned.step.measure(board, recorder, **dict(planned.options))
         datasets = dict(recorder.datasets)

@@ -29,6 +29,7 @@ from protocols.characterization.common import (
     BoolArray,
     PulseWidth,
     RegionOptions,
+    Selection,
     check_pulse,
     check_read_voltage,
     select_region,
@@ -66,13 +67,19 @@ class Forming:
     notes: tuple[str, ...] = ()
 
 
-def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming:
-    """Count the virgin cells of the region and form them."""
-    opts = FormingOptions.model_validate(options)
+def check_forming(board: Board, opts: FormingOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
     selection = select_region(board, opts)
     check_read_voltage(board, opts.v_read)
     for amplitude in (opts.v_start, opts.v_stop):
         check_pulse(board, selection, PulseKind.FORM, amplitude, opts.v_gate, opts.width)
+    return selection
+
+
+def measure_forming(board: Board, recorder: Recorder, **options: Any) -> Forming:
+    """Count the virgin cells of the region and form them."""
+    opts = FormingOptions.model_validate(options)
+    selection = check_forming(board, opts)
     region = selection.region
     recorder.progress(0, total=1, step="count")
     g = board.read_map(opts.v_read, region)

@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy.stats import chi2
 
-from drivers import Board
+from drivers import Board, PulseKind
 from protocols.calibration import (
     GateCalibration,
     GateWindow,
@@ -54,7 +54,9 @@ from protocols.characterization.common import (
     RegionOptions,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
+    check_pulse,
     check_read_voltage,
     select_region,
     start_group,
@@ -208,11 +210,21 @@ def gate_figures(calibration: GateCalibration) -> tuple[dict[str, Figure], tuple
     return figures, notes
 
 
+def check_gate_calibration(board: Board, opts: GateCalibrationOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on. The gate
+    voltages run evenly between the two checked here (:func:`calibrate_gate` checks each again)."""
+    selection = select_region(board, opts)
+    check_read_voltage(board, opts.v_read)
+    check_pulse(board, selection, PulseKind.RESET, opts.v_reset, opts.v_gate_reset, opts.width)
+    for v_gate in (opts.v_gate_min, opts.v_gate_max):
+        check_pulse(board, selection, PulseKind.SET, opts.amplitude, v_gate, opts.width)
+    return selection
+
+
 def measure_gate_calibration(board: Board, recorder: Recorder, **options: Any) -> GateCalibrationResult:
     """Fit ``G = k * v_gate + c`` for every cell of the region (see :func:`calibrate_gate`)."""
     opts = GateCalibrationOptions.model_validate(options)
-    selection = select_region(board, opts)
-    check_read_voltage(board, opts.v_read)
+    selection = check_gate_calibration(board, opts)
     calibration = calibrate_gate(
         board, np.linspace(opts.v_gate_min, opts.v_gate_max, opts.n_gates), amplitude=opts.amplitude,
         width=opts.width, v_reset=opts.v_reset, v_gate_reset=opts.v_gate_reset, region=selection.region,

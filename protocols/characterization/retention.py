@@ -43,6 +43,7 @@ from protocols.characterization.common import (
     ReadsPerPoint,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
     SetGate,
     auto_min_window,
@@ -155,20 +156,32 @@ def drift_figures(time: FloatArray, g: FloatArray, t0: float) -> dict[str, Figur
     }
 
 
-def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Retention:
-    """Program (optionally), then read every selected cell at log-spaced board-clock times."""
-    opts = RetentionOptions.model_validate(options)
-    selection = select_cells(board, opts)
-    check_read_voltage(board, opts.v_read)
-    programming = {
+def _programming(opts: RetentionOptions) -> tuple[PulseKind, float, float] | None:
+    """The pulse that programs the cells before the first read (kind, amplitude, gate), if any."""
+    return {
         "set": (PulseKind.SET, opts.set_amplitude, opts.set_gate),
         "reset": (PulseKind.RESET, opts.reset_amplitude, opts.reset_gate),
     }.get(opts.program)
+
+
+def check_retention(board: Board, opts: RetentionOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
+    selection = select_cells(board, opts)
+    check_read_voltage(board, opts.v_read)
+    programming = _programming(opts)
     if programming is not None:
         check_pulse(board, selection, *programming, opts.width)
-    reset_first = opts.program == "set"
-    if reset_first:
+    if opts.program == "set":  # a RESET first, from a known state
         check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    return selection
+
+
+def measure_retention(board: Board, recorder: Recorder, **options: Any) -> Retention:
+    """Program (optionally), then read every selected cell at log-spaced board-clock times."""
+    opts = RetentionOptions.model_validate(options)
+    selection = check_retention(board, opts)
+    programming = _programming(opts)
+    reset_first = opts.program == "set"
     times = read_times(opts.t_first, opts.t_last, opts.points_per_decade)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "retention", opts)

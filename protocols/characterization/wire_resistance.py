@@ -33,6 +33,7 @@ from protocols.characterization.common import (
     FloatArray,
     ProcedureOptions,
     PulseWidth,
+    Selection,
     SetAmplitude,
     SetGate,
     check_pulse,
@@ -151,19 +152,30 @@ def fit_segment_resistance(g_read: FloatArray, i_vmm: FloatArray, v_read: float,
     return r, sigma
 
 
-def measure_wire_resistance(board: Board, recorder: Recorder, **options: Any) -> WireResistance:
-    """Single-cell reads and an all-rows VMM of the whole array; fit of the segment resistance."""
-    opts = WireResistanceOptions.model_validate(options)
+def check_wire_resistance(board: Board, opts: WireResistanceOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent (the all-rows VMM's column
+    current included, which the board would check only after the SET); the whole array."""
     selection = select_region(board, _Region(v_read=opts.v_read))
     check_read_voltage(board, opts.v_read)
     if opts.program:
         check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+    rows = board.shape[0]
+    per_volt, limit = rows * board.limits.g_cell_max, board.limits.i_col
+    worst = abs(opts.v_read) * per_volt
+    if worst > limit.max:
+        fits = min(abs(limit.min), limit.max) / per_volt
+        raise LimitError("predicted column current of the all-rows VMM", worst, limit.min, limit.max, "A",
+                         hint=f"a v_read of at most {fits:.3g} V keeps {rows} rows of cells up to "
+                              f"g_cell_max = {board.limits.g_cell_max:g} S within it")  # fmt: skip
+    return selection
+
+
+def measure_wire_resistance(board: Board, recorder: Recorder, **options: Any) -> WireResistance:
+    """Single-cell reads and an all-rows VMM of the whole array; fit of the segment resistance."""
+    opts = WireResistanceOptions.model_validate(options)
+    selection = check_wire_resistance(board, opts)
     rows, cols = board.shape
     inputs = np.full((opts.vectors, rows), opts.v_read)
-    # The VMM's own check, done before the first pulse: every row driven at once.
-    worst, limit = rows * abs(opts.v_read) * board.limits.g_cell_max, board.limits.i_col
-    if worst > limit.max:
-        raise LimitError("predicted column current of the all-rows VMM", worst, limit.min, limit.max, "A")
     recorder.progress(0, total=2 + int(opts.program), step="wire resistance")
     if opts.program:
         pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)

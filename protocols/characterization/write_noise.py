@@ -35,6 +35,7 @@ from protocols.characterization.common import (
     RegionOptions,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
     SetGate,
     auto_min_window,
@@ -120,13 +121,19 @@ def noise_figures(
     return working, figures
 
 
-def measure_write_noise(board: Board, recorder: Recorder, **options: Any) -> WriteNoise:
-    """RESET, read, SET, read k times, ``cycles`` times; write and read noise of the working cells."""
-    opts = WriteNoiseOptions.model_validate(options)
+def check_write_noise(board: Board, opts: WriteNoiseOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
     selection = select_region(board, opts)
     check_read_voltage(board, opts.v_read)
     check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
     check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
+    return selection
+
+
+def measure_write_noise(board: Board, recorder: Recorder, **options: Any) -> WriteNoise:
+    """RESET, read, SET, read k times, ``cycles`` times; write and read noise of the working cells."""
+    opts = WriteNoiseOptions.model_validate(options)
+    selection = check_write_noise(board, opts)
     region = selection.region
     resets, sets = [], []
     recorder.progress(0, total=opts.cycles, step="write noise")

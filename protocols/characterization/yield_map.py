@@ -43,6 +43,7 @@ from protocols.characterization.common import (
     RegionOptions,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
     SetGate,
     auto_min_window,
@@ -195,14 +196,20 @@ def summarize(classes: npt.NDArray[np.int8]) -> dict[str, Attr]:
     return attrs
 
 
-def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> YieldMap:
-    """Conductance maps and a per-cell class map of a region (see the module's rule)."""
-    opts = YieldMapOptions.model_validate(options)
+def check_yield_map(board: Board, opts: YieldMapOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
     selection = select_region(board, opts)
     check_read_voltage(board, opts.v_read)
     if opts.destructive:
         check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
         check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    return selection
+
+
+def measure_yield_map(board: Board, recorder: Recorder, **options: Any) -> YieldMap:
+    """Conductance maps and a per-cell class map of a region (see the module's rule)."""
+    opts = YieldMapOptions.model_validate(options)
+    selection = check_yield_map(board, opts)
     region = selection.region
     total = 5 if opts.destructive else 1
 
