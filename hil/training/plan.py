@@ -129,6 +129,8 @@ def check_vmm_currents(config: TrainConfig, placement: Placement, boards: Mappin
             rows = len(tile.plus_rows) + len(tile.minus_rows)
             worst = config.v_input * rows * limits.g_cell_max
             if worst > limits.i_col.max:
+                fits = limits.i_col.max / (rows * limits.g_cell_max)
                 raise PlanError(f"v_input = {config.v_input:g} V: layer {layer!r} tile {i} drives {rows} rows of "
                                 f"{tile.board}, up to {worst * 1e3:.3g} mA into a column; its limit is "
-                                f"{limits.i_col.max * 1e3:.3g} mA (lower v_input); nothing was sent")  # fmt: skip
+                                f"{limits.i_col.max * 1e3:.3g} mA (a v_input of at most {fits:.3g} V in the "
+                                f"training config fits); nothing was sent")  # fmt: skip

@@ -25,7 +25,9 @@ def test_a_sane_run_passes_and_names_its_board() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"v_input": 0.5}, "tile 0 drives 128 rows of board0, up to 76.8 mA"),  # in the read limit, not the current
+        # In the read limit, not the current; the message names the v_input that fits (50 mA / 153.6 mS).
+        ({"v_input": 0.5}, "tile 0 drives 128 rows of board0, up to 76.8 mA into a column; its limit is 50 mA "
+                           "(a v_input of at most 0.326 V in the training config fits)"),
         ({"v_input": 0.6}, "v_input = 0.6 V: VMM inputs of +-0.6 V are outside board0's read limit"),
         ({"bad_lines": {"board0": {"rows": [128]}}}, "bad_lines.board0.rows[0] = 128 is outside the array"),
         ({"bad_lines": {"board0": {"cols": [3, 16]}}}, "bad_lines.board0.cols[1] = 16"),
