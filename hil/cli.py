@@ -148,6 +148,7 @@ def cmd_characterize(args: argparse.Namespace) -> int:
             options = _working_cells_only(spec, options, board, args.working_cells)
         if getattr(args, "reuse_calibration", None) is not None:
             spec = replace(spec, run=reporting(LEDGER_REUSE[spec.name](args.reuse_calibration)))
+        spec.check(board, options)  # before the run file: a refused run leaves an --overwrite target as it was
         run = RunFile(
             args.out,
             procedure=spec.name,

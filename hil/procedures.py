@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import BaseModel
 
+from drivers import Board
 from protocols.recording import Attr
 
 Datasets = Mapping[str, np.ndarray[Any, Any]]
@@ -31,6 +32,10 @@ class ProcedureSpec:
     """Its options; every field becomes a ``--flag`` with the field's default and description."""
     plot: Callable[[Datasets, Attrs, Figure], None]
     """Draws the run from its stored datasets and attributes onto an empty figure."""
+    check: Callable[[Board, Any], object]
+    """``check(board, options)``: every limit the run meets, checked on the open board without
+    sending anything (raises :class:`~drivers.InvalidRequest`); run before the run file is made,
+    so a refused run leaves an existing file (``--overwrite``) as it was."""
 
 
 REGISTRY: dict[str, ProcedureSpec] = {}

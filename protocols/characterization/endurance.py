@@ -33,6 +33,7 @@ from protocols.characterization.common import (
     PulseWidth,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
     SetGate,
     auto_min_window,
@@ -73,13 +74,19 @@ class Endurance:
     cells: IntArray
 
 
-def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endurance:
-    """Cycle every selected cell, reading the window periodically and stopping cells that fail."""
-    opts = EnduranceOptions.model_validate(options)
+def check_endurance(board: Board, opts: EnduranceOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
     selection = select_cells(board, opts)
     check_read_voltage(board, opts.v_read)
     check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
     check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
+    return selection
+
+
+def measure_endurance(board: Board, recorder: Recorder, **options: Any) -> Endurance:
+    """Cycle every selected cell, reading the window periodically and stopping cells that fail."""
+    opts = EnduranceOptions.model_validate(options)
+    selection = check_endurance(board, opts)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "endurance", opts)
     journal = Journal(recorder, GROUP)  # a step is a cycle

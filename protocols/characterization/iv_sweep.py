@@ -91,17 +91,22 @@ def _runs(voltage: FloatArray) -> list[tuple[slice, bool]]:
     return [(slice(a, b), bool(negative[a])) for a, b in itertools.pairwise(edges)]
 
 
-def measure_iv_sweep(board: Board, recorder: Recorder, **options: Any) -> IVSweep:
-    """I-V cycles of each cell in turn, recording each cycle as it completes."""
-    opts = IVSweepOptions.model_validate(options)
+def check_iv_sweep(board: Board, opts: IVSweepOptions) -> IntArray:
+    """Every limit the run meets, checked before anything is sent; the cells' addresses. A dry run
+    of the extreme pulses at every cell checks the cells, both polarities, the gates and the width."""
     cells = check_cells(board, opts.cells)
-    voltage = triangle(opts.v_set_max, opts.v_reset_max, opts.v_step)
-    # A dry run of the extreme pulses at every cell checks the cells, both polarities, the gates
-    # and the width against the board's limits before any voltage reaches a cell.
     for row, col in cells:
         origin = (int(row), int(col))
         board.check_pulses(PulseKind.SET, opts.v_set_max, opts.v_gate, opts.width, np.ones((1, 1)), origin)
         board.check_pulses(PulseKind.RESET, opts.v_reset_max, opts.v_gate_reset, opts.width, np.ones((1, 1)), origin)
+    return cells
+
+
+def measure_iv_sweep(board: Board, recorder: Recorder, **options: Any) -> IVSweep:
+    """I-V cycles of each cell in turn, recording each cycle as it completes."""
+    opts = IVSweepOptions.model_validate(options)
+    cells = check_iv_sweep(board, opts)
+    voltage = triangle(opts.v_set_max, opts.v_reset_max, opts.v_step)
     runs = [(slice(None), False)] if opts.v_gate == opts.v_gate_reset else _runs(voltage)
     recorder.write(f"{GROUP}/voltage", voltage, unit="V")
     start_group(recorder, GROUP, "iv-sweep", opts)

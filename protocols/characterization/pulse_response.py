@@ -25,6 +25,7 @@ from protocols.characterization.common import (
     PulseWidth,
     ResetAmplitude,
     ResetGate,
+    Selection,
     SetAmplitude,
     SetGate,
     check_pulse,
@@ -65,16 +66,22 @@ class PulseResponse:
     cells: IntArray
 
 
-def measure_pulse_response(board: Board, recorder: Recorder, **options: Any) -> PulseResponse:
-    """Read, then N x (SET, read), then N x (RESET, read) over all selected cells at once."""
-    opts = PulseResponseOptions.model_validate(options)
+def check_pulse_response(board: Board, opts: PulseResponseOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
     selection = select_cells(board, opts)
     check_read_voltage(board, opts.v_read)
     check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
     check_pulse(board, selection, PulseKind.RESET, opts.reset_amplitude, opts.reset_gate, opts.width)
-    prepare = opts.prepare_amplitude > 0
-    if prepare:
+    if opts.prepare_amplitude > 0:
         check_pulse(board, selection, PulseKind.RESET, opts.prepare_amplitude, opts.reset_gate, opts.width)
+    return selection
+
+
+def measure_pulse_response(board: Board, recorder: Recorder, **options: Any) -> PulseResponse:
+    """Read, then N x (SET, read), then N x (RESET, read) over all selected cells at once."""
+    opts = PulseResponseOptions.model_validate(options)
+    selection = check_pulse_response(board, opts)
+    prepare = opts.prepare_amplitude > 0
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "pulse-response", opts, n_set=opts.n_pulses, n_reset=opts.n_pulses)
     journal = Journal(recorder, GROUP)  # a step is a pulse and its read (the first: the read before any)

@@ -28,6 +28,7 @@ from protocols.characterization.common import (
     CellOptions,
     FloatArray,
     IntArray,
+    Selection,
     check_read_voltage,
     read,
     select_cells,
@@ -59,11 +60,17 @@ class ReadDisturb:
     """S"""
 
 
+def check_read_disturb(board: Board, opts: ReadDisturbOptions) -> Selection:
+    """Every limit the run meets, checked before anything is sent; the cells it works on."""
+    selection = select_cells(board, opts)
+    check_read_voltage(board, opts.v_read)
+    return selection
+
+
 def measure_read_disturb(board: Board, recorder: Recorder, **options: Any) -> ReadDisturb:
     """``n_reads`` map reads of the selection, recorded as block means; reports the worst drift."""
     opts = ReadDisturbOptions.model_validate(options)
-    selection = select_cells(board, opts)
-    check_read_voltage(board, opts.v_read)
+    selection = check_read_disturb(board, opts)
     write_cells(recorder, GROUP, selection)
     start_group(recorder, GROUP, "read-disturb", opts)
     journal = Journal(recorder, GROUP)  # a step is a block of reads
