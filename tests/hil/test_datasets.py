@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -501,3 +502,36 @@ def test_a_run_resumes_only_on_the_data_it_trained_on(tmp_path: Path, capsys: py
     labels.write_bytes(original)
     assert main(["train", "--resume", str(run), "--updates", "4"]) == 0  # the same data: resumed
     assert read_run(run).root["dataset_digest"] == digest
+
+
+def test_a_run_reads_its_data_once_and_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    # hil train checks the run (preflight) and then trains: both load the data, which read the
+    # files twice (three times in a campaign cell). Now once, while the files are unchanged.
+    from hil.training.config import TrainConfig
+    from hil.training.session import create_run, execute
+
+    arrays = _write_mnist(tmp_path / "mnist", gz=False, n_train=40, n_test=20)
+    calls: list[str] = []
+    real = DATASETS["mnist-idx"]
+
+    def counted(**options: Any) -> Dataset:
+        calls.append(str(options["directory"]))
+        return real(**options)
+
+    network = {"input_shape": [8, 8], "n_classes": 10, "layers": [{"type": "flatten"}, {"type": "dense", "out": 10}]}
+    config = TrainConfig.model_validate({
+        "dataset": "mnist-idx", "dataset_options": {"directory": str(tmp_path / "mnist")}, "network": network,
+        "update": "exact", "updates": 2, "batch_size": 10, "eval_every": 2,
+    })  # fmt: skip
+    with mock.patch.dict(DATASETS, {"mnist-idx": counted}):
+        execute(config, create_run(config, tmp_path / "run.h5"))
+        assert len(calls) == 1
+        # The labels rewritten (same size): read again, not the set kept from before.
+        labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte"
+        new = (arrays["t10k-labels-idx1-ubyte"] + 1) % 10
+        labels.write_bytes(_idx_bytes(new))
+        stat = labels.stat()
+        os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock: force a new time
+        reloaded = load_dataset("mnist-idx", directory=str(tmp_path / "mnist"))
+        assert len(calls) == 2
+        np.testing.assert_array_equal(reloaded.y_test, new)
