@@ -425,6 +425,12 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
             raise DatasetError(f"{lbl_path}: label {int(labels.max())} is not a digit 0..9")
         xs[split] = downsample(images, size, scale=255.0)
         ys[split] = labels.astype(np.int64)
+    train_side, test_side = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_side != test_side:
+        # Each split would be cropped and averaged on its own grid: a test set of other images.
+        raise DatasetError(f"{files['test_images']}: images of {test_side[0]}x{test_side[1]}, but "
+                           f"{files['train_images'].name} holds {train_side[0]}x{train_side[1]}; both splits "
+                           "must hold images of one size")  # fmt: skip
     full = size == xs["train"].shape[-1] == arrays["train_images"].shape[-1]
     how = "full image" if full else f"central 20x20 crop, area-averaged to {size}x{size}"
     description = f"MNIST from IDX files in {Path(directory)}, {how}, pixels/255; the official train/test split"

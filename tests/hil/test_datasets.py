@@ -290,6 +290,16 @@ def test_idx_count_mismatch_and_bad_labels(tmp_path: Path) -> None:
         load_idx_mnist(tmp_path)
 
 
+def test_idx_splits_of_other_image_sizes_are_refused(tmp_path: Path) -> None:
+    # Test images of 20x20 beside 28x28 training images trained and tested without a word: each
+    # split cropped and averaged on its own grid.
+    _write_mnist(tmp_path, gz=False)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((12, 20, 20), dtype=np.uint8)))
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte: images of 20x20, but train-images-idx3-ubyte "
+                                           r"holds 28x28; both splits must hold images of one size"):  # fmt: skip
+        load_idx_mnist(tmp_path)
+
+
 def test_idx_files_in_a_folder_each_as_kaggle_unpacks_them(tmp_path: Path) -> None:
     arrays = _write_mnist(tmp_path, gz=False)
     for name in arrays:  # train-images-idx3-ubyte/train-images-idx3-ubyte, ...
