@@ -187,6 +187,10 @@ def test_weights_trained_elsewhere_are_deployed_evaluated_and_fine_tuned(
         ({"dense1": np.zeros((16, 10)), "dense2": np.zeros((3, 3))}, "unknown array 'dense2'"),
         ({}, "missing 'dense1'"),
         ({"dense1": np.full((16, 10), np.nan)}, "'dense1' holds 160 non-finite values"),
+        # finite as long doubles, inf as float64: was taken, calibrated, then failed in the placement
+        ({"dense1": np.full((16, 10), np.longdouble("1e400"))}, "'dense1' holds 160 non-finite values (as float64)"),
+        # subnormal: the fit's scale overflows to inf (was: 98,304 calibration pulses, then a failed run file)
+        ({"dense1": np.full((16, 10), 1e-320)}, "'dense1' holds |w| up to 1e-320, too small to scale to"),
     ],
 )
 def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
