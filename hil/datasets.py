@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import math
+import numbers
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -599,6 +600,25 @@ def _sources_stamp(name: str, options: dict[str, Any]) -> tuple[Any, ...] | None
     return tuple(stamps)
 
 
+def _check_option(name: str, key: str, value: Any, default: Any) -> None:
+    """An option of the type its loader's default has (an integer where an integer is meant, a
+    number where a number is, a folder as a string): '8', 8.5 or true for ``size`` would reach the
+    loader as a Python TypeError, or be taken as 1. Seeds are integers >= 0 (numpy's own rule)."""
+    where = f"dataset_options.{key} = {value!r} (dataset {name!r})"
+    if key == "directory":
+        if not isinstance(value, str | Path) and not (value is None and default is None):
+            raise DatasetError(f"{where}: must be a folder, as a string")
+    elif isinstance(default, bool):
+        return
+    elif isinstance(default, int):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise DatasetError(f"{where}: must be an integer")
+        if key == "seed" and value < 0:
+            raise DatasetError(f"{where}: must be an integer >= 0")
+    elif isinstance(default, float) and (isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real)):
+        raise DatasetError(f"{where}: must be a number")
+
+
 def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
     """Load a dataset by name (see :data:`DATASETS`) with the loader's keyword options.
 
@@ -613,13 +633,23 @@ def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
     except TypeError as exc:
         accepted = ", ".join(signature.parameters) or "none"
         raise DatasetError(f"dataset {name!r}: {exc}; its options are: {accepted}") from exc
+    for option, value in options.items():
+        parameter = signature.parameters.get(option)  # None: taken by a **options
+        _check_option(name, option, value, parameter.default if parameter else inspect.Parameter.empty)
     bound.apply_defaults()
     stamp = _sources_stamp(name, options)
     key = (name, loader, repr(sorted(bound.arguments.items())), stamp)  # a loader swapped (tests) is another set
     if stamp is not None and _last_loaded and _last_loaded[0][0] == key:
         return _last_loaded[0][1]
     _last_loaded.clear()  # one set at a time: full MNIST at 28x28 is 190 MB
-    dataset = loader(**options)
+    try:
+        dataset = loader(**options)
+    except DatasetError as exc:
+        # A loader's range check names its option ("size must be 1..20 ..."): give its field path.
+        message = str(exc)
+        if message.split(" ", 1)[0] in options:
+            raise DatasetError(f"dataset_options.{message} (dataset {name!r})") from None
+        raise
     if stamp is not None:
         _last_loaded.append((key, dataset))
     return dataset

@@ -545,3 +545,39 @@ def test_a_run_reads_its_data_once_and_a_changed_file_is_read_again(tmp_path: Pa
         reloaded = load_dataset("mnist-idx", directory=str(tmp_path / "mnist"))
         assert len(calls) == 2
         np.testing.assert_array_equal(reloaded.y_test, new)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # were Python TypeErrors ("please report"), or taken (a seed of true was seed 1)
+        ({"directory": "X", "size": "8"}, "dataset_options.size = '8' (dataset 'mnist-idx'): must be an integer"),
+        ({"directory": "X", "size": 8.5}, "dataset_options.size = 8.5 (dataset 'mnist-idx'): must be an integer"),
+        ({"directory": 5}, "dataset_options.directory = 5 (dataset 'mnist-idx'): must be a folder, as a string"),
+        # were the loaders' words without the field's path
+        ({"directory": "X", "size": 0}, "dataset_options.size must be 1..20 (or the full side 28), got 0"),
+    ],
+)
+def test_idx_options_of_the_wrong_type_or_range_name_their_field(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    _write_mnist(tmp_path, gz=False)
+    options = {k: str(tmp_path) if v == "X" else v for k, v in options.items()}
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("mnist-idx", **options)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"test_fraction": "0.2"}, "dataset_options.test_fraction = '0.2' (dataset 'digits'): must be a number"),
+        ({"seed": True}, "dataset_options.seed = True (dataset 'digits'): must be an integer"),
+        ({"seed": -1}, "dataset_options.seed = -1 (dataset 'digits'): must be an integer >= 0"),
+        ({"test_fraction": 1.0}, "dataset_options.test_fraction must be strictly between 0 and 1, got 1.0"),
+    ],
+)
+def test_split_options_of_the_wrong_type_or_range_name_their_field(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("digits", **options)
+    assert message in str(caught.value)
