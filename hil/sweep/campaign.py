@@ -140,6 +140,13 @@ def expand(campaign: Campaign) -> list[Cell]:
             key = cell_key({"kind": campaign.kind, "config": config, "resource": resource, "board": campaign.board,
                             "seed": seed})  # fmt: skip
             cells.append(Cell(key, campaign.kind, config, resource, dict(campaign.board), dict(values), seed))
+    first: dict[str, Cell] = {}
+    for cell in cells:
+        # Two cells of one key are one run file, written by two workers at once (seeds = [1, 1] left
+        # it unreadable: "wrong B-tree signature").
+        if (earlier := first.setdefault(cell.key, cell)) is not cell:
+            raise ConfigError(f"{cell.describe()} is the same run as {earlier.describe()}: a seed or an axis "
+                              "value is given twice; give each once")  # fmt: skip
     return cells
 
 

@@ -81,6 +81,13 @@ def test_emulator_resources_are_spelled_the_same_whatever_the_order() -> None:
         ({"base": BASE["base"] | {"dataset": "mnist28"}}, r"samples of shape \(28, 28\) do not fit"),
         ({"seeds": 10**9}, "less than or equal to 100000"),  # was: a list of 10**9 seeds built first
         ({"seeds": 20_000}, "6 combinations of the axes x 20,000 seeds make 120,000 cells; at most 100,000"),
+        # one run file written by two workers at once: left unreadable ("wrong B-tree signature")
+        (
+            {"seeds": [1, 1]},
+            r"write_noise=1e-06, seed 1\) is the same run as cell .* a seed or an axis value is "
+            "given twice",
+        ),
+        ({"axes": {"update": ["gate-coded", "write-verify", "gate-coded"]}}, "is the same run as"),
     ],
 )
 def test_a_bad_campaign_is_refused_naming_the_field(change: dict[str, Any], words: str) -> None:
