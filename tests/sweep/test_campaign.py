@@ -104,6 +104,28 @@ def test_a_campaign_file_names_its_problems(tmp_path: Path) -> None:
     assert "kind" in str(caught.value) and "seeds" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("axis", "message"),
+    [
+        # were each form's errors of the union: "axes.batch_size.list[union[bool,int,float,str]]: Input
+        # should be a valid list; axes.batch_size.function-after[_one_spacing(), AxisRange]: step 20 ..."
+        (
+            "batch_size = { start = 50, stop = 10, step = 20 }",
+            "axes.batch_size.range: step 20 does not lead from 50 to 10",
+        ),
+        ('"emulator.write_noise" = [0.0, inf]', "axes.emulator.write_noise.values.1: inf is not a finite number"),
+        ("batch_size = 5", "axes.batch_size.values: Input should be a valid list (got 5)"),
+    ],
+)
+def test_a_bad_axis_is_one_problem_in_the_form_given(tmp_path: Path, axis: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'kind = "train"\n[base]\nmodel = "mlp"\n[axes]\n{axis}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_campaign(path)
+    problems = str(caught.value).splitlines()[1:]
+    assert len(problems) == 1 and message in problems[0], problems
+
+
 def test_characterize_and_sequence_cells_are_checked(tmp_path: Path) -> None:
     sequence = tmp_path / "seq.toml"
     step = 'type = "pulse"\nkind = "SET"\namplitude = 1.0\nv_gate = 1.0\nwidth = 1e-6\n'
