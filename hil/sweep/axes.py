@@ -78,7 +78,7 @@ def _axis_form(value: Any) -> str:
 
 # A table is a range and anything else a list, so an error names the form given, not both forms'.
 Axis = Annotated[
-    Annotated[list[Annotated[AxisValue, PlainValidator(_axis_value)]], Tag("values")]
+    Annotated[list[Annotated[AxisValue, PlainValidator(_axis_value)]], Field(min_length=1), Tag("values")]
     | Annotated[AxisRange, Tag("range")],
     Discriminator(_axis_form),
 ]

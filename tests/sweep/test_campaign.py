@@ -115,6 +115,7 @@ def test_a_campaign_file_names_its_problems(tmp_path: Path) -> None:
         ),
         ('"emulator.write_noise" = [0.0, inf]', "axes.emulator.write_noise.values.1: inf is not a finite number"),
         ("batch_size = 5", "axes.batch_size.values: Input should be a valid list (got 5)"),
+        ("batch_size = []", "axes.batch_size.values: List should have at least 1 item"),  # was "axes: an axis needs"
     ],
 )
 def test_a_bad_axis_is_one_problem_in_the_form_given(tmp_path: Path, axis: str, message: str) -> None:
