@@ -109,7 +109,7 @@ def _checked_digest(
     """The data's digest, once the data (``x_train, y_train, x_test, y_test``) is found to fit the
     network and, resuming ``previous``, to be the data it trained on."""
     x_train, y_train, x_test, y_test = data
-    check_data(config, network, x_train.shape[1:], _labels(y_train, y_test))
+    check_data(config, network, x_train.shape[1:], _labels(y_train, y_test), len(x_train))
     digest = labels_digest(x_train.shape, y_train, x_test.shape, y_test)
     if previous is not None:
         check_same_data(config, previous, digest)
