@@ -35,6 +35,9 @@ def test_characterize_all_rejects_an_unknown_step(tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize(("setting", "message"), [
     ("yield-map.nosuch=1", "bad --set: yield-map.nosuch: Extra inputs are not permitted (got 1)"),
     ("retention.t_last=-5", "bad --set: retention.t_last: Input should be greater than 0 (got -5)"),
+    # taken as 1 before: the suite ran one calibration repeat
+    ("gate-calibration.repeats=true", "bad --set: gate-calibration.repeats: a number is meant, not true (got True)"),
+    ("write-noise.v_read=false", "bad --set: write-noise.v_read: a number is meant, not false (got False)"),
 ])  # fmt: skip
 def test_a_bad_step_option_is_one_line_naming_step_field_and_value(
     setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
