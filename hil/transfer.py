@@ -21,6 +21,7 @@ levels from two 8-level devices), which is what the software network must then b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ from hil.updates import G_TARGET_FLOOR
 from protocols.calibration import GateCalibration
 from protocols.programming import write_verify
 from protocols.recording import Recorder
+
+log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -70,6 +73,11 @@ class TransferReport:
     pulses: int = 0
     parked: int = 0
     weight_error_rms: list[float] = field(default_factory=list)  # effective minus wanted, per round
+    held_at_reach: list[int] = field(default_factory=list)
+    """per write (the plain one, then each round's): devices whose target lay past what their
+    calibration says they reach, written to the end of their reach instead"""
+    written: int = 0
+    """devices each write covers"""
 
 
 def quantize(weights: Mapping[str, FloatArray], levels: int) -> dict[str, FloatArray]:
@@ -136,7 +144,7 @@ def refine(
         errors = effective_error(backend, weights)
         report.weight_error_rms.append(_rms(errors))
         shift_targets(backend, targets, errors)
-        report.pulses += write_targets(backend, targets, calibrations, tolerance)
+        report.pulses += write_targets(backend, targets, calibrations, tolerance, report=report)
         backend.read_back()
     report.weight_error_rms.append(_rms(effective_error(backend, weights)))
     if not kept:
@@ -163,15 +171,26 @@ def write_targets(
     calibrations: Mapping[str, GateCalibration],
     tolerance: float,
     recorder: Recorder | None = None,
+    report: TransferReport | None = None,
 ) -> int:
     """Write-verify every masked device to its target (held to what the device reaches); the pulses.
-    A ``recorder`` shows each board's programming as a phase of the run, with its progress."""
-    pulses = 0
+    A ``recorder`` shows each board's programming as a phase of the run, with its progress; a
+    ``report`` counts the devices held at their reach (also logged, and the run file keeps the
+    count: never held silently)."""
+    pulses = held = written = 0
     for name, (target, mask) in targets.items():
         board = backend.boards[name]
         calibration = calibrations.get(name)
         if calibration is not None:  # whole-board maps: ask no device for more than it reaches
             reach_low, reach_high = calibration.reach()
+            past = int((mask & ((target < reach_low) | (target > reach_high))).sum())
+            held, written = held + past, written + int(mask.sum())
+            if past:
+                # The weights' span is checked before any pulse against a nominal pair; a device's own
+                # reach (its spread) and a column's attenuation (the correction rounds divide by it)
+                # are known only once calibrated and read back.
+                log.info("%s: %d of %d devices (%.1f %%) asked past their calibrated reach, written at "
+                            "its end", name, past, int(mask.sum()), 100 * past / max(int(mask.sum()), 1))  # fmt: skip
             np.copyto(target, np.clip(target, reach_low, reach_high), where=mask)
         np.copyto(target, np.clip(target, G_TARGET_FLOOR, board.limits.g_cell_max), where=mask)
         if recorder is not None:
@@ -180,6 +199,9 @@ def write_targets(
                               calibration=calibration,
                               recorder=ProgressOnly(recorder) if recorder is not None else None)  # fmt: skip
         pulses += int(result.pulses.sum())
+    if report is not None:
+        report.held_at_reach.append(held)
+        report.written = written
     return pulses
 
 

@@ -84,9 +84,12 @@ def read_weights(path: str | Path, network: Network) -> dict[str, FloatArray]:
                 else:
                     with archive.open(members[name]) as stream:
                         array = np.lib.format.read_array(stream, allow_pickle=False)
-                    if not np.isfinite(array).all():
-                        problems.append(f"{name!r} holds {int((~np.isfinite(array)).sum())} non-finite values")
-                    arrays[name] = np.asarray(array, dtype=np.float64)
+                    with np.errstate(over="ignore"):  # a long double past 1.8e308 is inf as float64
+                        values = np.asarray(array, dtype=np.float64)
+                    if not np.isfinite(values).all():
+                        problems.append(f"{name!r} holds {int((~np.isfinite(values)).sum())} non-finite values"
+                                        " (as float64)")  # fmt: skip
+                    arrays[name] = values
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"weights file {path} is not a .npz of arrays ({exc})") from None
     if problems:
@@ -115,6 +118,13 @@ def fit_weights(
     if not scale_invariant(network):
         return weights, {layer: 1.0 for layer in weights}
     scales = {layer: limit / float(np.abs(w).max()) if np.abs(w).max() > 0 else 1.0 for layer, w in weights.items()}
+    for layer, scale in scales.items():
+        if not np.isfinite(scale * float(np.abs(weights[layer]).max())):
+            # |w| of 1e-320 (subnormal): limit / |w| overflows, and inf weights reached the placement
+            # after the calibration's pulses.
+            raise ConfigError(f"initial_weights: {layer!r} holds |w| up to {float(np.abs(weights[layer]).max()):.4g}, "
+                              f"too small to scale to {limit:.4g} in float64; scale the weights up, or write "
+                              "them as they are (hil deploy --no-fit); nothing was sent")  # fmt: skip
     return {layer: w * scales[layer] for layer, w in weights.items()}, scales
 
 

@@ -53,8 +53,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"deploying {args.weights} as {config.model} on {describe_resources(config)} -> {out}")
     result = execute(config, run)
     prepare = read_run(out).attrs.get("prepare", {})
+    held = int(prepare.get("devices_held_at_reach", 0))
+    reach = (f"; {held:,} of {int(prepare['devices_written']):,} devices asked past their calibrated reach, "
+             "written at its end") if held else ""  # fmt: skip
     print(f"on the chip: test accuracy {100 * float(prepare['accuracy_after_transfer']):.2f} % after writing the "
-          f"weights ({int(prepare['programming_pulses']):,} pulses)")  # fmt: skip
+          f"weights ({int(prepare['programming_pulses']):,} pulses{reach})")  # fmt: skip
     if config.updates:
         print(f"fine-tuned in situ ({', '.join(config.trained_layers or ['every layer'])}): test accuracy "
               f"{100 * result.final_test_accuracy:.2f} % after {result.updates_done} updates, "

@@ -12,11 +12,12 @@ Axes combine as a product; the axes named together in a ``zip`` group advance to
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
 
 AxisValue = bool | int | float | str
 MAX_AXIS_VALUES = 10_000
@@ -63,7 +64,24 @@ class AxisRange(BaseModel):
         return [float(v) for v in numbers]
 
 
-Axis = list[AxisValue] | AxisRange
+def _axis_value(value: Any) -> AxisValue:
+    """One value of a listed axis: a boolean, an integer, a finite number or a string (one message,
+    not one per member of the union)."""
+    if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ValueError(f"{value!r} is not a finite number, a string or a boolean")
+
+
+def _axis_form(value: Any) -> str:
+    return "range" if isinstance(value, dict | AxisRange) else "values"
+
+
+# A table is a range and anything else a list, so an error names the form given, not both forms'.
+Axis = Annotated[
+    Annotated[list[Annotated[AxisValue, PlainValidator(_axis_value)]], Field(min_length=1), Tag("values")]
+    | Annotated[AxisRange, Tag("range")],
+    Discriminator(_axis_form),
+]
 
 
 def axis_values(axis: Axis) -> list[AxisValue]:

@@ -45,7 +45,8 @@ POOL_PLACEHOLDER = "TCPIP::pool.invalid::0::SOCKET"
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field("campaign", min_length=1, max_length=200)
+    # It names a folder (runs/sweep-NAME): no separators, no '..', no control characters.
+    name: str = Field("campaign", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
     kind: Kind = Field("train", description="what each cell runs: training, a characterization, a pulse sequence")
     base: dict[str, Any] = Field(default_factory=dict, description="the run config every cell starts from")
     emulator: str | None = Field(None, description=f"emulated chip of every cell (default {DEFAULT_EMULATOR})")
@@ -140,6 +141,13 @@ def expand(campaign: Campaign) -> list[Cell]:
             key = cell_key({"kind": campaign.kind, "config": config, "resource": resource, "board": campaign.board,
                             "seed": seed})  # fmt: skip
             cells.append(Cell(key, campaign.kind, config, resource, dict(campaign.board), dict(values), seed))
+    first: dict[str, Cell] = {}
+    for cell in cells:
+        # Two cells of one key are one run file, written by two workers at once (seeds = [1, 1] left
+        # it unreadable: "wrong B-tree signature").
+        if (earlier := first.setdefault(cell.key, cell)) is not cell:
+            raise ConfigError(f"{cell.describe()} is the same run as {earlier.describe()}: a seed or an axis "
+                              "value is given twice; give each once")  # fmt: skip
     return cells
 
 

@@ -79,7 +79,10 @@ def completed_row(cell: Cell, previous: RunData) -> dict[str, Any] | None:
     # A run completed outside the campaign (e.g. ``hil train --resume`` on the cell's file) has no
     # outcome recorded by the campaign; it counts as done all the same, never run over.
     stored = previous.attrs.get(SWEEP_ATTRS, {})
+    starts = Path(previous.path).with_suffix(".attempts")  # the cell's starts, beside its run file
+    attempts = len(starts.read_text(encoding="utf-8").splitlines()) if starts.is_file() else 0
     return base_row(cell) | {
+        "attempts": attempts,
         "status": "completed", "final_accuracy": stored.get("final_accuracy", math.nan),
         "best_accuracy": stored.get("best_accuracy", math.nan), "pulses": stored.get("pulses", 0),
         "seconds": stored.get("seconds", math.nan), "board": previous.root.get(layout.RESOURCE, ""),

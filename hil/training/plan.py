@@ -33,10 +33,13 @@ def check_plan(config: TrainConfig, boards: Mapping[str, Board]) -> None:
         _check_pulses(config, name, board)
 
 
-def check_data(config: TrainConfig, network: Network, sample_shape: tuple[int, ...], labels: int) -> None:
+def check_data(
+    config: TrainConfig, network: Network, sample_shape: tuple[int, ...], labels: int, n_train: int | None = None
+) -> None:
     """Refuse data whose samples (``sample_shape``, one sample's) the network cannot take, or whose
     ``labels`` (how many: the largest label + 1) it cannot output: found at the first evaluation
-    otherwise, after calibration and programming."""
+    otherwise, after calibration and programming. A batch larger than the ``n_train`` training
+    samples is refused too: each update would take fewer samples than the run file says."""
     which = "config.network" if config.network else f"model {config.model!r}"
     declared = tuple(network.spec.input_shape)
     if tuple(sample_shape) not in (declared, tuple(network.spec.canonical_input_shape())):
@@ -49,6 +52,9 @@ def check_data(config: TrainConfig, network: Network, sample_shape: tuple[int, .
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
                         f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
+    if n_train is not None and config.batch_size > n_train:
+        raise PlanError(f"batch_size = {config.batch_size} is larger than the {n_train} training samples of dataset = "
+                        f"{config.dataset_name!r}; at most {n_train}; nothing was sent")  # fmt: skip
 
 
 def check_same_data(config: TrainConfig, previous: RunData, digest: str) -> None:

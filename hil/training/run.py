@@ -109,7 +109,7 @@ def _checked_digest(
     """The data's digest, once the data (``x_train, y_train, x_test, y_test``) is found to fit the
     network and, resuming ``previous``, to be the data it trained on."""
     x_train, y_train, x_test, y_test = data
-    check_data(config, network, x_train.shape[1:], _labels(y_train, y_test))
+    check_data(config, network, x_train.shape[1:], _labels(y_train, y_test), len(x_train))
     digest = labels_digest(x_train.shape, y_train, x_test.shape, y_test)
     if previous is not None:
         check_same_data(config, previous, digest)
@@ -299,17 +299,20 @@ def program_weights(
     if trained and config.transfer.levels is not None:
         weights = quantize(weights, config.transfer.levels)
     targets = conductance_targets(config, hardware, weights)
-    pulses += write_targets(backend, targets, hardware.calibrations, tolerance, recorder)
+    report = TransferReport()
+    pulses += write_targets(backend, targets, hardware.calibrations, tolerance, recorder, report)
     backend.read_back()
     # Weights trained elsewhere must be what the VMMs compute. Random initial weights only on request: the
     # wires (each pair's two devices attenuated unlike, times their large common conductance) make the
     # start another network; correcting it is the MLP's default (its curve tracks float from the start),
     # not the CNN's (its curve was worse with it) (docs/training.md, "Learning speed").
     if (trained or config.transfer.refine_initial) and config.transfer.rounds:
-        report = TransferReport()
         refine(backend, weights, targets, hardware.calibrations, tolerance, config.transfer.rounds, report)
         pulses += report.pulses
         log.info("effective weight error (rms) by round: %s", ", ".join(f"{e:.3f}" for e in report.weight_error_rms))
+    if recorder is not None and report.held_at_reach:
+        # Devices asked past their calibrated reach and written at its end (the last write's count).
+        recorder.set_attrs(PREPARE, devices_held_at_reach=report.held_at_reach[-1], devices_written=report.written)
     hardware.rule.recall(backend)
     return pulses
 

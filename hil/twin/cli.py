@@ -85,6 +85,8 @@ def cmd_twin_fit(args: argparse.Namespace) -> int:
     if twin.cell_map:
         print(f"{'cell_map':>{width}} = {map_path_for(out).name}  (this chip's cells: "
               f"{', '.join(sorted(twin.cell_map))})")  # fmt: skip
+    for path in twin.left_out:
+        print(f"left out: {path} (an earlier run of a procedure measured again later)")
     print(f"wrote {out}: serve it with python -m mock_hardware serve --params {out}, "
           f"or open emulator://?params={out}")  # fmt: skip
     return 0

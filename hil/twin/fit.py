@@ -89,6 +89,8 @@ class Twin:
     files: list[str] = field(default_factory=list)
     cell_map: CellMap = field(default_factory=dict)
     """the chip's own cells (hil.twin.cell_map); written beside the twin file, named by ``cell_map``"""
+    left_out: list[str] = field(default_factory=list)
+    """files given but not used: an earlier run of a procedure another file measured later"""
 
     def to_toml(self) -> dict[str, Any]:
         sources = {
@@ -108,14 +110,40 @@ class Twin:
         }
 
 
-def _latest_by_procedure(runs: Iterable[RunData]) -> dict[str, RunData]:
+def _chip(run: RunData) -> tuple[str, str]:
+    """What tells one chip's files from another's: the board's identity, and for an in-process
+    emulator (every one answers as SN-0001) its resource, which holds its seed and parameters."""
+    identity, resource = str(run.root.get(layout.BOARD_IDENTITY, "")), str(run.root.get(layout.RESOURCE, ""))
+    return identity, resource if resource.startswith("emulator://") else ""
+
+
+def _said(run: RunData) -> str:
+    identity, resource = _chip(run)
+    return f"{identity or 'an unnamed board'}{f' ({resource})' if resource else ''}"
+
+
+def _latest_by_procedure(runs: Iterable[RunData], left_out: list[str] | None = None) -> dict[str, RunData]:
+    """Each procedure's latest completed run (by its start time; ``left_out`` gets the others'
+    paths); refused if the runs were measured on more than one chip."""
     chosen: dict[str, RunData] = {}
+    first: RunData | None = None
     for run in runs:
         if run.procedure not in GROUPS:
             continue
         if layout.status(run) != layout.COMPLETED:
             raise RunFileError(f"{run.path}: its {run.procedure} run is {layout.status(run)}, not completed")
-        chosen[run.procedure] = run  # a later file of the same procedure replaces an earlier one
+        if first is None:
+            first = run
+        elif _chip(run) != _chip(first):
+            # Figures of two chips would make a twin of neither (the cell map of one, the noise of another).
+            raise RunFileError(f"{run.path} was measured on {_said(run)}, {first.path} on {_said(first)}: a twin "
+                               "is fitted from one chip's files")  # fmt: skip
+        kept = chosen.get(run.procedure)
+        if kept is not None and str(kept.root.get(layout.CREATED, "")) > str(run.root.get(layout.CREATED, "")):
+            run, kept = kept, run  # the later run of a procedure is the chip as it is now
+        if kept is not None and left_out is not None:
+            left_out.append(str(kept.path))
+        chosen[run.procedure] = run
     return chosen
 
 
@@ -125,10 +153,11 @@ def fit_twin(runs: Iterable[RunData], preset: str = BASE_PRESET, cell_map: bool 
     With ``cell_map`` the twin also carries the chip's own cells (defect positions, k and c;
     :mod:`hil.twin.cell_map`): a twin of this chip rather than of any chip with its figures.
     """
-    chosen = _latest_by_procedure(runs)
+    left_out: list[str] = []
+    chosen = _latest_by_procedure(runs, left_out)
     if not chosen:
         raise RunFileError(f"no characterization run of {', '.join(GROUPS)} among the files given")
-    twin = Twin(preset=preset, files=[str(run.path) for run in chosen.values()])
+    twin = Twin(preset=preset, files=[str(run.path) for run in chosen.values()], left_out=left_out)
     figures = {name: read_figures(run.attrs.get(GROUPS[name], {})) for name, run in chosen.items()}
     shape = _array_shape(chosen)
     if shape is not None:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from drivers import Board, PulseKind
+from protocols.calibration import spread_uncertainty
 from protocols.characterization.common import (
     BoolArray,
     CellOptions,
@@ -147,9 +148,10 @@ def drift_figures(time: FloatArray, g: FloatArray, t0: float) -> dict[str, Figur
     var = float(np.var(nu, ddof=1))
     spread = math.sqrt(max(var - noise, 0.0))
     # The sample variance of nu scatters by var sqrt(2 / (n - 1)), fit noise included: when the
-    # noise is most of var, the spread is known far less well than sqrt(var / 2n) would say.
-    var_sigma = var * math.sqrt(2 / (cells - 1))
-    spread_sigma = var_sigma / (2 * spread) if spread > math.sqrt(var_sigma) else math.sqrt(var_sigma)
+    # noise is most of var, the spread is known far less well than sqrt(var / 2n) would say. The
+    # noise estimate scatters by its cells' spread over sqrt(n); as in population_fit.
+    var_sigma = math.hypot(var * math.sqrt(2 / (cells - 1)), float(np.std(s2 / sxx, ddof=1)) / math.sqrt(cells))
+    spread_sigma = spread_uncertainty(spread, var_sigma)
     return {
         "drift_mean": Figure(float(nu.mean()), math.sqrt(var / cells), "S"),
         "drift_spread": Figure(spread, spread_sigma, "S"),

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from drivers import Board, PulseKind
-from protocols.calibration import typical_cells
+from protocols.calibration import spread_uncertainty, typical_cells
 from protocols.characterization.common import (
     BoolArray,
     FloatArray,
@@ -97,8 +97,10 @@ def noise_figures(
     write_var = cycle_var - read_var / reads
     n = int(working.sum())
     write_noise = math.sqrt(max(float(write_var.mean()), 0.0))
-    # var of a sample variance: 2 var^2 / (dof); propagated to the square root.
-    write_sigma = float(np.sqrt(2 / (n * (cycles - 1))) * cycle_var.mean() / (2 * max(write_noise, 1e-30)))
+    # The cells' own scatter of var_cycles - var_reads / k (both sample variances, so the read
+    # noise's estimate counts too) over sqrt(n), through the square root: a write noise below
+    # what the reads resolve comes out as 0 with a finite bound, not 0 +- 1e16 S.
+    write_sigma = spread_uncertainty(write_noise, float(write_var.std(ddof=1)) / math.sqrt(n))
     relative = read_var / level.mean(axis=0) ** 2
     read_noise = math.sqrt(float(relative.mean()))
     read_sigma = read_noise / math.sqrt(2 * n * cycles * (reads - 1))
@@ -115,8 +117,11 @@ def noise_figures(
     # The sample variance scatters by total sqrt(2 / (n - 1)), the cycle-to-cycle share included:
     # where that share is most of it (2 uS of write noise on a 6 uS floor) the spread is known far
     # less well than spread / sqrt(2n) says (10 % against 2.4 % on 900 cells).
-    var_sigma = total * math.sqrt(2 / (n - 1)) / float(floor_mean.mean()) ** 2
-    spread_sigma = var_sigma / (2 * spread) if spread**2 > var_sigma else math.sqrt(var_sigma)
+    # The noise share's estimate scatters too (its cells' spread over sqrt(n)), as in
+    # :func:`~protocols.calibration.population_fit`.
+    noise_sigma = float((floor.var(axis=0, ddof=1) / cycles).std(ddof=1)) / math.sqrt(n)
+    var_sigma = math.hypot(total * math.sqrt(2 / (n - 1)), noise_sigma) / float(floor_mean.mean()) ** 2
+    spread_sigma = spread_uncertainty(spread, var_sigma)
     figures["g_reset_spread_relative"] = Figure(spread, spread_sigma)
     return working, figures
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,16 @@ def test_idx_count_mismatch_and_bad_labels(tmp_path: Path) -> None:
         load_idx_mnist(tmp_path)
 
 
+def test_idx_splits_of_other_image_sizes_are_refused(tmp_path: Path) -> None:
+    # Test images of 20x20 beside 28x28 training images trained and tested without a word: each
+    # split cropped and averaged on its own grid.
+    _write_mnist(tmp_path, gz=False)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((12, 20, 20), dtype=np.uint8)))
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte: images of 20x20, but train-images-idx3-ubyte "
+                                           r"holds 28x28; both splits must hold images of one size"):  # fmt: skip
+        load_idx_mnist(tmp_path)
+
+
 def test_idx_files_in_a_folder_each_as_kaggle_unpacks_them(tmp_path: Path) -> None:
     arrays = _write_mnist(tmp_path, gz=False)
     for name in arrays:  # train-images-idx3-ubyte/train-images-idx3-ubyte, ...
@@ -501,3 +512,72 @@ def test_a_run_resumes_only_on_the_data_it_trained_on(tmp_path: Path, capsys: py
     labels.write_bytes(original)
     assert main(["train", "--resume", str(run), "--updates", "4"]) == 0  # the same data: resumed
     assert read_run(run).root["dataset_digest"] == digest
+
+
+def test_a_run_reads_its_data_once_and_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    # hil train checks the run (preflight) and then trains: both load the data, which read the
+    # files twice (three times in a campaign cell). Now once, while the files are unchanged.
+    from hil.training.config import TrainConfig
+    from hil.training.session import create_run, execute
+
+    arrays = _write_mnist(tmp_path / "mnist", gz=False, n_train=40, n_test=20)
+    calls: list[str] = []
+    real = DATASETS["mnist-idx"]
+
+    def counted(**options: Any) -> Dataset:
+        calls.append(str(options["directory"]))
+        return real(**options)
+
+    network = {"input_shape": [8, 8], "n_classes": 10, "layers": [{"type": "flatten"}, {"type": "dense", "out": 10}]}
+    config = TrainConfig.model_validate({
+        "dataset": "mnist-idx", "dataset_options": {"directory": str(tmp_path / "mnist")}, "network": network,
+        "update": "exact", "updates": 2, "batch_size": 10, "eval_every": 2,
+    })  # fmt: skip
+    with mock.patch.dict(DATASETS, {"mnist-idx": counted}):
+        execute(config, create_run(config, tmp_path / "run.h5"))
+        assert len(calls) == 1
+        # The labels rewritten (same size): read again, not the set kept from before.
+        labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte"
+        new = (arrays["t10k-labels-idx1-ubyte"] + 1) % 10
+        labels.write_bytes(_idx_bytes(new))
+        stat = labels.stat()
+        os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock: force a new time
+        reloaded = load_dataset("mnist-idx", directory=str(tmp_path / "mnist"))
+        assert len(calls) == 2
+        np.testing.assert_array_equal(reloaded.y_test, new)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # were Python TypeErrors ("please report"), or taken (a seed of true was seed 1)
+        ({"directory": "X", "size": "8"}, "dataset_options.size = '8' (dataset 'mnist-idx'): must be an integer"),
+        ({"directory": "X", "size": 8.5}, "dataset_options.size = 8.5 (dataset 'mnist-idx'): must be an integer"),
+        ({"directory": 5}, "dataset_options.directory = 5 (dataset 'mnist-idx'): must be a folder, as a string"),
+        # were the loaders' words without the field's path
+        ({"directory": "X", "size": 0}, "dataset_options.size must be 1..20 (or the full side 28), got 0"),
+    ],
+)
+def test_idx_options_of_the_wrong_type_or_range_name_their_field(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    _write_mnist(tmp_path, gz=False)
+    options = {k: str(tmp_path) if v == "X" else v for k, v in options.items()}
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("mnist-idx", **options)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"test_fraction": "0.2"}, "dataset_options.test_fraction = '0.2' (dataset 'digits'): must be a number"),
+        ({"seed": True}, "dataset_options.seed = True (dataset 'digits'): must be an integer"),
+        ({"seed": -1}, "dataset_options.seed = -1 (dataset 'digits'): must be an integer >= 0"),
+        ({"test_fraction": 1.0}, "dataset_options.test_fraction must be strictly between 0 and 1, got 1.0"),
+    ],
+)
+def test_split_options_of_the_wrong_type_or_range_name_their_field(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("digits", **options)
+    assert message in str(caught.value)

@@ -187,6 +187,10 @@ def test_weights_trained_elsewhere_are_deployed_evaluated_and_fine_tuned(
         ({"dense1": np.zeros((16, 10)), "dense2": np.zeros((3, 3))}, "unknown array 'dense2'"),
         ({}, "missing 'dense1'"),
         ({"dense1": np.full((16, 10), np.nan)}, "'dense1' holds 160 non-finite values"),
+        # finite as long doubles, inf as float64: was taken, calibrated, then failed in the placement
+        ({"dense1": np.full((16, 10), np.longdouble("1e400"))}, "'dense1' holds 160 non-finite values (as float64)"),
+        # subnormal: the fit's scale overflows to inf (was: 98,304 calibration pulses, then a failed run file)
+        ({"dense1": np.full((16, 10), 1e-320)}, "'dense1' holds |w| up to 1e-320, too small to scale to"),
     ],
 )
 def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
@@ -200,6 +204,32 @@ def test_a_weights_file_that_does_not_fit_is_one_line_and_nothing_is_sent(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err
     assert not out.exists()
+
+
+def test_devices_asked_past_their_reach_are_counted_in_the_run_file_and_said(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Weights inside a nominal pair's span (so taken before any pulse) can still ask a device for
+    # more than its own calibrated window holds (its spread, a column's attenuation): those are
+    # written at the end of their reach, which was silent.
+    from hil.lifecycle.deploy import deploy_config
+
+    limit = deploy_config(tmp_path / "x.npz", None, str(tiny_toml), fit=False).weight_limit
+    signs = np.where(np.arange(160).reshape(16, 10) % 2 == 0, 1.0, -1.0)
+    board = f"emulator://?{CHIP}"
+    held = {}
+    for name, scale in (("edge", 0.99 * limit), ("middle", 0.05)):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, dense1=scale * signs)
+        out = tmp_path / f"{name}.h5"
+        assert main(["deploy", str(path), "--config", str(tiny_toml), "--board", board, "--out", str(out),
+                     "--no-fit"]) == 0  # fmt: skip
+        prepare = read_run(out).attrs["prepare"]
+        held[name] = int(prepare["devices_held_at_reach"])
+        assert 250 < int(prepare["devices_written"]) <= 320  # the working devices of the 16 x 10 pairs
+        said = "devices asked past their calibrated reach" in capsys.readouterr().out
+        assert said == (held[name] > 0)
+    assert held["edge"] > 20 and held["middle"] == 0, held
 
 
 def test_weights_past_what_a_device_pair_holds_are_refused_unless_fitted(

@@ -53,6 +53,8 @@ TWO_CLASSES = {"input_shape": [8, 8], "n_classes": 2, "layers": [{"type": "flatt
         ({"dataset": "breast-cancer"}, "'breast-cancer': samples of shape (30,) do not fit the network's input_shape"),
         ({"dataset": "mnist28"}, "samples of shape (28, 28)"),
         ({"network": TWO_CLASSES}, "dataset = 'digits': labels 0..9 need 10 outputs, the network has n_classes = 2"),
+        # was trained with batches of 1,438 while the run file said 2,000
+        ({"batch_size": 2000}, "batch_size = 2000 is larger than the 1438 training samples of dataset = 'digits'"),
     ],
 )
 def test_data_the_network_cannot_take_is_refused_before_any_file_or_pulse(fields: dict[str, Any], message: str) -> None:

@@ -12,7 +12,7 @@ from protocols.calibration import calibrate_gate, find_gate_window, fit_lines, p
 from protocols.characterization.figures import read_figures
 from protocols.characterization.forming import measure_forming
 from protocols.characterization.gate_calibration import measure_gate_calibration
-from protocols.characterization.retention import log_time_stamp, measure_retention
+from protocols.characterization.retention import drift_figures, log_time_stamp, measure_retention
 from protocols.characterization.suite import TWIN_SUITE, planned_reads, step_options
 from protocols.characterization.wire_resistance import column_currents, measure_wire_resistance
 from protocols.characterization.write_noise import measure_write_noise, noise_figures
@@ -87,6 +87,58 @@ def test_spread_uncertainty_is_finite_and_continuous_down_to_zero() -> None:
     assert spread_uncertainty(1e-6 * (1 + 1e-9), var_sigma) == pytest.approx(2e-6)
     assert spread_uncertainty(10e-6, var_sigma) == pytest.approx(0.2e-6)  # the delta method
     assert spread_uncertainty(5e-6, 0.0) == 0.0
+
+
+def _noise_maps(
+    rng: np.random.Generator, write_noise: float, floor_spread: float, cycles: int = 12, side: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """RESET maps (cycles, side, side) and k = 2 reads after each SET, 2 % relative read noise."""
+    floor = 6e-6 * (1 + floor_spread * rng.standard_normal((side, side)))
+    g_reset = floor[None] + 2e-6 * rng.standard_normal((cycles, side, side))
+    level = 100e-6 + 10e-6 * rng.standard_normal((side, side))
+    landed = level + write_noise * rng.standard_normal((cycles, side, side))
+    return g_reset, landed[:, None] * (1 + 0.02 * rng.standard_normal((cycles, 2, side, side)))
+
+
+def test_write_noise_below_the_reads_resolution_gets_a_finite_uncertainty() -> None:
+    # A chip without write noise: about half the fits come out as 0, and 0 +- 2e16 S (a delta
+    # method divided by 1e-30) told the twin nothing; the bound is what the reads resolve.
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        working, figures = noise_figures(*_noise_maps(rng, 0.0, 0.05), None)
+        assert working.all()
+        figure = figures["write_noise"]
+        assert figure.value < 3 * figure.uncertainty < 3e-6, figure
+
+
+def test_write_noise_and_floor_spread_uncertainties_are_their_own_scatter() -> None:
+    # Write noise 1 uS under 2 uS-a-read noise: the recorded uncertainties must match the fits'
+    # scatter over repeated draws (the old write-noise formula left out the read-noise estimate's
+    # own scatter: pulls' sd 1.22).
+    rng = np.random.default_rng(5)
+    pulls: dict[str, list[float]] = {"write_noise": [], "g_reset_spread_relative": []}
+    for _ in range(200):
+        _, figures = noise_figures(*_noise_maps(rng, 1e-6, 0.05), None)
+        for name, truth in (("write_noise", 1e-6), ("g_reset_spread_relative", 0.05)):
+            pulls[name].append((figures[name].value - truth) / figures[name].uncertainty)
+    for name, values in pulls.items():
+        assert 0.8 < float(np.std(values)) < 1.15, (name, np.std(values))
+        assert abs(float(np.mean(values))) < 0.3, (name, np.mean(values))
+
+
+def test_drift_spread_uncertainty_is_its_own_scatter_and_finite_at_zero() -> None:
+    rng = np.random.default_rng(7)
+    t = np.geomspace(1.0, 1e4, 12)
+    x = np.log1p(t)
+    pulls = []
+    for _ in range(200):
+        nu = -0.1e-6 + 0.02e-6 * rng.standard_normal(400)  # fit noise 50x the devices' spread
+        g = 50e-6 + np.outer(x, nu) + 1e-6 * rng.standard_normal((12, 400))
+        figure = drift_figures(t, g, 1.0)["drift_spread"]
+        pulls.append((figure.value - 0.02e-6) / figure.uncertainty)
+    assert 0.8 < float(np.std(pulls)) < 1.2 and abs(float(np.mean(pulls))) < 0.4
+    flat = drift_figures(t, 50e-6 + 1e-6 * rng.standard_normal((12, 400)), 1.0)["drift_spread"]
+    assert 0 < flat.uncertainty < 1e-6 and flat.value < 3 * flat.uncertainty
 
 
 def test_calibration_over_saturation_fits_only_the_linear_part(chip: Any) -> None:

@@ -80,7 +80,16 @@ def test_emulator_resources_are_spelled_the_same_whatever_the_order() -> None:
         # found only after each cell's calibration and programming before:
         ({"base": BASE["base"] | {"dataset": "mnist28"}}, r"samples of shape \(28, 28\) do not fit"),
         ({"seeds": 10**9}, "less than or equal to 100000"),  # was: a list of 10**9 seeds built first
+        ({"name": "a\x00b"}, "name: String should match pattern"),  # was "embedded null byte", no field
+        ({"name": "../../etc"}, "name: String should match pattern"),  # its folder outside runs/sweep-*
         ({"seeds": 20_000}, "6 combinations of the axes x 20,000 seeds make 120,000 cells; at most 100,000"),
+        # one run file written by two workers at once: left unreadable ("wrong B-tree signature")
+        (
+            {"seeds": [1, 1]},
+            r"write_noise=1e-06, seed 1\) is the same run as cell .* a seed or an axis value is "
+            "given twice",
+        ),
+        ({"axes": {"update": ["gate-coded", "write-verify", "gate-coded"]}}, "is the same run as"),
     ],
 )
 def test_a_bad_campaign_is_refused_naming_the_field(change: dict[str, Any], words: str) -> None:
@@ -95,6 +104,29 @@ def test_a_campaign_file_names_its_problems(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_campaign(path)
     assert "kind" in str(caught.value) and "seeds" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("axis", "message"),
+    [
+        # were each form's errors of the union: "axes.batch_size.list[union[bool,int,float,str]]: Input
+        # should be a valid list; axes.batch_size.function-after[_one_spacing(), AxisRange]: step 20 ..."
+        (
+            "batch_size = { start = 50, stop = 10, step = 20 }",
+            "axes.batch_size.range: step 20 does not lead from 50 to 10",
+        ),
+        ('"emulator.write_noise" = [0.0, inf]', "axes.emulator.write_noise.values.1: inf is not a finite number"),
+        ("batch_size = 5", "axes.batch_size.values: Input should be a valid list (got 5)"),
+        ("batch_size = []", "axes.batch_size.values: List should have at least 1 item"),  # was "axes: an axis needs"
+    ],
+)
+def test_a_bad_axis_is_one_problem_in_the_form_given(tmp_path: Path, axis: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'kind = "train"\n[base]\nmodel = "mlp"\n[axes]\n{axis}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_campaign(path)
+    problems = str(caught.value).splitlines()[1:]
+    assert len(problems) == 1 and message in problems[0], problems
 
 
 def test_characterize_and_sequence_cells_are_checked(tmp_path: Path) -> None:

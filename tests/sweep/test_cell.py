@@ -48,6 +48,7 @@ def test_a_completed_cell_is_skipped_by_a_rerun(tmp_path: Path) -> None:
     again = run_cell(cell, tmp_path)
     assert again is not None and again["status"] == "completed"
     assert again["final_accuracy"] == row["final_accuracy"] and again["pulses"] == row["pulses"]
+    assert again["attempts"] == 1  # read back: the start it took (was 0 in a rerun's table)
     assert path.stat().st_mtime_ns == stamp  # not run again: the file was not touched
     assert len((tmp_path / "cells" / f"{cell.key}.attempts").read_text().splitlines()) == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def test_characterize_all_rejects_an_unknown_step(tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize(("setting", "message"), [
     ("yield-map.nosuch=1", "bad --set: yield-map.nosuch: Extra inputs are not permitted (got 1)"),
     ("retention.t_last=-5", "bad --set: retention.t_last: Input should be greater than 0 (got -5)"),
+    # taken as 1 before: the suite ran one calibration repeat
+    ("gate-calibration.repeats=true", "bad --set: gate-calibration.repeats: a number is meant, not true (got True)"),
+    ("write-noise.v_read=false", "bad --set: write-noise.v_read: a number is meant, not false (got False)"),
 ])  # fmt: skip
 def test_a_bad_step_option_is_one_line_naming_step_field_and_value(
     setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -99,6 +103,37 @@ def test_twin_fit_refuses_files_that_are_not_twin_procedures(
     assert main(["characterize", "iv-sweep", CHIP, "--cells", "[[0, 0]]", "--out", str(path)]) == 0
     assert main(["twin", "fit", str(path), "--out", str(tmp_path / "chip.toml")]) == 2
     assert "no characterization run of forming" in capsys.readouterr().err
+
+
+def test_twin_fit_takes_one_chips_files_and_the_later_of_a_procedure_measured_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = CHIP.replace("seed=6", "seed=7")
+    paths = {name: tmp_path / f"{name}.h5" for name in ("map", "noise_before", "noise_after", "other_noise")}
+    for name, chip, procedure in (
+        ("map", CHIP, "yield-map"),
+        ("noise_before", CHIP, "write-noise"),
+        ("noise_after", CHIP, "write-noise"),
+        ("other_noise", other, "write-noise"),
+    ):
+        extra = ["--cycles", "4"] if procedure == "write-noise" else []
+        if name == "noise_after":
+            time.sleep(1.1)  # run files stamp their start to the second
+        assert main(["characterize", procedure, chip, "--out", str(paths[name]), *extra]) == 0
+    capsys.readouterr()
+    # Another chip's write noise beside this chip's yield map: was fitted into one twin without a word.
+    out = tmp_path / "mixed.toml"
+    assert main(["twin", "fit", str(paths["map"]), str(paths["other_noise"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "seed=7" in err and "a twin is fitted from one chip's files" in err
+    assert not out.exists()
+    # The same procedure twice: the later run, whatever the order given (was: the last file named).
+    out = tmp_path / "chip.toml"
+    files = [str(paths["noise_after"]), str(paths["map"]), str(paths["noise_before"])]
+    assert main(["twin", "fit", *files, "--out", str(out)]) == 0
+    fitted = tomllib.loads(out.read_text())
+    assert fitted["sources"]["write_noise"]["file"] == str(paths["noise_after"])
+    assert f"left out: {paths['noise_before']}" in capsys.readouterr().out
 
 
 def test_a_characterization_file_records_the_resource_it_used(
