@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drivers import codec
@@ -60,6 +61,42 @@ def test_the_kit_passes_on_the_lab_firmware_over_tcp() -> None:
     assert_passes(report)
     assert report.protocol == "1.3"
     assert report.counts()["skip"] == 0, report.text()  # framed, compact, pulses, stress, second client: all ran
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [("--numbers", "printf-e"), ("--numbers", "printf-g"), ("--chunk", "5")],
+    ids=["printf-e", "printf-g", "5-byte-pieces"],
+)
+def test_a_firmware_legal_by_the_spec_but_unlike_ours_conforms_and_drives(variant: tuple[str, ...]) -> None:
+    """Reply numbers in any form of the `number` rule ('+1.0000000000000001E-05', '3'), replies written
+    in 5-byte pieces: the kit passes them and the host reads them as the shortest form."""
+    groups = {"description", "errors", "grammar", "framed", "compact", "pulses", "primitives", "refusals"}
+    with firmware("--tcp", "127.0.0.1:0", *variant) as resource:
+        report = run_conformance(resource, CELLS, tuple(c for c in fast_checks() if CHECKS[c].group in groups))
+        assert_passes(report)
+        from drivers.resources import open_board
+
+        board = open_board(resource)
+        try:
+            board.set_dac("GATE", 3, 1.2)
+            assert board.dac_voltage("GATE", 3) == pytest.approx(1.2, abs=2e-4)
+            assert board.limits.pulse_width.min == 1e-8 and board.limits.v_gate.max == 5.5
+            g = board.read_map(v_read=0.2)
+            assert g.shape == (128, 64) and np.allclose(g[1:], 100e-6, rtol=1e-3)  # row 0: the kit pulsed it
+            assert board.read_cell(5, 5, v_read=0.2) == pytest.approx(100e-6, rel=1e-3)
+        finally:
+            board.close()
+
+
+def test_a_firmware_whose_reply_numbers_break_the_grammar_fails_the_kit_naming_the_reply() -> None:
+    """Shown to fail: ' 4.00000e+00' (printf's padding) is not a `number`; the kit names the command and bytes."""
+    with firmware("--tcp", "127.0.0.1:0", "--numbers", "padded") as resource:
+        report = run_conformance(resource, CELLS, ("replies-follow-the-grammar",))
+    (result,) = report.results
+    assert result.status == "fail", report.text()
+    assert "SYST:LIM?" in result.message and "' 4.00000e+00' is not a number" in result.message, result.message
+    assert "received: b'-4.00000e+00, 4.00000e+00\\n'" in report.text(), report.text()
 
 
 def test_a_1_2_board_without_framed_mode_conforms() -> None:
