@@ -1079,6 +1079,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a test fault: the reply of the Nth framed pulse (or wait) is never sent")  # fmt: skip
     parser.add_argument("--drop-link", action="store_true", help="with --lose-reply: close the connection instead")
     parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="only the guide's minimal set for training: the description, *RST, MAP?, VMM?, "
+                             "PULS:BATC (and their compact forms); the rest is -113")  # fmt: skip
     parser.add_argument("--numbers", choices=tuple(NUMBER_STYLES), default="shortest",
                         help="how reply numbers are written (default: the spec's shortest round trip)")  # fmt: skip
     parser.add_argument("--chunk", type=int, default=0, metavar="BYTES",
@@ -1095,6 +1098,10 @@ def main(argv: list[str] | None = None) -> int:
             del COMMANDS[name]
     if args.plain:
         for name in ("SYST:FRAM", "SYST:DONE?", "SYST:SEQ?"):
+            del COMMANDS[name]
+    if args.training_only:  # docs/firmware-guide.md, "The minimal command set for training"
+        for name in ("DAC:VOLT", "DAC:VOLT?", "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "PULS:SET",
+                     "PULS:RES", "PULS:FORM", "SWEEP?", "SYST:WAIT"):  # fmt: skip
             del COMMANDS[name]
     if args.pty:
         board = Board(args.gate_coded)

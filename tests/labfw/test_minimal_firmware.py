@@ -248,6 +248,27 @@ def test_train_and_characterize_run_on_the_lab_firmware(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_board_with_only_the_guides_training_set_trains_as_the_whole_firmware(tmp_path: Path) -> None:
+    """docs/firmware-guide.md: training needs the description, *RST, MAP?, VMM? and PULS:BATC only.
+    A board with nothing else (every primitive, READ?, single pulses, SWEEP? and SYST:WAIT answer
+    -113; 1.2, plain) trains, and to the same journal as the whole firmware."""
+    import h5py
+
+    config = tmp_path / "train.toml"
+    config.write_text("v_input = 0.05\n")
+    journals = {}
+    for name, extra in (("whole", ()), ("training-only", ("--training-only",))):
+        with firmware("--tcp", "127.0.0.1:0", "--gate-coded", "--protocol", "1.2", "--plain", *extra) as resource:
+            out = tmp_path / f"{name}.h5"
+            train = hil("train", "--model", "mlp", "--config", str(config), "--updates", "3", "--batch-size", "10",
+                        "--eval-every", "3", "--board", resource, "--out", str(out), cwd=tmp_path)  # fmt: skip
+        assert train.returncode == 0, train.stderr[-2000:]
+        with h5py.File(out) as f:
+            journals[name] = f["data/train/journal"][:, :-1]  # the last column is seconds
+    assert np.array_equal(journals["whole"], journals["training-only"])
+
+
+@pytest.mark.slow
 def test_training_on_cells_that_ignore_the_gate_stops_in_one_line(tmp_path: Path) -> None:
     """Fixed-step cells fail the gate calibration: one clear line (the firmware guide says what to set)."""
     config = tmp_path / "train.toml"
