@@ -1016,10 +1016,13 @@ class TcpServer:
 
 # A microcontroller writes a reply as its buffer fills (--chunk, --chunk-delay): the host must join the pieces.
 CHUNK, CHUNK_DELAY = 0, 0.0
+CRLF = False  # --crlf: plain replies end in \r\n, as many SCPI instruments' do (not the spec's LF)
 
 
 def pieces(data: bytes) -> Iterator[bytes]:
     """``data`` cut into ``CHUNK``-byte pieces, pausing ``CHUNK_DELAY`` s before each piece after the first."""
+    if CRLF and not data.startswith(b"!") and data.endswith(b"\n") and not data.endswith(b"\r\n"):
+        data = data[:-1] + b"\r\n"
     if CHUNK <= 0:
         yield data
         return
@@ -1079,6 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a test fault: the reply of the Nth framed pulse (or wait) is never sent")  # fmt: skip
     parser.add_argument("--drop-link", action="store_true", help="with --lose-reply: close the connection instead")
     parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
+    parser.add_argument("--crlf", action="store_true", help="end plain replies in \\r\\n (not the spec's \\n)")
     parser.add_argument("--training-only", action="store_true",
                         help="only the guide's minimal set for training: the description, *RST, MAP?, VMM?, "
                              "PULS:BATC (and their compact forms); the rest is -113")  # fmt: skip
@@ -1089,8 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS",
                         help="with --chunk: the pause before each piece after the first")  # fmt: skip
     args = parser.parse_args(argv)
-    global ROWS, COLS, NUMBER_STYLE, CHUNK, CHUNK_DELAY  # the commands read these at call time
-    NUMBER_STYLE, CHUNK, CHUNK_DELAY = args.numbers, args.chunk, args.chunk_delay
+    global ROWS, COLS, NUMBER_STYLE, CHUNK, CHUNK_DELAY, CRLF  # the commands read these at call time
+    NUMBER_STYLE, CHUNK, CHUNK_DELAY, CRLF = args.numbers, args.chunk, args.chunk_delay, args.crlf
     ROWS, COLS = (int(n) for n in args.array.lower().split("x"))
     _exit_when_stdin_closes()
     if args.protocol == "1.2":

@@ -89,14 +89,33 @@ def test_a_firmware_legal_by_the_spec_but_unlike_ours_conforms_and_drives(varian
             board.close()
 
 
-def test_a_firmware_whose_reply_numbers_break_the_grammar_fails_the_kit_naming_the_reply() -> None:
-    """Shown to fail: ' 4.00000e+00' (printf's padding) is not a `number`; the kit names the command and bytes."""
-    with firmware("--tcp", "127.0.0.1:0", "--numbers", "padded") as resource:
+@pytest.mark.parametrize(
+    ("variant", "named", "received"),
+    [
+        (
+            ("--numbers", "padded"),
+            "SYST:LIM? VROW field ' 4.00000e+00' is not a number",
+            "b'-4.00000e+00, 4.00000e+00\\n'",
+        ),
+        (("--crlf",), "the reply to SYST:ARR? ends in CR LF", "b'128,64\\r\\n'"),
+    ],
+    ids=["printf-padding", "crlf"],
+)
+def test_a_firmware_whose_replies_break_the_grammar_fails_the_kit_naming_the_reply(
+    variant: tuple[str, ...], named: str, received: str
+) -> None:
+    """Shown to fail: printf's padding (' 4.00000e+00' is not a `number`), and replies ending in CR LF
+    (a reply line ends in LF alone); the kit names the command and the bytes. The host reads both."""
+    with firmware("--tcp", "127.0.0.1:0", *variant) as resource:
         report = run_conformance(resource, CELLS, ("replies-follow-the-grammar",))
+        from drivers.resources import open_board
+
+        with open_board(resource) as board:
+            assert board.shape == (128, 64) and board.limits.v_row.max == 4.0
     (result,) = report.results
     assert result.status == "fail", report.text()
-    assert "SYST:LIM?" in result.message and "' 4.00000e+00' is not a number" in result.message, result.message
-    assert "received: b'-4.00000e+00, 4.00000e+00\\n'" in report.text(), report.text()
+    assert named in result.message, result.message
+    assert f"received: {received}" in report.text(), report.text()
 
 
 def test_a_1_2_board_without_framed_mode_conforms() -> None:
