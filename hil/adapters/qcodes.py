@@ -44,7 +44,7 @@ class DacChannel(InstrumentChannel):
     def _set(self, voltage: float) -> None:
         parent: MemristorBoard = self.parent  # type: ignore[assignment]
         parent.board.set_dac(self.line, self.index, voltage)
-        parent._held.append(self)
+        parent._held[self.short_name] = self
 
 
 class MemristorBoard(Instrument):
@@ -68,7 +68,7 @@ class MemristorBoard(Instrument):
             "limit_g_cell_max", label="highest cell conductance", unit="S", get_cmd=lambda: limits.g_cell_max
         )
         self._v_read = 0.2
-        self._held: list[DacChannel] = []  # channels set since the board last idled
+        self._held: dict[str, DacChannel] = {}  # channels set since the board last idled
         self.v_read = self.add_parameter(
             "v_read", label="read voltage", unit="V", vals=Numbers(limits.v_read.min, limits.v_read.max),
             get_cmd=lambda: self._v_read, set_cmd=self._set_v_read,
@@ -100,11 +100,11 @@ class MemristorBoard(Instrument):
         except (InvalidRequest, FirmwareError):
             raise
         except BaseException:
-            for channel in self._held:
+            for channel in self._held.values():
                 channel.voltage.cache.invalidate()
             raise
-        held, self._held = self._held, []
-        for channel in held:
+        held, self._held = self._held, {}
+        for channel in held.values():
             channel.voltage.cache.set(0.0)
         return result
 

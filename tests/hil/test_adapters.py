@@ -111,6 +111,16 @@ def test_a_qcodes_snapshot_after_a_map_records_the_levels_the_board_idled_to(sta
         station_board.vmm(np.full((1, 8), 99.0))  # refused before a byte is sent: nothing idled
     assert station_board.board.dac_voltage("GATE", 2) == pytest.approx(1.25, abs=2e-3)
     assert station_board.gate2.voltage.cache.get() == 1.25
+    from drivers import LinkError
+
+    def lost(**_: Any) -> None:
+        raise LinkError("TCPIP::lab::5025::SOCKET", "the link went down mid-map", "MAP?")
+
+    station_board.board.read_map = lost  # type: ignore[method-assign]
+    with pytest.raises(LinkError):
+        station_board.conductance_map()
+    assert not station_board.gate2.voltage.cache.valid  # unknown until read again
+    assert station_board.gate2.voltage() == pytest.approx(1.25, abs=2e-3)  # read from the board
 
 
 def test_a_bluesky_scan_of_a_dac_level_records_the_level_the_board_held() -> None:
