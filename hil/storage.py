@@ -410,7 +410,7 @@ class RunFile:
         if self._bar is not None:
             self._bar.close()
         self._status = {}
-        self._bar = tqdm(desc=name, total=total, unit="step", dynamic_ncols=True, leave=True)
+        self._bar = terminal.progress_bar(name, total)
 
     def progress(self, advance: int = 0, total: int | None = None, **status: Attr) -> None:
         raise_if_stopped()  # a step boundary: where a stop whose first raise was lost is raised again

@@ -21,6 +21,13 @@ from drivers import Progress
 from protocols.recording import DiscardingRecorder, Recorder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Without a terminal (a log file, nohup, cron, CI) a bar is written as whole lines: one as it
+# begins, then at most one every LINE_INTERVAL_S with its count and time left, and its final state.
+# A terminal's redraws (ten a second, each after a \r) would fill a log with half-lines.
+LINE_INTERVAL_S = 30.0
+# ... and a long transfer's bar (a split map, VMM or pulse batch) only once it has taken this long:
+# a run on a slow link splits many short ones.
+TRANSFER_DELAY_S = 5.0
 
 
 def say(message: str, err: bool = False) -> None:
@@ -91,6 +98,50 @@ def close_run_log(handler: logging.Handler) -> None:
     handler.close()
 
 
+def is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed stream
+        return False
+
+
+class _Lines:
+    """A stream for tqdm without a terminal: each redraw one whole line, no \\r; blank and repeated ones dropped."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.last = ""
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").rstrip()
+        if line and line != self.last:  # a bar closed where it began (a phase with no count) is one line
+            self.out.write(line + "\n")
+            self.last = line
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def progress_bar(
+    desc: str,
+    total: int | None,
+    unit: str = "step",
+    leave: bool = True,
+    file: TextIO | None = None,
+    transfer: bool = False,
+) -> tqdm[Any]:
+    """A bar on ``file`` (default stderr): redrawn in place on a terminal, written as whole lines
+    (:data:`LINE_INTERVAL_S` apart; a ``transfer`` only after :data:`TRANSFER_DELAY_S`) otherwise."""
+    out = file if file is not None else sys.stderr
+    if is_terminal(out):
+        return tqdm(desc=desc, total=total, unit=unit, leave=leave, dynamic_ncols=True, file=out)
+    first = TRANSFER_DELAY_S if transfer else LINE_INTERVAL_S
+    return tqdm(desc=desc, total=total, unit=unit, leave=leave, file=_Lines(out), mininterval=first,
+                maxinterval=LINE_INTERVAL_S, delay=TRANSFER_DELAY_S if transfer else 0.0)  # fmt: skip
+
+
 def phase(recorder: Recorder, name: str, total: int | None = None) -> None:
     """Begin a phase of a run on the recorder's terminal (a recorder without one ignores it)."""
     begin = getattr(recorder, "phase", None)
@@ -112,22 +163,24 @@ class ProgressOnly(DiscardingRecorder):
 class TransferBar:
     """A :attr:`drivers.Board.progress` hook: a transient bar for each operation the board splits
     over several commands (a map, VMM batch or pulse batch on a slow link), so a long transfer is
-    seen to move. Drawn only on a terminal unless a ``file`` is given."""
+    seen to move. Without a terminal, written as lines once a transfer takes a while (:func:`progress_bar`)."""
 
     def __init__(self, label: str, file: TextIO | None = None) -> None:
         self.label = label
         self.file = file
         self.bar: tqdm[Any] | None = None
-        self.desc = ""  # the bar's own: a disabled tqdm (no terminal: a log file, cron, CI) keeps no desc
+        self.desc = ""
 
     def __call__(self, progress: Progress) -> None:
         desc = f"{self.label}: {progress.operation}"
         if self.bar is None or self.desc != desc or self.bar.total != progress.total or progress.done < self.bar.n:
             self.close()
-            self.bar = tqdm(desc=desc, total=progress.total, unit=progress.unit, leave=False, dynamic_ncols=True,
-                            file=self.file, disable=None if self.file is None else False)  # fmt: skip
+            self.bar = progress_bar(desc, progress.total, progress.unit, leave=False, file=self.file, transfer=True)
             self.desc = desc
         self.bar.update(progress.done - self.bar.n)
+        lines = self.bar.mininterval < LINE_INTERVAL_S and not is_terminal(self.bar.fp)
+        if lines and self.bar.format_dict["elapsed"] >= TRANSFER_DELAY_S:  # this update wrote the first line:
+            self.bar.mininterval = LINE_INTERVAL_S  # the next ones as far apart as a phase's
         if progress.done >= progress.total:
             self.close()
 

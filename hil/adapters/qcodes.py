@@ -12,8 +12,9 @@ cell read and a VMM. Every request still passes the driver's safety checks befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,9 +22,10 @@ from qcodes.instrument import ChannelList, Instrument, InstrumentChannel
 from qcodes.parameters import ParameterWithSetpoints
 from qcodes.validators import Arrays, Ints, Numbers
 
-from drivers import Board, open_board
+from drivers import Board, FirmwareError, InvalidRequest, open_board
 from drivers.commands import Line
 
+T = TypeVar("T")
 LIMIT_UNITS = {"v_row": "V", "v_col": "V", "v_gate": "V", "v_read": "V", "pulse_width": "s", "i_col": "A"}
 
 
@@ -36,9 +38,13 @@ class DacChannel(InstrumentChannel):
         limit = getattr(parent.board.limits, {Line.ROW: "v_row", Line.COL: "v_col", Line.GATE: "v_gate"}[line])
         self.voltage = self.add_parameter(
             "voltage", label=f"{line.value} {index} DAC level", unit="V", vals=Numbers(limit.min, limit.max),
-            get_cmd=lambda: parent.board.dac_voltage(line, index),
-            set_cmd=lambda v: parent.board.set_dac(line, index, v),
+            get_cmd=lambda: parent.board.dac_voltage(line, index), set_cmd=self._set,
         )  # fmt: skip
+
+    def _set(self, voltage: float) -> None:
+        parent: MemristorBoard = self.parent  # type: ignore[assignment]
+        parent.board.set_dac(self.line, self.index, voltage)
+        parent._held[self.short_name] = self
 
 
 class MemristorBoard(Instrument):
@@ -62,6 +68,7 @@ class MemristorBoard(Instrument):
             "limit_g_cell_max", label="highest cell conductance", unit="S", get_cmd=lambda: limits.g_cell_max
         )
         self._v_read = 0.2
+        self._held: dict[str, DacChannel] = {}  # channels set since the board last idled
         self.v_read = self.add_parameter(
             "v_read", label="read voltage", unit="V", vals=Numbers(limits.v_read.min, limits.v_read.max),
             get_cmd=lambda: self._v_read, set_cmd=self._set_v_read,
@@ -73,7 +80,7 @@ class MemristorBoard(Instrument):
         self.conductance_map = self.add_parameter(
             "conductance_map", parameter_class=ParameterWithSetpoints, label="conductance", unit="S",
             setpoints=(self.row_index, self.col_index), vals=Arrays(shape=(rows, cols)),
-            get_cmd=lambda: self.board.read_map(v_read=self._v_read), snapshot_value=False,
+            get_cmd=lambda: self._idling(self.board.read_map, v_read=self._v_read), snapshot_value=False,
         )  # fmt: skip
         for line, count in ((Line.ROW, rows), (Line.COL, cols), (Line.GATE, rows)):
             channels = ChannelList(self, f"{line.value.lower()}_dacs", DacChannel)
@@ -82,6 +89,24 @@ class MemristorBoard(Instrument):
                 channels.append(channel)
                 self.add_submodule(channel.short_name, channel)
             self.add_submodule(f"{line.value.lower()}_dacs", channels.to_channel_tuple())
+
+    def _idling(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a board operation that leaves the board idle (every DAC at 0 V), and say so in the DAC
+        channels' caches: a snapshot taken after it (a dataset's, a station's) records 0 V, not the
+        level set before it. A request refused (by the driver, before a byte is sent, or by the
+        board) changes nothing; after a lost link the levels are unknown until read again."""
+        try:
+            result = operation(*args, **kwargs)
+        except (InvalidRequest, FirmwareError):
+            raise
+        except BaseException:
+            for channel in self._held.values():
+                channel.voltage.cache.invalidate()
+            raise
+        held, self._held = self._held, {}
+        for channel in held.values():
+            channel.voltage.cache.set(0.0)
+        return result
 
     def _set_v_read(self, value: float) -> None:
         self._v_read = self.board.check_read_voltage(value)
@@ -93,11 +118,11 @@ class MemristorBoard(Instrument):
 
     def read_cell(self, row: int, col: int) -> float:
         """One cell's conductance at the read voltage, S."""
-        return self.board.read_cell(row, col, v_read=self._v_read)
+        return self._idling(self.board.read_cell, row, col, v_read=self._v_read)
 
     def vmm(self, v_rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Column currents (A) for row-voltage vectors: ``(n, rows)`` V in, ``(n, cols)`` A out."""
-        return self.board.vmm(v_rows)
+        return self._idling(self.board.vmm, v_rows)
 
     def close(self) -> None:
         """Idle and close the board, then the instrument."""

@@ -89,3 +89,99 @@ def test_a_bluesky_count_plan_reads_the_map_and_a_plan_sets_a_dac_level() -> Non
         assert board.dac_voltage("ROW", 5) == pytest.approx(0.3, abs=2e-3)  # nothing applied
     finally:
         xbar.close()
+
+
+def test_a_qcodes_snapshot_after_a_map_records_the_levels_the_board_idled_to(station_board: Any) -> None:
+    """Every map, cell read and VMM leaves the board idle (every DAC at 0 V): a snapshot taken after
+    one (as every QCoDeS dataset takes) must not record the level set before it."""
+    import qcodes
+
+    station = qcodes.Station(station_board)
+    for operation in (station_board.conductance_map, lambda: station_board.read_cell(1, 1),
+                      lambda: station_board.vmm(np.full((1, 8), 0.05))):  # fmt: skip
+        station_board.gate2.voltage(1.25)
+        station_board.row_dacs[4].voltage(0.3)
+        operation()
+        submodules = station.snapshot()["instruments"]["xbar"]["submodules"]
+        for name, line, channel in (("gate2", "GATE", 2), ("row4", "ROW", 4)):
+            assert station_board.board.dac_voltage(line, channel) == 0.0
+            assert submodules[name]["parameters"]["voltage"]["value"] == 0.0, name
+    station_board.gate2.voltage(1.25)
+    with pytest.raises(LimitError):
+        station_board.vmm(np.full((1, 8), 99.0))  # refused before a byte is sent: nothing idled
+    assert station_board.board.dac_voltage("GATE", 2) == pytest.approx(1.25, abs=2e-3)
+    assert station_board.gate2.voltage.cache.get() == 1.25
+    from drivers import LinkError
+
+    def lost(**_: Any) -> None:
+        raise LinkError("TCPIP::lab::5025::SOCKET", "the link went down mid-map", "MAP?")
+
+    station_board.board.read_map = lost  # type: ignore[method-assign]
+    with pytest.raises(LinkError):
+        station_board.conductance_map()
+    assert not station_board.gate2.voltage.cache.valid  # unknown until read again
+    assert station_board.gate2.voltage() == pytest.approx(1.25, abs=2e-3)  # read from the board
+
+
+def test_a_bluesky_scan_of_a_dac_level_records_the_level_the_board_held() -> None:
+    """Bluesky reads a device, not its scanned child signal: the level must be in the device's reading,
+    as the board held it (a map idles the board, so 0 V after each trigger)."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky.run_engine import RunEngine
+    from ophyd_async.core import init_devices
+
+    from hil.adapters.bluesky import CrossbarDevice, DacLine
+
+    engine = RunEngine({}, call_returns_result=True)
+    documents: list[tuple[str, dict[str, Any]]] = []
+    board = open_board(EMULATOR)
+    try:
+        with init_devices():
+            xbar = CrossbarDevice(board)
+        engine(bps.mv(xbar.dac_line, DacLine.GATE, xbar.dac_channel, 2))
+        engine(bp.scan([xbar], xbar.dac_level, 0.5, 1.0, 2), lambda name, doc: documents.append((name, doc)))
+        descriptor = next(doc for name, doc in documents if name == "descriptor")
+        assert descriptor["data_keys"]["xbar-dac_level"]["units"] == "V"
+        assert descriptor["configuration"]["xbar"]["data"]["xbar-dac_channel"] == 2
+        events = [doc["data"] for name, doc in documents if name == "event"]
+        assert [event["xbar-dac_level"] for event in events] == [0.0, 0.0]  # the map idled the board
+        engine(bps.mv(xbar.dac_level, 0.75))
+        reading = engine(bps.rd(xbar.dac_level)).plan_result
+        assert reading == pytest.approx(0.75, abs=2e-3) == board.dac_voltage("GATE", 2)
+    finally:
+        xbar.close()
+
+
+def test_a_bluesky_device_in_mock_mode_never_touches_the_board() -> None:
+    """ophyd-async's mock mode is a dry run: a plan run against it must send nothing to the chip."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    from bluesky.run_engine import RunEngine
+    from ophyd_async.core import init_devices, set_mock_value
+
+    from hil.adapters.bluesky import CrossbarDevice
+
+    engine = RunEngine({}, call_returns_result=True)
+    documents: list[tuple[str, dict[str, Any]]] = []
+    board = open_board(EMULATOR)
+    sent: list[str] = []
+    exchange = board.link.exchange
+
+    def counted(header: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(header)
+        return exchange(header, *args, **kwargs)
+
+    board.link.exchange = counted  # type: ignore[method-assign]
+    try:
+        with init_devices(mock=True):
+            xbar = CrossbarDevice(board)
+        set_mock_value(xbar.cell, 1e-4)
+        engine(bps.mv(xbar.dac_level, 1.0))
+        engine(bp.count([xbar], num=2), lambda name, doc: documents.append((name, doc)))
+        assert [doc["data"]["xbar-cell"] for name, doc in documents if name == "event"] == [1e-4, 1e-4]
+        assert [doc["data"]["xbar-dac_level"] for name, doc in documents if name == "event"] == [1.0, 1.0]
+        assert sent == []
+        assert board.dac_voltage("GATE", 0) == 0.0  # asked directly: the level was never set
+    finally:
+        xbar.close()

@@ -4,6 +4,7 @@ a log file beside the run, global options after the subcommand, help with units.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -60,13 +61,16 @@ def test_version_help_metavars_and_units(capsys: pytest.CaptureFixture[str]) -> 
     assert re.search(r"v_row  \[-?[\d.]+, [\d.]+\] V\n", capsys.readouterr().out)
 
 
-def test_a_board_on_a_slow_link_shows_its_long_transfers_moving() -> None:
+def test_a_board_on_a_slow_link_shows_its_long_transfers_moving(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stated link rate splits a map into commands of a bounded time, and the bar follows them."""
     from io import StringIO
 
     from drivers import Progress
+    from hil import terminal
     from hil.config import BoardConfig
     from hil.terminal import TransferBar
+
+    monkeypatch.setattr(terminal, "TRANSFER_DELAY_S", 0.0)  # shown from its start, not after 5 s
 
     with BoardConfig(resource="emulator://?seed=1").open() as fast:
         assert fast.progress is None  # no link rate: nothing is split, no bar
@@ -135,3 +139,73 @@ def test_a_slow_link_without_a_terminal_reads_its_map(monkeypatch: pytest.Monkey
         assert isinstance(board.progress, TransferBar)
         conductance = board.read_map()  # split into a command per row at 1 byte/s
     assert conductance.shape == (16, 8)
+
+
+def test_without_a_terminal_each_phase_is_whole_lines_not_redraws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stderr to a log file (nohup, cron, CI): no \\r redraws (ten a second, a half-line each in the
+    log), but each phase's first line and its final count, with the last test accuracy."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "run.h5"
+    assert main(["train", "--config", str(config), "--board", BOARD, "--updates", "6", "--eval-every", "3",
+                 "--out", str(out)]) == 0  # fmt: skip
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err, err[:500]
+    lines = err.splitlines()
+    assert re.search(r"^calibrating board0: 100%\|[^\n]*\| 3/3 \[", err, re.MULTILINE), err
+    training = [line for line in lines if line.startswith("training:")]
+    assert 2 <= len(training) <= 3, training  # its start, its end (and one per 30 s in between)
+    assert re.match(r"training: 100%\|.*\| 6/6 \[.*loss=.*test=", training[-1]), training[-1]
+
+
+def test_a_bar_is_redrawn_in_place_on_a_terminal_and_written_in_lines_apart_in_a_log() -> None:
+    from io import StringIO
+
+    from hil.terminal import LINE_INTERVAL_S, progress_bar
+
+    class Terminal(StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log, screen = StringIO(), Terminal()
+    for stream in (log, screen):
+        bar = progress_bar("work", 2000, file=stream)
+        for _ in range(2000):
+            bar.update(1)  # in far less than LINE_INTERVAL_S
+        bar.close()
+    assert LINE_INTERVAL_S >= 10
+    assert log.getvalue().splitlines()[0].startswith("work:   0%") and "\r" not in log.getvalue()
+    assert len(log.getvalue().splitlines()) == 2 and "2000/2000" in log.getvalue().splitlines()[1]
+    assert "\r" in screen.getvalue()
+
+
+def test_a_long_transfer_without_a_terminal_writes_a_line_once_it_has_taken_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 128-row map at 9600 baud takes 27 s: a log saw nothing of it (the bar was disabled off a
+    terminal). Now a line with its count and time left once TRANSFER_DELAY_S has passed, then
+    lines as far apart as a phase's; a short transfer writes none."""
+    import io
+    import sys
+
+    from drivers import Progress
+    from hil import terminal
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    short = terminal.TransferBar("chip")
+    for done in range(0, 129, 16):
+        short(Progress("map", done, 128, "rows"))  # all within TRANSFER_DELAY_S
+    assert log.getvalue() == ""
+    monkeypatch.setattr(terminal, "TRANSFER_DELAY_S", 0.05)  # a transfer this long is a long one here
+    long = terminal.TransferBar("chip")
+    long(Progress("map", 0, 128, "rows"))
+    time.sleep(0.1)
+    for done in range(16, 128, 16):
+        long(Progress("map", done, 128, "rows"))
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chip: map:  12%|") and "16/128 [00:00<00:" in lines[0], lines
+    long(Progress("map", 128, 128, "rows"))
+    assert long.bar is None and "\r" not in log.getvalue()

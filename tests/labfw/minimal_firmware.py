@@ -29,7 +29,7 @@ import threading
 import time
 import tty
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -124,8 +124,19 @@ def within(value: float, name: str, limit: str, unit: str) -> float:
     return value
 
 
+# How reply numbers are written (--numbers): the spec asks for the shortest round-trip decimal, and the
+# host must accept any `number` of the grammar; a C firmware's printf writes them otherwise.
+NUMBER_STYLES: dict[str, Callable[[float], str]] = {
+    "shortest": lambda v: repr(float(v)),
+    "printf-e": lambda v: f"{float(v):+.16E}",  # '+1.0000000000000001E-05': sign, capital E, 17 digits
+    "printf-g": lambda v: f"{float(v):.17G}".replace("E", "e"),  # '1.0000000000000001e-05', '3' (no point)
+    "padded": lambda v: f"{float(v):12.5e}",  # ' 1.00000e-05': NOT legal (a value line has no spaces)
+}
+NUMBER_STYLE = "shortest"
+
+
 def fmt(value: float) -> str:
-    return repr(float(value))
+    return NUMBER_STYLES[NUMBER_STYLE](value)
 
 
 def block(payload: bytes) -> bytes:
@@ -990,7 +1001,8 @@ class TcpServer:
 
                 def send(data: bytes, conn: socket.socket = conn) -> None:
                     try:
-                        conn.sendall(data)
+                        for piece in pieces(data):
+                            conn.sendall(piece)
                     except OSError as exc:
                         raise Gone() from exc
 
@@ -1002,6 +1014,24 @@ class TcpServer:
                 conn.close()
 
 
+# A microcontroller writes a reply as its buffer fills (--chunk, --chunk-delay): the host must join the pieces.
+CHUNK, CHUNK_DELAY = 0, 0.0
+CRLF = False  # --crlf: plain replies end in \r\n, as many SCPI instruments' do (not the spec's LF)
+
+
+def pieces(data: bytes) -> Iterator[bytes]:
+    """``data`` cut into ``CHUNK``-byte pieces, pausing ``CHUNK_DELAY`` s before each piece after the first."""
+    if CRLF and not data.startswith(b"!") and data.endswith(b"\n") and not data.endswith(b"\r\n"):
+        data = data[:-1] + b"\r\n"
+    if CHUNK <= 0:
+        yield data
+        return
+    for start in range(0, len(data), CHUNK):
+        if start and CHUNK_DELAY:
+            time.sleep(CHUNK_DELAY)
+        yield data[start : start + CHUNK]
+
+
 # --- a pty standing in for a UART ------------------------------------------------------------------------
 def serve_pty(board: Board) -> None:
     master, slave = os.openpty()
@@ -1009,9 +1039,10 @@ def serve_pty(board: Board) -> None:
     print(f"READY ASRL{os.ttyname(slave)}::INSTR", flush=True)
 
     def send(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(master, view) :]
+        for piece in pieces(data):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(master, view) :]
 
     link = Link(master, send)
     while True:  # a serial port has one client by construction and no disconnect the board can see
@@ -1051,8 +1082,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="a test fault: the reply of the Nth framed pulse (or wait) is never sent")  # fmt: skip
     parser.add_argument("--drop-link", action="store_true", help="with --lose-reply: close the connection instead")
     parser.add_argument("--array", default="128x64", metavar="ROWSxCOLS", help="array size (default 128x64)")
+    parser.add_argument("--crlf", action="store_true", help="end plain replies in \\r\\n (not the spec's \\n)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="only the guide's minimal set for training: the description, *RST, MAP?, VMM?, "
+                             "PULS:BATC (and their compact forms); the rest is -113")  # fmt: skip
+    parser.add_argument("--numbers", choices=tuple(NUMBER_STYLES), default="shortest",
+                        help="how reply numbers are written (default: the spec's shortest round trip)")  # fmt: skip
+    parser.add_argument("--chunk", type=int, default=0, metavar="BYTES",
+                        help="write every reply in pieces of BYTES (default: whole)")  # fmt: skip
+    parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="with --chunk: the pause before each piece after the first")  # fmt: skip
     args = parser.parse_args(argv)
-    global ROWS, COLS  # the commands read the size at call time
+    global ROWS, COLS, NUMBER_STYLE, CHUNK, CHUNK_DELAY, CRLF  # the commands read these at call time
+    NUMBER_STYLE, CHUNK, CHUNK_DELAY, CRLF = args.numbers, args.chunk, args.chunk_delay, args.crlf
     ROWS, COLS = (int(n) for n in args.array.lower().split("x"))
     _exit_when_stdin_closes()
     if args.protocol == "1.2":
@@ -1060,6 +1102,10 @@ def main(argv: list[str] | None = None) -> int:
             del COMMANDS[name]
     if args.plain:
         for name in ("SYST:FRAM", "SYST:DONE?", "SYST:SEQ?"):
+            del COMMANDS[name]
+    if args.training_only:  # docs/firmware-guide.md, "The minimal command set for training"
+        for name in ("DAC:VOLT", "DAC:VOLT?", "MUX:ROW", "MUX:COL", "MUX:OPEN", "ADC:SAMP?", "READ?", "PULS:SET",
+                     "PULS:RES", "PULS:FORM", "SWEEP?", "SYST:WAIT"):  # fmt: skip
             del COMMANDS[name]
     if args.pty:
         board = Board(args.gate_coded)

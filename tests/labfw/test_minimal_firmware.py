@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drivers import codec
@@ -60,6 +61,61 @@ def test_the_kit_passes_on_the_lab_firmware_over_tcp() -> None:
     assert_passes(report)
     assert report.protocol == "1.3"
     assert report.counts()["skip"] == 0, report.text()  # framed, compact, pulses, stress, second client: all ran
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [("--numbers", "printf-e"), ("--numbers", "printf-g"), ("--chunk", "5")],
+    ids=["printf-e", "printf-g", "5-byte-pieces"],
+)
+def test_a_firmware_legal_by_the_spec_but_unlike_ours_conforms_and_drives(variant: tuple[str, ...]) -> None:
+    """Reply numbers in any form of the `number` rule ('+1.0000000000000001E-05', '3'), replies written
+    in 5-byte pieces: the kit passes them and the host reads them as the shortest form."""
+    groups = {"description", "errors", "grammar", "framed", "compact", "pulses", "primitives", "refusals"}
+    with firmware("--tcp", "127.0.0.1:0", *variant) as resource:
+        report = run_conformance(resource, CELLS, tuple(c for c in fast_checks() if CHECKS[c].group in groups))
+        assert_passes(report)
+        from drivers.resources import open_board
+
+        board = open_board(resource)
+        try:
+            board.set_dac("GATE", 3, 1.2)
+            assert board.dac_voltage("GATE", 3) == pytest.approx(1.2, abs=2e-4)
+            assert board.limits.pulse_width.min == 1e-8 and board.limits.v_gate.max == 5.5
+            g = board.read_map(v_read=0.2)
+            assert g.shape == (128, 64) and np.allclose(g[1:], 100e-6, rtol=1e-3)  # row 0: the kit pulsed it
+            assert board.read_cell(5, 5, v_read=0.2) == pytest.approx(100e-6, rel=1e-3)
+        finally:
+            board.close()
+
+
+@pytest.mark.parametrize(
+    ("variant", "named", "received"),
+    [
+        (
+            ("--numbers", "padded"),
+            "SYST:LIM? VROW field ' 4.00000e+00' is not a number",
+            "b'-4.00000e+00, 4.00000e+00\\n'",
+        ),
+        (("--crlf",), "the reply to SYST:ARR? ends in CR LF", "b'128,64\\r\\n'"),
+    ],
+    ids=["printf-padding", "crlf"],
+)
+def test_a_firmware_whose_replies_break_the_grammar_fails_the_kit_naming_the_reply(
+    variant: tuple[str, ...], named: str, received: str
+) -> None:
+    """Shown to fail: printf's padding (' 4.00000e+00' is not a `number`), and replies ending in CR LF
+    (a reply line ends in LF alone); the kit names the command and the bytes. The host reads both."""
+    with firmware("--tcp", "127.0.0.1:0", *variant) as resource:
+        report = run_conformance(resource, CELLS, ("replies-follow-the-grammar",))
+        from drivers.resources import open_board
+
+        with open_board(resource) as board:
+            assert board.shape == (128, 64) and board.limits.v_row.max == 4.0
+    (result,) = report.results
+    assert result.status == "fail", report.text()
+    assert named in result.message, result.message
+    assert f"received: {received}" in report.text(), report.text()
 
 
 def test_a_1_2_board_without_framed_mode_conforms() -> None:
@@ -208,6 +264,27 @@ def test_train_and_characterize_run_on_the_lab_firmware(tmp_path: Path) -> None:
     assert train.returncode == 0, train.stderr[-2000:]
     assert "after 3 updates" in train.stdout, train.stdout[-2000:]
     assert procedure.returncode == 0 and "status completed" in procedure.stderr, procedure.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_board_with_only_the_guides_training_set_trains_as_the_whole_firmware(tmp_path: Path) -> None:
+    """docs/firmware-guide.md: training needs the description, *RST, MAP?, VMM? and PULS:BATC only.
+    A board with nothing else (every primitive, READ?, single pulses, SWEEP? and SYST:WAIT answer
+    -113; 1.2, plain) trains, and to the same journal as the whole firmware."""
+    import h5py
+
+    config = tmp_path / "train.toml"
+    config.write_text("v_input = 0.05\n")
+    journals = {}
+    for name, extra in (("whole", ()), ("training-only", ("--training-only",))):
+        with firmware("--tcp", "127.0.0.1:0", "--gate-coded", "--protocol", "1.2", "--plain", *extra) as resource:
+            out = tmp_path / f"{name}.h5"
+            train = hil("train", "--model", "mlp", "--config", str(config), "--updates", "3", "--batch-size", "10",
+                        "--eval-every", "3", "--board", resource, "--out", str(out), cwd=tmp_path)  # fmt: skip
+        assert train.returncode == 0, train.stderr[-2000:]
+        with h5py.File(out) as f:
+            journals[name] = f["data/train/journal"][:, :-1]  # the last column is seconds
+    assert np.array_equal(journals["whole"], journals["training-only"])
 
 
 @pytest.mark.slow
