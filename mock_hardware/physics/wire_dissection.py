@@ -29,6 +29,7 @@ is unchanged).
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -157,29 +158,54 @@ def _small_inverse(matrix: FloatArray) -> FloatArray:
 
 
 # A tile's preparation for the merged stage (see DissectionSolver._tile_plan).
-_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, ...], bool, bool]
+_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, int, int, int], bool, bool]
 
 
-class _Tile:
-    """A tile reduced onto its edges: the symmetric matrix (only its lower triangle is kept up to
-    date), its nodes in the order ``L, R, T, B``, how many nodes each edge keeps (open line ends are
-    eliminated, unread terminals dropped), and whether its ``L`` edge is the array's drivers and
-    its ``B`` edge the array's TIAs (terminals: kept to the end)."""
+class _Shape(NamedTuple):
+    """What a reduced tile's matrix holds (the matrix itself is not needed to plan its merges):
+    how many nodes each edge keeps, in the order ``L, R, T, B`` (open line ends are eliminated,
+    unread terminals dropped), and whether its ``L`` edge is the array's drivers and its ``B``
+    edge the array's TIAs (terminals: kept to the end). Only the matrix's lower triangle is kept
+    up to date."""
 
-    __slots__ = ("drivers", "matrix", "sizes", "tias")
-
-    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...], drivers: bool, tias: bool) -> None:
-        self.matrix, self.sizes, self.drivers, self.tias = matrix, sizes, drivers, tias
+    sizes: tuple[int, int, int, int]
+    drivers: bool
+    tias: bool
 
     def edge(self, name: str) -> slice:
         k = "LRTB".index(name)
         start = sum(self.sizes[:k])
         return slice(start, start + self.sizes[k])
 
-    def block(self, rows: slice, cols: slice) -> FloatArray:
-        """``matrix[rows, cols]`` read from the lower triangle (for ``rows`` equal to ``cols``, only
-        the block's own lower triangle is meaningful)."""
-        return self.matrix[rows, cols] if rows.start >= cols.start else self.matrix[cols, rows].T
+
+# A block copied into a merge: destination rows and columns, which of the two tiles, its rows and
+# columns there, and whether it is read transposed (from the lower triangle: see _block).
+_Copy = tuple[Any, Any, int, slice, slice, bool]
+
+
+class _Step(NamedTuple):
+    """One merge of the merged stage, planned once for a set of columns (:func:`_plan_merge`): the
+    indices of its two tiles in the stage's list of reduced tiles, where their shared nodes sit in
+    each, and every block copy that builds the separator's coupling and the merged matrix."""
+
+    first: int
+    second: int
+    own: tuple[slice, slice]
+    coupling_shape: tuple[int, int]
+    coupling_copies: tuple[_Copy, ...]
+    size: int
+    copies: tuple[_Copy, ...]
+    zeros: tuple[tuple[slice, slice], ...]
+    head: int
+    tail: int
+    transposed: bool
+
+
+def _block(rows: slice, cols: slice) -> tuple[slice, slice, bool]:
+    """Where ``matrix[rows, cols]`` of a reduced tile is read from its lower triangle: the block
+    itself, or its mirror transposed (for ``rows`` equal to ``cols``, only the block's own lower
+    triangle is meaningful)."""
+    return (rows, cols, False) if rows.start >= cols.start else (cols, rows, True)
 
 
 class DissectionSolver:
@@ -200,7 +226,8 @@ class DissectionSolver:
         self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
         self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
         self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
-        self._plans: tuple[bytes, dict[tuple[int, int], _Plan]] | None = None  # for the last columns asked
+        # For the last columns asked: each tile's preparation, the merges, the whole array's shape.
+        self._plans: tuple[bytes, dict[tuple[int, int], _Plan], tuple[_Step, ...], _Shape] | None = None
 
     # --- the solve -----------------------------------------------------------------------------
 
@@ -213,11 +240,10 @@ class DissectionSolver:
             return g_eff
         with one_blas_thread():
             tiles = self._batched_stage(np.asarray(g_cells, dtype=np.float64))
-            whole = self._merged_stage(tiles, wanted)
+            matrix, whole = self._merged_stage(tiles, wanted)
         # What is left: the real rows' drivers (L, top to bottom) and the wanted TIAs (B).
-        drivers = whole.edge("L")
-        tias = whole.edge("B")
-        g_eff[:, wanted] = -whole.block(drivers, tias)
+        rows, cols, flip = _block(whole.edge("L"), whole.edge("B"))
+        g_eff[:, wanted] = -(matrix[rows, cols].T if flip else matrix[rows, cols])
         return g_eff
 
     def _batched_stage(self, g: FloatArray) -> FloatArray:
@@ -277,15 +303,20 @@ class DissectionSolver:
                 tiles = _merge_pairs(first, second, edges, shared, kept)
         return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
-    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
+    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> tuple[FloatArray, _Shape]:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
-        reduced onto the real rows' drivers and the wanted columns' TIAs."""
+        reduced onto the real rows' drivers and the wanted columns' TIAs: its matrix and shape."""
         n_r, n_c = tiles.shape[:2]
         key = wanted.tobytes()
         if self._plans is None or self._plans[0] != key:
-            self._plans = key, {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
-        reduced: dict[tuple[int, int], _Tile] = {}
-        for (tr, tc), (order, eliminated, sizes, drivers, tias) in self._plans[1].items():
+            plans = {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
+            shapes = [_Shape(plan[2], plan[3], plan[4]) for plan in plans.values()]
+            planned: list[_Step] = []
+            top = self._plan_block(shapes, planned, {tile: k for k, tile in enumerate(plans)}, 0, n_r, 0, n_c)
+            self._plans = key, plans, tuple(planned), shapes[top]
+        _, plans, steps, whole = self._plans
+        reduced: list[FloatArray | None] = []
+        for (tr, tc), (order, eliminated, sizes, drivers, tias) in plans.items():
             # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
             # the merges read their transposes, Fortran-ordered views, so that each block is
             # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
@@ -295,8 +326,15 @@ class DissectionSolver:
                     tiles[tr, tc][np.ix_(order, order)].T, eliminated,
                     sizes[0] if drivers else 0, sizes[3] if tias else 0,
                 )  # fmt: skip
-            reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
-        return self._merge_block(reduced, 0, n_r, 0, n_c)
+            reduced.append(matrix)
+        for step in steps:
+            first, second = reduced[step.first], reduced[step.second]
+            assert first is not None and second is not None
+            reduced[step.first] = reduced[step.second] = None  # each tile is merged once: free it
+            reduced.append(_run_merge(step, first, second))
+        matrix = reduced[-1]
+        assert matrix is not None
+        return matrix, whole
 
     def _tile_plan(self, tr: int, tc: int, wanted: npt.NDArray[np.intp]) -> _Plan:
         """What the merged stage does with tile ``(tr, tc)`` before its merges (the same for every
@@ -321,46 +359,52 @@ class DissectionSolver:
         eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
         kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
         order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
-        sizes = tuple(int(kept[name].sum()) for name in "LRTB")
+        left, right, top, bottom = (int(kept[name].sum()) for name in "LRTB")
+        sizes = left, right, top, bottom
         changed = order.size != 2 * (th + tw) or bool(np.any(eliminate))
         return (order if changed else None), int(eliminate.sum()), sizes, c0 == 0, r0 + th == self.padded_rows
 
-    def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
+    def _plan_block(
+        self, shapes: list[_Shape], steps: list[_Step], index: dict[tuple[int, int], int],
+        r0: int, r1: int, c0: int, c1: int,
+    ) -> int:  # fmt: skip
+        """Plan the merges of tiles ``[r0, r1) x [c0, c1)`` (appended to ``steps``, their results'
+        shapes to ``shapes``); returns where the merged block's shape is in ``shapes``."""
         if r1 - r0 == 1 and c1 - c0 == 1:
-            return reduced[(r0, c0)]
+            return index[(r0, c0)]
         # Cut across the longer side (in cells), so the separator is the shorter one.
         if (c1 - c0) * self.tile_cols >= (r1 - r0) * self.tile_rows and c1 - c0 > 1:
             middle = (c0 + c1) // 2
-            first = self._merge_block(reduced, r0, r1, c0, middle)
-            second = self._merge_block(reduced, r0, r1, middle, c1)
-            return _merge(first, second, ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")])
-        middle = (r0 + r1) // 2
-        first = self._merge_block(reduced, r0, middle, c0, c1)
-        second = self._merge_block(reduced, middle, r1, c0, c1)
-        return _merge(first, second, ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")])
+            first = self._plan_block(shapes, steps, index, r0, r1, c0, middle)
+            second = self._plan_block(shapes, steps, index, r0, r1, middle, c1)
+            shared, kept = ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+        else:
+            middle = (r0 + r1) // 2
+            first = self._plan_block(shapes, steps, index, r0, middle, c0, c1)
+            second = self._plan_block(shapes, steps, index, middle, r1, c0, c1)
+            shared, kept = ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+        step, shape = _plan_merge(first, second, shapes[first], shapes[second], shared, kept)
+        steps.append(step)
+        shapes.append(shape)
+        return len(shapes) - 1
 
 
-def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tuple[int, str]]) -> _Tile:
-    """Two reduced tiles into one: edge ``shared[0]`` of the first and ``shared[1]`` of the second
-    are the same nodes (nothing else touches them) and are eliminated; ``kept`` lists the merged
-    tile's edges in order (which tile, which edge; ``L`` first, ``B`` last), the same way the
-    batched stage does. Only lower triangles are read and written."""
-    pair = (first, second)
-    own = (first.edge(shared[0]), second.edge(shared[1]))
+def _plan_merge(
+    first: int, second: int, first_shape: _Shape, second_shape: _Shape, shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> tuple[_Step, _Shape]:  # fmt: skip
+    """The merge of two reduced tiles (at ``first`` and ``second`` in the stage's list) planned:
+    edge ``shared[0]`` of the first and ``shared[1]`` of the second are the same nodes (nothing else
+    touches them) and are eliminated; ``kept`` lists the merged tile's edges in order (which tile,
+    which edge; ``L`` first, ``B`` last), the same way the batched stage does. Only lower triangles
+    are read and written. Returns the step and the merged tile's shape."""
+    pair = (first_shape, second_shape)
+    own = (first_shape.edge(shared[0]), second_shape.edge(shared[1]))
     sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
     starts = [0]
     for size_k in sizes:
         starts.append(starts[-1] + size_k)
-    s, size = first.sizes["LRTB".index(shared[0])], starts[-1]
-    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
-    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
-    # arithmetic on them either (it could overflow).
-    separator = np.empty((s, s), order="F")
-    np.add(first.block(own[0], own[0]), second.block(own[1], own[1]), out=separator, where=_lower_mask(s))
-    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
-    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
-    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
-    # tile's L; down: the second tile's B).
+    s, size = first_shape.sizes["LRTB".index(shared[0])], starts[-1]
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
@@ -368,26 +412,58 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     tias = all(pair[t].tias for t, name in kept if name == "B")
     head, tail = merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0
     terminals = ("L" if drivers else "") + ("B" if tias else "")
+    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
+    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
+    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
+    # tile's L; down: the second tile's B).
     after = [pair[t].edge(name).start > own[t].start for t, name in kept]
     against = sum(size_k for size_k, a in zip(sizes, after, strict=True) if not a)
     transposed = 2 * against > size
-    coupling = np.empty((s, size) if transposed else (size, s), order="F")
-    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
+    coupling_copies: list[_Copy] = []
+    copies: list[_Copy] = []
+    zeros: list[tuple[slice, slice]] = []
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         edge_a = pair[tile_a].edge(name_a)
         if transposed:
-            coupling[:, rows] = pair[tile_a].block(own[tile_a], edge_a)
+            coupling_copies.append(((slice(None), rows), None, tile_a, *_block(own[tile_a], edge_a)))
         else:
-            coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
+            coupling_copies.append((rows, None, tile_a, *_block(edge_a, own[tile_a])))
         for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
             if name_a == name_c and name_a in terminals:
                 continue  # drivers with drivers, TIAs with TIAs: never read (see _eliminate)
             cols = slice(starts[c], starts[c + 1])
-            # The two tiles touch only through the shared nodes.
-            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
-    _eliminate(separator, coupling, matrix, head, tail, transposed)
-    return _Tile(matrix, tuple(merged_sizes), drivers, tias)
+            if tile_a == tile_c:
+                copies.append((rows, cols, tile_a, *_block(edge_a, pair[tile_c].edge(name_c))))
+            else:
+                zeros.append((rows, cols))  # the two tiles touch only through the shared nodes
+    step = _Step(first, second, own, (s, size) if transposed else (size, s), tuple(coupling_copies), size,
+                 tuple(copies), tuple(zeros), head, tail, transposed)  # fmt: skip
+    return step, _Shape((merged_sizes[0], merged_sizes[1], merged_sizes[2], merged_sizes[3]), drivers, tias)
+
+
+def _run_merge(step: _Step, first: FloatArray, second: FloatArray) -> FloatArray:
+    """The merged tile's matrix of a planned merge (:func:`_plan_merge`) of the two tiles' matrices
+    (Fortran-ordered, lower triangles meaningful)."""
+    pair = (first, second)
+    s = step.coupling_shape[0] if step.transposed else step.coupling_shape[1]
+    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
+    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
+    # arithmetic on them either (it could overflow).
+    separator = np.empty((s, s), order="F")
+    np.add(first[step.own[0], step.own[0]], second[step.own[1], step.own[1]], out=separator, where=_lower_mask(s))
+    coupling = np.empty(step.coupling_shape, order="F")
+    for target, _, tile, rows, cols, flip in step.coupling_copies:
+        block = pair[tile][rows, cols]
+        coupling[target] = block.T if flip else block
+    matrix = np.empty((step.size, step.size), order="F")  # the strict upper triangle is never read
+    for target_rows, target_cols, tile, rows, cols, flip in step.copies:
+        block = pair[tile][rows, cols]
+        matrix[target_rows, target_cols] = block.T if flip else block
+    for target_rows, target_cols in step.zeros:
+        matrix[target_rows, target_cols] = 0.0
+    _eliminate(separator, coupling, matrix, step.head, step.tail, step.transposed)
+    return matrix
 
 
 @functools.cache
