@@ -499,10 +499,6 @@ def _eliminate(
     factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
-        z = dtrsm(1.0, factor, coupling, side=0, lower=1, overwrite_b=1).T
-    else:  # coupling L^-T, each kept node a row
-        z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)
     size, nodes = kept.shape[0], separator.shape[0]
     middle_size = size - head - tail
     if (head or tail) and (head * head + tail * tail) * nodes < 25 * middle_size * (2 * middle_size + nodes):
@@ -514,11 +510,21 @@ def _eliminate(
         kept[:head, :head] = 0.0
         kept[size - tail :, size - tail :] = 0.0
         head = tail = 0
+    # Where the drivers are most of the kept nodes (the top merges: at 512 x 256 the last one keeps
+    # 512 drivers and 64 TIAs), their rows of the update, C_rest S^-1 C_D^T, are found by solving
+    # for the rest twice and one product with the drivers' coupling as it is: nodes^2 (head - rest)
+    # fewer flops than solving for the drivers once (docs/benchmarks.md, tenth pass, part W).
+    drivers_last = 2 * head > size
+    first = head if drivers_last else 0  # the kept nodes solved for: z[k] is node first + k
+    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
+        z = dtrsm(1.0, factor, coupling[:, first:], side=0, lower=1, overwrite_b=1).T
+    else:  # coupling L^-T, each kept node a row
+        z = dtrsm(1.0, factor, coupling[first:], side=1, lower=1, trans_a=1, overwrite_b=1)
     last = size - tail
-    if head:
+    if head and not drivers_last:
         kept[head:, :head] -= z[head:] @ z[:head].T
     if last > head:
-        middle = slice(head, last)
+        middle = slice(head - first, last - first)
         # dsyrk on z z^T, or on z^T's columns (trans: z^T^T z^T) where z is held transposed.
         zm, trans = (z[middle].T, 1) if transposed else (z[middle], 0)
         if head == 0 and last == kept.shape[0]:
@@ -526,6 +532,13 @@ def _eliminate(
             if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
                 kept[...] = updated
         else:
-            kept[middle, middle] = dsyrk(-1.0, zm, beta=1.0, c=kept[middle, middle], lower=1, trans=trans)
+            kept[head:last, head:last] = dsyrk(-1.0, zm, beta=1.0, c=kept[head:last, head:last], lower=1, trans=trans)
     if tail:
-        kept[last:, head:last] -= z[last:] @ z[head:last].T
+        kept[last:, head:last] -= z[last - first :] @ z[head - first : last - first].T
+    if drivers_last:
+        if transposed:  # S^-1 C_rest^T (nodes x rest), then C_rest S^-1 C_D^T
+            solved = dtrsm(1.0, factor, z.T, side=0, lower=1, trans_a=1, overwrite_b=1)
+            kept[head:, :head] -= solved.T @ coupling[:, :head]
+        else:  # C_rest S^-1 (rest x nodes)
+            solved = dtrsm(1.0, factor, z, side=1, lower=1, overwrite_b=1)
+            kept[head:, :head] -= solved @ coupling[:head].T

@@ -195,3 +195,28 @@ def test_the_unread_upper_triangles_never_reach_the_answer_nor_any_arithmetic(
     with np.errstate(all="raise"):
         g_eff = DissectionSolver(20, 12, 0.35, tile=2).transfer(g)
     np.testing.assert_allclose(g_eff, effective_conductance(g, 0.35, 1), rtol=1e-9, atol=1e-20)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize(("head", "tail"), [(0, 0), (5, 0), (0, 4), (5, 4), (14, 0), (16, 0), (14, 4), (17, 3)])
+def test_an_elimination_updates_every_block_it_is_read_for(transposed: bool, head: int, tail: int) -> None:
+    # kept -= C S^-1 C^T on 20 kept nodes (the first `head` drivers, the last `tail` TIAs) against
+    # numpy's dense product, the coupling in either layout; with most kept nodes drivers (14 and
+    # 17 of 20) the drivers' rows are found by solving for the rest instead. The drivers' and the
+    # TIAs' blocks among themselves are never read, so not compared.
+    rng = np.random.default_rng(head * 10 + tail)
+    size, nodes = 20, 7
+    separator = rng.uniform(-1.0, 1.0, (nodes, nodes))
+    separator = separator @ separator.T + nodes * np.eye(nodes)
+    coupling = rng.uniform(-1.0, 1.0, (size, nodes))
+    kept = rng.uniform(-1.0, 1.0, (size, size))
+    kept = kept + kept.T
+    expected = kept - coupling @ np.linalg.solve(separator, coupling.T)
+    given = np.asfortranarray(coupling.T if transposed else coupling)
+    result = np.asfortranarray(kept)
+    wire_dissection._eliminate(np.asfortranarray(separator), given, result, head, tail, transposed)
+    lower = np.tri(size, dtype=bool)
+    lower[:head, :head] = False
+    lower[size - tail :, size - tail :] = False
+    assert lower[head:, :head].all()  # the drivers' rows with every other node are compared
+    np.testing.assert_allclose(result[lower], expected[lower], rtol=1e-12, atol=1e-12)
