@@ -178,8 +178,9 @@ class _Shape(NamedTuple):
         return slice(start, start + self.sizes[k])
 
 
-# A block copied into a merge: destination rows and columns, which of the two tiles, its rows and
-# columns there, and whether it is read transposed (from the lower triangle: see _block).
+# A block copied into a merge: destination rows and columns (for a coupling's block, its index in the
+# coupling and None), which of the two tiles, its rows and columns there, and whether it is read
+# transposed (from the lower triangle: see _block).
 _Copy = tuple[Any, Any, int, slice, slice, bool]
 
 
