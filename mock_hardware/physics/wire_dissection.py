@@ -17,13 +17,13 @@ cells, the row segment to the left of each of its cells and the column segment b
 its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
 ``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
 
-Two stages: small tiles are all alike, so they are merged in batches (stacked inverses and
-numpy's stacked ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
-(Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
-of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
-they can be. The array is padded to a multiple of the tile with cells of zero conductance above
-its first row and beyond its last column (open wire stubs: they carry no current, so the answer
-is unchanged).
+Two stages: small tiles are all alike, so they are merged in batches (while they share 1-4 nodes,
+a compiled pass over the stack per level; then stacked inverses and numpy's stacked ``matmul``);
+from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls (Cholesky, triangular
+solve, rank-k update), and nodes that nothing else touches (the open ends of the lines at the top
+and the right) and terminals nobody asked for are dropped as soon as they can be. The array is
+padded to a multiple of the tile with cells of zero conductance above its first row and beyond its
+last column (open wire stubs: they carry no current, so the answer is unchanged).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ FloatArray = npt.NDArray[np.float64]
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time). 32: 5-11 %
 # less CPU than 64 on 64 x 64 to 256 x 128, 2 % on 512 x 256 (docs/benchmarks.md, ninth pass, part S).
 DEFAULT_TILE = 32
-# Separators up to this many nodes are eliminated without a LAPACK call per tile (from 8 nodes on,
-# numpy's stacked inverse and matmul beat vectorized elimination over the stack).
+# Separators up to this many nodes are eliminated by a compiled pass over the stack, tiles stored
+# stack-last (_dissection_kernels.merge_stack_last); from 8 nodes on, by numpy's stacked inverse and
+# matmul, stack-first (docs/benchmarks.md, tenth pass, part W).
 _SMALL_SEPARATOR = 4
 # Cells reduced together in the batched stage (a band of whole tile rows): about 1 MB of cell data,
 # 16x that in reduced matrices.
@@ -86,34 +87,6 @@ def _merge_pairs(
     return merged
 
 
-def _merge_small(
-    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
-    kept: list[tuple[int, str]],
-) -> FloatArray:  # fmt: skip
-    """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
-    so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
-    vectorized elimination and the products are einsums over the stack (flattened where the
-    arrays are made here, so without copies)."""
-    pair = (first, second)
-    own = [edges[shared[0]], edges[shared[1]]]
-    inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
-    sizes = [edges[name].stop - edges[name].start for _, name in kept]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    size = int(starts[-1])
-    merged = np.zeros((size, size, *first.shape[2:]))
-    for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(starts[a], starts[a + 1])
-        for c, (tile_c, name_c) in enumerate(kept):
-            if tile_a == tile_c:
-                merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, ...)
-    coupling = coupling.reshape(*coupling.shape[:2], -1)
-    inverse = _small_inverse(inner.reshape(*inner.shape[:2], -1))
-    scaled = np.einsum("esn,stn->etn", coupling, inverse)
-    merged.reshape(size, size, -1)[...] -= np.einsum("esn,fsn->efn", scaled, coupling)
-    return merged
-
-
 def _stacked_inverse(matrix: FloatArray) -> FloatArray:
     """Inverses of a ``(..., s, s)`` stack of symmetric positive-definite matrices. Above 8 nodes,
     by halves: ``A^-1`` and the inverse of the Schur complement ``D - B A^-1 B^T`` (positive
@@ -134,26 +107,6 @@ def _stacked_inverse(matrix: FloatArray) -> FloatArray:
     inverse[..., h:, :h] = -lower
     inverse[..., :h, h:] = -np.swapaxes(lower, -1, -2)
     inverse[..., :h, :h] = a_inverse + np.matmul(np.swapaxes(b_a, -1, -2), lower)
-    return inverse
-
-
-def _small_inverse(matrix: FloatArray) -> FloatArray:
-    """Inverses of a stack-last ``(s, s, n)`` stack of small symmetric positive-definite matrices
-    (Gauss-Jordan without pivoting: the diagonal dominates), vectorized over the stack."""
-    work = matrix.copy()
-    size = work.shape[0]
-    inverse = np.zeros_like(work)
-    for k in range(size):
-        inverse[k, k] = 1.0
-    for k in range(size):
-        pivot = work[k, k].copy()
-        work[k] /= pivot
-        inverse[k] /= pivot
-        for row in range(size):
-            if row != k:
-                factor = work[row, k].copy()
-                work[row] -= factor * work[k]
-                inverse[row] -= factor * inverse[k]
     return inverse
 
 
@@ -282,26 +235,26 @@ class DissectionSolver:
             across = w < self.tile_cols and (w <= h or h == self.tile_rows)
             if stack_last and (h if across else w) > _SMALL_SEPARATOR:
                 tiles, stack_last = np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)), False
+            if stack_last:  # one compiled pass per level (_dissection_kernels)
+                from mock_hardware.physics import _dissection_kernels  # numba: loaded by the first dissection
+
+                nh, nw = (h, 2 * w) if across else (2 * h, w)
+                grid = (tiles.shape[2], tiles.shape[3] // 2) if across else (tiles.shape[2] // 2, tiles.shape[3])
+                merged = np.empty((2 * nh + 2 * nw, 2 * nh + 2 * nw, *grid))
+                _dissection_kernels.merge_stack_last(tiles, h, w, across, merged)
+                tiles, h, w = merged, nh, nw
+                continue
             edges = _edges(h, w)
             if across:
                 # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (same).
                 kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
-                if stack_last:
-                    first, second = tiles[..., 0::2], tiles[..., 1::2]
-                else:
-                    first, second = tiles[:, 0::2], tiles[:, 1::2]
+                first, second = tiles[:, 0::2], tiles[:, 1::2]
                 shared, w = ("R", "L"), 2 * w
             else:
                 kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
-                if stack_last:
-                    first, second = tiles[..., 0::2, :], tiles[..., 1::2, :]
-                else:
-                    first, second = tiles[0::2], tiles[1::2]
+                first, second = tiles[0::2], tiles[1::2]
                 shared, h = ("B", "T"), 2 * h
-            if stack_last:
-                tiles = _merge_small(first, second, edges, shared, kept)
-            else:
-                tiles = _merge_pairs(first, second, edges, shared, kept)
+            tiles = _merge_pairs(first, second, edges, shared, kept)
         return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
     def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> tuple[FloatArray, _Shape]:
