@@ -5,7 +5,7 @@ merges them pairwise while the shared nodes are few (1 to 4), stack-last: each b
 tile of a band lies in one contiguous plane. Numpy made a dozen passes over those planes per level
 (block copies, a vectorized Gauss-Jordan inverse, two ``einsum`` products at about 2 GFLOPS):
 about 30 ms of a 512 x 256 solve. :func:`merge_stack_last` makes one level in one call, each step a
-loop over a plane (a band's plane at these levels is 0.5 to 8 k tiles: in the L1 or L2 cache), the
+loop over a plane (a band's plane at these levels is 0.5 to 16 k tiles: in the L1 or L2 cache), the
 separator eliminated by Cholesky. The results agree with numpy's to rounding, not bit for bit (the
 dissection is held to the sparse LU).
 
