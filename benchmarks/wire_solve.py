@@ -9,6 +9,11 @@ thread; the largest relative difference between the two answers; and which metho
     python benchmarks/wire_solve.py                          # 128x64, 256x128, 512x256, 3 rounds
     python benchmarks/wire_solve.py --sizes 64x512 --rounds 2
     python benchmarks/wire_solve.py --variants --rounds 12   # sweep, former sweep, dissection; 128 x 64
+    python benchmarks/wire_solve.py --stages --rounds 5      # and the dissection's two stages apart
+
+``--stages`` adds, per size, the CPU time of the dissection's batched stage (every tile reduced
+onto its edges: linear in cells) and of its merged stage (the tiles merged pairwise up to the whole
+array: the part that grows faster than the cells), each timed on its own after the alternated solves.
 
 glibc's malloc thresholds are raised as ``hil`` raises them for a run (``--default-malloc``: not).
 
@@ -42,6 +47,7 @@ from scipy.linalg import blas, lapack
 from hil.allocator import retain_freed_memory
 from mock_hardware.physics import line_resistance
 from mock_hardware.physics.line_resistance import TransferSolver, effective_conductance
+from mock_hardware.physics.threads import one_blas_thread
 from mock_hardware.physics.wire_dissection import DissectionSolver
 
 R_SEGMENT = 0.35
@@ -82,6 +88,22 @@ class _FormerSweep(TransferSolver):
         return result * self.g_end
 
 
+def stage_times(solver: DissectionSolver, g: np.ndarray, columns: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """CPU milliseconds of the dissection's batched and merged stages, each call timed on its own."""
+    wanted = np.unique(columns)
+    times: dict[str, list[float]] = {"batched_cpu_ms": [], "merged_cpu_ms": []}
+    with one_blas_thread():
+        for _ in range(rounds):
+            start = time.process_time()
+            tiles = solver._batched_stage(g)
+            middle = time.process_time()
+            solver._merged_stage(tiles, wanted)
+            end = time.process_time()
+            times["batched_cpu_ms"].append(round(1e3 * (middle - start), 2))
+            times["merged_cpu_ms"].append(round(1e3 * (end - middle), 2))
+    return times
+
+
 def variants(rows: int, cols: int, rounds: int, measured: int) -> dict[str, Any]:
     """CPU ms of each variant's solves (alternated) and its largest relative difference from the LU."""
     g = np.random.default_rng(1).uniform(100e-6, 900e-6, (rows, cols))
@@ -120,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternated solves of each method per size")
     parser.add_argument("--measured", type=int, default=64, help="columns solved (default 64)")
     parser.add_argument("--variants", action="store_true", help="the sweep against its alternatives (one size)")
+    parser.add_argument("--stages", action="store_true", help="also time the dissection's two stages apart")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc thresholds as they are (hil raises them)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -152,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         dissection = DissectionSolver(rows, cols, R_SEGMENT)
         times: dict[str, list[float]] = {"sweep": [], "dissection": []}
         worst = 0.0
+        for solver in (sweep, dissection):  # a first call is slower (imports, compiled kernels' cache): not timed
+            solver.transfer(g, columns)
         for _ in range(args.rounds):
             t_sweep, by_sweep = timed_transfer(sweep, g, columns)
             t_dissection, by_dissection = timed_transfer(dissection, g, columns)
@@ -163,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
             "sweep_cpu_ms": times["sweep"], "dissection_cpu_ms": times["dissection"],
             "sweep_over_dissection": round(float(np.median(times["sweep"]) / np.median(times["dissection"])), 2),
             "largest_relative_difference": worst,
-        })  # fmt: skip
+        } | (stage_times(dissection, g, columns, args.rounds) if args.stages else {}))  # fmt: skip
     print("| array | sweep (CPU ms) | dissection (CPU ms) | sweep / dissection | largest difference | picked |")
     print("|---|---:|---:|---:|---:|---|")
     for r in results:
         print(f"| {r['rows']} x {r['cols']} | {r['sweep_cpu_ms']} | {r['dissection_cpu_ms']} | "
               f"{r['sweep_over_dissection']}x | {r['largest_relative_difference']:.1e} | {r['picked']} |")  # fmt: skip
+    if args.stages:
+        print("\n| array | batched stage (CPU ms) | merged stage (CPU ms) |\n|---|---|---|")
+        for r in results:
+            print(f"| {r['rows']} x {r['cols']} | {r['batched_cpu_ms']} | {r['merged_cpu_ms']} |")
     print(json.dumps({
         "sizes": results, "r_segment": R_SEGMENT,
         "load_average_before": [round(x, 2) for x in load_before],

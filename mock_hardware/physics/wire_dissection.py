@@ -17,18 +17,19 @@ cells, the row segment to the left of each of its cells and the column segment b
 its edges are ``L = u(r0:r1, c0 - 1)``, ``R = u(r0:r1, c1 - 1)``, ``T = w(r0, c0:c1)`` and
 ``B = w(r1, c0:c1)``: neighbours share one line of nodes (``R`` of a tile is ``L`` of the next).
 
-Two stages: small tiles are all alike, so they are merged in batches (stacked inverses and
-numpy's stacked ``matmul``); from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls
-(Cholesky, triangular solve, rank-k update), and nodes that nothing else touches (the open ends
-of the lines at the top and the right) and terminals nobody asked for are dropped as soon as
-they can be. The array is padded to a multiple of the tile with cells of zero conductance above
-its first row and beyond its last column (open wire stubs: they carry no current, so the answer
-is unchanged).
+Two stages: small tiles are all alike, so they are merged in batches (while they share 1-4 nodes,
+a compiled pass over the stack per level; then stacked inverses and numpy's stacked ``matmul``);
+from tiles of ``tile x tile`` cells on, each merge is its own LAPACK calls (Cholesky, triangular
+solve, rank-k update), and nodes that nothing else touches (the open ends of the lines at the top
+and the right) and terminals nobody asked for are dropped as soon as they can be. The array is
+padded to a multiple of the tile with cells of zero conductance above its first row and beyond its
+last column (open wire stubs: they carry no current, so the answer is unchanged).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +43,9 @@ FloatArray = npt.NDArray[np.float64]
 # Tiles of this many cells a side end the batched stage (merges above it are one at a time). 32: 5-11 %
 # less CPU than 64 on 64 x 64 to 256 x 128, 2 % on 512 x 256 (docs/benchmarks.md, ninth pass, part S).
 DEFAULT_TILE = 32
-# Separators up to this many nodes are eliminated without a LAPACK call per tile (from 8 nodes on,
-# numpy's stacked inverse and matmul beat vectorized elimination over the stack).
+# Separators up to this many nodes are eliminated by a compiled pass over the stack, tiles stored
+# stack-last (_dissection_kernels.merge_stack_last); from 8 nodes on, by numpy's stacked inverse and
+# matmul, stack-first (docs/benchmarks.md, tenth pass, part W).
 _SMALL_SEPARATOR = 4
 # Cells reduced together in the batched stage (a band of whole tile rows): about 1 MB of cell data,
 # 16x that in reduced matrices.
@@ -85,34 +87,6 @@ def _merge_pairs(
     return merged
 
 
-def _merge_small(
-    first: FloatArray, second: FloatArray, edges: dict[str, slice], shared: tuple[str, str],
-    kept: list[tuple[int, str]],
-) -> FloatArray:  # fmt: skip
-    """:func:`_merge_pairs` for tiny tiles stored stack-last (``(b, b, ...)``): very many of them,
-    so one LAPACK call per tile would cost more than the arithmetic; the separator is inverted by
-    vectorized elimination and the products are einsums over the stack (flattened where the
-    arrays are made here, so without copies)."""
-    pair = (first, second)
-    own = [edges[shared[0]], edges[shared[1]]]
-    inner = pair[0][own[0], own[0]] + pair[1][own[1], own[1]]
-    sizes = [edges[name].stop - edges[name].start for _, name in kept]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    size = int(starts[-1])
-    merged = np.zeros((size, size, *first.shape[2:]))
-    for a, (tile_a, name_a) in enumerate(kept):
-        rows = slice(starts[a], starts[a + 1])
-        for c, (tile_c, name_c) in enumerate(kept):
-            if tile_a == tile_c:
-                merged[rows, starts[c] : starts[c + 1]] = pair[tile_a][edges[name_a], edges[name_c]]
-    coupling = np.concatenate([pair[t][edges[name], own[t]] for t, name in kept], axis=0)  # (size, s, ...)
-    coupling = coupling.reshape(*coupling.shape[:2], -1)
-    inverse = _small_inverse(inner.reshape(*inner.shape[:2], -1))
-    scaled = np.einsum("esn,stn->etn", coupling, inverse)
-    merged.reshape(size, size, -1)[...] -= np.einsum("esn,fsn->efn", scaled, coupling)
-    return merged
-
-
 def _stacked_inverse(matrix: FloatArray) -> FloatArray:
     """Inverses of a ``(..., s, s)`` stack of symmetric positive-definite matrices. Above 8 nodes,
     by halves: ``A^-1`` and the inverse of the Schur complement ``D - B A^-1 B^T`` (positive
@@ -136,50 +110,56 @@ def _stacked_inverse(matrix: FloatArray) -> FloatArray:
     return inverse
 
 
-def _small_inverse(matrix: FloatArray) -> FloatArray:
-    """Inverses of a stack-last ``(s, s, n)`` stack of small symmetric positive-definite matrices
-    (Gauss-Jordan without pivoting: the diagonal dominates), vectorized over the stack."""
-    work = matrix.copy()
-    size = work.shape[0]
-    inverse = np.zeros_like(work)
-    for k in range(size):
-        inverse[k, k] = 1.0
-    for k in range(size):
-        pivot = work[k, k].copy()
-        work[k] /= pivot
-        inverse[k] /= pivot
-        for row in range(size):
-            if row != k:
-                factor = work[row, k].copy()
-                work[row] -= factor * work[k]
-                inverse[row] -= factor * inverse[k]
-    return inverse
-
-
 # A tile's preparation for the merged stage (see DissectionSolver._tile_plan).
-_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, ...], bool, bool]
+_Plan = tuple[npt.NDArray[np.intp] | None, int, tuple[int, int, int, int], bool, bool]
 
 
-class _Tile:
-    """A tile reduced onto its edges: the symmetric matrix (only its lower triangle is kept up to
-    date), its nodes in the order ``L, R, T, B``, how many nodes each edge keeps (open line ends are
-    eliminated, unread terminals dropped), and whether its ``L`` edge is the array's drivers and
-    its ``B`` edge the array's TIAs (terminals: kept to the end)."""
+class _Shape(NamedTuple):
+    """What a reduced tile's matrix holds (the matrix itself is not needed to plan its merges):
+    how many nodes each edge keeps, in the order ``L, R, T, B`` (open line ends are eliminated,
+    unread terminals dropped), and whether its ``L`` edge is the array's drivers and its ``B``
+    edge the array's TIAs (terminals: kept to the end). Only the matrix's lower triangle is kept
+    up to date."""
 
-    __slots__ = ("drivers", "matrix", "sizes", "tias")
-
-    def __init__(self, matrix: FloatArray, sizes: tuple[int, ...], drivers: bool, tias: bool) -> None:
-        self.matrix, self.sizes, self.drivers, self.tias = matrix, sizes, drivers, tias
+    sizes: tuple[int, int, int, int]
+    drivers: bool
+    tias: bool
 
     def edge(self, name: str) -> slice:
         k = "LRTB".index(name)
         start = sum(self.sizes[:k])
         return slice(start, start + self.sizes[k])
 
-    def block(self, rows: slice, cols: slice) -> FloatArray:
-        """``matrix[rows, cols]`` read from the lower triangle (for ``rows`` equal to ``cols``, only
-        the block's own lower triangle is meaningful)."""
-        return self.matrix[rows, cols] if rows.start >= cols.start else self.matrix[cols, rows].T
+
+# A block copied into a merge: destination rows and columns (for a coupling's block, its index in the
+# coupling and None), which of the two tiles, its rows and columns there, and whether it is read
+# transposed (from the lower triangle: see _block).
+_Copy = tuple[Any, Any, int, slice, slice, bool]
+
+
+class _Step(NamedTuple):
+    """One merge of the merged stage, planned once for a set of columns (:func:`_plan_merge`): the
+    indices of its two tiles in the stage's list of reduced tiles, where their shared nodes sit in
+    each, and every block copy that builds the separator's coupling and the merged matrix."""
+
+    first: int
+    second: int
+    own: tuple[slice, slice]
+    coupling_shape: tuple[int, int]
+    coupling_copies: tuple[_Copy, ...]
+    size: int
+    copies: tuple[_Copy, ...]
+    zeros: tuple[tuple[slice, slice], ...]
+    head: int
+    tail: int
+    transposed: bool
+
+
+def _block(rows: slice, cols: slice) -> tuple[slice, slice, bool]:
+    """Where ``matrix[rows, cols]`` of a reduced tile is read from its lower triangle: the block
+    itself, or its mirror transposed (for ``rows`` equal to ``cols``, only the block's own lower
+    triangle is meaningful)."""
+    return (rows, cols, False) if rows.start >= cols.start else (cols, rows, True)
 
 
 class DissectionSolver:
@@ -200,7 +180,8 @@ class DissectionSolver:
         self.tile_cols = min(tile, 1 << max(cols - 1, 0).bit_length())
         self.padded_rows = -(-rows // self.tile_rows) * self.tile_rows
         self.padded_cols = -(-cols // self.tile_cols) * self.tile_cols
-        self._plans: tuple[bytes, dict[tuple[int, int], _Plan]] | None = None  # for the last columns asked
+        # For the last columns asked: each tile's preparation, the merges, the whole array's shape.
+        self._plans: tuple[bytes, dict[tuple[int, int], _Plan], tuple[_Step, ...], _Shape] | None = None
 
     # --- the solve -----------------------------------------------------------------------------
 
@@ -213,11 +194,10 @@ class DissectionSolver:
             return g_eff
         with one_blas_thread():
             tiles = self._batched_stage(np.asarray(g_cells, dtype=np.float64))
-            whole = self._merged_stage(tiles, wanted)
+            matrix, whole = self._merged_stage(tiles, wanted)
         # What is left: the real rows' drivers (L, top to bottom) and the wanted TIAs (B).
-        drivers = whole.edge("L")
-        tias = whole.edge("B")
-        g_eff[:, wanted] = -whole.block(drivers, tias)
+        rows, cols, flip = _block(whole.edge("L"), whole.edge("B"))
+        g_eff[:, wanted] = -(matrix[rows, cols].T if flip else matrix[rows, cols])
         return g_eff
 
     def _batched_stage(self, g: FloatArray) -> FloatArray:
@@ -255,37 +235,42 @@ class DissectionSolver:
             across = w < self.tile_cols and (w <= h or h == self.tile_rows)
             if stack_last and (h if across else w) > _SMALL_SEPARATOR:
                 tiles, stack_last = np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)), False
+            if stack_last:  # one compiled pass per level (_dissection_kernels)
+                from mock_hardware.physics import _dissection_kernels  # numba: loaded by the first dissection
+
+                nh, nw = (h, 2 * w) if across else (2 * h, w)
+                grid = (tiles.shape[2], tiles.shape[3] // 2) if across else (tiles.shape[2] // 2, tiles.shape[3])
+                merged = np.empty((2 * nh + 2 * nw, 2 * nh + 2 * nw, *grid))
+                _dissection_kernels.merge_stack_last(tiles, h, w, across, merged)
+                tiles, h, w = merged, nh, nw
+                continue
             edges = _edges(h, w)
             if across:
                 # The merged tile's edges, each from one of the pair: L, R, T (left's, right's), B (same).
                 kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
-                if stack_last:
-                    first, second = tiles[..., 0::2], tiles[..., 1::2]
-                else:
-                    first, second = tiles[:, 0::2], tiles[:, 1::2]
+                first, second = tiles[:, 0::2], tiles[:, 1::2]
                 shared, w = ("R", "L"), 2 * w
             else:
                 kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
-                if stack_last:
-                    first, second = tiles[..., 0::2, :], tiles[..., 1::2, :]
-                else:
-                    first, second = tiles[0::2], tiles[1::2]
+                first, second = tiles[0::2], tiles[1::2]
                 shared, h = ("B", "T"), 2 * h
-            if stack_last:
-                tiles = _merge_small(first, second, edges, shared, kept)
-            else:
-                tiles = _merge_pairs(first, second, edges, shared, kept)
+            tiles = _merge_pairs(first, second, edges, shared, kept)
         return np.ascontiguousarray(tiles.transpose(2, 3, 0, 1)) if stack_last else tiles
 
-    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> _Tile:
+    def _merged_stage(self, tiles: FloatArray, wanted: npt.NDArray[np.intp]) -> tuple[FloatArray, _Shape]:
         """Merge the tiles pairwise (cutting across the longer side first) down to the whole array,
-        reduced onto the real rows' drivers and the wanted columns' TIAs."""
+        reduced onto the real rows' drivers and the wanted columns' TIAs: its matrix and shape."""
         n_r, n_c = tiles.shape[:2]
         key = wanted.tobytes()
         if self._plans is None or self._plans[0] != key:
-            self._plans = key, {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
-        reduced: dict[tuple[int, int], _Tile] = {}
-        for (tr, tc), (order, eliminated, sizes, drivers, tias) in self._plans[1].items():
+            plans = {(tr, tc): self._tile_plan(tr, tc, wanted) for tr in range(n_r) for tc in range(n_c)}
+            shapes = [_Shape(plan[2], plan[3], plan[4]) for plan in plans.values()]
+            planned: list[_Step] = []
+            top = self._plan_block(shapes, planned, {tile: k for k, tile in enumerate(plans)}, 0, n_r, 0, n_c)
+            self._plans = key, plans, tuple(planned), shapes[top]
+        _, plans, steps, whole = self._plans
+        reduced: list[FloatArray | None] = []
+        for (tr, tc), (order, eliminated, sizes, drivers, tias) in plans.items():
             # The batched stage's matrices are whole and symmetric (to rounding) and C-ordered:
             # the merges read their transposes, Fortran-ordered views, so that each block is
             # copied as it lies in memory (a transposed copy costs 6-12x more from 64 nodes on).
@@ -295,8 +280,15 @@ class DissectionSolver:
                     tiles[tr, tc][np.ix_(order, order)].T, eliminated,
                     sizes[0] if drivers else 0, sizes[3] if tias else 0,
                 )  # fmt: skip
-            reduced[(tr, tc)] = _Tile(matrix, sizes, drivers, tias)
-        return self._merge_block(reduced, 0, n_r, 0, n_c)
+            reduced.append(matrix)
+        for step in steps:
+            first, second = reduced[step.first], reduced[step.second]
+            assert first is not None and second is not None
+            reduced[step.first] = reduced[step.second] = None  # each tile is merged once: free it
+            reduced.append(_run_merge(step, first, second))
+        matrix = reduced[-1]
+        assert matrix is not None
+        return matrix, whole
 
     def _tile_plan(self, tr: int, tc: int, wanted: npt.NDArray[np.intp]) -> _Plan:
         """What the merged stage does with tile ``(tr, tc)`` before its merges (the same for every
@@ -321,46 +313,52 @@ class DissectionSolver:
         eliminate = np.concatenate([~keep[name] & ~drop[name] for name in "LRTB"])
         kept = {name: keep[name] & ~drop[name] for name in "LRTB"}
         order = np.concatenate([np.flatnonzero(eliminate), np.flatnonzero(np.concatenate(list(kept.values())))])
-        sizes = tuple(int(kept[name].sum()) for name in "LRTB")
+        left, right, top, bottom = (int(kept[name].sum()) for name in "LRTB")
+        sizes = left, right, top, bottom
         changed = order.size != 2 * (th + tw) or bool(np.any(eliminate))
         return (order if changed else None), int(eliminate.sum()), sizes, c0 == 0, r0 + th == self.padded_rows
 
-    def _merge_block(self, reduced: dict[tuple[int, int], _Tile], r0: int, r1: int, c0: int, c1: int) -> _Tile:
+    def _plan_block(
+        self, shapes: list[_Shape], steps: list[_Step], index: dict[tuple[int, int], int],
+        r0: int, r1: int, c0: int, c1: int,
+    ) -> int:  # fmt: skip
+        """Plan the merges of tiles ``[r0, r1) x [c0, c1)`` (appended to ``steps``, their results'
+        shapes to ``shapes``); returns where the merged block's shape is in ``shapes``."""
         if r1 - r0 == 1 and c1 - c0 == 1:
-            return reduced[(r0, c0)]
+            return index[(r0, c0)]
         # Cut across the longer side (in cells), so the separator is the shorter one.
         if (c1 - c0) * self.tile_cols >= (r1 - r0) * self.tile_rows and c1 - c0 > 1:
             middle = (c0 + c1) // 2
-            first = self._merge_block(reduced, r0, r1, c0, middle)
-            second = self._merge_block(reduced, r0, r1, middle, c1)
-            return _merge(first, second, ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")])
-        middle = (r0 + r1) // 2
-        first = self._merge_block(reduced, r0, middle, c0, c1)
-        second = self._merge_block(reduced, middle, r1, c0, c1)
-        return _merge(first, second, ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")])
+            first = self._plan_block(shapes, steps, index, r0, r1, c0, middle)
+            second = self._plan_block(shapes, steps, index, r0, r1, middle, c1)
+            shared, kept = ("R", "L"), [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+        else:
+            middle = (r0 + r1) // 2
+            first = self._plan_block(shapes, steps, index, r0, middle, c0, c1)
+            second = self._plan_block(shapes, steps, index, middle, r1, c0, c1)
+            shared, kept = ("B", "T"), [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+        step, shape = _plan_merge(first, second, shapes[first], shapes[second], shared, kept)
+        steps.append(step)
+        shapes.append(shape)
+        return len(shapes) - 1
 
 
-def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tuple[int, str]]) -> _Tile:
-    """Two reduced tiles into one: edge ``shared[0]`` of the first and ``shared[1]`` of the second
-    are the same nodes (nothing else touches them) and are eliminated; ``kept`` lists the merged
-    tile's edges in order (which tile, which edge; ``L`` first, ``B`` last), the same way the
-    batched stage does. Only lower triangles are read and written."""
-    pair = (first, second)
-    own = (first.edge(shared[0]), second.edge(shared[1]))
+def _plan_merge(
+    first: int, second: int, first_shape: _Shape, second_shape: _Shape, shared: tuple[str, str],
+    kept: list[tuple[int, str]],
+) -> tuple[_Step, _Shape]:  # fmt: skip
+    """The merge of two reduced tiles (at ``first`` and ``second`` in the stage's list) planned:
+    edge ``shared[0]`` of the first and ``shared[1]`` of the second are the same nodes (nothing else
+    touches them) and are eliminated; ``kept`` lists the merged tile's edges in order (which tile,
+    which edge; ``L`` first, ``B`` last), the same way the batched stage does. Only lower triangles
+    are read and written. Returns the step and the merged tile's shape."""
+    pair = (first_shape, second_shape)
+    own = (first_shape.edge(shared[0]), second_shape.edge(shared[1]))
     sizes = [pair[t].sizes["LRTB".index(name)] for t, name in kept]
     starts = [0]
     for size_k in sizes:
         starts.append(starts[-1] + size_k)
-    s, size = first.sizes["LRTB".index(shared[0])], starts[-1]
-    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
-    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
-    # arithmetic on them either (it could overflow).
-    separator = np.empty((s, s), order="F")
-    np.add(first.block(own[0], own[0]), second.block(own[1], own[1]), out=separator, where=_lower_mask(s))
-    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
-    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
-    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
-    # tile's L; down: the second tile's B).
+    s, size = first_shape.sizes["LRTB".index(shared[0])], starts[-1]
     merged_sizes = [0, 0, 0, 0]
     for (_, name), size_k in zip(kept, sizes, strict=True):
         merged_sizes["LRTB".index(name)] += size_k
@@ -368,26 +366,58 @@ def _merge(first: _Tile, second: _Tile, shared: tuple[str, str], kept: list[tupl
     tias = all(pair[t].tias for t, name in kept if name == "B")
     head, tail = merged_sizes[0] if drivers else 0, merged_sizes[3] if tias else 0
     terminals = ("L" if drivers else "") + ("B" if tias else "")
+    # The coupling of an edge to the shared nodes lies in memory as (edge, shared) when the edge
+    # comes after them in its tile, as (shared, edge) when before: it is gathered as the one or the
+    # other (``transposed``), whichever copies fewer nodes against their layout (across: the first
+    # tile's L; down: the second tile's B).
     after = [pair[t].edge(name).start > own[t].start for t, name in kept]
     against = sum(size_k for size_k, a in zip(sizes, after, strict=True) if not a)
     transposed = 2 * against > size
-    coupling = np.empty((s, size) if transposed else (size, s), order="F")
-    matrix = np.empty((size, size), order="F")  # the strict upper triangle is never read
+    coupling_copies: list[_Copy] = []
+    copies: list[_Copy] = []
+    zeros: list[tuple[slice, slice]] = []
     for a, (tile_a, name_a) in enumerate(kept):
         rows = slice(starts[a], starts[a + 1])
         edge_a = pair[tile_a].edge(name_a)
         if transposed:
-            coupling[:, rows] = pair[tile_a].block(own[tile_a], edge_a)
+            coupling_copies.append(((slice(None), rows), None, tile_a, *_block(own[tile_a], edge_a)))
         else:
-            coupling[rows] = pair[tile_a].block(edge_a, own[tile_a])
+            coupling_copies.append((rows, None, tile_a, *_block(edge_a, own[tile_a])))
         for c, (tile_c, name_c) in enumerate(kept[: a + 1]):
             if name_a == name_c and name_a in terminals:
                 continue  # drivers with drivers, TIAs with TIAs: never read (see _eliminate)
             cols = slice(starts[c], starts[c + 1])
-            # The two tiles touch only through the shared nodes.
-            matrix[rows, cols] = pair[tile_a].block(edge_a, pair[tile_c].edge(name_c)) if tile_a == tile_c else 0.0
-    _eliminate(separator, coupling, matrix, head, tail, transposed)
-    return _Tile(matrix, tuple(merged_sizes), drivers, tias)
+            if tile_a == tile_c:
+                copies.append((rows, cols, tile_a, *_block(edge_a, pair[tile_c].edge(name_c))))
+            else:
+                zeros.append((rows, cols))  # the two tiles touch only through the shared nodes
+    step = _Step(first, second, own, (s, size) if transposed else (size, s), tuple(coupling_copies), size,
+                 tuple(copies), tuple(zeros), head, tail, transposed)  # fmt: skip
+    return step, _Shape((merged_sizes[0], merged_sizes[1], merged_sizes[2], merged_sizes[3]), drivers, tias)
+
+
+def _run_merge(step: _Step, first: FloatArray, second: FloatArray) -> FloatArray:
+    """The merged tile's matrix of a planned merge (:func:`_plan_merge`) of the two tiles' matrices
+    (Fortran-ordered, lower triangles meaningful)."""
+    pair = (first, second)
+    s = step.coupling_shape[0] if step.transposed else step.coupling_shape[1]
+    # Built in Fortran order, each block where LAPACK works on it in place (no copies into it).
+    # The diagonal blocks' strict upper triangles hold whatever memory held (never read): no
+    # arithmetic on them either (it could overflow).
+    separator = np.empty((s, s), order="F")
+    np.add(first[step.own[0], step.own[0]], second[step.own[1], step.own[1]], out=separator, where=_lower_mask(s))
+    coupling = np.empty(step.coupling_shape, order="F")
+    for target, _, tile, rows, cols, flip in step.coupling_copies:
+        block = pair[tile][rows, cols]
+        coupling[target] = block.T if flip else block
+    matrix = np.empty((step.size, step.size), order="F")  # the strict upper triangle is never read
+    for target_rows, target_cols, tile, rows, cols, flip in step.copies:
+        block = pair[tile][rows, cols]
+        matrix[target_rows, target_cols] = block.T if flip else block
+    for target_rows, target_cols in step.zeros:
+        matrix[target_rows, target_cols] = 0.0
+    _eliminate(separator, coupling, matrix, step.head, step.tail, step.transposed)
+    return matrix
 
 
 @functools.cache
@@ -423,10 +453,6 @@ def _eliminate(
     factor, info = dpotrf(separator, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ArithmeticError(f"wire network separator not positive definite (dpotrf info {info})")
-    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
-        z = dtrsm(1.0, factor, coupling, side=0, lower=1, overwrite_b=1).T
-    else:  # coupling L^-T, each kept node a row
-        z = dtrsm(1.0, factor, coupling, side=1, lower=1, trans_a=1, overwrite_b=1)
     size, nodes = kept.shape[0], separator.shape[0]
     middle_size = size - head - tail
     if (head or tail) and (head * head + tail * tail) * nodes < 25 * middle_size * (2 * middle_size + nodes):
@@ -438,11 +464,21 @@ def _eliminate(
         kept[:head, :head] = 0.0
         kept[size - tail :, size - tail :] = 0.0
         head = tail = 0
+    # Where the drivers are most of the kept nodes (the top merges: at 512 x 256 the last one keeps
+    # 512 drivers and 64 TIAs), their rows of the update, C_rest S^-1 C_D^T, are found by solving
+    # for the rest twice and one product with the drivers' coupling as it is: nodes^2 (head - rest)
+    # fewer flops than solving for the drivers once (docs/benchmarks.md, tenth pass, part W).
+    drivers_last = 2 * head > size
+    first = head if drivers_last else 0  # the kept nodes solved for: z[k] is node first + k
+    if transposed:  # L^-1 coupling^T, read as its transpose: each kept node a column
+        z = dtrsm(1.0, factor, coupling[:, first:], side=0, lower=1, overwrite_b=1).T
+    else:  # coupling L^-T, each kept node a row
+        z = dtrsm(1.0, factor, coupling[first:], side=1, lower=1, trans_a=1, overwrite_b=1)
     last = size - tail
-    if head:
+    if head and not drivers_last:
         kept[head:, :head] -= z[head:] @ z[:head].T
     if last > head:
-        middle = slice(head, last)
+        middle = slice(head - first, last - first)
         # dsyrk on z z^T, or on z^T's columns (trans: z^T^T z^T) where z is held transposed.
         zm, trans = (z[middle].T, 1) if transposed else (z[middle], 0)
         if head == 0 and last == kept.shape[0]:
@@ -450,6 +486,13 @@ def _eliminate(
             if updated is not kept:  # not done in place (f2py copied): keep the answer all the same
                 kept[...] = updated
         else:
-            kept[middle, middle] = dsyrk(-1.0, zm, beta=1.0, c=kept[middle, middle], lower=1, trans=trans)
+            kept[head:last, head:last] = dsyrk(-1.0, zm, beta=1.0, c=kept[head:last, head:last], lower=1, trans=trans)
     if tail:
-        kept[last:, head:last] -= z[last:] @ z[head:last].T
+        kept[last:, head:last] -= z[last - first :] @ z[head - first : last - first].T
+    if drivers_last:
+        if transposed:  # S^-1 C_rest^T (nodes x rest), then C_rest S^-1 C_D^T
+            solved = dtrsm(1.0, factor, z.T, side=0, lower=1, trans_a=1, overwrite_b=1)
+            kept[head:, :head] -= solved.T @ coupling[:, :head]
+        else:  # C_rest S^-1 (rest x nodes)
+            solved = dtrsm(1.0, factor, z, side=1, lower=1, overwrite_b=1)
+            kept[head:, :head] -= solved @ coupling[:head].T

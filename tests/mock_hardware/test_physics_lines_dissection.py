@@ -83,7 +83,7 @@ def test_one_solver_answers_each_set_of_columns_for_itself() -> None:
 @pytest.mark.parametrize("small_separator", [0, 64])
 def test_stacked_and_per_tile_eliminations_agree(monkeypatch: pytest.MonkeyPatch, small_separator: int) -> None:
     # 0: every batched merge through LAPACK, tiles stored stack-first; 64: every one by the
-    # vectorized elimination, stack-last. The default mixes both.
+    # compiled pass over the stack, stack-last (separators up to 8 nodes here). The default mixes both.
     g = awkward_conductances(20, 12, seed=5)
     expected = DissectionSolver(20, 12, 0.35, tile=16).transfer(g)
     monkeypatch.setattr(wire_dissection, "_SMALL_SEPARATOR", small_separator)
@@ -195,3 +195,61 @@ def test_the_unread_upper_triangles_never_reach_the_answer_nor_any_arithmetic(
     with np.errstate(all="raise"):
         g_eff = DissectionSolver(20, 12, 0.35, tile=2).transfer(g)
     np.testing.assert_allclose(g_eff, effective_conductance(g, 0.35, 1), rtol=1e-9, atol=1e-20)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize(("head", "tail"), [(0, 0), (5, 0), (0, 4), (5, 4), (14, 0), (16, 0), (14, 4), (17, 3)])
+def test_an_elimination_updates_every_block_it_is_read_for(transposed: bool, head: int, tail: int) -> None:
+    # kept -= C S^-1 C^T on 20 kept nodes (the first `head` drivers, the last `tail` TIAs) against
+    # numpy's dense product, the coupling in either layout; with most kept nodes drivers (14 and
+    # 17 of 20) the drivers' rows are found by solving for the rest instead. The drivers' and the
+    # TIAs' blocks among themselves are never read, so not compared.
+    rng = np.random.default_rng(head * 10 + tail)
+    size, nodes = 20, 7
+    separator = rng.uniform(-1.0, 1.0, (nodes, nodes))
+    separator = separator @ separator.T + nodes * np.eye(nodes)
+    coupling = rng.uniform(-1.0, 1.0, (size, nodes))
+    kept = rng.uniform(-1.0, 1.0, (size, size))
+    kept = kept + kept.T
+    expected = kept - coupling @ np.linalg.solve(separator, coupling.T)
+    given = np.asfortranarray(coupling.T if transposed else coupling)
+    result = np.asfortranarray(kept)
+    wire_dissection._eliminate(np.asfortranarray(separator), given, result, head, tail, transposed)
+    lower = np.tri(size, dtype=bool)
+    lower[:head, :head] = False
+    lower[size - tail :, size - tail :] = False
+    assert lower[head:, :head].all()  # the drivers' rows with every other node are compared
+    np.testing.assert_allclose(result[lower], expected[lower], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "across"), [(1, 1, True), (1, 2, False), (2, 2, True), (2, 4, False), (4, 4, True), (4, 8, False)]
+)
+def test_the_compiled_small_merges_match_numpys_stacked_ones(h: int, w: int, across: bool) -> None:
+    # Every level the batched stage runs compiled (and one beyond), on a 4 x 6 grid of random
+    # symmetric positive-definite tiles whose nodes are all strongly coupled (the wire network's are
+    # not: a slip there can hide under the dissection's 1e-9 against the LU), against the numpy merge
+    # of the stack-first stage, element by element.
+    from mock_hardware.physics import _dissection_kernels
+
+    b = 2 * h + 2 * w
+    rng = np.random.default_rng(h * 10 + w)
+    coupling = rng.uniform(-1.0, 1.0, (4, 6, b, b))
+    stack_first = coupling @ np.swapaxes(coupling, -1, -2) + b * np.eye(b)
+    stack_last = np.ascontiguousarray(stack_first.transpose(2, 3, 0, 1))
+    edges = wire_dissection._edges(h, w)
+    if across:
+        kept = [(0, "L"), (1, "R"), (0, "T"), (1, "T"), (0, "B"), (1, "B")]
+        expected = wire_dissection._merge_pairs(stack_first[:, 0::2], stack_first[:, 1::2], edges, ("R", "L"), kept)
+        nh, nw, grid = h, 2 * w, (4, 3)
+    else:
+        kept = [(0, "L"), (1, "L"), (0, "R"), (1, "R"), (0, "T"), (1, "B")]
+        expected = wire_dissection._merge_pairs(stack_first[0::2], stack_first[1::2], edges, ("B", "T"), kept)
+        nh, nw, grid = 2 * h, w, (2, 6)
+    merged = np.full((2 * nh + 2 * nw, 2 * nh + 2 * nw, *grid), np.nan)
+    _dissection_kernels.merge_stack_last(stack_last, h, w, across, merged)
+    result = merged.transpose(2, 3, 0, 1)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    assert np.array_equal(result, np.swapaxes(result, -1, -2))  # exactly symmetric
+    with pytest.raises(ValueError, match="result's shape"):
+        _dissection_kernels.merge_stack_last(stack_last, h, w, across, merged[:-1])
