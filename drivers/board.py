@@ -387,6 +387,21 @@ class Board:
     def _check_column_current(self, parameter: str, current: float) -> None:
         check_value(parameter, current, self.limits.i_col, "A")
 
+    def predicted_column_current(self, rows: int, v: float) -> float:
+        """The most current ``rows`` rows driven at ``v`` volts can put into one column, A: every cell
+        at ``g_cell_max`` (what the VMM's own check assumes of cells it has not read)."""
+        return rows * abs(float(v)) * self.limits.g_cell_max
+
+    def largest_vmm_input(self, rows: int) -> float:
+        """The largest input magnitude, V, at which ``rows`` driven rows keep every column within
+        ``i_col`` (:meth:`predicted_column_current`), rounded down to three significant digits so that
+        the value as printed passes the check too."""
+        exact = self.limits.i_col.max / (rows * self.limits.g_cell_max)
+        if exact <= 0:
+            return 0.0
+        unit = 10.0 ** (math.floor(math.log10(exact)) - 2)
+        return math.floor(exact / unit) * unit
+
     def _amplitude_limit(self, kind: PulseKind) -> tuple[str, Range]:
         line = self.limits.v_col if kind is PulseKind.RESET else self.limits.v_row
         return ("v_col" if kind is PulseKind.RESET else "v_row"), _magnitudes_up_to(line.max)

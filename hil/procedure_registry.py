@@ -11,65 +11,51 @@ from hil import plots, plots_twin
 from hil.figure_report import reporting
 from hil.procedures import REGISTRY, ProcedureSpec, register
 from protocols import characterization as ch
-from protocols.characterization.endurance import check_endurance
-from protocols.characterization.forming import FormingOptions, check_forming, measure_forming
-from protocols.characterization.gate_calibration import (
-    GateCalibrationOptions,
-    check_gate_calibration,
-    measure_gate_calibration,
-)
-from protocols.characterization.iv_sweep import check_iv_sweep
-from protocols.characterization.pulse_response import check_pulse_response
-from protocols.characterization.read_disturb import check_read_disturb
-from protocols.characterization.retention import check_retention
-from protocols.characterization.wire_resistance import (
-    WireResistanceOptions,
-    check_wire_resistance,
-    measure_wire_resistance,
-)
-from protocols.characterization.write_noise import WriteNoiseOptions, check_write_noise, measure_write_noise
-from protocols.characterization.yield_map import check_yield_map
+from protocols.characterization.forming import FormingOptions, measure_forming
+from protocols.characterization.gate_calibration import GateCalibrationOptions, measure_gate_calibration
+from protocols.characterization.wire_resistance import WireResistanceOptions, measure_wire_resistance
+from protocols.characterization.write_noise import WriteNoiseOptions, measure_write_noise
 
 SPECS = (
     ProcedureSpec(
         "yield-map", "conductance map and yield map (normal, stuck low, stuck high, unformed)",
-        ch.measure_yield_map, ch.YieldMapOptions, plots.plot_yield_map, check_yield_map,
+        ch.measure_yield_map, ch.YieldMapOptions, plots.plot_yield_map,
     ),
     ProcedureSpec(
         "iv-sweep", "quasi-static bipolar I-V sweep of one or a few cells, gate-set compliance",
-        ch.measure_iv_sweep, ch.IVSweepOptions, plots.plot_iv_sweep, check_iv_sweep,
+        ch.measure_iv_sweep, ch.IVSweepOptions, plots.plot_iv_sweep,
     ),
     ProcedureSpec(
         "gate-calibration", "SET conductance vs gate voltage: per-cell fit of G = k * v_gate + c",
-        measure_gate_calibration, GateCalibrationOptions, plots.plot_gate_calibration, check_gate_calibration,
+        measure_gate_calibration, GateCalibrationOptions, plots.plot_gate_calibration,
     ),
     ProcedureSpec(
         "pulse-response", "conductance after each of N identical SET pulses, then N RESET pulses",
-        ch.measure_pulse_response, ch.PulseResponseOptions, plots.plot_pulse_response, check_pulse_response,
+        ch.measure_pulse_response, ch.PulseResponseOptions, plots.plot_pulse_response,
     ),
     ProcedureSpec(
         "endurance", "SET/RESET cycling with periodic reads until each cell's window closes",
-        ch.measure_endurance, ch.EnduranceOptions, plots.plot_endurance, check_endurance,
+        ch.measure_endurance, ch.EnduranceOptions, plots.plot_endurance,
     ),
     ProcedureSpec(
         "retention", "conductance read at log-spaced times after programming; drift per ln(t)",
-        ch.measure_retention, ch.RetentionOptions, plots.plot_retention, check_retention,
+        ch.measure_retention, ch.RetentionOptions, plots.plot_retention,
     ),
     ProcedureSpec(
         "read-disturb", "many reads of the same cells; the largest drift they cause",
-        ch.measure_read_disturb, ch.ReadDisturbOptions, plots.plot_read_disturb, check_read_disturb,
+        ch.measure_read_disturb, ch.ReadDisturbOptions, plots.plot_read_disturb,
     ),
     ProcedureSpec(
         "forming", "count the unformed (virgin) cells and form them with a rising FORM ramp",
-        measure_forming, FormingOptions, plots_twin.plot_forming, check_forming,
+        measure_forming, FormingOptions, plots_twin.plot_forming,
     ),
     ProcedureSpec(
         "write-noise", "cycle-to-cycle scatter of the SET level, read noise taken out",
-        measure_write_noise, WriteNoiseOptions, plots_twin.plot_write_noise, check_write_noise,
+        measure_write_noise, WriteNoiseOptions, plots_twin.plot_write_noise,
     ),
     ProcedureSpec(
         "wire-resistance", "all-rows VMM against single-cell reads: resistance per line segment",
-        measure_wire_resistance, WireResistanceOptions, plots_twin.plot_wire_resistance, check_wire_resistance,
+        measure_wire_resistance, WireResistanceOptions, plots_twin.plot_wire_resistance,
     ),
 )  # fmt: skip
 

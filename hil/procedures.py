@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel
 
 from drivers import Board
+from protocols.characterization.checks import CHECKS
 from protocols.recording import Attr
 
 Datasets = Mapping[str, np.ndarray[Any, Any]]
@@ -32,10 +33,13 @@ class ProcedureSpec:
     """Its options; every field becomes a ``--flag`` with the field's default and description."""
     plot: Callable[[Datasets, Attrs, Figure], None]
     """Draws the run from its stored datasets and attributes onto an empty figure."""
-    check: Callable[[Board, Any], object]
-    """``check(board, options)``: every limit the run meets, checked on the open board without
-    sending anything (raises :class:`~drivers.InvalidRequest`); run before the run file is made,
-    so a refused run leaves an existing file (``--overwrite``) as it was."""
+
+    @property
+    def check(self) -> Callable[[Board, Any], object]:
+        """``check(board, options)``: every limit the run meets, checked on the open board without
+        sending anything (raises :class:`~drivers.InvalidRequest`); run before the run file is made,
+        so a refused run leaves an existing file (``--overwrite``) as it was."""
+        return CHECKS[self.name]
 
 
 REGISTRY: dict[str, ProcedureSpec] = {}

@@ -131,12 +131,11 @@ def check_vmm_currents(config: TrainConfig, placement: Placement, boards: Mappin
     (an input vector of equal values) through cells at the board's ``g_cell_max``."""
     for layer, tiles in placement.tiles.items():
         for i, tile in enumerate(tiles):
-            limits = boards[tile.board].limits
+            board = boards[tile.board]
             rows = len(tile.plus_rows) + len(tile.minus_rows)
-            worst = config.v_input * rows * limits.g_cell_max
-            if worst > limits.i_col.max:
-                fits = limits.i_col.max / (rows * limits.g_cell_max)
+            worst, limit = board.predicted_column_current(rows, config.v_input), board.limits.i_col.max
+            if worst > limit:
                 raise PlanError(f"v_input = {config.v_input:g} V: layer {layer!r} tile {i} drives {rows} rows of "
                                 f"{tile.board}, up to {worst * 1e3:.3g} mA into a column; its limit is "
-                                f"{limits.i_col.max * 1e3:.3g} mA (a v_input of at most {fits:.3g} V in the "
-                                f"training config fits); nothing was sent")  # fmt: skip
+                                f"{limit * 1e3:.3g} mA (a v_input of at most {board.largest_vmm_input(rows):.3g} V "
+                                "in the training config fits); nothing was sent")  # fmt: skip

@@ -16,20 +16,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from drivers import Board
-from protocols.characterization.forming import FormingOptions, check_forming, measure_forming
-from protocols.characterization.gate_calibration import (
-    GateCalibrationOptions,
-    check_gate_calibration,
-    measure_gate_calibration,
-)
-from protocols.characterization.retention import RetentionOptions, check_retention, measure_retention, read_times
-from protocols.characterization.wire_resistance import (
-    WireResistanceOptions,
-    check_wire_resistance,
-    measure_wire_resistance,
-)
-from protocols.characterization.write_noise import WriteNoiseOptions, check_write_noise, measure_write_noise
-from protocols.characterization.yield_map import YieldMapOptions, check_yield_map, measure_yield_map
+from protocols.characterization.checks import CHECKS
+from protocols.characterization.forming import FormingOptions, measure_forming
+from protocols.characterization.gate_calibration import GateCalibrationOptions, measure_gate_calibration
+from protocols.characterization.retention import RetentionOptions, measure_retention, read_times
+from protocols.characterization.wire_resistance import WireResistanceOptions, measure_wire_resistance
+from protocols.characterization.write_noise import WriteNoiseOptions, measure_write_noise
+from protocols.characterization.yield_map import YieldMapOptions, measure_yield_map
 
 
 @dataclass(frozen=True)
@@ -38,29 +31,31 @@ class SuiteStep:
     """the procedure's registered name (and the stem of its file)"""
     measure: Callable[..., object]
     options: type[BaseModel]
-    check: Callable[[Board, Any], object]
-    """every limit the step meets, checked on the open board without sending anything (raises)"""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """options the suite sets unless the caller does"""
 
+    @property
+    def check(self) -> Callable[[Board, Any], object]:
+        """Every limit the step meets, checked on the open board without sending anything (raises)."""
+        return CHECKS[self.procedure]
+
 
 TWIN_SUITE: tuple[SuiteStep, ...] = (
-    SuiteStep("forming", measure_forming, FormingOptions, check_forming),
-    SuiteStep("yield-map", measure_yield_map, YieldMapOptions, check_yield_map),
+    SuiteStep("forming", measure_forming, FormingOptions),
+    SuiteStep("yield-map", measure_yield_map, YieldMapOptions),
     # Two cycles per gate: the write noise in each cell's fit would otherwise hide a small spread of c.
-    SuiteStep("gate-calibration", measure_gate_calibration, GateCalibrationOptions, check_gate_calibration,
-              {"repeats": 2}),
+    SuiteStep("gate-calibration", measure_gate_calibration, GateCalibrationOptions, {"repeats": 2}),
     # Eight reads after each SET (reads cost no endurance): with two, a write noise of 1 uS under
     # 2 % read noise (6 uS a read) was known to 11 % on 64 x 32; with eight, to 3 %.
-    SuiteStep("write-noise", measure_write_noise, WriteNoiseOptions, check_write_noise, {"reads_after_set": 8}),
-    SuiteStep("wire-resistance", measure_wire_resistance, WireResistanceOptions, check_wire_resistance),
+    SuiteStep("write-noise", measure_write_noise, WriteNoiseOptions, {"reads_after_set": 8}),
+    SuiteStep("wire-resistance", measure_wire_resistance, WireResistanceOptions),
     # 64 reads a point: the per-cell drift fits' noise (read noise over 17 points to 1e4 s) is most
     # of the variance the drift spread is taken out of; with 8, 4 of 60 held-out 64 x 32 chips had
     # drift_mean or drift_spread off by over 10 % (uncertainty up to 79 % of the spread); with
     # 64, 120 of 120 within 10 % (docs/benchmarks.md, round trip). More reads rather than a later
     # t_last: 1e4 s is 2.8 hours on a chip, and reads add no pulses.
     SuiteStep(
-        "retention", measure_retention, RetentionOptions, check_retention,
+        "retention", measure_retention, RetentionOptions,
         {"program": "set", "t_first": 1.0, "t_last": 1e4, "points_per_decade": 4, "reads_per_point": 64},
     ),
 )  # fmt: skip

@@ -159,14 +159,12 @@ def check_wire_resistance(board: Board, opts: WireResistanceOptions) -> Selectio
     check_read_voltage(board, opts.v_read)
     if opts.program:
         check_pulse(board, selection, PulseKind.SET, opts.set_amplitude, opts.set_gate, opts.width)
-    rows = board.shape[0]
-    per_volt, limit = rows * board.limits.g_cell_max, board.limits.i_col
-    worst = abs(opts.v_read) * per_volt
+    rows, limit = board.shape[0], board.limits.i_col
+    worst = board.predicted_column_current(rows, opts.v_read)
     if worst > limit.max:
-        fits = min(abs(limit.min), limit.max) / per_volt
         raise LimitError("predicted column current of the all-rows VMM", worst, limit.min, limit.max, "A",
-                         hint=f"a v_read of at most {fits:.3g} V keeps {rows} rows of cells up to "
-                              f"g_cell_max = {board.limits.g_cell_max:g} S within it")  # fmt: skip
+                         hint=f"a v_read of at most {board.largest_vmm_input(rows):.3g} V keeps {rows} rows "
+                              f"of cells up to g_cell_max = {board.limits.g_cell_max:g} S within it")  # fmt: skip
     return selection
 
 

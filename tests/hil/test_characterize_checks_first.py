@@ -13,6 +13,7 @@ import pytest
 
 from hil.cli import main
 from hil.procedure_registry import REGISTRY
+from protocols.characterization.checks import CHECKS
 
 CHIP = "emulator://?preset=umass-ta-hfo2&seed=3&rows=8&cols=4"
 # One option per procedure past the emulator's limits (v_row 0..4 V, v_read -0.5..0.5 V).
@@ -30,8 +31,8 @@ PAST_A_LIMIT = {
 }
 
 
-def test_every_procedure_has_a_case() -> None:
-    assert set(PAST_A_LIMIT) == set(REGISTRY)
+def test_every_procedure_has_a_check_and_a_case() -> None:
+    assert set(CHECKS) == set(REGISTRY) == set(PAST_A_LIMIT)
 
 
 @pytest.mark.parametrize("procedure", sorted(PAST_A_LIMIT))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -25,9 +26,10 @@ def test_a_sane_run_passes_and_names_its_board() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        # In the read limit, not the current; the message names the v_input that fits (50 mA / 153.6 mS).
+        # In the read limit, not the current; the message names the v_input that fits (50 mA / 153.6 mS
+        # is 0.3255 V: rounded down, so the value as printed passes, below).
         ({"v_input": 0.5}, "tile 0 drives 128 rows of board0, up to 76.8 mA into a column; its limit is 50 mA "
-                           "(a v_input of at most 0.326 V in the training config fits)"),
+                           "(a v_input of at most 0.325 V in the training config fits)"),
         ({"v_input": 0.6}, "v_input = 0.6 V: VMM inputs of +-0.6 V are outside board0's read limit"),
         ({"bad_lines": {"board0": {"rows": [128]}}}, "bad_lines.board0.rows[0] = 128 is outside the array"),
         ({"bad_lines": {"board0": {"cols": [3, 16]}}}, "bad_lines.board0.cols[1] = 16"),
@@ -43,6 +45,14 @@ def test_what_only_the_board_can_tell_is_refused_naming_the_field(fields: dict[s
         preflight(config(**fields))
     assert message in str(refused.value)
 
+
+
+def test_the_v_input_the_current_error_names_passes_the_check() -> None:
+    with pytest.raises(PlanError) as refused:
+        preflight(config(v_input=0.5))
+    fits = float(re.search(r"a v_input of at most ([0-9.e+-]+) V", str(refused.value))[1])  # type: ignore[index]
+    assert fits < 0.5
+    preflight(config(v_input=fits))  # raises if the value as printed is still over the limit
 
 TWO_CLASSES = {"input_shape": [8, 8], "n_classes": 2, "layers": [{"type": "flatten"}, {"type": "dense", "out": 2}]}
 

@@ -8,6 +8,7 @@ after the steps before it had spent their pulses (about 166 a cell on the defaul
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -53,15 +54,27 @@ def test_the_all_rows_vmm_past_the_column_limit_is_refused_first_with_the_read_v
     out_dir = tmp_path / "run"
     assert main(["characterize", "all", "--config", str(config), "--out-dir", str(out_dir), "--yes", *QUICK]) == 2
     err = capsys.readouterr().err.strip()
-    with open_board(CHIP) as board:
-        fits = 1e-3 / (16 * board.limits.g_cell_max)
     assert err.startswith("error: wire-resistance: predicted column current of the all-rows VMM")
-    assert f"a v_read of at most {fits:.3g} V" in err
     assert not out_dir.exists()
-    # The read voltage the message names is one the check takes, under the same limits.
+    # The read voltage the message names, as printed, is one the check takes under the same limits.
+    fits = float(re.search(r"a v_read of at most ([0-9.e+-]+) V", err)[1])  # type: ignore[index]
     limits = SafetyLimits.model_validate(json.loads(config.read_text())["limits"])
     with open_board(CHIP, limits=limits) as board:
-        check_plan(board, plan(board.shape, {"wire-resistance": {"v_read": 0.99 * fits}}))  # raises if not
+        assert 0.95 * 1e-3 / (16 * board.limits.g_cell_max) < fits
+        check_plan(board, plan(board.shape, {"wire-resistance": {"v_read": fits}}))  # raises if not
+
+
+def test_the_read_voltage_named_is_taken_from_the_column_limit_s_top_alone(tmp_path: Path) -> None:
+    # A column limit of [0, 1 mA] (currents flow one way): the fit is 1 mA over 16 rows at g_cell_max,
+    # not 0 V from the limit's bottom.
+    config = _limits_config(tmp_path, i_col={"min": 0.0, "max": 1e-3})
+    limits = SafetyLimits.model_validate(json.loads(config.read_text())["limits"])
+    with open_board(CHIP, limits=limits) as board:
+        with pytest.raises(LimitError, match=r"a v_read of at most ([0-9.e+-]+) V") as caught:
+            check_wire_resistance(board, WireResistanceOptions(v_read=0.2))
+        fits = float(re.search(r"at most ([0-9.e+-]+) V", str(caught.value))[1])  # type: ignore[index]
+        assert 0 < fits <= 1e-3 / (16 * board.limits.g_cell_max)
+        check_wire_resistance(board, WireResistanceOptions(v_read=fits))
 
 
 def test_check_wire_resistance_sends_nothing_and_names_the_fix(tmp_path: Path, mocker: MockerFixture) -> None:
