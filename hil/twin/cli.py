@@ -74,7 +74,8 @@ def cmd_twin_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise RunFileError(f"{out} exists; choose another name or pass --overwrite (nothing was written)")
-    twin = fit_twin([read_run(path) for path in args.files], preset=args.preset, cell_map=not args.population_only)
+    files = list({Path(path).resolve(): path for path in args.files}.values())  # a file named twice is read once
+    twin = fit_twin([read_run(path) for path in files], preset=args.preset, cell_map=not args.population_only)
     write_twin(twin, out)
     width = max(len(name) for name in twin.parameters)
     for name, value in twin.parameters.items():

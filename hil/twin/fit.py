@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import tomli_w
 
@@ -111,15 +113,22 @@ class Twin:
 
 
 def _chip(run: RunData) -> tuple[str, str]:
-    """What tells one chip's files from another's: the board's identity, and for an in-process
-    emulator (every one answers as SN-0001) its resource, which holds its seed and parameters."""
+    """What tells one chip's files from another's: the board's serial number (its whole identity
+    when it gives none; a firmware update between runs is the same chip), and for an in-process
+    emulator (every one answers as SN-0001) its parameters and seed, in any order."""
     identity, resource = str(run.root.get(layout.BOARD_IDENTITY, "")), str(run.root.get(layout.RESOURCE, ""))
-    return identity, resource if resource.startswith("emulator://") else ""
+    serial = _SERIAL.search(identity)
+    if not resource.startswith("emulator://"):
+        return (serial[1] if serial else identity), ""
+    return (serial[1] if serial else identity), urlencode(sorted(parse_qsl(urlsplit(resource).query)))
+
+
+_SERIAL = re.compile(r"\(serial ([^,)]+)")  # Board.identity's "MAKER MODEL (serial SN, firmware V)"
 
 
 def _said(run: RunData) -> str:
-    identity, resource = _chip(run)
-    return f"{identity or 'an unnamed board'}{f' ({resource})' if resource else ''}"
+    identity, resource = str(run.root.get(layout.BOARD_IDENTITY, "")), str(run.root.get(layout.RESOURCE, ""))
+    return f"{identity or 'an unnamed board'}{f' ({resource})' if resource.startswith('emulator://') else ''}"
 
 
 def _latest_by_procedure(runs: Iterable[RunData], left_out: list[str] | None = None) -> dict[str, RunData]:

@@ -10,6 +10,7 @@ import h5py
 import pytest
 
 from drivers import open_board
+from hil import run_layout as layout
 from hil.cli import main
 from hil.storage import read_run
 from tests.conftest import EmulatorFactory
@@ -143,3 +144,25 @@ def test_a_characterization_file_records_the_resource_it_used(
     path = tmp_path / "yield.h5"
     assert main(["characterize", "yield-map", emulator.resource, "--out", str(path)]) == 0
     assert read_run(path).config["board"]["resource"] == emulator.resource
+
+
+def test_twin_fit_takes_one_chip_however_its_resource_is_spelled_or_its_firmware_updated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same emulated chip with its query in another order, and a firmware update between two runs
+    # of a real chip (same serial): were refused as two chips ("a twin is fitted from one chip's files").
+    reordered = CHIP.replace("preset=umass-ta-hfo2&seed=6", "seed=6&preset=umass-ta-hfo2")
+    assert reordered != CHIP
+    map_path, noise_path = tmp_path / "map.h5", tmp_path / "noise.h5"
+    assert main(["characterize", "yield-map", CHIP, "--out", str(map_path)]) == 0
+    assert main(["characterize", "write-noise", reordered, "--out", str(noise_path), "--cycles", "4"]) == 0
+    with h5py.File(noise_path, "r+") as f:
+        identity = str(f.attrs[layout.BOARD_IDENTITY])
+        assert "firmware 0.1.0" in identity
+        f.attrs[layout.BOARD_IDENTITY] = identity.replace("firmware 0.1.0", "firmware 0.2.0")
+    capsys.readouterr()
+    out = tmp_path / "chip.toml"
+    # The map named twice is read once (was: "left out" of the fit that used it).
+    assert main(["twin", "fit", str(map_path), str(noise_path), str(map_path), "--out", str(out)]) == 0
+    assert "left out" not in capsys.readouterr().out
+    assert tomllib.loads(out.read_text())["sources"]["write_noise"]["file"] == str(noise_path)
