@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from drivers.codec import block_bounds
+from drivers.config_model import ConfigModel
 from drivers.errors import LimitError
 
 
-class Range(BaseModel):
+class Range(ConfigModel):
     """A closed interval ``[min, max]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -32,7 +33,7 @@ class Range(BaseModel):
         return self.min <= other.min and other.max <= self.max
 
 
-class SafetyLimits(BaseModel):
+class SafetyLimits(ConfigModel):
     """What the host lets reach the board's lines. SI units."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -22,9 +22,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import ConfigDict, Field, StrictBool, ValidationError
 
 from drivers import Board, SafetyLimits, open_board
+from drivers.config_model import ConfigModel
 from drivers.messages import validation_message
 from hil.terminal import TransferBar
 
@@ -39,7 +40,7 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and every bad field."""
 
 
-class BoardConfig(BaseModel):
+class BoardConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     resource: str = Field(EMBEDDED_EMULATOR, min_length=1, max_length=1024, description="resource string of the board")

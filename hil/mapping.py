@@ -19,7 +19,9 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from drivers.config_model import ConfigModel
 
 IntArray = npt.NDArray[np.int64]
 Layout = Literal["paired-rows", "row-blocks"]
@@ -29,7 +31,7 @@ class PlacementError(ValueError):
     """A placement that cannot be used; the message names the layer, tile and problem."""
 
 
-class TileSpec(BaseModel):
+class TileSpec(ConfigModel):
     """One block of a layer's weights on one board, starting at a corner.
 
     Its devices take the first good rows at or after ``row0`` and the first good columns at or
@@ -47,7 +49,7 @@ class TileSpec(BaseModel):
     outputs: tuple[int, int] | None = Field(None, description="[start, stop) of the layer's outputs; default all")
 
 
-class LayerPlacementSpec(BaseModel):
+class LayerPlacementSpec(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layer: str
@@ -60,7 +62,7 @@ MAX_LINES = 65536
 LineIndex = Annotated[int, Field(ge=0, lt=MAX_LINES)]
 
 
-class BadLines(BaseModel):
+class BadLines(ConfigModel):
     """Lines of a board that must not be used."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -69,7 +71,7 @@ class BadLines(BaseModel):
     cols: list[LineIndex] = Field(default_factory=list, max_length=MAX_LINES)
 
 
-class PlacementSpec(BaseModel):
+class PlacementSpec(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layers: list[LayerPlacementSpec]

@@ -17,15 +17,16 @@ from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from drivers.config_model import ConfigModel
 from hil.nn.backend import MatmulBackend
 from hil.training.loop import ExactLearner
 
 FloatArray = npt.NDArray[np.float64]
 
 
-class WeightNoise(BaseModel):
+class WeightNoise(ConfigModel):
     """The weight errors a noise-aware software training draws on every forward pass."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

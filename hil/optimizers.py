@@ -12,7 +12,9 @@ from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from drivers.config_model import ConfigModel
 
 FloatArray = npt.NDArray[np.float64]
 OptimizerName = Literal["sgd", "momentum", "rmsprop", "adam", "manhattan"]
@@ -22,7 +24,7 @@ MAX_LR = 10.0
 """Largest learning rate accepted: a weight moving more than ten times its gradient per step is a typo."""
 
 
-class OptimizerConfig(BaseModel):
+class OptimizerConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: OptimizerName = "sgd"

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import ConfigDict, Field, StrictBool
 
 from drivers import PulseKind
+from drivers.config_model import ConfigModel
 from hil.array_backend import ArrayBackend
 from hil.terminal import ProgressOnly, phase
 from hil.updates import G_TARGET_FLOOR
@@ -43,7 +44,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-class TransferConfig(BaseModel):
+class TransferConfig(ConfigModel):
     """How weights reach the arrays before in-situ training."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -26,9 +26,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import ConfigDict, Field, StrictBool
 
 from drivers import PulseKind
+from drivers.config_model import ConfigModel
 from hil.array_backend import ArrayBackend
 from protocols.calibration import GateCalibration
 from protocols.programming import write_verify
@@ -37,7 +38,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-class GateCodedConfig(BaseModel):
+class GateCodedConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     set_slope: float = Field(98e-6, gt=0, le=0.1, description="k the host assumes without a calibration, S/V")
@@ -224,7 +225,7 @@ class GateCodedUpdate:
         memory.pulses += reset.astype(np.int64) + set_mask.astype(np.int64)
 
 
-class WriteVerifyUpdateConfig(BaseModel):
+class WriteVerifyUpdateConfig(ConfigModel):
     """Yao 2020: write only where the change exceeds a threshold, by closed-loop write-verify."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from drivers.config_model import ConfigModel
 
 
-class DeviceParameters(BaseModel):
+class DeviceParameters(ConfigModel):
     """Everything the array model needs; SI units (V, A, S, s, ohm).
 
     "Spread" fields are device-to-device (drawn once per cell from the seed); "noise" fields are

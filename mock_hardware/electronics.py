@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from drivers.config_model import ConfigModel
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -30,7 +32,7 @@ def _fitting_limits(gains: tuple[float, ...], full_scale: float) -> tuple[float,
     return tuple(limits)
 
 
-class Electronics(BaseModel):
+class Electronics(ConfigModel):
     """Converter resolutions and ranges of the emulated board. SI units."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

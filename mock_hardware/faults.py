@@ -8,10 +8,12 @@ transport: TCP, pty and in process) and the servers apply the connection faults.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from drivers.config_model import ConfigModel
 
 
-class FaultPlan(BaseModel):
+class FaultPlan(ConfigModel):
     """Probabilities are per command (or per reply); counts are whole numbers, 0 for never."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

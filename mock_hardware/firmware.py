@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from drivers import codec, compact
 from drivers import commands as cmd
 from drivers.codec import Command, ErrorCode, Framed, ParseError
 from drivers.commands import CommandSpec, LimitName, Line
+from drivers.config_model import ConfigModel
 from mock_hardware.array_model import CrossbarArray, PulseKind
 from mock_hardware.electronics import Electronics
 from mock_hardware.faults import FaultInjector
@@ -33,7 +34,7 @@ FloatArray = npt.NDArray[np.float64]
 MAX_WAIT = 1e7  # s: the longest SYST:WAIT
 
 
-class FirmwareLimits(BaseModel):
+class FirmwareLimits(ConfigModel):
     """The firmware's absolute maxima, reported by ``SYST:LIM?``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,7 +47,7 @@ class FirmwareLimits(BaseModel):
     ICOL: tuple[float, float] = (-0.05, 0.05)
 
 
-class FirmwareSpec(BaseModel):
+class FirmwareSpec(ConfigModel):
     """What the firmware knows about its board beyond the array."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

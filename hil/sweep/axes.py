@@ -17,14 +17,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
+
+from drivers.config_model import ConfigModel
 
 AxisValue = bool | int | float | str
 MAX_AXIS_VALUES = 10_000
 MAX_CELLS = 100_000
 
 
-class AxisRange(BaseModel):
+class AxisRange(ConfigModel):
     """A range of numbers: ``num`` evenly spaced values (linear or log), or ``start`` to ``stop`` by ``step``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from drivers.config_model import ConfigModel
 from hil.config import BoardConfig, ConfigError, validation_problems
 from hil.sweep.axes import MAX_CELLS, Axis, AxisValue, combinations, set_path
 from hil.sweep.keys import cell_key
@@ -42,7 +43,7 @@ POOL_PLACEHOLDER = "TCPIP::pool.invalid::0::SOCKET"
 """Stands for the pool board a cell will take, while its config is checked before the campaign starts."""
 
 
-class Campaign(BaseModel):
+class Campaign(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # It names a folder (runs/sweep-NAME): no separators, no '..', no control characters.

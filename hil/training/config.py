@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.config_model import ConfigModel
 from drivers.resources import is_in_process
 from hil.config import EMBEDDED_EMULATOR, BoardConfig, ConfigError, read_config_file, validation_problems
 from hil.mapping import BadLines, PlacementSpec
@@ -47,7 +48,7 @@ MAX_BOARDS = 64
 MAX_SEED = 2**32 - 1
 
 
-class HybridConfig(BaseModel):
+class HybridConfig(ConfigModel):
     """Yao 2020 hybrid training: software pre-training, transfer, then in-situ retraining of some layers."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -65,7 +66,7 @@ class HybridConfig(BaseModel):
     transfer_tolerance: float = Field(2e-6, gt=0, le=0.1, description="write-verify tolerance of the transfer, S")
 
 
-class ParallelConfig(BaseModel):
+class ParallelConfig(ConfigModel):
     """Yao 2020's parallel mode (hil/parallel.py, ``hil parallel``): convolutions written ``groups``
     times, each copy computing one band of output positions."""
 
@@ -87,7 +88,7 @@ def _with_default(section: Any, field: str, value: Any) -> Any:
     return section
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: ModelName = "cnn"

@@ -7,15 +7,15 @@ it in row-major order, which is the order of every per-cell series (``<group>/ce
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field
 
 from drivers import Board, LimitError, PulseKind, Region
+from drivers.config_model import ConfigModel
 from protocols.recording import Attr, Recorder
 
 FloatArray = npt.NDArray[np.float64]
@@ -83,29 +83,11 @@ def auto_min_window(window: npt.ArrayLike, level: npt.ArrayLike, typical: float 
     return np.asarray(np.maximum(chip_wide, LEVEL_SHARE * np.abs(np.asarray(level, dtype=np.float64))))
 
 
-class ProcedureOptions(BaseModel):
+class ProcedureOptions(ConfigModel):
     """Base of every procedure's options: unknown fields are errors."""
 
     # Finite numbers only (a NaN would pass every comparison with a limit).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_true_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """true or false where a number is meant is refused: pydantic would take it as 1 or 0
-        (``--set gate-calibration.repeats=true`` ran one repeat)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            if not _admits_bool(annotation):
-                raise ValueError(f"a number is meant, not {str(value).lower()}")
-        return value
-
-
-def _admits_bool(annotation: Any) -> bool:
-    """Whether a field's type takes a bool (bool itself, or a union or alias holding it)."""
-    if annotation is bool or annotation is Any:
-        return True
-    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
 
 
 class RegionOptions(ProcedureOptions):
