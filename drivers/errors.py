@@ -19,11 +19,16 @@ class LimitError(InvalidRequest):
     ) -> None:
         self.parameter, self.value, self.low, self.high, self.unit = parameter, value, low, high, unit
         unit_text = f" {unit}" if unit else ""
+        self.hint = hint
         fix = f" ({hint})" if hint else ""
         super().__init__(
             f"{parameter} = {value:g}{unit_text} is outside the limit [{low:g}, {high:g}]{unit_text}; "
             f"nothing was sent{fix}"
         )
+
+    def __reduce__(self) -> tuple[type[LimitError], tuple[str, float, float, float, str, str]]:
+        # Rebuilt from its fields, not its message (a Dask worker's error crosses processes pickled).
+        return (type(self), (self.parameter, self.value, self.low, self.high, self.unit, self.hint))
 
 
 class FirmwareError(BoardError):

@@ -573,8 +573,9 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 DEFAULT_DATASET = "mnist8"
 
 
-_last_loaded: list[tuple[tuple[Any, ...], Dataset]] = []
-"""The last set :func:`load_dataset` returned, with its key (name, options, sources' stamp)."""
+_last_loaded: tuple[tuple[Any, ...], Dataset] | None = None
+"""The last set :func:`load_dataset` returned, with its key (name, options, sources' stamp); rebound
+whole, never changed in place, so threads (a campaign's cells) read either it or its successor."""
 
 
 def _sources_stamp(name: str, options: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -639,9 +640,11 @@ def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
     bound.apply_defaults()
     stamp = _sources_stamp(name, options)
     key = (name, loader, repr(sorted(bound.arguments.items())), stamp)  # a loader swapped (tests) is another set
-    if stamp is not None and _last_loaded and _last_loaded[0][0] == key:
-        return _last_loaded[0][1]
-    _last_loaded.clear()  # one set at a time: full MNIST at 28x28 is 190 MB
+    global _last_loaded
+    last = _last_loaded
+    if stamp is not None and last is not None and last[0] == key:
+        return last[1]
+    _last_loaded = None  # one set at a time: full MNIST at 28x28 is 190 MB
     try:
         dataset = loader(**options)
     except DatasetError as exc:
@@ -651,5 +654,5 @@ def load_dataset(name: str = DEFAULT_DATASET, **options: Any) -> Dataset:
             raise DatasetError(f"dataset_options.{message} (dataset {name!r})") from None
         raise
     if stamp is not None:
-        _last_loaded.append((key, dataset))
+        _last_loaded = (key, dataset)
     return dataset

@@ -46,8 +46,10 @@ POOL_PLACEHOLDER = "TCPIP::pool.invalid::0::SOCKET"
 class Campaign(ConfigModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    # It names a folder (runs/sweep-NAME): no separators, no '..', no control characters.
-    name: str = Field("campaign", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+    # It names a folder (runs/sweep-NAME): no separators, no '..', no control characters, and it
+    # ends in neither a dot nor a space (Windows drops them: "a." and "a" would be one folder).
+    name: str = Field("campaign", min_length=1, max_length=200,
+                      pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 ._+=,-]*[A-Za-z0-9_+=,-])?$")  # fmt: skip
     kind: Kind = Field("train", description="what each cell runs: training, a characterization, a pulse sequence")
     base: dict[str, Any] = Field(default_factory=dict, description="the run config every cell starts from")
     emulator: str | None = Field(None, description=f"emulated chip of every cell (default {DEFAULT_EMULATOR})")

@@ -52,7 +52,7 @@ def check_data(
     if labels > network.spec.n_classes:
         raise PlanError(f"dataset = {config.dataset_name!r}: labels 0..{labels - 1} need {labels} outputs, the "
                         f"network has n_classes = {network.spec.n_classes} ({which}); nothing was sent")  # fmt: skip
-    if n_train is not None and config.batch_size > n_train:
+    if n_train is not None and config.updates > 0 and config.batch_size > n_train:  # a deploy alone draws no batch
         raise PlanError(f"batch_size = {config.batch_size} is larger than the {n_train} training samples of dataset = "
                         f"{config.dataset_name!r}; at most {n_train}; nothing was sent")  # fmt: skip
 

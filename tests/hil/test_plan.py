@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hil.training.config import TrainConfig
@@ -72,6 +73,15 @@ def test_data_the_network_cannot_take_is_refused_before_any_file_or_pulse(fields
     with pytest.raises(PlanError, match="nothing was sent") as refused:
         preflight(config(**fields))
     assert message in str(refused.value)
+
+
+def test_a_run_without_updates_draws_no_batch_so_any_batch_size_passes(tmp_path: Any) -> None:
+    # A deploy with no fine-tuning (updates = 0) was refused for a batch_size over the training set.
+    weights = tmp_path / "w.npz"
+    np.savez(weights, dense1=np.full((64, 10), 0.01))
+    preflight(config(batch_size=2000, updates=0, initial_weights=str(weights)))
+    with pytest.raises(PlanError, match="batch_size = 2000 is larger than"):  # with updates, still refused
+        preflight(config(batch_size=2000, updates=1, initial_weights=str(weights)))
 
 
 def test_the_data_check_holds_for_the_float_baseline_too(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
